@@ -1,0 +1,277 @@
+"""One service process: its database, producer, outbox relay, consumer and HTTP app.
+
+A service's main.py describes itself with a ServiceSpec (name, projections, routers,
+migrations); create_app() wires the rest the same way for all four.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from contracts.topics import ALL_EVENT_TOPICS
+from eventkit import db, timeline
+from eventkit.consumer import IdempotentConsumer, Projection, Waiters
+from eventkit.eventstore import EventStore
+from eventkit.http import ApiError, RequestMetrics, install_error_handlers
+from eventkit.outbox import OutboxRelay
+from eventkit.settings import Settings
+from eventkit.telemetry import configure_logging, configure_tracing
+from eventkit.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    projections: Sequence[Projection] = ()
+    routers: Sequence[APIRouter] = ()
+    migrations: Sequence[Path] = ()
+    title: str = ""
+    description: str = ""
+
+
+@dataclass
+class Runtime:
+    """What routes and handlers need at run time; app.state.runtime."""
+
+    settings: Settings
+    spec: ServiceSpec
+    store: EventStore
+    waiters: Waiters = field(default_factory=Waiters)
+    pool: asyncpg.Pool | None = None
+    producer: AIOKafkaProducer | None = None
+    consumer: IdempotentConsumer | None = None
+    relay: OutboxRelay | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        assert self.pool is not None, "service not started"
+        return self.pool
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+async def _start_producer(settings: Settings) -> AIOKafkaProducer:
+    while True:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            acks="all",
+            linger_ms=settings.kafka_linger_ms,
+            max_batch_size=512 * 1024,
+            # No idempotent producer: the embedded broker lacks InitProducerId. Duplicates from
+            # retries are absorbed by the consumers' applied-event records.
+            enable_idempotence=False,
+            request_timeout_ms=15_000,
+        )
+        try:
+            await producer.start()
+            return producer
+        except Exception as exc:
+            await producer.stop()
+            log.warning("broker not reachable yet: %s", type(exc).__name__)
+            await asyncio.sleep(0.5)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    rt: Runtime = app.state.runtime
+    s = rt.settings
+    rt.pool = await db.connect_with_retry(s.database_url, s.database_pool_size)
+    applied = await db.migrate(rt.pool, [db.EVENTKIT_MIGRATIONS, *rt.spec.migrations])
+    if applied:
+        log.info("migrations applied: %s", ", ".join(applied))
+    if s.kafka_create_topics:
+        await ensure_topics(s.kafka_bootstrap_servers, s.kafka_topic_partitions, s.kafka_replication_factor)
+    rt.producer = await _start_producer(s)
+    rt.relay = OutboxRelay(
+        s.database_url,
+        rt.producer,
+        s.service_name,
+        batch_size=s.outbox_batch_size,
+        poll_interval_s=s.outbox_poll_interval_ms / 1000,
+    )
+    rt.consumer = IdempotentConsumer(
+        service=s.service_name,
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        group_id=s.kafka_consumer_group,
+        topics=ALL_EVENT_TOPICS,
+        pool=rt.pool,
+        producer=rt.producer,
+        projections=[timeline.TimelineProjection(), *rt.spec.projections],
+        waiters=rt.waiters,
+        max_batch=s.consumer_max_batch,
+        session_timeout_ms=s.kafka_session_timeout_ms,
+    )
+    await rt.consumer.start()
+    rt.tasks = [
+        asyncio.create_task(rt.relay.run(), name="outbox-relay"),
+        asyncio.create_task(_keep_running(rt.consumer), name="consumer"),
+    ]
+    log.info("%s ready on %s:%s", s.service_name, s.http_host, s.http_port)
+    try:
+        yield
+    finally:
+        for task in rt.tasks:
+            task.cancel()
+        await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await rt.consumer.stop()
+        await rt.producer.stop()
+        await rt.pool.close()
+
+
+async def _keep_running(consumer: IdempotentConsumer) -> None:
+    """The consumer loop must not die quietly: log, back off, go on."""
+    while True:
+        try:
+            await consumer.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("consumer loop failed; restarting it")
+            await asyncio.sleep(1.0)
+
+
+# --- routes every service has ------------------------------------------------------------------
+
+common = APIRouter()
+
+
+@common.get("/healthz", tags=["operations"], summary="Alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@common.get("/readyz", tags=["operations"], summary="Database and broker reachable, consumer assigned")
+async def readyz(request: Request) -> JSONResponse:
+    rt = runtime(request)
+    checks: dict[str, bool] = {"database": False, "broker": False, "consumer_assigned": False}
+    if rt.pool is not None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0), rt.pool.acquire() as conn:
+                checks["database"] = await conn.fetchval("SELECT true")
+    if rt.producer is not None:
+        checks["broker"] = bool(rt.producer.client.cluster.brokers())
+    if rt.consumer is not None:
+        checks["consumer_assigned"] = bool(rt.consumer.assignment())
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+
+@common.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@common.get("/v1/customers/{customer_id}/timeline", tags=["timeline"], summary="The customer's timeline")
+async def get_timeline(
+    request: Request,
+    customer_id: str,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Query(description="next_before of the previous page")] = None,
+    wait_for: Annotated[uuid.UUID | None, Query(description="answer once this event is applied")] = None,
+    timeout_ms: Annotated[int, Query(ge=0, le=30_000)] = 1000,
+) -> Response:
+    rt = runtime(request)
+    cursor = None
+    if before is not None:
+        try:
+            cursor = timeline.Cursor.decode(before)
+        except ValueError as exc:
+            raise ApiError(
+                422,
+                "validation_failed",
+                str(exc),
+                errors=[{"field": "query.before", "reason": "not a cursor from next_before"}],
+            ) from exc
+    applied = True
+    if wait_for is not None:
+        applied = await timeline.wait_until_applied(rt.db, rt.waiters, wait_for, timeout_ms / 1000)
+    async with rt.db.acquire() as conn:
+        survivor = await timeline.survivor_of(conn, customer_id)
+        if survivor is not None:
+            return _redirect(request, customer_id, survivor)
+        items, next_cursor = await timeline.page(conn, customer_id, limit, cursor)
+    body = {
+        "customer_id": customer_id,
+        "events": items,
+        "next_before": next_cursor.encode() if next_cursor else None,
+    }
+    if not applied:
+        body["error"] = "wait_timeout"
+        body["message"] = f"event {wait_for} not applied within {timeout_ms} ms; this is the current state"
+        return JSONResponse(body, 504)
+    return JSONResponse(body)
+
+
+@common.get(
+    "/v1/customers/{customer_id}/timeline/digest",
+    tags=["timeline"],
+    summary="Event count and SHA-256 over the event ids in canonical order (time, id)",
+)
+async def get_digest(request: Request, customer_id: str) -> Response:
+    rt = runtime(request)
+    async with rt.db.acquire() as conn:
+        survivor = await timeline.survivor_of(conn, customer_id)
+        if survivor is not None:
+            return _redirect(request, customer_id, survivor)
+        count, digest = await timeline.digest(conn, customer_id)
+    return JSONResponse({"customer_id": customer_id, "events": count, "digest": digest})
+
+
+def _redirect(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:
+    """A merged customer's URLs answer 308 with the survivor's, query string kept."""
+    url = request.url.path.replace(f"/customers/{merged_id}", f"/customers/{survivor_id}", 1)
+    if request.url.query:
+        url = f"{url}?{request.url.query}"
+    return RedirectResponse(url, status_code=308)
+
+
+def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.for_service(spec.name)
+    configure_logging(spec.name, settings.log_level)
+    configure_tracing(spec.name, settings.otel_exporter_otlp_endpoint)
+    app = FastAPI(
+        title=spec.title or f"crm {spec.name}",
+        description=spec.description,
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.runtime = Runtime(settings=settings, spec=spec, store=EventStore(spec.name))
+    install_error_handlers(app)
+    app.add_middleware(RequestMetrics, service=spec.name)
+    app.include_router(common)
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app: FastAPI) -> None:
+    """Run one service in the foreground; SIGINT/SIGTERM stop it gracefully."""
+    settings: Settings = app.state.runtime.settings
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,277 @@
+"""The idempotent consumer: Kafka in, projections out, each event's effect exactly once.
+
+Per batch from Kafka, in one PostgreSQL transaction: record the ids of the events not seen
+before in applied_events and apply just those to every projection. Offsets are committed to
+Kafka only after that transaction, so a crash anywhere redelivers, and a redelivered event
+finds its id already recorded and changes nothing.
+
+A message that cannot be decoded, has an unknown type, or makes a projection fail is a dead
+letter (see deadletter.py); the rest of the batch goes on. A database outage is not a poison
+message: the batch is retried until the database is back.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from contracts.events import REGISTRY
+from eventkit import deadletter
+from eventkit.db import TRANSIENT_ERRORS
+from eventkit.deadletter import DeadLetter
+from eventkit.envelope import DecodeError, Envelope, from_kafka
+from eventkit.telemetry import (
+    CONSUMER_LAG,
+    EVENTS_APPLIED,
+    EVENTS_CONSUMED,
+    EVENTS_DUPLICATE,
+    FRESHNESS,
+    context_from_traceparent,
+    tracer,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Projection(Protocol):
+    """A read model. apply() gets events not applied before, in log order, inside the transaction."""
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None: ...
+
+
+class Waiters:
+    """Read-your-writes: HTTP requests waiting for an event id to be applied in this process."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+
+    def register(self, event_id: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(event_id, []).append(future)
+        return future
+
+    def discard(self, event_id: str, future: asyncio.Future[None]) -> None:
+        futures = self._waiting.get(event_id, [])
+        if future in futures:
+            futures.remove(future)
+        if not futures:
+            self._waiting.pop(event_id, None)
+
+    def applied(self, event_ids: Sequence[str]) -> None:
+        if not self._waiting:
+            return
+        for event_id in event_ids:
+            for future in self._waiting.pop(event_id, ()):
+                if not future.done():
+                    future.set_result(None)
+
+
+def validate(env: Envelope) -> None:
+    """Known type and a payload that matches its model, or DecodeError."""
+    event_type = REGISTRY.get(env.type)
+    if event_type is None:
+        raise DecodeError("unknown_type", env.type)
+    try:
+        event_type.model.model_validate(env.data)
+    except ValidationError as exc:
+        # include_input=False: the offending values may be personal data.
+        fields = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise DecodeError("invalid_data", fields) from exc
+
+
+class IdempotentConsumer:
+    def __init__(
+        self,
+        *,
+        service: str,
+        bootstrap_servers: str,
+        group_id: str,
+        topics: Sequence[str],
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        projections: Sequence[Projection],
+        waiters: Waiters,
+        max_batch: int = 1000,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.service = service
+        self._topics = list(topics)
+        self._pool = pool
+        self._producer = producer
+        self._projections = list(projections)
+        self._waiters = waiters
+        self._max_batch = max_batch
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(1000, session_timeout_ms // 5),
+            max_poll_records=max_batch,
+            fetch_max_wait_ms=100,
+        )
+        self._freshness = FRESHNESS.labels(service)
+        self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._consumer.subscribe(self._topics)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    async def run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+            records = [r for tp in sorted(batches) for r in batches[tp]]
+            if records:
+                await self._handle_until_done(records)
+                for tp, recs in batches.items():
+                    self._positions[tp] = recs[-1].offset + 1
+                try:
+                    await self._consumer.commit()
+                except (CommitFailedError, KafkaError) as exc:
+                    # A rebalance took the partitions away; the next owner redelivers and dedups.
+                    log.warning("offset commit failed: %s", exc)
+            self._update_lag()
+
+    async def _handle_until_done(self, records: list[ConsumerRecord]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.handle(records)
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("database unavailable, retrying batch: %s", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # --- one batch ---------------------------------------------------------------------
+
+    async def handle(self, records: Sequence[ConsumerRecord]) -> None:
+        """Apply a batch of records exactly once in effect; dead-letter the ones that cannot be."""
+        letters: list[DeadLetter] = []
+        events: list[tuple[ConsumerRecord, Envelope]] = []
+        seen: set[str] = set()
+        for r in records:
+            EVENTS_CONSUMED.labels(self.service, r.topic).inc()
+            try:
+                env = from_kafka(r.key, r.value, r.headers)
+                validate(env)
+            except DecodeError as exc:
+                letters.append(DeadLetter(r, exc.reason, str(exc)))
+                continue
+            if env.id in seen:  # the same event twice in one batch
+                EVENTS_DUPLICATE.labels(self.service, r.topic).inc()
+                continue
+            seen.add(env.id)
+            events.append((r, env))
+
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    fresh = await self._apply(conn, events)
+                    if letters:
+                        await deadletter.record(conn, letters)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception:
+                # Some event makes a projection fail: go one by one to find and park it.
+                log.exception("batch failed, isolating the poison message")
+                fresh, poison = await self._apply_one_by_one(conn, events)
+                letters.extend(poison)
+                if letters:
+                    async with conn.transaction():
+                        await deadletter.record(conn, letters)
+
+        if letters:
+            await deadletter.publish(self._producer, self.service, letters)
+        now = datetime.now(UTC)
+        for r, env in events:
+            if env.id in fresh:
+                EVENTS_APPLIED.labels(self.service, env.type).inc()
+                self._freshness.observe(max(0.0, (now - env.time).total_seconds()))
+            else:
+                EVENTS_DUPLICATE.labels(self.service, r.topic).inc()
+        self._waiters.applied([env.id for _, env in events])
+
+    async def _apply(
+        self, conn: asyncpg.Connection, events: Sequence[tuple[ConsumerRecord, Envelope]]
+    ) -> set[str]:
+        if not events:
+            return set()
+        rows = await conn.fetch(
+            "INSERT INTO applied_events (event_id) SELECT unnest($1::uuid[])"
+            " ON CONFLICT DO NOTHING RETURNING event_id",
+            [env.id for _, env in events],
+        )
+        fresh = {str(r["event_id"]) for r in rows}
+        todo = [env for _, env in events if env.id in fresh]
+        if todo:
+            with self._span(todo):
+                for projection in self._projections:
+                    await projection.apply(conn, todo)
+        return fresh
+
+    async def _apply_one_by_one(
+        self, conn: asyncpg.Connection, events: Sequence[tuple[ConsumerRecord, Envelope]]
+    ) -> tuple[set[str], list[DeadLetter]]:
+        fresh: set[str] = set()
+        poison: list[DeadLetter] = []
+        for r, env in events:
+            try:
+                async with conn.transaction():
+                    fresh |= await self._apply(conn, [(r, env)])
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                poison.append(DeadLetter(r, "apply_failed", type(exc).__name__, env.id, env.type))
+        return fresh, poison
+
+    def _span(self, events: Sequence[Envelope]) -> AbstractContextManager[trace.Span]:
+        """One consumer span per batch, not per event (that would cost too much at full rate).
+
+        When the whole batch comes from one trace (one request's events, the common case at
+        moderate load) the span is a child in that trace; otherwise it links to each event's trace.
+        """
+        parents = {e.traceparent for e in events}
+        attributes: dict[str, str | int] = {"crm.service": self.service, "crm.batch_size": len(events)}
+        if len(parents) == 1:
+            return tracer().start_as_current_span(
+                f"{self.service} apply {events[0].type}",
+                context=context_from_traceparent(events[0].traceparent),
+                kind=trace.SpanKind.CONSUMER,
+                attributes=attributes,
+            )
+        links = [
+            trace.Link(trace.get_current_span(context_from_traceparent(tp)).get_span_context())
+            for tp in list(parents)[:128]
+        ]
+        return tracer().start_as_current_span(
+            f"{self.service} apply batch", kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes
+        )
+
+    def _update_lag(self) -> None:
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            position = self._positions.get(tp)
+            if high is None or position is None:
+                continue
+            CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))

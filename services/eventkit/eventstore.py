@@ -1,0 +1,148 @@
+"""Append-only event store in PostgreSQL with optimistic concurrency per stream.
+
+Appending also enqueues the events in the transactional outbox, in the same transaction, so
+an event is published if and only if it was stored.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from eventkit.db import json_text
+from eventkit.envelope import Envelope
+from eventkit.telemetry import EVENTS_STORED
+
+OUTBOX_CHANNEL = "eventkit_outbox"
+
+
+class ConcurrencyError(Exception):
+    """The stream moved on since the caller read it; reload and decide again (HTTP 409)."""
+
+    def __init__(self, stream_id: str, expected: int | None) -> None:
+        super().__init__(f"stream {stream_id} is not at version {expected}")
+        self.stream_id = stream_id
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class Append:
+    """Events for one stream. expected_version None appends at the end, whatever it is."""
+
+    stream_id: str
+    expected_version: int | None
+    events: Sequence[Envelope]
+    topic: str
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    position: int
+    stream_id: str
+    version: int
+    event: Envelope
+    topic: str
+
+
+_INSERT = """
+WITH stored AS (
+    INSERT INTO events (stream_id, version, event_id, type, source, subject, time, traceparent, topic, data)
+    SELECT s, v, i, t, src, sub, tm, tp, tpc, d::jsonb
+    FROM unnest($1::text[], $2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+         AS x(s, v, i, t, src, sub, tm, tp, tpc, d)
+    RETURNING position
+)
+INSERT INTO outbox (position) SELECT position FROM stored
+"""
+
+
+async def stream_versions(conn: asyncpg.Connection, stream_ids: Sequence[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT stream_id, max(version) AS v FROM events WHERE stream_id = ANY($1::text[]) GROUP BY 1",
+        list(stream_ids),
+    )
+    return {r["stream_id"]: r["v"] for r in rows}
+
+
+_CONFLICT_KEY = re.compile(r"\(stream_id, version\)=\((.*), (\d+)\)")
+
+
+class EventStore:
+    """One service's store; `service` only labels metrics."""
+
+    def __init__(self, service: str) -> None:
+        self._stored = EVENTS_STORED.labels(service)
+
+    async def append(self, conn: asyncpg.Connection, appends: Sequence[Append]) -> dict[str, int]:
+        """Store the events of every append in one statement; return each stream's new version.
+
+        Runs inside the caller's transaction (the unit of work). Raises ConcurrencyError when a
+        stream is not at the expected version, also when another transaction got there first.
+        """
+        current = await stream_versions(conn, [a.stream_id for a in appends if a.expected_version is None])
+        cols: tuple[list[Any], ...] = tuple([] for _ in range(10))
+        new_versions: dict[str, int] = {}
+        for a in appends:
+            base = a.expected_version if a.expected_version is not None else current.get(a.stream_id, 0)
+            base = new_versions.get(a.stream_id, base)
+            for offset, e in enumerate(a.events, start=1):
+                row = (
+                    a.stream_id,
+                    base + offset,
+                    e.id,
+                    e.type,
+                    e.source,
+                    e.subject,
+                    e.time,
+                    e.traceparent,
+                    a.topic,
+                    json_text(e.data),
+                )
+                for col, value in zip(cols, row, strict=True):
+                    col.append(value)
+            new_versions[a.stream_id] = base + len(a.events)
+        if not cols[0]:
+            return new_versions
+        try:
+            # A savepoint keeps the caller's transaction usable after a conflict.
+            async with conn.transaction():
+                await conn.execute(_INSERT, *cols)
+                await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "events_stream_id_version_key":
+                raise
+            match = _CONFLICT_KEY.search(exc.detail or "")
+            stream_id = match.group(1) if match else "?"
+            expected = next((a.expected_version for a in appends if a.stream_id == stream_id), None)
+            raise ConcurrencyError(stream_id, expected) from exc
+        self._stored.inc(len(cols[0]))
+        return new_versions
+
+    async def load(self, conn: asyncpg.Connection, stream_id: str) -> list[StoredEvent]:
+        rows = await conn.fetch(
+            "SELECT position, stream_id, version, event_id, type, source, subject, time, traceparent,"
+            " topic, data FROM events WHERE stream_id = $1 ORDER BY version",
+            stream_id,
+        )
+        return [row_to_stored(r) for r in rows]
+
+
+def row_to_stored(r: asyncpg.Record) -> StoredEvent:
+    return StoredEvent(
+        position=r["position"],
+        stream_id=r["stream_id"],
+        version=r["version"],
+        topic=r["topic"],
+        event=Envelope(
+            id=str(r["event_id"]),
+            type=r["type"],
+            source=r["source"],
+            subject=r["subject"],
+            time=r["time"],
+            data=r["data"],
+            traceparent=r["traceparent"],
+        ),
+    )

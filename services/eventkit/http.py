@@ -1,0 +1,108 @@
+"""HTTP plumbing every service shares: error bodies, request metrics and the common routes.
+
+Errors are JSON with a machine-readable `error` and, for validation, one entry per field:
+    {"error": "validation_failed", "errors": [{"field": "body.channel", "reason": "..."}]}
+A database that is down is a 503 with Retry-After, never a 500.
+"""
+
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from eventkit.db import TRANSIENT_ERRORS
+from eventkit.eventstore import ConcurrencyError
+from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Raise from a route for a 4xx with a machine-readable reason."""
+
+    def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": error, "message": message, **extra}
+
+
+def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = field_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return JSONResponse(
+                {"error": "malformed_json", "message": "the body is not valid JSON", "errors": errors}, 400
+            )
+        return JSONResponse(
+            {"error": "validation_failed", "message": "the request is not valid", "errors": errors}, 422
+        )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body, exc.status)
+
+    @app.exception_handler(ConcurrencyError)
+    async def _conflict(request: Request, exc: ConcurrencyError) -> JSONResponse:
+        return JSONResponse(
+            {"error": "concurrency_conflict", "message": "the resource changed meanwhile; reload and retry"},
+            409,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": reason, "message": str(exc.detail)}, exc.status_code, exc.headers)
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("dependency unavailable: %s", type(exc).__name__)
+        return JSONResponse(
+            {"error": "unavailable", "message": "storage is unavailable, retry shortly"},
+            503,
+            {"Retry-After": "1"},
+        )
+
+    for exc_type in TRANSIENT_ERRORS:
+        app.add_exception_handler(exc_type, _unavailable)
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: request count, errors and latency per route template (never raw paths)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+            HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)

@@ -1,0 +1,53 @@
+"""Settings from environment variables, with the defaults `make run` uses.
+
+Every service process reads the same names (one process is one service), so pointing a
+service at a real Kafka cluster and PostgreSQL is a matter of setting
+KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.
+"""
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORTS: dict[str, int] = {"intake": 8001, "case": 8002, "notification": 8003, "analytics": 8004}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    service_name: str = "intake"
+    http_host: str = "127.0.0.1"
+    http_port: int = 0  # 0: the service's default port from DEFAULT_PORTS
+    database_url: str = ""  # "": postgresql://postgres@127.0.0.1:5432/crm_<service>
+    database_pool_size: int = 10
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_create_topics: bool = True
+    kafka_topic_partitions: int = 6
+    kafka_replication_factor: int = 1
+    kafka_consumer_group: str = ""  # "": crm-<service>
+    kafka_session_timeout_ms: int = 10_000
+    kafka_linger_ms: int = 2
+
+    consumer_max_batch: int = 1000
+    outbox_batch_size: int = 1000
+    outbox_poll_interval_ms: int = 500
+
+    log_level: str = "INFO"
+    otel_exporter_otlp_endpoint: str | None = None
+
+    @classmethod
+    def for_service(cls, name: str) -> "Settings":
+        # SERVICE_NAME in the environment must not turn one service into another.
+        settings = cls()
+        settings.service_name = name
+        if not settings.http_port:
+            settings.http_port = DEFAULT_PORTS.get(name, 8000)
+        if not settings.database_url:
+            settings.database_url = f"postgresql://postgres@127.0.0.1:5432/crm_{name}"
+        if not settings.kafka_consumer_group:
+            settings.kafka_consumer_group = f"crm-{name}"
+        return settings
+
+    @property
+    def source(self) -> str:
+        """The CloudEvents `source` of everything this service produces."""
+        return f"/crm/{self.service_name}"

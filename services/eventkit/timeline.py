@@ -1,0 +1,183 @@
+"""The synchronized customer timeline (SPEC §5), the same projection in every service.
+
+Each service builds it in its own database from every topic. A merge is an event, so nothing
+is moved: the merged id becomes an alias of the survivor, and reads gather the survivor's and
+its aliases' rows. Late events still keyed by the merged id therefore land where they belong.
+
+Canonical order is (event time, event id); the digest is SHA-256 over the ids in that order,
+each followed by a newline, so equal digests mean the same events in every service.
+"""
+
+import asyncio
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from eventkit.consumer import Waiters
+from eventkit.db import json_text
+from eventkit.envelope import Envelope, format_time
+
+MERGED = "crm.customer.merged.v1"
+
+
+class TimelineProjection:
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        await conn.execute(
+            "INSERT INTO timeline (customer_id, time, event_id, type, source, data)"
+            " SELECT c, t, i, ty, s, d::jsonb FROM unnest($1::text[], $2::timestamptz[], $3::uuid[],"
+            " $4::text[], $5::text[], $6::text[]) AS x(c, t, i, ty, s, d)"
+            " ON CONFLICT DO NOTHING",
+            [e.subject for e in events],
+            [e.time for e in events],
+            [e.id for e in events],
+            [e.type for e in events],
+            [e.source for e in events],
+            [json_text(e.data) for e in events],
+        )
+        for e in events:
+            if e.type == MERGED:
+                await record_merge(conn, survivor_id=e.data["survivor_id"], merged_id=e.data["merged_id"])
+
+
+async def record_merge(conn: asyncpg.Connection, survivor_id: str, merged_id: str) -> None:
+    """Alias merged_id (and everything already merged into it) to the survivor's final survivor."""
+    # Serialise merges: two concurrent merges must not leave an alias pointing at an alias.
+    await conn.execute("SELECT pg_advisory_xact_lock(7300003)")
+    final = await conn.fetchval("SELECT survivor_id FROM customer_aliases WHERE merged_id = $1", survivor_id)
+    final = final or survivor_id
+    if final == merged_id:
+        return  # a merge that would make a cycle: keep the first decision
+    await conn.execute(
+        "UPDATE customer_aliases SET survivor_id = $1 WHERE survivor_id = $2", final, merged_id
+    )
+    await conn.execute(
+        "INSERT INTO customer_aliases (merged_id, survivor_id) VALUES ($1, $2)"
+        " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id",
+        merged_id,
+        final,
+    )
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Keyset position: the (time, event id) of the last item of the previous page."""
+
+    time: datetime
+    event_id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{format_time(self.time)}|{self.event_id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> "Cursor":
+        """Raise ValueError for anything that is not a cursor this service handed out."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            time_text, id_text = raw.split("|")
+            return cls(datetime.fromisoformat(time_text), uuid.UUID(id_text))
+        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError("not a timeline cursor") from exc
+
+
+async def survivor_of(conn: asyncpg.Connection, customer_id: str) -> str | None:
+    """The id a merged customer now lives under, or None if customer_id was never merged."""
+    result: str | None = await conn.fetchval(
+        "SELECT survivor_id FROM customer_aliases WHERE merged_id = $1", customer_id
+    )
+    return result
+
+
+async def _member_ids(conn: asyncpg.Connection, customer_id: str) -> list[str]:
+    rows = await conn.fetch("SELECT merged_id FROM customer_aliases WHERE survivor_id = $1", customer_id)
+    return [customer_id, *(r["merged_id"] for r in rows)]
+
+
+async def page(
+    conn: asyncpg.Connection, customer_id: str, limit: int, before: Cursor | None
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """Newest first, `limit` items older than `before`; and the cursor of the next page, if any."""
+    ids = await _member_ids(conn, customer_id)
+    if before is None:
+        rows = await conn.fetch(
+            "SELECT customer_id, time, event_id, type, source, data FROM timeline"
+            " WHERE customer_id = ANY($1::text[]) ORDER BY time DESC, event_id DESC LIMIT $2",
+            ids,
+            limit + 1,
+        )
+    else:
+        rows = await conn.fetch(
+            "SELECT customer_id, time, event_id, type, source, data FROM timeline"
+            " WHERE customer_id = ANY($1::text[]) AND (time, event_id) < ($2, $3)"
+            " ORDER BY time DESC, event_id DESC LIMIT $4",
+            ids,
+            before.time,
+            before.event_id,
+            limit + 1,
+        )
+    items = [
+        {
+            "event_id": str(r["event_id"]),
+            "type": r["type"],
+            "time": format_time(r["time"]),
+            "source": r["source"],
+            "subject": r["customer_id"],
+            "data": r["data"],
+        }
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return items, (Cursor(last["time"], last["event_id"]) if last is not None else None)
+
+
+async def digest(conn: asyncpg.Connection, customer_id: str) -> tuple[int, str]:
+    ids = await _member_ids(conn, customer_id)
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, encode(sha256(convert_to(coalesce("
+        " string_agg(event_id::text || E'\\n', '' ORDER BY time, event_id), ''), 'UTF8')), 'hex') AS d"
+        " FROM timeline WHERE customer_id = ANY($1::text[])",
+        ids,
+    )
+    assert row is not None
+    return row["n"], row["d"]
+
+
+async def is_applied(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM applied_events WHERE event_id = $1", event_id))
+
+
+async def wait_until_applied(
+    pool: asyncpg.Pool, waiters: Waiters, event_id: uuid.UUID, timeout_s: float
+) -> bool:
+    """True once event_id is applied here, False after timeout_s.
+
+    Woken at once by this process's consumer; polls the database as well, because another
+    instance of the service in the same consumer group may be the one applying it.
+    """
+    key = str(event_id)
+    future = waiters.register(key)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            async with pool.acquire() as conn:
+                if await is_applied(conn, event_id):
+                    return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            done, _ = await asyncio.wait({future}, timeout=min(remaining, 0.05))
+            if done:
+                return True
+    finally:
+        waiters.discard(key, future)
