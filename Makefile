@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint contracts clean help
+
+help:
+	@echo "make run        start the embedded stack and the four services (Ctrl-C stops all)"
+	@echo "make test       lint, contract drift check and the whole test suite"
+	@echo "make contracts  regenerate contracts/schemas and contracts/asyncapi.yaml"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m eventkit.devstack run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services contracts tests
+	$(VENV)/bin/ruff format --check services contracts tests
+	$(VENV)/bin/mypy services contracts
+
+test: lint
+	$(PY) -m contracts.generate --check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+contracts: $(STAMP)
+	$(PY) -m contracts.generate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

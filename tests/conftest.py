@@ -1,0 +1,69 @@
+"""Shared fixtures: a real PostgreSQL and a real Kafka-protocol broker for the whole session.
+
+No fakes: the embedded stack from the PyPI wheels (the same one `make run` uses), on free
+ports in a temporary directory, so tests never touch a running `make run`.
+"""
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from eventkit import db
+from eventkit.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedPostgres, EmbeddedBroker]]:
+    data = tmp_path_factory.mktemp("infra")
+    (data / "logs").mkdir()
+    postgres = EmbeddedPostgres(data, free_port())
+    broker = EmbeddedBroker(data / "logs" / "broker.log", free_port())
+    postgres.start()
+    broker.start()
+    try:
+        yield postgres, broker
+    finally:
+        broker.stop()
+        postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(infra: tuple[EmbeddedPostgres, EmbeddedBroker]) -> EmbeddedPostgres:
+    return infra[0]
+
+
+@pytest.fixture(scope="session")
+def bootstrap(infra: tuple[EmbeddedPostgres, EmbeddedBroker]) -> str:
+    return infra[1].bootstrap
+
+
+async def fresh_database(postgres: EmbeddedPostgres, migrations: list[Path]) -> str:
+    dsn = postgres.dsn(f"test_{uuid.uuid4().hex[:12]}")
+    await db.ensure_database(dsn)
+    pool = await db.create_pool(dsn, 2)
+    try:
+        await db.migrate(pool, [db.EVENTKIT_MIGRATIONS, *migrations])
+    finally:
+        await pool.close()
+    return dsn
+
+
+@pytest.fixture
+async def dsn(postgres: EmbeddedPostgres) -> str:
+    """A brand-new database with the eventkit tables, one per test."""
+    return await fresh_database(postgres, [])
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(dsn, 5)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+def unique_topic() -> str:
+    return f"test.{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,178 @@
+"""Idempotent consumer against PostgreSQL and the broker: a redelivered event changes nothing,
+poison messages are dead-lettered and the rest goes on."""
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from eventkit.consumer import IdempotentConsumer, Waiters
+from eventkit.envelope import Envelope, new_event, to_kafka
+from eventkit.timeline import TimelineProjection, digest
+from prometheus_client import REGISTRY
+
+from contracts.topics import DEADLETTER
+from tests.conftest import unique_topic
+from tests.plumbing.test_outbox import make_topic
+
+TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
+
+
+def interaction(customer: str, n: int) -> Envelope:
+    data = {
+        "customer_id": customer,
+        "channel": "chat",
+        "direction": "inbound",
+        "kind": "message",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "content": f"message {n}",
+    }
+    return new_event("crm.interaction.recorded.v1", customer, data, "/crm/test", TP)
+
+
+@pytest.fixture
+async def producer(bootstrap: str):
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def send(producer: AIOKafkaProducer, topic: str, events: Sequence[Envelope]) -> None:
+    for e in events:
+        key, value, headers = to_kafka(e)
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
+
+
+async def fetch(bootstrap: str, topic: str, n: int) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list = []
+    try:
+        for _ in range(50):
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(recs)
+            if len(records) >= n:
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def make_consumer(pool, producer, bootstrap, topic, service, projections=None) -> IdempotentConsumer:
+    return IdempotentConsumer(
+        service=service,
+        bootstrap_servers=bootstrap,
+        group_id=f"g-{topic}",
+        topics=[topic],
+        pool=pool,
+        producer=producer,
+        projections=projections if projections is not None else [TimelineProjection()],
+        waiters=Waiters(),
+    )
+
+
+async def test_redelivered_batch_changes_nothing(pool: asyncpg.Pool, bootstrap: str, producer) -> None:
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    events = [interaction("cust-a", n) for n in range(10)]
+    await send(producer, topic, events)
+    records = await fetch(bootstrap, topic, 10)
+    consumer = make_consumer(pool, producer, bootstrap, topic, "t-redeliver")
+
+    await consumer.handle(records)
+    async with pool.acquire() as conn:
+        first = await digest(conn, "cust-a")
+    await consumer.handle(records)  # as after a crash before the offset commit
+    await consumer.handle(records[3:6] + records[3:6])  # a partial replay, twice within one batch
+    async with pool.acquire() as conn:
+        second = await digest(conn, "cust-a")
+        applied = await conn.fetchval("SELECT count(*) FROM applied_events")
+
+    assert first[0] == 10
+    assert second == first
+    assert applied == 10
+    assert metric("crm_events_applied_total", service="t-redeliver", type="crm.interaction.recorded.v1") == 10
+    assert metric("crm_events_duplicate_total", service="t-redeliver", topic=topic) == 16
+
+
+async def test_poison_messages_are_dead_lettered_and_the_rest_applied(
+    pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    await make_topic(bootstrap, DEADLETTER)
+    good = [interaction("cust-b", n) for n in range(3)]
+    unknown = new_event("crm.nobody.knows.v9", "cust-b", {"x": 1}, "/crm/test", TP)
+    invalid = new_event("crm.interaction.recorded.v1", "cust-b", {"channel": "fax"}, "/crm/test", TP)
+    await send(producer, topic, [good[0], unknown, good[1], invalid])
+    await producer.send_and_wait(topic, b"\x00not json", key=b"cust-b", headers=[("ce_specversion", b"1.0")])
+    await producer.send_and_wait(topic, b"{}", key=b"cust-b")  # no CloudEvents headers at all
+    await send(producer, topic, [good[2]])
+
+    consumer = make_consumer(pool, producer, bootstrap, topic, "t-poison")
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(100):
+            async with pool.acquire() as conn:
+                if await conn.fetchval("SELECT count(*) FROM timeline") == 3:
+                    break
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+
+    async with pool.acquire() as conn:
+        reasons = sorted(r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters"))
+        count, _ = await digest(conn, "cust-b")
+    assert count == 3
+    assert reasons == ["invalid_data", "missing_attribute", "not_cloudevent", "unknown_type"]
+    assert (
+        metric("crm_events_deadlettered_total", service="t-poison", topic=topic, reason="unknown_type") == 1
+    )
+
+    parked = [
+        r
+        for r in await fetch(bootstrap, DEADLETTER, 100)
+        if (dict(r.headers).get("dlq_topic") == topic.encode())
+    ]
+    assert sorted(dict(r.headers)["dlq_reason"].decode() for r in parked) == reasons
+    assert any(r.value == b"\x00not json" for r in parked)  # the original bytes, for inspection and re-drive
+
+
+class FailsOn:
+    """A projection with a bug that shows on one particular event."""
+
+    def __init__(self, bad_id: str) -> None:
+        self.bad_id = bad_id
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        if any(e.id == self.bad_id for e in events):
+            raise KeyError("projection bug")
+
+
+async def test_projection_failure_parks_only_that_event(pool: asyncpg.Pool, bootstrap: str, producer) -> None:
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    await make_topic(bootstrap, DEADLETTER)
+    events = [interaction("cust-c", n) for n in range(5)]
+    await send(producer, topic, events)
+    records = await fetch(bootstrap, topic, 5)
+    consumer = make_consumer(
+        pool, producer, bootstrap, topic, "t-apply", [TimelineProjection(), FailsOn(events[2].id)]
+    )
+    await consumer.handle(records)
+    async with pool.acquire() as conn:
+        count, _ = await digest(conn, "cust-c")
+        parked = await conn.fetch("SELECT event_id, reason FROM dead_letters")
+        applied = {str(r["event_id"]) for r in await conn.fetch("SELECT event_id FROM applied_events")}
+    assert count == 4
+    assert [(r["event_id"], r["reason"]) for r in parked] == [(events[2].id, "apply_failed")]
+    assert events[2].id not in applied  # a fixed projection can still apply it on re-drive
