@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -44,10 +45,20 @@ def _die_with_parent(sig: int) -> Callable[[], None]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port that is free now and outside the kernel's ephemeral range.
+
+    Port 0 would hand out an ephemeral port, which an outgoing connection (say, to the broker)
+    may take before the service binds it; below 32768 that cannot happen.
+    """
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randint(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:

@@ -84,6 +84,7 @@ class OutboxRelay:
         if not rows:
             self._backlog.set(0)
             return 0
+        crash_point("relay.before_send")
         acks = []
         for row in rows:
             # The stored JSON goes out as it is: no decode and re-encode on the way.

@@ -25,6 +25,16 @@ def ev(
     )
 
 
+def merged(i: int, survivor: str, merged_id: str, seconds: int) -> Envelope:
+    data = {
+        "survivor_id": survivor,
+        "merged_id": merged_id,
+        "linked_by": {"kind": "email", "value": "x@y.z"},
+        "reason": "same email",
+    }
+    return ev(i, survivor, seconds, "crm.customer.merged.v1", data)
+
+
 def expected_digest(events: list[Envelope]) -> str:
     ordered = sorted(events, key=lambda e: (e.time, e.id))
     return hashlib.sha256("".join(f"{e.id}\n" for e in ordered).encode()).hexdigest()
@@ -87,14 +97,9 @@ async def test_merge_moves_timeline_under_survivor_including_late_events(pool: a
 
 
 async def test_chained_merges_point_at_the_final_survivor(pool: asyncpg.Pool) -> None:
-    def merge(i: int, survivor: str, merged: str) -> Envelope:
-        data = {"survivor_id": survivor, "merged_id": merged, "linked_by": {"kind": "email", "value": "a@b.c"},
-                "reason": "r"}  # fmt: skip
-        return ev(i, survivor, i, "crm.customer.merged.v1", data)
-
     async with pool.acquire() as conn:
         await TimelineProjection().apply(conn, [ev(1, "a", 1), ev(2, "b", 1), ev(3, "c", 1)])
-        await TimelineProjection().apply(conn, [merge(10, "b", "a"), merge(11, "c", "b")])
+        await TimelineProjection().apply(conn, [merged(10, "b", "a", 10), merged(11, "c", "b", 11)])
         assert await survivor_of(conn, "a") == "c"
         assert await survivor_of(conn, "b") == "c"
         assert (await digest(conn, "c"))[0] == 5

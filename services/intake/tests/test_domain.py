@@ -1,0 +1,57 @@
+"""Intake's pure rules, no I/O."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from intake import domain
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("Ada@Example.COM", "ada@example.com"), ("  bob@example.org\n", "bob@example.org")],
+)
+def test_emails_are_normalised(raw: str, expected: str) -> None:
+    assert domain.normalise_email(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "no-at-sign", "a@b", "two@@example.com", "sp ace@example.com"])
+def test_invalid_emails_name_the_field(raw: str) -> None:
+    with pytest.raises(domain.InvalidInput) as info:
+        domain.normalise_email(raw)
+    assert info.value.field == "customer.email"
+
+
+@given(st.emails())
+def test_normalising_is_idempotent_and_case_blind(email: str) -> None:
+    once = domain.normalise_email(email)
+    assert domain.normalise_email(once) == once
+    assert domain.normalise_email(f"  {email.upper()} ") == once
+
+
+def test_occurred_at_may_be_a_little_ahead_but_not_far() -> None:
+    domain.check_occurred_at(NOW + timedelta(minutes=4, seconds=59), NOW)
+    domain.check_occurred_at(NOW - timedelta(days=3650), NOW)
+    with pytest.raises(domain.InvalidInput) as info:
+        domain.check_occurred_at(NOW + timedelta(minutes=5, seconds=1), NOW)
+    assert info.value.field == "occurred_at"
+
+
+def test_interaction_payload_matches_the_contract() -> None:
+    cmd = domain.RecordInteraction(
+        channel="sms", direction="inbound", kind="complaint", occurred_at=NOW, content="late delivery"
+    )
+    data = domain.interaction_recorded("c-1", cmd)
+    assert data == {
+        "customer_id": "c-1",
+        "channel": "sms",
+        "direction": "inbound",
+        "kind": "complaint",
+        "occurred_at": "2026-06-01T12:00:00Z",
+        "content": "late delivery",
+        "metadata": {},
+    }

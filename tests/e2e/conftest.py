@@ -1,0 +1,148 @@
+"""The four services as real processes on the embedded stack, for the whole e2e session."""
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from eventkit.devstack import Stack
+
+CHANNELS = ["web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person"]
+KINDS = ["message", "call", "visit", "purchase", "request", "note"]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # A short session timeout, so a SIGKILLed member's partitions move on after seconds, not 30.
+    s = Stack(
+        tmp_path_factory.mktemp("stack"),
+        pg_port=0,
+        kafka_port=0,
+        service_ports={},
+        env={"KAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_LEVEL": "INFO"},
+    )
+    s.start_infra()
+    try:
+        s.start_services()
+        yield s
+    finally:
+        s.stop()
+
+
+def interaction(email: str, rng: random.Random) -> dict[str, Any]:
+    return {
+        "customer": {"email": email},
+        "channel": rng.choice(CHANNELS),
+        "direction": rng.choice(["inbound", "outbound"]),
+        "kind": rng.choice(KINDS),
+        "occurred_at": (datetime.now(UTC) - timedelta(minutes=rng.randint(0, 10_000))).isoformat(),
+        "content": f"hello {rng.randint(0, 10**6)}",
+        "metadata": {"campaign": rng.choice(["spring", "none"])},
+    }
+
+
+class Accepted:
+    """What intake answered 202 for: the events we expect everywhere, by customer."""
+
+    def __init__(self) -> None:
+        self.by_customer: dict[str, list[str]] = defaultdict(list)
+        self.failed = 0
+
+    def add(self, body: dict[str, Any]) -> None:
+        self.by_customer[body["customer_id"]].extend(body["event_ids"])
+
+
+async def post_all(
+    url: str,
+    bodies: list[dict[str, Any]],
+    accepted: Accepted,
+    concurrency: int = 16,
+    tolerate_errors: bool = False,
+) -> None:
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            try:
+                r = await client.post(f"{url}/v1/interactions", json=body)
+            except httpx.TransportError:
+                if not tolerate_errors:
+                    raise
+                accepted.failed += 1
+                continue
+            if r.status_code == 202:
+                accepted.add(r.json())
+            elif tolerate_errors:
+                accepted.failed += 1
+            else:
+                raise AssertionError(f"{r.status_code}: {r.text}")
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+
+
+async def digests(stack: Stack, customer_id: str, client: httpx.AsyncClient) -> dict[str, tuple[int, str]]:
+    out = {}
+    for name, svc in stack.services.items():
+        r = await client.get(f"{svc.url}/v1/customers/{customer_id}/timeline/digest")
+        r.raise_for_status()
+        body = r.json()
+        out[name] = (body["events"], body["digest"])
+    return out
+
+
+async def wait_converged(
+    stack: Stack, accepted: Accepted, timeout_s: float = 90
+) -> dict[str, tuple[int, str]]:
+    """Until every customer's digest is equal in all four services with the exact count."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pending = dict(accepted.by_customer)
+    last: dict[str, dict[str, tuple[int, str]]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        while pending:
+            for customer, ids in list(pending.items()):
+                d = await digests(stack, customer, client)
+                last[customer] = d
+                if len(set(d.values())) == 1 and next(iter(d.values()))[0] == len(ids):
+                    del pending[customer]
+            if pending and loop.time() > deadline:
+                sample = {c: last[c] for c in list(pending)[:3]}
+                raise AssertionError(
+                    f"{len(pending)} customers not converged; expected counts differ: {sample}"
+                )
+            if pending:
+                await asyncio.sleep(0.25)
+    return {c: last[c][next(iter(last[c]))] for c in accepted.by_customer}
+
+
+async def timeline_ids(url: str, customer_id: str) -> list[str]:
+    ids: list[str] = []
+    before = None
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            params: dict[str, Any] = {"limit": 100}
+            if before:
+                params["before"] = before
+            r = await client.get(f"{url}/v1/customers/{customer_id}/timeline", params=params)
+            r.raise_for_status()
+            body = r.json()
+            ids.extend(e["event_id"] for e in body["events"])
+            before = body["next_before"]
+            if not before:
+                return ids
+
+
+def metric_total(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

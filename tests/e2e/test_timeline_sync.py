@@ -1,0 +1,153 @@
+"""End to end: four real service processes, the embedded broker and PostgreSQL.
+
+Every accepted event shows up exactly once in every service's timeline, and the four digests
+agree, also when a consumer service is SIGKILLed mid-stream or the relay dies between the
+database commit and the broker's acknowledgement.
+"""
+
+import asyncio
+import random
+import signal
+import uuid
+
+import httpx
+import pytest
+from eventkit.devstack import Stack
+
+from tests.e2e.conftest import Accepted, interaction, metric_total, post_all, timeline_ids, wait_converged
+
+pytestmark = pytest.mark.e2e
+
+
+def workload(prefix: str, customers: int, total: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    emails = [f"{prefix}-{i}@example.com" for i in range(customers)]
+    # every customer gets total/customers interactions, shuffled across customers
+    bodies = [interaction(emails[i % customers], rng) for i in range(total)]
+    rng.shuffle(bodies)
+    return bodies
+
+
+async def assert_exact(stack: Stack, accepted: Accepted) -> None:
+    """Each service's full timeline holds exactly the accepted ids: nothing lost, nothing twice."""
+    for customer, ids in list(accepted.by_customer.items())[:10]:
+        for svc in stack.services.values():
+            got = await timeline_ids(svc.url, customer)
+            assert len(got) == len(set(got)) == len(ids)
+            assert set(got) == set(ids)
+
+
+async def test_thousand_interactions_fifty_customers_equal_everywhere(stack: Stack) -> None:
+    accepted = Accepted()
+    await post_all(stack.services["intake"].url, workload("sync", 50, 1000, seed=1), accepted)
+
+    assert len(accepted.by_customer) == 50
+    # 20 interactions each, plus the customer.created event of the first one
+    assert sorted({len(ids) for ids in accepted.by_customer.values()}) == [21]
+    converged = await wait_converged(stack, accepted)
+    assert all(count == 21 for count, _ in converged.values())
+    await assert_exact(stack, accepted)
+
+
+async def test_sigkill_a_consumer_service_mid_stream(stack: Stack) -> None:
+    accepted = Accepted()
+    bodies = workload("kill", 50, 1000, seed=2)
+    victim = stack.services["notification"]
+
+    async def kill_midway() -> None:
+        while sum(len(v) for v in accepted.by_customer.values()) < 400:
+            await asyncio.sleep(0.01)
+        victim.kill()
+
+    await asyncio.gather(post_all(stack.services["intake"].url, bodies, accepted), kill_midway())
+    assert victim.proc is not None and victim.proc.returncode == -signal.SIGKILL
+    victim.start()
+    await asyncio.to_thread(victim.wait_ready, 90)
+
+    converged = await wait_converged(stack, accepted)
+    assert len(converged) == 50
+    assert all(count == 21 for count, _ in converged.values())
+    await assert_exact(stack, accepted)
+
+
+@pytest.mark.parametrize("crash_at", ["relay.after_ack", "relay.before_send"])
+async def test_relay_killed_between_commit_and_ack_delivers_once(stack: Stack, crash_at: str) -> None:
+    intake = stack.services["intake"]
+    async with httpx.AsyncClient() as client:
+        before = {
+            name: metric_total((await client.get(f"{svc.url}/metrics")).text, "crm_events_duplicate_total")
+            for name, svc in stack.services.items()
+            if name != "intake"
+        }
+    intake.stop()
+    intake.start(extra_env={"EVENTKIT_CRASH_AT": crash_at})
+    await asyncio.to_thread(intake.wait_ready, 60)
+
+    accepted = Accepted()
+    bodies = workload(f"relay-{uuid.uuid4().hex[:6]}", 10, 60, seed=3)
+    await post_all(intake.url, bodies, accepted, concurrency=4, tolerate_errors=True)
+    assert intake.proc is not None
+    await asyncio.to_thread(intake.proc.wait, 30)
+    assert intake.proc.returncode == 137  # died at the crash point, like SIGKILL: no cleanup ran
+    assert accepted.by_customer, "nothing was accepted before the crash"
+
+    intake.start()
+    await asyncio.to_thread(intake.wait_ready, 60)
+    await wait_converged(stack, accepted)
+    await assert_exact(stack, accepted)
+
+    if crash_at == "relay.after_ack":
+        # The acknowledged batch went out again after the restart; the consumers dropped the repeats.
+        async with httpx.AsyncClient() as client:
+            for name, svc in stack.services.items():
+                if name == "intake":
+                    continue
+                after = metric_total(
+                    (await client.get(f"{svc.url}/metrics")).text, "crm_events_duplicate_total"
+                )
+                assert after > before[name], name
+
+
+async def test_read_your_writes_and_pages(stack: Stack) -> None:
+    intake = stack.services["intake"].url
+    rng = random.Random(4)
+    email = f"ryw-{uuid.uuid4().hex[:8]}@example.com"
+    async with httpx.AsyncClient(timeout=10) as client:
+        first = (await client.post(f"{intake}/v1/interactions", json=interaction(email, rng))).json()
+        customer = first["customer_id"]
+        for svc in stack.services.values():
+            r = await client.get(
+                f"{svc.url}/v1/customers/{customer}/timeline",
+                params={"wait_for": first["event_id"], "timeout_ms": 5000},
+            )
+            assert r.status_code == 200, (svc.name, r.text)
+            assert first["event_id"] in [e["event_id"] for e in r.json()["events"]]
+
+        never = str(uuid.uuid4())
+        r = await client.get(
+            f"{stack.services['case'].url}/v1/customers/{customer}/timeline",
+            params={"wait_for": never, "timeout_ms": 100},
+        )
+        assert r.status_code == 504
+        assert r.json()["error"] == "wait_timeout"
+        assert len(r.json()["events"]) == 2  # the current state comes along
+
+        for _ in range(11):
+            await client.post(
+                f"{intake}/v1/interactions", json={**interaction(email, rng), "customer": {"id": customer}}
+            )
+        last = (await client.post(f"{intake}/v1/interactions", json=interaction(email.upper(), rng))).json()
+        assert last["customer_id"] == customer  # the same email, differently spelled, is the same customer
+        r = await client.get(
+            f"{stack.services['analytics'].url}/v1/customers/{customer}/timeline",
+            params={"wait_for": last["event_id"], "timeout_ms": 5000, "limit": 5},
+        )
+        page1 = r.json()
+        assert len(page1["events"]) == 5 and page1["next_before"]
+        times = [e["time"] for e in page1["events"]]
+        assert times == sorted(times, reverse=True)
+        bad = await client.get(f"{intake}/v1/customers/{customer}/timeline", params={"before": "nonsense!"})
+        assert bad.status_code == 422
+        assert bad.json()["errors"][0]["field"] == "query.before"
+    ids = await timeline_ids(stack.services["notification"].url, customer)
+    assert len(ids) == len(set(ids)) == 14  # created + 13 interactions
