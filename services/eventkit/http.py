@@ -12,12 +12,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.eventstore import ConcurrencyError
-from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS
+from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS, context_from_traceparent, tracer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class RequestMetrics:
             return
         start = time.perf_counter()
         status = 500
+        method = scope["method"]
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -98,11 +100,18 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
-            HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)
+        # The server span continues a caller's W3C trace; events stored while it is current carry it.
+        incoming = next((v.decode() for k, v in scope["headers"] if k == b"traceparent"), None)
+        parent = context_from_traceparent(incoming) if incoming else None
+        with tracer().start_as_current_span(
+            f"{method} {scope['path']}", context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                template = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{method} {template}")  # the template, never the raw path
+                span.set_attribute("http.route", template)
+                span.set_attribute("http.response.status_code", status)
+                HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+                HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)
