@@ -12,7 +12,11 @@ from contracts.events import (
     CustomerMerged,
     EventType,
     Identifier,
+    IdentifiersAdded,
     InteractionRecorded,
+    Preferences,
+    PreferencesChanged,
+    QuietHours,
     event_type,
 )
 from contracts.topics import ALL_EVENT_TOPICS, ANALYTICS, CASE, DEADLETTER, INTAKE, NOTIFICATION
@@ -31,6 +35,10 @@ __all__ = [
     "CustomerMerged",
     "EventType",
     "Identifier",
+    "IdentifiersAdded",
     "InteractionRecorded",
+    "Preferences",
+    "PreferencesChanged",
+    "QuietHours",
     "event_type",
 ]

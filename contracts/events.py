@@ -65,6 +65,35 @@ class ConsentChanged(EventData):
     granted: bool
 
 
+class IdentifiersAdded(EventData):
+    customer_id: str = Field(min_length=1, max_length=64)
+    identifiers: list[Identifier] = Field(min_length=1)
+
+
+class QuietHours(BaseModel):
+    """Local times in the customer's zone; start after end means the span crosses midnight."""
+
+    model_config = ConfigDict(frozen=True)
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["22:00"])
+    end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["07:00"])
+    time_zone: str = Field(min_length=1, max_length=64, examples=["Europe/Berlin"])
+
+
+class Preferences(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    preferred_channel: Channel | None = None
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", examples=["de", "en-GB"])
+    quiet_hours: QuietHours | None = None
+    vip: bool = False
+    region: str | None = Field(default=None, pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", examples=["DE", "US-CA"])
+
+
+class PreferencesChanged(EventData):
+    customer_id: str = Field(min_length=1, max_length=64)
+    preferences: Preferences = Field(description="The whole new set, not just the changes.")
+    changed: list[str] = Field(description="Names of the fields that changed.")
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -89,8 +118,18 @@ REGISTRY: dict[str, EventType] = {
             CustomerMerged,
             "Two customer records turned out to be one person; the merged id now points to the survivor.",
         ),
+        EventType("crm.consent.changed.v1", topics.INTAKE, ConsentChanged, "Consent for a purpose and channel."),
         EventType(
-            "crm.consent.changed.v1", topics.INTAKE, ConsentChanged, "Consent for a purpose and channel."
+            "crm.customer.identifiers_added.v1",
+            topics.INTAKE,
+            IdentifiersAdded,
+            "A known customer was seen with identifiers not yet linked to them.",
+        ),
+        EventType(
+            "crm.customer.preferences_changed.v1",
+            topics.INTAKE,
+            PreferencesChanged,
+            "Preferred channel, language, quiet hours, VIP flag or region changed.",
         ),
     )
 }

@@ -2,9 +2,7 @@
 
 from eventkit.app import ServiceSpec, create_app, serve
 
-app = create_app(
-    ServiceSpec(name="analytics", title="crm analytics", description="KPIs and customer insights.")
-)
+app = create_app(ServiceSpec(name="analytics", title="crm analytics", description="KPIs and customer insights."))
 
 if __name__ == "__main__":
     serve(app)

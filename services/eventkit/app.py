@@ -24,7 +24,7 @@ from contracts.topics import ALL_EVENT_TOPICS
 from eventkit import db, timeline
 from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
-from eventkit.http import ApiError, RequestMetrics, install_error_handlers
+from eventkit.http import ApiError, BodySizeLimit, RequestMetrics, install_error_handlers
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
 from eventkit.telemetry import configure_logging, configure_tracing
@@ -41,6 +41,7 @@ class ServiceSpec:
     migrations: Sequence[Path] = ()
     title: str = ""
     description: str = ""
+    body_limits: dict[str, int] = field(default_factory=dict)  # path -> bytes, over MAX_BODY_BYTES
 
 
 @dataclass
@@ -255,6 +256,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = Runtime(settings=settings, spec=spec, store=EventStore(spec.name))
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, default_bytes=settings.max_body_bytes, per_path=spec.body_limits)
     app.add_middleware(RequestMetrics, service=spec.name)
     app.include_router(common)
     for router in spec.routers:

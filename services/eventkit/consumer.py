@@ -84,9 +84,7 @@ def validate(env: Envelope) -> None:
         event_type.model.model_validate(env.data)
     except ValidationError as exc:
         # include_input=False: the offending values may be personal data.
-        fields = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
         raise DecodeError("invalid_data", fields) from exc
 
 
@@ -212,14 +210,11 @@ class IdempotentConsumer:
                 EVENTS_DUPLICATE.labels(self.service, r.topic).inc()
         self._waiters.applied([env.id for _, env in events])
 
-    async def _apply(
-        self, conn: asyncpg.Connection, events: Sequence[tuple[ConsumerRecord, Envelope]]
-    ) -> set[str]:
+    async def _apply(self, conn: asyncpg.Connection, events: Sequence[tuple[ConsumerRecord, Envelope]]) -> set[str]:
         if not events:
             return set()
         rows = await conn.fetch(
-            "INSERT INTO applied_events (event_id) SELECT unnest($1::uuid[])"
-            " ON CONFLICT DO NOTHING RETURNING event_id",
+            "INSERT INTO applied_events (event_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
             [env.id for _, env in events],
         )
         fresh = {str(r["event_id"]) for r in rows}

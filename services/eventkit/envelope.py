@@ -88,9 +88,7 @@ def to_kafka(event: Envelope) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     return event.subject.encode(), encode_data(event.data), kafka_headers(event)
 
 
-_KNOWN = frozenset(
-    {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_traceparent"}
-)
+_KNOWN = frozenset({"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_traceparent"})
 
 
 def from_kafka(key: bytes | None, value: bytes | None, headers: Headers) -> Envelope:

@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -33,10 +34,7 @@ class ApiError(Exception):
 
 
 def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"], "type": e["type"]}
-        for e in exc.errors()
-    ]
+    return [{"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -115,3 +113,60 @@ class RequestMetrics:
                 span.set_attribute("http.response.status_code", status)
                 HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
                 HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """413 for a body over the limit, by Content-Length or while streaming a chunked body."""
+
+    def __init__(self, app: ASGIApp, default_bytes: int, per_path: dict[str, int] | None = None) -> None:
+        self.app = app
+        self.default_bytes = default_bytes
+        self.per_path = per_path or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.per_path.get(scope["path"], self.default_bytes)
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send, limit)
+
+    @staticmethod
+    async def _reject(send: Send, limit: int) -> None:
+        body = orjson.dumps({"error": "body_too_large", "message": f"request bodies here are limited to {limit} bytes"})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     http_port: int = 0  # 0: the service's default port from DEFAULT_PORTS
     database_url: str = ""  # "": postgresql://postgres@127.0.0.1:5432/crm_<service>
     database_pool_size: int = 10
+    max_body_bytes: int = 1024 * 1024  # routes may allow more (intake's batch)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_create_topics: bool = True

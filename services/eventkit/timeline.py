@@ -53,9 +53,7 @@ async def record_merge(conn: asyncpg.Connection, survivor_id: str, merged_id: st
     final = final or survivor_id
     if final == merged_id:
         return  # a merge that would make a cycle: keep the first decision
-    await conn.execute(
-        "UPDATE customer_aliases SET survivor_id = $1 WHERE survivor_id = $2", final, merged_id
-    )
+    await conn.execute("UPDATE customer_aliases SET survivor_id = $1 WHERE survivor_id = $2", final, merged_id)
     await conn.execute(
         "INSERT INTO customer_aliases (merged_id, survivor_id) VALUES ($1, $2)"
         " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id",
@@ -156,9 +154,7 @@ async def is_applied(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM applied_events WHERE event_id = $1", event_id))
 
 
-async def wait_until_applied(
-    pool: asyncpg.Pool, waiters: Waiters, event_id: uuid.UUID, timeout_s: float
-) -> bool:
+async def wait_until_applied(pool: asyncpg.Pool, waiters: Waiters, event_id: uuid.UUID, timeout_s: float) -> bool:
     """True once event_id is applied here, False after timeout_s.
 
     Woken at once by this process's consumer; polls the database as well, because another

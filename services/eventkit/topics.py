@@ -22,10 +22,7 @@ async def ensure_topics(bootstrap_servers: str, partitions: int, replication_fac
             missing = [n for n in names if n not in existing]
             if missing:
                 response = await admin.create_topics(
-                    [
-                        NewTopic(n, num_partitions=partitions, replication_factor=replication_factor)
-                        for n in missing
-                    ]
+                    [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in missing]
                 )
                 for topic_error in getattr(response, "topic_errors", []):
                     name, code = topic_error[0], topic_error[1]

@@ -1,29 +1,38 @@
 """Intake's HTTP routes: validate, call a handler, map domain errors to 4xx."""
 
+import hashlib
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from eventkit.app import runtime
 from eventkit.http import ApiError
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from contracts.events import Channel, Direction, InteractionKind
+from contracts.events import Channel, ConsentPurpose, Direction, InteractionKind, Preferences
 from intake import domain, handlers
+from intake.settings import IntakeSettings
 
-router = APIRouter(tags=["interactions"])
+router = APIRouter()
+MAX_BATCH = 1000
+
+
+class ExternalId(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Channel
+    id: str = Field(min_length=1, max_length=200)
 
 
 class CustomerRef(BaseModel):
+    """Who it is: a known customer id, and/or identifiers (all of them are linked to the customer)."""
+
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(default=None, min_length=1, max_length=64)
     email: str | None = Field(default=None, min_length=3, max_length=320)
-
-    @model_validator(mode="after")
-    def _one_reference(self) -> "CustomerRef":
-        if (self.id is None) == (self.email is None):
-            raise ValueError("give exactly one of id or email")
-        return self
+    phone: str | None = Field(default=None, min_length=3, max_length=40, description="E.164 or national")
+    external: list[ExternalId] = Field(default_factory=list, max_length=10)
 
 
 class InteractionIn(BaseModel):
@@ -33,42 +42,233 @@ class InteractionIn(BaseModel):
     direction: Direction
     kind: InteractionKind
     occurred_at: AwareDatetime
-    content: Annotated[str | None, Field(max_length=10_000)] = None
+    content: str | None = Field(default=None, description=f"Up to {domain.MAX_CONTENT_CHARS} characters")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    client_event_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Retrying with the same id returns the first answer",
+    )
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[dict[str, Any]] = Field(min_length=1, description=f"1 to {MAX_BATCH} interactions")
 
 
 class AcceptedOut(BaseModel):
     event_id: str = Field(description="The interaction's event id; pass it as wait_for to any timeline.")
-    customer_id: str
-    event_ids: list[str] = Field(description="Every event this request stored, in order.")
+    customer_id: str = Field(description="The customer it was recorded for (the survivor after a merge).")
+    event_ids: list[str] = Field(description="Every event this item stored, in order.")
 
 
-@router.post(
-    "/v1/interactions",
-    status_code=202,
-    response_model=AcceptedOut,
-    summary="Record one interaction",
-    responses={400: {"description": "malformed JSON"}, 422: {"description": "invalid field"}},
-)
-async def post_interaction(request: Request, body: InteractionIn) -> Any:
-    rt = runtime(request)
+class BatchOut(BaseModel):
+    items: list[AcceptedOut]
+
+
+_interaction = TypeAdapter(InteractionIn)
+
+
+def _to_item(body: InteractionIn, region: str) -> handlers.Item:
+    ref = body.customer
+    idents: list[domain.Ident] = []
+    if ref.email is not None:
+        idents.append(domain.normalise_email(ref.email))
+    if ref.phone is not None:
+        idents.append(domain.normalise_phone(ref.phone, region))
+    for n, ext in enumerate(ref.external):
+        idents.append(domain.normalise_external(ext.channel, ext.id, f"customer.external.{n}.id"))
     cmd = domain.RecordInteraction(
-        customer_id=body.customer.id,
-        email=body.customer.email,
         channel=body.channel,
         direction=body.direction,
         kind=body.kind,
         occurred_at=body.occurred_at,
+        customer_id=ref.id,
+        identifiers=tuple(idents),
         content=body.content,
         metadata=body.metadata,
     )
-    try:
-        accepted = await handlers.record_interaction(rt.db, rt.store, rt.settings.source, cmd)
-    except domain.InvalidInput as exc:
+    domain.check_interaction(cmd, datetime.now(UTC))
+    digest = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    client_key = f"client:{body.channel}:{body.client_event_id}" if body.client_event_id else None
+    return handlers.Item(cmd, digest, client_key)
+
+
+def _invalid(exc: domain.InvalidInput, index: int | None = None) -> ApiError:
+    error: dict[str, Any] = {"field": exc.field, "reason": exc.reason}
+    if index is not None:
+        error = {"index": index, **error}
+    code = "content_too_large" if exc.status == 413 else "validation_failed"
+    return ApiError(exc.status, code, str(exc), errors=[error])
+
+
+def _request_key(idempotency_key: str | None, body: Any) -> tuple[str, str] | None:
+    if idempotency_key is None:
+        return None
+    if not 1 <= len(idempotency_key) <= 200:
         raise ApiError(
-            422, "validation_failed", str(exc), errors=[{"field": exc.field, "reason": exc.reason}]
+            422,
+            "validation_failed",
+            "Idempotency-Key must be 1 to 200 characters",
+            errors=[{"field": "header.Idempotency-Key", "reason": "1 to 200 characters"}],
+        )
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"request:{idempotency_key}", digest
+
+
+async def _record(
+    request: Request, items: list[handlers.Item], request_key: tuple[str, str] | None
+) -> list[dict[str, Any]]:
+    rt = runtime(request)
+    try:
+        return await handlers.record_interactions(rt.db, rt.store, rt.settings.source, items, request_key)
+    except handlers.ItemErrors as exc:
+        batch = len(items) > 1 or request.url.path.endswith(":batch")
+        raise ApiError(
+            422,
+            "validation_failed",
+            "some items are not valid; nothing was recorded" if batch else str(exc.errors[0][1]),
+            errors=[{**({"index": i} if batch else {}), "field": e.field, "reason": e.reason} for i, e in exc.errors],
         ) from exc
-    return JSONResponse(
-        {"event_id": accepted.event_id, "customer_id": accepted.customer_id, "event_ids": accepted.event_ids},
-        status_code=202,
-    )
+    except handlers.IdempotencyConflict as exc:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this key was first used with a different request; use a new key for a new request",
+            **({"index": exc.index} if exc.index is not None else {}),
+        ) from exc
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="A retry with the same key returns the first answer"),
+]
+
+
+@router.post(
+    "/v1/interactions",
+    tags=["interactions"],
+    status_code=202,
+    response_model=AcceptedOut,
+    summary="Record one interaction",
+    responses={
+        400: {"description": "malformed JSON"},
+        409: {"description": "Idempotency-Key or client_event_id reused for a different request"},
+        413: {"description": "content or body too large"},
+        422: {"description": "invalid field"},
+    },
+)
+async def post_interaction(request: Request, body: InteractionIn, idempotency_key: IdempotencyKey = None) -> Any:
+    settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
+    try:
+        item = _to_item(body, settings.phone_default_region)
+    except domain.InvalidInput as exc:
+        raise _invalid(exc) from exc
+    answers = await _record(request, [item], _request_key(idempotency_key, body.model_dump(mode="json")))
+    return JSONResponse(answers[0], status_code=202)
+
+
+@router.post(
+    "/v1/interactions:batch",
+    tags=["interactions"],
+    status_code=202,
+    response_model=BatchOut,
+    summary=f"Record up to {MAX_BATCH} interactions as one durable write (all or nothing)",
+    responses={413: {"description": f"more than {MAX_BATCH} items, or body too large"}},
+)
+async def post_batch(request: Request, body: BatchIn, idempotency_key: IdempotencyKey = None) -> Any:
+    if len(body.items) > MAX_BATCH:
+        raise ApiError(
+            413,
+            "too_many_items",
+            f"a batch holds at most {MAX_BATCH} items, this one has {len(body.items)}",
+            errors=[{"field": "items", "reason": f"at most {MAX_BATCH} items"}],
+        )
+    settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
+    items: list[handlers.Item] = []
+    errors: list[dict[str, Any]] = []
+    for index, raw in enumerate(body.items):
+        try:
+            items.append(_to_item(_interaction.validate_python(raw), settings.phone_default_region))
+        except ValidationError as exc:
+            errors.extend(
+                {"index": index, "field": ".".join(map(str, e["loc"])), "reason": e["msg"]}
+                for e in exc.errors(include_input=False)
+            )
+        except domain.InvalidInput as exc:
+            errors.append({"index": index, "field": exc.field, "reason": exc.reason})
+    if errors:
+        raise ApiError(422, "validation_failed", "some items are not valid; nothing was recorded", errors=errors)
+    answers = await _record(request, items, _request_key(idempotency_key, body.items))
+    return JSONResponse({"items": answers}, status_code=202)
+
+
+# --- customers ---------------------------------------------------------------------------------
+
+
+class ConsentEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: ConsentPurpose
+    channel: Channel | None = Field(default=None, description="None: every channel")
+    granted: bool
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    consents: list[ConsentEntry] = Field(min_length=1, max_length=50)
+
+
+class ChangedOut(BaseModel):
+    customer_id: str
+    event_ids: list[str] = Field(description="One event per actual change; empty when nothing changed")
+
+
+def _moved(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:
+    url = request.url.path.replace(f"/customers/{merged_id}", f"/customers/{survivor_id}", 1)
+    return RedirectResponse(url + (f"?{request.url.query}" if request.url.query else ""), status_code=308)
+
+
+async def _customer_call(request: Request, customer_id: str, call: Any) -> Response:
+    try:
+        return JSONResponse(await call)
+    except handlers.CustomerNotFound as exc:
+        raise ApiError(404, "customer_not_found", f"no customer {customer_id}") from exc
+    except handlers.CustomerMoved as exc:
+        return _moved(request, customer_id, exc.survivor_id)
+    except domain.InvalidInput as exc:
+        raise _invalid(exc) from exc
+
+
+@router.get("/v1/customers/{customer_id}", tags=["customers"], summary="Identifiers, preferences and consent")
+async def get_customer(request: Request, customer_id: str) -> Response:
+    return await _customer_call(request, customer_id, handlers.get_customer(runtime(request).db, customer_id))
+
+
+async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
+    return {"customer_id": customer_id, "event_ids": await call}
+
+
+@router.put(
+    "/v1/customers/{customer_id}/consent",
+    tags=["customers"],
+    response_model=ChangedOut,
+    summary="Grant or withdraw consent per purpose and channel",
+)
+async def put_consent(request: Request, customer_id: str, body: ConsentIn) -> Response:
+    rt = runtime(request)
+    wanted: dict[tuple[str, str | None], bool] = {(c.purpose, c.channel): c.granted for c in body.consents}
+    call = handlers.change_consent(rt.db, rt.store, rt.settings.source, customer_id, wanted)
+    return await _customer_call(request, customer_id, _changed(customer_id, call))
+
+
+@router.put(
+    "/v1/customers/{customer_id}/preferences",
+    tags=["customers"],
+    response_model=ChangedOut,
+    summary="Preferred channel, language, quiet hours, VIP flag, region (the whole set)",
+)
+async def put_preferences(request: Request, customer_id: str, body: Preferences) -> Response:
+    rt = runtime(request)
+    call = handlers.change_preferences(rt.db, rt.store, rt.settings.source, customer_id, body)
+    return await _customer_call(request, customer_id, _changed(customer_id, call))

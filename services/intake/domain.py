@@ -1,37 +1,207 @@
-"""Intake's rules: pure functions, no I/O.
+"""Intake's rules: pure functions and in-memory decisions, no I/O.
 
-An accepted interaction becomes events: `crm.customer.created.v1` first when the customer was
-not known, then `crm.interaction.recorded.v1`.
+- Identifiers are normalised (email case and spaces, phones to E.164, external ids per channel).
+- Identity resolution: the identifiers (and customer id) of one request name zero customers
+  (create one), one (that's them; link any new identifiers) or several (merge them into the
+  oldest, one `crm.customer.merged.v1` per merged customer). Nothing is rewritten silently.
+- An accepted interaction becomes `crm.interaction.recorded.v1` on the survivor.
 """
 
-import re
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from contracts.events import CustomerCreated, Identifier, InteractionRecorded
+import phonenumbers
+
+from contracts.events import (
+    ConsentChanged,
+    CustomerCreated,
+    CustomerMerged,
+    Identifier,
+    IdentifiersAdded,
+    InteractionRecorded,
+    Preferences,
+    PreferencesChanged,
+)
 
 CUSTOMER_CREATED = "crm.customer.created.v1"
+CUSTOMER_MERGED = "crm.customer.merged.v1"
+IDENTIFIERS_ADDED = "crm.customer.identifiers_added.v1"
 INTERACTION_RECORDED = "crm.interaction.recorded.v1"
+CONSENT_CHANGED = "crm.consent.changed.v1"
+PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_CONTENT_CHARS = 10_000
 
 
 class InvalidInput(ValueError):
-    """A command that breaks a rule; `field` and `reason` go back to the caller as a 422."""
+    """A command that breaks a rule; `field` and `reason` go back to the caller as a 4xx."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, status: int = 422) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+        self.status = status
 
 
-def normalise_email(raw: str) -> str:
-    email = raw.strip().lower()
-    if not _EMAIL.match(email) or len(email) > 320:
-        raise InvalidInput("customer.email", "not an email address")
-    return email
+# --- identifiers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Ident:
+    """A normalised identifier. `key` is what makes two identifiers the same."""
+
+    kind: str  # email | phone | external
+    value: str
+    channel: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.kind == "external":
+            return f"external:{self.channel}:{self.value}"
+        return f"{self.kind}:{self.value}"
+
+    def to_contract(self) -> Identifier:
+        return Identifier(kind=self.kind, value=self.value, channel=self.channel)  # type: ignore[arg-type]
+
+
+def normalise_email(raw: str, field: str = "customer.email") -> Ident:
+    email = "".join(raw.split()).lower()  # no whitespace survives, inside or around
+    local, at, domain = email.partition("@")
+    if (
+        not at
+        or not local
+        or "@" in domain
+        or "." not in domain
+        or domain.startswith(".")
+        or domain.endswith(".")
+        or ".." in domain
+        or len(email) > 254
+    ):
+        raise InvalidInput(field, "not an email address")
+    return Ident("email", email)
+
+
+def normalise_phone(raw: str, default_region: str, field: str = "customer.phone") -> Ident:
+    """E.164; numbers without a leading + are read in the default region."""
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidInput(field, "not a phone number") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidInput(field, "not a valid phone number")
+    return Ident("phone", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalise_external(channel: str, raw: str, field: str = "customer.external") -> Ident:
+    value = raw.strip()
+    if not value or len(value) > 200:
+        raise InvalidInput(field, "external id must be 1 to 200 characters")
+    return Ident("external", value, channel)
+
+
+# --- identity resolution --------------------------------------------------------------------
+
+
+@dataclass
+class IdentitySnapshot:
+    """What the database knows about the identifiers and customers one request (or batch) names.
+
+    Invariants kept by the store: identifiers point at live (unmerged) customers, and
+    merged_into always points at the final survivor.
+    """
+
+    owner: dict[str, str] = field(default_factory=dict)  # Ident.key -> customer id
+    merged_into: dict[str, str] = field(default_factory=dict)  # merged id -> survivor id
+    created: dict[str, datetime] = field(default_factory=dict)  # live customers named so far
+
+    def find(self, customer_id: str) -> str:
+        while customer_id in self.merged_into:
+            customer_id = self.merged_into[customer_id]
+        return customer_id
+
+
+@dataclass(frozen=True)
+class Merge:
+    survivor_id: str
+    merged_id: str
+    linked_by: Ident
+
+
+@dataclass(frozen=True)
+class Resolution:
+    customer_id: str
+    created: tuple[Ident, ...] | None  # the identifiers of a customer created now, else None
+    merges: tuple[Merge, ...]
+    added: tuple[Ident, ...]  # identifiers newly linked to an existing customer
+
+
+class IdentityResolver:
+    """Decides who a request is about. Updates the snapshot, so later items of a batch see
+    the customers and merges that earlier items decided."""
+
+    def __init__(self, snapshot: IdentitySnapshot, now: datetime, new_id: Callable[[], str]) -> None:
+        self.snapshot = snapshot
+        self.now = now
+        self.new_id = new_id
+
+    def resolve(self, customer_id: str | None, idents: Iterable[Ident]) -> Resolution:
+        s = self.snapshot
+        idents = list(dict.fromkeys(idents))
+        named: list[str] = []  # live customers this request names, in order
+        linked_by: dict[str, Ident] = {}
+        if customer_id is not None:
+            live = s.find(customer_id)
+            if live not in s.created:
+                raise InvalidInput("customer.id", "unknown customer")
+            named.append(live)
+        for ident in idents:
+            if ident.key in s.owner:
+                owner = s.find(s.owner[ident.key])
+                if owner not in named:
+                    named.append(owner)
+                linked_by.setdefault(owner, ident)
+        if not named:
+            new = self.new_id()
+            s.created[new] = self.now
+            for ident in idents:
+                s.owner[ident.key] = new
+            return Resolution(new, tuple(idents), (), ())
+
+        survivor = min(named, key=lambda c: (s.created[c], c))  # the oldest record survives
+        merges = []
+        for other in named:
+            if other == survivor:
+                continue
+            # Name the identifier that tied them: the merged one's, else the survivor's.
+            tie = linked_by.get(other) or linked_by[survivor]
+            merges.append(Merge(survivor, other, tie))
+            s.merged_into[other] = survivor
+            del s.created[other]
+        added = tuple(i for i in idents if i.key not in s.owner)
+        for ident in added:
+            s.owner[ident.key] = survivor
+        return Resolution(survivor, None, tuple(merges), added)
+
+
+def merged_consent(
+    survivor: dict[tuple[str, str], bool], merged: dict[tuple[str, str], bool]
+) -> dict[tuple[str, str], bool]:
+    """Consent after a merge: the most restrictive answer wins, and no answer is lost.
+
+    Returns only the (purpose, channel) entries of the survivor that change.
+    """
+    changes: dict[tuple[str, str], bool] = {}
+    for key, granted in merged.items():
+        current = survivor.get(key)
+        if current is None or (current and not granted):
+            changes[key] = granted if current is None else False
+    return changes
+
+
+# --- commands and their events ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -41,22 +211,41 @@ class RecordInteraction:
     kind: str
     occurred_at: datetime
     customer_id: str | None = None
-    email: str | None = None
+    identifiers: tuple[Ident, ...] = ()
     content: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def check_occurred_at(occurred_at: datetime, now: datetime) -> None:
-    if occurred_at - now > MAX_CLOCK_SKEW:
+def check_interaction(cmd: RecordInteraction, now: datetime) -> None:
+    if cmd.occurred_at - now > MAX_CLOCK_SKEW:
         raise InvalidInput("occurred_at", "more than 5 minutes in the future")
+    if cmd.content is not None and len(cmd.content) > MAX_CONTENT_CHARS:
+        raise InvalidInput("content", f"longer than {MAX_CONTENT_CHARS} characters", status=413)
+    if cmd.customer_id is None and not cmd.identifiers:
+        raise InvalidInput("customer", "give a customer id or at least one identifier")
 
 
 def new_customer_id() -> str:
     return str(uuid.uuid4())
 
 
-def customer_created(customer_id: str, email: str) -> dict[str, Any]:
-    data = CustomerCreated(customer_id=customer_id, identifiers=[Identifier(kind="email", value=email)])
+def customer_created(customer_id: str, idents: Iterable[Ident]) -> dict[str, Any]:
+    data = CustomerCreated(customer_id=customer_id, identifiers=[i.to_contract() for i in idents])
+    return data.model_dump(mode="json")
+
+
+def identifiers_added(customer_id: str, idents: Iterable[Ident]) -> dict[str, Any]:
+    data = IdentifiersAdded(customer_id=customer_id, identifiers=[i.to_contract() for i in idents])
+    return data.model_dump(mode="json")
+
+
+def customer_merged(merge: Merge) -> dict[str, Any]:
+    data = CustomerMerged(
+        survivor_id=merge.survivor_id,
+        merged_id=merge.merged_id,
+        linked_by=merge.linked_by.to_contract(),
+        reason="identifiers given together belong to two customers",
+    )
     return data.model_dump(mode="json")
 
 
@@ -71,3 +260,25 @@ def interaction_recorded(customer_id: str, cmd: RecordInteraction) -> dict[str, 
         metadata=cmd.metadata,
     )
     return data.model_dump(mode="json")
+
+
+def consent_changed(customer_id: str, purpose: str, channel: str | None, granted: bool) -> dict[str, Any]:
+    data = ConsentChanged(customer_id=customer_id, purpose=purpose, channel=channel, granted=granted)  # type: ignore[arg-type]
+    return data.model_dump(mode="json")
+
+
+def preferences_changed(customer_id: str, old: Preferences, new: Preferences) -> dict[str, Any] | None:
+    """The event for a change of preferences, or None when nothing changed."""
+    changed = [name for name in Preferences.model_fields if getattr(old, name) != getattr(new, name)]
+    if not changed:
+        return None
+    return PreferencesChanged(customer_id=customer_id, preferences=new, changed=changed).model_dump(mode="json")
+
+
+def check_time_zone(name: str, field: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInput(field, "unknown time zone") from exc

@@ -1,83 +1,292 @@
-"""Intake's use cases: resolve the customer, decide the events, append them, in one transaction."""
+"""Intake's use cases: load, decide, append, in one unit of work (one transaction).
 
+Single and batch interactions share one path: a batch is accepted as one durable write, all
+or nothing. Identity writes hold a shared lock; a request that turns out to need a merge
+starts again holding it exclusively, so merges never race the linking of identifiers.
+"""
+
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
-from eventkit.envelope import new_event
+from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore
 from eventkit.telemetry import current_traceparent
 
+from contracts.events import Preferences
 from contracts.topics import INTAKE
 from intake import domain, store
+from intake.domain import InvalidInput
 
-ATTEMPTS = 5
+ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
-class Accepted:
-    customer_id: str
-    event_id: str  # the interaction's event
-    event_ids: list[str]  # everything this request stored, in order
+class Item:
+    """One interaction to record, already validated and normalised."""
+
+    cmd: domain.RecordInteraction
+    request_hash: str
+    client_key: str | None = None  # from the body's client_event_id
+
+
+class ItemErrors(Exception):
+    """Items that break a rule once the database is consulted (unknown customer id...)."""
+
+    def __init__(self, errors: list[tuple[int, InvalidInput]]) -> None:
+        super().__init__(f"{len(errors)} invalid items")
+        self.errors = errors
+
+
+class IdempotencyConflict(Exception):
+    """The key was first used with a different request."""
+
+    def __init__(self, key: str, index: int | None) -> None:
+        super().__init__(key)
+        self.key = key
+        self.index = index
+
+
+class CustomerNotFound(Exception):
+    pass
+
+
+class CustomerMoved(Exception):
+    """The id was merged; the caller should go to the survivor."""
+
+    def __init__(self, survivor_id: str) -> None:
+        super().__init__(survivor_id)
+        self.survivor_id = survivor_id
+
+
+class _NeedsMerge(Exception):
+    pass
 
 
 def stream_of(customer_id: str) -> str:
     return f"customer-{customer_id}"
 
 
-async def record_interaction(
-    pool: asyncpg.Pool, events: EventStore, source: str, cmd: domain.RecordInteraction
-) -> Accepted:
-    domain.check_occurred_at(cmd.occurred_at, datetime.now(UTC))
-    email = domain.normalise_email(cmd.email) if cmd.email is not None else None
+class _Clock:
+    """Event times one microsecond apart, so the canonical (time, id) order keeps the order of
+    decisions within a request: created, merged, identifiers added, interaction."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+        self._n = 0
+
+    def tick(self) -> datetime:
+        self._n += 1
+        return self.now + timedelta(microseconds=self._n)
+
+
+async def record_interactions(
+    pool: asyncpg.Pool,
+    events: EventStore,
+    source: str,
+    items: Sequence[Item],
+    request_key: tuple[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Record the items; return one answer per item (first answers for retried keys)."""
+    exclusive = False
     for attempt in range(ATTEMPTS):
         try:
             async with pool.acquire() as conn, conn.transaction():
-                return await _record(conn, events, source, cmd, email)
+                await store.lock_identity(conn, exclusive)
+                return await _record(conn, events, source, items, request_key, exclusive)
+        except _NeedsMerge:
+            exclusive = True
         except (ConcurrencyError, asyncpg.UniqueViolationError):
-            # Another request created the same customer or appended to the stream first.
+            # Another request created the same customer or identifier first: decide again.
             if attempt == ATTEMPTS - 1:
                 raise
-    raise AssertionError("unreachable")
+    raise ConcurrencyError("identity", None)
 
 
 async def _record(
     conn: asyncpg.Connection,
     events: EventStore,
     source: str,
-    cmd: domain.RecordInteraction,
-    email: str | None,
-) -> Accepted:
-    traceparent = current_traceparent()
-    new = []
-    if cmd.customer_id is not None:
-        customer_id = cmd.customer_id
-        if not await store.customer_exists(conn, customer_id):
-            raise domain.InvalidInput("customer.id", "unknown customer")
-    else:
-        assert email is not None
-        found = await store.customer_by_identifier(conn, "email", email)
-        if found is None:
-            customer_id = domain.new_customer_id()
-            await store.add_customer(conn, customer_id, [("email", email)])
-            new.append(
-                new_event(
-                    domain.CUSTOMER_CREATED,
-                    customer_id,
-                    domain.customer_created(customer_id, email),
-                    source,
-                    traceparent,
-                )
-            )
-        else:
-            customer_id = found
-    interaction = new_event(
-        domain.INTERACTION_RECORDED,
-        customer_id,
-        domain.interaction_recorded(customer_id, cmd),
-        source,
-        traceparent,
+    items: Sequence[Item],
+    request_key: tuple[str, str] | None,
+    exclusive: bool,
+) -> list[dict[str, Any]]:
+    keys = {k: item.request_hash for item in items if (k := item.client_key)}
+    if request_key:
+        keys[request_key[0]] = request_key[1]
+    taken = await store.claim_keys(conn, keys)
+    if request_key and request_key[0] in taken:
+        first = taken[request_key[0]]
+        if first["request_hash"] != request_key[1]:
+            raise IdempotencyConflict(request_key[0], None)
+        answers: list[dict[str, Any]] = first["response"]["items"]
+        return answers
+
+    answers_by_index: dict[int, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        if item.client_key and item.client_key in taken:
+            first = taken[item.client_key]
+            if first["request_hash"] != item.request_hash:
+                raise IdempotencyConflict(item.client_key, index)
+            answers_by_index[index] = first["response"]
+    todo = [(i, item) for i, item in enumerate(items) if i not in answers_by_index]
+
+    clock = _Clock()
+    snapshot = await store.load_snapshot(
+        conn,
+        [ident for _, item in todo for ident in item.cmd.identifiers],
+        [c for _, item in todo if (c := item.cmd.customer_id)],
     )
-    new.append(interaction)
-    await events.append(conn, [Append(stream_of(customer_id), None, new, INTAKE)])
-    return Accepted(customer_id, interaction.id, [e.id for e in new])
+    resolver = domain.IdentityResolver(snapshot, clock.now, domain.new_customer_id)
+    traceparent = current_traceparent()
+    created: list[tuple[str, datetime]] = []
+    links: list[tuple[domain.Ident, str]] = []
+    merges: list[domain.Merge] = []
+    appends: list[Append] = []
+    errors: list[tuple[int, InvalidInput]] = []
+
+    def event(type_: str, customer_id: str, data: dict[str, Any]) -> Envelope:
+        return new_event(type_, customer_id, data, source, traceparent, time=clock.tick())
+
+    for index, item in todo:
+        cmd = item.cmd
+        try:
+            res = resolver.resolve(cmd.customer_id, cmd.identifiers)
+        except InvalidInput as exc:
+            errors.append((index, exc))
+            continue
+        if res.merges and not exclusive:
+            raise _NeedsMerge
+        cid = res.customer_id
+        new: list[Envelope] = []
+        if res.created is not None:
+            created.append((cid, clock.now))
+            links.extend((ident, cid) for ident in res.created)
+            new.append(event(domain.CUSTOMER_CREATED, cid, domain.customer_created(cid, res.created)))
+        for merge in res.merges:
+            merges.append(merge)
+            new.append(event(domain.CUSTOMER_MERGED, cid, domain.customer_merged(merge)))
+        if res.added:
+            links.extend((ident, cid) for ident in res.added)
+            new.append(event(domain.IDENTIFIERS_ADDED, cid, domain.identifiers_added(cid, res.added)))
+        interaction = event(domain.INTERACTION_RECORDED, cid, domain.interaction_recorded(cid, cmd))
+        new.append(interaction)
+        appends.append(Append(stream_of(cid), None, new, INTAKE))
+        answers_by_index[index] = {
+            "event_id": interaction.id,
+            "customer_id": cid,
+            "event_ids": [e.id for e in new],
+        }
+    if errors:
+        raise ItemErrors(errors)
+
+    await store.insert_customers(conn, created)
+    await store.insert_identifiers(conn, links)
+    for merge in merges:
+        await store.apply_merge(conn, merge, clock.now)
+        appends.extend(await _merge_consent(conn, merge, event))
+    await events.append(conn, appends)
+
+    answers = [answers_by_index[i] for i in range(len(items))]
+    to_store = {item.client_key: answers[i] for i, item in enumerate(items) if item.client_key}
+    if request_key:
+        to_store[request_key[0]] = {"items": answers}
+    await store.answer_keys(conn, to_store)
+    return answers
+
+
+async def _merge_consent(conn: asyncpg.Connection, merge: domain.Merge, event: Any) -> list[Append]:
+    """The survivor takes the most restrictive consent of the two; each change is an event."""
+    changes = domain.merged_consent(
+        await store.consent(conn, merge.survivor_id), await store.consent(conn, merge.merged_id)
+    )
+    if not changes:
+        return []
+    await store.set_consent(conn, merge.survivor_id, changes, datetime.now(UTC))
+    new = [
+        event(
+            domain.CONSENT_CHANGED,
+            merge.survivor_id,
+            domain.consent_changed(
+                merge.survivor_id, purpose, None if channel == store.ALL_CHANNELS else channel, granted
+            ),
+        )
+        for (purpose, channel), granted in sorted(changes.items())
+    ]
+    return [Append(stream_of(merge.survivor_id), None, new, INTAKE)]
+
+
+async def _live_customer(conn: asyncpg.Connection, customer_id: str) -> None:
+    survivor = await store.survivor_of(conn, customer_id)
+    if survivor is None:
+        raise CustomerNotFound(customer_id)
+    if survivor != customer_id:
+        raise CustomerMoved(survivor)
+
+
+async def change_consent(
+    pool: asyncpg.Pool,
+    events: EventStore,
+    source: str,
+    customer_id: str,
+    wanted: dict[tuple[str, str | None], bool],
+) -> list[str]:
+    """Set consent entries; one event per entry that actually changes. Returns the event ids."""
+    async with pool.acquire() as conn, conn.transaction():
+        await store.lock_identity(conn, exclusive=False)
+        await _live_customer(conn, customer_id)
+        current = await store.consent(conn, customer_id)
+        changes = {
+            (purpose, channel or store.ALL_CHANNELS): granted
+            for (purpose, channel), granted in wanted.items()
+            if current.get((purpose, channel or store.ALL_CHANNELS)) != granted
+        }
+        if not changes:
+            return []
+        clock = _Clock()
+        traceparent = current_traceparent()
+        await store.set_consent(conn, customer_id, changes, clock.now)
+        new = [
+            new_event(
+                domain.CONSENT_CHANGED,
+                customer_id,
+                domain.consent_changed(
+                    customer_id, purpose, None if channel == store.ALL_CHANNELS else channel, granted
+                ),
+                source,
+                traceparent,
+                time=clock.tick(),
+            )
+            for (purpose, channel), granted in sorted(changes.items())
+        ]
+        await events.append(conn, [Append(stream_of(customer_id), None, new, INTAKE)])
+        return [e.id for e in new]
+
+
+async def change_preferences(
+    pool: asyncpg.Pool, events: EventStore, source: str, customer_id: str, prefs: Preferences
+) -> list[str]:
+    if prefs.quiet_hours is not None:
+        domain.check_time_zone(prefs.quiet_hours.time_zone, "quiet_hours.time_zone")
+    async with pool.acquire() as conn, conn.transaction():
+        await store.lock_identity(conn, exclusive=False)
+        await _live_customer(conn, customer_id)
+        data = domain.preferences_changed(customer_id, await store.preferences(conn, customer_id), prefs)
+        if data is None:
+            return []
+        clock = _Clock()
+        await store.set_preferences(conn, customer_id, prefs, clock.now)
+        e = new_event(domain.PREFERENCES_CHANGED, customer_id, data, source, current_traceparent(), time=clock.tick())
+        await events.append(conn, [Append(stream_of(customer_id), None, [e], INTAKE)])
+        return [e.id]
+
+
+async def get_customer(pool: asyncpg.Pool, customer_id: str) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        await _live_customer(conn, customer_id)
+        found = await store.customer(conn, customer_id)
+    if found is None:
+        raise CustomerNotFound(customer_id)
+    return found

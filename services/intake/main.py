@@ -5,6 +5,7 @@ from pathlib import Path
 from eventkit.app import ServiceSpec, create_app, serve
 
 from intake.api import router
+from intake.settings import IntakeSettings
 
 app = create_app(
     ServiceSpec(
@@ -13,7 +14,9 @@ app = create_app(
         description="Interactions from every channel, resolved to one customer, stored and published.",
         routers=[router],
         migrations=[Path(__file__).parent / "migrations"],
-    )
+        body_limits={"/v1/interactions:batch": 16 * 1024 * 1024},
+    ),
+    IntakeSettings.for_service("intake"),
 )
 
 if __name__ == "__main__":

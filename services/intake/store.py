@@ -1,25 +1,213 @@
-"""SQL for intake's own tables: customers and their identifiers."""
+"""SQL for intake's own tables: customers, identifiers, consent, preferences, idempotency keys."""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
 import asyncpg
+from eventkit.db import json_text
+
+from contracts.events import Preferences
+from intake.domain import Ident, IdentitySnapshot, Merge
+
+# Identity writes hold this lock shared; a merge holds it exclusively, so a merge never races
+# a request that is linking identifiers to one of the customers it merges.
+IDENTITY_LOCK = 7_300_101
 
 
-async def customer_exists(conn: asyncpg.Connection, customer_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM customers WHERE customer_id = $1", customer_id))
+async def lock_identity(conn: asyncpg.Connection, exclusive: bool) -> None:
+    if exclusive:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", IDENTITY_LOCK)
+    else:
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", IDENTITY_LOCK)
 
 
-async def customer_by_identifier(conn: asyncpg.Connection, kind: str, value: str) -> str | None:
-    result: str | None = await conn.fetchval(
-        "SELECT customer_id FROM customer_identifiers WHERE kind = $1 AND value = $2", kind, value
+async def load_snapshot(
+    conn: asyncpg.Connection, idents: Iterable[Ident], customer_ids: Iterable[str]
+) -> IdentitySnapshot:
+    snapshot = IdentitySnapshot()
+    unique = sorted(set(idents))
+    rows = await conn.fetch(
+        "SELECT i.kind, i.channel, i.value, i.customer_id, c.created_at"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS x(kind, channel, value)"
+        " JOIN customer_identifiers i USING (kind, channel, value)"
+        " JOIN customers c ON c.customer_id = i.customer_id",
+        [i.kind for i in unique],
+        [i.channel or "" for i in unique],
+        [i.value for i in unique],
     )
-    return result
+    for r in rows:
+        snapshot.owner[Ident(r["kind"], r["value"], r["channel"] or None).key] = r["customer_id"]
+        snapshot.created[r["customer_id"]] = r["created_at"]
+    ids = sorted(set(customer_ids))
+    if ids:
+        rows = await conn.fetch(
+            "SELECT c.customer_id, c.merged_into, c.created_at, s.created_at AS survivor_created"
+            " FROM customers c LEFT JOIN customers s ON s.customer_id = c.merged_into"
+            " WHERE c.customer_id = ANY($1::text[])",
+            ids,
+        )
+        for r in rows:
+            if r["merged_into"] is None:
+                snapshot.created[r["customer_id"]] = r["created_at"]
+            else:
+                snapshot.merged_into[r["customer_id"]] = r["merged_into"]
+                snapshot.created[r["merged_into"]] = r["survivor_created"]
+    return snapshot
 
 
-async def add_customer(
-    conn: asyncpg.Connection, customer_id: str, identifiers: list[tuple[str, str]]
-) -> None:
+async def insert_customers(conn: asyncpg.Connection, created: Sequence[tuple[str, datetime]]) -> None:
+    if created:
+        await conn.execute(
+            "INSERT INTO customers (customer_id, created_at) SELECT * FROM unnest($1::text[], $2::timestamptz[])",
+            [c for c, _ in created],
+            [t for _, t in created],
+        )
+
+
+async def insert_identifiers(conn: asyncpg.Connection, links: Sequence[tuple[Ident, str]]) -> None:
     """Raises UniqueViolationError if an identifier was claimed meanwhile (the caller retries)."""
-    await conn.execute("INSERT INTO customers (customer_id) VALUES ($1)", customer_id)
-    await conn.executemany(
-        "INSERT INTO customer_identifiers (kind, value, customer_id) VALUES ($1, $2, $3)",
-        [(kind, value, customer_id) for kind, value in identifiers],
+    if links:
+        await conn.execute(
+            "INSERT INTO customer_identifiers (kind, value, channel, customer_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+            [i.kind for i, _ in links],
+            [i.value for i, _ in links],
+            [i.channel or "" for i, _ in links],
+            [c for _, c in links],
+        )
+
+
+async def apply_merge(conn: asyncpg.Connection, merge: Merge, at: datetime) -> None:
+    """Keep the invariants: identifiers on live customers, merged_into pointing at the final survivor."""
+    s, m = merge.survivor_id, merge.merged_id
+    await conn.execute("UPDATE customers SET merged_into = $1 WHERE merged_into = $2", s, m)
+    await conn.execute("UPDATE customers SET merged_into = $1, merged_at = $3 WHERE customer_id = $2", s, m, at)
+    await conn.execute("UPDATE customer_identifiers SET customer_id = $1 WHERE customer_id = $2", s, m)
+
+
+async def survivor_of(conn: asyncpg.Connection, customer_id: str) -> str | None:
+    """None for an unknown id; the id itself for a live customer; the survivor for a merged one."""
+    row = await conn.fetchrow("SELECT merged_into FROM customers WHERE customer_id = $1", customer_id)
+    if row is None:
+        return None
+    return row["merged_into"] or customer_id
+
+
+# --- consent and preferences -------------------------------------------------------------------
+
+ALL_CHANNELS = "*"
+
+
+async def consent(conn: asyncpg.Connection, customer_id: str) -> dict[tuple[str, str], bool]:
+    rows = await conn.fetch(
+        "SELECT purpose, channel, granted FROM customer_consent WHERE customer_id = $1", customer_id
     )
+    return {(r["purpose"], r["channel"]): r["granted"] for r in rows}
+
+
+async def consent_rows(conn: asyncpg.Connection, customer_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT purpose, channel, granted, updated_at FROM customer_consent WHERE customer_id = $1"
+        " ORDER BY purpose, channel",
+        customer_id,
+    )
+    return [
+        {
+            "purpose": r["purpose"],
+            "channel": None if r["channel"] == ALL_CHANNELS else r["channel"],
+            "granted": r["granted"],
+            "updated_at": r["updated_at"].isoformat(),
+        }
+        for r in rows
+    ]
+
+
+async def set_consent(
+    conn: asyncpg.Connection, customer_id: str, changes: dict[tuple[str, str], bool], at: datetime
+) -> None:
+    await conn.executemany(
+        "INSERT INTO customer_consent (customer_id, purpose, channel, granted, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, purpose, channel)"
+        " DO UPDATE SET granted = EXCLUDED.granted, updated_at = EXCLUDED.updated_at",
+        [(customer_id, purpose, channel, granted, at) for (purpose, channel), granted in changes.items()],
+    )
+
+
+async def preferences(conn: asyncpg.Connection, customer_id: str) -> Preferences:
+    stored = await conn.fetchval("SELECT preferences FROM customer_preferences WHERE customer_id = $1", customer_id)
+    return Preferences.model_validate(stored) if stored else Preferences()
+
+
+async def set_preferences(conn: asyncpg.Connection, customer_id: str, prefs: Preferences, at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO customer_preferences (customer_id, preferences, updated_at) VALUES ($1, $2::jsonb, $3)"
+        " ON CONFLICT (customer_id) DO UPDATE SET preferences = EXCLUDED.preferences,"
+        " updated_at = EXCLUDED.updated_at",
+        customer_id,
+        json_text(prefs.model_dump(mode="json")),
+        at,
+    )
+
+
+async def customer(conn: asyncpg.Connection, customer_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT customer_id, created_at FROM customers WHERE customer_id = $1 AND merged_into IS NULL",
+        customer_id,
+    )
+    if row is None:
+        return None
+    idents = await conn.fetch(
+        "SELECT kind, value, channel FROM customer_identifiers WHERE customer_id = $1 ORDER BY kind, value",
+        customer_id,
+    )
+    merged = await conn.fetch(
+        "SELECT customer_id FROM customers WHERE merged_into = $1 ORDER BY merged_at", customer_id
+    )
+    return {
+        "customer_id": customer_id,
+        "created_at": row["created_at"].isoformat(),
+        "identifiers": [{"kind": r["kind"], "value": r["value"], "channel": r["channel"] or None} for r in idents],
+        "merged_ids": [r["customer_id"] for r in merged],
+        "preferences": (await preferences(conn, customer_id)).model_dump(mode="json"),
+        "consent": await consent_rows(conn, customer_id),
+    }
+
+
+# --- idempotency ---------------------------------------------------------------------------------
+
+
+async def claim_keys(conn: asyncpg.Connection, keys: dict[str, str]) -> dict[str, asyncpg.Record]:
+    """Claim key -> request hash; return the rows of keys that were already there.
+
+    A key claimed by a transaction still in flight makes this wait until that one commits (then
+    its answer is returned) or rolls back (then the key is ours).
+    """
+    if not keys:
+        return {}
+    names = sorted(keys)
+    claimed = await conn.fetch(
+        "INSERT INTO idempotency_keys (key, request_hash) SELECT * FROM unnest($1::text[], $2::text[])"
+        " ON CONFLICT (key) DO NOTHING RETURNING key",
+        names,
+        [keys[k] for k in names],
+    )
+    ours = {r["key"] for r in claimed}
+    taken = [k for k in names if k not in ours]
+    if not taken:
+        return {}
+    rows = await conn.fetch(
+        "SELECT key, request_hash, response FROM idempotency_keys WHERE key = ANY($1::text[])", taken
+    )
+    return {r["key"]: r for r in rows}
+
+
+async def answer_keys(conn: asyncpg.Connection, answers: dict[str, Any]) -> None:
+    if answers:
+        names = sorted(answers)
+        await conn.execute(
+            "UPDATE idempotency_keys k SET response = a.response::jsonb"
+            " FROM unnest($1::text[], $2::text[]) AS a(key, response) WHERE k.key = a.key",
+            names,
+            [json_text(answers[k]) for k in names],
+        )

@@ -3,9 +3,7 @@
 from eventkit.app import ServiceSpec, create_app, serve
 
 app = create_app(
-    ServiceSpec(
-        name="notification", title="crm notification", description="Customer and staff notifications."
-    )
+    ServiceSpec(name="notification", title="crm notification", description="Customer and staff notifications.")
 )
 
 if __name__ == "__main__":

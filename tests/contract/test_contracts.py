@@ -87,9 +87,7 @@ json_values = st.recursive(
 
 @given(
     data=st.dictionaries(st.text(max_size=10), json_values, max_size=6),
-    subject=st.text(
-        alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40
-    ),
+    subject=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40),
     time=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2999, 1, 1), timezones=st.just(UTC)),
 )
 def test_round_trip_keeps_every_attribute(data: dict, subject: str, time: datetime) -> None:
@@ -159,9 +157,7 @@ def _history(path: Path) -> list[str]:
     return [line for line in out.stdout.split() if line]
 
 
-@pytest.mark.skipif(
-    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs the git history"
-)
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs the git history")
 def test_no_schema_breaks_a_consumer_of_any_earlier_version() -> None:
     checked = 0
     for name in REGISTRY:
@@ -173,8 +169,6 @@ def test_no_schema_breaks_a_consumer_of_any_earlier_version() -> None:
                 cwd=ROOT, capture_output=True, text=True, check=True,
             )  # fmt: skip
             problems = breaking_changes(json.loads(shown.stdout), current)
-            assert problems == [], (
-                f"{name} breaks consumers of {commit[:8]}: {problems}; publish a new version"
-            )
+            assert problems == [], f"{name} breaks consumers of {commit[:8]}: {problems}; publish a new version"
             checked += 1
     assert checked >= len(REGISTRY)

@@ -98,9 +98,7 @@ async def digests(stack: Stack, customer_id: str, client: httpx.AsyncClient) -> 
     return out
 
 
-async def wait_converged(
-    stack: Stack, accepted: Accepted, timeout_s: float = 90
-) -> dict[str, tuple[int, str]]:
+async def wait_converged(stack: Stack, accepted: Accepted, timeout_s: float = 90) -> dict[str, tuple[int, str]]:
     """Until every customer's digest is equal in all four services with the exact count."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -115,9 +113,7 @@ async def wait_converged(
                     del pending[customer]
             if pending and loop.time() > deadline:
                 sample = {c: last[c] for c in list(pending)[:3]}
-                raise AssertionError(
-                    f"{len(pending)} customers not converged; expected counts differ: {sample}"
-                )
+                raise AssertionError(f"{len(pending)} customers not converged; expected counts differ: {sample}")
             if pending:
                 await asyncio.sleep(0.25)
     return {c: last[c][next(iter(last[c]))] for c in accepted.by_customer}

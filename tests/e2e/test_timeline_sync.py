@@ -102,9 +102,7 @@ async def test_relay_killed_between_commit_and_ack_delivers_once(stack: Stack, c
             for name, svc in stack.services.items():
                 if name == "intake":
                     continue
-                after = metric_total(
-                    (await client.get(f"{svc.url}/metrics")).text, "crm_events_duplicate_total"
-                )
+                after = metric_total((await client.get(f"{svc.url}/metrics")).text, "crm_events_duplicate_total")
                 assert after > before[name], name
 
 

@@ -134,14 +134,10 @@ async def test_poison_messages_are_dead_lettered_and_the_rest_applied(
         count, _ = await digest(conn, "cust-b")
     assert count == 3
     assert reasons == ["invalid_data", "missing_attribute", "not_cloudevent", "unknown_type"]
-    assert (
-        metric("crm_events_deadlettered_total", service="t-poison", topic=topic, reason="unknown_type") == 1
-    )
+    assert metric("crm_events_deadlettered_total", service="t-poison", topic=topic, reason="unknown_type") == 1
 
     parked = [
-        r
-        for r in await fetch(bootstrap, DEADLETTER, 100)
-        if (dict(r.headers).get("dlq_topic") == topic.encode())
+        r for r in await fetch(bootstrap, DEADLETTER, 100) if (dict(r.headers).get("dlq_topic") == topic.encode())
     ]
     assert sorted(dict(r.headers)["dlq_reason"].decode() for r in parked) == reasons
     assert any(r.value == b"\x00not json" for r in parked)  # the original bytes, for inspection and re-drive
@@ -165,9 +161,7 @@ async def test_projection_failure_parks_only_that_event(pool: asyncpg.Pool, boot
     events = [interaction("cust-c", n) for n in range(5)]
     await send(producer, topic, events)
     records = await fetch(bootstrap, topic, 5)
-    consumer = make_consumer(
-        pool, producer, bootstrap, topic, "t-apply", [TimelineProjection(), FailsOn(events[2].id)]
-    )
+    consumer = make_consumer(pool, producer, bootstrap, topic, "t-apply", [TimelineProjection(), FailsOn(events[2].id)])
     await consumer.handle(records)
     async with pool.acquire() as conn:
         count, _ = await digest(conn, "cust-c")

@@ -11,9 +11,7 @@ store = EventStore("test")
 
 
 def ev(subject: str, n: int = 0):
-    return new_event(
-        "crm.test.happened.v1", subject, {"n": n}, "/crm/test", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
-    )
+    return new_event("crm.test.happened.v1", subject, {"n": n}, "/crm/test", "00-" + "1" * 32 + "-" + "2" * 16 + "-01")
 
 
 async def test_append_and_load_in_version_order(pool: asyncpg.Pool) -> None:
@@ -64,9 +62,7 @@ async def test_concurrent_writers_one_wins(pool: asyncpg.Pool) -> None:
 async def test_append_at_end_without_expectation(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await store.append(conn, [Append("s-4", None, [ev("c")], "t")])
-        await store.append(
-            conn, [Append("s-4", None, [ev("c"), ev("c")], "t"), Append("s-5", None, [ev("d")], "t")]
-        )
+        await store.append(conn, [Append("s-4", None, [ev("c"), ev("c")], "t"), Append("s-5", None, [ev("d")], "t")])
     async with pool.acquire() as conn:
         assert [e.version for e in await store.load(conn, "s-4")] == [1, 2, 3]
         assert [e.version for e in await store.load(conn, "s-5")] == [1]

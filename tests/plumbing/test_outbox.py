@@ -30,9 +30,7 @@ async def make_topic(bootstrap: str, name: str) -> None:
 
 
 async def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     got: list = []
     try:

@@ -11,9 +11,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TP = "00-" + "e" * 32 + "-" + "f" * 16 + "-01"
 
 
-def ev(
-    i: int, customer: str, seconds: int, type_: str = "crm.interaction.recorded.v1", data=None
-) -> Envelope:
+def ev(i: int, customer: str, seconds: int, type_: str = "crm.interaction.recorded.v1", data=None) -> Envelope:
     return Envelope(
         id=f"00000000-0000-4000-8000-{i:012d}",
         type=type_,

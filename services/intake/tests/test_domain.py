@@ -16,7 +16,7 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
     [("Ada@Example.COM", "ada@example.com"), ("  bob@example.org\n", "bob@example.org")],
 )
 def test_emails_are_normalised(raw: str, expected: str) -> None:
-    assert domain.normalise_email(raw) == expected
+    assert domain.normalise_email(raw) == domain.Ident("email", expected)
 
 
 @pytest.mark.parametrize("raw", ["", "no-at-sign", "a@b", "two@@example.com", "sp ace@example.com"])
@@ -29,16 +29,29 @@ def test_invalid_emails_name_the_field(raw: str) -> None:
 @given(st.emails())
 def test_normalising_is_idempotent_and_case_blind(email: str) -> None:
     once = domain.normalise_email(email)
-    assert domain.normalise_email(once) == once
+    assert domain.normalise_email(once.value) == once
     assert domain.normalise_email(f"  {email.upper()} ") == once
 
 
+def cmd_at(occurred_at: datetime, content: str | None = None) -> domain.RecordInteraction:
+    return domain.RecordInteraction(
+        channel="web", direction="inbound", kind="message", occurred_at=occurred_at, customer_id="c", content=content
+    )
+
+
 def test_occurred_at_may_be_a_little_ahead_but_not_far() -> None:
-    domain.check_occurred_at(NOW + timedelta(minutes=4, seconds=59), NOW)
-    domain.check_occurred_at(NOW - timedelta(days=3650), NOW)
+    domain.check_interaction(cmd_at(NOW + timedelta(minutes=4, seconds=59)), NOW)
+    domain.check_interaction(cmd_at(NOW - timedelta(days=3650)), NOW)
     with pytest.raises(domain.InvalidInput) as info:
-        domain.check_occurred_at(NOW + timedelta(minutes=5, seconds=1), NOW)
-    assert info.value.field == "occurred_at"
+        domain.check_interaction(cmd_at(NOW + timedelta(minutes=5, seconds=1)), NOW)
+    assert (info.value.field, info.value.status) == ("occurred_at", 422)
+
+
+def test_content_over_the_limit_is_413() -> None:
+    domain.check_interaction(cmd_at(NOW, "x" * domain.MAX_CONTENT_CHARS), NOW)
+    with pytest.raises(domain.InvalidInput) as info:
+        domain.check_interaction(cmd_at(NOW, "x" * (domain.MAX_CONTENT_CHARS + 1)), NOW)
+    assert (info.value.field, info.value.status) == ("content", 413)
 
 
 def test_interaction_payload_matches_the_contract() -> None:
