@@ -1,4 +1,4 @@
-"""Payload models of every event type (the CloudEvents `data`), and the registry.
+"""The shared vocabulary (channels, EventData, EventType) and intake's event payloads.
 
 Each model is the single source of its JSON Schema in contracts/schemas/ (see generate.py).
 Consumers ignore unknown fields, so adding an optional field is a compatible change;
@@ -102,39 +102,31 @@ class EventType:
     summary: str
 
 
-REGISTRY: dict[str, EventType] = {
-    t.name: t
-    for t in (
-        EventType("crm.customer.created.v1", topics.INTAKE, CustomerCreated, "A customer became known."),
-        EventType(
-            "crm.interaction.recorded.v1",
-            topics.INTAKE,
-            InteractionRecorded,
-            "A contact on any channel, inbound or outbound.",
-        ),
-        EventType(
-            "crm.customer.merged.v1",
-            topics.INTAKE,
-            CustomerMerged,
-            "Two customer records turned out to be one person; the merged id now points to the survivor.",
-        ),
-        EventType("crm.consent.changed.v1", topics.INTAKE, ConsentChanged, "Consent for a purpose and channel."),
-        EventType(
-            "crm.customer.identifiers_added.v1",
-            topics.INTAKE,
-            IdentifiersAdded,
-            "A known customer was seen with identifiers not yet linked to them.",
-        ),
-        EventType(
-            "crm.customer.preferences_changed.v1",
-            topics.INTAKE,
-            PreferencesChanged,
-            "Preferred channel, language, quiet hours, VIP flag or region changed.",
-        ),
-    )
-}
-
-
-def event_type(name: str) -> EventType:
-    """The registered type, or KeyError for a type this version of the contract does not know."""
-    return REGISTRY[name]
+INTAKE_EVENT_TYPES: tuple[EventType, ...] = (
+    EventType("crm.customer.created.v1", topics.INTAKE, CustomerCreated, "A customer became known."),
+    EventType(
+        "crm.interaction.recorded.v1",
+        topics.INTAKE,
+        InteractionRecorded,
+        "A contact on any channel, inbound or outbound.",
+    ),
+    EventType(
+        "crm.customer.merged.v1",
+        topics.INTAKE,
+        CustomerMerged,
+        "Two customer records turned out to be one person; the merged id now points to the survivor.",
+    ),
+    EventType("crm.consent.changed.v1", topics.INTAKE, ConsentChanged, "Consent for a purpose and channel."),
+    EventType(
+        "crm.customer.identifiers_added.v1",
+        topics.INTAKE,
+        IdentifiersAdded,
+        "A known customer was seen with identifiers not yet linked to them.",
+    ),
+    EventType(
+        "crm.customer.preferences_changed.v1",
+        topics.INTAKE,
+        PreferencesChanged,
+        "Preferred channel, language, quiet hours, VIP flag or region changed.",
+    ),
+)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from contracts import topics
-from contracts.events import REGISTRY
+from contracts.registry import REGISTRY
 
 HERE = Path(__file__).parent
 SCHEMA_DIR = HERE / "schemas"

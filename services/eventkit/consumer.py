@@ -24,7 +24,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from contracts.events import REGISTRY
+from contracts.registry import REGISTRY
 from eventkit import deadletter
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.deadletter import DeadLetter

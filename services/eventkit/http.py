@@ -34,7 +34,14 @@ class ApiError(Exception):
 
 
 def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"], "type": e["type"]} for e in exc.errors()]
+    """Fields named as in the body ("customer.email"); query, path and header ones keep that prefix."""
+    errors = []
+    for e in exc.errors():
+        loc = [str(p) for p in e["loc"]]
+        if len(loc) > 1 and loc[0] == "body":
+            loc = loc[1:]
+        errors.append({"field": ".".join(loc), "reason": e["msg"], "type": e["type"]})
+    return errors
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -68,10 +68,11 @@ class Ident:
 
 
 def normalise_email(raw: str, field: str = "customer.email") -> Ident:
-    email = "".join(raw.split()).lower()  # no whitespace survives, inside or around
+    email = raw.strip().lower()
     local, at, domain = email.partition("@")
     if (
-        not at
+        any(c.isspace() for c in email)
+        or not at
         or not local
         or "@" in domain
         or "." not in domain

@@ -5,6 +5,8 @@ or nothing. Identity writes hold a shared lock; a request that turns out to need
 starts again holding it exclusively, so merges never race the linking of identifiers.
 """
 
+import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +22,7 @@ from contracts.topics import INTAKE
 from intake import domain, store
 from intake.domain import InvalidInput
 
-ATTEMPTS = 8
+ATTEMPTS = 25
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,11 @@ async def record_interactions(
         except _NeedsMerge:
             exclusive = True
         except (ConcurrencyError, asyncpg.UniqueViolationError):
-            # Another request created the same customer or identifier first: decide again.
+            # Another request created the same customer or identifier, or appended to the same
+            # stream, first: decide again, after a short random pause so racers spread out.
             if attempt == ATTEMPTS - 1:
                 raise
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
     raise ConcurrencyError("identity", None)
 
 

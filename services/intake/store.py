@@ -145,7 +145,7 @@ async def set_preferences(conn: asyncpg.Connection, customer_id: str, prefs: Pre
         " ON CONFLICT (customer_id) DO UPDATE SET preferences = EXCLUDED.preferences,"
         " updated_at = EXCLUDED.updated_at",
         customer_id,
-        json_text(prefs.model_dump(mode="json")),
+        prefs.model_dump(mode="json"),
         at,
     )
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from contracts import generate
 from contracts.compat import breaking_changes
-from contracts.events import REGISTRY
+from contracts.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

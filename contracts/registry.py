@@ -1,0 +1,13 @@
+"""Every event type of every producing domain: type name -> topic and payload model.
+
+Each domain module lists its own types (intake in events.py); this module only gathers them.
+"""
+
+from contracts.events import INTAKE_EVENT_TYPES, EventType
+
+REGISTRY: dict[str, EventType] = {t.name: t for t in (*INTAKE_EVENT_TYPES,)}
+
+
+def event_type(name: str) -> EventType:
+    """The registered type, or KeyError for a type this version of the contract does not know."""
+    return REGISTRY[name]

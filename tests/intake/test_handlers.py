@@ -1,0 +1,140 @@
+"""intake's handlers against a real PostgreSQL: idempotency and identity under retries and races."""
+
+import asyncio
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from eventkit import db
+from eventkit.devstack import EmbeddedPostgres
+from eventkit.eventstore import EventStore
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from intake import domain, handlers
+
+from tests.conftest import fresh_database
+
+MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
+store = EventStore("intake-test")
+
+
+def item(email: str, content: str, client_id: str | None = None) -> handlers.Item:
+    cmd = domain.RecordInteraction(
+        channel="chat",
+        direction="inbound",
+        kind="message",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        identifiers=(domain.normalise_email(email),),
+        content=content,
+    )
+    digest = hashlib.sha256(f"{email}|{content}".encode()).hexdigest()
+    return handlers.Item(cmd, digest, f"client:chat:{client_id}" if client_id else None)
+
+
+@pytest.fixture(scope="module")
+async def intake_dsn(postgres: EmbeddedPostgres) -> str:
+    return await fresh_database(postgres, MIGRATIONS)
+
+
+async def count(dsn: str, type_: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM events WHERE type = $1", type_))
+    finally:
+        await conn.close()
+
+
+ops = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 1), st.sampled_from(["header", "client"])), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=ops)
+def test_a_retry_never_makes_a_second_event(intake_dsn: str, ops: list[tuple[int, int, str]]) -> None:
+    """Any sequence of requests and retries: one event per key; a retry answers what the first did;
+    the same key with another body is refused."""
+    run = uuid.uuid4().hex[:8]
+
+    async def scenario() -> None:
+        pool = await db.create_pool(intake_dsn, 2)
+        try:
+            before = await count(intake_dsn, domain.INTERACTION_RECORDED)
+            first: dict[tuple[str, int], tuple[int, dict]] = {}
+            for key_no, body_no, how in ops:
+                key = (how, key_no)
+                email = f"{run}-{key_no}@example.com"
+                if how == "header":
+                    it = item(email, f"body {body_no}")
+                    request_key = (f"request:{run}-{key_no}", it.request_hash)
+                else:
+                    it = item(email, f"body {body_no}", client_id=f"{run}-{key_no}")
+                    request_key = None
+                try:
+                    answer = (await handlers.record_interactions(pool, store, "/test", [it], request_key))[0]
+                except handlers.IdempotencyConflict:
+                    assert key in first and first[key][0] != body_no
+                    continue
+                if key in first:
+                    assert first[key] == (body_no, answer)  # the first answer, word for word
+                else:
+                    first[key] = (body_no, answer)
+            assert await count(intake_dsn, domain.INTERACTION_RECORDED) - before == len(first)
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
+async def test_concurrent_first_contacts_make_one_customer(intake_dsn: str) -> None:
+    pool = await db.create_pool(intake_dsn, 10)
+    try:
+        email = f"rush-{uuid.uuid4().hex[:8]}@example.com"
+        answers = await asyncio.gather(
+            *(handlers.record_interactions(pool, store, "/test", [item(email, f"m{n}")]) for n in range(10))
+        )
+        assert len({a[0]["customer_id"] for a in answers}) == 1
+        created = sum(len(a[0]["event_ids"]) == 2 for a in answers)
+        assert created == 1  # exactly one request also stored customer.created
+    finally:
+        await pool.close()
+
+
+async def test_concurrent_merges_leave_identifiers_on_live_customers(intake_dsn: str) -> None:
+    """Requests that link identifiers of different customers race; every identifier ends on a live
+    customer, one survivor remains, and every merge is an event."""
+    pool = await db.create_pool(intake_dsn, 10)
+    try:
+        run = uuid.uuid4().hex[:8]
+        emails = [f"{run}-{n}@example.com" for n in range(6)]
+        for e in emails:
+            await handlers.record_interactions(pool, store, "/test", [item(e, "hello")])
+
+        def linking(a: str, b: str) -> handlers.Item:
+            it = item(a, "link")
+            cmd = domain.RecordInteraction(
+                **{**it.cmd.__dict__, "identifiers": (domain.normalise_email(a), domain.normalise_email(b))}
+            )
+            return handlers.Item(cmd, it.request_hash)
+
+        pairs = [(emails[i], emails[(i + 1) % 6]) for i in range(6)] + [(emails[0], emails[3]), (emails[2], emails[5])]
+        await asyncio.gather(*(handlers.record_interactions(pool, store, "/test", [linking(a, b)]) for a, b in pairs))
+        async with pool.acquire() as conn:
+            owners = await conn.fetch(
+                "SELECT c.customer_id, c.merged_into FROM customer_identifiers i JOIN customers c USING (customer_id)"
+                " WHERE i.value = ANY($1::text[])",
+                emails,
+            )
+            merges = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE type = $1 AND data->>'merged_id' IN"
+                " (SELECT customer_id FROM customers WHERE merged_into IS NOT NULL)",
+                domain.CUSTOMER_MERGED,
+            )
+        assert {r["merged_into"] for r in owners} == {None}
+        assert len({r["customer_id"] for r in owners}) == 1
+        assert merges == 5  # six customers became one: five merges, each once
+    finally:
+        await pool.close()
