@@ -6,9 +6,10 @@ migrations); create_app() wires the rest the same way for all four.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -42,6 +43,9 @@ class ServiceSpec:
     title: str = ""
     description: str = ""
     body_limits: dict[str, int] = field(default_factory=dict)  # path -> bytes, over MAX_BODY_BYTES
+    # Long-running loops of the service (durable timers, schedulers): started after the consumer,
+    # restarted if they fail, cancelled at shutdown.
+    background: Sequence[Callable[["Runtime"], Awaitable[None]]] = ()
 
 
 @dataclass
@@ -123,7 +127,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await rt.consumer.start()
     rt.tasks = [
         asyncio.create_task(rt.relay.run(), name="outbox-relay"),
-        asyncio.create_task(_keep_running(rt.consumer), name="consumer"),
+        asyncio.create_task(_keep_running("consumer", rt.consumer.run), name="consumer"),
+        *(
+            asyncio.create_task(_keep_running(loop.__name__, functools.partial(loop, rt)), name=loop.__name__)
+            for loop in rt.spec.background
+        ),
     ]
     log.info("%s ready on %s:%s", s.service_name, s.http_host, s.http_port)
     try:
@@ -137,15 +145,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await rt.pool.close()
 
 
-async def _keep_running(consumer: IdempotentConsumer) -> None:
-    """The consumer loop must not die quietly: log, back off, go on."""
+async def _keep_running(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """A service loop must not die quietly: log, back off, go on."""
     while True:
         try:
-            await consumer.run()
+            await loop()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("consumer loop failed; restarting it")
+            log.exception("%s loop failed; restarting it", name)
             await asyncio.sleep(1.0)
 
 
