@@ -21,8 +21,9 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from contracts.topics import ALL_EVENT_TOPICS
+from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 from eventkit import db, timeline
+from eventkit.amnesia import BrokerWatch
 from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.http import ApiError, BodySizeLimit, RequestMetrics, install_error_handlers
@@ -105,12 +106,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if s.kafka_create_topics:
         await ensure_topics(s.kafka_bootstrap_servers, s.kafka_topic_partitions, s.kafka_replication_factor)
     rt.producer = await _start_producer(s)
+    watch = BrokerWatch(
+        s.kafka_bootstrap_servers,
+        [*ALL_EVENT_TOPICS, DEADLETTER],
+        s.kafka_topic_partitions,
+        s.kafka_replication_factor,
+        s.service_name,
+    )
     rt.relay = OutboxRelay(
         s.database_url,
         rt.producer,
         s.service_name,
         batch_size=s.outbox_batch_size,
         poll_interval_s=s.outbox_poll_interval_ms / 1000,
+        broker_watch=watch,
+        broker_check_interval_s=s.broker_check_interval_ms / 1000,
     )
     rt.consumer = IdempotentConsumer(
         service=s.service_name,
@@ -141,6 +151,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
         await rt.consumer.stop()
+        await watch.stop()
         await rt.producer.stop()
         await rt.pool.close()
 

@@ -269,4 +269,12 @@ class IdempotentConsumer:
             position = self._positions.get(tp)
             if high is None or position is None:
                 continue
+            if high < position:
+                # The partition ends before what we already read: the broker lost it and it is being
+                # refilled (republished). Read it again from the start; applied events are skipped.
+                log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition,
+                            high, position)  # fmt: skip
+                self._consumer.seek_to_beginning(tp)
+                self._positions[tp] = 0
+                continue
             CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))

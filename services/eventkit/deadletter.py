@@ -25,9 +25,8 @@ class DeadLetter:
 
 async def record(conn: asyncpg.Connection, letters: list[DeadLetter]) -> None:
     await conn.executemany(
-        "INSERT INTO dead_letters"
-        " (topic, kafka_partition, kafka_offset, event_id, event_type, reason, detail)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, event_id, event_type, reason, detail,"
+        " message_key, message_value, message_headers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         [
             (
                 d.record.topic,
@@ -37,6 +36,9 @@ async def record(conn: asyncpg.Connection, letters: list[DeadLetter]) -> None:
                 d.event_type,
                 d.reason,
                 d.detail[:2000],
+                d.record.key,
+                d.record.value,
+                [[k, v.decode(errors="replace")] for k, v in (d.record.headers or ())],
             )
             for d in letters
         ],

@@ -4,6 +4,8 @@ One relay per database is active at a time (a PostgreSQL advisory lock elects it
 leave in position order and each customer's events keep their order on their partition.
 A crash after the broker acknowledged but before the rows were deleted publishes those events
 again on restart; consumers drop the repeats by event id (at-least-once out, exactly-once in effect).
+With a BrokerWatch, the relay also notices a broker that forgot acknowledged events (amnesia.py)
+and publishes the whole store again.
 """
 
 import asyncio
@@ -12,11 +14,13 @@ import logging
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata, TopicPartition
 
+from eventkit.amnesia import BrokerWatch
 from eventkit.envelope import Envelope, kafka_headers
 from eventkit.eventstore import OUTBOX_CHANNEL
 from eventkit.faults import crash_point
-from eventkit.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from eventkit.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISHED, REPUBLISHED
 
 log = logging.getLogger(__name__)
 _LEADER_LOCK = 7_300_002
@@ -38,14 +42,20 @@ class OutboxRelay:
         service: str,
         batch_size: int = 1000,
         poll_interval_s: float = 0.5,
+        broker_watch: BrokerWatch | None = None,
+        broker_check_interval_s: float = 2.0,
     ) -> None:
         self._dsn = dsn
         self._producer = producer
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._watch = broker_watch
+        self._check_interval_s = broker_check_interval_s
+        self._next_check = 0.0
         self._wake = asyncio.Event()
         self._backlog = OUTBOX_BACKLOG.labels(service)
         self._published = OUTBOX_PUBLISHED.labels(service)
+        self._republished = REPUBLISHED.labels(service)
         self.is_leader = False
 
     async def run(self) -> None:
@@ -69,14 +79,40 @@ class OutboxRelay:
             await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
             while True:
                 self._wake.clear()
+                await self._check_broker(conn)
                 published = await self.publish_pending(conn)
                 if published < self._batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         finally:
             self.is_leader = False
+            self._next_check = 0.0  # whoever leads next checks the broker first
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 2)
+
+    async def _check_broker(self, conn: asyncpg.Connection) -> None:
+        loop = asyncio.get_running_loop()
+        if self._watch is None or loop.time() < self._next_check:
+            return
+        self._next_check = loop.time() + self._check_interval_s
+        rows = await conn.fetch("SELECT topic, kafka_partition, kafka_offset FROM relay_watermarks")
+        marks = {TopicPartition(r["topic"], r["kafka_partition"]): r["kafka_offset"] for r in rows}
+        reason = await self._watch.forgot(marks)
+        if reason is None:
+            return
+        log.warning("the broker forgot acknowledged events (%s): publishing the whole store again", reason)
+        await self._watch.recover()
+        self._republished.inc(await self.republish_all(conn))
+
+    @staticmethod
+    async def republish_all(conn: asyncpg.Connection) -> int:
+        """Queue every stored event again, in position order; forget the old watermarks."""
+        async with conn.transaction():
+            await conn.execute("DELETE FROM relay_watermarks")
+            status = await conn.execute(
+                "INSERT INTO outbox (position) SELECT position FROM events ON CONFLICT DO NOTHING"
+            )
+        return int(status.split()[-1])
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         """Publish one batch in position order; delete it from the outbox after every ack."""
@@ -105,10 +141,23 @@ class OutboxRelay:
                     headers=kafka_headers(envelope),
                 )
             )
-        await asyncio.gather(*acks)  # raises if any send failed: nothing is deleted, all is retried
+        sent: list[RecordMetadata] = await asyncio.gather(*acks)  # raises if a send failed: all is retried
         crash_point("relay.after_ack")
-        positions = [r["position"] for r in rows]
-        await conn.execute("DELETE FROM outbox WHERE position = ANY($1::bigint[])", positions)
+        highest: dict[tuple[str, int], int] = {}
+        for meta in sent:
+            key = (meta.topic, meta.partition)
+            highest[key] = max(highest.get(key, -1), meta.offset)
+        async with conn.transaction():
+            await conn.execute("DELETE FROM outbox WHERE position = ANY($1::bigint[])", [r["position"] for r in rows])
+            await conn.execute(
+                "INSERT INTO relay_watermarks (topic, kafka_partition, kafka_offset)"
+                " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])"
+                " ON CONFLICT (topic, kafka_partition)"
+                " DO UPDATE SET kafka_offset = greatest(relay_watermarks.kafka_offset, EXCLUDED.kafka_offset)",
+                [t for t, _ in highest],
+                [p for _, p in highest],
+                list(highest.values()),
+            )
         self._published.inc(len(rows))
         self._backlog.set(await conn.fetchval("SELECT count(*) FROM outbox"))
         return len(rows)

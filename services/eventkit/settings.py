@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     consumer_max_batch: int = 1000
     outbox_batch_size: int = 1000
     outbox_poll_interval_ms: int = 500
+    broker_check_interval_ms: int = 2000  # how often the relay checks the broker still has what it acked
 
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None

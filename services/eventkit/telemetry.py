@@ -53,6 +53,10 @@ FRESHNESS = Histogram(
 )
 OUTBOX_BACKLOG = Gauge("crm_outbox_backlog", "Events stored but not yet acknowledged by Kafka", ["service"])
 OUTBOX_PUBLISHED = Counter("crm_outbox_published_total", "Events the relay published", ["service"])
+BROKER_AMNESIA = Counter(
+    "crm_broker_amnesia_total", "Times the broker was found to have forgotten acknowledged events", ["service"]
+)
+REPUBLISHED = Counter("crm_outbox_republished_total", "Events queued again after broker amnesia", ["service"])
 EVENTS_STORED = Counter("crm_events_stored_total", "Events appended to this service's store", ["service"])
 
 

@@ -21,6 +21,14 @@ CREATE TABLE outbox (
     position bigint PRIMARY KEY REFERENCES events (position)
 );
 
+-- Highest offset the broker acknowledged per partition: how the relay notices a broker that forgot.
+CREATE TABLE relay_watermarks (
+    topic           text    NOT NULL,
+    kafka_partition integer NOT NULL,
+    kafka_offset    bigint  NOT NULL,
+    PRIMARY KEY (topic, kafka_partition)
+);
+
 -- Idempotent consumer: one row per event applied to this service's projections, written in
 -- the same transaction as the projection change.
 CREATE TABLE applied_events (
@@ -28,17 +36,22 @@ CREATE TABLE applied_events (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Messages this service's consumer gave up on (also sent to crm.deadletter.v1).
+-- Messages this service's consumer gave up on (also sent to crm.deadletter.v1), with the
+-- original bytes so that `crm redrive` can put them back once the cause is fixed.
 CREATE TABLE dead_letters (
-    id          bigserial PRIMARY KEY,
-    topic       text        NOT NULL,
-    kafka_partition   integer     NOT NULL,
-    kafka_offset      bigint      NOT NULL,
-    event_id    text,
-    event_type  text,
-    reason      text        NOT NULL,
-    detail      text        NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now()
+    id              bigserial PRIMARY KEY,
+    topic           text        NOT NULL,
+    kafka_partition integer     NOT NULL,
+    kafka_offset    bigint      NOT NULL,
+    event_id        text,
+    event_type      text,
+    reason          text        NOT NULL,
+    detail          text        NOT NULL,
+    message_key     bytea,
+    message_value   bytea,
+    message_headers jsonb       NOT NULL DEFAULT '[]',
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    redriven_at     timestamptz
 );
 
 -- The synchronized customer timeline: every event of every topic, by customer.

@@ -1,0 +1,70 @@
+"""Noticing a broker that forgot what it acknowledged.
+
+The embedded broker keeps nothing on disk, and a real cluster can lose a topic too. The relay
+records, per partition, the highest offset the broker acknowledged (relay_watermarks, in the
+service's own database). If a topic is gone, or a partition now ends before that offset, the
+broker forgot: the relay recreates the topics and publishes every stored event again.
+Consumers drop the repeats by event id, so the only cost is the traffic.
+"""
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from eventkit.telemetry import BROKER_AMNESIA
+from eventkit.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class BrokerWatch:
+    def __init__(
+        self, bootstrap_servers: str, topics: list[str], partitions: int, replication_factor: int, service: str
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._topics = topics
+        self._partitions = partitions
+        self._replication = replication_factor
+        self._amnesia = BROKER_AMNESIA.labels(service)
+        self._client: AIOKafkaConsumer | None = None
+
+    async def _metadata_client(self) -> AIOKafkaConsumer:
+        if self._client is None:
+            client = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+            await client.start()
+            self._client = client
+        return self._client
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.stop()
+            self._client = None
+
+    async def forgot(self, watermarks: dict[TopicPartition, int]) -> str | None:
+        """Why the broker forgot acknowledged messages, or None if it did not (or cannot tell now)."""
+        if not watermarks:
+            return None
+        try:
+            client = await self._metadata_client()
+            present = await asyncio.wait_for(client.topics(), 10)
+            missing = sorted({tp.topic for tp in watermarks} - present)
+            if missing:
+                return f"topics missing: {', '.join(missing)}"
+            ends = await asyncio.wait_for(client.end_offsets(list(watermarks)), 10)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.info("broker check skipped: %s", type(exc).__name__)
+            await self.stop()  # a fresh client next time, in case the broker came back anew
+            return None
+        behind = [tp for tp, acked in watermarks.items() if ends.get(tp, 0) <= acked]
+        if behind:
+            tp = behind[0]
+            return f"{tp.topic}[{tp.partition}] ends at {ends.get(tp, 0)}, below acknowledged offset {watermarks[tp]}"
+        return None
+
+    async def recover(self) -> None:
+        """Recreate the topics; the caller republishes."""
+        self._amnesia.inc()
+        await ensure_topics(self._bootstrap, self._partitions, self._replication)
