@@ -1,0 +1,167 @@
+"""The shipped operations files on their own: Prometheus config, Grafana provisioning, dashboards.
+
+No processes here; test_dashboards.py runs every query against a real Prometheus.
+"""
+
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import eventkit.telemetry  # noqa: F401  (registers the crm_* metrics)
+import prometheus_client
+import pytest
+import yaml
+from eventkit.devstack import SERVICES
+from eventkit.settings import DEFAULT_PORTS
+
+from tests.ops.dashboards import (
+    BUILTINS,
+    DASHBOARDS_DIR,
+    GRAFANA,
+    PROMETHEUS_COMPOSE_CONFIG,
+    PROMETHEUS_CONFIG,
+    all_panels,
+    load_dashboards,
+    load_prometheus_config,
+    panel_queries,
+    parse_label_values,
+    scrape_targets,
+    variable_queries,
+    variables_used,
+)
+
+OPERATIONS_METRICS = {
+    "crm_http_requests_total",
+    "crm_http_request_duration_seconds_bucket",
+    "crm_events_consumed_total",
+    "crm_events_applied_total",
+    "crm_events_duplicate_total",
+    "crm_events_deadlettered_total",
+    "crm_consumer_lag",
+    "crm_event_freshness_seconds_bucket",
+    "crm_outbox_backlog",
+    "crm_outbox_published_total",
+    "crm_events_stored_total",
+    "crm_broker_amnesia_total",
+    "crm_outbox_republished_total",
+}
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name the services' crm_* metrics can expose."""
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
+    names = set()
+    for family in prometheus_client.REGISTRY.collect():
+        if family.name.startswith("crm_"):
+            names.update(family.name + s for s in suffixes.get(family.type, [""]))
+    return names
+
+
+def test_shipped_prometheus_config_scrapes_the_four_services_of_make_run() -> None:
+    config = load_prometheus_config()
+    targets = scrape_targets(config)
+    assert targets == {name: f"127.0.0.1:{DEFAULT_PORTS[name]}" for name in SERVICES}
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    # The services' own `service` label is kept (no `exported_service` duplicates).
+    assert job["honor_labels"] is True
+
+    compose = load_prometheus_config(PROMETHEUS_COMPOSE_CONFIG)
+    assert scrape_targets(compose) == {name: f"{name}:{DEFAULT_PORTS[name]}" for name in SERVICES}
+    assert compose["scrape_configs"][0]["honor_labels"] is True
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with the prometheus package")
+def test_prometheus_configs_pass_promtool() -> None:
+    result = subprocess.run(
+        ["promtool", "check", "config", str(PROMETHEUS_CONFIG), str(PROMETHEUS_COMPOSE_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_provisioning_loads_the_dashboards_from_prometheus() -> None:
+    (datasource,) = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yaml").read_text())[
+        "datasources"
+    ]
+    assert datasource["uid"] == "prometheus"
+    providers = [
+        p
+        for f in sorted((GRAFANA / "provisioning" / "dashboards").glob("*.yaml"))
+        for p in yaml.safe_load(f.read_text())["providers"]
+    ]
+    assert [p["type"] for p in providers] == ["file"]
+    assert providers[0]["options"]["path"] == "/etc/grafana/dashboards"
+    uids = {d["uid"] for d in load_dashboards().values()}
+    assert uids == {"crm-pipeline-health", "crm-service-red"}
+
+
+def _check_dashboard(name: str, dashboard: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in ("uid", "title", "schemaVersion", "panels", "templating", "time"):
+        if key not in dashboard:
+            problems.append(f"{name}: no {key}")
+    defined = {v["name"] for v in dashboard["templating"]["list"]}
+    for var in dashboard["templating"]["list"]:
+        if var.get("datasource", {}).get("uid") != "prometheus":
+            problems.append(f"{name}: variable {var['name']} not on the provisioned datasource")
+    panels = all_panels(dashboard)
+    ids = [p["id"] for p in panels]
+    if len(ids) != len(set(ids)):
+        problems.append(f"{name}: duplicate panel ids {ids}")
+    for p in panels:
+        grid = p["gridPos"]
+        if not (grid["w"] >= 1 and grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] >= 1):
+            problems.append(f"{name} / {p['title']}: gridPos {grid} outside the 24-column grid")
+        if p["type"] == "row":
+            continue
+        if p.get("datasource", {}).get("uid") != "prometheus":
+            problems.append(f"{name} / {p['title']}: not on the provisioned datasource")
+        targets = p.get("targets", [])
+        if not targets:
+            problems.append(f"{name} / {p['title']}: no queries")
+        if len({t["refId"] for t in targets}) != len(targets):
+            problems.append(f"{name} / {p['title']}: duplicate refIds")
+        for t in targets:
+            unknown = variables_used(t.get("expr", "")) - defined - set(BUILTINS)
+            if not t.get("expr") or unknown:
+                problems.append(f"{name} / {p['title']} / {t['refId']}: empty or unknown variables {unknown}")
+    return problems
+
+
+def test_dashboards_are_well_formed() -> None:
+    dashboards = load_dashboards()
+    assert {p.name for p in DASHBOARDS_DIR.glob("*.json")} == {"pipeline-health.json", "service-red.json"}
+    problems = [p for name, d in dashboards.items() for p in _check_dashboard(name, d)]
+    assert not problems, "\n".join(problems)
+    uids = [d["uid"] for d in dashboards.values()]
+    assert len(uids) == len(set(uids))
+
+
+def test_every_metric_a_dashboard_uses_is_exported_by_the_services() -> None:
+    known = exposed_metric_names()
+    assert "crm_http_request_duration_seconds_bucket" in known  # the registry was read
+    used = {m for q in panel_queries() for m in _metric_names(q.expr)}
+    used |= {m for _, q in variable_queries() for m in _metric_names(q)}
+    assert used, "no metric found in any query"
+    assert used <= known | {"up"}, f"unknown metrics: {sorted(used - known - {'up'})}"
+    # Every metric of the README's list (and the broker-amnesia pair) is on some dashboard.
+    assert used >= OPERATIONS_METRICS, sorted(OPERATIONS_METRICS - used)
+
+
+def test_variable_queries_are_label_values() -> None:
+    queries = variable_queries()
+    assert queries
+    for _, query in queries:
+        selector, label = parse_label_values(query)
+        assert selector and label
+
+
+def _metric_names(expr: str) -> set[str]:
+    names = set(re.findall(r"\bcrm_[a-z_]+", expr))
+    if re.search(r"\bup\s*\{", expr):
+        names.add("up")
+    return names
