@@ -44,6 +44,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection with the same codecs as the pools (jsonb as Python values)."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn
+
+
 async def create_pool(dsn: str, size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=_init_connection, command_timeout=30)
     assert pool is not None

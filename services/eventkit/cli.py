@@ -1,0 +1,238 @@
+"""`crm`: one command line for operators.
+
+    crm run                         the embedded stack and the four services (what `make run` does)
+    crm status                      readiness, consumer lag, dead letters and outbox backlog per service
+    crm replay <service>            rebuild the service's timeline projection from the log, with progress
+    crm deadletters <service>       what the service's consumer parked, and why
+    crm redrive <service> [ID ...]  put parked messages back on their topic (all not yet redriven if no ID)
+
+Database and service addresses default to those of `make run`; override per service with
+CRM_<SERVICE>_DATABASE_URL and CRM_<SERVICE>_URL, and the broker with KAFKA_BOOTSTRAP_SERVERS.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from contracts.topics import ALL_EVENT_TOPICS
+from eventkit import db
+from eventkit.consumer import validate
+from eventkit.envelope import DecodeError, Envelope, from_kafka
+from eventkit.settings import DEFAULT_PORTS, Settings
+from eventkit.timeline import TimelineProjection
+
+SERVICES = tuple(DEFAULT_PORTS)
+
+
+def _database_url(service: str) -> str:
+    return os.environ.get(f"CRM_{service.upper()}_DATABASE_URL") or Settings.for_service(service).database_url
+
+
+def _service_url(service: str) -> str:
+    return os.environ.get(f"CRM_{service.upper()}_URL") or f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
+
+
+def _bootstrap() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or Settings().kafka_bootstrap_servers
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+def _sum_metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((name + "{", name + " ")))
+
+
+async def status() -> int:
+    print(f"{'service':<13} {'ready':<6} {'lag':>8} {'dead letters':>13} {'outbox':>8}  url")
+    worst = 0
+    async with httpx.AsyncClient(timeout=3) as client:
+        for name in SERVICES:
+            url = _service_url(name)
+            try:
+                ready = (await client.get(f"{url}/readyz")).json().get("ready", False)
+                metrics = (await client.get(f"{url}/metrics")).text
+            except httpx.HTTPError:
+                print(f"{name:<13} {'down':<6} {'-':>8} {'-':>13} {'-':>8}  {url}")
+                worst = 1
+                continue
+            lag = _sum_metric(metrics, "crm_consumer_lag")
+            dead = _sum_metric(metrics, "crm_events_deadlettered_total")
+            backlog = _sum_metric(metrics, "crm_outbox_backlog")
+            print(f"{name:<13} {'yes' if ready else 'no':<6} {lag:>8.0f} {dead:>13.0f} {backlog:>8.0f}  {url}")
+            worst = worst or (0 if ready else 1)
+    return worst
+
+
+# --- replay --------------------------------------------------------------------------------------
+
+
+class Progress:
+    """One line, rewritten in place: count, share of the total, and rate."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.start = time.monotonic()
+        self._shown = 0.0
+
+    def advance(self, n: int, final: bool = False) -> None:
+        self.done += n
+        now = time.monotonic()
+        if not final and now - self._shown < 0.2:
+            return
+        self._shown = now
+        rate = self.done / max(now - self.start, 1e-9)
+        share = 100.0 * self.done / self.total if self.total else 100.0
+        width = 30
+        bar = "#" * int(width * share / 100) + "-" * (width - int(width * share / 100))
+        end = "\n" if final else ""
+        print(f"\r[{bar}] {self.done:,}/{self.total:,} ({share:5.1f}%) {rate:,.0f} events/s", end=end,
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+async def replay(service: str, batch_size: int = 5000) -> int:
+    """Empty the timeline projection and apply every event on the topics again.
+
+    The timeline projection is idempotent by itself (keyed by event id), so the service may keep
+    running: its consumer and the replay can apply the same event, and it lands once.
+    """
+    pool = await db.create_pool(_database_url(service), 2)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=_bootstrap(), enable_auto_commit=False, max_poll_records=batch_size, fetch_max_bytes=64 << 20
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in ALL_EVENT_TOPICS
+            for p in sorted(consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("TRUNCATE timeline, customer_aliases")
+        projection = TimelineProjection()
+        # Read until caught up with each partition's high watermark, as fetches report it (the
+        # embedded broker's ListOffsets is not reliable; see README). Events arriving meanwhile are
+        # applied by the service's own consumer as well; the projection takes each once.
+        progress = Progress(0)
+        pending = set(partitions)
+        skipped = 0
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_size)
+            events: list[Envelope] = []
+            for records in batches.values():
+                for r in records:
+                    try:
+                        env = from_kafka(r.key, r.value, r.headers)
+                        validate(env)
+                    except DecodeError:
+                        skipped += 1  # a dead letter: the consumer parked it; replay does too
+                        continue
+                    events.append(env)
+            if events:
+                async with pool.acquire() as conn, conn.transaction():
+                    await projection.apply(conn, events)
+            for tp in list(pending):
+                high = consumer.highwater(tp)
+                if high is not None and await consumer.position(tp) >= high:
+                    pending.discard(tp)
+            progress.total = sum(consumer.highwater(tp) or 0 for tp in partitions)
+            progress.advance(sum(len(r) for r in batches.values()), final=not pending)
+        print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)")
+        return 0
+    finally:
+        await consumer.stop()
+        await pool.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+# --- dead letters ----------------------------------------------------------------------------------
+
+
+async def deadletters(service: str, limit: int) -> int:
+    conn = await db.connect(_database_url(service))
+    try:
+        rows = await conn.fetch(
+            "SELECT id, recorded_at, topic, kafka_partition, kafka_offset, event_type, reason, detail, redriven_at"
+            " FROM dead_letters ORDER BY id DESC LIMIT $1",
+            limit,
+        )
+    finally:
+        await conn.close()
+    for r in rows:
+        state = f"redriven {r['redriven_at']:%Y-%m-%d %H:%M}" if r["redriven_at"] else "parked"
+        where = f"{r['topic']}[{r['kafka_partition']}]@{r['kafka_offset']}"
+        print(f"{r['id']:>6} {r['recorded_at']:%Y-%m-%d %H:%M:%S} {where} {r['event_type'] or '-'}"
+              f" {r['reason']}: {r['detail'][:120]} ({state})")  # fmt: skip
+    print(f"{len(rows)} dead letters shown")
+    return 0
+
+
+async def redrive(service: str, ids: Sequence[int]) -> int:
+    conn = await db.connect(_database_url(service))
+    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(), acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        query = (
+            "SELECT id, topic, message_key, message_value, message_headers FROM dead_letters WHERE redriven_at IS NULL"
+        )
+        rows = await (conn.fetch(query + " AND id = ANY($1::bigint[]) ORDER BY id", list(ids)) if ids
+                      else conn.fetch(query + " ORDER BY id"))  # fmt: skip
+        for r in rows:
+            headers: list[list[str]] = r["message_headers"]
+            await producer.send_and_wait(
+                r["topic"], r["message_value"], key=r["message_key"], headers=[(k, v.encode()) for k, v in headers]
+            )
+            await conn.execute("UPDATE dead_letters SET redriven_at = now() WHERE id = $1", r["id"])
+        print(f"redrove {len(rows)} messages")
+        return 0
+    finally:
+        await producer.stop()
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="crm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="the embedded stack and the four services")
+    sub.add_parser("status", help="readiness, lag, dead letters and outbox backlog per service")
+    p = sub.add_parser("replay", help="rebuild a service's timeline projection from the log")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("--batch-size", type=int, default=5000)
+    p = sub.add_parser("deadletters", help="list a service's dead letters")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("redrive", help="put dead letters back on their topic")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("ids", nargs="*", type=int)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        from eventkit.devstack import main as devstack_main
+
+        return devstack_main(["run"])
+    if args.command == "status":
+        return asyncio.run(status())
+    if args.command == "replay":
+        return asyncio.run(replay(args.service, args.batch_size))
+    if args.command == "deadletters":
+        return asyncio.run(deadletters(args.service, args.limit))
+    return asyncio.run(redrive(args.service, args.ids))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
