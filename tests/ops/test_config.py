@@ -27,6 +27,7 @@ from tests.ops.dashboards import (
     panel_queries,
     parse_label_values,
     scrape_targets,
+    substitute,
     variable_queries,
     variables_used,
 )
@@ -165,3 +166,9 @@ def _metric_names(expr: str) -> set[str]:
     if re.search(r"\bup\s*\{", expr):
         names.add("up")
     return names
+
+
+def test_query_substitution() -> None:
+    expr = 'sum(rate(x{service=~"$service", route=~"${route}"}[$__rate_interval])) / $__range'
+    assert substitute(expr) == 'sum(rate(x{service=~".*", route=~".*"}[30s])) / 5m'
+    assert variables_used(expr) == {"service", "route", "__rate_interval", "__range"}
