@@ -3,9 +3,10 @@
 Each domain module lists its own types (intake in events.py); this module only gathers them.
 """
 
+from contracts.case import EVENT_TYPES as CASE_EVENT_TYPES
 from contracts.events import INTAKE_EVENT_TYPES, EventType
 
-REGISTRY: dict[str, EventType] = {t.name: t for t in (*INTAKE_EVENT_TYPES,)}
+REGISTRY: dict[str, EventType] = {t.name: t for t in (*INTAKE_EVENT_TYPES, *CASE_EVENT_TYPES)}
 
 
 def event_type(name: str) -> EventType:

@@ -1,8 +1,46 @@
-"""case: wiring. The case domain comes with its own issue; today it serves the shared timeline."""
+"""case: wiring. Cases (tickets) with owner, status, priority, SLA clocks and follow-ups."""
 
-from eventkit.app import ServiceSpec, create_app, serve
+from pathlib import Path
 
-app = create_app(ServiceSpec(name="case", title="crm case", description="Cases (tickets) and SLA clocks."))
+from eventkit.app import Runtime, ServiceSpec, create_app, serve
+from eventkit.eventstore import EventStore
+
+from case import timers
+from case.api import router
+from case.handlers import CaseContext
+from case.projections import CaseRulesProjection
+from case.settings import CaseSettings
+
+settings = CaseSettings.for_service("case")
+assert isinstance(settings, CaseSettings)
+poll_interval_s = settings.case_timer_poll_interval_ms / 1000
+context = CaseContext(
+    source=settings.source,
+    events=EventStore("case"),
+    policy=settings.policy(),
+    calendar=settings.calendar(),
+    rules=settings.rules(),
+)
+
+
+async def sla_timers(rt: Runtime) -> None:
+    """The durable SLA timer loop (restarted by the runtime if it fails)."""
+    await timers.run(context, rt.db, poll_interval_s)
+
+
+app = create_app(
+    ServiceSpec(
+        name="case",
+        title="crm case",
+        description="Cases (tickets): lifecycle, owners, priorities, SLA clocks in business hours, follow-ups.",
+        projections=[CaseRulesProjection(context)],
+        routers=[router],
+        migrations=[Path(__file__).parent / "migrations"],
+        background=[sla_timers],
+    ),
+    settings,
+)
+app.state.case = context
 
 if __name__ == "__main__":
     serve(app)

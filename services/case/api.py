@@ -1,0 +1,261 @@
+"""case's HTTP routes for agents: thin, validate, call a handler, map rule breaks to 4xx.
+
+Every command carries the version the agent decided on, as `If-Match: "<version>"` or
+`expected_version` in the body; responses carry the new version in the body and the ETag.
+"""
+
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from eventkit.app import runtime
+from eventkit.http import ApiError
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from case import domain, handlers, store
+from case.handlers import CaseContext, Outcome
+from contracts.case import CaseType, Priority, Status
+
+router = APIRouter(tags=["cases"])
+
+Agent = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+Reason = Annotated[str | None, Field(default=None, max_length=500)]
+
+
+def case_context(request: Request) -> CaseContext:
+    ctx: CaseContext = request.app.state.case
+    return ctx
+
+
+def _json(body: Any, status: int = 200, version: int | None = None) -> Response:
+    headers = {"ETag": f'"{version}"'} if version is not None else None
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _rejected(exc: domain.CommandRejected) -> ApiError:
+    return ApiError(exc.status, exc.error, str(exc), **exc.extra)
+
+
+def _not_found(case_id: str) -> ApiError:
+    return ApiError(404, "case_not_found", f"no case {case_id}")
+
+
+def _expected_version(if_match: str | None, body_version: int | None) -> int:
+    """The version the command was decided on; commands without one are refused (428), because
+    they could silently overwrite what another agent just did."""
+    header_version = None
+    if if_match is not None:
+        text = if_match.strip().removeprefix("W/").strip('"')
+        if not text.isdigit():
+            raise ApiError(
+                422,
+                "validation_failed",
+                'If-Match must be a case version, e.g. "3"',
+                errors=[{"field": "header.If-Match", "reason": "not a version"}],
+            )
+        header_version = int(text)
+    if header_version is not None and body_version is not None and header_version != body_version:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "If-Match and expected_version disagree",
+            errors=[{"field": "expected_version", "reason": "differs from If-Match"}],
+        )
+    version = header_version if header_version is not None else body_version
+    if version is None:
+        raise ApiError(
+            428,
+            "precondition_required",
+            'send the case version you decided on: If-Match: "<version>" or expected_version',
+        )
+    return version
+
+
+IfMatch = Annotated[str | None, Header(alias="If-Match", description='The case version, e.g. "3"')]
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expected_version: int | None = Field(default=None, ge=0, description="Or send If-Match")
+
+
+class AssignIn(Command):
+    owner: Agent
+    team: Agent | None = Field(default=None, description="Hand over to another team as well")
+
+
+class StatusIn(Command):
+    status: Status
+    reason: Reason = None
+
+
+class PriorityIn(Command):
+    priority: Priority
+    reason: Reason = None
+
+
+class NoteIn(Command):
+    author: Agent
+    text: str = Field(min_length=1, max_length=10_000)
+
+
+class LinkIn(Command):
+    interaction_event_id: uuid.UUID
+
+
+class OpenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: str = Field(min_length=1, max_length=64)
+    type: CaseType
+    priority: Priority = "normal"
+    team: Agent = "support"
+    title: str | None = Field(default=None, max_length=200)
+
+
+def _outcome(outcome: Outcome, status: int = 200) -> Response:
+    body = {**domain.to_view(outcome.state), "event_ids": outcome.event_ids}
+    return _json(body, status, outcome.state.version)
+
+
+async def _run(request: Request, case_id: str, call: Any) -> Response:
+    try:
+        return _outcome(await call)
+    except handlers.CaseNotFound as exc:
+        raise _not_found(case_id) from exc
+    except domain.CommandRejected as exc:
+        raise _rejected(exc) from exc
+
+
+_COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "case_not_found, interaction_not_found"},
+    409: {"description": "concurrency_conflict (stale version), illegal_transition (with allowed), no_change, ..."},
+    422: {"description": "validation_failed, priority_below_vip_minimum, interaction_of_another_customer"},
+    428: {"description": "precondition_required: no If-Match or expected_version"},
+}
+
+
+@router.get("/v1/cases", summary="List and filter cases, newest first")
+async def list_cases(
+    request: Request,
+    status: Annotated[list[Status] | None, Query()] = None,
+    priority: Annotated[list[Priority] | None, Query()] = None,
+    type: Annotated[list[CaseType] | None, Query()] = None,
+    owner: str | None = None,
+    team: str | None = None,
+    queue: str | None = None,
+    customer_id: str | None = None,
+    breached: bool | None = None,
+    escalated: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Query(description="next_before of the previous page")] = None,
+) -> Response:
+    cursor = None
+    if before is not None:
+        try:
+            cursor = store.ListCursor.decode(before)
+        except ValueError as exc:
+            raise ApiError(
+                422,
+                "validation_failed",
+                str(exc),
+                errors=[{"field": "query.before", "reason": "not a cursor from next_before"}],
+            ) from exc
+    filters = {
+        "status": status,
+        "priority": priority,
+        "type": type,
+        "owner": owner,
+        "team": team,
+        "queue": queue,
+        "customer_id": customer_id,
+        "breached": breached,
+        "escalated": escalated,
+    }
+    rows, next_cursor = await handlers.list_cases(runtime(request).db, filters, limit, cursor)
+    return _json({"cases": rows, "next_before": next_cursor.encode() if next_cursor else None})
+
+
+@router.post("/v1/cases", status_code=201, summary="Open a case by hand", responses={404: {}, 422: {}})
+async def open_case(request: Request, body: OpenIn) -> Response:
+    ctx = case_context(request)
+    try:
+        outcome = await handlers.open_case(
+            runtime(request).db,
+            ctx,
+            body.customer_id,
+            body.type,
+            body.priority,
+            body.team,
+            body.title,
+            str(uuid.uuid4()),
+        )
+    except handlers.CustomerNotFound as exc:
+        raise ApiError(404, "customer_not_found", f"no customer {body.customer_id} is known here") from exc
+    return _outcome(outcome, 201)
+
+
+@router.get("/v1/cases/{case_id}", summary="One case with SLA state and its full history")
+async def get_case(request: Request, case_id: str) -> Response:
+    ctx = case_context(request)
+    try:
+        state, stored = await handlers.get_case(runtime(request).db, ctx, case_id)
+    except handlers.CaseNotFound as exc:
+        raise _not_found(case_id) from exc
+    body = {
+        **domain.to_view(state),
+        "sla": domain.sla_view(state, ctx.policy, ctx.calendar, ctx.clock()),
+        "history": [
+            {
+                "event_id": s.event.id,
+                "version": s.version,
+                "type": s.event.type,
+                "time": s.event.time,
+                "data": s.event.data,
+            }
+            for s in stored
+        ],
+    }
+    return _json(body, version=state.version)
+
+
+@router.post("/v1/cases/{case_id}/assign", summary="Give the case to an owner", responses=_COMMAND_ERRORS)
+async def assign(request: Request, case_id: str, body: AssignIn, if_match: IfMatch = None) -> Response:
+    version = _expected_version(if_match, body.expected_version)
+    call = handlers.assign(runtime(request).db, case_context(request), case_id, version, body.owner, body.team)
+    return await _run(request, case_id, call)
+
+
+@router.post("/v1/cases/{case_id}/status", summary="Move the case along its lifecycle", responses=_COMMAND_ERRORS)
+async def change_status(request: Request, case_id: str, body: StatusIn, if_match: IfMatch = None) -> Response:
+    version = _expected_version(if_match, body.expected_version)
+    call = handlers.change_status(
+        runtime(request).db, case_context(request), case_id, version, body.status, body.reason
+    )
+    return await _run(request, case_id, call)
+
+
+@router.post("/v1/cases/{case_id}/priority", summary="Set the priority", responses=_COMMAND_ERRORS)
+async def set_priority(request: Request, case_id: str, body: PriorityIn, if_match: IfMatch = None) -> Response:
+    version = _expected_version(if_match, body.expected_version)
+    call = handlers.set_priority(
+        runtime(request).db, case_context(request), case_id, version, body.priority, body.reason
+    )
+    return await _run(request, case_id, call)
+
+
+@router.post("/v1/cases/{case_id}/notes", summary="Add a note", responses=_COMMAND_ERRORS)
+async def add_note(request: Request, case_id: str, body: NoteIn, if_match: IfMatch = None) -> Response:
+    version = _expected_version(if_match, body.expected_version)
+    call = handlers.add_note(runtime(request).db, case_context(request), case_id, version, body.author, body.text)
+    return await _run(request, case_id, call)
+
+
+@router.post("/v1/cases/{case_id}/interactions", summary="Link an interaction", responses=_COMMAND_ERRORS)
+async def link_interaction(request: Request, case_id: str, body: LinkIn, if_match: IfMatch = None) -> Response:
+    version = _expected_version(if_match, body.expected_version)
+    call = handlers.link_interaction(
+        runtime(request).db, case_context(request), case_id, version, str(body.interaction_event_id)
+    )
+    return await _run(request, case_id, call)

@@ -1,0 +1,202 @@
+"""case's use cases: lock the case, load it from its events, decide, append, in one transaction.
+
+Every append goes through commit(): the events, the case list row and the SLA timers change
+together, so the read model and the timers can never disagree with the events.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from eventkit.envelope import Envelope, new_event
+from eventkit.eventstore import Append, ConcurrencyError, EventStore, StoredEvent
+from eventkit.telemetry import current_traceparent
+
+from case import domain, store
+from case.domain import CaseState, CommandRejected, Draft
+from contracts.topics import CASE
+
+
+@dataclass(frozen=True)
+class CaseContext:
+    """Everything the use cases need besides the database: configuration and the clock."""
+
+    source: str
+    events: EventStore
+    policy: domain.SlaPolicy
+    calendar: domain.BusinessCalendar
+    rules: domain.CaseRules
+    clock: domain.Clock = domain.system_clock
+
+
+class CaseNotFound(Exception):
+    pass
+
+
+class CustomerNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: CaseState
+    event_ids: list[str]
+
+
+async def load(conn: asyncpg.Connection, ctx: CaseContext, case_id: str) -> tuple[CaseState, list[StoredEvent]]:
+    stored = await ctx.events.load(conn, store.stream_of(case_id))
+    state = CaseState.from_events(case_id, ((s.event.type, s.event.data, s.event.time) for s in stored))
+    return state, stored
+
+
+async def commit(
+    conn: asyncpg.Connection,
+    ctx: CaseContext,
+    state: CaseState,
+    drafts: Sequence[Draft],
+    traceparent: str,
+    fired: Sequence[domain.Alert] = (),
+) -> list[Envelope]:
+    """Append the drafts at the state's version, fold them in, and rewrite the row and timers."""
+    if not drafts:
+        return []
+    now = ctx.clock()
+    customer_id = state.customer_id or drafts[0].data["customer_id"]
+    # One microsecond apart, so the canonical (time, id) order keeps the order of the decision.
+    envelopes = [
+        new_event(d.type, customer_id, d.data, ctx.source, traceparent, time=now + timedelta(microseconds=n))
+        for n, d in enumerate(drafts)
+    ]
+    await ctx.events.append(conn, [Append(store.stream_of(state.case_id), state.version, envelopes, CASE)])
+    for e in envelopes:
+        state.apply(e.type, e.data, e.time)
+    await store.save_case(conn, state)
+    scheduled = domain.scheduled_alerts(state, ctx.policy, ctx.calendar)
+    await store.sync_timers(conn, state.case_id, scheduled, fired, now)
+    return envelopes
+
+
+Decide = Callable[[asyncpg.Connection, CaseState], Awaitable[list[Draft]]]
+
+
+async def _command(
+    pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, decide: Decide
+) -> Outcome:
+    async with pool.acquire() as conn, conn.transaction():
+        if not await store.lock_case(conn, case_id):
+            raise CaseNotFound(case_id)
+        state, _ = await load(conn, ctx, case_id)
+        if state.version != expected_version:
+            # The agent decided on an older version: reload and decide again (409).
+            raise ConcurrencyError(store.stream_of(case_id), expected_version)
+        drafts = await decide(conn, state)
+        envelopes = await commit(conn, ctx, state, drafts, current_traceparent())
+        return Outcome(state, [e.id for e in envelopes])
+
+
+# --- agent commands ----------------------------------------------------------------------------
+
+
+async def open_case(
+    pool: asyncpg.Pool,
+    ctx: CaseContext,
+    customer_id: str,
+    type_: str,
+    priority: str,
+    team: str,
+    title: str | None,
+    case_id: str,
+) -> Outcome:
+    """An agent opens a case by hand (opened_by null)."""
+    async with pool.acquire() as conn, conn.transaction():
+        ids = await store.customer_ids(conn, customer_id)
+        if not await store.customer_known(conn, ids):
+            raise CustomerNotFound(customer_id)
+        await store.lock_customer(conn, ids[0])
+        vip = await store.is_vip(conn, ids)
+        state = CaseState(case_id)
+        rule = domain.OpenRule(type_, priority, team)
+        drafts = domain.open_case(case_id, ids[0], rule, vip, opened_by=None, title=title)
+        envelopes = await commit(conn, ctx, state, drafts, current_traceparent())
+        return Outcome(state, [e.id for e in envelopes])
+
+
+async def assign(
+    pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, owner: str, team: str | None
+) -> Outcome:
+    async def decide(conn: asyncpg.Connection, state: CaseState) -> list[Draft]:
+        return domain.assign(state, owner, team)
+
+    return await _command(pool, ctx, case_id, expected_version, decide)
+
+
+async def change_status(
+    pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, to_status: str, reason: str | None
+) -> Outcome:
+    async def decide(conn: asyncpg.Connection, state: CaseState) -> list[Draft]:
+        return domain.change_status(state, to_status, reason, ctx.clock(), ctx.rules)
+
+    return await _command(pool, ctx, case_id, expected_version, decide)
+
+
+async def set_priority(
+    pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, priority: str, reason: str | None
+) -> Outcome:
+    async def decide(conn: asyncpg.Connection, state: CaseState) -> list[Draft]:
+        vip = await store.is_vip(conn, await store.customer_ids(conn, state.customer_id))
+        return domain.set_priority(state, priority, reason, vip)
+
+    return await _command(pool, ctx, case_id, expected_version, decide)
+
+
+async def add_note(
+    pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, author: str, text: str
+) -> Outcome:
+    async def decide(conn: asyncpg.Connection, state: CaseState) -> list[Draft]:
+        return domain.add_note(state, author, text)
+
+    return await _command(pool, ctx, case_id, expected_version, decide)
+
+
+async def link_interaction(
+    pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, interaction_event_id: str
+) -> Outcome:
+    async def decide(conn: asyncpg.Connection, state: CaseState) -> list[Draft]:
+        found = await store.interaction(conn, await store.customer_ids(conn, state.customer_id), interaction_event_id)
+        if found is None:
+            if await store.interaction_owner(conn, interaction_event_id) is not None:
+                raise CommandRejected(
+                    422,
+                    "interaction_of_another_customer",
+                    "that interaction belongs to another customer",
+                    errors=[{"field": "interaction_event_id", "reason": "another customer's interaction"}],
+                )
+            raise CommandRejected(
+                404,
+                "interaction_not_found",
+                "no such interaction has reached the case service (yet)",
+                errors=[{"field": "interaction_event_id", "reason": "unknown interaction event id"}],
+            )
+        return domain.link_interaction(state, found.event_id, found.kind, found.channel, found.direction)
+
+    return await _command(pool, ctx, case_id, expected_version, decide)
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+async def get_case(pool: asyncpg.Pool, ctx: CaseContext, case_id: str) -> tuple[CaseState, list[StoredEvent]]:
+    async with pool.acquire() as conn:
+        state, stored = await load(conn, ctx, case_id)
+    if not state.exists:
+        raise CaseNotFound(case_id)
+    return state, stored
+
+
+async def list_cases(
+    pool: asyncpg.Pool, filters: dict[str, Any], limit: int, cursor: store.ListCursor | None
+) -> tuple[list[dict[str, Any]], store.ListCursor | None]:
+    async with pool.acquire() as conn:
+        return await store.list_cases(conn, filters, limit, cursor)

@@ -1,0 +1,98 @@
+"""The case rules as a projection of intake's events.
+
+The idempotent consumer calls apply() with events not applied before, inside the transaction
+that records them as applied. Cases opened or joined here are appended to case's own event
+store in that same transaction, so each interaction has its effect exactly once: a redelivered
+interaction finds its id recorded and does nothing.
+
+- crm.interaction.recorded.v1: a rule kind (complaint, request) opens a case, or joins the
+  customer's open case of that type; a survey answer joins the case awaiting one and records
+  the score.
+- crm.customer.preferences_changed.v1: the customer's VIP flag; a new VIP's open cases are
+  raised to at least high.
+"""
+
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+from eventkit.envelope import Envelope
+
+from case import domain, handlers, store
+from case.handlers import CaseContext
+
+log = logging.getLogger(__name__)
+
+INTERACTION_RECORDED = "crm.interaction.recorded.v1"
+PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
+
+
+class CaseRulesProjection:
+    def __init__(self, ctx: CaseContext) -> None:
+        self.ctx = ctx
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            if e.type == INTERACTION_RECORDED:
+                await self._interaction(conn, e)
+            elif e.type == PREFERENCES_CHANGED:
+                await self._preferences(conn, e)
+
+    async def _interaction(self, conn: asyncpg.Connection, e: Envelope) -> None:
+        data = e.data
+        ids = await store.customer_ids(conn, data["customer_id"])
+        await store.lock_customer(conn, ids[0])
+        if data["kind"] == self.ctx.rules.survey_kind:
+            await self._survey_answer(conn, e, ids)
+            return
+        rule = domain.opening_rule(self.ctx.rules, data["kind"], data["direction"], data.get("metadata") or {})
+        if rule is None:
+            return
+        existing = await store.open_case_of_type(conn, ids, rule.type)
+        if existing is not None:
+            await self._link(conn, e, existing)
+            return
+        case_id = domain.case_id_for(e.id)
+        if await store.case_exists(conn, case_id):
+            return  # this interaction opened it already (a replay)
+        drafts = domain.open_case(case_id, data["customer_id"], rule, await store.is_vip(conn, ids), e.id)
+        await handlers.commit(conn, self.ctx, domain.CaseState(case_id), drafts, e.traceparent)
+
+    async def _link(self, conn: asyncpg.Connection, e: Envelope, case_id: str) -> None:
+        await store.lock_case(conn, case_id)
+        state, _ = await handlers.load(conn, self.ctx, case_id)
+        if e.id in state.interactions:
+            return
+        data = e.data
+        drafts = domain.link_interaction(state, e.id, data["kind"], data["channel"], data["direction"])
+        await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
+
+    async def _survey_answer(self, conn: asyncpg.Connection, e: Envelope, ids: list[str]) -> None:
+        case_id = await store.case_awaiting_survey(conn, ids)
+        if case_id is None:
+            return
+        data = e.data
+        score = domain.survey_score(data.get("metadata") or {}, data.get("content"))
+        if score is None:  # an answer without a score still belongs to the case
+            await self._link(conn, e, case_id)
+            return
+        await store.lock_case(conn, case_id)
+        state, _ = await handlers.load(conn, self.ctx, case_id)
+        drafts = domain.record_survey(state, e.id, data["channel"], score)
+        await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
+
+    async def _preferences(self, conn: asyncpg.Connection, e: Envelope) -> None:
+        customer_id = e.data["customer_id"]
+        vip = bool(e.data["preferences"].get("vip"))
+        await store.set_vip(conn, customer_id, vip, e.time)
+        if not vip:
+            return
+        ids = await store.customer_ids(conn, customer_id)
+        await store.lock_customer(conn, ids[0])
+        for case_id in await store.open_cases(conn, ids):
+            await store.lock_case(conn, case_id)
+            state, _ = await handlers.load(conn, self.ctx, case_id)
+            wanted = domain.effective_priority(state.priority, vip=True)
+            if wanted != state.priority:
+                drafts = domain.set_priority(state, wanted, "the customer is a VIP", vip=True)
+                await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
