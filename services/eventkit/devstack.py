@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -232,6 +233,36 @@ class EmbeddedBroker:
         stop_process(self.proc, signal.SIGKILL, 5)
 
 
+class ExternalPostgres:
+    """A PostgreSQL server someone else runs (a container, a managed database)."""
+
+    def __init__(self, server_dsn: str) -> None:
+        self.server_dsn = server_dsn
+        self.port = urlsplit(server_dsn).port or 5432
+
+    def dsn(self, database: str = "postgres") -> str:
+        return with_database(self.server_dsn, database)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class ExternalBroker:
+    """A Kafka cluster someone else runs."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
 class ServiceProcess:
     def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path | None) -> None:
         self.name = name
@@ -275,7 +306,14 @@ class ServiceProcess:
 
 
 class Stack:
-    """Database, broker and the four services; ports 0 pick free ones (tests)."""
+    """Database, broker and the four services; ports 0 pick free ones (tests).
+
+    With postgres_dsn / kafka_bootstrap the services run against servers started elsewhere
+    (testcontainers, a real cluster) instead of the embedded ones.
+    """
+
+    postgres: "EmbeddedPostgres | ExternalPostgres"
+    broker: "EmbeddedBroker | ExternalBroker"
 
     def __init__(
         self,
@@ -285,11 +323,19 @@ class Stack:
         service_ports: dict[str, int] | None = None,
         log_services_to_files: bool = True,
         env: dict[str, str] | None = None,
+        postgres_dsn: str | None = None,
+        kafka_bootstrap: str | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.logs = self.data_dir / "logs"
-        self.postgres = EmbeddedPostgres(self.data_dir, pg_port or free_port())
-        self.broker = EmbeddedBroker(self.logs / "broker.log", kafka_port or free_port())
+        if postgres_dsn:
+            self.postgres = ExternalPostgres(postgres_dsn)
+        else:
+            self.postgres = EmbeddedPostgres(self.data_dir, pg_port or free_port())
+        if kafka_bootstrap:
+            self.broker = ExternalBroker(kafka_bootstrap)
+        else:
+            self.broker = EmbeddedBroker(self.logs / "broker.log", kafka_port or free_port())
         ports = service_ports if service_ports is not None else DEFAULT_PORTS
         self.services = {
             name: ServiceProcess(
@@ -358,10 +404,7 @@ def run(data_dir: Path) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        print(
-            f"starting PostgreSQL on 127.0.0.1:{stack.postgres.port} (data in {stack.postgres.pgdata})",
-            flush=True,
-        )
+        print(f"starting PostgreSQL on 127.0.0.1:{stack.postgres.port} (data in {data_dir}/postgres)", flush=True)
         print(f"starting the broker on {stack.broker.bootstrap} (memory only)", flush=True)
         stack.start_infra()
         print("starting intake, case, notification, analytics ...", flush=True)
