@@ -52,7 +52,7 @@ OPERATIONS_METRICS = {
 def exposed_metric_names() -> set[str]:
     """Every sample name the services' crm_* metrics can expose."""
     suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
-    names = set()
+    names: set[str] = set()
     for family in prometheus_client.REGISTRY.collect():
         if family.name.startswith("crm_"):
             names.update(family.name + s for s in suffixes.get(family.type, [""]))
