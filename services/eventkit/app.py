@@ -272,6 +272,9 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         description=spec.description,
         version="1.0.0",
         lifespan=lifespan,
+        # Our middleware makes the one server span per request (route template, no raw paths that
+        # hold customer ids); FastAPI's own tracing would add a second one.
+        telemetry={"tracing": False},
     )
     app.state.runtime = Runtime(settings=settings, spec=spec, store=EventStore(spec.name))
     install_error_handlers(app)

@@ -20,7 +20,7 @@ from typing import Protocol
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import TopicPartition
 from opentelemetry import trace
 from pydantic import ValidationError
 
@@ -40,6 +40,17 @@ from eventkit.telemetry import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class Message(Protocol):
+    """What a batch is made of: an aiokafka ConsumerRecord, or a faust Message, alike."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
 
 
 class Projection(Protocol):
@@ -88,69 +99,36 @@ def validate(env: Envelope) -> None:
         raise DecodeError("invalid_data", fields) from exc
 
 
-class IdempotentConsumer:
+class BatchApplier:
+    """Applies batches of messages exactly once in effect; parks the ones that cannot be applied.
+
+    `applied_table` is the dedup record (one per consumer group of a service database), written
+    in the same transaction as the projections' changes.
+    """
+
     def __init__(
         self,
         *,
         service: str,
-        bootstrap_servers: str,
-        group_id: str,
-        topics: Sequence[str],
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         projections: Sequence[Projection],
-        waiters: Waiters,
-        max_batch: int = 1000,
-        session_timeout_ms: int = 10_000,
+        waiters: Waiters | None = None,
+        applied_table: str = "applied_events",
     ) -> None:
         self.service = service
-        self._topics = list(topics)
         self._pool = pool
         self._producer = producer
         self._projections = list(projections)
         self._waiters = waiters
-        self._max_batch = max_batch
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=max(1000, session_timeout_ms // 5),
-            max_poll_records=max_batch,
-            fetch_max_wait_ms=100,
+        self._record_applied = (
+            f"INSERT INTO {applied_table} (event_id) SELECT unnest($1::uuid[])"
+            " ON CONFLICT DO NOTHING RETURNING event_id"
         )
         self._freshness = FRESHNESS.labels(service)
-        self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
 
-    # --- lifecycle -------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._consumer.subscribe(self._topics)
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._consumer.assignment())
-
-    async def run(self) -> None:
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
-            records = [r for tp in sorted(batches) for r in batches[tp]]
-            if records:
-                await self._handle_until_done(records)
-                for tp, recs in batches.items():
-                    self._positions[tp] = recs[-1].offset + 1
-                try:
-                    await self._consumer.commit()
-                except (CommitFailedError, KafkaError) as exc:
-                    # A rebalance took the partitions away; the next owner redelivers and dedups.
-                    log.warning("offset commit failed: %s", exc)
-            self._update_lag()
-
-    async def _handle_until_done(self, records: list[ConsumerRecord]) -> None:
+    async def handle_until_done(self, records: Sequence[Message]) -> None:
+        """handle(), retried for as long as the database is unavailable."""
         delay = 0.2
         while True:
             try:
@@ -161,12 +139,10 @@ class IdempotentConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    # --- one batch ---------------------------------------------------------------------
-
-    async def handle(self, records: Sequence[ConsumerRecord]) -> None:
+    async def handle(self, records: Sequence[Message]) -> None:
         """Apply a batch of records exactly once in effect; dead-letter the ones that cannot be."""
         letters: list[DeadLetter] = []
-        events: list[tuple[ConsumerRecord, Envelope]] = []
+        events: list[tuple[Message, Envelope]] = []
         seen: set[str] = set()
         for r in records:
             EVENTS_CONSUMED.labels(self.service, r.topic).inc()
@@ -208,15 +184,13 @@ class IdempotentConsumer:
                 self._freshness.observe(max(0.0, (now - env.time).total_seconds()))
             else:
                 EVENTS_DUPLICATE.labels(self.service, r.topic).inc()
-        self._waiters.applied([env.id for _, env in events])
+        if self._waiters is not None:
+            self._waiters.applied([env.id for _, env in events])
 
-    async def _apply(self, conn: asyncpg.Connection, events: Sequence[tuple[ConsumerRecord, Envelope]]) -> set[str]:
+    async def _apply(self, conn: asyncpg.Connection, events: Sequence[tuple[Message, Envelope]]) -> set[str]:
         if not events:
             return set()
-        rows = await conn.fetch(
-            "INSERT INTO applied_events (event_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
-            [env.id for _, env in events],
-        )
+        rows = await conn.fetch(self._record_applied, [env.id for _, env in events])
         fresh = {str(r["event_id"]) for r in rows}
         todo = [env for _, env in events if env.id in fresh]
         if todo:
@@ -226,7 +200,7 @@ class IdempotentConsumer:
         return fresh
 
     async def _apply_one_by_one(
-        self, conn: asyncpg.Connection, events: Sequence[tuple[ConsumerRecord, Envelope]]
+        self, conn: asyncpg.Connection, events: Sequence[tuple[Message, Envelope]]
     ) -> tuple[set[str], list[DeadLetter]]:
         fresh: set[str] = set()
         poison: list[DeadLetter] = []
@@ -262,6 +236,70 @@ class IdempotentConsumer:
         return tracer().start_as_current_span(
             f"{self.service} apply batch", kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes
         )
+
+
+class IdempotentConsumer:
+    def __init__(
+        self,
+        *,
+        service: str,
+        bootstrap_servers: str,
+        group_id: str,
+        topics: Sequence[str],
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        projections: Sequence[Projection],
+        waiters: Waiters,
+        max_batch: int = 1000,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.service = service
+        self._topics = list(topics)
+        self._max_batch = max_batch
+        self.applier = BatchApplier(
+            service=service, pool=pool, producer=producer, projections=projections, waiters=waiters
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(1000, session_timeout_ms // 5),
+            max_poll_records=max_batch,
+            fetch_max_wait_ms=100,
+        )
+        self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._consumer.subscribe(self._topics)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    async def run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+            records = [r for tp in sorted(batches) for r in batches[tp]]
+            if records:
+                await self.applier.handle_until_done(records)
+                for tp, recs in batches.items():
+                    self._positions[tp] = recs[-1].offset + 1
+                try:
+                    await self._consumer.commit()
+                except (CommitFailedError, KafkaError) as exc:
+                    # A rebalance took the partitions away; the next owner redelivers and dedups.
+                    log.warning("offset commit failed: %s", exc)
+            self._update_lag()
+
+    async def handle(self, records: Sequence[Message]) -> None:
+        await self.applier.handle(records)
 
     def _update_lag(self) -> None:
         for tp in self._consumer.assignment():

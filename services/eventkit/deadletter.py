@@ -5,10 +5,10 @@ say why, is recorded in the service's dead_letters table, and is counted in a me
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
 
 from contracts.topics import DEADLETTER
 from eventkit.telemetry import EVENTS_DEADLETTERED
@@ -16,7 +16,7 @@ from eventkit.telemetry import EVENTS_DEADLETTERED
 
 @dataclass(frozen=True)
 class DeadLetter:
-    record: ConsumerRecord
+    record: Any  # the message (aiokafka ConsumerRecord or faust Message)
     reason: str  # machine-readable, e.g. bad_json, unknown_type, apply_failed
     detail: str
     event_id: str | None = None

@@ -151,11 +151,6 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
             assert span.name.startswith(f"{name} apply crm.")
 
 
-@pytest.mark.xfail(
-    reason="FastAPI 0.165's built-in telemetry adds a second SERVER span (with the raw url.path) next to"
-    " eventkit's; fix in services/eventkit/app.py with FastAPI(telemetry={'tracing': False})",
-    strict=False,
-)
 async def test_one_server_span_per_request(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
     trace_id, _, traceparent = new_traceparent()
     async with httpx.AsyncClient(timeout=15) as client:
