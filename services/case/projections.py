@@ -40,14 +40,16 @@ class CaseRulesProjection:
 
     async def _interaction(self, conn: asyncpg.Connection, e: Envelope) -> None:
         data = e.data
+        survey = data["kind"] == self.ctx.rules.survey_kind
+        rule = domain.opening_rule(self.ctx.rules, data["kind"], data["direction"], data.get("metadata") or {})
+        if not survey and rule is None:
+            return  # most interactions: no database work at all
         ids = await store.customer_ids(conn, data["customer_id"])
         await store.lock_customer(conn, ids[0])
-        if data["kind"] == self.ctx.rules.survey_kind:
+        if survey:
             await self._survey_answer(conn, e, ids)
             return
-        rule = domain.opening_rule(self.ctx.rules, data["kind"], data["direction"], data.get("metadata") or {})
-        if rule is None:
-            return
+        assert rule is not None
         existing = await store.open_case_of_type(conn, ids, rule.type)
         if existing is not None:
             await self._link(conn, e, existing)
