@@ -20,7 +20,7 @@ from contracts.case import CaseType, Priority, Status
 
 router = APIRouter(tags=["cases"])
 
-Agent = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 Reason = Annotated[str | None, Field(default=None, max_length=500)]
 
 
@@ -82,8 +82,8 @@ class Command(BaseModel):
 
 
 class AssignIn(Command):
-    owner: Agent
-    team: Agent | None = Field(default=None, description="Hand over to another team as well")
+    owner: Name
+    team: Name | None = Field(default=None, description="Hand over to another team as well")
 
 
 class StatusIn(Command):
@@ -97,7 +97,7 @@ class PriorityIn(Command):
 
 
 class NoteIn(Command):
-    author: Agent
+    author: Name
     text: str = Field(min_length=1, max_length=10_000)
 
 
@@ -110,7 +110,7 @@ class OpenIn(BaseModel):
     customer_id: str = Field(min_length=1, max_length=64)
     type: CaseType
     priority: Priority = "normal"
-    team: Agent = "support"
+    team: Name = "support"
     title: str | None = Field(default=None, max_length=200)
 
 
