@@ -1,10 +1,70 @@
-"""notification: wiring. Rules and delivery come with their own issue; today it serves the timeline."""
+"""notification: wiring. Rules from events to messages, consent-aware decisions, durable delivery."""
 
-from eventkit.app import ServiceSpec, create_app, serve
+from datetime import timedelta
+from pathlib import Path
+
+from eventkit.app import Runtime, ServiceSpec, create_app, serve
+from eventkit.eventstore import EventStore
+
+from notification import domain, worker
+from notification.api import router
+from notification.delivery import Senders, SmsSender, SmtpConfig, SmtpSender, WebhookPoster, WebhookSender
+from notification.handlers import NotificationContext
+from notification.projections import ProfileProjection, RulesReactor
+from notification.settings import NotificationSettings
+
+settings = NotificationSettings.for_service("notification")
+assert isinstance(settings, NotificationSettings)
+poll_interval_s = settings.notification_poll_interval_ms / 1000
+context = NotificationContext(
+    source=settings.source,
+    events=EventStore("notification"),
+    book=domain.load_rulebook(settings.notification_rules_file),
+    directory=settings.directory(),
+    customer_cap=settings.customer_cap(),
+    staff_cap=settings.staff_cap(),
+    retry=settings.retry_policy(),
+    profile_wait=timedelta(milliseconds=settings.notification_profile_wait_ms),
+    send_lease=timedelta(milliseconds=settings.notification_send_lease_ms),
+)
+poster = WebhookPoster(settings.webhook_secret, settings.webhook_timeout_s)
+senders = Senders(
+    {
+        "email": SmtpSender(
+            SmtpConfig(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                tls=settings.smtp_tls,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                sender=settings.smtp_from,
+                timeout_s=settings.smtp_timeout_s,
+            )
+        ),
+        "webhook": WebhookSender(poster),
+        "sms": SmsSender(poster, settings.sms_provider_url),
+    }
+)
+
+
+async def deliveries(rt: Runtime) -> None:
+    """The durable delivery loop (restarted by the runtime if it fails)."""
+    await worker.run(context, rt.db, senders, poll_interval_s)
+
 
 app = create_app(
-    ServiceSpec(name="notification", title="crm notification", description="Customer and staff notifications.")
+    ServiceSpec(
+        name="notification",
+        title="crm notification",
+        description="Customer and staff notifications: rules, consent-aware decisions, durable delivery.",
+        projections=[ProfileProjection(), RulesReactor(context)],
+        routers=[router],
+        migrations=[Path(__file__).parent / "migrations"],
+        background=[deliveries],
+    ),
+    settings,
 )
+app.state.notification = context
 
 if __name__ == "__main__":
     serve(app)

@@ -1,0 +1,101 @@
+"""The notification service's event payloads, all on crm.notification.v1, keyed by customer id.
+
+Every decision about a message is an event on the customer's timeline: scheduled (with the
+instant it may go out), sent, delivered (where the channel confirms receipt), failed (each
+try; `final` after the last one, which also leaves a dead-letter record) and suppressed (with
+the reason). Staff messages about a customer's case are on that customer's timeline too.
+No payload carries an address or message text: those stay in notification's own database.
+"""
+
+from datetime import datetime
+from typing import Literal, get_args
+
+from pydantic import Field
+
+from contracts import topics
+from contracts.events import EventData, EventType
+
+NotificationChannel = Literal["email", "sms", "webhook"]
+NOTIFICATION_CHANNELS: tuple[str, ...] = get_args(NotificationChannel)
+Audience = Literal["customer", "staff"]
+Purpose = Literal["service", "marketing"]
+# Quiet hours are not a suppression: they delay (scheduled.delayed_reason = "quiet_hours").
+SuppressionReason = Literal["no_consent", "blocked_channel", "cap", "duplicate", "no_address"]
+SUPPRESSION_REASONS: tuple[str, ...] = get_args(SuppressionReason)
+DelayReason = Literal["quiet_hours", "not_before"]
+
+
+class NotificationEvent(EventData):
+    notification_id: str = Field(min_length=1, max_length=64, description="Stable id of this one message.")
+    customer_id: str = Field(min_length=1, max_length=64, description="The customer the message is about.")
+    rule: str = Field(min_length=1, max_length=64, description="The rule that made it.")
+    channel: NotificationChannel | None = Field(description="null when no channel could be chosen.")
+    audience: Audience
+
+
+class NotificationScheduled(NotificationEvent):
+    source_event_id: str = Field(min_length=1, max_length=64, description="The event the rule matched.")
+    source_event_type: str = Field(min_length=1, max_length=128)
+    recipient: str = Field(min_length=1, max_length=200, description="customer:<id> or staff:<owner|team>:<name>.")
+    purpose: Purpose
+    critical: bool = Field(description="Service-critical: needs no marketing consent and passes frequency caps.")
+    language: str = Field(min_length=1, max_length=16, description="The template language used.")
+    deliver_at: datetime = Field(description="Not sent before this instant.")
+    delayed_reason: DelayReason | None = Field(description="Why deliver_at is later than the decision, if it is.")
+
+
+class NotificationSent(NotificationEvent):
+    attempt: int = Field(ge=1)
+
+
+class NotificationDelivered(NotificationEvent):
+    attempt: int = Field(ge=1)
+
+
+class NotificationFailed(NotificationEvent):
+    attempt: int = Field(ge=0, description="0 when it failed before a try (e.g. its outcome was lost in a crash).")
+    reason: str = Field(min_length=1, max_length=200, description="Machine-readable, e.g. http_503, smtp_550.")
+    final: bool = Field(description="No more tries: the message is dead-lettered.")
+    next_attempt_at: datetime | None = Field(description="When the next try is due; null when final.")
+
+
+class NotificationSuppressed(NotificationEvent):
+    source_event_id: str = Field(min_length=1, max_length=64)
+    source_event_type: str = Field(min_length=1, max_length=128)
+    recipient: str = Field(min_length=1, max_length=200)
+    reason: SuppressionReason
+
+
+NOTIFICATION_SCHEDULED = "crm.notification.scheduled.v1"
+NOTIFICATION_SENT = "crm.notification.sent.v1"
+NOTIFICATION_DELIVERED = "crm.notification.delivered.v1"
+NOTIFICATION_FAILED = "crm.notification.failed.v1"
+NOTIFICATION_SUPPRESSED = "crm.notification.suppressed.v1"
+
+EVENT_TYPES: tuple[EventType, ...] = (
+    EventType(
+        NOTIFICATION_SCHEDULED,
+        topics.NOTIFICATION,
+        NotificationScheduled,
+        "A rule made a message; it goes out on `channel` at `deliver_at` or later.",
+    ),
+    EventType(NOTIFICATION_SENT, topics.NOTIFICATION, NotificationSent, "The channel accepted the message."),
+    EventType(
+        NOTIFICATION_DELIVERED,
+        topics.NOTIFICATION,
+        NotificationDelivered,
+        "The receiver confirmed the message (webhooks: a 2xx answer).",
+    ),
+    EventType(
+        NOTIFICATION_FAILED,
+        topics.NOTIFICATION,
+        NotificationFailed,
+        "A try failed; retried with backoff unless `final`, which dead-letters the message.",
+    ),
+    EventType(
+        NOTIFICATION_SUPPRESSED,
+        topics.NOTIFICATION,
+        NotificationSuppressed,
+        "No message goes out, with the reason (consent, blocked channel, cap, duplicate, no address).",
+    ),
+)

@@ -1,0 +1,353 @@
+"""Notification rules and decisions: pure functions, no I/O, an injectable clock.
+
+- Rules (rules.yaml) say which events make which messages for whom; templates per language.
+- decide_customer() picks the channel a customer may be reached on for a rule (consent,
+  blocked channels, preferred channel), applies the frequency cap and delays the message out
+  of the customer's quiet hours (never drops it for them).
+- staff_targets() resolves a rule's owner/team recipients to configured staff addresses.
+- retry_delay() is the exponential backoff with jitter between delivery tries.
+"""
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.events import Preferences, QuietHours
+
+Clock = Callable[[], datetime]
+CustomerChannel = Literal["email", "sms"]
+CUSTOMER_CHANNELS: tuple[CustomerChannel, ...] = ("email", "sms")
+ALL_CHANNELS = "*"  # a consent row for every channel
+RULES_FILE = Path(__file__).parent / "rules.yaml"
+_ID_NAMESPACE = uuid.UUID("6f1c1e1a-4a51-4f7e-9d0c-0a7b6f1f5e01")
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def notification_id_for(key: str) -> str:
+    """Deterministic id of the one message for (rule, event, recipient): a retry or a restart
+    computes the same id, which travels as Message-ID and Idempotency-Key to the receiver."""
+    return str(uuid.uuid5(_ID_NAMESPACE, key))
+
+
+def idempotency_key(rule: str, event_id: str, recipient: str) -> str:
+    return f"{rule}|{event_id}|{recipient}"
+
+
+# --- rules as data -----------------------------------------------------------------------------
+
+
+class _Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    in_: tuple[str, ...] | None = Field(default=None, alias="in")
+    not_in: tuple[str, ...] | None = None
+
+    def holds(self, value: Any) -> bool:
+        if self.in_ is not None and value not in self.in_:
+            return False
+        return not (self.not_in is not None and value in self.not_in)
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    name: str = Field(min_length=1, max_length=64)
+    event: str
+    when: dict[str, _Condition] = Field(default_factory=dict)
+    audience: Literal["customer", "staff"]
+    recipients: tuple[Literal["owner", "team"], ...] = ()
+    purpose: Literal["service", "marketing"] = "service"
+    critical: bool = False
+    not_before: str | None = None
+
+    def matches(self, event_type: str, data: Mapping[str, Any]) -> bool:
+        return event_type == self.event and all(c.holds(data.get(f)) for f, c in self.when.items())
+
+
+class Template(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    subject: str
+    body: str
+
+
+class RuleBook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    default_language: str = "en"
+    rules: tuple[Rule, ...]
+    templates: dict[str, dict[str, Template]]
+
+    def matching(self, event_type: str, data: Mapping[str, Any]) -> list[Rule]:
+        return [r for r in self.rules if r.matches(event_type, data)]
+
+    def check(self) -> "RuleBook":
+        """Every rule has a template in the default language: the fallback must always exist."""
+        for rule in self.rules:
+            if self.default_language not in self.templates.get(rule.name, {}):
+                raise ValueError(f"rule {rule.name} has no {self.default_language} template")
+        return self
+
+
+def load_rulebook(path: Path = RULES_FILE) -> RuleBook:
+    return RuleBook.model_validate(yaml.safe_load(path.read_text())).check()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    language: str
+    subject: str
+    body: str
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def render(book: RuleBook, rule: str, language: str | None, data: Mapping[str, Any]) -> Rendered:
+    """The rule's template in `language`, else its base language (en-GB -> en), else the default."""
+    templates = book.templates[rule]
+    wanted = [language, language.split("-")[0]] if language else []
+    chosen = next((lang for lang in wanted if lang in templates), book.default_language)
+    values = _Blank({k: "" if v is None else str(v) for k, v in data.items()})
+    t = templates[chosen]
+    return Rendered(chosen, t.subject.format_map(values).strip(), t.body.format_map(values).strip())
+
+
+# --- the customer's side: consent, preferences, addresses --------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What notification's own projection knows about a customer (merged ids folded in)."""
+
+    known: bool = False
+    emails: tuple[str, ...] = ()  # most recent first
+    phones: tuple[str, ...] = ()
+    consent: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # (purpose, channel or "*")
+    preferences: Preferences = field(default_factory=Preferences)
+
+    def address(self, channel: str) -> str | None:
+        found = self.emails if channel == "email" else self.phones if channel == "sms" else ()
+        return found[0] if found else None
+
+
+# Without an answer, service messages are allowed (the customer asked for the service) and
+# marketing is not (opt-in).
+DEFAULT_CONSENT = {"service": True, "marketing": False}
+
+
+def consented(profile: Profile, purpose: str, channel: str) -> bool:
+    """The channel's own answer wins over the every-channel one, which wins over the default."""
+    for key in ((purpose, channel), (purpose, ALL_CHANNELS)):
+        if key in profile.consent:
+            return profile.consent[key]
+    return DEFAULT_CONSENT.get(purpose, False)
+
+
+def blocked(profile: Profile, channel: str) -> bool:
+    """Withdrawing service consent for a channel blocks it entirely, even for critical messages."""
+    return not consented(profile, "service", channel)
+
+
+def channel_refusal(profile: Profile, channel: str, purpose: str) -> str | None:
+    """Why this channel may not carry a message of this purpose now, or None if it may."""
+    if blocked(profile, channel):
+        return "blocked_channel"
+    if purpose == "marketing" and not consented(profile, "marketing", channel):
+        return "no_consent"
+    return None
+
+
+def candidate_channels(preferences: Preferences) -> list[CustomerChannel]:
+    preferred = preferences.preferred_channel
+    first = [c for c in CUSTOMER_CHANNELS if c == preferred]
+    return first + [c for c in CUSTOMER_CHANNELS if c != preferred]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    channel: str
+    address: str
+    deliver_at: datetime
+    delayed_reason: Literal["quiet_hours", "not_before"] | None = None
+
+
+@dataclass(frozen=True)
+class Suppress:
+    reason: Literal["no_consent", "blocked_channel", "cap", "duplicate", "no_address"]
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most `max_messages` non-critical messages per recipient within `window`."""
+
+    max_messages: int
+    window: timedelta
+
+
+def decide_customer(
+    rule: Rule,
+    profile: Profile,
+    now: datetime,
+    recent_messages: int,
+    cap: Cap,
+    not_before: datetime | None = None,
+) -> Schedule | Suppress:
+    """Channel, cap and quiet hours for one customer message.
+
+    The first candidate channel (preferred first) with an address that consent allows is used;
+    if none is, the refusal of the first channel with an address is the reason.
+    """
+    refusal: Suppress | None = None
+    chosen: tuple[str, str] | None = None
+    for channel in candidate_channels(profile.preferences):
+        address = profile.address(channel)
+        if address is None:
+            continue
+        reason = channel_refusal(profile, channel, rule.purpose)
+        if reason is None:
+            chosen = (channel, address)
+            break
+        refusal = refusal or Suppress(reason, channel)  # type: ignore[arg-type]
+    if chosen is None:
+        return refusal or Suppress("no_address")
+    picked, address = chosen
+    if not rule.critical and recent_messages >= cap.max_messages:
+        return Suppress("cap", picked)
+    deliver_at, why = now, None
+    if not_before is not None and not_before > now:
+        deliver_at, why = not_before, "not_before"
+    quiet = profile.preferences.quiet_hours
+    end = quiet_hours_end(deliver_at, quiet) if quiet else None
+    if end is not None:
+        deliver_at, why = end, "quiet_hours"
+    return Schedule(picked, address, deliver_at, why)  # type: ignore[arg-type]
+
+
+def _hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")  # intake checks only the length; an unknown zone reads as UTC
+
+
+def quiet_hours_end(at: datetime, quiet: QuietHours) -> datetime | None:
+    """If `at` is inside the quiet hours (wall clock of their time zone), the UTC instant they end.
+
+    start after end spans midnight (22:00-07:00). An end wall time skipped by a daylight-saving
+    change is read with the offset before the change, i.e. just after the gap.
+    """
+    zone = _zone(quiet.time_zone)
+    local = at.astimezone(zone)
+    start, end, now = _hhmm(quiet.start), _hhmm(quiet.end), local.time().replace(tzinfo=None)
+    if start == end:
+        return None
+    end_day: date
+    if start < end:
+        if not start <= now < end:
+            return None
+        end_day = local.date()
+    else:
+        if end <= now < start:
+            return None
+        end_day = local.date() + timedelta(days=1) if now >= start else local.date()
+    return datetime.combine(end_day, end, tzinfo=zone).astimezone(UTC)
+
+
+# --- staff -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaffContact:
+    email: str | None = None
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True)
+class StaffDirectory:
+    """Owners and teams by name; anyone not listed goes to the default team webhook/email."""
+
+    contacts: Mapping[str, StaffContact] = field(default_factory=dict)
+    default_webhook_url: str | None = None
+    default_email: str | None = None
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class StaffTarget:
+    recipient: str  # staff:<owner|team>:<name>
+    channel: str | None
+    address: str | None
+
+
+def staff_targets(rule: Rule, data: Mapping[str, Any], directory: StaffDirectory) -> list[StaffTarget]:
+    """A webhook is preferred over email; a recipient with neither has no address."""
+    targets = []
+    for role in rule.recipients:
+        name = data.get(role)
+        if not name:
+            continue  # an unassigned case has no owner to tell
+        contact = directory.contacts.get(str(name), StaffContact())
+        webhook = contact.webhook_url or (None if contact.email else directory.default_webhook_url)
+        email = contact.email or directory.default_email
+        if webhook:
+            targets.append(StaffTarget(f"staff:{role}:{name}", "webhook", webhook))
+        elif email:
+            targets.append(StaffTarget(f"staff:{role}:{name}", "email", email))
+        else:
+            targets.append(StaffTarget(f"staff:{role}:{name}", None, None))
+    return targets
+
+
+def decide_staff(target: StaffTarget, now: datetime, recent_messages: int, cap: Cap) -> Schedule | Suppress:
+    """Staff messages need no customer consent and have no quiet hours, but are rate-limited."""
+    if target.channel is None or target.address is None:
+        return Suppress("no_address")
+    if recent_messages >= cap.max_messages:
+        return Suppress("cap", target.channel)
+    return Schedule(target.channel, target.address, now)
+
+
+def duplicates(targets: Sequence[StaffTarget]) -> set[int]:
+    """Indexes of targets whose (channel, address) an earlier target of the same event has."""
+    seen: set[tuple[str, str]] = set()
+    out: set[int] = set()
+    for n, t in enumerate(targets):
+        if t.channel is None or t.address is None:
+            continue
+        if (t.channel, t.address) in seen:
+            out.add(n)
+        seen.add((t.channel, t.address))
+    return out
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base: timedelta = timedelta(seconds=2)
+    max_delay: timedelta = timedelta(minutes=10)
+    jitter: float = 0.2  # +-20 % so that receivers coming back are not hit by every retry at once
+
+
+def retry_delay(policy: RetryPolicy, attempt: int, rand: Callable[[], float]) -> timedelta:
+    """Delay after try number `attempt` (1-based): base * 2^(attempt-1), capped, with jitter."""
+    raw = min(policy.max_delay, policy.base * (2 ** (attempt - 1)))
+    factor = 1 - policy.jitter + 2 * policy.jitter * rand()
+    return min(policy.max_delay, raw * factor)

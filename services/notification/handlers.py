@@ -1,0 +1,272 @@
+"""notification's use cases on the database: plan messages for an event, decide them, record outcomes.
+
+Every state change of a message and its event (scheduled, sent, delivered, failed, suppressed)
+are written in one transaction (the caller's), and the events go out through the outbox.
+"""
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from eventkit.envelope import Envelope, new_event
+from eventkit.eventstore import Append, EventStore
+from prometheus_client import Counter
+
+from contracts import notification as n
+from contracts.registry import REGISTRY
+from contracts.topics import NOTIFICATION
+from notification import domain, store
+from notification.delivery import Accepted, DeliveryError, Message
+from notification.store import Row
+
+NOTIFICATIONS = Counter(
+    "crm_notifications_total", "Notification decisions and outcomes", ["service", "rule", "channel", "outcome"]
+)
+
+
+@dataclass(frozen=True)
+class NotificationContext:
+    """Configuration, the clock and randomness: everything besides the database."""
+
+    source: str
+    events: EventStore
+    book: domain.RuleBook
+    directory: domain.StaffDirectory = field(default_factory=domain.StaffDirectory)
+    customer_cap: domain.Cap = field(default_factory=lambda: domain.Cap(5, timedelta(days=1)))
+    staff_cap: domain.Cap = field(default_factory=lambda: domain.Cap(60, timedelta(hours=1)))
+    retry: domain.RetryPolicy = field(default_factory=domain.RetryPolicy)
+    profile_wait: timedelta = timedelta(seconds=30)
+    send_lease: timedelta = timedelta(seconds=60)
+    clock: domain.Clock = domain.system_clock
+    rand: Callable[[], float] = random.random
+    service: str = "notification"
+
+    def rule(self, name: str) -> domain.Rule:
+        return next(r for r in self.book.rules if r.name == name)
+
+
+# --- events ----------------------------------------------------------------------------------------
+
+
+async def emit(
+    conn: asyncpg.Connection, ctx: NotificationContext, row: Row, drafts: Sequence[tuple[str, dict[str, Any]]]
+) -> list[Envelope]:
+    """Append the message's events to its own stream (one microsecond apart, to keep their order)."""
+    now = ctx.clock()
+    common = {
+        "notification_id": row.notification_id,
+        "customer_id": row.customer_id,
+        "rule": row.rule,
+        "channel": row.channel,
+        "audience": row.audience,
+    }
+    envelopes = []
+    for i, (type_, extra) in enumerate(drafts):
+        data = REGISTRY[type_].model.model_validate({**common, **extra}).model_dump(mode="json")
+        envelopes.append(
+            new_event(type_, row.customer_id, data, ctx.source, row.traceparent, time=now + timedelta(microseconds=i))
+        )
+        NOTIFICATIONS.labels(ctx.service, row.rule, row.channel or "none", type_.split(".")[2]).inc()
+    await ctx.events.append(conn, [Append(f"notification-{row.notification_id}", None, envelopes, NOTIFICATION)])
+    return envelopes
+
+
+def _source(row: Row) -> dict[str, Any]:
+    return {
+        "source_event_id": row.source_event_id,
+        "source_event_type": row.source_event_type,
+        "recipient": row.recipient,
+    }
+
+
+async def suppress(
+    conn: asyncpg.Connection, ctx: NotificationContext, row: Row, reason: str, channel: str | None
+) -> None:
+    row.status, row.reason, row.channel = "suppressed", reason, channel
+    await store.update(conn, row.notification_id, ctx.clock(), status="suppressed", reason=reason, channel=channel,
+                       next_attempt_at=None)  # fmt: skip
+    await emit(conn, ctx, row, [(n.NOTIFICATION_SUPPRESSED, {**_source(row), "reason": reason})])
+
+
+# --- planning: an event matched rules ----------------------------------------------------------------
+
+
+async def plan(conn: asyncpg.Connection, ctx: NotificationContext, event: Envelope) -> None:
+    """Make the rows for every (rule, recipient) of this event and decide each; runs in the
+    consumer's transaction, so the rows and their first events commit with the applied event."""
+    rules = ctx.book.matching(event.type, event.data)
+    if not rules:
+        return
+    ids = await store.customer_ids(conn, event.data["customer_id"])
+    now = ctx.clock()
+    for rule in rules:
+        if rule.audience == "customer":
+            targets = [domain.StaffTarget(f"customer:{ids[0]}", None, None)]
+        else:
+            targets = domain.staff_targets(rule, event.data, ctx.directory)
+        repeated = domain.duplicates(targets)
+        for index, target in enumerate(targets):
+            key = domain.idempotency_key(rule.name, event.id, target.recipient)
+            row = Row(
+                notification_id=domain.notification_id_for(key),
+                idempotency_key=key,
+                rule=rule.name,
+                source_event_id=event.id,
+                source_event_type=event.type,
+                customer_id=ids[0],
+                audience=rule.audience,
+                recipient=target.recipient,
+                purpose=rule.purpose,
+                critical=rule.critical,
+                data=event.data,
+                traceparent=event.traceparent,
+                channel=target.channel,
+                address=target.address,
+                status="pending",
+                created_at=now,
+            )
+            if index in repeated:
+                # Owner and team reach the same address: one message, the other recorded as a duplicate.
+                row.notification_id = domain.notification_id_for(key + "|duplicate")
+                row.idempotency_key = None
+                row.status, row.reason = "suppressed", "duplicate"
+                if await store.insert(conn, row, None):
+                    await emit(conn, ctx, row, [(n.NOTIFICATION_SUPPRESSED, {**_source(row), "reason": "duplicate"})])
+                continue
+            if await store.insert(conn, row, now):
+                await decide(conn, ctx, row)
+
+
+async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -> None:
+    """Schedule or suppress a pending row; a customer not yet known here is waited for a while
+    (their profile events travel on another topic and may arrive after the case event)."""
+    now = ctx.clock()
+    rule = ctx.rule(row.rule)
+    decision: domain.Schedule | domain.Suppress
+    if row.audience == "customer":
+        profile = await store.profile(conn, await store.customer_ids(conn, row.customer_id))
+        if not profile.known and now < row.created_at + ctx.profile_wait:
+            await store.update(conn, row.notification_id, now, next_attempt_at=now + timedelta(seconds=1))
+            return
+        recent = await store.recent_customer_messages(
+            conn, row.recipient, now - ctx.customer_cap.window, row.notification_id
+        )
+        not_before = _instant(row.data.get(rule.not_before)) if rule.not_before else None
+        decision = domain.decide_customer(rule, profile, now, recent, ctx.customer_cap, not_before)
+        language = profile.preferences.language
+    else:
+        target = domain.StaffTarget(row.recipient, row.channel, row.address)
+        recent = await store.recent_staff_messages(
+            conn, row.address or "", now - ctx.staff_cap.window, row.notification_id
+        )
+        decision = domain.decide_staff(target, now, recent, ctx.staff_cap)
+        language = ctx.directory.language
+    if isinstance(decision, domain.Suppress):
+        await suppress(conn, ctx, row, decision.reason, decision.channel)
+        return
+    text = domain.render(ctx.book, rule.name, language, row.data)
+    row.channel, row.address, row.status = decision.channel, decision.address, "scheduled"
+    await store.update(
+        conn,
+        row.notification_id,
+        now,
+        status="scheduled",
+        channel=decision.channel,
+        address=decision.address,
+        language=text.language,
+        subject=text.subject,
+        body=text.body,
+        deliver_at=decision.deliver_at,
+        next_attempt_at=decision.deliver_at,
+    )
+    scheduled = {
+        **_source(row),
+        "purpose": row.purpose,
+        "critical": row.critical,
+        "language": text.language,
+        "deliver_at": decision.deliver_at,
+        "delayed_reason": decision.delayed_reason,
+    }
+    await emit(conn, ctx, row, [(n.NOTIFICATION_SCHEDULED, scheduled)])
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+# --- delivery records --------------------------------------------------------------------------------
+
+
+def message_of(row: Row) -> Message:
+    assert row.channel and row.address and row.subject is not None and row.body is not None
+    return Message(
+        notification_id=row.notification_id,
+        rule=row.rule,
+        customer_id=row.customer_id,
+        channel=row.channel,
+        address=row.address,
+        language=row.language or "en",
+        subject=row.subject,
+        body=row.body,
+        source_event_id=row.source_event_id,
+    )
+
+
+async def still_allowed(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -> str | None:
+    """Consent may have changed since the message was scheduled (quiet hours can delay it for
+    hours): the customer's current answer counts. Returns the refusal, if any."""
+    if row.audience != "customer" or row.channel is None:
+        return None
+    profile = await store.profile(conn, await store.customer_ids(conn, row.customer_id))
+    return domain.channel_refusal(profile, row.channel, row.purpose)
+
+
+async def record_success(conn: asyncpg.Connection, ctx: NotificationContext, row: Row, accepted: Accepted) -> None:
+    now = ctx.clock()
+    status = "delivered" if accepted.delivered else "sent"
+    await store.update(conn, row.notification_id, now, status=status, sent_at=now, lease_until=None, reason=None)
+    drafts: list[tuple[str, dict[str, Any]]] = [(n.NOTIFICATION_SENT, {"attempt": row.attempts})]
+    if accepted.delivered:
+        drafts.append((n.NOTIFICATION_DELIVERED, {"attempt": row.attempts}))
+    await emit(conn, ctx, row, drafts)
+
+
+async def record_failure(conn: asyncpg.Connection, ctx: NotificationContext, row: Row, error: DeliveryError) -> None:
+    """Retry with backoff and jitter, or after the last try (or a permanent refusal) dead-letter it."""
+    now = ctx.clock()
+    final = error.permanent or row.attempts >= ctx.retry.max_attempts
+    next_at = None if final else now + domain.retry_delay(ctx.retry, row.attempts, ctx.rand)
+    if final:
+        await store.update(conn, row.notification_id, now, status="failed", reason=error.reason, lease_until=None,
+                           next_attempt_at=None)  # fmt: skip
+        await store.dead_letter(conn, row.notification_id, error.reason, row.attempts, now)
+    else:
+        await store.update(conn, row.notification_id, now, status="retrying", reason=error.reason, lease_until=None,
+                           next_attempt_at=next_at)  # fmt: skip
+    failed = {"attempt": row.attempts, "reason": error.reason, "final": final, "next_attempt_at": next_at}
+    await emit(conn, ctx, row, [(n.NOTIFICATION_FAILED, failed)])
+
+
+OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+async def recover_interrupted(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -> None:
+    """A send whose lease ran out: the process died between sending and recording (or hung).
+
+    Email is at most once: the SMTP server may have taken it and there is no way to ask, so it
+    is never sent again; it is dead-lettered as outcome_unknown for a person to check. Webhooks
+    and SMS are at least once: they go again with the same Idempotency-Key, which the signature
+    covers, so the receiver drops the copy.
+    """
+    if row.channel == "email":
+        await record_failure(conn, ctx, row, DeliveryError(OUTCOME_UNKNOWN, permanent=True))
+    else:
+        await record_failure(conn, ctx, row, DeliveryError(OUTCOME_UNKNOWN))

@@ -1,0 +1,290 @@
+"""SQL for notification's own tables: the customer profile projection and the messages."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from contracts.events import Preferences
+from notification.domain import Profile
+
+# --- the customer profile projection -------------------------------------------------------------
+
+
+async def customer_ids(conn: asyncpg.Connection, customer_id: str) -> list[str]:
+    """The live (surviving) id first, then every id merged into it (the timeline keeps the aliases)."""
+    survivor = await conn.fetchval("SELECT survivor_id FROM customer_aliases WHERE merged_id = $1", customer_id)
+    root = survivor or customer_id
+    rows = await conn.fetch("SELECT merged_id FROM customer_aliases WHERE survivor_id = $1", root)
+    return [root, *(r["merged_id"] for r in rows)]
+
+
+async def add_contacts(
+    conn: asyncpg.Connection, customer_id: str, identifiers: Sequence[dict[str, Any]], at: datetime
+) -> None:
+    wanted = [(i["kind"], i["value"]) for i in identifiers if i.get("kind") in ("email", "phone")]
+    if wanted:
+        await conn.executemany(
+            "INSERT INTO notification_contacts (customer_id, kind, value, added_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING",
+            [(customer_id, kind, value, at) for kind, value in wanted],
+        )
+
+
+async def set_consent(
+    conn: asyncpg.Connection, customer_id: str, purpose: str, channel: str, granted: bool, at: datetime
+) -> None:
+    # Events of one customer arrive in order; the time guard keeps a replayed old answer from winning.
+    await conn.execute(
+        "INSERT INTO notification_consent (customer_id, purpose, channel, granted, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, purpose, channel) DO UPDATE"
+        " SET granted = EXCLUDED.granted, updated_at = EXCLUDED.updated_at"
+        " WHERE notification_consent.updated_at <= EXCLUDED.updated_at",
+        customer_id,
+        purpose,
+        channel,
+        granted,
+        at,
+    )
+
+
+async def set_preferences(
+    conn: asyncpg.Connection, customer_id: str, preferences: dict[str, Any], at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO notification_preferences (customer_id, preferences, updated_at) VALUES ($1, $2::jsonb, $3)"
+        " ON CONFLICT (customer_id) DO UPDATE SET preferences = EXCLUDED.preferences,"
+        " updated_at = EXCLUDED.updated_at WHERE notification_preferences.updated_at <= EXCLUDED.updated_at",
+        customer_id,
+        preferences,
+        at,
+    )
+
+
+async def profile(conn: asyncpg.Connection, ids: Sequence[str]) -> Profile:
+    """Addresses of the survivor and every merged id; consent and preferences of the survivor
+    (intake re-states the merged customer's restrictions on the survivor as consent events)."""
+    root = ids[0]
+    contacts = await conn.fetch(
+        "SELECT kind, value FROM notification_contacts WHERE customer_id = ANY($1::text[])"
+        " ORDER BY added_at DESC, value",
+        list(ids),
+    )
+    consent = await conn.fetch(
+        "SELECT purpose, channel, granted FROM notification_consent WHERE customer_id = $1", root
+    )
+    prefs = await conn.fetchrow(
+        "SELECT preferences FROM notification_preferences WHERE customer_id = ANY($1::text[])"
+        " ORDER BY customer_id = $2 DESC, updated_at DESC LIMIT 1",
+        list(ids),
+        root,
+    )
+    return Profile(
+        known=bool(contacts or consent or prefs),
+        emails=tuple(r["value"] for r in contacts if r["kind"] == "email"),
+        phones=tuple(r["value"] for r in contacts if r["kind"] == "phone"),
+        consent={(r["purpose"], r["channel"]): r["granted"] for r in consent},
+        preferences=Preferences.model_validate(prefs["preferences"]) if prefs else Preferences(),
+    )
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+ACTIVE = ("pending", "scheduled", "retrying", "sending", "sent", "delivered")  # count against caps
+
+
+@dataclass
+class Row:
+    """One notifications row, as the decision and delivery code use it."""
+
+    notification_id: str
+    idempotency_key: str | None
+    rule: str
+    source_event_id: str
+    source_event_type: str
+    customer_id: str
+    audience: str
+    recipient: str
+    purpose: str
+    critical: bool
+    data: dict[str, Any]
+    traceparent: str
+    channel: str | None
+    address: str | None
+    status: str
+    created_at: datetime
+    attempts: int = 0
+    language: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, r: asyncpg.Record) -> "Row":
+        return cls(
+            notification_id=str(r["notification_id"]),
+            idempotency_key=r["idempotency_key"],
+            rule=r["rule"],
+            source_event_id=str(r["source_event_id"]),
+            source_event_type=r["source_event_type"],
+            customer_id=r["customer_id"],
+            audience=r["audience"],
+            recipient=r["recipient"],
+            purpose=r["purpose"],
+            critical=r["critical"],
+            data=r["data"],
+            traceparent=r["traceparent"],
+            channel=r["channel"],
+            address=r["address"],
+            status=r["status"],
+            created_at=r["created_at"],
+            attempts=r["attempts"],
+            language=r["language"],
+            subject=r["subject"],
+            body=r["body"],
+            reason=r["reason"],
+        )
+
+
+async def insert(conn: asyncpg.Connection, row: Row, next_attempt_at: datetime | None) -> bool:
+    """False when the idempotency key exists: this (rule, event, recipient) has its message."""
+    inserted = await conn.fetchval(
+        "INSERT INTO notifications (notification_id, idempotency_key, rule, source_event_id, source_event_type,"
+        " customer_id, audience, recipient, purpose, critical, data, traceparent, channel, address, status,"
+        " reason, next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16, $17, $18, $18)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        row.notification_id,
+        row.idempotency_key,
+        row.rule,
+        row.source_event_id,
+        row.source_event_type,
+        row.customer_id,
+        row.audience,
+        row.recipient,
+        row.purpose,
+        row.critical,
+        row.data,
+        row.traceparent,
+        row.channel,
+        row.address,
+        row.status,
+        row.reason,
+        next_attempt_at,
+        row.created_at,
+    )
+    return bool(inserted)
+
+
+async def lock(conn: asyncpg.Connection, notification_id: str) -> Row | None:
+    r = await conn.fetchrow("SELECT * FROM notifications WHERE notification_id = $1 FOR UPDATE", notification_id)
+    return Row.of(r) if r else None
+
+
+async def due(conn: asyncpg.Connection, statuses: Sequence[str], now: datetime, limit: int) -> list[Row]:
+    """Rows due now, locked for this transaction; rows another instance holds are skipped."""
+    rows = await conn.fetch(
+        "SELECT * FROM notifications WHERE status = ANY($1::text[]) AND next_attempt_at <= $2"
+        " ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+        list(statuses),
+        now,
+        limit,
+    )
+    return [Row.of(r) for r in rows]
+
+
+async def expired_sends(conn: asyncpg.Connection, now: datetime, limit: int) -> list[Row]:
+    rows = await conn.fetch(
+        "SELECT * FROM notifications WHERE status = 'sending' AND lease_until < $1"
+        " ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [Row.of(r) for r in rows]
+
+
+async def update(conn: asyncpg.Connection, notification_id: str, now: datetime, **fields: Any) -> None:
+    names = sorted(fields)
+    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, start=3))
+    await conn.execute(
+        f"UPDATE notifications SET updated_at = $2, {assignments} WHERE notification_id = $1",
+        notification_id,
+        now,
+        *(fields[n] for n in names),
+    )
+
+
+async def recent_customer_messages(conn: asyncpg.Connection, recipient: str, since: datetime, exclude: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM notifications WHERE recipient = $1 AND NOT critical AND created_at > $2"
+        " AND status = ANY($3::text[]) AND notification_id <> $4",
+        recipient,
+        since,
+        list(ACTIVE),
+        exclude,
+    )
+    return count
+
+
+async def recent_staff_messages(conn: asyncpg.Connection, address: str, since: datetime, exclude: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM notifications WHERE audience = 'staff' AND address = $1 AND created_at > $2"
+        " AND status = ANY($3::text[]) AND notification_id <> $4",
+        address,
+        since,
+        list(ACTIVE),
+        exclude,
+    )
+    return count
+
+
+async def dead_letter(conn: asyncpg.Connection, notification_id: str, reason: str, attempts: int, at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO notification_dead_letters (notification_id, reason, attempts, recorded_at)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        notification_id,
+        reason,
+        attempts,
+        at,
+    )
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+_LISTED = (
+    "notification_id, rule, customer_id, audience, recipient, channel, purpose, critical, language, subject,"
+    " status, reason, attempts, source_event_id, source_event_type, deliver_at, next_attempt_at, created_at,"
+    " updated_at, sent_at"
+)
+
+
+def _out(r: asyncpg.Record) -> dict[str, Any]:
+    out = dict(r)
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = v.isoformat()
+        elif k in ("notification_id", "source_event_id"):
+            out[k] = str(v)
+    return out
+
+
+async def listing(
+    conn: asyncpg.Connection, ids: Sequence[str] | None, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {_LISTED}, (SELECT reason FROM notification_dead_letters d"
+        "  WHERE d.notification_id = n.notification_id) AS dead_letter_reason"
+        " FROM notifications n WHERE ($1::text[] IS NULL OR customer_id = ANY($1::text[]))"
+        " AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC, notification_id LIMIT $3",
+        list(ids) if ids is not None else None,
+        status,
+        limit,
+    )
+    return [_out(r) for r in rows]
+
+
+async def one(conn: asyncpg.Connection, notification_id: str) -> dict[str, Any] | None:
+    r = await conn.fetchrow(f"SELECT {_LISTED} FROM notifications WHERE notification_id = $1", notification_id)
+    return _out(r) if r else None

@@ -1,0 +1,140 @@
+"""notification's pure rules: templates, consent and channel choice, quiet hours, caps, backoff."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.events import Preferences, QuietHours
+from notification import domain
+
+BOOK = domain.load_rulebook()
+CAP = domain.Cap(3, timedelta(days=1))
+NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def rule(name: str) -> domain.Rule:
+    return next(r for r in BOOK.rules if r.name == name)
+
+
+def profile(**kw: object) -> domain.Profile:
+    base: dict[str, object] = {"known": True, "emails": ("ada@example.com",), "phones": ("+4915112345678",)}
+    base.update(kw)
+    return domain.Profile(**base)  # type: ignore[arg-type]
+
+
+def test_rules_map_case_events_to_audiences() -> None:
+    names = lambda t, d: [r.name for r in BOOK.matching(t, d)]  # noqa: E731
+    assert names("crm.case.status_changed.v1", {"to_status": "resolved"}) == ["case_resolved"]
+    assert names("crm.case.status_changed.v1", {"to_status": "pending"}) == ["case_status_changed"]
+    assert names("crm.case.opened.v1", {}) == ["case_opened"]
+    assert rule("sla_breached").audience == "staff" and rule("sla_breached").recipients == ("owner", "team")
+    assert names("crm.interaction.recorded.v1", {}) == []
+
+
+def test_templates_fall_back_to_base_then_default_language() -> None:
+    data = {"case_id": "C-1", "reason": None}
+    assert domain.render(BOOK, "case_resolved", "de", data).subject == "Ihr Fall C-1 ist gelöst"
+    assert domain.render(BOOK, "case_resolved", "de-CH", data).language == "de"
+    assert domain.render(BOOK, "case_resolved", "fr", data).language == "en"
+    assert domain.render(BOOK, "sla_breached", "de", data).language == "en"  # staff templates exist in en only
+    assert domain.render(BOOK, "case_resolved", None, {}).subject == "Your case  is resolved"  # missing -> blank
+
+
+def test_service_critical_bypasses_marketing_consent_but_not_a_blocked_channel() -> None:
+    no_marketing = profile(consent={("marketing", "*"): False})
+    resolved = domain.decide_customer(rule("case_resolved"), no_marketing, NOON, 0, CAP)
+    assert isinstance(resolved, domain.Schedule) and resolved.channel == "email"
+    survey = domain.decide_customer(rule("followup_survey"), no_marketing, NOON, 0, CAP)
+    assert survey == domain.Suppress("no_consent", "email")
+    # Email blocked entirely: the critical message takes SMS; with both blocked it is suppressed.
+    email_blocked = profile(consent={("service", "email"): False})
+    assert domain.decide_customer(rule("case_resolved"), email_blocked, NOON, 0, CAP).channel == "sms"  # type: ignore[union-attr]
+    all_blocked = profile(consent={("service", "*"): False})
+    assert domain.decide_customer(rule("case_resolved"), all_blocked, NOON, 0, CAP) == domain.Suppress(
+        "blocked_channel", "email"
+    )
+
+
+def test_channel_specific_consent_wins_over_every_channel() -> None:
+    p = profile(consent={("marketing", "*"): False, ("marketing", "sms"): True})
+    decided = domain.decide_customer(rule("followup_survey"), p, NOON, 0, CAP)
+    assert isinstance(decided, domain.Schedule) and decided.channel == "sms"
+
+
+def test_preferred_channel_first_and_no_address() -> None:
+    p = profile(preferences=Preferences(preferred_channel="sms"))
+    assert domain.decide_customer(rule("case_opened"), p, NOON, 0, CAP).channel == "sms"  # type: ignore[union-attr]
+    assert domain.decide_customer(rule("case_opened"), profile(emails=(), phones=()), NOON, 0, CAP) == (
+        domain.Suppress("no_address")
+    )
+
+
+def test_caps_stop_ordinary_messages_not_critical_ones() -> None:
+    assert domain.decide_customer(rule("case_opened"), profile(), NOON, 3, CAP) == domain.Suppress("cap", "email")
+    assert isinstance(domain.decide_customer(rule("case_resolved"), profile(), NOON, 3, CAP), domain.Schedule)
+
+
+def test_quiet_hours_across_midnight_in_the_customers_zone() -> None:
+    # 14:30 UTC is 23:30 in Tokyo (UTC+9): quiet until 07:00 Tokyo = 22:00 UTC the same UTC day.
+    tokyo = QuietHours(start="22:00", end="07:00", time_zone="Asia/Tokyo")
+    at = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+    assert domain.quiet_hours_end(at, tokyo) == datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
+    # 23:30 UTC is 08:30 Tokyo: not quiet.
+    assert domain.quiet_hours_end(datetime(2026, 3, 2, 23, 30, tzinfo=UTC), tokyo) is None
+    # After midnight local (02:00 Tokyo = 17:00 UTC): the same morning's end.
+    assert domain.quiet_hours_end(datetime(2026, 3, 2, 17, 0, tzinfo=UTC), tokyo) == datetime(
+        2026, 3, 2, 22, 0, tzinfo=UTC
+    )
+    p = profile(preferences=Preferences(quiet_hours=tokyo))
+    decided = domain.decide_customer(rule("case_resolved"), p, at, 0, CAP)
+    assert decided == domain.Schedule("email", "ada@example.com", datetime(2026, 3, 2, 22, 0, tzinfo=UTC), "quiet_hours")
+
+
+def test_quiet_hours_end_on_a_daylight_saving_change() -> None:
+    # Berlin springs forward on 2026-03-29 at 02:00 (CET, +1) to 03:00 (CEST, +2).
+    berlin = QuietHours(start="22:00", end="07:00", time_zone="Europe/Berlin")
+    at = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)  # 00:00 CET
+    assert domain.quiet_hours_end(at, berlin) == datetime(2026, 3, 29, 5, 0, tzinfo=UTC)  # 07:00 CEST
+    day = QuietHours(start="01:00", end="02:30", time_zone="Europe/Berlin")  # 02:30 does not exist that night
+    assert domain.quiet_hours_end(datetime(2026, 3, 29, 0, 30, tzinfo=UTC), day) == datetime(
+        2026, 3, 29, 1, 30, tzinfo=UTC
+    )
+
+
+def test_not_before_then_quiet_hours() -> None:
+    berlin = QuietHours(start="20:00", end="08:00", time_zone="Europe/Berlin")
+    due = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)  # 21:00 in Berlin: quiet
+    p = profile(consent={("marketing", "email"): True}, preferences=Preferences(quiet_hours=berlin))
+    decided = domain.decide_customer(rule("followup_survey"), p, NOON, 0, CAP, not_before=due)
+    assert decided == domain.Schedule("email", "ada@example.com", datetime(2026, 3, 3, 7, 0, tzinfo=UTC), "quiet_hours")
+
+
+def test_staff_targets_and_duplicates() -> None:
+    directory = domain.StaffDirectory({"agent-7": domain.StaffContact(email="a7@corp")}, "http://hook/team")
+    data = {"owner": "agent-7", "team": "support"}
+    targets = domain.staff_targets(rule("sla_breached"), data, directory)
+    assert targets == [
+        domain.StaffTarget("staff:owner:agent-7", "email", "a7@corp"),
+        domain.StaffTarget("staff:team:support", "webhook", "http://hook/team"),
+    ]
+    unknown_owner = domain.staff_targets(rule("sla_breached"), {"owner": "bob", "team": "support"}, directory)
+    assert domain.duplicates(unknown_owner) == {1}  # both fall back to the team webhook
+    assert domain.decide_staff(targets[0], NOON, 60, domain.Cap(60, timedelta(hours=1))) == domain.Suppress(
+        "cap", "email"
+    )
+
+
+@given(st.integers(min_value=1, max_value=30), st.floats(min_value=0, max_value=1))
+def test_backoff_grows_exponentially_within_jitter_and_cap(attempt: int, r: float) -> None:
+    policy = domain.RetryPolicy(base=timedelta(seconds=1), max_delay=timedelta(seconds=60), jitter=0.2)
+    delay = domain.retry_delay(policy, attempt, lambda: r)
+    raw = min(60.0, 2.0 ** (attempt - 1))
+    assert raw * 0.8 - 1e-6 <= delay.total_seconds() <= min(60.0, raw * 1.2) + 1e-6
+
+
+@pytest.mark.parametrize("key", ["a|b|c", "case_resolved|e1|customer:c1"])
+def test_notification_ids_are_stable(key: str) -> None:
+    assert domain.notification_id_for(key) == domain.notification_id_for(key)
+    assert domain.notification_id_for(key) != domain.notification_id_for(key + "x")

@@ -1,0 +1,110 @@
+"""The durable delivery loop (a ServiceSpec.background loop).
+
+Each round, in this order:
+1. sends whose lease ran out (the process died between sending and recording) are recovered:
+   email is dead-lettered as outcome_unknown (at most once), webhooks/SMS go again with the same
+   Idempotency-Key (at least once, receiver deduplicates);
+2. pending messages (customer profile not seen yet) are decided again;
+3. due messages are claimed with FOR UPDATE SKIP LOCKED, consent is checked once more, and they
+   are marked `sending` with a lease and committed BEFORE anything goes on the wire;
+4. the sends run concurrently; each outcome (sent/delivered, or failed with the next try after
+   exponential backoff with jitter, or dead-lettered after the last try) is recorded with its
+   event in one transaction.
+Everything lives in the database, so a restart loses no scheduled message or retry.
+"""
+
+import asyncio
+import logging
+
+import asyncpg
+from eventkit.db import TRANSIENT_ERRORS
+from eventkit.faults import crash_point
+
+from notification import handlers, store
+from notification.delivery import Accepted, DeliveryError, Sender
+from notification.handlers import NotificationContext
+from notification.store import Row
+
+log = logging.getLogger(__name__)
+BATCH = 50
+
+
+async def deliver_due(pool: asyncpg.Pool, ctx: NotificationContext, sender: Sender, limit: int = BATCH) -> int:
+    """One round; returns how many rows it worked on (0: nothing was due)."""
+    async with pool.acquire() as conn:
+        worked = await _recover(conn, ctx, limit)
+        worked += await _decide_pending(conn, ctx, limit)
+        claimed = await _claim(conn, ctx, limit)
+    if not claimed:
+        return worked
+    await asyncio.gather(*(_send_and_record(pool, ctx, sender, row) for row in claimed))
+    return worked + len(claimed)
+
+
+async def _recover(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> int:
+    async with conn.transaction():
+        rows = await store.expired_sends(conn, ctx.clock(), limit)
+        for row in rows:
+            log.warning("send of a %s message interrupted (lease ran out); outcome unknown", row.channel)
+            await handlers.recover_interrupted(conn, ctx, row)
+        return len(rows)
+
+
+async def _decide_pending(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> int:
+    async with conn.transaction():
+        rows = await store.due(conn, ["pending"], ctx.clock(), limit)
+        for row in rows:
+            await handlers.decide(conn, ctx, row)
+        return len(rows)
+
+
+async def _claim(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> list[Row]:
+    async with conn.transaction():
+        now = ctx.clock()
+        claimed = []
+        for row in await store.due(conn, ["scheduled", "retrying"], now, limit):
+            refusal = await handlers.still_allowed(conn, ctx, row)
+            if refusal is not None:
+                await handlers.suppress(conn, ctx, row, refusal, row.channel)
+                continue
+            row.attempts += 1
+            row.status = "sending"
+            await store.update(
+                conn, row.notification_id, now, status="sending", attempts=row.attempts,
+                lease_until=now + ctx.send_lease,
+            )  # fmt: skip
+            claimed.append(row)
+        return claimed
+
+
+async def _send_and_record(pool: asyncpg.Pool, ctx: NotificationContext, sender: Sender, row: Row) -> None:
+    outcome: Accepted | DeliveryError
+    try:
+        # Well inside the lease, so a slow receiver is a timeout here, not a "crashed" send.
+        async with asyncio.timeout(ctx.send_lease.total_seconds() / 2):
+            outcome = await sender.send(handlers.message_of(row))
+    except DeliveryError as exc:
+        outcome = exc
+    except TimeoutError:
+        outcome = DeliveryError("timeout")
+    crash_point("notification.after_send")  # recovery tests: die between the send and its record
+    async with pool.acquire() as conn, conn.transaction():
+        current = await store.lock(conn, row.notification_id)
+        if current is None or current.status != "sending" or current.attempts != row.attempts:
+            return  # the lease ran out meanwhile and recovery already decided; keep its record
+        if isinstance(outcome, Accepted):
+            await handlers.record_success(conn, ctx, row, outcome)
+        else:
+            await handlers.record_failure(conn, ctx, row, outcome)
+
+
+async def run(ctx: NotificationContext, pool: asyncpg.Pool, sender: Sender, poll_interval_s: float) -> None:
+    """Forever: deliver what is due; sleep when nothing was."""
+    while True:
+        try:
+            worked = await deliver_due(pool, ctx, sender)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("database unavailable for deliveries: %s", type(exc).__name__)
+            worked = 0
+        if not worked:
+            await asyncio.sleep(poll_interval_s)
