@@ -1,8 +1,24 @@
-"""analytics: wiring. KPIs and risk scores come with their own issue; today it serves the timeline."""
+"""analytics: wiring. The timeline comes from eventkit's consumer; KPIs and insights from a
+faust agent (stream.py) in the same process."""
+
+from pathlib import Path
 
 from eventkit.app import ServiceSpec, create_app, serve
 
-app = create_app(ServiceSpec(name="analytics", title="crm analytics", description="KPIs and customer insights."))
+from analytics.api import router
+from analytics.metrics import refresh_kpi_gauges
+from analytics.stream import run_kpi_stream
+
+app = create_app(
+    ServiceSpec(
+        name="analytics",
+        title="crm analytics",
+        description="Customer-service KPIs, customer value and churn risk, back onto the timeline.",
+        routers=[router],
+        migrations=[Path(__file__).parent / "migrations"],
+        background=[run_kpi_stream, refresh_kpi_gauges],
+    )
+)
 
 if __name__ == "__main__":
     serve(app)

@@ -6,7 +6,7 @@ it sits on the hot path; tests/contract checks it against the SDK both ways.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -91,11 +91,11 @@ def to_kafka(event: Envelope) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
 _KNOWN = frozenset({"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_traceparent"})
 
 
-def from_kafka(key: bytes | None, value: bytes | None, headers: Headers) -> Envelope:
+def from_kafka(key: bytes | None, value: bytes | None, headers: Headers | Mapping[str, bytes] | None) -> Envelope:
     """Decode and validate; raise DecodeError with a reason for anything that is not ours."""
     attrs: dict[str, str] = {}
     extensions: dict[str, str] = {}
-    for name, raw in headers:
+    for name, raw in headers.items() if isinstance(headers, Mapping) else headers or ():
         if not name.startswith("ce_"):
             continue
         try:

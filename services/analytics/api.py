@@ -1,0 +1,84 @@
+"""analytics' HTTP routes: KPIs over time windows, and one customer's insights."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from eventkit.app import runtime
+from eventkit.http import ApiError
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import AwareDatetime
+
+from analytics import domain, store
+from contracts.case import CaseType, Priority
+from contracts.events import Channel
+
+router = APIRouter()
+MAX_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
+
+
+@router.get(
+    "/v1/kpis",
+    tags=["analytics"],
+    summary="Customer-service KPIs over [from, to), totals and one row per hour or day",
+)
+async def get_kpis(
+    request: Request,
+    from_: Annotated[AwareDatetime, Query(alias="from", description="inclusive, RFC 3339")],
+    to: Annotated[AwareDatetime, Query(description="exclusive, RFC 3339")],
+    window: Literal["hour", "day"] = "day",
+    channel: Channel | None = None,
+    region: Annotated[str | None, Query(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")] = None,
+    case_type: CaseType | None = None,
+    priority: Priority | None = None,
+) -> Any:
+    if to <= from_:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "to must be after from",
+            errors=[{"field": "query.to", "reason": "not after from"}],
+        )
+    if to - from_ > MAX_RANGE[window]:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"at most {MAX_RANGE[window].days} days per request with window={window}",
+            errors=[{"field": "query.to", "reason": "range too long for this window"}],
+        )
+    q = store.KpiQuery(from_, to, window, channel, region, case_type, priority)
+    async with runtime(request).db.acquire() as conn:
+        result = await store.kpis(conn, q)
+    filters = {"channel": channel, "region": region, "case_type": case_type, "priority": priority}
+    return {"from": from_.isoformat(), "to": to.isoformat(), "window": window, "filters": filters, **result}
+
+
+@router.get("/v1/customers/{customer_id}/insights", tags=["analytics"], summary="RFM, churn risk with reasons, segment")
+async def get_insights(request: Request, customer_id: str) -> Response:
+    async with runtime(request).db.acquire() as conn:
+        survivor = await store.survivor_of(conn, customer_id)
+        if survivor is not None:
+            return RedirectResponse(request.url.path.replace(customer_id, survivor, 1), status_code=308)
+        row = await store.insights(conn, customer_id)
+    if row is None:
+        raise ApiError(404, "customer_not_found", f"analytics knows no customer {customer_id}")
+    profile = domain.Profile(
+        first_seen=row["first_seen"],
+        last_interaction_at=row["last_interaction_at"],
+        interactions=row["interactions"],
+        purchase_value=float(row["purchase_value"]),
+    )
+    rfm = domain.rfm(profile, datetime.now(UTC))
+    body: dict[str, Any] = {
+        "customer_id": customer_id,
+        "as_of": row["as_of"].isoformat(),
+        "rfm": {"recency_days": rfm.recency_days, "frequency": rfm.frequency, "monetary": rfm.monetary},
+        "risk": {"score": row["risk_score"], "band": row["risk_band"], "reasons": row["risk_reasons"]},
+        "segment": row["segment"],
+        "region": row["region"],
+        "vip": row["vip"],
+        "open_cases": row["open_cases"],
+        "complaints": row["complaints"],
+        "last_csat": row["last_csat"],
+    }
+    return JSONResponse(body)

@@ -1,0 +1,50 @@
+"""KPI gauges for the customer-service dashboard: the last 24 hours, refreshed in the background.
+
+Labels are channels and priorities only; nothing personal.
+"""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from eventkit.app import Runtime
+from prometheus_client import Gauge
+
+from analytics import store
+
+KPI = Gauge("crm_kpi_last_24h", "Customer-service KPIs over the last 24 hours", ["kpi"])
+KPI_BY_CHANNEL = Gauge("crm_kpi_interactions_last_24h", "Interactions in the last 24 hours by channel", ["channel"])
+CHANNELS = ("web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person", "survey")
+
+
+async def refresh_kpi_gauges(rt: Runtime, interval_s: float = 15.0) -> None:
+    while True:
+        end = datetime.now(UTC)
+        q = store.KpiQuery(end - timedelta(hours=24), end, "hour")
+        async with rt.db.acquire() as conn:
+            totals = (await store.kpis(conn, q))["totals"]
+            by_channel = await conn.fetch(
+                "SELECT channel, sum(count)::bigint AS n FROM kpi_interactions WHERE bucket >= $1 GROUP BY channel",
+                end - timedelta(hours=24),
+            )
+        values = {
+            "interactions": totals["interactions"]["volume"],
+            "complaints": totals["interactions"]["complaints"],
+            "cases_opened": totals["cases"]["opened"],
+            "cases_resolved": totals["cases"]["resolved"],
+            "cases_closed_same_day": totals["cases"]["closed_same_day"],
+            "first_response_p90_seconds": totals["cases"]["first_response_seconds"]["p90"],
+            "resolution_mean_seconds": totals["cases"]["resolution_seconds"]["mean"],
+            "resolution_p90_seconds": totals["cases"]["resolution_seconds"]["p90"],
+            "first_contact_resolution_pct": totals["cases"]["first_contact_resolution_pct"],
+            "sla_compliance_pct": totals["cases"]["sla_compliance_pct"],
+            "csat_mean": totals["csat"]["mean"],
+            "nps": totals["nps"]["score"],
+            "notification_delivery_rate_pct": totals["notifications"]["delivery_rate_pct"],
+            "notification_suppression_rate_pct": totals["notifications"]["suppression_rate_pct"],
+        }
+        for name, value in values.items():
+            KPI.labels(name).set(float("nan") if value is None else float(value))
+        counts = {r["channel"]: r["n"] for r in by_channel}
+        for channel in CHANNELS:
+            KPI_BY_CHANNEL.labels(channel).set(counts.get(channel, 0))
+        await asyncio.sleep(interval_s)
