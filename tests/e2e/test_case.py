@@ -15,14 +15,14 @@ import orjson
 import pytest
 from eventkit.devstack import Stack
 
-from tests.e2e.conftest import digests
+from tests.e2e.conftest import digests, timeline_ids
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
 
 # Business time is every second (24x7); urgent cases get targets of seconds, the rest the
 # defaults (hours), so timers only act where a test asks for them.
-URGENT_FIRST_RESPONSE_S, URGENT_RESOLUTION_S = 6, 10
+URGENT_FIRST_RESPONSE_S, URGENT_RESOLUTION_S = 8, 12  # warnings at half: 4 s and 6 s
 CASE_ENV = {
     "KAFKA_SESSION_TIMEOUT_MS": "6000",
     "CASE_BUSINESS_CALENDAR": '"24x7"',
@@ -164,17 +164,19 @@ async def test_a_complaint_becomes_a_case_that_agents_resolve_and_every_timeline
         assert case_id in [c["case_id"] for c in listed_resolved["cases"]]
 
         # Every case event is on the customer's timeline in all four services, with equal digests.
-        expected = len(accepted["event_ids"]) + len(survey["event_ids"]) + len(final["history"])
+        # (Not an exact count: other services may react to case events with events of their own.)
+        ours = {*accepted["event_ids"], *survey["event_ids"], *(h["event_id"] for h in final["history"])}
 
         async def converged() -> dict[str, tuple[int, str]] | None:
             d = await digests(case_stack, customer, client)
-            return d if len(set(d.values())) == 1 and next(iter(d.values()))[0] == expected else None
+            if len(set(d.values())) != 1:
+                return None
+            for svc in case_stack.services.values():
+                if not ours <= set(await timeline_ids(svc.url, customer)):
+                    return None
+            return d
 
-        await eventually(converged, what=f"four equal digests of {expected} events")
-        for svc in case_stack.services.values():
-            r = await client.get(f"{svc.url}/v1/customers/{customer}/timeline", params={"limit": 50})
-            on_timeline = {e["event_id"] for e in r.json()["events"]}
-            assert {h["event_id"] for h in final["history"]} <= on_timeline, svc.name
+        await eventually(converged, timeout_s=60, what=f"four equal digests over our {len(ours)} events")
 
 
 async def test_two_agents_updating_one_case_at_once_one_wins_the_other_gets_409(case_stack: Stack) -> None:
@@ -254,8 +256,8 @@ async def test_a_breach_that_falls_due_while_case_is_down_fires_once_after_resta
         }
 
         async def on_intake_timeline() -> bool | None:
-            r = await client.get(f"{case_stack.services['intake'].url}/v1/customers/{accepted['customer_id']}/timeline")
-            return True if breach_ids <= {e["event_id"] for e in r.json()["events"]} else None
+            ids = await timeline_ids(case_stack.services["intake"].url, accepted["customer_id"])
+            return True if breach_ids <= set(ids) else None
 
         await eventually(on_intake_timeline, what="breach events on intake's timeline")
         listed_breached = (await client.get(f"{case_svc.url}/v1/cases", params={"breached": "true"})).json()
