@@ -537,15 +537,16 @@ def scheduled_alerts(state: CaseState, policy: SlaPolicy, calendar: BusinessCale
         return []
     targets = policy.targets[state.priority]
     intervals = state.running_intervals()
+    levels: tuple[tuple[Level, float], ...] = (("warning", policy.warning_share), ("breach", 1.0))
     alerts: list[Alert] = []
     for target in SLA_TARGETS:
         met = state.met_at(target)
-        for level, share in (("warning", policy.warning_share), ("breach", 1.0)):
+        for level, share in levels:
             if (level, target) in state.fired:
                 continue
             at = instant_reaching(intervals, targets.of(target) * share, calendar)
             if at is not None and (met is None or at < met):
-                alerts.append(Alert(level, target, at))  # type: ignore[arg-type]
+                alerts.append(Alert(level, target, at))
     return sorted(alerts, key=lambda a: (a.at, a.level == "breach"))
 
 
