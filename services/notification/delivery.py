@@ -85,10 +85,10 @@ class SmtpSender:
         email["Date"] = formatdate(usegmt=True)
         # Deterministic per (rule, event, recipient): receivers and mail clients can spot a copy.
         email["Message-ID"] = message_id(m.notification_id)
-        email["Content-Language"] = m.language
         email["X-CRM-Notification-Id"] = m.notification_id
         email["X-CRM-Rule"] = m.rule
         email.set_content(m.body)
+        email["Content-Language"] = m.language  # after set_content, which clears Content-* headers
         return email
 
     async def send(self, m: Message) -> Accepted:

@@ -89,7 +89,9 @@ def test_quiet_hours_across_midnight_in_the_customers_zone() -> None:
     )
     p = profile(preferences=Preferences(quiet_hours=tokyo))
     decided = domain.decide_customer(rule("case_resolved"), p, at, 0, CAP)
-    assert decided == domain.Schedule("email", "ada@example.com", datetime(2026, 3, 2, 22, 0, tzinfo=UTC), "quiet_hours")
+    assert decided == domain.Schedule(
+        "email", "ada@example.com", datetime(2026, 3, 2, 22, 0, tzinfo=UTC), "quiet_hours"
+    )
 
 
 def test_quiet_hours_end_on_a_daylight_saving_change() -> None:

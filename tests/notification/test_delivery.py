@@ -1,0 +1,439 @@
+"""notification against a real PostgreSQL, a real SMTP server (aiosmtpd) and a real HTTP receiver:
+events go through the real idempotent batch applier and projections, deliveries through the real
+delivery loop and adapters, under a controllable clock."""
+
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from eventkit import db
+from eventkit.consumer import BatchApplier, Waiters
+from eventkit.devstack import EmbeddedPostgres
+from eventkit.envelope import Envelope, new_event, to_kafka
+from eventkit.eventstore import EventStore
+from eventkit.timeline import TimelineProjection
+from notification import delivery, domain, handlers, worker
+from notification.handlers import NotificationContext
+from notification.projections import ProfileProjection, RulesReactor
+
+from contracts import notification as n
+from tests.conftest import fresh_database
+from tests.notification.receivers import SmtpServer, WebhookServer, smtp_server, webhook_server
+
+MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
+TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
+SECRET = "test-secret"
+START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # 23:30 in Tokyo
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+async def pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(await fresh_database(postgres, MIGRATIONS), 10)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hooks() -> Iterator[WebhookServer]:
+    with webhook_server() as server:
+        yield server
+
+
+class Harness:
+    """The service's projections and delivery loop with test settings, fed events by hand."""
+
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, hooks: WebhookServer) -> None:
+        self.pool = pool
+        self.clock = Clock(START)
+        self.team_path = f"/team-{uuid.uuid4().hex[:8]}"
+        self.ctx = NotificationContext(
+            source="/crm/notification",
+            events=EventStore("notification-test"),
+            book=domain.load_rulebook(),
+            directory=domain.StaffDirectory(default_webhook_url=hooks.url + self.team_path),
+            retry=domain.RetryPolicy(max_attempts=3, base=timedelta(seconds=1), max_delay=timedelta(seconds=10)),
+            profile_wait=timedelta(seconds=5),
+            send_lease=timedelta(seconds=30),
+            clock=self.clock,
+        )
+        poster = delivery.WebhookPoster(SECRET, 5)
+        self.sender = delivery.Senders(
+            {
+                "email": delivery.SmtpSender(delivery.SmtpConfig("127.0.0.1", smtp.port, sender="crm@test")),
+                "webhook": delivery.WebhookSender(poster),
+                "sms": delivery.SmsSender(poster, hooks.url + "/sms"),
+            }
+        )
+        self.applier = BatchApplier(
+            service="notification-test",
+            pool=pool,
+            producer=producer,
+            projections=[TimelineProjection(), ProfileProjection(), RulesReactor(self.ctx)],
+            waiters=Waiters(),
+        )
+        self.offset = 0
+
+    async def deliver(self, *events: Envelope) -> None:
+        records = []
+        for e in events:
+            key, value, headers = to_kafka(e)
+            self.offset += 1
+            records.append(ConsumerRecord("t", 0, self.offset, 0, 0, key, value, None, len(key), len(value), headers))
+        await self.applier.handle(records)
+
+    async def run_loop(self, rounds: int = 3) -> None:
+        for _ in range(rounds):
+            await worker.deliver_due(self.pool, self.ctx, self.sender)
+
+    async def rows(self, customer: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch("SELECT * FROM notifications WHERE customer_id = $1 ORDER BY rule", customer)
+
+    async def events(self, notification_id: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = await self.pool.fetch(
+            "SELECT type, data FROM events WHERE stream_id = $1 ORDER BY version", f"notification-{notification_id}"
+        )
+        return [(r["type"], r["data"]) for r in rows]
+
+
+@pytest.fixture
+def harness(pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, hooks: WebhookServer) -> Harness:
+    return Harness(pool, producer, smtp, hooks)
+
+
+# --- event builders ---------------------------------------------------------------------------------
+
+
+def intake(type_: str, customer: str, **data: Any) -> Envelope:
+    return new_event(type_, customer, {"customer_id": customer, **data}, "/crm/intake", TP)
+
+
+def created(customer: str, email: str | None = None, phone: str | None = None) -> Envelope:
+    idents = [{"kind": "email", "value": email}] if email else []
+    idents += [{"kind": "phone", "value": phone}] if phone else []
+    return intake("crm.customer.created.v1", customer, identifiers=idents)
+
+
+def preferences(customer: str, **prefs: Any) -> Envelope:
+    return intake("crm.customer.preferences_changed.v1", customer, preferences=prefs, changed=list(prefs))
+
+
+def consent(customer: str, purpose: str, granted: bool, channel: str | None = None) -> Envelope:
+    return intake("crm.consent.changed.v1", customer, purpose=purpose, channel=channel, granted=granted)
+
+
+def case_event(type_: str, customer: str, case_id: str, **data: Any) -> Envelope:
+    return new_event(type_, customer, {"case_id": case_id, "customer_id": customer, **data}, "/crm/case", TP)
+
+
+def resolved(customer: str, case_id: str) -> Envelope:
+    return case_event(
+        "crm.case.status_changed.v1", customer, case_id, from_status="open", to_status="resolved",
+        reason="Replaced the router.", type="repair", priority="normal",
+    )  # fmt: skip
+
+
+def survey(customer: str, case_id: str, due_at: datetime) -> Envelope:
+    return case_event(
+        "crm.case.followup_requested.v1", customer, case_id, kind="csat_survey", due_at=due_at.isoformat()
+    )
+
+
+def breached(customer: str, case_id: str, owner: str | None = None) -> Envelope:
+    return case_event(
+        "crm.case.sla_breached.v1", customer, case_id, target="resolution", due_at=START.isoformat(),
+        owner=owner, team="support", priority="high", type="repair",
+    )  # fmt: skip
+
+
+def ids() -> tuple[str, str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return f"cust-{tag}", f"case-{tag}", f"{tag}@example.com"
+
+
+# --- tests ------------------------------------------------------------------------------------------
+
+
+async def test_case_resolved_email_reaches_smtp_in_the_customers_language(harness: Harness, smtp: SmtpServer) -> None:
+    customer, case_id, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(created(customer, email), preferences(customer, language="de-AT"))
+    event = resolved(customer, case_id)
+    await harness.deliver(event)
+    await harness.deliver(event)  # redelivered: nothing twice
+    await harness.run_loop()
+    [row] = await harness.rows(customer)
+    assert (row["rule"], row["status"], row["channel"], row["language"]) == ("case_resolved", "sent", "email", "de")
+    [mail] = smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"]))
+    assert mail["To"] == email and mail["Content-Language"] == "de"
+    assert mail["Subject"] == f"Ihr Fall {case_id} ist gelöst"
+    assert "Replaced the router." in mail.get_content()
+    assert mail["Message-ID"] == f"<{row['notification_id']}@notification.crm>"
+    events = await harness.events(str(row["notification_id"]))
+    assert [t for t, _ in events] == [n.NOTIFICATION_SCHEDULED, n.NOTIFICATION_SENT]
+    assert events[0][1]["source_event_id"] == event.id and events[0][1]["delayed_reason"] is None
+    # The decisions are on the customer's timeline (the service's own events arrive via Kafka).
+    stored = await harness.pool.fetch("SELECT subject, topic FROM events WHERE stream_id LIKE 'notification-%'")
+    assert {(r["subject"], r["topic"]) for r in stored} >= {(customer, "crm.notification.v1")}
+
+
+async def test_sla_breach_goes_to_the_team_webhook_signed_and_owner_duplicate_suppressed(
+    harness: Harness, hooks: WebhookServer
+) -> None:
+    customer, case_id, _ = ids()
+    harness.clock.now = datetime.now(UTC)  # the receiver checks the timestamp against its own clock
+    await harness.deliver(breached(customer, case_id, owner="agent-unknown"))
+    await harness.run_loop()
+    [request] = hooks.received(harness.team_path)
+    ts = request.headers["X-CRM-Timestamp"]
+    expected = "v1=" + hmac.new(SECRET.encode(), f"{ts}.".encode() + request.body, hashlib.sha256).hexdigest()
+    assert request.headers["X-CRM-Signature"] == expected
+    assert abs(time.time() - int(ts)) < 60
+    assert delivery.verify_signature(SECRET, request.headers, request.body, time.time())
+    assert not delivery.verify_signature(SECRET, request.headers, request.body + b" ", time.time())
+    assert not delivery.verify_signature(SECRET, request.headers, request.body, time.time() + 3600)  # replayed
+    body = orjson.loads(request.body)
+    assert body["rule"] == "sla_breached" and request.headers["Idempotency-Key"] == body["notification_id"]
+    rows = await harness.rows(customer)
+    by_recipient = {r["recipient"]: (r["status"], r["reason"]) for r in rows}
+    # The owner has no contact of their own and falls back to the team webhook: one message, not two.
+    assert by_recipient == {
+        "staff:owner:agent-unknown": ("delivered", None),
+        "staff:team:support": ("suppressed", "duplicate"),
+    }
+    delivered = next(r for r in rows if r["status"] == "delivered")
+    types = [t for t, _ in await harness.events(str(delivered["notification_id"]))]
+    assert types == [n.NOTIFICATION_SCHEDULED, n.NOTIFICATION_SENT, n.NOTIFICATION_DELIVERED]
+
+
+async def test_a_receiver_failing_twice_gets_exactly_one_successful_delivery(
+    harness: Harness, hooks: WebhookServer
+) -> None:
+    customer, case_id, _ = ids()
+    harness.clock.now = datetime.now(UTC)
+    hooks.answer(harness.team_path, [503, 500, 200])
+    await harness.deliver(breached(customer, case_id))
+    t0 = harness.clock.now
+    for _ in range(6):  # each round: what is due now; then time moves past the longest backoff
+        await harness.run_loop(1)
+        harness.clock.advance(seconds=3)
+    requests = hooks.received(harness.team_path)
+    assert [r.answered for r in requests] == [503, 500, 200]
+    assert len({r.headers["Idempotency-Key"] for r in requests}) == 1  # the same message each time
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["attempts"]) == ("delivered", 3)
+    events = await harness.events(str(row["notification_id"]))
+    failed = [d for t, d in events if t == n.NOTIFICATION_FAILED]
+    assert [(d["attempt"], d["reason"], d["final"]) for d in failed] == [(1, "http_503", False), (2, "http_500", False)]
+    # Backoff after the tries at t0 and t0 + 3 s: 1 s then 2 s, each within +-20 % jitter.
+    first, second = (datetime.fromisoformat(d["next_attempt_at"]) for d in failed)
+    assert 0.8 <= (first - t0).total_seconds() <= 1.2
+    assert 1.6 <= (second - t0).total_seconds() - 3 <= 2.4
+    assert [t for t, _ in events][-2:] == [n.NOTIFICATION_SENT, n.NOTIFICATION_DELIVERED]
+
+
+async def test_a_receiver_that_always_fails_ends_in_a_dead_letter_with_the_reason(
+    harness: Harness, hooks: WebhookServer
+) -> None:
+    customer, case_id, _ = ids()
+    harness.clock.now = datetime.now(UTC)
+    hooks.answer(harness.team_path, [500])
+    await harness.deliver(breached(customer, case_id))
+    for _ in range(8):
+        await harness.run_loop(1)
+        harness.clock.advance(seconds=5)
+    assert [r.answered for r in hooks.received(harness.team_path)] == [500, 500, 500]  # max_attempts 3
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["reason"], row["attempts"]) == ("failed", "http_500", 3)
+    letter = await harness.pool.fetchrow(
+        "SELECT reason, attempts FROM notification_dead_letters WHERE notification_id = $1", row["notification_id"]
+    )
+    assert (letter["reason"], letter["attempts"]) == ("http_500", 3)
+    events = await harness.events(str(row["notification_id"]))
+    last_type, last = events[-1]
+    assert last_type == n.NOTIFICATION_FAILED and last["final"] and last["next_attempt_at"] is None
+
+
+async def test_a_permanent_refusal_is_not_retried(harness: Harness, hooks: WebhookServer) -> None:
+    customer, case_id, _ = ids()
+    harness.clock.now = datetime.now(UTC)
+    hooks.answer(harness.team_path, [410])
+    await harness.deliver(breached(customer, case_id))
+    await harness.run_loop(2)
+    assert len(hooks.received(harness.team_path)) == 1
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["reason"]) == ("failed", "http_410")
+
+
+async def test_quiet_hours_across_a_time_zone_boundary_delay_to_the_right_instant(
+    harness: Harness, smtp: SmtpServer
+) -> None:
+    customer, case_id, email = ids()
+    quiet = {"start": "22:00", "end": "07:00", "time_zone": "Asia/Tokyo"}
+    await harness.deliver(created(customer, email), preferences(customer, quiet_hours=quiet))
+    harness.clock.now = START  # 14:30 UTC = 23:30 in Tokyo, already the next calendar day there
+    await harness.deliver(resolved(customer, case_id))
+    [row] = await harness.rows(customer)
+    # 07:00 in Tokyo (UTC+9) on 3 March is 22:00 UTC on 2 March.
+    assert row["status"] == "scheduled" and row["deliver_at"] == datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
+    [(_, scheduled)] = await harness.events(str(row["notification_id"]))
+    assert scheduled["delayed_reason"] == "quiet_hours"
+    harness.clock.now = datetime(2026, 3, 2, 21, 59, 59, tzinfo=UTC)
+    await harness.run_loop()
+    assert smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"])) == []
+    harness.clock.now = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
+    await harness.run_loop()
+    assert len(smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"]))) == 1
+
+
+async def test_without_marketing_consent_the_service_critical_message_goes_and_the_survey_does_not(
+    harness: Harness, smtp: SmtpServer
+) -> None:
+    customer, case_id, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(created(customer, email), consent(customer, "marketing", False))
+    await harness.deliver(resolved(customer, case_id), survey(customer, case_id, harness.clock.now))
+    await harness.run_loop()
+    rows = {r["rule"]: r for r in await harness.rows(customer)}
+    assert (rows["case_resolved"]["status"], rows["followup_survey"]["status"]) == ("sent", "suppressed")
+    assert rows["followup_survey"]["reason"] == "no_consent"
+    assert [m["X-CRM-Rule"] for m in smtp.messages if m["To"] == email] == ["case_resolved"]
+    [(type_, data)] = await harness.events(str(rows["followup_survey"]["notification_id"]))
+    assert type_ == n.NOTIFICATION_SUPPRESSED and data["reason"] == "no_consent" and data["channel"] == "email"
+
+
+async def test_a_blocked_channel_is_never_used_even_for_service_critical_messages(
+    harness: Harness, smtp: SmtpServer, hooks: WebhookServer
+) -> None:
+    customer, case_id, email = ids()
+    phone = "+4915100000001"
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(created(customer, email, phone), consent(customer, "service", False, "email"))
+    await harness.deliver(resolved(customer, case_id))
+    await harness.run_loop()
+    [row] = await harness.rows(customer)
+    assert (row["channel"], row["status"]) == ("sms", "sent")  # the SMS provider accepted it
+    assert [m for m in smtp.messages if m["To"] == email] == []
+    [sms] = [r for r in hooks.received("/sms") if orjson.loads(r.body)["to"] == phone]
+    assert orjson.loads(sms.body)["notification_id"] == str(row["notification_id"])
+
+
+async def test_consent_withdrawn_while_a_message_waits_suppresses_it(harness: Harness, smtp: SmtpServer) -> None:
+    customer, case_id, email = ids()
+    await harness.deliver(created(customer, email), consent(customer, "marketing", True, "email"))
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(survey(customer, case_id, harness.clock.now + timedelta(hours=1)))
+    await harness.deliver(consent(customer, "marketing", False, "email"))
+    harness.clock.advance(hours=2)
+    await harness.run_loop()
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["reason"]) == ("suppressed", "no_consent")
+    assert [t for t, _ in await harness.events(str(row["notification_id"]))] == [
+        n.NOTIFICATION_SCHEDULED,
+        n.NOTIFICATION_SUPPRESSED,
+    ]
+    assert [m for m in smtp.messages if m["To"] == email] == []
+
+
+async def test_frequency_cap_suppresses_ordinary_messages(harness: Harness) -> None:
+    customer, _, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(created(customer, email))
+    for k in range(7):  # cap: 5 per day
+        await harness.deliver(case_event("crm.case.opened.v1", customer, f"case-{k}", type="repair",
+                                         priority="normal", status="new", team="support", opened_by=None))  # fmt: skip
+    statuses = [r["status"] for r in await harness.rows(customer)]
+    assert statuses.count("scheduled") == 5 and statuses.count("suppressed") == 2
+    caps = await harness.pool.fetch("SELECT reason FROM notifications WHERE customer_id = $1 AND status = 'suppressed'",
+                                    customer)  # fmt: skip
+    assert {r["reason"] for r in caps} == {"cap"}
+
+
+async def test_a_case_event_before_the_customer_is_known_waits_for_the_profile(
+    harness: Harness, smtp: SmtpServer
+) -> None:
+    customer, case_id, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(resolved(customer, case_id))  # the case topic ran ahead of the intake topic
+    await harness.run_loop()
+    [row] = await harness.rows(customer)
+    assert row["status"] == "pending"
+    await harness.deliver(created(customer, email))
+    harness.clock.advance(seconds=2)
+    await harness.run_loop()
+    [row] = await harness.rows(customer)
+    assert row["status"] == "sent" and len(smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"]))) == 1
+
+
+async def test_merged_customers_addresses_and_ids_are_followed(harness: Harness, smtp: SmtpServer) -> None:
+    survivor, case_id, _ = ids()
+    merged, _, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    merge = intake(
+        "crm.customer.merged.v1", survivor, survivor_id=survivor, merged_id=merged,
+        linked_by={"kind": "email", "value": email}, reason="same email",
+    )  # fmt: skip
+    await harness.deliver(created(survivor), created(merged, email), merge)
+    await harness.deliver(resolved(merged, case_id))  # a case opened under the merged id
+    await harness.run_loop()
+    [row] = await harness.rows(survivor)
+    assert (row["recipient"], row["status"]) == (f"customer:{survivor}", "sent")
+    assert len([m for m in smtp.messages if m["To"] == email]) == 1
+
+
+async def test_an_email_whose_send_was_interrupted_is_never_sent_again(harness: Harness, smtp: SmtpServer) -> None:
+    """The process died after the SMTP server took the message and before it was recorded."""
+    customer, case_id, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(created(customer, email), resolved(customer, case_id))
+    async with harness.pool.acquire() as conn:
+        [row] = await worker._claim(conn, harness.ctx, 10)  # committed as "sending" with a lease
+    await harness.sender.send(handlers.message_of(row))
+    # ... and here the process died. After the lease, the next round recovers it.
+    harness.clock.advance(seconds=31)
+    await harness.run_loop()
+    [stored] = await harness.rows(customer)
+    assert (stored["status"], stored["reason"]) == ("failed", "outcome_unknown")
+    assert len(smtp.with_header("X-CRM-Notification-Id", row.notification_id)) == 1
+    assert (
+        await harness.pool.fetchval(
+            "SELECT reason FROM notification_dead_letters WHERE notification_id = $1", stored["notification_id"]
+        )
+        == "outcome_unknown"
+    )
