@@ -50,7 +50,7 @@ def test_service_critical_bypasses_marketing_consent_but_not_a_blocked_channel()
     assert survey == domain.Suppress("no_consent", "email")
     # Email blocked entirely: the critical message takes SMS; with both blocked it is suppressed.
     email_blocked = profile(consent={("service", "email"): False})
-    assert domain.decide_customer(rule("case_resolved"), email_blocked, NOON, 0, CAP).channel == "sms"  # type: ignore[union-attr]
+    assert domain.decide_customer(rule("case_resolved"), email_blocked, NOON, 0, CAP).channel == "sms"
     all_blocked = profile(consent={("service", "*"): False})
     assert domain.decide_customer(rule("case_resolved"), all_blocked, NOON, 0, CAP) == domain.Suppress(
         "blocked_channel", "email"
@@ -65,7 +65,7 @@ def test_channel_specific_consent_wins_over_every_channel() -> None:
 
 def test_preferred_channel_first_and_no_address() -> None:
     p = profile(preferences=Preferences(preferred_channel="sms"))
-    assert domain.decide_customer(rule("case_opened"), p, NOON, 0, CAP).channel == "sms"  # type: ignore[union-attr]
+    assert domain.decide_customer(rule("case_opened"), p, NOON, 0, CAP).channel == "sms"
     assert domain.decide_customer(rule("case_opened"), profile(emails=(), phones=()), NOON, 0, CAP) == (
         domain.Suppress("no_address")
     )
