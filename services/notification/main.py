@@ -16,6 +16,7 @@ from notification.settings import NotificationSettings
 settings = NotificationSettings.for_service("notification")
 assert isinstance(settings, NotificationSettings)
 poll_interval_s = settings.notification_poll_interval_ms / 1000
+delivery_batch = settings.notification_delivery_concurrency
 context = NotificationContext(
     source=settings.source,
     events=EventStore("notification"),
@@ -49,7 +50,7 @@ senders = Senders(
 
 async def deliveries(rt: Runtime) -> None:
     """The durable delivery loop (restarted by the runtime if it fails)."""
-    await worker.run(context, rt.db, senders, poll_interval_s)
+    await worker.run(context, rt.db, senders, poll_interval_s, delivery_batch)
 
 
 app = create_app(

@@ -98,11 +98,13 @@ async def _send_and_record(pool: asyncpg.Pool, ctx: NotificationContext, sender:
             await handlers.record_failure(conn, ctx, row, outcome)
 
 
-async def run(ctx: NotificationContext, pool: asyncpg.Pool, sender: Sender, poll_interval_s: float) -> None:
-    """Forever: deliver what is due; sleep when nothing was."""
+async def run(
+    ctx: NotificationContext, pool: asyncpg.Pool, sender: Sender, poll_interval_s: float, batch: int = BATCH
+) -> None:
+    """Forever: deliver what is due (up to `batch` sends at once per round); sleep when nothing was."""
     while True:
         try:
-            worked = await deliver_due(pool, ctx, sender)
+            worked = await deliver_due(pool, ctx, sender, batch)
         except TRANSIENT_ERRORS as exc:
             log.warning("database unavailable for deliveries: %s", type(exc).__name__)
             worked = 0
