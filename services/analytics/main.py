@@ -7,6 +7,7 @@ from eventkit.app import ServiceSpec, create_app, serve
 
 from analytics.api import router
 from analytics.metrics import refresh_kpi_gauges
+from analytics.settings import AnalyticsSettings
 from analytics.stream import run_kpi_stream
 
 app = create_app(
@@ -17,7 +18,8 @@ app = create_app(
         routers=[router],
         migrations=[Path(__file__).parent / "migrations"],
         background=[run_kpi_stream, refresh_kpi_gauges],
-    )
+    ),
+    AnalyticsSettings.for_service("analytics"),
 )
 
 if __name__ == "__main__":

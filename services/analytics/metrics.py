@@ -16,7 +16,8 @@ KPI_BY_CHANNEL = Gauge("crm_kpi_interactions_last_24h", "Interactions in the las
 CHANNELS = ("web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person", "survey")
 
 
-async def refresh_kpi_gauges(rt: Runtime, interval_s: float = 15.0) -> None:
+async def refresh_kpi_gauges(rt: Runtime) -> None:
+    interval_s = getattr(rt.settings, "kpi_gauge_interval_ms", 15_000) / 1000
     while True:
         end = datetime.now(UTC)
         q = store.KpiQuery(end - timedelta(hours=24), end, "hour")

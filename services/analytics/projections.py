@@ -264,7 +264,8 @@ class KpiProjection:
             risk = domain.churn_risk(c.profile, now)
             seg = domain.segment(c.profile, now, risk)
             new: list[Envelope] = []
-            if risk.band != c.risk_band:
+            # A customer's first classification is news only when it is not the ordinary one.
+            if risk.band != c.risk_band and (c.risk_band is not None or risk.band != "low"):
                 data = contract.RiskChanged.model_validate(
                     {
                         "customer_id": cid,
@@ -275,7 +276,7 @@ class KpiProjection:
                     }
                 )
                 new.append(self._event(contract.RISK_CHANGED, cid, data.model_dump(mode="json"), now))
-            if seg != c.segment:
+            if seg != c.segment and (c.segment is not None or seg not in ("new", "regular")):
                 data2 = contract.SegmentChanged.model_validate(
                     {"customer_id": cid, "segment": seg, "previous_segment": c.segment}
                 )

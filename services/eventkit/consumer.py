@@ -11,9 +11,9 @@ message: the batch is retried until the database is back.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -40,6 +40,7 @@ from eventkit.telemetry import (
 )
 
 log = logging.getLogger(__name__)
+MAX_TRACES_PER_BATCH = 64
 
 
 class Message(Protocol):
@@ -220,28 +221,43 @@ class BatchApplier:
                 poison.append(DeadLetter(r, "apply_failed", type(exc).__name__, env.id, env.type))
         return fresh, poison
 
-    def _span(self, events: Sequence[Envelope]) -> AbstractContextManager[trace.Span]:
-        """One consumer span per batch, not per event (that would cost too much at full rate).
+    @contextlib.contextmanager
+    def _span(self, events: Sequence[Envelope]) -> Iterator[None]:
+        """Consumer spans that continue each event's trace: one per trace in the batch, not per event.
 
-        When the whole batch comes from one trace (one request's events, the common case at
-        moderate load) the span is a child in that trace; otherwise it links to each event's trace.
+        A batch of many traces (full load) gets one span linked to them instead, so tracing stays
+        cheap when it matters. With tracing off these are no-op spans.
         """
-        parents = {e.traceparent for e in events}
-        attributes: dict[str, str | int] = {"crm.service": self.service, "crm.batch_size": len(events)}
-        if len(parents) == 1:
-            return tracer().start_as_current_span(
-                f"{self.service} apply {events[0].type}",
-                context=context_from_traceparent(events[0].traceparent),
+        by_trace: dict[str, list[Envelope]] = {}
+        for e in events:
+            by_trace.setdefault(e.traceparent, []).append(e)
+        if len(by_trace) > MAX_TRACES_PER_BATCH:
+            links = [
+                trace.Link(trace.get_current_span(context_from_traceparent(tp)).get_span_context())
+                for tp in list(by_trace)[:MAX_TRACES_PER_BATCH]
+            ]
+            with tracer().start_as_current_span(
+                f"{self.service} apply batch",
                 kind=trace.SpanKind.CONSUMER,
-                attributes=attributes,
+                links=links,
+                attributes={"crm.service": self.service, "crm.batch_size": len(events)},
+            ):
+                yield
+            return
+        spans = [
+            tracer().start_span(
+                f"{self.service} apply {group[0].type}",
+                context=context_from_traceparent(tp),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"crm.service": self.service, "crm.batch_size": len(group)},
             )
-        links = [
-            trace.Link(trace.get_current_span(context_from_traceparent(tp)).get_span_context())
-            for tp in list(parents)[:128]
+            for tp, group in by_trace.items()
         ]
-        return tracer().start_as_current_span(
-            f"{self.service} apply batch", kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes
-        )
+        try:
+            yield
+        finally:
+            for span in spans:
+                span.end()
 
 
 class IdempotentConsumer:

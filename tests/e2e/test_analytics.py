@@ -21,8 +21,8 @@ DAY = datetime(2026, 3, 2, tzinfo=UTC)
 TP = "00-" + "4" * 32 + "-" + "5" * 16 + "-01"
 
 
-def at(hh: int, mm: int = 0, ss: int = 0, day: int = 0) -> datetime:
-    return DAY + timedelta(days=day, hours=hh, minutes=mm, seconds=ss)
+def at(hh: int, mm: int = 0, ss: int = 0, day: int = 0, base: datetime = DAY) -> datetime:
+    return base + timedelta(days=day, hours=hh, minutes=mm, seconds=ss)
 
 
 def ev(type_: str, customer: str, time: datetime, data: dict[str, Any]) -> tuple[str, Envelope]:
@@ -33,8 +33,9 @@ def ev(type_: str, customer: str, time: datetime, data: dict[str, Any]) -> tuple
 class Script:
     """A day at a small contact centre, in region `region`; every KPI below is counted by hand."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, day: datetime = DAY) -> None:
         self.region = region
+        self.day = day
         self.c1, self.c2, self.c3 = (f"kpi-{uuid.uuid4().hex[:10]}" for _ in range(3))
         self.events: list[tuple[str, Envelope]] = []
 
@@ -49,8 +50,12 @@ class Script:
     def case(self, type_: str, customer: str, t: datetime, data: dict[str, Any]) -> None:
         self.events.append(ev(type_, customer, t, data))
 
-    def build(self) -> list[tuple[str, Envelope]]:
+    def build(self, with_notifications: bool = False) -> list[tuple[str, Envelope]]:
         c1, c2, c3 = self.c1, self.c2, self.c3
+
+        def at(hh: int, mm: int = 0, ss: int = 0, day: int = 0) -> datetime:
+            return self.day + timedelta(days=day, hours=hh, minutes=mm, seconds=ss)
+
         for c in (c1, c2, c3):
             self.events.append(ev("crm.customer.preferences_changed.v1", c, at(8), {
                 "customer_id": c, "changed": ["region"], "preferences": {
@@ -97,6 +102,21 @@ class Script:
         for case, c, score, t in ((a, c1, 9, at(15)), (cc, c3, 6, at(15, 30))):
             self.case("crm.case.survey_recorded.v1", c, t, {"case_id": case, "customer_id": c, "score": score,
                       "interaction_event_id": str(uuid.uuid4())})  # fmt: skip
+        if with_notifications:  # A's resolution mailed to c1; c3 suppressed (no consent)
+            common = {"customer_id": c1, "rule": "case_resolved", "channel": "email", "audience": "customer"}
+            nid = str(uuid.uuid4())
+            self.events.append(ev("crm.notification.scheduled.v1", c1, at(11, 10, 2), {
+                **common, "notification_id": nid, "source_event_id": str(uuid.uuid4()),
+                "source_event_type": "crm.case.status_changed.v1", "recipient": f"customer:{c1}",
+                "purpose": "service", "critical": True, "language": "en", "deliver_at": at(11, 10, 2).isoformat(),
+                "delayed_reason": None}))  # fmt: skip
+            self.events.append(ev("crm.notification.sent.v1", c1, at(11, 10, 3), {**common, "notification_id": nid,
+                                  "attempt": 1}))  # fmt: skip
+            self.events.append(ev("crm.notification.suppressed.v1", c3, at(12, 30, 2), {
+                "customer_id": c3, "rule": "case_resolved", "channel": "email", "audience": "customer",
+                "notification_id": str(uuid.uuid4()), "source_event_id": str(uuid.uuid4()),
+                "source_event_type": "crm.case.status_changed.v1", "recipient": f"customer:{c3}",
+                "reason": "no_consent"}))  # fmt: skip
         return self.events
 
 

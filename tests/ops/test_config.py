@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from typing import Any
 
+import analytics.metrics  # noqa: F401  (registers the KPI gauges)
 import eventkit.telemetry  # noqa: F401  (registers the crm_* metrics)
 import prometheus_client
 import pytest
@@ -97,7 +98,7 @@ def test_provisioning_loads_the_dashboards_from_prometheus() -> None:
     assert [p["type"] for p in providers] == ["file"]
     assert providers[0]["options"]["path"] == "/etc/grafana/dashboards"
     uids = {d["uid"] for d in load_dashboards().values()}
-    assert uids == {"crm-pipeline-health", "crm-service-red"}
+    assert uids == {"crm-pipeline-health", "crm-service-red", "crm-service-kpis"}
 
 
 def _check_dashboard(name: str, dashboard: dict[str, Any]) -> list[str]:
@@ -135,7 +136,11 @@ def _check_dashboard(name: str, dashboard: dict[str, Any]) -> list[str]:
 
 def test_dashboards_are_well_formed() -> None:
     dashboards = load_dashboards()
-    assert {p.name for p in DASHBOARDS_DIR.glob("*.json")} == {"pipeline-health.json", "service-red.json"}
+    assert {p.name for p in DASHBOARDS_DIR.glob("*.json")} == {
+        "pipeline-health.json",
+        "service-red.json",
+        "service-kpis.json",
+    }
     problems = [p for name, d in dashboards.items() for p in _check_dashboard(name, d)]
     assert not problems, "\n".join(problems)
     uids = [d["uid"] for d in dashboards.values()]
@@ -162,7 +167,7 @@ def test_variable_queries_are_label_values() -> None:
 
 
 def _metric_names(expr: str) -> set[str]:
-    names = set(re.findall(r"\bcrm_[a-z_]+", expr))
+    names = set(re.findall(r"\bcrm_[a-z0-9_]+", expr))
     if re.search(r"\bup\s*\{", expr):
         names.add("up")
     return names
