@@ -12,13 +12,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
@@ -26,6 +28,7 @@ from eventkit import db, timeline
 from eventkit.amnesia import BrokerWatch
 from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
+from eventkit.feed import TimelineFeed, heartbeat_stream
 from eventkit.http import ApiError, BodySizeLimit, RequestMetrics, install_error_handlers
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
@@ -47,6 +50,7 @@ class ServiceSpec:
     # Long-running loops of the service (durable timers, schedulers): started after the consumer,
     # restarted if they fail, cancelled at shutdown.
     background: Sequence[Callable[["Runtime"], Awaitable[None]]] = ()
+    static: dict[str, Path] = field(default_factory=dict)  # URL prefix -> directory of files to serve
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Runtime:
     spec: ServiceSpec
     store: EventStore
     waiters: Waiters = field(default_factory=Waiters)
+    feed: TimelineFeed = field(default_factory=TimelineFeed)
     pool: asyncpg.Pool | None = None
     producer: AIOKafkaProducer | None = None
     consumer: IdempotentConsumer | None = None
@@ -133,6 +138,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         waiters=rt.waiters,
         max_batch=s.consumer_max_batch,
         session_timeout_ms=s.kafka_session_timeout_ms,
+        feed=rt.feed,
     )
     await rt.consumer.start()
     rt.tasks = [
@@ -255,6 +261,44 @@ async def get_digest(request: Request, customer_id: str) -> Response:
     return JSONResponse({"customer_id": customer_id, "events": count, "digest": digest})
 
 
+@common.get(
+    "/v1/customers/{customer_id}/timeline/stream",
+    tags=["timeline"],
+    summary="Server-sent events: each new timeline item as this service applies it",
+    response_class=StreamingResponse,
+)
+async def stream_timeline(request: Request, customer_id: str) -> Response:
+    rt = runtime(request)
+    async with rt.db.acquire() as conn:
+        survivor = await timeline.survivor_of(conn, customer_id)
+        if survivor is not None:
+            return _redirect(request, customer_id, survivor)
+        members = await timeline.member_ids(conn, customer_id)
+        _, seen_before = await timeline.digest(conn, customer_id)
+    queue = rt.feed.subscribe(members)
+    state = {"digest": seen_before}
+
+    async def catch_up() -> list[dict[str, Any]]:
+        async with rt.db.acquire() as conn:
+            _, now = await timeline.digest(conn, customer_id)
+            if now == state["digest"]:
+                return []
+            state["digest"] = now
+            items, _ = await timeline.page(conn, customer_id, 50, None)
+        return list(reversed(items))
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in heartbeat_stream(queue, catch_up):
+                yield chunk
+        finally:
+            rt.feed.unsubscribe(members, queue)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+
+
 def _redirect(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:
     """A merged customer's URLs answer 308 with the survivor's, query string kept."""
     url = request.url.path.replace(f"/customers/{merged_id}", f"/customers/{survivor_id}", 1)
@@ -278,11 +322,22 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = Runtime(settings=settings, spec=spec, store=EventStore(spec.name))
     install_error_handlers(app)
+    origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
+    if origins:  # the agent console calls every service from one page
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
+            expose_headers=["ETag", "Location", "Retry-After"],
+        )
     app.add_middleware(BodySizeLimit, default_bytes=settings.max_body_bytes, per_path=spec.body_limits)
     app.add_middleware(RequestMetrics, service=spec.name)
     app.include_router(common)
     for router in spec.routers:
         app.include_router(router)
+    for prefix, directory in spec.static.items():
+        app.mount(prefix, StaticFiles(directory=directory, html=True), name=prefix.strip("/"))
     return app
 
 

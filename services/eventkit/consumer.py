@@ -29,6 +29,7 @@ from eventkit import deadletter
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.deadletter import DeadLetter
 from eventkit.envelope import DecodeError, Envelope, from_kafka
+from eventkit.feed import TimelineFeed
 from eventkit.telemetry import (
     CONSUMER_LAG,
     EVENTS_APPLIED,
@@ -122,12 +123,14 @@ class BatchApplier:
         projections: Sequence[Projection],
         waiters: Waiters | None = None,
         applied_table: str = "applied_events",
+        feed: TimelineFeed | None = None,
     ) -> None:
         self.service = service
         self._pool = pool
         self._producer = producer
         self._projections = list(projections)
         self._waiters = waiters
+        self._feed = feed
         self._record_applied = (
             f"INSERT INTO {applied_table} (event_id) SELECT unnest($1::uuid[])"
             " ON CONFLICT DO NOTHING RETURNING event_id"
@@ -193,6 +196,8 @@ class BatchApplier:
                 EVENTS_DUPLICATE.labels(self.service, r.topic).inc()
         if self._waiters is not None:
             self._waiters.applied([env.id for _, env in events])
+        if self._feed is not None:
+            self._feed.publish([env for _, env in events if env.id in fresh])
 
     async def _apply(self, conn: asyncpg.Connection, events: Sequence[tuple[Message, Envelope]]) -> set[str]:
         if not events:
@@ -274,12 +279,13 @@ class IdempotentConsumer:
         waiters: Waiters,
         max_batch: int = 1000,
         session_timeout_ms: int = 10_000,
+        feed: TimelineFeed | None = None,
     ) -> None:
         self.service = service
         self._topics = list(topics)
         self._max_batch = max_batch
         self.applier = BatchApplier(
-            service=service, pool=pool, producer=producer, projections=projections, waiters=waiters
+            service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,

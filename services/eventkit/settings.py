@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     outbox_poll_interval_ms: int = 500
     broker_check_interval_ms: int = 2000  # how often the relay checks the broker still has what it acked
 
+    # Origins allowed to call this service from a browser (the agent console on another port).
+    cors_allow_origins: str = ",".join(
+        f"http://{host}:{port}" for host in ("127.0.0.1", "localhost") for port in (8001, 8002, 8003, 8004)
+    )
+
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
 

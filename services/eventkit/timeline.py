@@ -95,7 +95,7 @@ async def survivor_of(conn: asyncpg.Connection, customer_id: str) -> str | None:
     return result
 
 
-async def _member_ids(conn: asyncpg.Connection, customer_id: str) -> list[str]:
+async def member_ids(conn: asyncpg.Connection, customer_id: str) -> list[str]:
     rows = await conn.fetch("SELECT merged_id FROM customer_aliases WHERE survivor_id = $1", customer_id)
     return [customer_id, *(r["merged_id"] for r in rows)]
 
@@ -104,7 +104,7 @@ async def page(
     conn: asyncpg.Connection, customer_id: str, limit: int, before: Cursor | None
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
     """Newest first, `limit` items older than `before`; and the cursor of the next page, if any."""
-    ids = await _member_ids(conn, customer_id)
+    ids = await member_ids(conn, customer_id)
     if before is None:
         rows = await conn.fetch(
             "SELECT customer_id, time, event_id, type, source, data FROM timeline"
@@ -139,7 +139,7 @@ async def page(
 
 
 async def digest(conn: asyncpg.Connection, customer_id: str) -> tuple[int, str]:
-    ids = await _member_ids(conn, customer_id)
+    ids = await member_ids(conn, customer_id)
     row = await conn.fetchrow(
         "SELECT count(*) AS n, encode(sha256(convert_to(coalesce("
         " string_agg(event_id::text || E'\\n', '' ORDER BY time, event_id), ''), 'UTF8')), 'hex') AS d"

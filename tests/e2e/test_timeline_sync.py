@@ -149,3 +149,33 @@ async def test_read_your_writes_and_pages(stack: Stack) -> None:
         assert bad.json()["errors"][0]["field"] == "query.before"
     ids = await timeline_ids(stack.services["notification"].url, customer)
     assert len(ids) == len(set(ids)) == 14  # created + 13 interactions
+
+
+async def test_live_stream_sends_new_timeline_items(stack: Stack) -> None:
+    intake = stack.services["intake"].url
+    rng = random.Random(8)
+    email = f"live-{uuid.uuid4().hex[:8]}@example.com"
+    async with httpx.AsyncClient(timeout=10) as client:
+        first = (await client.post(f"{intake}/v1/interactions", json=interaction(email, rng))).json()
+        customer = first["customer_id"]
+        case = stack.services["case"].url
+        await client.get(f"{case}/v1/customers/{customer}/timeline", params={"wait_for": first["event_id"]})
+        received: list[str] = []
+
+        async def listen() -> None:
+            async with client.stream("GET", f"{case}/v1/customers/{customer}/timeline/stream") as r:
+                assert r.headers["content-type"].startswith("text/event-stream")
+                async for line in r.aiter_lines():
+                    if line.startswith("id: "):
+                        received.append(line[4:])
+                        return
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.3)  # subscribed
+        second = (
+            await client.post(
+                f"{intake}/v1/interactions", json={**interaction(email, rng), "customer": {"id": customer}}
+            )
+        ).json()
+        await asyncio.wait_for(listener, 10)
+    assert received == [second["event_id"]]

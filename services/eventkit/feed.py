@@ -1,0 +1,81 @@
+"""Live timeline: server-sent events of what this process's consumer just applied.
+
+Subscribers are in memory, per customer. The consumer publishes after each committed batch.
+Another instance of the service may be the one applying a customer's events (partitions are
+shared), so the stream also polls the customer's event count every few seconds and sends what
+it has not sent yet: live when local, a little later when not, never missing.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from eventkit.envelope import Envelope, format_time
+
+
+def timeline_item(e: Envelope) -> dict[str, Any]:
+    """The same shape as an item of GET .../timeline."""
+    return {
+        "event_id": e.id,
+        "type": e.type,
+        "time": format_time(e.time),
+        "source": e.source,
+        "subject": e.subject,
+        "data": e.data,
+    }
+
+
+class TimelineFeed:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+
+    def publish(self, events: Sequence[Envelope]) -> None:
+        if not self._subscribers:
+            return
+        for e in events:
+            for queue in self._subscribers.get(e.subject, ()):
+                if queue.qsize() < 1000:  # a stalled browser must not grow memory without bound
+                    queue.put_nowait(timeline_item(e))
+
+    def subscribe(self, customer_ids: Iterable[str]) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for cid in customer_ids:
+            self._subscribers.setdefault(cid, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, customer_ids: Iterable[str], queue: asyncio.Queue[dict[str, Any]]) -> None:
+        for cid in customer_ids:
+            queues = self._subscribers.get(cid)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._subscribers[cid]
+
+
+def sse(event: str, data: Any, event_id: str | None = None) -> bytes:
+    lines = [f"event: {event}"]
+    if event_id:
+        lines.append(f"id: {event_id}")
+    lines.append(f"data: {orjson.dumps(data).decode()}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def heartbeat_stream(
+    queue: asyncio.Queue[dict[str, Any]], catch_up: Any, poll_s: float = 3.0
+) -> AsyncIterator[bytes]:
+    """Items from the queue as they come; every poll_s, whatever catch_up() finds that was missed."""
+    sent: set[str] = set()
+    yield b": connected\n\n"
+    while True:
+        try:
+            item = await asyncio.wait_for(queue.get(), poll_s)
+            items = [item]
+        except TimeoutError:
+            items = await catch_up()
+            yield b": keep-alive\n\n"
+        for item in items:
+            if item["event_id"] not in sent:
+                sent.add(item["event_id"])
+                yield sse("timeline", item, item["event_id"])
