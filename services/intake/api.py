@@ -7,12 +7,12 @@ from typing import Annotated, Any
 import orjson
 from eventkit.app import runtime
 from eventkit.http import ApiError
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from contracts.events import Channel, ConsentPurpose, Direction, InteractionKind, Preferences
-from intake import domain, handlers
+from intake import domain, handlers, store
 from intake.settings import IntakeSettings
 
 router = APIRouter()
@@ -238,6 +238,32 @@ async def _customer_call(request: Request, customer_id: str, call: Any) -> Respo
         return _moved(request, customer_id, exc.survivor_id)
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
+
+
+@router.get("/v1/customers", tags=["customers"], summary="Find customers by email, phone or the start of their id")
+async def find_customers(
+    request: Request,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+    phone: Annotated[str | None, Query(max_length=40)] = None,
+    q: Annotated[str | None, Query(min_length=4, max_length=64, description="a customer id or its start")] = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> Response:
+    settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
+    idents: list[domain.Ident] = []
+    try:
+        if email:
+            idents.append(domain.normalise_email(email, "query.email"))
+        if phone:
+            idents.append(domain.normalise_phone(phone, settings.phone_default_region, "query.phone"))
+    except domain.InvalidInput as exc:
+        raise _invalid(exc) from exc
+    if not idents and not q:
+        raise ApiError(422, "validation_failed", "give email, phone or q",
+                       errors=[{"field": "query", "reason": "give email, phone or q"}])  # fmt: skip
+    async with runtime(request).db.acquire() as conn:
+        ids = await store.find_customers(conn, idents, q, limit)
+        items = [found for cid in ids if (found := await store.customer(conn, cid)) is not None]
+    return JSONResponse({"items": items})
 
 
 @router.get("/v1/customers/{customer_id}", tags=["customers"], summary="Identifiers, preferences and consent")

@@ -211,3 +211,26 @@ async def answer_keys(conn: asyncpg.Connection, answers: dict[str, Any]) -> None
             names,
             [json_text(answers[k]) for k in names],
         )
+
+
+async def find_customers(conn: asyncpg.Connection, idents: list[Ident], id_prefix: str | None, limit: int) -> list[str]:
+    """Live customers with one of these identifiers, or whose id starts with id_prefix."""
+    found: list[str] = []
+    if idents:
+        rows = await conn.fetch(
+            "SELECT DISTINCT i.customer_id FROM unnest($1::text[], $2::text[], $3::text[]) AS x(kind, channel, value)"
+            " JOIN customer_identifiers i USING (kind, channel, value)",
+            [i.kind for i in idents],
+            [i.channel or "" for i in idents],
+            [i.value for i in idents],
+        )
+        found.extend(r["customer_id"] for r in rows)
+    if id_prefix:
+        rows = await conn.fetch(
+            "SELECT customer_id FROM customers WHERE customer_id LIKE $1 || '%' AND merged_into IS NULL"
+            " ORDER BY customer_id LIMIT $2",
+            id_prefix,
+            limit,
+        )
+        found.extend(r["customer_id"] for r in rows if r["customer_id"] not in found)
+    return found[:limit]

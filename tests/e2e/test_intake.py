@@ -235,3 +235,26 @@ async def test_consent_and_preferences_are_events_on_every_timeline(stack: Stack
         types = [e["type"] for e in page["events"]]
         assert types.count("crm.consent.changed.v1") == 2
         assert types[0] == "crm.customer.preferences_changed.v1"
+
+
+async def test_find_customers_by_email_phone_or_id(stack: Stack) -> None:
+    intake = stack.services["intake"].url
+    tag = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.post(
+            f"{intake}/v1/interactions",
+            json=body({"email": f"Find.{tag}@Example.com", "phone": f"+1 415 555 {int(tag, 16) % 9000 + 1000}"}),
+        )
+        customer = r.json()["customer_id"]
+        by_email = (await client.get(f"{intake}/v1/customers", params={"email": f" find.{tag}@example.COM "})).json()
+        assert [c["customer_id"] for c in by_email["items"]] == [customer]
+        phone = f"(415) 555-{int(tag, 16) % 9000 + 1000}"
+        by_phone = (await client.get(f"{intake}/v1/customers", params={"phone": phone})).json()
+        assert [c["customer_id"] for c in by_phone["items"]] == [customer]
+        by_id = (await client.get(f"{intake}/v1/customers", params={"q": customer[:8]})).json()
+        assert customer in [c["customer_id"] for c in by_id["items"]]
+        nobody = (await client.get(f"{intake}/v1/customers", params={"email": f"nobody-{tag}@example.com"})).json()
+        assert nobody["items"] == []
+        bad = await client.get(f"{intake}/v1/customers", params={"email": "not-an-email"})
+        assert (bad.status_code, bad.json()["errors"][0]["field"]) == (422, "query.email")
+        assert (await client.get(f"{intake}/v1/customers")).status_code == 422
