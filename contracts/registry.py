@@ -7,9 +7,17 @@ from contracts.analytics import EVENT_TYPES as ANALYTICS_EVENT_TYPES
 from contracts.case import EVENT_TYPES as CASE_EVENT_TYPES
 from contracts.events import INTAKE_EVENT_TYPES, EventType
 from contracts.notification import EVENT_TYPES as NOTIFICATION_EVENT_TYPES
+from contracts.security import EVENT_TYPES as SECURITY_EVENT_TYPES
 
 REGISTRY: dict[str, EventType] = {
-    t.name: t for t in (*INTAKE_EVENT_TYPES, *CASE_EVENT_TYPES, *ANALYTICS_EVENT_TYPES, *NOTIFICATION_EVENT_TYPES)
+    t.name: t
+    for t in (
+        *INTAKE_EVENT_TYPES,
+        *CASE_EVENT_TYPES,
+        *ANALYTICS_EVENT_TYPES,
+        *NOTIFICATION_EVENT_TYPES,
+        *SECURITY_EVENT_TYPES,
+    )
 }
 
 

@@ -4,14 +4,35 @@ No fakes: the embedded stack from the PyPI wheels (the same one `make run` uses)
 ports in a temporary directory, so tests never touch a running `make run`.
 """
 
+import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from eventkit import db
 from eventkit.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+
+# Every stack the tests start gets this admin key (services read AUTH_BOOTSTRAP_ADMIN_KEY, set by
+# the Stack from CRM_ADMIN_KEY) and a rate limit no test reaches; the auth tests make other keys.
+os.environ.setdefault("CRM_ADMIN_KEY", f"crm_test_{secrets.token_urlsafe(24)}")
+os.environ.setdefault("RATE_LIMIT_PER_KEY_RPS", "1000000")
+os.environ.setdefault("RATE_LIMIT_PER_KEY_BURST", "1000000")
+ADMIN_KEY = os.environ["CRM_ADMIN_KEY"]
+
+
+def auth_headers(key: str = ADMIN_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def api_client(key: str | None = ADMIN_KEY, **kwargs: Any) -> httpx.AsyncClient:
+    """An HTTP client that calls the services with an API key (the admin key unless told)."""
+    headers = {**(auth_headers(key) if key else {}), **kwargs.pop("headers", {})}
+    return httpx.AsyncClient(headers=headers, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from eventkit.app import runtime
+from eventkit.auth import require
 from eventkit.http import ApiError
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -20,6 +21,7 @@ MAX_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 @router.get(
     "/v1/kpis",
     tags=["analytics"],
+    dependencies=[require("ops")],
     summary="Customer-service KPIs over [from, to), totals and one row per hour or day",
 )
 async def get_kpis(
@@ -53,7 +55,12 @@ async def get_kpis(
     return {"from": from_.isoformat(), "to": to.isoformat(), "window": window, "filters": filters, **result}
 
 
-@router.get("/v1/customers/{customer_id}/insights", tags=["analytics"], summary="RFM, churn risk with reasons, segment")
+@router.get(
+    "/v1/customers/{customer_id}/insights",
+    tags=["analytics"],
+    summary="RFM, churn risk with reasons, segment",
+    dependencies=[require("agent", "ops")],
+)
 async def get_insights(request: Request, customer_id: str) -> Response:
     async with runtime(request).db.acquire() as conn:
         survivor = await store.survivor_of(conn, customer_id)

@@ -46,7 +46,8 @@ class KpiProjection:
         self._source = source
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        events = [e for e in events if not e.type.startswith("crm.analytics.")]  # our own output
+        # Not our own output, and not events about API keys (no customer in them).
+        events = [e for e in events if not e.type.startswith(("crm.analytics.", "crm.auth."))]
         if not events:
             return
         aliases = await _aliases(conn, {e.subject for e in events})

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import orjson
 from eventkit.app import runtime
+from eventkit.auth import require
 from eventkit.http import ApiError
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
@@ -18,7 +19,7 @@ from case import domain, handlers, store
 from case.handlers import CaseContext, Outcome
 from contracts.case import CaseType, Priority, Status
 
-router = APIRouter(tags=["cases"])
+router = APIRouter(tags=["cases"], dependencies=[require("agent")])
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 Reason = Annotated[str | None, Field(default=None, max_length=500)]

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 from eventkit import db, timeline
 from eventkit.amnesia import BrokerWatch
+from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, require
 from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import TimelineFeed, heartbeat_stream
@@ -62,6 +63,15 @@ class Runtime:
     store: EventStore
     waiters: Waiters = field(default_factory=Waiters)
     feed: TimelineFeed = field(default_factory=TimelineFeed)
+    auth: Authenticator = field(init=False)
+    audit: AuditLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        limiter = RateLimiter(s.rate_limit_per_key_rps, s.rate_limit_per_key_burst)
+        self.auth = Authenticator(lambda: self.pool, s.auth_bootstrap_admin_key, limiter, s.auth_required)
+        self.audit = AuditLog(lambda: self.pool)
+
     pool: asyncpg.Pool | None = None
     producer: AIOKafkaProducer | None = None
     consumer: IdempotentConsumer | None = None
@@ -134,7 +144,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topics=ALL_EVENT_TOPICS,
         pool=rt.pool,
         producer=rt.producer,
-        projections=[timeline.TimelineProjection(), *rt.spec.projections],
+        projections=[timeline.TimelineProjection(), KeyProjection(), *rt.spec.projections],
         waiters=rt.waiters,
         max_batch=s.consumer_max_batch,
         session_timeout_ms=s.kafka_session_timeout_ms,
@@ -144,6 +154,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     rt.tasks = [
         asyncio.create_task(rt.relay.run(), name="outbox-relay"),
         asyncio.create_task(_keep_running("consumer", rt.consumer.run), name="consumer"),
+        asyncio.create_task(_keep_running("audit", rt.audit.run), name="audit"),
         *(
             asyncio.create_task(_keep_running(loop.__name__, functools.partial(loop, rt)), name=loop.__name__)
             for loop in rt.spec.background
@@ -156,6 +167,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await rt.audit.flush()
         await rt.consumer.stop()
         await watch.stop()
         await rt.producer.stop()
@@ -205,7 +218,12 @@ async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@common.get("/v1/customers/{customer_id}/timeline", tags=["timeline"], summary="The customer's timeline")
+@common.get(
+    "/v1/customers/{customer_id}/timeline",
+    tags=["timeline"],
+    summary="The customer's timeline",
+    dependencies=[require("agent")],
+)
 async def get_timeline(
     request: Request,
     customer_id: str,
@@ -250,6 +268,7 @@ async def get_timeline(
     "/v1/customers/{customer_id}/timeline/digest",
     tags=["timeline"],
     summary="Event count and SHA-256 over the event ids in canonical order (time, id)",
+    dependencies=[require("agent")],
 )
 async def get_digest(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
@@ -264,8 +283,9 @@ async def get_digest(request: Request, customer_id: str) -> Response:
 @common.get(
     "/v1/customers/{customer_id}/timeline/stream",
     tags=["timeline"],
-    summary="Server-sent events: each new timeline item as this service applies it",
+    summary="Server-sent events: each new timeline item as this service applies it (key also as ?access_token=)",
     response_class=StreamingResponse,
+    dependencies=[require("agent")],
 )
 async def stream_timeline(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
@@ -297,6 +317,32 @@ async def stream_timeline(request: Request, customer_id: str) -> Response:
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
+
+
+@common.get(
+    "/v1/admin/audit",
+    tags=["admin"],
+    summary="Who read or changed what here, newest first",
+    dependencies=[require("admin")],
+)
+async def get_audit(
+    request: Request,
+    key_id: str | None = None,
+    customer_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    rt = runtime(request)
+    await rt.audit.flush()
+    async with rt.db.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT at, key_id, method, route, customer_id, status FROM audit_log"
+            " WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR customer_id = $2)"
+            " ORDER BY id DESC LIMIT $3",
+            key_id,
+            customer_id,
+            limit,
+        )
+    return JSONResponse({"items": [{**dict(r), "at": r["at"].isoformat()} for r in rows]})
 
 
 def _redirect(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:

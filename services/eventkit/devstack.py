@@ -15,6 +15,7 @@ import ctypes
 import os
 import pwd
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -325,9 +326,12 @@ class Stack:
         env: dict[str, str] | None = None,
         postgres_dsn: str | None = None,
         kafka_bootstrap: str | None = None,
+        admin_key: str | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.logs = self.data_dir / "logs"
+        # The bootstrap admin key every service accepts (to make the first real keys).
+        self.admin_key = admin_key or os.environ.get("CRM_ADMIN_KEY") or f"crm_admin_{secrets.token_urlsafe(24)}"
         if postgres_dsn:
             self.postgres = ExternalPostgres(postgres_dsn)
         else:
@@ -349,6 +353,9 @@ class Stack:
         for name, svc in self.services.items():
             svc.env["HTTP_PORT"] = str(svc.port)
             svc.env["DATABASE_URL"] = self.postgres.dsn(f"crm_{name}")
+            svc.env["AUTH_BOOTSTRAP_ADMIN_KEY"] = self.admin_key
+            for other, other_svc in self.services.items():  # intake's export calls the others
+                svc.env[f"{other.upper()}_URL"] = other_svc.url
 
     def _service_env(self, name: str, port: int, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTKIT_CRASH")}
@@ -391,8 +398,20 @@ class Stack:
         self.postgres.stop()
 
 
+def _admin_key(data_dir: Path) -> str:
+    """The development admin key, made on the first run and kept in the data directory."""
+    path = data_dir / "admin.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"crm_admin_{secrets.token_urlsafe(24)}\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def run(data_dir: Path) -> int:
-    stack = Stack(data_dir, log_services_to_files=False)
+    stack = Stack(
+        data_dir, log_services_to_files=False, admin_key=os.environ.get("CRM_ADMIN_KEY") or _admin_key(data_dir)
+    )
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -412,11 +431,15 @@ def run(data_dir: Path) -> int:
         print("\nready:")
         for name, svc in stack.services.items():
             print(f"  {name:<13} {svc.url}   (docs {svc.url}/docs)")
+        print(f"  {'console':<13} {stack.services['intake'].url}/console/")
         print(f"  {'kafka':<13} {stack.broker.bootstrap}")
         print(f"  {'postgresql':<13} {stack.postgres.dsn('crm_<service>')}")
+        print(f"\nDevelopment admin key (also in {data_dir}/admin.key):\n  {stack.admin_key}")
         print("\nTry it:")
+        print(f"  export CRM_KEY={stack.admin_key}")
         print(
-            "  curl -s -X POST http://127.0.0.1:8001/v1/interactions -H 'content-type: application/json' \\\n"
+            '  curl -s -X POST http://127.0.0.1:8001/v1/interactions -H "authorization: Bearer $CRM_KEY" \\\n'
+            "    -H 'content-type: application/json' \\\n"
             '    -d \'{"customer": {"email": "ada@example.com"}, "channel": "web", '
             '"direction": "inbound", "kind": "message", "occurred_at": "2026-01-01T10:00:00Z", '
             '"content": "hello"}\''

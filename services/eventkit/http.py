@@ -27,9 +27,12 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """Raise from a route for a 4xx with a machine-readable reason."""
 
-    def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, error: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or ({"WWW-Authenticate": "Bearer"} if status == 401 else None)
         self.body = {"error": error, "message": message, **extra}
 
 
@@ -58,7 +61,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body, exc.status)
+        return JSONResponse(exc.body, exc.status, exc.headers)
 
     @app.exception_handler(ConcurrencyError)
     async def _conflict(request: Request, exc: ConcurrencyError) -> JSONResponse:
@@ -119,6 +122,10 @@ class RequestMetrics:
                 span.set_attribute("http.route", template)
                 span.set_attribute("http.response.status_code", status)
                 HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+                principal = scope.get("state", {}).get("principal")
+                if principal is not None:  # authenticated: append to the audit log
+                    customer = scope.get("path_params", {}).get("customer_id")
+                    scope["app"].state.runtime.audit.record(principal.key_id, method, template, customer, status)
                 HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)
 
 

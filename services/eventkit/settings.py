@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         f"http://{host}:{port}" for host in ("127.0.0.1", "localhost") for port in (8001, 8002, 8003, 8004)
     )
 
+    # Authentication (SPEC §9): every route but health, readiness, metrics and docs needs a key.
+    auth_required: bool = True
+    auth_bootstrap_admin_key: str | None = None  # an admin key known to every service, to make the first keys
+    rate_limit_per_key_rps: float = 200.0
+    rate_limit_per_key_burst: float = 400.0
+
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
 

@@ -24,10 +24,14 @@ from eventkit.db import json_text
 from eventkit.envelope import Envelope, format_time
 
 MERGED = "crm.customer.merged.v1"
+NOT_ON_TIMELINE = ("crm.auth.",)  # events about API keys, not about a customer
 
 
 class TimelineProjection:
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        events = [e for e in events if not e.type.startswith(NOT_ON_TIMELINE)]
+        if not events:
+            return
         await conn.execute(
             "INSERT INTO timeline (customer_id, time, event_id, type, source, data)"
             " SELECT c, t, i, ty, s, d::jsonb FROM unnest($1::text[], $2::timestamptz[], $3::uuid[],"

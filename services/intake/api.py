@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from eventkit.app import runtime
+from eventkit.auth import Caller, require, require_channels
 from eventkit.http import ApiError
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -132,11 +133,12 @@ async def _record(
             errors=[{**({"index": i} if batch else {}), "field": e.field, "reason": e.reason} for i, e in exc.errors],
         ) from exc
     except handlers.IdempotencyConflict as exc:
+        extra: dict[str, Any] = {"index": exc.index} if exc.index is not None else {}
         raise ApiError(
             409,
             "idempotency_key_reused",
             "this key was first used with a different request; use a new key for a new request",
-            **({"index": exc.index} if exc.index is not None else {}),
+            **extra,
         ) from exc
 
 
@@ -159,7 +161,13 @@ IdempotencyKey = Annotated[
         422: {"description": "invalid field"},
     },
 )
-async def post_interaction(request: Request, body: InteractionIn, idempotency_key: IdempotencyKey = None) -> Any:
+async def post_interaction(
+    request: Request,
+    body: InteractionIn,
+    principal: Caller,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    require_channels(principal, {body.channel})
     settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
     try:
         item = _to_item(body, settings.phone_default_region)
@@ -177,7 +185,12 @@ async def post_interaction(request: Request, body: InteractionIn, idempotency_ke
     summary=f"Record up to {MAX_BATCH} interactions as one durable write (all or nothing)",
     responses={413: {"description": f"more than {MAX_BATCH} items, or body too large"}},
 )
-async def post_batch(request: Request, body: BatchIn, idempotency_key: IdempotencyKey = None) -> Any:
+async def post_batch(
+    request: Request,
+    body: BatchIn,
+    principal: Caller,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     if len(body.items) > MAX_BATCH:
         raise ApiError(
             413,
@@ -200,6 +213,7 @@ async def post_batch(request: Request, body: BatchIn, idempotency_key: Idempoten
             errors.append({"index": index, "field": exc.field, "reason": exc.reason})
     if errors:
         raise ApiError(422, "validation_failed", "some items are not valid; nothing was recorded", errors=errors)
+    require_channels(principal, {item.cmd.channel for item in items})
     answers = await _record(request, items, _request_key(idempotency_key, body.items))
     return JSONResponse({"items": answers}, status_code=202)
 
@@ -240,7 +254,12 @@ async def _customer_call(request: Request, customer_id: str, call: Any) -> Respo
         raise _invalid(exc) from exc
 
 
-@router.get("/v1/customers", tags=["customers"], summary="Find customers by email, phone or the start of their id")
+@router.get(
+    "/v1/customers",
+    tags=["customers"],
+    summary="Find customers by email, phone or the start of their id",
+    dependencies=[require("agent")],
+)
 async def find_customers(
     request: Request,
     email: Annotated[str | None, Query(max_length=320)] = None,
@@ -266,7 +285,12 @@ async def find_customers(
     return JSONResponse({"items": items})
 
 
-@router.get("/v1/customers/{customer_id}", tags=["customers"], summary="Identifiers, preferences and consent")
+@router.get(
+    "/v1/customers/{customer_id}",
+    tags=["customers"],
+    summary="Identifiers, preferences and consent",
+    dependencies=[require("agent")],
+)
 async def get_customer(request: Request, customer_id: str) -> Response:
     return await _customer_call(request, customer_id, handlers.get_customer(runtime(request).db, customer_id))
 
@@ -280,6 +304,7 @@ async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
     tags=["customers"],
     response_model=ChangedOut,
     summary="Grant or withdraw consent per purpose and channel",
+    dependencies=[require("agent")],
 )
 async def put_consent(request: Request, customer_id: str, body: ConsentIn) -> Response:
     rt = runtime(request)
@@ -293,6 +318,7 @@ async def put_consent(request: Request, customer_id: str, body: ConsentIn) -> Re
     tags=["customers"],
     response_model=ChangedOut,
     summary="Preferred channel, language, quiet hours, VIP flag, region (the whole set)",
+    dependencies=[require("agent")],
 )
 async def put_preferences(request: Request, customer_id: str, body: Preferences) -> Response:
     rt = runtime(request)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from eventkit.app import ServiceSpec, create_app, serve
 
+from intake.admin import router as admin_router
 from intake.api import router
 from intake.settings import IntakeSettings
 
@@ -12,7 +13,7 @@ app = create_app(
         name="intake",
         title="crm intake",
         description="Interactions from every channel, resolved to one customer, stored and published.",
-        routers=[router],
+        routers=[router, admin_router],
         migrations=[Path(__file__).parent / "migrations"],
         body_limits={"/v1/interactions:batch": 16 * 1024 * 1024},
     ),

@@ -4,13 +4,14 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from eventkit.app import runtime
+from eventkit.auth import require
 from eventkit.http import ApiError
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from notification import store
 
-router = APIRouter(tags=["notifications"])
+router = APIRouter(tags=["notifications"], dependencies=[require("agent", "ops")])
 
 Status = Literal["pending", "scheduled", "retrying", "sending", "sent", "delivered", "failed", "suppressed"]
 

@@ -4,13 +4,13 @@ repeats change nothing."""
 
 import asyncio
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from eventkit.devstack import Stack
 from eventkit.envelope import from_kafka
 
 from contracts.topics import INTAKE
+from tests.conftest import api_client
 from tests.e2e.conftest import Accepted, metric_total, post_all, wait_converged
 from tests.e2e.test_timeline_sync import assert_exact, workload
 
@@ -55,7 +55,7 @@ async def test_broker_restart_forgetting_everything_loses_nothing(chaos_stack: S
     stored = {i for ids in everything.by_customer.values() for i in ids}
     on_topic = await ids_on_topic(stack.broker.bootstrap, INTAKE, len(stored))
     assert stored <= on_topic
-    async with httpx.AsyncClient() as client:
+    async with api_client() as client:
         metrics = (await client.get(f"{intake}/metrics")).text
     assert metric_total(metrics, "crm_broker_amnesia_total") >= 1
     assert metric_total(metrics, "crm_outbox_republished_total") >= len(

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from eventkit.devstack import ServiceProcess, Stack, free_port
 
+from tests.conftest import api_client
 from tests.e2e.conftest import Accepted, interaction, wait_converged
 from tests.e2e.test_timeline_sync import assert_exact
 
@@ -60,7 +61,7 @@ class Client:
                 await self.post(client, queue.get_nowait())
                 await asyncio.sleep(concurrency / rate_per_s)
 
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with api_client(timeout=5) as client:
             await asyncio.gather(*(worker(client) for _ in range(concurrency)))
 
 
@@ -78,7 +79,7 @@ async def test_postgres_restart_means_503_with_retry_after_and_one_event_per_ret
     await asyncio.sleep(1.5)
     await asyncio.to_thread(stack.postgres.stop)
     await asyncio.sleep(3)  # requests meanwhile meet a database that is not there
-    async with httpx.AsyncClient() as http:
+    async with api_client() as http:
         ready = await http.get(f"{stack.services['intake'].url}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
     await asyncio.to_thread(stack.postgres.start)
@@ -122,7 +123,7 @@ async def test_two_instances_share_partitions_and_one_survives_the_other(chaos_s
     second.start()
     try:
         await asyncio.to_thread(second.wait_ready, 90)  # ready = it was given partitions
-        async with httpx.AsyncClient() as http:
+        async with api_client() as http:
             for svc in (first, second):
                 assert (await http.get(f"{svc.url}/readyz")).json()["checks"]["consumer_assigned"]
 

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from eventkit.devstack import Stack
 
+from tests.conftest import api_client
+
 CHANNELS = ["web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person"]
 # No complaints or requests: those open cases (and notifications), whose events would join the
 # timelines; tests here count exactly what intake accepted. Case flows have their own tests.
@@ -86,7 +88,7 @@ async def post_all(
             else:
                 raise AssertionError(f"{r.status_code}: {r.text}")
 
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
 
 
@@ -106,7 +108,7 @@ async def wait_converged(stack: Stack, accepted: Accepted, timeout_s: float = 90
     deadline = loop.time() + timeout_s
     pending = dict(accepted.by_customer)
     last: dict[str, dict[str, tuple[int, str]]] = {}
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         while pending:
             for customer, ids in list(pending.items()):
                 d = await digests(stack, customer, client)
@@ -124,7 +126,7 @@ async def wait_converged(stack: Stack, accepted: Accepted, timeout_s: float = 90
 async def timeline_ids(url: str, customer_id: str) -> list[str]:
     ids: list[str] = []
     before = None
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         while True:
             params: dict[str, Any] = {"limit": 100}
             if before:

@@ -15,6 +15,7 @@ from eventkit.devstack import Stack
 from eventkit.envelope import Envelope, to_kafka
 
 from contracts.topics import CASE, INTAKE, NOTIFICATION
+from tests.conftest import api_client
 
 pytestmark = pytest.mark.e2e
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
@@ -190,7 +191,7 @@ async def test_kpis_of_a_scripted_day_match_the_hand_worked_answers(stack: Stack
     script = Script(region_code())
     await publish(stack.broker.bootstrap, script.build())
     url = stack.services["analytics"].url
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         got = await wait_for_totals(client, url, script.region, EXPECTED_TOTALS)
         assert without_notifications(got["totals"]) == EXPECTED_TOTALS
         day1, day2 = got["series"]
@@ -248,7 +249,7 @@ async def test_a_restart_mid_stream_neither_loses_nor_double_counts(stack: Stack
     analytics.start()
     await asyncio.to_thread(analytics.wait_ready, 90)
 
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         for s in scripts:
             got = await wait_for_totals(client, analytics.url, s.region, EXPECTED_TOTALS)
             assert without_notifications(got["totals"]) == EXPECTED_TOTALS, s.region
@@ -271,7 +272,7 @@ async def test_risk_changes_reach_every_timeline(stack: Stack) -> None:
         for i in range(3)
     ]  # fmt: skip
     await publish(stack.broker.bootstrap, events)
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         types: dict[str, list[str]] = {}
         for _ in range(100):
             for name, svc in stack.services.items():

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from eventkit.devstack import Stack
 
+from tests.conftest import api_client
 from tests.e2e.conftest import digests, timeline_ids
 
 pytestmark = pytest.mark.e2e
@@ -94,7 +95,7 @@ async def command(
 
 async def test_a_complaint_becomes_a_case_that_agents_resolve_and_every_timeline_shows(case_stack: Stack) -> None:
     intake, case = case_stack.services["intake"].url, case_stack.services["case"].url
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         accepted, listed = await complaint_case(case_stack, client)
         customer, case_id = accepted["customer_id"], listed["case_id"]
         r = await client.get(f"{case}/v1/cases/{case_id}")
@@ -181,7 +182,7 @@ async def test_a_complaint_becomes_a_case_that_agents_resolve_and_every_timeline
 
 async def test_two_agents_updating_one_case_at_once_one_wins_the_other_gets_409(case_stack: Stack) -> None:
     case = case_stack.services["case"].url
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         _, listed = await complaint_case(case_stack, client)
         case_id, version = listed["case_id"], listed["version"]
         first, second = await asyncio.gather(
@@ -216,7 +217,7 @@ async def sla_events(dsn: str, case_id: str) -> list[tuple[str, str, str | None]
 async def test_a_breach_that_falls_due_while_case_is_down_fires_once_after_restart(case_stack: Stack) -> None:
     case_svc = case_stack.services["case"]
     dsn = case_stack.postgres.dsn("crm_case")
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         accepted, listed = await complaint_case(case_stack, client)
         case_id = listed["case_id"]
         r = await command(client, case_svc.url, case_id, "priority", listed["version"], priority="urgent")

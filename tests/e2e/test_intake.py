@@ -10,6 +10,7 @@ import httpx
 import pytest
 from eventkit.devstack import Stack
 
+from tests.conftest import api_client
 from tests.e2e.conftest import digests
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +42,7 @@ async def test_email_then_phone_then_both_in_chat_is_one_customer_everywhere(sta
     intake = stack.services["intake"].url
     tag = uuid.uuid4().hex[:6]
     email, phone = f"Mia.{tag}@Example.com", f"(415) 555-{int(tag, 16) % 9000 + 1000}"
-    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
+    async with api_client(timeout=10, follow_redirects=False) as client:
         by_mail = (await client.post(f"{intake}/v1/interactions", json=body({"email": email}, "email"))).json()
         by_phone = (
             await client.post(f"{intake}/v1/interactions", json=body({"phone": phone}, "phone", kind="call"))
@@ -91,7 +92,7 @@ async def test_twenty_concurrent_retries_of_one_key_make_one_event(stack: Stack)
     intake = stack.services["intake"].url
     email = f"retry-{uuid.uuid4().hex[:8]}@example.com"
     key = str(uuid.uuid4())
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         answers = await asyncio.gather(
             *(
                 client.post(f"{intake}/v1/interactions", json=body({"email": email}), headers={"Idempotency-Key": key})
@@ -119,7 +120,7 @@ async def test_batch_is_one_write_and_a_bad_item_rejects_it_whole(stack: Stack) 
     intake = stack.services["intake"].url
     tag = uuid.uuid4().hex[:8]
     items = [body({"email": f"b{n % 3}-{tag}@example.com"}) for n in range(9)]
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with api_client(timeout=30) as client:
         bad = await client.post(
             f"{intake}/v1/interactions:batch",
             json={"items": [*items[:4], body({"email": "nope"}), body({"id": "ghost"}), *items[4:]]},
@@ -162,7 +163,7 @@ async def test_bad_input_gets_a_clear_4xx(
     stack: Stack, what: str, payload: Any, status: int, error: str, field: str | None
 ) -> None:
     intake = stack.services["intake"].url
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         if isinstance(payload, bytes):
             r = await client.post(
                 f"{intake}/v1/interactions", content=payload, headers={"content-type": "application/json"}
@@ -177,7 +178,7 @@ async def test_bad_input_gets_a_clear_4xx(
 
 async def test_size_limits(stack: Stack) -> None:
     intake = stack.services["intake"].url
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with api_client(timeout=30) as client:
         huge = await client.post(
             f"{intake}/v1/interactions",
             content=b'{"customer": {"email": "a@b.co"}, "metadata": {"blob": "' + b"x" * 2_000_000 + b'"}}',
@@ -192,7 +193,7 @@ async def test_size_limits(stack: Stack) -> None:
 
 async def test_consent_and_preferences_are_events_on_every_timeline(stack: Stack) -> None:
     intake = stack.services["intake"].url
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         customer = (
             await client.post(f"{intake}/v1/interactions", json=body({"email": f"c-{uuid.uuid4().hex[:8]}@x.org"}))
         ).json()["customer_id"]
@@ -240,7 +241,7 @@ async def test_consent_and_preferences_are_events_on_every_timeline(stack: Stack
 async def test_find_customers_by_email_phone_or_id(stack: Stack) -> None:
     intake = stack.services["intake"].url
     tag = uuid.uuid4().hex[:8]
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         r = await client.post(
             f"{intake}/v1/interactions",
             json=body({"email": f"Find.{tag}@Example.com", "phone": f"+1 415 555 {int(tag, 16) % 9000 + 1000}"}),

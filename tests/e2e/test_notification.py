@@ -24,6 +24,7 @@ from eventkit.devstack import Stack
 from eventkit.envelope import new_event, to_kafka
 
 from contracts.topics import CASE
+from tests.conftest import api_client
 from tests.notification.receivers import SmtpServer, WebhookServer, smtp_server, webhook_server
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +112,7 @@ async def notifications(stack: Stack, client: httpx.AsyncClient, **params: str) 
 async def test_resolving_a_case_emails_the_customer_in_their_language(stack: Stack, smtp: SmtpServer) -> None:
     intake, case, notification = (stack.services[n].url for n in SERVICES)
     email = f"kunde-{uuid.uuid4().hex[:8]}@example.com"
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         accepted = await complaint(stack, client, email)
         customer = accepted["customer_id"]
         r = await client.put(f"{intake}/v1/customers/{customer}/preferences", json={"language": "de"})
@@ -196,7 +197,7 @@ async def test_an_sla_breach_reaches_the_team_webhook_signed(stack: Stack, hooks
     body = orjson.loads(request.body)
     assert body["rule"] == "sla_breached" and case_id in body["subject"]
     assert request.headers["Idempotency-Key"] == body["notification_id"]
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
 
         async def delivered() -> list[dict[str, Any]] | None:
             found = await notifications(stack, client, customer_id=customer, status="delivered")
@@ -209,7 +210,7 @@ async def test_an_sla_breach_reaches_the_team_webhook_signed(stack: Stack, hooks
 async def test_sigkill_between_send_and_record_sends_no_duplicate(stack: Stack, smtp: SmtpServer) -> None:
     service = stack.services["notification"]
     email = f"crash-{uuid.uuid4().hex[:8]}@example.com"
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         # Nothing else may be due, so the next send is this test's email.
         async def idle() -> bool | None:
             busy = [

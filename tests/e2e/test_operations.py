@@ -7,13 +7,13 @@ import subprocess
 import sys
 import uuid
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from eventkit.devstack import ROOT, Stack
 from eventkit.envelope import new_event, to_kafka
 
 from contracts.topics import ALL_EVENT_TOPICS
+from tests.conftest import api_client
 from tests.e2e.conftest import Accepted, digests, interaction, metric_total, post_all, wait_converged
 from tests.e2e.test_timeline_sync import workload
 
@@ -44,7 +44,7 @@ def dead_letter_counts(metrics: str, reason: str) -> float:
 
 
 async def test_poison_on_every_topic_is_parked_and_consumers_go_on(stack: Stack) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         before = {n: (await client.get(f"{s.url}/metrics")).text for n, s in stack.services.items()}
         producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap, acks="all", enable_idempotence=False)
         await producer.start()
@@ -75,7 +75,7 @@ async def test_poison_on_every_topic_is_parked_and_consumers_go_on(stack: Stack)
 
 
 async def test_redrive_puts_parked_messages_back(stack: Stack) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         url = stack.services["case"].url
         before = metric_total((await client.get(f"{url}/metrics")).text, "crm_events_deadlettered_total")
         redriven = crm(stack, "redrive", "case")
@@ -99,7 +99,7 @@ async def test_replay_rebuilds_the_same_timeline(stack: Stack) -> None:
     accepted = Accepted()
     await post_all(stack.services["intake"].url, workload("replay", 10, 100, seed=9), accepted)
     await wait_converged(stack, accepted)
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         old = {c: (await digests(stack, c, client))["notification"] for c in accepted.by_customer}
 
         result = crm(stack, "replay", "notification")

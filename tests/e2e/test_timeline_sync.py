@@ -10,10 +10,10 @@ import random
 import signal
 import uuid
 
-import httpx
 import pytest
 from eventkit.devstack import Stack
 
+from tests.conftest import api_client
 from tests.e2e.conftest import Accepted, interaction, metric_total, post_all, timeline_ids, wait_converged
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +73,7 @@ async def test_sigkill_a_consumer_service_mid_stream(stack: Stack) -> None:
 @pytest.mark.parametrize("crash_at", ["relay.after_ack", "relay.before_send"])
 async def test_relay_killed_between_commit_and_ack_delivers_once(stack: Stack, crash_at: str) -> None:
     intake = stack.services["intake"]
-    async with httpx.AsyncClient() as client:
+    async with api_client() as client:
         before = {
             name: metric_total((await client.get(f"{svc.url}/metrics")).text, "crm_events_duplicate_total")
             for name, svc in stack.services.items()
@@ -98,7 +98,7 @@ async def test_relay_killed_between_commit_and_ack_delivers_once(stack: Stack, c
 
     if crash_at == "relay.after_ack":
         # The acknowledged batch went out again after the restart; the consumers dropped the repeats.
-        async with httpx.AsyncClient() as client:
+        async with api_client() as client:
             for name, svc in stack.services.items():
                 if name == "intake":
                     continue
@@ -110,7 +110,7 @@ async def test_read_your_writes_and_pages(stack: Stack) -> None:
     intake = stack.services["intake"].url
     rng = random.Random(4)
     email = f"ryw-{uuid.uuid4().hex[:8]}@example.com"
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         first = (await client.post(f"{intake}/v1/interactions", json=interaction(email, rng))).json()
         customer = first["customer_id"]
         for svc in stack.services.values():
@@ -144,6 +144,8 @@ async def test_read_your_writes_and_pages(stack: Stack) -> None:
         assert len(page1["events"]) == 5 and page1["next_before"]
         times = [e["time"] for e in page1["events"]]
         assert times == sorted(times, reverse=True)
+        notification = stack.services["notification"].url
+        await client.get(f"{notification}/v1/customers/{customer}/timeline", params={"wait_for": last["event_id"]})
         bad = await client.get(f"{intake}/v1/customers/{customer}/timeline", params={"before": "nonsense!"})
         assert bad.status_code == 422
         assert bad.json()["errors"][0]["field"] == "query.before"
@@ -155,7 +157,7 @@ async def test_live_stream_sends_new_timeline_items(stack: Stack) -> None:
     intake = stack.services["intake"].url
     rng = random.Random(8)
     email = f"live-{uuid.uuid4().hex[:8]}@example.com"
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with api_client(timeout=10) as client:
         first = (await client.post(f"{intake}/v1/interactions", json=interaction(email, rng))).json()
         customer = first["customer_id"]
         case = stack.services["case"].url

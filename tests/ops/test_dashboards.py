@@ -26,6 +26,7 @@ from aiokafka.structs import TopicPartition
 from eventkit.devstack import SERVICES, Stack, free_port, stop_process
 
 from contracts.topics import INTAKE
+from tests.conftest import api_client
 from tests.e2e.test_analytics import Script, publish, region_code
 from tests.ops.dashboards import (
     load_prometheus_config,
@@ -209,7 +210,7 @@ async def wait_for_series(
 
 async def test_every_dashboard_panel_returns_data(ops_stack: Stack, prometheus: Prometheus) -> None:
     rng = random.Random(6)
-    async with httpx.AsyncClient(timeout=15) as client:
+    async with api_client(timeout=15) as client:
         # Prometheus scrapes all four services with the shipped job name and labels.
         up = await wait_for_series(client, prometheus, 'up{job="crm"} == 1', len(SERVICES), timeout_s=20)
         assert {s["metric"]["service"] for s in up} == set(SERVICES), up

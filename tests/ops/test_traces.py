@@ -14,6 +14,7 @@ import pytest
 from eventkit.devstack import SERVICES, Stack
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.conftest import api_client
 from tests.ops.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.e2e
@@ -88,7 +89,7 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
     trace_id = secrets.token_hex(16)
     caller_span_id = secrets.token_hex(8)
     traceparent = f"00-{trace_id}-{caller_span_id}-01"
-    async with httpx.AsyncClient(timeout=15) as client:
+    async with api_client(timeout=15) as client:
         await wait_quiet(ops_stack, client)
         r = await client.post(
             f"{ops_stack.services['intake'].url}/v1/interactions",
@@ -153,7 +154,7 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
 
 async def test_one_server_span_per_request(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
     trace_id, _, traceparent = new_traceparent()
-    async with httpx.AsyncClient(timeout=15) as client:
+    async with api_client(timeout=15) as client:
         await post_interaction(ops_stack, client, traceparent)
 
     def servers() -> list[ReceivedSpan]:

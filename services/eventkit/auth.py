@@ -1,0 +1,224 @@
+"""Who is calling, what they may do, how often, and a record of it (SPEC §9).
+
+- API keys: `Authorization: Bearer <key>` (or `?access_token=<key>` where a browser cannot set
+  headers, as for server-sent events). Keys are random; services store and compare SHA-256
+  hashes only, projected from crm.auth.* events, so a key created or revoked at intake is known
+  to every service. A bootstrap admin key from settings gets the first keys made.
+- Scopes: `channel:<name>` may post interactions of that channel; `agent` reads timelines and
+  customers and acts on cases; `ops` reads analytics; `admin` may do everything, including keys,
+  export and the audit log.
+- 401 without valid credentials, 403 outside the key's scopes, 429 with Retry-After past the
+  per-key rate; each with a JSON reason.
+- Audit: every authenticated request is appended to audit_log (key id, method, route template,
+  customer id, status), buffered and written in batches.
+"""
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, Request
+
+from contracts.security import KEY_CREATED, KEY_REVOKED
+from eventkit.envelope import Envelope
+from eventkit.http import ApiError
+
+log = logging.getLogger(__name__)
+CACHE_SECONDS = 5.0  # how long a key lookup is trusted; revocation takes effect within this
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """(key id, key). The key is shown once; only its hash is kept."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"crm_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+class KeyProjection:
+    """Every service's copy of the API keys, from crm.auth.* events."""
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            if e.type == KEY_CREATED:
+                await conn.execute(
+                    "INSERT INTO api_keys (key_id, name, scopes, key_sha256, created_at) VALUES ($1, $2, $3, $4, $5)"
+                    " ON CONFLICT (key_id) DO NOTHING",
+                    e.data["key_id"],
+                    e.data["name"],
+                    e.data["scopes"],
+                    e.data["key_sha256"],
+                    e.time,
+                )
+            elif e.type == KEY_REVOKED:
+                await conn.execute(
+                    "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
+                    e.data["key_id"],
+                    e.time,
+                )
+
+
+class RateLimiter:
+    """A token bucket per key: `rate` requests a second, bursts up to `burst`. Per process."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key_id: str) -> float:
+        """0 if allowed now; else the seconds until the next request would be."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self._buckets[key_id] = (tokens - 1, now)
+            return 0.0
+        self._buckets[key_id] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+class AuditLog:
+    """Appends audit records in batches (every `interval_s`), off the request's path."""
+
+    def __init__(self, pool_getter: Callable[[], asyncpg.Pool | None], interval_s: float = 0.25) -> None:
+        self._pool = pool_getter
+        self._interval_s = interval_s
+        self._pending: list[tuple[datetime, str, str, str, str | None, int]] = []
+
+    def record(self, key_id: str, method: str, route: str, customer_id: str | None, status: int) -> None:
+        if len(self._pending) < 100_000:
+            self._pending.append((datetime.now(UTC), key_id, method, route, customer_id, status))
+
+    async def flush(self) -> None:
+        pool = self._pool()
+        if not self._pending or pool is None:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            async with pool.acquire() as conn:
+                await conn.copy_records_to_table(
+                    "audit_log", records=batch, columns=["at", "key_id", "method", "route", "customer_id", "status"]
+                )
+        except Exception:
+            self._pending = batch + self._pending  # try again next round
+            raise
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.flush()
+            except Exception as exc:
+                log.warning("audit flush postponed: %s", type(exc).__name__)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        pool_getter: Callable[[], asyncpg.Pool | None],
+        bootstrap_admin_key: str | None,
+        limiter: RateLimiter,
+        required: bool = True,
+    ) -> None:
+        self._pool = pool_getter
+        self._bootstrap = hash_key(bootstrap_admin_key) if bootstrap_admin_key else None
+        self._limiter = limiter
+        self.required = required
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def principal_for(self, key: str) -> Principal | None:
+        digest = hash_key(key)
+        if self._bootstrap is not None and secrets.compare_digest(digest, self._bootstrap):
+            return Principal("bootstrap-admin", "bootstrap admin key", frozenset({"admin"}))
+        cached = self._cache.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        pool = self._pool()
+        if pool is None:
+            return None
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT key_id, name, scopes FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL", digest
+            )
+        principal = Principal(row["key_id"], row["name"], frozenset(row["scopes"])) if row else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic(), principal)
+        return principal
+
+    async def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        key = header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("access_token")
+        if not key:
+            if not self.required:
+                return Principal("anonymous", "authentication disabled", frozenset({"admin"}))
+            raise ApiError(401, "unauthenticated", "send an API key: Authorization: Bearer <key>")
+        principal = await self.principal_for(key)
+        if principal is None:
+            raise ApiError(401, "unauthenticated", "this API key is not valid (unknown or revoked)")
+        wait = self._limiter.take(principal.key_id)
+        if wait:
+            raise ApiError(
+                429, "rate_limited", f"too many requests for this key; retry in {wait:.2f} s",
+                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            )  # fmt: skip
+        request.state.principal = principal
+        return principal
+
+
+async def current_principal(request: Request) -> Principal:
+    authenticator: Authenticator = request.app.state.runtime.auth
+    return await authenticator.authenticate(request)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def require(*any_of: str) -> Any:
+    """A dependency: the caller's key must have one of these scopes (admin has them all)."""
+
+    async def check(principal: Caller) -> Principal:
+        if not any(principal.allows(scope) for scope in any_of):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this key may not do this; it needs one of: {', '.join(any_of)}",
+                required=list(any_of),
+            )
+        return principal
+
+    return Depends(check)
+
+
+def require_channels(principal: Principal, channels: set[str]) -> None:
+    """Channel keys may only write their own channel's interactions; agents and admins any."""
+    if principal.allows("agent"):
+        return
+    missing = sorted(c for c in channels if not principal.allows(f"channel:{c}"))
+    if missing:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this key may not write interactions of channel {', '.join(missing)}",
+            required=[f"channel:{c}" for c in missing],
+        )

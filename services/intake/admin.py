@@ -1,0 +1,143 @@
+"""intake's admin routes: API keys (create, list, revoke) and the export of one customer.
+
+Keys are events (crm.auth.*): intake appends them to its store, and every service, intake too,
+learns the key's hash and scopes from the topic. A new key works everywhere once its event is
+applied there (pass the returned event_id as wait_for to any timeline to be sure).
+"""
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+from eventkit import timeline
+from eventkit.app import runtime
+from eventkit.auth import hash_key, new_key, require
+from eventkit.envelope import new_event
+from eventkit.eventstore import Append
+from eventkit.http import ApiError
+from eventkit.telemetry import current_traceparent
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.security import KEY_CREATED, KEY_REVOKED, SCOPE_PATTERN, KeyCreated, KeyRevoked
+from contracts.topics import INTAKE
+from intake import handlers
+from intake.settings import IntakeSettings
+
+router = APIRouter(tags=["admin"], dependencies=[require("admin")])
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[Annotated[str, Field(pattern=SCOPE_PATTERN)]] = Field(min_length=1, max_length=12)
+
+
+@router.post("/v1/admin/keys", status_code=201, summary="Create an API key; the key is shown only in this answer")
+async def create_key(request: Request, body: KeyIn) -> Response:
+    rt = runtime(request)
+    key_id, key = new_key()
+    data = KeyCreated(key_id=key_id, name=body.name, scopes=sorted(set(body.scopes)), key_sha256=hash_key(key))
+    event = new_event(
+        KEY_CREATED, f"key:{key_id}", data.model_dump(mode="json"), rt.settings.source, current_traceparent()
+    )
+    async with rt.db.acquire() as conn, conn.transaction():
+        await rt.store.append(conn, [Append(f"key-{key_id}", 0, [event], INTAKE)])
+    body_out = {"key_id": key_id, "key": key, "name": body.name, "scopes": data.scopes, "event_id": event.id}
+    return JSONResponse(body_out, status_code=201)
+
+
+@router.get("/v1/admin/keys", summary="API keys (never the keys themselves)")
+async def list_keys(request: Request) -> Response:
+    async with runtime(request).db.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at DESC"
+        )
+    return JSONResponse(
+        {
+            "items": [
+                {
+                    "key_id": r["key_id"],
+                    "name": r["name"],
+                    "scopes": list(r["scopes"]),
+                    "created_at": r["created_at"].isoformat(),
+                    "revoked_at": r["revoked_at"].isoformat() if r["revoked_at"] else None,
+                }
+                for r in rows
+            ]
+        }
+    )
+
+
+@router.delete("/v1/admin/keys/{key_id}", summary="Revoke an API key everywhere")
+async def revoke_key(request: Request, key_id: str) -> Response:
+    rt = runtime(request)
+    async with rt.db.acquire() as conn, conn.transaction():
+        known = await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", f"key-{key_id}")
+        if known == 0:
+            raise ApiError(404, "key_not_found", f"no key {key_id}")
+        if known > 1:
+            raise ApiError(409, "already_revoked", f"key {key_id} is revoked already")
+        event = new_event(
+            KEY_REVOKED, f"key:{key_id}", KeyRevoked(key_id=key_id).model_dump(mode="json"), rt.settings.source,
+            current_traceparent(),
+        )  # fmt: skip
+        await rt.store.append(conn, [Append(f"key-{key_id}", 1, [event], INTAKE)])
+    return JSONResponse({"key_id": key_id, "revoked": True, "event_id": event.id})
+
+
+@router.get(
+    "/v1/customers/{customer_id}/export",
+    tags=["customers"],
+    summary="Everything the four services hold about a customer, as one JSON document",
+)
+async def export(request: Request, customer_id: str) -> Response:
+    rt = runtime(request)
+    settings: IntakeSettings = rt.settings  # type: ignore[assignment]
+    try:
+        profile = await handlers.get_customer(rt.db, customer_id)
+    except handlers.CustomerMoved as exc:
+        return RedirectResponse(request.url.path.replace(customer_id, exc.survivor_id, 1), status_code=308)
+    except handlers.CustomerNotFound as exc:
+        raise ApiError(404, "customer_not_found", f"no customer {customer_id}") from exc
+    async with rt.db.acquire() as conn:
+        events = await _whole_timeline(conn, customer_id)
+    headers = {"Authorization": request.headers.get("authorization", "")}
+    urls = {
+        "case": f"{settings.case_url}/v1/cases",
+        "notification": f"{settings.notification_url}/v1/notifications",
+        "analytics": f"{settings.analytics_url}/v1/customers/{customer_id}/insights",
+    }
+    params: dict[str, dict[str, str | int]] = {
+        "case": {"customer_id": customer_id, "limit": 500},
+        "notification": {"customer_id": customer_id, "limit": 500},
+    }
+    async with httpx.AsyncClient(timeout=10, headers=headers) as client:
+        answers = await asyncio.gather(
+            *(client.get(url, params=params.get(name)) for name, url in urls.items()), return_exceptions=True
+        )
+    parts: dict[str, Any] = {}
+    for name, answer in zip(urls, answers, strict=True):
+        if isinstance(answer, BaseException):
+            raise ApiError(503, "unavailable", f"{name} did not answer; try again", headers={"Retry-After": "1"})
+        parts[name] = answer.json() if answer.status_code == 200 else {"status": answer.status_code, **answer.json()}
+    return JSONResponse(
+        {
+            "customer_id": customer_id,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "intake": {"customer": profile, "timeline": events},
+            **parts,
+        }
+    )
+
+
+async def _whole_timeline(conn: Any, customer_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page, cursor = await timeline.page(conn, customer_id, 500, cursor)
+        items.extend(page)
+        if cursor is None:
+            return items
