@@ -1,0 +1,217 @@
+"""Authentication and authorization over every route of every service, keys made and revoked
+through intake, the per-key rate limit, the audit log and the customer export."""
+
+import asyncio
+import random
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from eventkit.devstack import ServiceProcess, Stack, free_port
+
+from tests.conftest import api_client
+from tests.e2e.conftest import interaction
+
+pytestmark = pytest.mark.e2e
+
+OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+SCOPES = ("agent", "ops", "channel:web")
+
+# Which scope may call which route (admin may call all). Anything not listed needs admin only.
+ALLOWED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/v1/customers/{customer_id}/timeline"): {"agent"},
+    ("GET", "/v1/customers/{customer_id}/timeline/digest"): {"agent"},
+    ("GET", "/v1/customers/{customer_id}/timeline/stream"): {"agent"},
+    ("POST", "/v1/interactions"): {"agent", "channel:web"},
+    ("POST", "/v1/interactions:batch"): {"agent", "channel:web"},
+    ("GET", "/v1/customers"): {"agent"},
+    ("GET", "/v1/customers/{customer_id}"): {"agent"},
+    ("PUT", "/v1/customers/{customer_id}/consent"): {"agent"},
+    ("PUT", "/v1/customers/{customer_id}/preferences"): {"agent"},
+    ("GET", "/v1/notifications"): {"agent", "ops"},
+    ("GET", "/v1/notifications/{notification_id}"): {"agent", "ops"},
+    ("GET", "/v1/kpis"): {"ops"},
+    ("GET", "/v1/customers/{customer_id}/insights"): {"agent", "ops"},
+}
+CASE_ROUTES_PREFIX = "/v1/cases"  # every case route: agent
+
+
+def allowed(method: str, path: str) -> set[str]:
+    if path.startswith(CASE_ROUTES_PREFIX):
+        return {"agent"}
+    return ALLOWED.get((method, path), set())
+
+
+def web_interaction() -> dict[str, Any]:
+    return {**interaction(f"auth-{uuid.uuid4().hex[:8]}@example.com", random.Random(1)), "channel": "web"}
+
+
+async def make_key(stack: Stack, name: str, scopes: list[str]) -> dict[str, Any]:
+    async with api_client(timeout=10) as client:
+        r = await client.post(f"{stack.services['intake'].url}/v1/admin/keys", json={"name": name, "scopes": scopes})
+        assert r.status_code == 201, r.text
+        key = r.json()
+        for svc in stack.services.values():  # known everywhere once its event is applied there
+            w = await client.get(
+                f"{svc.url}/v1/customers/none/timeline", params={"wait_for": key["event_id"], "timeout_ms": 15000}
+            )
+            assert w.status_code == 200
+    return key
+
+
+async def call(client: httpx.AsyncClient, method: str, url: str, path: str, key: str | None) -> int:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    concrete = path.replace("{customer_id}", "nobody").replace("{case_id}", "nocase").replace(
+        "{notification_id}", "none").replace("{key_id}", "nokey")  # fmt: skip
+    body: Any = None
+    if (method, path) == ("POST", "/v1/interactions"):
+        body = web_interaction()
+    elif (method, path) == ("POST", "/v1/interactions:batch"):
+        body = {"items": [web_interaction()]}
+    elif method in ("POST", "PUT"):
+        body = {}
+    if path.endswith("/stream"):
+        async with client.stream(method, url + concrete, headers=headers) as r:
+            return r.status_code
+    r = await client.request(method, url + concrete, headers=headers, json=body)
+    return r.status_code
+
+
+async def test_every_route_and_scope(stack: Stack) -> None:
+    keys = {scope: (await make_key(stack, f"matrix {scope}", [scope]))["key"] for scope in SCOPES}
+    problems: list[str] = []
+    checked = 0
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, svc in stack.services.items():
+            spec = (await client.get(f"{svc.url}/openapi.json")).json()
+            for path, operations in spec["paths"].items():
+                for method in operations:
+                    method = method.upper()
+                    if path in OPEN:
+                        continue
+                    checked += 1
+                    status = await call(client, method, svc.url, path, None)
+                    if status != 401:
+                        problems.append(f"{name} {method} {path} without a key: {status}")
+                    bad = await call(client, method, svc.url, path, "crm_not_a_real_key")
+                    if bad != 401:
+                        problems.append(f"{name} {method} {path} with a wrong key: {bad}")
+                    for scope, key in keys.items():
+                        status = await call(client, method, svc.url, path, key)
+                        should = scope in allowed(method, path)
+                        if should and status in (401, 403):
+                            problems.append(f"{name} {method} {path} as {scope}: {status}, should be allowed")
+                        if not should and status != 403:
+                            problems.append(f"{name} {method} {path} as {scope}: {status}, should be 403")
+                    admin = await call(client, method, svc.url, path, stack.admin_key)
+                    if admin in (401, 403):
+                        problems.append(f"{name} {method} {path} as admin: {admin}")
+            for path in OPEN & set(spec["paths"]):
+                assert (await client.get(svc.url + path)).status_code == 200, (name, path)
+    assert checked > 30
+    assert not problems, "\n".join(problems)
+
+
+async def test_channel_keys_write_only_their_channel_and_errors_say_why(stack: Stack) -> None:
+    web = (await make_key(stack, "web front end", ["channel:web"]))["key"]
+    intake = stack.services["intake"].url
+    async with api_client(web, timeout=10) as client:
+        ok = await client.post(f"{intake}/v1/interactions", json=web_interaction())
+        assert ok.status_code == 202
+        sms = await client.post(f"{intake}/v1/interactions", json={**web_interaction(), "channel": "sms"})
+        assert sms.status_code == 403
+        assert sms.json()["error"] == "forbidden" and sms.json()["required"] == ["channel:sms"]
+        mixed = await client.post(
+            f"{intake}/v1/interactions:batch",
+            json={"items": [web_interaction(), {**web_interaction(), "channel": "sms"}]},
+        )
+        assert mixed.status_code == 403
+    async with httpx.AsyncClient(timeout=10) as anonymous:
+        r = await anonymous.get(f"{intake}/v1/customers/x")
+        assert (r.status_code, r.json()["error"], r.headers["www-authenticate"]) == (401, "unauthenticated", "Bearer")
+
+
+async def test_revoked_key_stops_working_everywhere(stack: Stack) -> None:
+    key = await make_key(stack, "soon gone", ["agent"])
+    async with api_client(key["key"], timeout=10) as client:
+        assert (await client.get(f"{stack.services['case'].url}/v1/cases")).status_code == 200
+    async with api_client(timeout=10) as admin:
+        listed = (await admin.get(f"{stack.services['intake'].url}/v1/admin/keys")).json()["items"]
+        assert any(k["key_id"] == key["key_id"] and "key" not in k for k in listed)
+        r = await admin.delete(f"{stack.services['intake'].url}/v1/admin/keys/{key['key_id']}")
+        assert r.status_code == 200
+        again = await admin.delete(f"{stack.services['intake'].url}/v1/admin/keys/{key['key_id']}")
+        assert again.status_code == 409
+    async with api_client(key["key"], timeout=10) as client:
+        statuses: dict[str, int] = {}
+        for _ in range(60):  # lookups are cached for 5 s
+            statuses = {
+                n: (await client.get(f"{s.url}/v1/customers/x/timeline")).status_code for n, s in stack.services.items()
+            }
+            if set(statuses.values()) == {401}:
+                break
+            await asyncio.sleep(0.25)
+        assert set(statuses.values()) == {401}, statuses
+
+
+async def test_rate_limit_answers_429_with_retry_after(stack: Stack) -> None:
+    intake = stack.services["intake"]
+    strict = ServiceProcess("intake", free_port(), dict(intake.env), stack.logs / "intake-strict.log")
+    strict.env.update({"HTTP_PORT": str(strict.port), "RATE_LIMIT_PER_KEY_RPS": "1", "RATE_LIMIT_PER_KEY_BURST": "3"})
+    strict.start()
+    try:
+        await asyncio.to_thread(strict.wait_ready, 60)
+        async with api_client(timeout=10) as client:
+            statuses = [(await client.get(f"{strict.url}/v1/customers/x")).status_code for _ in range(6)]
+            limited = await client.get(f"{strict.url}/v1/customers/x")
+        assert statuses[:3] == [404, 404, 404]
+        assert limited.status_code == 429 and 429 in statuses
+        assert limited.json()["error"] == "rate_limited" and int(limited.headers["retry-after"]) >= 1
+    finally:
+        strict.stop()
+
+
+async def test_audit_log_records_who_read_what(stack: Stack) -> None:
+    key = await make_key(stack, "audited agent", ["agent"])
+    customer = f"audit-{uuid.uuid4().hex[:8]}"
+    case = stack.services["case"].url
+    async with api_client(key["key"], timeout=10) as client:
+        await client.get(f"{case}/v1/customers/{customer}/timeline")
+        await client.get(f"{case}/v1/kpis")  # not found here; still recorded as an attempt
+    async with api_client(timeout=10) as admin:
+        rows = (await admin.get(f"{case}/v1/admin/audit", params={"key_id": key["key_id"]})).json()["items"]
+        forbidden = await admin.get(f"{case}/v1/admin/audit")
+    assert {(r["method"], r["route"], r["customer_id"], r["status"]) for r in rows} >= {
+        ("GET", "/v1/customers/{customer_id}/timeline", customer, 200)
+    }
+    assert forbidden.status_code == 200
+    async with api_client(key["key"], timeout=10) as client:
+        assert (await client.get(f"{case}/v1/admin/audit")).status_code == 403
+
+
+async def test_export_gathers_from_all_four_services(stack: Stack) -> None:
+    intake = stack.services["intake"].url
+    email = f"export-{uuid.uuid4().hex[:8]}@example.com"
+    async with api_client(timeout=20) as client:
+        first = (await client.post(f"{intake}/v1/interactions", json={**interaction(email, random.Random(2)),
+                                   "kind": "complaint", "direction": "inbound"})).json()  # fmt: skip
+        customer = first["customer_id"]
+        cases: list[Any] = []
+        for _ in range(100):
+            listing = await client.get(f"{stack.services['case'].url}/v1/cases", params={"customer_id": customer})
+            cases = listing.json()["cases"]
+            insights = await client.get(f"{stack.services['analytics'].url}/v1/customers/{customer}/insights")
+            if cases and insights.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        await client.get(f"{intake}/v1/customers/{customer}/timeline", params={"wait_for": first["event_id"]})
+        doc = (await client.get(f"{intake}/v1/customers/{customer}/export")).json()
+        async with api_client(key=None, timeout=10) as anonymous:
+            assert (await anonymous.get(f"{intake}/v1/customers/{customer}/export")).status_code == 401
+    assert doc["customer_id"] == customer
+    assert doc["intake"]["customer"]["identifiers"][0]["value"] == email
+    assert first["event_id"] in [e["event_id"] for e in doc["intake"]["timeline"]]
+    assert [c["case_id"] for c in doc["case"]["cases"]] == [c["case_id"] for c in cases] != []
+    assert "items" in doc["notification"]
+    assert doc["analytics"]["customer_id"] == customer
