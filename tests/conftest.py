@@ -4,18 +4,21 @@ No fakes: the embedded stack from the PyPI wheels (the same one `make run` uses)
 ports in a temporary directory, so tests never touch a running `make run`.
 """
 
+import asyncio
+import contextlib
 import os
 import secrets
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
 import pytest
 from eventkit import db
-from eventkit.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+from eventkit.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack, free_port
 
 # Every stack the tests start gets this admin key (services read AUTH_BOOTSTRAP_ADMIN_KEY, set by
 # the Stack from CRM_ADMIN_KEY) and a rate limit no test reaches; the auth tests make other keys.
@@ -88,3 +91,33 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 def unique_topic() -> str:
     return f"test.{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def running_stack(directory: Path, env: dict[str, str], services: Iterable[str] = SERVICES) -> Iterator[Stack]:
+    """A whole stack on free ports with these services running; stopped afterwards, whatever happens.
+
+    A short session timeout, so a SIGKILLed member's partitions move on after seconds, not 30.
+    """
+    stack = Stack(directory, pg_port=0, kafka_port=0, service_ports={}, env={"KAFKA_SESSION_TIMEOUT_MS": "6000", **env})
+    stack.start_infra()
+    try:
+        stack.start_services(services)
+        yield stack
+    finally:
+        stack.stop()
+
+
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float = 30, what: str = "") -> T:
+    """The first non-None answer of probe(), asked every 0.1 s; AssertionError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.1)

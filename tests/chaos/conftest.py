@@ -5,19 +5,10 @@ from collections.abc import Iterator
 import pytest
 from eventkit.devstack import Stack
 
+from tests.conftest import running_stack
+
 
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(
-        tmp_path_factory.mktemp("chaos"),
-        pg_port=0,
-        kafka_port=0,
-        service_ports={},
-        env={"KAFKA_SESSION_TIMEOUT_MS": "6000", "BROKER_CHECK_INTERVAL_MS": "500"},
-    )
-    s.start_infra()
-    try:
-        s.start_services()
+    with running_stack(tmp_path_factory.mktemp("chaos"), {"BROKER_CHECK_INTERVAL_MS": "500"}) as s:
         yield s
-    finally:
-        s.stop()

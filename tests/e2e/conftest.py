@@ -11,7 +11,7 @@ import httpx
 import pytest
 from eventkit.devstack import Stack
 
-from tests.conftest import api_client
+from tests.conftest import api_client, running_stack
 
 CHANNELS = ["web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person"]
 # No complaints or requests: those open cases (and notifications), whose events would join the
@@ -21,20 +21,8 @@ KINDS = ["message", "call", "visit", "purchase", "note"]
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # A short session timeout, so a SIGKILLed member's partitions move on after seconds, not 30.
-    s = Stack(
-        tmp_path_factory.mktemp("stack"),
-        pg_port=0,
-        kafka_port=0,
-        service_ports={},
-        env={"KAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_LEVEL": "INFO"},
-    )
-    s.start_infra()
-    try:
-        s.start_services()
+    with running_stack(tmp_path_factory.mktemp("stack"), {"LOG_LEVEL": "INFO"}) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def interaction(email: str, rng: random.Random) -> dict[str, Any]:

@@ -3,11 +3,10 @@ it over HTTP, its events reach every timeline, the survey answer links back; two
 an SLA breach that falls due while case is down fires once after the restart."""
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -15,11 +14,10 @@ import orjson
 import pytest
 from eventkit.devstack import Stack
 
-from tests.conftest import api_client
+from tests.conftest import api_client, eventually, running_stack
 from tests.e2e.conftest import digests, timeline_ids
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
 
 # Business time is every second (24x7); urgent cases get targets of seconds, the rest the
 # defaults (hours), so timers only act where a test asks for them.
@@ -37,24 +35,8 @@ CASE_ENV = {
 
 @pytest.fixture(scope="module")
 def case_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("case-stack"), pg_port=0, kafka_port=0, service_ports={}, env=CASE_ENV)
-    s.start_infra()
-    try:
-        s.start_services()
+    with running_stack(tmp_path_factory.mktemp("case-stack"), CASE_ENV) as s:
         yield s
-    finally:
-        s.stop()
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float = 30, what: str = "") -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.1)
 
 
 def interaction(customer: dict[str, Any], kind: str, **extra: Any) -> dict[str, Any]:

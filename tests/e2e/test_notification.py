@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
@@ -24,11 +24,10 @@ from eventkit.devstack import Stack
 from eventkit.envelope import new_event, to_kafka
 
 from contracts.topics import CASE
-from tests.conftest import api_client
+from tests.conftest import api_client, eventually, running_stack
 from tests.notification.receivers import SmtpServer, WebhookServer, smtp_server, webhook_server
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
 SECRET = "e2e-webhook-secret"
 LEASE_MS = 2000
 SERVICES = ("intake", "case", "notification")  # the ones these messages travel through
@@ -58,24 +57,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer, hooks: Web
         "NOTIFICATION_RETRY_BASE_MS": "200",
         "NOTIFICATION_POLL_INTERVAL_MS": "100",
     }
-    s = Stack(tmp_path_factory.mktemp("notification-stack"), pg_port=0, kafka_port=0, service_ports={}, env=env)
-    s.start_infra()
-    try:
-        s.start_services(SERVICES)
+    with running_stack(tmp_path_factory.mktemp("notification-stack"), env, SERVICES) as s:
         yield s
-    finally:
-        s.stop()
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float = 30, what: str = "") -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.1)
 
 
 async def complaint(stack: Stack, client: httpx.AsyncClient, email: str) -> dict[str, Any]:

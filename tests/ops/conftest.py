@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from eventkit.devstack import Stack
 
+from tests.conftest import running_stack
 from tests.ops.otlp import OtlpReceiver, start_receiver
 
 # --- Prometheus binary ---------------------------------------------------------------------
@@ -65,22 +66,11 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="session")
 def ops_stack(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver) -> Iterator[Stack]:
-    s = Stack(
-        tmp_path_factory.mktemp("ops-stack"),
-        pg_port=0,
-        kafka_port=0,
-        service_ports={},
-        env={
-            "KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "LOG_LEVEL": "INFO",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
-            "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within ~0.1 s, not 5 s
-            "KPI_GAUGE_INTERVAL_MS": "500",  # the KPI dashboard's gauges follow the traffic quickly
-        },
-    )
-    s.start_infra()
-    try:
-        s.start_services()
+    env = {
+        "LOG_LEVEL": "INFO",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within ~0.1 s, not 5 s
+        "KPI_GAUGE_INTERVAL_MS": "500",  # the KPI dashboard's gauges follow the traffic quickly
+    }
+    with running_stack(tmp_path_factory.mktemp("ops-stack"), env) as s:
         yield s
-    finally:
-        s.stop()
