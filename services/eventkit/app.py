@@ -19,7 +19,7 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -213,7 +213,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 
 
-@common.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+@common.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -223,6 +223,10 @@ async def metrics() -> Response:
     tags=["timeline"],
     summary="The customer's timeline",
     dependencies=[require("agent")],
+    responses={
+        308: {"description": "a merged customer: the survivor's URL"},
+        504: {"description": "wait_for: the event was not applied within timeout_ms; the current page anyway"},
+    },
 )
 async def get_timeline(
     request: Request,

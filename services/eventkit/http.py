@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,13 @@ from eventkit.eventstore import ConcurrencyError
 from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS, context_from_traceparent, tracer
 
 log = logging.getLogger(__name__)
+
+
+UNSTORABLE_TEXT: tuple[type[Exception], ...] = (
+    asyncpg.UntranslatableCharacterError,
+    asyncpg.CharacterNotInRepertoireError,
+    orjson.JSONEncodeError,
+)
 
 
 class ApiError(Exception):
@@ -85,6 +93,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for exc_type in TRANSIENT_ERRORS:
         app.add_exception_handler(exc_type, _unavailable)
+
+    async def _unstorable_text(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL cannot store NUL in text, and JSON encoders refuse unpaired surrogates.
+        reason = "text contains characters that cannot be stored (NUL or an unpaired surrogate)"
+        return JSONResponse(
+            {"error": "validation_failed", "message": reason, "errors": [{"field": "body", "reason": reason}]}, 422
+        )
+
+    for exc_type in UNSTORABLE_TEXT:
+        app.add_exception_handler(exc_type, _unstorable_text)
 
 
 class RequestMetrics:

@@ -205,7 +205,11 @@ async def test_export_gathers_from_all_four_services(stack: Stack) -> None:
             if cases and insights.status_code == 200:
                 break
             await asyncio.sleep(0.1)
-        await client.get(f"{intake}/v1/customers/{customer}/timeline", params={"wait_for": first["event_id"]})
+        # (the rate-limit test's second intake instance just left the group: allow for the rebalance)
+        applied = await client.get(
+            f"{intake}/v1/customers/{customer}/timeline", params={"wait_for": first["event_id"], "timeout_ms": 20000}
+        )
+        assert applied.status_code == 200
         doc = (await client.get(f"{intake}/v1/customers/{customer}/export")).json()
         async with api_client(key=None, timeout=10) as anonymous:
             assert (await anonymous.get(f"{intake}/v1/customers/{customer}/export")).status_code == 401
