@@ -113,6 +113,9 @@ class OpenIn(BaseModel):
     priority: Priority = "normal"
     team: Name = "support"
     title: str | None = Field(default=None, max_length=200)
+    case_id: uuid.UUID | None = Field(
+        default=None, description="Choose the id to make retries safe: opening it again answers 200 with that case"
+    )
 
 
 def _outcome(outcome: Outcome, status: int = 200) -> Response:
@@ -190,11 +193,13 @@ async def open_case(request: Request, body: OpenIn) -> Response:
             body.priority,
             body.team,
             body.title,
-            str(uuid.uuid4()),
+            str(body.case_id or uuid.uuid4()),
         )
     except handlers.CustomerNotFound as exc:
         raise ApiError(404, "customer_not_found", f"no customer {body.customer_id} is known here") from exc
-    return _outcome(outcome, 201)
+    except handlers.CaseIdTaken as exc:
+        raise ApiError(409, "case_id_taken", "another customer's case has this id") from exc
+    return _outcome(outcome, 201 if outcome.created else 200)
 
 
 @router.get("/v1/cases/{case_id}", summary="One case with SLA state and its full history")

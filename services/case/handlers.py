@@ -35,6 +35,10 @@ class CaseNotFound(Exception):
     pass
 
 
+class CaseIdTaken(Exception):
+    """A client-chosen case id that another customer's case already has."""
+
+
 class CustomerNotFound(Exception):
     pass
 
@@ -43,6 +47,7 @@ class CustomerNotFound(Exception):
 class Outcome:
     state: CaseState
     event_ids: list[str]
+    created: bool = True
 
 
 async def load(conn: asyncpg.Connection, ctx: CaseContext, case_id: str) -> tuple[CaseState, list[StoredEvent]]:
@@ -109,12 +114,21 @@ async def open_case(
     title: str | None,
     case_id: str,
 ) -> Outcome:
-    """An agent opens a case by hand (opened_by null)."""
+    """An agent opens a case by hand (opened_by null).
+
+    The caller may choose the case id, which makes a retry safe: opening a case that exists
+    already, for the same customer, answers with that case (`created` False) and stores nothing.
+    """
     async with pool.acquire() as conn, conn.transaction():
         ids = await store.customer_ids(conn, customer_id)
         if not await store.customer_known(conn, ids):
             raise CustomerNotFound(customer_id)
         await store.lock_customer(conn, ids[0])
+        if await store.case_exists(conn, case_id):
+            existing, _ = await load(conn, ctx, case_id)
+            if existing.customer_id not in ids:
+                raise CaseIdTaken(case_id)
+            return Outcome(existing, [], created=False)
         vip = await store.is_vip(conn, ids)
         state = CaseState(case_id)
         rule = domain.OpenRule(type_, priority, team)

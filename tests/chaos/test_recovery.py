@@ -14,7 +14,7 @@ import pytest
 from eventkit.devstack import ServiceProcess, Stack, free_port
 
 from tests.conftest import api_client
-from tests.e2e.conftest import Accepted, interaction, wait_converged
+from tests.e2e.conftest import Accepted, digests, interaction, timeline_ids, wait_converged
 from tests.e2e.test_timeline_sync import assert_exact
 
 pytestmark = pytest.mark.e2e
@@ -136,3 +136,110 @@ async def test_two_instances_share_partitions_and_one_survives_the_other(chaos_s
         await assert_exact(stack, client.accepted)
     finally:
         second.stop()
+
+
+class AgentClient:
+    """An agent's desk that retries like the API asks: each command names the version it decided
+    on; after a lost answer (a kill) it reloads the case and repeats only what did not happen."""
+
+    def __init__(self, case_url: str) -> None:
+        self.url = case_url
+
+    async def _get(self, client: httpx.AsyncClient, case_id: str) -> dict[str, Any] | None:
+        while True:
+            try:
+                r = await client.get(f"{self.url}/v1/cases/{case_id}")
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)
+                continue
+            if r.status_code == 404:
+                return None
+            if r.status_code == 200:
+                case: dict[str, Any] = r.json()
+                return case
+            await asyncio.sleep(0.2)  # 503 while the database restarts
+
+    async def open(self, client: httpx.AsyncClient, customer_id: str, case_id: str) -> None:
+        body = {"customer_id": customer_id, "type": "repair", "priority": "high", "case_id": case_id}
+        while True:
+            try:
+                r = await client.post(f"{self.url}/v1/cases", json=body)
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)
+                continue
+            if r.status_code in (200, 201):
+                return
+            assert r.status_code in (404, 503), r.text  # 404: the customer has not reached case yet
+            await asyncio.sleep(0.2)
+
+    async def command(
+        self, client: httpx.AsyncClient, case_id: str, path: str, body: dict[str, Any], done: Any
+    ) -> None:
+        while True:
+            case = await self._get(client, case_id)
+            assert case is not None
+            if done(case):
+                return
+            try:
+                r = await client.post(
+                    f"{self.url}/v1/cases/{case_id}/{path}", json=body, headers={"If-Match": f'"{case["version"]}"'}
+                )
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)
+                continue
+            if r.status_code == 200:
+                return
+            assert r.status_code in (409, 503), r.text  # 409: it moved on (maybe our own lost write)
+            await asyncio.sleep(0.1)
+
+
+async def test_case_commands_survive_kills_and_apply_once(chaos_stack: Stack) -> None:
+    stack = chaos_stack
+    intake = Client(stack.services["intake"].url)
+    desk = AgentClient(stack.services["case"].url)
+    rng = random.Random(25)
+    customers = bodies("desk", 8, 8, seed=26)
+    async with api_client(timeout=5) as client:
+        for body in customers:
+            await intake.post(client, body)
+    case_of = {cid: str(uuid.uuid4()) for cid in intake.accepted.by_customer}
+
+    async def work(customer: str, case_id: str, n: int) -> None:
+        async with api_client(timeout=5) as client:
+            await desk.open(client, customer, case_id)
+            await desk.command(client, case_id, "assign", {"owner": f"agent-{n}"}, lambda c: c["owner"] == f"agent-{n}")
+            await desk.command(client, case_id, "status", {"status": "open"}, lambda c: c["status"] != "new")
+            await desk.command(client, case_id, "status", {"status": "resolved"}, lambda c: c["status"] == "resolved")
+
+    async def kill_twice() -> None:
+        for name in ("case", "intake", "case"):
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            svc = stack.services[name]
+            svc.kill()
+            svc.start()
+            await asyncio.to_thread(svc.wait_ready, 90)
+
+    await asyncio.gather(kill_twice(), *(work(c, case_of[c], n) for n, c in enumerate(case_of)))
+
+    async with api_client(timeout=10) as client:
+        for customer, case_id in case_of.items():
+            case = await desk._get(client, case_id)
+            assert case is not None and case["status"] == "resolved"
+            types = [h["type"] for h in case["history"]]
+            # each command took effect once, whatever was killed and retried
+            assert types.count("crm.case.opened.v1") == 1
+            assert types.count("crm.case.assigned.v1") == 1
+            assert types.count("crm.case.status_changed.v1") == 2
+            ids = {h["event_id"] for h in case["history"]}
+            for _ in range(150):
+                d = await digests(stack, customer, client)
+                if len(set(d.values())) == 1 and ids <= set(
+                    await timeline_ids(stack.services["analytics"].url, customer)
+                ):
+                    break
+                await asyncio.sleep(0.2)
+            assert len(set(d.values())) == 1, d
+            for svc in stack.services.values():
+                on_timeline = await timeline_ids(svc.url, customer)
+                assert len(on_timeline) == len(set(on_timeline))
+                assert ids <= set(on_timeline), svc.name
