@@ -41,7 +41,7 @@ def test_generated_requests_never_break_a_service(fuzz_stack: Stack, service: st
             "--max-failures", "20",
             "--report", "ndjson", "--report-ndjson-path", str(tmp_path / "events.ndjson"),
         ],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SCHEMATHESIS_HOOKS": ""},
     )  # fmt: skip
     output = result.stdout + result.stderr
