@@ -294,3 +294,12 @@ async def get_customer(pool: asyncpg.Pool, customer_id: str) -> dict[str, Any]:
     if found is None:
         raise CustomerNotFound(customer_id)
     return found
+
+
+async def expire_idempotency_keys(rt: Any, interval_s: float = 3600.0) -> None:
+    """Background loop: keys older than IDEMPOTENCY_TTL_HOURS are forgotten, so the table stays small."""
+    while True:
+        cutoff = datetime.now(UTC) - timedelta(hours=rt.settings.idempotency_ttl_hours)
+        async with rt.db.acquire() as conn:
+            await store.forget_keys_before(conn, cutoff)
+        await asyncio.sleep(interval_s)

@@ -6,6 +6,7 @@ from eventkit.app import ServiceSpec, create_app, serve
 
 from intake.admin import router as admin_router
 from intake.api import router
+from intake.handlers import expire_idempotency_keys
 from intake.settings import IntakeSettings
 
 app = create_app(
@@ -16,6 +17,7 @@ app = create_app(
         routers=[router, admin_router],
         migrations=[Path(__file__).parent / "migrations"],
         body_limits={"/v1/interactions:batch": 16 * 1024 * 1024},
+        background=[expire_idempotency_keys],
     ),
     IntakeSettings.for_service("intake"),
 )

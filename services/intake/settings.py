@@ -9,3 +9,6 @@ class IntakeSettings(Settings):
     case_url: str = "http://127.0.0.1:8002"
     notification_url: str = "http://127.0.0.1:8003"
     analytics_url: str = "http://127.0.0.1:8004"
+    # How long an Idempotency-Key or client_event_id answers with the first answer; older keys
+    # are forgotten (hourly), so a retry after that would be a new request.
+    idempotency_ttl_hours: float = 72.0

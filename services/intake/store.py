@@ -234,3 +234,9 @@ async def find_customers(conn: asyncpg.Connection, idents: list[Ident], id_prefi
         )
         found.extend(r["customer_id"] for r in rows if r["customer_id"] not in found)
     return found[:limit]
+
+
+async def forget_keys_before(conn: asyncpg.Connection, cutoff: datetime) -> int:
+    """Delete idempotency keys older than cutoff; return how many."""
+    status = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1", cutoff)
+    return int(status.split()[-1])

@@ -3,7 +3,7 @@
 import asyncio
 import hashlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -136,5 +136,28 @@ async def test_concurrent_merges_leave_identifiers_on_live_customers(intake_dsn:
         assert {r["merged_into"] for r in owners} == {None}
         assert len({r["customer_id"] for r in owners}) == 1
         assert merges == 5  # six customers became one: five merges, each once
+    finally:
+        await pool.close()
+
+
+async def test_old_idempotency_keys_are_forgotten(intake_dsn: str) -> None:
+    from intake import store as intake_store
+
+    pool = await db.create_pool(intake_dsn, 2)
+    try:
+        old, new = f"request:old-{uuid.uuid4().hex}", f"request:new-{uuid.uuid4().hex}"
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO idempotency_keys (key, request_hash, created_at)"
+                " VALUES ($1, 'h', now() - interval '4 days'), ($2, 'h', now())",
+                old,
+                new,
+            )
+            forgotten = await intake_store.forget_keys_before(conn, datetime.now(UTC) - timedelta(hours=72))
+            left = {
+                r["key"] for r in await conn.fetch("SELECT key FROM idempotency_keys WHERE key = ANY($1)", [old, new])
+            }
+        assert forgotten >= 1
+        assert left == {new}
     finally:
         await pool.close()
