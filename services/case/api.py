@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import orjson
 from eventkit.app import runtime
 from eventkit.auth import require
-from eventkit.http import ApiError
+from eventkit.http import ApiError, decode_cursor
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -155,17 +155,7 @@ async def list_cases(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[str | None, Query(description="next_before of the previous page")] = None,
 ) -> Response:
-    cursor = None
-    if before is not None:
-        try:
-            cursor = store.ListCursor.decode(before)
-        except ValueError as exc:
-            raise ApiError(
-                422,
-                "validation_failed",
-                str(exc),
-                errors=[{"field": "query.before", "reason": "not a cursor from next_before"}],
-            ) from exc
+    cursor = decode_cursor(store.ListCursor.decode, before)
     filters = {
         "status": status,
         "priority": priority,

@@ -30,7 +30,7 @@ from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, r
 from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import TimelineFeed, heartbeat_stream
-from eventkit.http import ApiError, BodySizeLimit, RequestMetrics, install_error_handlers
+from eventkit.http import BodySizeLimit, RequestMetrics, decode_cursor, install_error_handlers
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
 from eventkit.telemetry import configure_logging, configure_tracing
@@ -237,17 +237,7 @@ async def get_timeline(
     timeout_ms: Annotated[int, Query(ge=0, le=30_000)] = 1000,
 ) -> Response:
     rt = runtime(request)
-    cursor = None
-    if before is not None:
-        try:
-            cursor = timeline.Cursor.decode(before)
-        except ValueError as exc:
-            raise ApiError(
-                422,
-                "validation_failed",
-                str(exc),
-                errors=[{"field": "query.before", "reason": "not a cursor from next_before"}],
-            ) from exc
+    cursor = decode_cursor(timeline.Cursor.decode, before)
     applied = True
     if wait_for is not None:
         applied = await timeline.wait_until_applied(rt.db, rt.waiters, wait_for, timeout_ms / 1000)

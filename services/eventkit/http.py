@@ -7,7 +7,8 @@ A database that is down is a 503 with Retry-After, never a 500.
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -42,6 +43,24 @@ class ApiError(Exception):
         self.status = status
         self.headers = headers or ({"WWW-Authenticate": "Bearer"} if status == 401 else None)
         self.body = {"error": error, "message": message, **extra}
+
+
+T = TypeVar("T")
+
+
+def decode_cursor(decode: Callable[[str], T], text: str | None) -> T | None:
+    """A keyset cursor from the query (`before`), or 422 naming the field if it is not one we made."""
+    if text is None:
+        return None
+    try:
+        return decode(text)
+    except ValueError as exc:
+        raise ApiError(
+            422,
+            "validation_failed",
+            str(exc),
+            errors=[{"field": "query.before", "reason": "not a cursor from next_before"}],
+        ) from exc
 
 
 def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
