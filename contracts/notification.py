@@ -20,6 +20,8 @@ NOTIFICATION_CHANNELS: tuple[str, ...] = get_args(NotificationChannel)
 Audience = Literal["customer", "staff"]
 Purpose = Literal["service", "marketing"]
 # Quiet hours are not a suppression: they delay (scheduled.delayed_reason = "quiet_hours").
+# Non-critical customer messages over the frequency cap go into a digest (scheduled.digest_id)
+# rather than being suppressed, unless digests are switched off.
 SuppressionReason = Literal["no_consent", "blocked_channel", "cap", "duplicate", "no_address"]
 SUPPRESSION_REASONS: tuple[str, ...] = get_args(SuppressionReason)
 DelayReason = Literal["quiet_hours", "not_before"]
@@ -42,6 +44,13 @@ class NotificationScheduled(NotificationEvent):
     language: str = Field(min_length=1, max_length=16, description="The template language used.")
     deliver_at: datetime = Field(description="Not sent before this instant.")
     delayed_reason: DelayReason | None = Field(description="Why deliver_at is later than the decision, if it is.")
+    digest_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Set when the message goes out as part of a digest: the digest's notification_id"
+        " (its own sent/failed events follow under that id, rule `digest`). On the digest's own"
+        " scheduled event it is the digest's id.",
+    )
 
 
 class NotificationSent(NotificationEvent):

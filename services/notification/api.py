@@ -13,7 +13,7 @@ from notification import store
 
 router = APIRouter(tags=["notifications"], dependencies=[require("agent", "ops")])
 
-Status = Literal["pending", "scheduled", "retrying", "sending", "sent", "delivered", "failed", "suppressed"]
+Status = Literal["pending", "scheduled", "retrying", "sending", "sent", "delivered", "failed", "suppressed", "digested"]
 
 
 @router.get("/v1/notifications", summary="Notifications, newest first, by customer and/or status")

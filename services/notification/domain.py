@@ -3,7 +3,10 @@
 - Rules (rules.yaml) say which events make which messages for whom; templates per language.
 - decide_customer() picks the channel a customer may be reached on for a rule (consent,
   blocked channels, preferred channel), applies the frequency cap and delays the message out
-  of the customer's quiet hours (never drops it for them).
+  of the customer's quiet hours (never drops it for them). A non-critical message over the cap
+  goes into the customer's digest of its window (or is suppressed when digests are off).
+- digest_window() / digest_due() / render_digest(): one digest per (customer, window), due at
+  the window's end (or when quiet hours end), listing its messages in the customer's language.
 - staff_targets() resolves a rule's owner/team recipients to configured staff addresses.
 - retry_delay() is the exponential backoff with jitter between delivery tries.
 """
@@ -78,11 +81,22 @@ class Template(BaseModel):
     body: str
 
 
+DIGEST_RULE = "digest"  # the rule name digests carry in rows and events
+_DEFAULT_DIGEST = {
+    "en": Template(
+        subject="Your updates ({count})",
+        body="Here is what happened while we held back separate messages:\n\n{items}",
+    )
+}
+
+
 class RuleBook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     default_language: str = "en"
     rules: tuple[Rule, ...]
     templates: dict[str, dict[str, Template]]
+    # The digest's frame per language: {count} and {items} (the listed messages) as placeholders.
+    digest: dict[str, Template] = Field(default_factory=lambda: dict(_DEFAULT_DIGEST))
 
     def matching(self, event_type: str, data: Mapping[str, Any]) -> list[Rule]:
         return [r for r in self.rules if r.matches(event_type, data)]
@@ -90,8 +104,12 @@ class RuleBook(BaseModel):
     def check(self) -> "RuleBook":
         """Every rule has a template in the default language: the fallback must always exist."""
         for rule in self.rules:
+            if rule.name == DIGEST_RULE:
+                raise ValueError(f"rule name {DIGEST_RULE} is reserved for digests")
             if self.default_language not in self.templates.get(rule.name, {}):
                 raise ValueError(f"rule {rule.name} has no {self.default_language} template")
+        if self.default_language not in self.digest:
+            raise ValueError(f"the digest has no {self.default_language} template")
         return self
 
 
@@ -111,13 +129,32 @@ class _Blank(dict[str, str]):
         return ""
 
 
+def _language(templates: Mapping[str, Template], language: str | None, default: str) -> str:
+    wanted = [language, language.split("-")[0]] if language else []
+    return next((lang for lang in wanted if lang in templates), default)
+
+
 def render(book: RuleBook, rule: str, language: str | None, data: Mapping[str, Any]) -> Rendered:
     """The rule's template in `language`, else its base language (en-GB -> en), else the default."""
     templates = book.templates[rule]
-    wanted = [language, language.split("-")[0]] if language else []
-    chosen = next((lang for lang in wanted if lang in templates), book.default_language)
+    chosen = _language(templates, language, book.default_language)
     values = _Blank({k: "" if v is None else str(v) for k, v in data.items()})
     t = templates[chosen]
+    return Rendered(chosen, t.subject.format_map(values).strip(), t.body.format_map(values).strip())
+
+
+def render_digest(book: RuleBook, language: str | None, items: Sequence[tuple[str, Mapping[str, Any]]]) -> Rendered:
+    """One message listing `items` ((rule, event data), oldest first), each rendered with its
+    rule's template. The frame's language falls back like a rule's (de-AT -> de -> default) and
+    every item is rendered in that same language where its rule has it, so a message reads in one
+    language as far as the templates allow."""
+    chosen = _language(book.digest, language, book.default_language)
+    lines = []
+    for rule, data in items:
+        text = render(book, rule, chosen, data)
+        lines.append(f"- {text.subject}\n  {text.body}")
+    values = _Blank(count=str(len(items)), items="\n\n".join(lines))
+    t = book.digest[chosen]
     return Rendered(chosen, t.subject.format_map(values).strip(), t.body.format_map(values).strip())
 
 
@@ -187,11 +224,54 @@ class Suppress:
 
 
 @dataclass(frozen=True)
+class ToDigest:
+    """Over the cap, not critical: the message goes into the customer's digest of `window_start`,
+    which goes out at `deliver_at` (the window's end, or when quiet hours end after it)."""
+
+    channel: str
+    address: str
+    window_start: datetime
+    deliver_at: datetime
+    delayed_reason: Literal["quiet_hours"] | None = None
+
+
+@dataclass(frozen=True)
 class Cap:
     """At most `max_messages` non-critical messages per recipient within `window`."""
 
     max_messages: int
     window: timedelta
+
+
+@dataclass(frozen=True)
+class DigestPolicy:
+    """Non-critical customer messages over the cap are collected per fixed `window` (aligned to
+    the epoch, UTC) into one digest, instead of being suppressed; `enabled=False` suppresses them."""
+
+    window: timedelta = timedelta(hours=1)
+    enabled: bool = True
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def digest_window(at: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """The [start, end) digest window holding `at`: fixed slots from the epoch, so every instance
+    and every restart computes the same window (and so the same digest id) for an instant."""
+    slots = (at - _EPOCH) // window
+    start = _EPOCH + slots * window
+    return start, start + window
+
+
+def digest_due(window_end: datetime, quiet: QuietHours | None) -> tuple[datetime, Literal["quiet_hours"] | None]:
+    """When the digest of a window goes out: at its end, or when quiet hours holding it end."""
+    end = quiet_hours_end(window_end, quiet) if quiet else None
+    return (end, "quiet_hours") if end is not None else (window_end, None)
+
+
+def digest_key(recipient: str, window_start: datetime) -> str:
+    """Idempotency key of the one digest per (recipient, window); its id is derived from it."""
+    return f"{DIGEST_RULE}|{window_start.astimezone(UTC).isoformat()}|{recipient}"
 
 
 def decide_customer(
@@ -201,11 +281,13 @@ def decide_customer(
     recent_messages: int,
     cap: Cap,
     not_before: datetime | None = None,
-) -> Schedule | Suppress:
-    """Channel, cap and quiet hours for one customer message.
+    digest: DigestPolicy | None = None,
+) -> Schedule | Suppress | ToDigest:
+    """Channel, cap (with digest) and quiet hours for one customer message.
 
     The first candidate channel (preferred first) with an address that consent allows is used;
-    if none is, the refusal of the first channel with an address is the reason.
+    if none is, the refusal of the first channel with an address is the reason. Service-critical
+    messages pass the cap and never wait for a digest.
     """
     refusal: Suppress | None = None
     chosen: tuple[str, str] | None = None
@@ -221,8 +303,13 @@ def decide_customer(
     if chosen is None:
         return refusal or Suppress("no_address")
     picked, address = chosen
+    earliest = not_before if not_before is not None and not_before > now else now
     if not rule.critical and recent_messages >= cap.max_messages:
-        return Suppress("cap", picked)
+        if digest is None or not digest.enabled:
+            return Suppress("cap", picked)
+        start, window_end = digest_window(earliest, digest.window)
+        due, reason = digest_due(window_end, profile.preferences.quiet_hours)
+        return ToDigest(picked, address, start, due, reason)
     deliver_at, why = now, None
     if not_before is not None and not_before > now:
         deliver_at, why = not_before, "not_before"

@@ -5,6 +5,7 @@ are written in one transaction (the caller's), and the events go out through the
 """
 
 import random
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ class NotificationContext:
     directory: domain.StaffDirectory = field(default_factory=domain.StaffDirectory)
     customer_cap: domain.Cap = field(default_factory=lambda: domain.Cap(5, timedelta(days=1)))
     staff_cap: domain.Cap = field(default_factory=lambda: domain.Cap(60, timedelta(hours=1)))
+    digest: domain.DigestPolicy = field(default_factory=domain.DigestPolicy)
     retry: domain.RetryPolicy = field(default_factory=domain.RetryPolicy)
     profile_wait: timedelta = timedelta(seconds=30)
     send_lease: timedelta = timedelta(seconds=60)
@@ -145,7 +147,7 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
     (their profile events travel on another topic and may arrive after the case event)."""
     now = ctx.clock()
     rule = ctx.rule(row.rule)
-    decision: domain.Schedule | domain.Suppress
+    decision: domain.Schedule | domain.Suppress | domain.ToDigest
     if row.audience == "customer":
         profile = await store.profile(conn, await store.customer_ids(conn, row.customer_id))
         if not profile.known and now < row.created_at + ctx.profile_wait:
@@ -155,8 +157,11 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
             conn, row.recipient, now - ctx.customer_cap.window, row.notification_id
         )
         not_before = _instant(row.data.get(rule.not_before)) if rule.not_before else None
-        decision = domain.decide_customer(rule, profile, now, recent, ctx.customer_cap, not_before)
+        decision = domain.decide_customer(rule, profile, now, recent, ctx.customer_cap, not_before, ctx.digest)
         language = profile.preferences.language
+        if isinstance(decision, domain.ToDigest):
+            await fold_into_digest(conn, ctx, row, decision, language)
+            return
     else:
         target = domain.StaffTarget(row.recipient, row.channel, row.address)
         recent = await store.recent_staff_messages(
@@ -191,6 +196,97 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
         "delayed_reason": decision.delayed_reason,
     }
     await emit(conn, ctx, row, [(n.NOTIFICATION_SCHEDULED, scheduled)])
+
+
+# --- digests: non-critical customer messages over the cap -------------------------------------------
+
+
+async def fold_into_digest(
+    conn: asyncpg.Connection, ctx: NotificationContext, row: Row, decision: domain.ToDigest, language: str | None
+) -> None:
+    """Put the message into the one digest of its (recipient, window), making the digest on first
+    use. The digest's idempotency key is unique, so two instances (or a replay after a restart)
+    meet at the same row; its text is rendered when it is claimed for sending."""
+    now = ctx.clock()
+    key = domain.digest_key(row.recipient, decision.window_start)
+    digest = Row(
+        notification_id=domain.notification_id_for(key),
+        idempotency_key=key,
+        rule=domain.DIGEST_RULE,
+        source_event_id=row.source_event_id,  # the first message's event: the digest's trigger
+        source_event_type=row.source_event_type,
+        customer_id=row.customer_id,
+        audience="customer",
+        recipient=row.recipient,
+        purpose="service",
+        critical=False,
+        data={"window_start": decision.window_start.isoformat()},
+        traceparent=row.traceparent,
+        channel=decision.channel,
+        address=decision.address,
+        status="scheduled",
+        created_at=now,
+    )
+    created = await store.insert(conn, digest, decision.deliver_at)
+    current = await store.lock(conn, digest.notification_id)
+    assert current is not None
+    if current.status != "scheduled":
+        # Cannot happen while clocks agree (a window's digest is due only after it ends), but a
+        # digest already on its way takes no more messages: the cap applies as without digests.
+        await suppress(conn, ctx, row, "cap", decision.channel)
+        return
+    text = domain.render(ctx.book, row.rule, language, row.data)
+    planned = {
+        "purpose": row.purpose,
+        "critical": row.critical,
+        "language": text.language,
+        "deliver_at": decision.deliver_at,
+        "delayed_reason": decision.delayed_reason,
+        "digest_id": digest.notification_id,
+    }
+    if created:
+        await store.update(conn, digest.notification_id, now, language=text.language, deliver_at=decision.deliver_at)
+        own = {**_source(digest), **planned, "purpose": "service", "critical": False}
+        await emit(conn, ctx, digest, [(n.NOTIFICATION_SCHEDULED, own)])
+    else:
+        # The latest choice of channel and address is the one the digest goes to.
+        await store.update(conn, digest.notification_id, now, channel=decision.channel, address=decision.address)
+    row.channel, row.address, row.status, row.digest_id = (
+        decision.channel,
+        decision.address,
+        "digested",
+        digest.notification_id,
+    )
+    await store.update(
+        conn, row.notification_id, now, status="digested", channel=decision.channel, address=decision.address,
+        language=text.language, subject=text.subject, body=text.body, deliver_at=decision.deliver_at,
+        next_attempt_at=None, digest_id=uuid.UUID(digest.notification_id),
+    )  # fmt: skip
+    await emit(conn, ctx, row, [(n.NOTIFICATION_SCHEDULED, {**_source(row), **planned})])
+
+
+async def prepare_digest(conn: asyncpg.Connection, ctx: NotificationContext, digest: Row) -> bool:
+    """Right before a digest goes out: drop the messages consent no longer allows (each gets its
+    suppressed event) and render the rest in the customer's current language. False when nothing
+    is left, and the digest itself is then suppressed."""
+    now = ctx.clock()
+    profile = await store.profile(conn, await store.customer_ids(conn, digest.customer_id))
+    kept: list[Row] = []
+    first_refusal: str | None = None
+    for item in await store.digest_items(conn, digest.notification_id):
+        refusal = domain.channel_refusal(profile, digest.channel or "", item.purpose) if digest.channel else None
+        if refusal is None:
+            kept.append(item)
+            continue
+        first_refusal = first_refusal or refusal
+        await suppress(conn, ctx, item, refusal, digest.channel)
+    if not kept:
+        await suppress(conn, ctx, digest, first_refusal or "no_consent", digest.channel)
+        return False
+    text = domain.render_digest(ctx.book, profile.preferences.language, [(i.rule, i.data) for i in kept])
+    digest.language, digest.subject, digest.body = text.language, text.subject, text.body
+    await store.update(conn, digest.notification_id, now, language=text.language, subject=text.subject, body=text.body)
+    return True
 
 
 def _instant(value: Any) -> datetime | None:

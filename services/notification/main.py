@@ -24,6 +24,7 @@ context = NotificationContext(
     directory=settings.directory(),
     customer_cap=settings.customer_cap(),
     staff_cap=settings.staff_cap(),
+    digest=settings.digest_policy(),
     retry=settings.retry_policy(),
     profile_wait=timedelta(milliseconds=settings.notification_profile_wait_ms),
     send_lease=timedelta(milliseconds=settings.notification_send_lease_ms),

@@ -44,6 +44,10 @@ class NotificationSettings(Settings):
     notification_cap_window_s: float = Field(default=86_400, gt=0)
     notification_staff_cap_max: int = Field(default=60, ge=0)
     notification_staff_cap_window_s: float = Field(default=3600, gt=0)
+    # digests: non-critical customer messages over the cap are collected per window into one
+    # message (due at the window's end), instead of being suppressed as `cap`
+    notification_digest_enabled: bool = True
+    notification_digest_window_s: float = Field(default=3600, gt=0)
     # delivery
     notification_retry_max_attempts: int = Field(default=5, ge=1)
     notification_retry_base_ms: int = Field(default=2000, ge=1)
@@ -72,6 +76,11 @@ class NotificationSettings(Settings):
 
     def customer_cap(self) -> domain.Cap:
         return domain.Cap(self.notification_cap_max, timedelta(seconds=self.notification_cap_window_s))
+
+    def digest_policy(self) -> domain.DigestPolicy:
+        return domain.DigestPolicy(
+            window=timedelta(seconds=self.notification_digest_window_s), enabled=self.notification_digest_enabled
+        )
 
     def staff_cap(self) -> domain.Cap:
         return domain.Cap(self.notification_staff_cap_max, timedelta(seconds=self.notification_staff_cap_window_s))

@@ -120,6 +120,7 @@ class Row:
     subject: str | None = None
     body: str | None = None
     reason: str | None = None
+    digest_id: str | None = None  # the digest a folded message went into (status 'digested')
 
     @classmethod
     def of(cls, r: asyncpg.Record) -> "Row":
@@ -145,6 +146,7 @@ class Row:
             subject=r["subject"],
             body=r["body"],
             reason=r["reason"],
+            digest_id=str(r["digest_id"]) if r["digest_id"] is not None else None,
         )
 
 
@@ -191,6 +193,16 @@ async def due(conn: asyncpg.Connection, statuses: Sequence[str], now: datetime, 
         list(statuses),
         now,
         limit,
+    )
+    return [Row.of(r) for r in rows]
+
+
+async def digest_items(conn: asyncpg.Connection, digest_id: str) -> list[Row]:
+    """The messages folded into a digest, oldest first, locked with it."""
+    rows = await conn.fetch(
+        "SELECT * FROM notifications WHERE digest_id = $1 AND status = 'digested'"
+        " ORDER BY created_at, notification_id FOR UPDATE",
+        digest_id,
     )
     return [Row.of(r) for r in rows]
 
@@ -256,7 +268,7 @@ async def dead_letter(conn: asyncpg.Connection, notification_id: str, reason: st
 _LISTED = (
     "notification_id, rule, customer_id, audience, recipient, channel, purpose, critical, language, subject,"
     " status, reason, attempts, source_event_id, source_event_type, deliver_at, next_attempt_at, created_at,"
-    " updated_at, sent_at"
+    " updated_at, sent_at, digest_id"
 )
 
 
@@ -265,7 +277,7 @@ def _out(r: asyncpg.Record) -> dict[str, Any]:
     for k, v in out.items():
         if isinstance(v, datetime):
             out[k] = v.isoformat()
-        elif k in ("notification_id", "source_event_id"):
+        elif k in ("notification_id", "source_event_id", "digest_id") and v is not None:
             out[k] = str(v)
     return out
 

@@ -5,8 +5,9 @@ Each round, in this order:
    email is dead-lettered as outcome_unknown (at most once), webhooks/SMS go again with the same
    Idempotency-Key (at least once, receiver deduplicates);
 2. pending messages (customer profile not seen yet) are decided again;
-3. due messages are claimed with FOR UPDATE SKIP LOCKED, consent is checked once more, and they
-   are marked `sending` with a lease and committed BEFORE anything goes on the wire;
+3. due messages are claimed with FOR UPDATE SKIP LOCKED, consent is checked once more (a digest
+   is rendered now from the messages it still may carry), and they are marked `sending` with a
+   lease and committed BEFORE anything goes on the wire;
 4. the sends run concurrently; each outcome (sent/delivered, or failed with the next try after
    exponential backoff with jitter, or dead-lettered after the last try) is recorded with its
    event in one transaction.
@@ -20,7 +21,7 @@ import asyncpg
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.faults import crash_point
 
-from notification import handlers, store
+from notification import domain, handlers, store
 from notification.delivery import Accepted, DeliveryError, Sender
 from notification.handlers import NotificationContext
 from notification.store import Row
@@ -66,6 +67,8 @@ async def _claim(conn: asyncpg.Connection, ctx: NotificationContext, limit: int)
             refusal = await handlers.still_allowed(conn, ctx, row)
             if refusal is not None:
                 await handlers.suppress(conn, ctx, row, refusal, row.channel)
+                continue
+            if row.rule == domain.DIGEST_RULE and not await handlers.prepare_digest(conn, ctx, row):
                 continue
             row.attempts += 1
             row.status = "sending"
