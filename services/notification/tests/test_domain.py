@@ -1,6 +1,7 @@
-"""notification's pure rules: templates, consent and channel choice, quiet hours, caps, backoff."""
+"""notification's pure rules: templates, consent and channel choice, quiet hours, caps, digests, backoff."""
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from notification import domain
 BOOK = domain.load_rulebook()
 CAP = domain.Cap(3, timedelta(days=1))
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 def rule(name: str) -> domain.Rule:
@@ -140,3 +142,99 @@ def test_backoff_grows_exponentially_within_jitter_and_cap(attempt: int, r: floa
 def test_notification_ids_are_stable(key: str) -> None:
     assert domain.notification_id_for(key) == domain.notification_id_for(key)
     assert domain.notification_id_for(key) != domain.notification_id_for(key + "x")
+
+
+# --- digests -----------------------------------------------------------------------------------
+
+DIGEST = domain.DigestPolicy(timedelta(hours=1))
+
+
+def test_over_the_cap_ordinary_messages_go_into_the_windows_digest_critical_ones_go_at_once() -> None:
+    at = NOON + timedelta(minutes=20)
+    folded = domain.decide_customer(rule("case_opened"), profile(), at, 3, CAP, digest=DIGEST)
+    assert folded == domain.ToDigest("email", "ada@example.com", NOON, NOON + timedelta(hours=1))
+    under = domain.decide_customer(rule("case_opened"), profile(), at, 2, CAP, digest=DIGEST)
+    assert isinstance(under, domain.Schedule) and under.deliver_at == at  # under the cap: no digest
+    critical = domain.decide_customer(rule("case_resolved"), profile(), at, 99, CAP, digest=DIGEST)
+    assert isinstance(critical, domain.Schedule) and critical.deliver_at == at
+    off = domain.DigestPolicy(timedelta(hours=1), enabled=False)
+    assert domain.decide_customer(rule("case_opened"), profile(), at, 3, CAP, digest=off) == domain.Suppress(
+        "cap", "email"
+    )
+    # Consent still decides first: a survey without marketing consent is not digested either.
+    no_marketing = profile(consent={("marketing", "*"): False})
+    assert domain.decide_customer(rule("followup_survey"), no_marketing, at, 3, CAP, digest=DIGEST) == (
+        domain.Suppress("no_consent", "email")
+    )
+
+
+def test_a_message_not_due_yet_goes_into_the_digest_of_its_own_window() -> None:
+    later = NOON + timedelta(hours=5, minutes=10)
+    p = profile(consent={("marketing", "*"): True})
+    folded = domain.decide_customer(rule("followup_survey"), p, NOON, 3, CAP, later, DIGEST)
+    assert isinstance(folded, domain.ToDigest)
+    assert (folded.window_start, folded.deliver_at) == (NOON + timedelta(hours=5), NOON + timedelta(hours=6))
+
+
+def test_digest_windows_are_fixed_slots_so_every_instance_agrees() -> None:
+    window = timedelta(minutes=30)
+    assert domain.digest_window(NOON + timedelta(minutes=29, seconds=59), window) == (
+        NOON,
+        NOON + timedelta(minutes=30),
+    )
+    assert domain.digest_window(NOON + timedelta(minutes=30), window)[0] == NOON + timedelta(minutes=30)
+    assert domain.digest_key("customer:c1", NOON) == domain.digest_key("customer:c1", NOON.astimezone(TOKYO))
+    assert domain.notification_id_for(domain.digest_key("customer:c1", NOON)) != domain.notification_id_for(
+        domain.digest_key("customer:c1", NOON + window)
+    )
+
+
+def test_a_digest_due_in_quiet_hours_waits_until_they_end() -> None:
+    quiet = QuietHours(start="22:00", end="07:00", time_zone="Asia/Tokyo")
+    # The window 13:00-14:00 UTC ends at 23:00 in Tokyo: inside quiet hours until 07:00 (22:00 UTC).
+    assert domain.digest_due(datetime(2026, 3, 2, 14, 0, tzinfo=UTC), quiet) == (
+        datetime(2026, 3, 2, 22, 0, tzinfo=UTC),
+        "quiet_hours",
+    )
+    assert domain.digest_due(NOON, quiet) == (NOON, None)  # 21:00 in Tokyo
+    assert domain.digest_due(NOON, None) == (NOON, None)
+    p = profile(preferences=Preferences(quiet_hours=quiet))
+    folded = domain.decide_customer(rule("case_opened"), p, datetime(2026, 3, 2, 13, 5, tzinfo=UTC), 3, CAP,
+                                    digest=DIGEST)  # fmt: skip
+    assert isinstance(folded, domain.ToDigest) and folded.delayed_reason == "quiet_hours"
+    assert folded.deliver_at == datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
+
+
+def test_a_digest_lists_every_message_in_the_customers_language_with_fallback() -> None:
+    items = [
+        ("case_opened", {"case_id": "C-1", "team": "support"}),
+        ("case_status_changed", {"case_id": "C-1", "to_status": "waiting"}),
+        ("followup_survey", {"case_id": "C-2"}),
+    ]
+    de = domain.render_digest(BOOK, "de-AT", items)
+    assert (de.language, de.subject) == ("de", "Ihre Neuigkeiten (3)")
+    assert "Wir haben Ihr Anliegen erhalten (Fall C-1)" in de.body
+    assert "Ihr Fall C-1 hat jetzt den Status waiting." in de.body
+    assert "Wie zufrieden waren Sie? (Fall C-2)" in de.body
+    assert de.body.index("Fall C-1)") < de.body.index("Status waiting") < de.body.index("C-2")  # oldest first
+    fr = domain.render_digest(BOOK, "fr", items)  # no French: the default language throughout
+    assert (fr.language, fr.subject) == ("en", "Your updates (3)")
+    assert "We received your request (case C-1)" in fr.body and "How did we do? (case C-2)" in fr.body
+    assert domain.render_digest(BOOK, None, items[:1]).subject == "Your updates (1)"
+
+
+def test_a_rulebook_without_a_digest_section_uses_the_built_in_default() -> None:
+    book = domain.RuleBook.model_validate(
+        {
+            "rules": [{"name": "r", "event": "e", "audience": "customer"}],
+            "templates": {"r": {"en": {"subject": "s", "body": "b"}}},
+        }
+    ).check()
+    assert domain.render_digest(book, "de", [("r", {})]).subject == "Your updates (1)"
+    with pytest.raises(ValueError, match="reserved"):
+        domain.RuleBook.model_validate(
+            {
+                "rules": [{"name": "digest", "event": "e", "audience": "customer"}],
+                "templates": {"digest": {"en": {"subject": "s", "body": "b"}}},
+            }
+        ).check()
