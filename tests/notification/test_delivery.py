@@ -79,7 +79,14 @@ def hooks() -> Iterator[WebhookServer]:
 class Harness:
     """The service's projections and delivery loop with test settings, fed events by hand."""
 
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, hooks: WebhookServer) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        smtp: SmtpServer,
+        hooks: WebhookServer,
+        digest: domain.DigestPolicy | None = None,
+    ) -> None:
         self.pool = pool
         self.clock = Clock(START)
         self.team_path = f"/team-{uuid.uuid4().hex[:8]}"
@@ -92,6 +99,7 @@ class Harness:
             profile_wait=timedelta(seconds=5),
             send_lease=timedelta(seconds=30),
             clock=self.clock,
+            digest=digest or domain.DigestPolicy(timedelta(hours=1)),
         )
         poster = delivery.WebhookPoster(SECRET, 5)
         self.sender = delivery.Senders(
@@ -371,7 +379,15 @@ async def test_consent_withdrawn_while_a_message_waits_suppresses_it(harness: Ha
     assert [m for m in smtp.messages if m["To"] == email] == []
 
 
-async def test_frequency_cap_suppresses_ordinary_messages(harness: Harness) -> None:
+def opened(customer: str, case_id: str) -> Envelope:
+    return case_event("crm.case.opened.v1", customer, case_id, type="repair", priority="normal", status="new",
+                      team="support", opened_by=None)  # fmt: skip
+
+
+async def test_frequency_cap_suppresses_ordinary_messages_when_digests_are_off(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, hooks: WebhookServer
+) -> None:
+    harness = Harness(pool, producer, smtp, hooks, domain.DigestPolicy(timedelta(hours=1), enabled=False))
     customer, _, email = ids()
     harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     await harness.deliver(created(customer, email))
@@ -437,3 +453,79 @@ async def test_an_email_whose_send_was_interrupted_is_never_sent_again(harness: 
         )
         == "outcome_unknown"
     )
+
+
+async def test_messages_over_the_cap_arrive_as_one_digest_after_the_window_even_across_a_restart(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, hooks: WebhookServer
+) -> None:
+    harness = Harness(pool, producer, smtp, hooks)  # cap: 5 per day; digest window: 1 hour
+    customer, case_id, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 10, tzinfo=UTC)
+    await harness.deliver(created(customer, email), preferences(customer, language="de-AT"))
+    for k in range(5):
+        await harness.deliver(opened(customer, f"{case_id}-{k}"))
+    await harness.run_loop()
+    assert len([m for m in smtp.messages if m["To"] == email]) == 5
+    over = [opened(customer, f"{case_id}-{k}") for k in range(5, 8)]
+    for k, event in enumerate(over):
+        harness.clock.now = datetime(2026, 3, 2, 9, 20 + 10 * k, tzinfo=UTC)
+        await harness.deliver(event)
+    await harness.deliver(over[0])  # redelivered: folded once
+    await harness.deliver(resolved(customer, case_id))  # critical, in the same window: goes at once
+    await harness.run_loop()
+    mails = [m for m in smtp.messages if m["To"] == email]
+    assert [m["X-CRM-Rule"] for m in mails] == ["case_opened"] * 5 + ["case_resolved"]
+
+    rows = await harness.rows(customer)
+    folded = [r for r in rows if r["status"] == "digested"]
+    [digest] = [r for r in rows if r["rule"] == "digest"]
+    assert len(folded) == 3 and {r["digest_id"] for r in folded} == {digest["notification_id"]}
+    assert (digest["status"], digest["deliver_at"]) == ("scheduled", datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    digest_id = str(digest["notification_id"])
+    assert digest_id == domain.notification_id_for(
+        domain.digest_key(f"customer:{customer}", datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    )
+    for row in folded:
+        [(type_, data)] = await harness.events(str(row["notification_id"]))
+        assert type_ == n.NOTIFICATION_SCHEDULED and data["digest_id"] == digest_id
+        assert datetime.fromisoformat(data["deliver_at"]) == datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+    # The service restarts before the digest is due: a new context and loop over the same database.
+    restarted = Harness(pool, producer, smtp, hooks)
+    restarted.clock.now = datetime(2026, 3, 2, 9, 59, 59, tzinfo=UTC)
+    await restarted.run_loop()
+    assert smtp.with_header("X-CRM-Notification-Id", digest_id) == []
+    restarted.clock.now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    await restarted.run_loop()
+    restarted.clock.advance(minutes=5)
+    await restarted.run_loop()
+    [mail] = smtp.with_header("X-CRM-Notification-Id", digest_id)
+    assert mail["To"] == email and mail["Content-Language"] == "de" and mail["X-CRM-Rule"] == "digest"
+    assert mail["Subject"] == "Ihre Neuigkeiten (3)"
+    assert mail["Message-ID"] == f"<{digest_id}@notification.crm>"
+    body = mail.get_content()
+    for k in range(5, 8):
+        assert f"Wir haben Ihr Anliegen erhalten (Fall {case_id}-{k})" in body
+    assert f"Fall {case_id}-4)" not in body and "gelöst" not in body
+    assert len([m for m in smtp.messages if m["To"] == email]) == 7  # 5 + the critical one + one digest
+    assert [t for t, _ in await restarted.events(digest_id)] == [n.NOTIFICATION_SCHEDULED, n.NOTIFICATION_SENT]
+    [(_, sent)] = [e for e in await restarted.events(digest_id) if e[0] == n.NOTIFICATION_SENT]
+    assert (sent["notification_id"], sent["rule"], sent["customer_id"]) == (digest_id, "digest", customer)
+
+
+async def test_consent_withdrawn_before_a_digest_goes_drops_the_messages_it_no_longer_allows(
+    harness: Harness, smtp: SmtpServer
+) -> None:
+    customer, case_id, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 10, tzinfo=UTC)
+    await harness.deliver(created(customer, email), consent(customer, "marketing", True))
+    for k in range(5):
+        await harness.deliver(opened(customer, f"{case_id}-{k}"))
+    await harness.deliver(opened(customer, f"{case_id}-5"), survey(customer, case_id, harness.clock.now))
+    await harness.deliver(consent(customer, "marketing", False))
+    harness.clock.now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    await harness.run_loop()
+    rows = {(r["rule"], r["status"]) for r in await harness.rows(customer)}
+    assert {("digest", "sent"), ("case_opened", "digested"), ("followup_survey", "suppressed")} <= rows
+    [mail] = [m for m in smtp.messages if m["To"] == email and m["X-CRM-Rule"] == "digest"]
+    assert mail["Subject"] == "Your updates (1)" and "How did we do" not in mail.get_content()
