@@ -18,6 +18,7 @@ app = create_app(
         migrations=[Path(__file__).parent / "migrations"],
         body_limits={"/v1/interactions:batch": 16 * 1024 * 1024},
         background=[expire_idempotency_keys],
+        static={"/console": Path(__file__).resolve().parents[1] / "console"},
     ),
     IntakeSettings.for_service("intake"),
 )

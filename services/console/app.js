@@ -1,0 +1,339 @@
+// crm agent console: plain JavaScript, no build step. Service URLs default to this host on ports
+// 8001-8004 and can be overridden with ?intake=&case=&notification=&analytics= (full origins).
+"use strict";
+
+const SERVICES = { intake: 8001, case: 8002, notification: 8003, analytics: 8004 };
+const params = new URLSearchParams(location.search);
+const urls = {};
+for (const [name, port] of Object.entries(SERVICES)) {
+  const given = params.get(name);
+  urls[name] = (given || `${location.protocol}//${location.hostname}:${port}`).replace(/\/+$/, "");
+}
+const KEY = "crm.console.key";
+const PAGE = 20;
+const $ = (id) => document.getElementById(id);
+
+const state = { key: sessionStorage.getItem(KEY), customer: null, seen: new Set(), before: null,
+  source: null, syncTimer: null, cases: new Map() };
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(describe(status, body));
+    this.status = status;
+    this.body = body;
+  }
+}
+
+function describe(status, body) {
+  const message = body && body.message ? body.message : "";
+  if (status === 401) return `Not signed in: the API key was not accepted (401)${message ? ": " + message : ""}`;
+  if (status === 403) return `Not allowed: this key lacks the scope for that (403)${message ? ": " + message : ""}`;
+  if (status === 0) return `Service not reachable${message ? ": " + message : ""}`;
+  return message ? `${message} (${status})` : `Request failed with ${status}`;
+}
+
+async function api(service, path, { method = "GET", body, headers = {} } = {}) {
+  const init = { method, headers: { ...headers } };
+  if (state.key) init.headers.Authorization = `Bearer ${state.key}`;
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(urls[service] + path, init);
+  } catch (exc) {
+    throw new ApiError(0, { message: `${service} at ${urls[service]}` });
+  }
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (exc) { data = { message: text }; }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+function showError(exc) {
+  const el = $("error");
+  if (!exc) { el.hidden = true; el.textContent = ""; return; }
+  el.textContent = exc instanceof ApiError ? exc.message : String(exc.message || exc);
+  el.hidden = false;
+}
+
+async function guarded(fn) {
+  showError(null);
+  try { await fn(); } catch (exc) { showError(exc); if (exc.status === 401) signOut(false); }
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c ?? "")));
+  return node;
+}
+
+// --- sign in -------------------------------------------------------------------------------------
+
+async function signIn(key) {
+  state.key = key;
+  try {
+    await api("intake", "/v1/customers?q=0000&limit=1"); // any agent-scoped read proves the key
+  } catch (exc) {
+    state.key = null;
+    throw exc;
+  }
+  sessionStorage.setItem(KEY, key);
+  $("signin").hidden = true;
+  $("workspace").hidden = false;
+  $("find-value").focus();
+}
+
+function signOut(clear = true) {
+  sessionStorage.removeItem(KEY);
+  state.key = null;
+  closeCustomer();
+  $("workspace").hidden = true;
+  $("signin").hidden = false;
+  if (clear) showError(null);
+}
+
+// --- search --------------------------------------------------------------------------------------
+
+async function find(by, value) {
+  const found = await api("intake", `/v1/customers?${by}=${encodeURIComponent(value)}`);
+  const list = $("results");
+  list.replaceChildren();
+  if (!found.items.length) {
+    list.append(el("li", {}, "No customer found."));
+    return;
+  }
+  if (found.items.length === 1) {
+    await openCustomer(found.items[0].customer_id);
+    return;
+  }
+  for (const c of found.items) {
+    const label = c.identifiers.map((i) => i.value).join(", ") || c.customer_id;
+    const button = el("button", { type: "button" }, `${label} (${c.customer_id})`);
+    button.addEventListener("click", () => guarded(() => openCustomer(c.customer_id)));
+    list.append(el("li", {}, button));
+  }
+}
+
+// --- customer ------------------------------------------------------------------------------------
+
+function closeCustomer() {
+  if (state.source) state.source.close();
+  state.source = null;
+  clearInterval(state.syncTimer);
+  state.customer = null;
+  $("customer").hidden = true;
+  $("sync").replaceChildren();
+}
+
+async function openCustomer(id) {
+  closeCustomer();
+  const customer = await api("intake", `/v1/customers/${encodeURIComponent(id)}`);
+  state.customer = customer.customer_id;
+  state.seen = new Set();
+  state.before = null;
+  $("results").replaceChildren();
+  $("customer-id").textContent = state.customer;
+  $("timeline").replaceChildren();
+  $("cases").replaceChildren();
+  $("customer").hidden = false;
+  renderProfile(customer, null);
+  await Promise.all([loadInsights(customer), loadTimeline(), loadCases()]);
+  startStream();
+  startSync();
+}
+
+function fmtConsent(rows) {
+  if (!rows || !rows.length) return "defaults (service allowed, marketing not granted)";
+  return rows.map((r) => `${r.purpose}${r.channel ? "/" + r.channel : ""}: ${r.granted ? "granted" : "withdrawn"}`).join("; ");
+}
+
+function renderProfile(customer, insights, insightsNote) {
+  const p = customer.preferences || {};
+  const rows = [
+    ["Identifiers", customer.identifiers.map((i) => `${i.kind}${i.channel ? "/" + i.channel : ""}: ${i.value}`).join(", ") || "none"],
+    ["Merged ids", customer.merged_ids.join(", ") || "none"],
+    ["VIP", p.vip ? "yes" : "no"],
+    ["Preferences", [p.preferred_channel && `channel ${p.preferred_channel}`, p.language && `language ${p.language}`,
+      p.region && `region ${p.region}`, p.quiet_hours && `quiet ${p.quiet_hours.start}-${p.quiet_hours.end} ${p.quiet_hours.time_zone}`]
+      .filter(Boolean).join(", ") || "none set"],
+    ["Consent", fmtConsent(customer.consent)],
+  ];
+  if (insights) {
+    rows.push(["Risk band", `${insights.risk.band} (score ${insights.risk.score})`]);
+    rows.push(["Risk reasons", (insights.risk.reasons || []).join("; ") || "none"]);
+    rows.push(["Segment", insights.segment || "none"]);
+    rows.push(["Open cases", insights.open_cases]);
+  } else {
+    rows.push(["Risk", insightsNote || "loading insights..."]);
+  }
+  $("profile").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { dataset: { fact: k } }, v)]));
+}
+
+async function loadInsights(customer) {
+  try {
+    renderProfile(customer, await api("analytics", `/v1/customers/${encodeURIComponent(state.customer)}/insights`));
+  } catch (exc) {
+    renderProfile(customer, null, exc.status === 404 ? "analytics has no insights yet" : exc.message);
+  }
+}
+
+// --- timeline ------------------------------------------------------------------------------------
+
+function summary(item) {
+  const d = item.data || {};
+  const parts = [];
+  if (d.channel) parts.push(`${d.direction || ""} ${d.kind || ""} via ${d.channel}`.trim());
+  if (d.content) parts.push(`"${d.content}"`);
+  if (d.from_status || d.to_status) parts.push(`${d.from_status} → ${d.to_status}`);
+  if (d.owner) parts.push(`owner ${d.owner}`);
+  if (d.text) parts.push(`note: ${d.text}`);
+  if (d.title) parts.push(d.title);
+  return parts.join(" · ");
+}
+
+function timelineItem(item, fresh) {
+  return el("li", { class: fresh ? "new" : "", dataset: { eventId: item.event_id, type: item.type } },
+    el("span", { class: "type" }, item.type.replace(/^crm\./, "").replace(/\.v\d+$/, "")),
+    el("time", { datetime: item.time }, new Date(item.time).toLocaleString()),
+    el("div", { class: "summary" }, summary(item)));
+}
+
+async function loadTimeline() {
+  const q = new URLSearchParams({ limit: PAGE });
+  if (state.before) q.set("before", state.before);
+  const page = await api("case", `/v1/customers/${encodeURIComponent(state.customer)}/timeline?${q}`);
+  for (const item of page.events) {
+    if (state.seen.has(item.event_id)) continue;
+    state.seen.add(item.event_id);
+    $("timeline").append(timelineItem(item, false));
+  }
+  state.before = page.next_before;
+  $("load-more").hidden = !state.before;
+}
+
+function startStream() {
+  const url = `${urls.case}/v1/customers/${encodeURIComponent(state.customer)}/timeline/stream?access_token=${encodeURIComponent(state.key)}`;
+  const source = new EventSource(url);
+  state.source = source;
+  source.onopen = () => { $("live").textContent = "live"; };
+  source.onerror = () => { $("live").textContent = "reconnecting..."; };
+  source.addEventListener("timeline", (ev) => {
+    const item = JSON.parse(ev.data);
+    if (state.seen.has(item.event_id)) return;
+    state.seen.add(item.event_id);
+    $("timeline").prepend(timelineItem(item, true));
+    if (item.type.startsWith("crm.case.")) refreshCase(item.data.case_id).catch(() => {});
+  });
+}
+
+// --- sync badges ---------------------------------------------------------------------------------
+
+async function syncOnce() {
+  const id = state.customer;
+  if (!id) return;
+  const results = await Promise.all(Object.keys(SERVICES).map(async (name) => {
+    try { return [name, await api(name, `/v1/customers/${encodeURIComponent(id)}/timeline/digest`)]; }
+    catch (exc) { return [name, null, exc]; }
+  }));
+  if (id !== state.customer) return;
+  const most = Math.max(0, ...results.filter(([, d]) => d).map(([, d]) => d.events));
+  const badges = results.map(([name, d, exc]) => {
+    if (!d) return el("span", { class: "badge down", dataset: { service: name }, title: exc.message }, `${name}: unreachable`);
+    const behind = most - d.events;
+    return behind > 0
+      ? el("span", { class: "badge behind", dataset: { service: name } }, `${name}: behind by ${behind}`)
+      : el("span", { class: "badge ok", dataset: { service: name } }, `${name}: in sync`);
+  });
+  $("sync").replaceChildren(...badges);
+}
+
+function startSync() {
+  syncOnce();
+  state.syncTimer = setInterval(syncOnce, 2000);
+}
+
+// --- cases ---------------------------------------------------------------------------------------
+
+async function loadCases() {
+  const page = await api("case", `/v1/cases?customer_id=${encodeURIComponent(state.customer)}&limit=20`);
+  $("cases").replaceChildren();
+  state.cases = new Map();
+  for (const row of page.cases) await refreshCase(row.case_id);
+}
+
+function renderCase(c) {
+  state.cases.set(c.case_id, c);
+  let node = document.querySelector(`.case[data-case-id="${c.case_id}"]`);
+  if (!node) {
+    node = $("case-template").content.firstElementChild.cloneNode(true);
+    node.dataset.caseId = c.case_id;
+    bindCase(node, c.case_id);
+    $("cases").prepend(node);
+  }
+  node.dataset.status = c.status;
+  node.dataset.version = c.version;
+  node.querySelector(".case-title").textContent = c.title || `${c.type} case`;
+  node.querySelector(".case-status").textContent = c.status;
+  node.querySelector(".case-meta").textContent =
+    `${c.type}, ${c.priority}, team ${c.team}, owner ${c.owner || "nobody"}, version ${c.version}, ${c.notes.length} note(s)`;
+  const select = node.querySelector("select[name=status]");
+  select.replaceChildren(...c.allowed_transitions.map((s) => el("option", { value: s }, s)));
+  node.querySelector(".status-form button").disabled = !c.allowed_transitions.length;
+}
+
+async function refreshCase(caseId) {
+  if (!caseId) return;
+  renderCase(await api("case", `/v1/cases/${encodeURIComponent(caseId)}`));
+}
+
+function bindCase(node, caseId) {
+  const command = (path, form, body) => guarded(async () => {
+    const c = state.cases.get(caseId);
+    const view = await api("case", `/v1/cases/${encodeURIComponent(caseId)}/${path}`,
+      { method: "POST", body, headers: { "If-Match": `"${c.version}"` } });
+    renderCase(view);
+    form.reset();
+  });
+  const on = (selector, build) => {
+    const form = node.querySelector(selector);
+    form.addEventListener("submit", (ev) => { ev.preventDefault(); command(...build(form)); });
+  };
+  on(".assign-form", (f) => ["assign", f, { owner: f.owner.value.trim() }]);
+  on(".status-form", (f) => ["status", f, { status: f.status.value }]);
+  on(".note-form", (f) => ["notes", f, { author: "agent console", text: f.text.value }]);
+}
+
+// --- wiring --------------------------------------------------------------------------------------
+
+function onSubmit(id, fn) {
+  $(id).addEventListener("submit", (ev) => { ev.preventDefault(); guarded(() => fn(ev.target)); });
+}
+
+onSubmit("signin-form", (f) => signIn(f.key.value.trim()));
+onSubmit("find-form", (f) => find(f.by.value, f.value.value.trim()));
+onSubmit("reply-form", async (f) => {
+  await api("intake", "/v1/interactions", { method: "POST", body: {
+    customer: { id: state.customer }, channel: f.channel.value, direction: "outbound", kind: "message",
+    occurred_at: new Date().toISOString(), content: f.content.value } });
+  f.content.value = "";
+});
+onSubmit("open-case-form", async (f) => {
+  const body = { customer_id: state.customer, type: f.type.value, priority: f.priority.value };
+  if (f.title.value.trim()) body.title = f.title.value.trim();
+  renderCase(await api("case", "/v1/cases", { method: "POST", body }));
+  f.title.value = "";
+});
+$("load-more").addEventListener("click", () => guarded(loadTimeline));
+$("signout").addEventListener("click", () => signOut());
+
+if (state.key) {
+  guarded(() => signIn(state.key));
+}
