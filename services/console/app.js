@@ -1,5 +1,6 @@
 // crm agent console: plain JavaScript, no build step. Service URLs default to this host on ports
-// 8001-8004 and can be overridden with ?intake=&case=&notification=&analytics= (full origins).
+// 8001-8004 (intake: the origin that served this page) and can be overridden with
+// ?intake=&case=&notification=&analytics= (full origins, e.g. http://127.0.0.1:8002).
 "use strict";
 
 const SERVICES = { intake: 8001, case: 8002, notification: 8003, analytics: 8004 };
@@ -7,7 +8,9 @@ const params = new URLSearchParams(location.search);
 const urls = {};
 for (const [name, port] of Object.entries(SERVICES)) {
   const given = params.get(name);
-  urls[name] = (given || `${location.protocol}//${location.hostname}:${port}`).replace(/\/+$/, "");
+  const fallback = name === "intake" && location.protocol.startsWith("http")
+    ? location.origin : `${location.protocol}//${location.hostname}:${port}`;
+  urls[name] = (given || fallback).replace(/\/+$/, "");
 }
 const KEY = "crm.console.key";
 const PAGE = 20;
