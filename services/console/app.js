@@ -147,6 +147,8 @@ async function openCustomer(id) {
   $("timeline").replaceChildren();
   $("cases").replaceChildren();
   $("customer").hidden = false;
+  state.profile = customer;
+  state.insights = null;
   renderProfile(customer, null);
   await Promise.all([loadInsights(customer), loadTimeline(), loadCases()]);
   startStream();
@@ -181,11 +183,18 @@ function renderProfile(customer, insights, insightsNote) {
 }
 
 async function loadInsights(customer) {
+  const id = state.customer;
+  state.insights = true;
+  let insights = null;
+  let note = "";
   try {
-    renderProfile(customer, await api("analytics", `/v1/customers/${encodeURIComponent(state.customer)}/insights`));
+    insights = await api("analytics", `/v1/customers/${encodeURIComponent(id)}/insights`);
   } catch (exc) {
-    renderProfile(customer, null, exc.status === 404 ? "analytics has no insights yet" : exc.message);
+    note = exc.status === 404 ? "analytics has no insights yet" : exc.message;
   }
+  if (id !== state.customer) return;
+  state.insights = insights; // none yet: tried again on the next sync round
+  renderProfile(customer, insights, note);
 }
 
 // --- timeline ------------------------------------------------------------------------------------
@@ -256,6 +265,7 @@ async function syncOnce() {
       : el("span", { class: "badge ok", dataset: { service: name } }, `${name}: in sync`);
   });
   $("sync").replaceChildren(...badges);
+  if (!state.insights && state.profile) loadInsights(state.profile);
 }
 
 function startSync() {
