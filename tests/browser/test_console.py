@@ -161,6 +161,8 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 await expect(changes).to_have_count(2)
                 await expect(changes.first).to_contain_text("open → resolved")
                 await expect(page.locator("#error")).to_be_hidden()
+                # analytics' insights join the profile once analytics has seen the customer
+                await expect(page.locator('#profile dd[data-fact="Risk band"]')).to_be_visible(timeout=10_000)
                 await page.screenshot(path=str(ARTIFACTS / "console-3-resolved.png"), full_page=True)
 
                 # the narrow view: nothing wider than the screen
