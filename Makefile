@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint contracts clean help
+.PHONY: run test lint contracts clean help bench
 
 help:
 	@echo "make run        start the embedded stack and the four services (Ctrl-C stops all)"
@@ -29,6 +29,9 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m contracts.generate --check
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 contracts: $(STAMP)
 	$(PY) -m contracts.generate

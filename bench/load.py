@@ -1,0 +1,246 @@
+"""The load process: an asyncio httpx client run as its own process by `bench.run`.
+
+    python -m bench.load <mode> --intake URL --readers URL,URL,... --duration S [...]
+
+Reads the API key from BENCH_API_KEY (never from the command line) and prints one JSON object.
+Modes: batch (1,000-item batches), single (N concurrent clients), fresh (paced single POSTs,
+a sample waited for in every timeline), seed (one customer with N events), read (paced GETs).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+CONTENT = "Bench interaction: the customer asked about the delivery date of order 4711 and a refund. " * 2
+
+
+def item(email: str) -> dict[str, Any]:
+    return {
+        "customer": {"email": email},
+        "channel": "web",
+        "direction": "inbound",
+        "kind": "message",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "content": CONTENT,
+        "metadata": {"bench": True},
+    }
+
+
+def client(concurrency: int) -> httpx.AsyncClient:
+    key = os.environ["BENCH_API_KEY"]
+    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
+    return httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=90)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def wait_all(http: httpx.AsyncClient, readers: list[str], customer: str, event: str, limit_s: float = 60) -> bool:
+    """True once the event is in every reader's timeline; False after limit_s (the API waits 30 s at most per call)."""
+    deadline = time.monotonic() + limit_s
+
+    async def one(url: str) -> bool:
+        while True:
+            left = int((deadline - time.monotonic()) * 1000)
+            if left <= 0:
+                return False
+            params: dict[str, str | int] = {"wait_for": event, "timeout_ms": min(left, 30_000)}
+            r = await http.get(f"{url}/v1/customers/{customer}/timeline", params=params, follow_redirects=True)
+            if r.status_code != 504:
+                return r.status_code == 200
+
+    results = await asyncio.gather(*(one(u) for u in readers))
+    return all(results)
+
+
+async def batch(a: argparse.Namespace) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    accepted = 0
+    errors = 0
+    last: tuple[float, str, str] | None = None
+    deadline = time.monotonic() + a.duration
+    async with client(a.concurrency) as http:
+
+        async def worker(w: int) -> None:
+            nonlocal accepted, errors, last
+            n = 0
+            while time.monotonic() < deadline:
+                items = [item(f"b{run}-{w}-{(n * 1000 + i) % a.customers}@example.com") for i in range(1000)]
+                n += 1
+                r = await http.post(f"{a.intake}/v1/interactions:batch", json={"items": items})
+                if r.status_code != 202:
+                    errors += 1
+                    continue
+                accepted += len(items)
+                out = r.json()["items"][-1]
+                last = (time.monotonic(), out["customer_id"], out["event_id"])
+
+        start = time.monotonic()
+        await asyncio.gather(*(worker(w) for w in range(a.concurrency)))
+        elapsed = time.monotonic() - start
+        lag = None
+        if last is not None:
+            # waits for the backlog to drain too, so the next scenario starts on an idle stack
+            ok = await wait_all(http, a.readers.split(","), last[1], last[2], a.drain_timeout)
+            lag = time.monotonic() - last[0] if ok else None
+    return {"accepted": accepted, "errors": errors, "elapsed_s": elapsed, "rate": accepted / elapsed, "lag_s": lag}
+
+
+async def single(a: argparse.Namespace) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    lat: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + a.duration
+    async with client(a.concurrency) as http:
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                t0 = time.perf_counter()
+                r = await http.post(f"{a.intake}/v1/interactions", json=item(f"s{run}-{w}-{n % 50}@example.com"))
+                if r.status_code == 202:
+                    lat.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        start = time.monotonic()
+        await asyncio.gather(*(worker(w) for w in range(a.concurrency)))
+        elapsed = time.monotonic() - start
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "rate": len(lat) / elapsed,
+        "p50_ms": (pct(lat, 0.5) or 0) * 1000,
+        "p99_ms": (pct(lat, 0.99) or 0) * 1000,
+    }
+
+
+async def fresh(a: argparse.Namespace) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    fresh_s: list[float] = []
+    sent = errors = missed = 0
+    readers = a.readers.split(",")
+    tasks: list[asyncio.Task[None]] = []
+    async with client(256) as http:
+
+        async def one(n: int, sample: bool) -> None:
+            nonlocal sent, errors, missed
+            r = await http.post(f"{a.intake}/v1/interactions", json=item(f"f{run}-{n % 200}@example.com"))
+            if r.status_code != 202:
+                errors += 1
+                return
+            sent += 1
+            if sample:
+                t0 = time.perf_counter()
+                body = r.json()
+                if await wait_all(http, readers, body["customer_id"], body["event_id"]):
+                    fresh_s.append(time.perf_counter() - t0)
+                else:
+                    missed += 1
+
+        start = time.monotonic()
+        total = int(a.rate * a.duration)
+        for n in range(total):
+            delay = start + n / a.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(n, n % a.sample_every == 0)))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - start
+    return {
+        "sent": sent,
+        "errors": errors,
+        "rate": sent / elapsed,
+        "samples": len(fresh_s),
+        "missed": missed,
+        "p50_ms": (pct(fresh_s, 0.5) or 0) * 1000,
+        "p99_ms": (pct(fresh_s, 0.99) or 0) * 1000,
+    }
+
+
+async def seed(a: argparse.Namespace) -> dict[str, Any]:
+    email = f"reader-{uuid.uuid4().hex[:8]}@example.com"
+    last: dict[str, str] = {}
+    async with client(4) as http:
+        left = a.events
+        while left > 0:
+            n = min(1000, left)
+            r = await http.post(f"{a.intake}/v1/interactions:batch", json={"items": [item(email) for _ in range(n)]})
+            r.raise_for_status()
+            last = r.json()["items"][-1]
+            left -= n
+        await wait_all(http, a.readers.split(","), last["customer_id"], last["event_id"])
+    return {"customer_id": last["customer_id"], "events": a.events}
+
+
+async def read(a: argparse.Namespace) -> dict[str, Any]:
+    lat: list[float] = []
+    errors = 0
+    url = f"{a.readers.split(',')[0]}/v1/customers/{a.customer}/timeline"
+    async with client(64) as http:
+
+        async def one() -> None:
+            nonlocal errors
+            t0 = time.perf_counter()
+            r = await http.get(url, params={"limit": 50})
+            if r.status_code == 200 and len(r.json()["events"]) == 50:
+                lat.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+
+        tasks: list[asyncio.Task[None]] = []
+        start = time.monotonic()
+        for n in range(int(a.rate * a.duration)):
+            delay = start + n / a.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - start
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "rate": len(lat) / elapsed,
+        "p50_ms": (pct(lat, 0.5) or 0) * 1000,
+        "p99_ms": (pct(lat, 0.99) or 0) * 1000,
+    }
+
+
+MODES = {"batch": batch, "single": single, "fresh": fresh, "seed": seed, "read": read}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=sorted(MODES))
+    p.add_argument("--intake", required=True)
+    p.add_argument("--readers", required=True, help="comma-separated service URLs whose timelines count")
+    p.add_argument("--duration", type=float, default=5)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--rate", type=float, default=500)
+    p.add_argument("--sample-every", type=int, default=10)
+    p.add_argument("--events", type=int, default=500)
+    p.add_argument("--customer", default="")
+    p.add_argument("--drain-timeout", type=float, default=300)
+    a = p.parse_args(argv)
+    result = asyncio.run(MODES[a.mode](a))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

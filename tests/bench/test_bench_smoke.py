@@ -1,0 +1,30 @@
+"""`python -m bench.run --quick` runs end to end and reports every figure (no timing asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.run import ROWS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "B.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--output", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = out.read_text()
+    for row in ROWS:
+        assert f"| {row} |" in done.stdout, row
+        assert f"| {row} |" in written, row
+    for fact in ("cores:", "memory:", "Python:", "date:", "1-min load average:"):
+        assert fact in written, fact
