@@ -175,7 +175,7 @@ def peer_eventsourcing(stack: Stack, events: int, cap_s: float) -> tuple[float |
         "POSTGRES_PASSWORD": "",
         "CREATE_TABLE": "y",
     }
-    app = Application(env=env)
+    app: Any = Application(env=env)
     try:
         content = "x" * 200
         done = 0
