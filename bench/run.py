@@ -219,7 +219,7 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         print("stack ready; measuring ...", file=sys.stderr, flush=True)
         b = load(stack, "batch", plan.batch_s + 420, "--duration", str(plan.batch_s), "--concurrency", "4")
         s = load(stack, "single", plan.single_s + 60, "--duration", str(plan.single_s), "--concurrency", "32")
-        f = load(stack, "fresh", plan.fresh_s + 90, "--duration", str(plan.fresh_s), "--rate", "500")
+        f = load(stack, "fresh", plan.fresh_s + 120, "--duration", str(plan.fresh_s), "--rate", "500")
         seeded = load(stack, "seed", 300, "--events", str(plan.read_events))
         r = load(stack, "read", plan.read_s + 60, "--customer", seeded["customer_id"], "--rate", "200",
                  "--duration", str(plan.read_s))  # fmt: skip
@@ -271,7 +271,8 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
     ]
     notes["batch"] = f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches"
     notes["single"] = f"{s['requests']:,} requests, {s['errors']} errors"
-    notes["fresh"] = f"{f['sent']:,} sent at {f['rate']:.0f}/s, {f['samples']} samples, {f['missed']} missed"
+    notes["fresh"] = f"{f['sent']:,} sent at {f['rate']:.0f}/s, {f['samples']} samples, {f['missed']} missed or cut off,"
+        f" {f['skipped_over_128_in_flight']:,} not sent (128 already in flight)"
     notes["read"] = f"{r['requests']:,} reads of a {plan.read_events:,}-event customer, {r['errors']} errors"
     return rows, notes
 
