@@ -271,8 +271,10 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
     ]
     notes["batch"] = f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches"
     notes["single"] = f"{s['requests']:,} requests, {s['errors']} errors"
-    notes["fresh"] = f"{f['sent']:,} sent at {f['rate']:.0f}/s, {f['samples']} samples, {f['missed']} missed or cut off,"
+    notes["fresh"] = (
+        f"{f['sent']:,} sent at {f['rate']:.0f}/s, {f['samples']} samples, {f['missed']} missed or cut off,"
         f" {f['skipped_over_128_in_flight']:,} not sent (128 already in flight)"
+    )
     notes["read"] = f"{r['requests']:,} reads of a {plan.read_events:,}-event customer, {r['errors']} errors"
     return rows, notes
 
