@@ -204,7 +204,11 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
         async def one() -> None:
             nonlocal errors
             t0 = time.perf_counter()
-            r = await http.get(url, params={"limit": 50})
+            try:
+                r = await http.get(url, params={"limit": 50})
+            except httpx.HTTPError:
+                errors += 1
+                return
             if r.status_code == 200 and len(r.json()["events"]) == 50:
                 lat.append(time.perf_counter() - t0)
             else:
