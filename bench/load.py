@@ -111,7 +111,11 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
             while time.monotonic() < deadline:
                 n += 1
                 t0 = time.perf_counter()
-                r = await http.post(f"{a.intake}/v1/interactions", json=item(f"s{run}-{w}-{n % 50}@example.com"))
+                try:
+                    r = await http.post(f"{a.intake}/v1/interactions", json=item(f"s{run}-{w}-{n % 50}@example.com"))
+                except httpx.HTTPError:
+                    errors += 1
+                    continue
                 if r.status_code == 202:
                     lat.append(time.perf_counter() - t0)
                 else:
