@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from eventkit import db
 from eventkit.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack, free_port
 
@@ -87,6 +88,15 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield p
     finally:
         await p.close()
+
+
+@pytest.fixture
+async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    """A producer to the test broker, as the relay configures it (acks=all, no idempotence)."""
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await p.start()
+    yield p
+    await p.stop()
 
 
 def unique_topic() -> str:

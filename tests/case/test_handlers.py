@@ -68,14 +68,6 @@ async def case_pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-@pytest.fixture
-async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 def interaction(customer: str, kind: str, direction: str = "inbound", **extra: Any) -> Envelope:
     data = {
         "customer_id": customer,

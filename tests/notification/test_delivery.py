@@ -56,14 +56,6 @@ async def pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
         await p.close()
 
 
-@pytest.fixture
-async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[SmtpServer]:
     with smtp_server() as server:

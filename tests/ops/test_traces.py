@@ -91,27 +91,7 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
     traceparent = f"00-{trace_id}-{caller_span_id}-01"
     async with api_client(timeout=15) as client:
         await wait_quiet(ops_stack, client)
-        r = await client.post(
-            f"{ops_stack.services['intake'].url}/v1/interactions",
-            headers={"traceparent": traceparent},
-            json={
-                "customer": {"email": f"trace-{uuid.uuid4().hex[:8]}@example.com"},
-                "channel": "chat",
-                "direction": "inbound",
-                "kind": "message",
-                "occurred_at": datetime.now(UTC).isoformat(),
-                "content": "where is my parcel?",
-            },
-        )
-        assert r.status_code == 202, r.text
-        body = r.json()
-        # Applied everywhere before we look at spans.
-        for svc in ops_stack.services.values():
-            answer = await client.get(
-                f"{svc.url}/v1/customers/{body['customer_id']}/timeline",
-                params={"wait_for": body["event_id"], "timeout_ms": 10_000},
-            )
-            assert answer.status_code == 200, f"{svc.name}: {answer.text}"
+        await post_interaction(ops_stack, client, traceparent)  # applied everywhere before we look at spans
 
     def server_spans() -> list[ReceivedSpan]:
         """intake's own server span (eventkit's middleware: named by route template, RED metrics)."""

@@ -5,7 +5,6 @@ import asyncio
 from collections.abc import Sequence
 
 import asyncpg
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka
@@ -29,14 +28,6 @@ def interaction(customer: str, n: int) -> Envelope:
         "content": f"message {n}",
     }
     return new_event("crm.interaction.recorded.v1", customer, data, "/crm/test", TP)
-
-
-@pytest.fixture
-async def producer(bootstrap: str):
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    await p.start()
-    yield p
-    await p.stop()
 
 
 async def send(producer: AIOKafkaProducer, topic: str, events: Sequence[Envelope]) -> None:

@@ -48,14 +48,6 @@ async def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float =
     return got
 
 
-@pytest.fixture
-async def producer(bootstrap: str):
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 async def store_events(pool: asyncpg.Pool, topic: str, customers: int, per_customer: int) -> list:
     """Interleave customers' events across many transactions, like concurrent requests would."""
     stored = []
