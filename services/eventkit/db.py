@@ -31,6 +31,9 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A connection whose previous operation was cut off by the outage ("another operation is in
+    # progress"); the pool drops it on release.
+    asyncpg.InternalClientError,
 )
 
 Pool = asyncpg.Pool

@@ -123,6 +123,13 @@ def install_error_handlers(app: FastAPI) -> None:
     for exc_type in UNSTORABLE_TEXT:
         app.add_exception_handler(exc_type, _unstorable_text)
 
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Last resort: still a machine-readable body; the traceback goes to the log (no request data).
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "internal", "message": "unexpected error; it has been logged"}, 500)
+
+    app.add_exception_handler(Exception, _unexpected)
+
 
 class RequestMetrics:
     """Pure ASGI middleware: request count, errors and latency per route template (never raw paths)."""
