@@ -10,7 +10,7 @@ from typing import Literal, get_args
 from pydantic import Field
 
 from contracts import topics
-from contracts.events import Channel, EventData, EventType, InteractionKind
+from contracts.events import Channel, EventData, EventType, InteractionKind, SealedData
 
 CaseType = Literal["repair", "installation", "billing", "complaint", "request", "inquiry", "other"]
 CASE_TYPES: tuple[str, ...] = get_args(CaseType)
@@ -27,7 +27,7 @@ class CaseEvent(EventData):
     customer_id: str = Field(min_length=1, max_length=64)
 
 
-class CaseOpened(CaseEvent):
+class CaseOpened(CaseEvent, SealedData):
     type: CaseType
     priority: Priority
     status: Status = Field(description="Always 'new' for a case opened now.")
@@ -43,7 +43,7 @@ class CaseAssigned(CaseEvent):
     team: str = Field(min_length=1, max_length=64)
 
 
-class CaseStatusChanged(CaseEvent):
+class CaseStatusChanged(CaseEvent, SealedData):
     from_status: Status
     to_status: Status = Field(description="'resolved' is the resolution; 'open' from 'resolved' is a reopen.")
     reason: str | None = Field(max_length=500)
@@ -51,16 +51,16 @@ class CaseStatusChanged(CaseEvent):
     priority: Priority
 
 
-class CasePriorityChanged(CaseEvent):
+class CasePriorityChanged(CaseEvent, SealedData):
     from_priority: Priority
     to_priority: Priority
     reason: str | None = Field(default=None, max_length=500)
     type: CaseType
 
 
-class CaseNoteAdded(CaseEvent):
+class CaseNoteAdded(CaseEvent, SealedData):
     author: str = Field(min_length=1, max_length=64)
-    text: str = Field(min_length=1, max_length=10_000, description="Personal data.")
+    text: str = Field(min_length=1, max_length=10_000, description="Personal data: sealed.")
 
 
 class CaseInteractionLinked(CaseEvent):
@@ -108,6 +108,14 @@ CASE_SLA_BREACHED = "crm.case.sla_breached.v1"
 CASE_ESCALATED = "crm.case.escalated.v1"
 CASE_FOLLOWUP_REQUESTED = "crm.case.followup_requested.v1"
 CASE_SURVEY_RECORDED = "crm.case.survey_recorded.v1"
+
+# Free text agents write may name people: sealed under the customer's data key (SPEC §9).
+CASE_PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    CASE_OPENED: ("title",),
+    CASE_STATUS_CHANGED: ("reason",),
+    CASE_PRIORITY_CHANGED: ("reason",),
+    CASE_NOTE_ADDED: ("text",),
+}
 
 EVENT_TYPES: tuple[EventType, ...] = (
     EventType(CASE_OPENED, topics.CASE, CaseOpened, "A case (ticket) was opened, by a rule or an agent."),

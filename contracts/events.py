@@ -27,6 +27,22 @@ class EventData(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class Sealed(BaseModel):
+    """Personal fields encrypted under one customer's data key (SPEC §9).
+
+    Each sealed field holds the marker "[sealed]" in its usual place; its ciphertext is here,
+    under its dotted path ("content", "identifiers.0.value"). Only services that can fetch the
+    customer's data key read it; once the customer is erased nobody can."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str = Field(min_length=1, max_length=64, description="The customer id whose data key sealed the fields.")
+    fields: dict[str, str] = Field(description="Dotted path -> AES-256-GCM token (v1.<base64url nonce+ciphertext>).")
+
+
+class SealedData(EventData):
+    sealed: Sealed | None = Field(default=None, description="Ciphertext of the fields marked \"[sealed]\".")
+
+
 class Identifier(BaseModel):
     """A way to recognise a customer: a normalised email, an E.164 phone, or a channel's own id."""
 
@@ -36,22 +52,22 @@ class Identifier(BaseModel):
     channel: Channel | None = Field(default=None, description="Set for external ids: whose id it is.")
 
 
-class CustomerCreated(EventData):
+class CustomerCreated(SealedData):
     customer_id: str = Field(min_length=1, max_length=64)
     identifiers: list[Identifier]
 
 
-class InteractionRecorded(EventData):
+class InteractionRecorded(SealedData):
     customer_id: str = Field(min_length=1, max_length=64)
     channel: Channel
     direction: Direction
     kind: InteractionKind
     occurred_at: datetime = Field(description="When it happened at the channel (RFC 3339).")
-    content: str | None = Field(default=None, description="Message text or summary; personal data.")
+    content: str | None = Field(default=None, description="Message text or summary; personal data: sealed.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class CustomerMerged(EventData):
+class CustomerMerged(SealedData):
     survivor_id: str = Field(min_length=1, max_length=64)
     merged_id: str = Field(min_length=1, max_length=64)
     linked_by: Identifier = Field(description="The identifier found on both customers.")
@@ -65,7 +81,7 @@ class ConsentChanged(EventData):
     granted: bool
 
 
-class IdentifiersAdded(EventData):
+class IdentifiersAdded(SealedData):
     customer_id: str = Field(min_length=1, max_length=64)
     identifiers: list[Identifier] = Field(min_length=1)
 
@@ -94,6 +110,13 @@ class PreferencesChanged(EventData):
     changed: list[str] = Field(description="Names of the fields that changed.")
 
 
+class CustomerErased(EventData):
+    customer_id: str = Field(min_length=1, max_length=64)
+    erased_ids: list[str] = Field(
+        min_length=1, description="The customer and every id merged into it: their data keys are destroyed."
+    )
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -101,6 +124,15 @@ class EventType:
     model: type[EventData]
     summary: str
 
+
+# The personal fields of each type (dotted paths, * for every list item): sealed under the
+# customer's data key by the producer, readable only while that key exists (SPEC §9).
+PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "crm.customer.created.v1": ("identifiers.*.value",),
+    "crm.customer.identifiers_added.v1": ("identifiers.*.value",),
+    "crm.customer.merged.v1": ("linked_by.value",),
+    "crm.interaction.recorded.v1": ("content",),
+}
 
 INTAKE_EVENT_TYPES: tuple[EventType, ...] = (
     EventType("crm.customer.created.v1", topics.INTAKE, CustomerCreated, "A customer became known."),
@@ -128,5 +160,11 @@ INTAKE_EVENT_TYPES: tuple[EventType, ...] = (
         topics.INTAKE,
         PreferencesChanged,
         "Preferred channel, language, quiet hours, VIP flag or region changed.",
+    ),
+    EventType(
+        "crm.customer.erased.v1",
+        topics.INTAKE,
+        CustomerErased,
+        "The customer's data keys were destroyed: their personal data reads as erased everywhere from now on.",
     ),
 )

@@ -31,6 +31,7 @@ from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import TimelineFeed, heartbeat_stream
 from eventkit.http import BodySizeLimit, RequestMetrics, decode_cursor, install_error_handlers
+from eventkit.keyring import ErasureProjection, HttpKeySource, KeyRing, KeySource
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
 from eventkit.telemetry import configure_logging, configure_tracing
@@ -52,6 +53,8 @@ class ServiceSpec:
     # restarted if they fail, cancelled at shutdown.
     background: Sequence[Callable[["Runtime"], Awaitable[None]]] = ()
     static: dict[str, Path] = field(default_factory=dict)  # URL prefix -> directory of files to serve
+    # Where data keys come from: intake's own vault; None = ask intake over HTTP.
+    key_source: Callable[["Runtime"], KeySource] | None = None
 
 
 @dataclass
@@ -65,12 +68,18 @@ class Runtime:
     feed: TimelineFeed = field(default_factory=TimelineFeed)
     auth: Authenticator = field(init=False)
     audit: AuditLog = field(init=False)
+    keyring: KeyRing = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         limiter = RateLimiter(s.rate_limit_per_key_rps, s.rate_limit_per_key_burst)
         self.auth = Authenticator(lambda: self.pool, s.auth_bootstrap_admin_key, limiter, s.auth_required)
         self.audit = AuditLog(lambda: self.pool)
+        if self.spec.key_source is not None:
+            source = self.spec.key_source(self)
+        else:
+            source = HttpKeySource(s.key_service_url, s.key_service_api_key or s.auth_bootstrap_admin_key)
+        self.keyring = KeyRing(source, ttl_s=s.key_cache_seconds)
 
     pool: asyncpg.Pool | None = None
     producer: AIOKafkaProducer | None = None
@@ -144,7 +153,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topics=ALL_EVENT_TOPICS,
         pool=rt.pool,
         producer=rt.producer,
-        projections=[timeline.TimelineProjection(), KeyProjection(), *rt.spec.projections],
+        projections=[
+            timeline.TimelineProjection(),
+            KeyProjection(),
+            ErasureProjection(rt.keyring),
+            *rt.spec.projections,
+        ],
         waiters=rt.waiters,
         max_batch=s.consumer_max_batch,
         session_timeout_ms=s.kafka_session_timeout_ms,
@@ -246,6 +260,7 @@ async def get_timeline(
         if survivor is not None:
             return _redirect(request, customer_id, survivor)
         items, next_cursor = await timeline.page(conn, customer_id, limit, cursor)
+    items = await rt.keyring.unseal_items(items)
     body = {
         "customer_id": customer_id,
         "events": items,
@@ -303,7 +318,7 @@ async def stream_timeline(request: Request, customer_id: str) -> Response:
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for chunk in heartbeat_stream(queue, catch_up):
+            async for chunk in heartbeat_stream(queue, catch_up, rt.keyring.unseal_items):
                 yield chunk
         finally:
             rt.feed.unsubscribe(members, queue)

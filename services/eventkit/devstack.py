@@ -10,6 +10,7 @@ outlives the runner even if the runner itself is killed.
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ctypes
 import os
@@ -354,8 +355,12 @@ class Stack:
             svc.env["HTTP_PORT"] = str(svc.port)
             svc.env["DATABASE_URL"] = self.postgres.dsn(f"crm_{name}")
             svc.env["AUTH_BOOTSTRAP_ADMIN_KEY"] = self.admin_key
+            svc.env["KEY_SERVICE_URL"] = self.services["intake"].url  # the data key vault
             for other, other_svc in self.services.items():  # intake's export calls the others
                 svc.env[f"{other.upper()}_URL"] = other_svc.url
+        # The master key that wraps the customers' data keys, kept beside the data it protects
+        # (development only; production takes it from a secret store).
+        self.services["intake"].env.setdefault("MASTER_KEY", _master_key(self.data_dir))
 
     def _service_env(self, name: str, port: int, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTKIT_CRASH")}
@@ -404,6 +409,15 @@ def _admin_key(data_dir: Path) -> str:
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(f"crm_admin_{secrets.token_urlsafe(24)}\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _master_key(data_dir: Path) -> str:
+    path = data_dir / "master.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
         path.chmod(0o600)
     return path.read_text().strip()
 

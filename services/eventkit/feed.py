@@ -7,7 +7,7 @@ it has not sent yet: live when local, a little later when not, never missing.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -63,9 +63,13 @@ def sse(event: str, data: Any, event_id: str | None = None) -> bytes:
 
 
 async def heartbeat_stream(
-    queue: asyncio.Queue[dict[str, Any]], catch_up: Any, poll_s: float = 3.0
+    queue: asyncio.Queue[dict[str, Any]],
+    catch_up: Callable[[], Awaitable[list[dict[str, Any]]]],
+    prepare: Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]],
+    poll_s: float = 3.0,
 ) -> AsyncIterator[bytes]:
-    """Items from the queue as they come; every poll_s, whatever catch_up() finds that was missed."""
+    """Items from the queue as they come; every poll_s, whatever catch_up() finds that was missed.
+    prepare() turns stored items into what the reader sees (sealed fields opened)."""
     sent: set[str] = set()
     yield b": connected\n\n"
     while True:
@@ -75,7 +79,7 @@ async def heartbeat_stream(
         except TimeoutError:
             items = await catch_up()
             yield b": keep-alive\n\n"
-        for item in items:
+        for item in await prepare([i for i in items if i["event_id"] not in sent]):
             if item["event_id"] not in sent:
                 sent.add(item["event_id"])
                 yield sse("timeline", item, item["event_id"])

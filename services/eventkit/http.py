@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.eventstore import ConcurrencyError
+from eventkit.keyring import KeyErased, KeysUnavailable
 from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS, context_from_traceparent, tracer
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,14 @@ def install_error_handlers(app: FastAPI) -> None:
             {"Retry-After": "1"},
         )
 
-    for exc_type in TRANSIENT_ERRORS:
+    for exc_type in (*TRANSIENT_ERRORS, KeysUnavailable):
         app.add_exception_handler(exc_type, _unavailable)
+
+    @app.exception_handler(KeyErased)
+    async def _erased(request: Request, exc: KeyErased) -> JSONResponse:
+        return JSONResponse(
+            {"error": "customer_erased", "message": "this customer was erased; no new personal data is kept"}, 410
+        )
 
     async def _unstorable_text(request: Request, exc: Exception) -> JSONResponse:
         # PostgreSQL cannot store NUL in text, and JSON encoders refuse unpaired surrogates.

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     rate_limit_per_key_rps: float = 200.0
     rate_limit_per_key_burst: float = 400.0
 
+    # Data keys (SPEC §9): intake holds the vault; the others ask it with a key of scope `keys`
+    # (the bootstrap admin key when KEY_SERVICE_API_KEY is not set) and cache what they get.
+    key_service_url: str = "http://127.0.0.1:8001"
+    key_service_api_key: str | None = None
+    key_cache_seconds: float = 60.0
+
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
 

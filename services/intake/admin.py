@@ -25,6 +25,7 @@ from contracts.security import KEY_CREATED, KEY_REVOKED, SCOPE_PATTERN, KeyCreat
 from contracts.topics import INTAKE
 from intake import handlers
 from intake.settings import IntakeSettings
+from intake.vault import vault_of
 
 router = APIRouter(tags=["admin"], dependencies=[require("admin")])
 
@@ -97,13 +98,13 @@ async def export(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
     settings: IntakeSettings = rt.settings  # type: ignore[assignment]
     try:
-        profile = await handlers.get_customer(rt.db, customer_id)
+        profile = await handlers.get_customer(rt.db, vault_of(rt), customer_id)
     except handlers.CustomerMoved as exc:
         return RedirectResponse(request.url.path.replace(customer_id, exc.survivor_id, 1), status_code=308)
     except handlers.CustomerNotFound as exc:
         raise ApiError(404, "customer_not_found", f"no customer {customer_id}") from exc
     async with rt.db.acquire() as conn:
-        events = await _whole_timeline(conn, customer_id)
+        events = await rt.keyring.unseal_items(await _whole_timeline(conn, customer_id))
     headers = {"Authorization": request.headers.get("authorization", "")}
     urls = {
         "case": f"{settings.case_url}/v1/cases",
@@ -141,3 +142,28 @@ async def _whole_timeline(conn: Any, customer_id: str) -> list[dict[str, Any]]:
         items.extend(page)
         if cursor is None:
             return items
+
+
+@router.post(
+    "/v1/customers/{customer_id}/erasure",
+    tags=["customers"],
+    status_code=202,
+    summary="Erase a customer: destroy their data keys (crypto-shredding); every service masks what it holds",
+    responses={
+        308: {"description": "a merged customer: erase the survivor"},
+        404: {"description": "no such customer"},
+        409: {"description": "erased already"},
+    },
+)
+async def erase(request: Request, customer_id: str) -> Response:
+    rt = runtime(request)
+    try:
+        done = await handlers.erase_customer(rt.db, rt.store, vault_of(rt), rt.settings.source, customer_id)
+    except handlers.CustomerMoved as exc:
+        return RedirectResponse(request.url.path.replace(customer_id, exc.survivor_id, 1), status_code=308)
+    except handlers.CustomerNotFound as exc:
+        raise ApiError(404, "customer_not_found", f"no customer {customer_id}") from exc
+    except handlers.AlreadyErased as exc:
+        raise ApiError(409, "already_erased", f"customer {customer_id} is erased already") from exc
+    rt.keyring.forget(done["erased_ids"])
+    return JSONResponse(done, 202)

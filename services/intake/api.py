@@ -1,5 +1,6 @@
 """Intake's HTTP routes: validate, call a handler, map domain errors to 4xx."""
 
+import base64
 import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 from contracts.events import Channel, ConsentPurpose, Direction, InteractionKind, Preferences
 from intake import domain, handlers, store
 from intake.settings import IntakeSettings
+from intake.vault import vault_of
 
 router = APIRouter()
 MAX_BATCH = 1000
@@ -123,7 +125,7 @@ async def _record(
 ) -> list[dict[str, Any]]:
     rt = runtime(request)
     try:
-        return await handlers.record_interactions(rt.db, rt.store, rt.settings.source, items, request_key)
+        return await handlers.record_interactions(rt.db, rt.store, vault_of(rt), rt.settings.source, items, request_key)
     except handlers.ItemErrors as exc:
         batch = len(items) > 1 or request.url.path.endswith(":batch")
         raise ApiError(
@@ -279,10 +281,10 @@ async def find_customers(
     if not idents and not q:
         raise ApiError(422, "validation_failed", "give email, phone or q",
                        errors=[{"field": "query", "reason": "give email, phone or q"}])  # fmt: skip
-    async with runtime(request).db.acquire() as conn:
-        ids = await store.find_customers(conn, idents, q, limit)
-        items = [found for cid in ids if (found := await store.customer(conn, cid)) is not None]
-    return JSONResponse({"items": items})
+    rt = runtime(request)
+    async with rt.db.acquire() as conn:
+        ids = await store.find_customers(conn, vault_of(rt), idents, q, limit)
+    return JSONResponse({"items": [await handlers.get_customer(rt.db, vault_of(rt), cid) for cid in ids]})
 
 
 @router.get(
@@ -292,7 +294,8 @@ async def find_customers(
     dependencies=[require("agent")],
 )
 async def get_customer(request: Request, customer_id: str) -> Response:
-    return await _customer_call(request, customer_id, handlers.get_customer(runtime(request).db, customer_id))
+    rt = runtime(request)
+    return await _customer_call(request, customer_id, handlers.get_customer(rt.db, vault_of(rt), customer_id))
 
 
 async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
@@ -324,3 +327,28 @@ async def put_preferences(request: Request, customer_id: str, body: Preferences)
     rt = runtime(request)
     call = handlers.change_preferences(rt.db, rt.store, rt.settings.source, customer_id, body)
     return await _customer_call(request, customer_id, _changed(customer_id, call))
+
+
+# --- the data key vault, for the other services (SPEC §9) ------------------------------------------
+
+
+class DataKeysIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=1000)
+    create: bool = Field(default=False, description="make a key for an id that has none yet (to seal new data)")
+
+
+@router.post(
+    "/internal/v1/data-keys:lookup",
+    tags=["internal"],
+    summary="Customers' data keys, for services that seal or read personal data (scope keys)",
+    dependencies=[require("keys")],
+)
+async def lookup_data_keys(request: Request, body: DataKeysIn) -> Response:
+    rt = runtime(request)
+    async with rt.db.acquire() as conn:
+        keys, erased = await vault_of(rt).keys(conn, body.customer_ids, body.create)
+    return JSONResponse(
+        {"keys": {cid: base64.b64encode(k).decode() for cid, k in keys.items()}, "erased": sorted(erased)},
+        headers={"Cache-Control": "no-store"},
+    )

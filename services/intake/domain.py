@@ -30,6 +30,7 @@ CUSTOMER_CREATED = "crm.customer.created.v1"
 CUSTOMER_MERGED = "crm.customer.merged.v1"
 IDENTIFIERS_ADDED = "crm.customer.identifiers_added.v1"
 INTERACTION_RECORDED = "crm.interaction.recorded.v1"
+CUSTOMER_ERASED = "crm.customer.erased.v1"
 CONSENT_CHANGED = "crm.consent.changed.v1"
 PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
 MAX_CLOCK_SKEW = timedelta(minutes=5)

@@ -13,14 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from eventkit import crypto
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore
+from eventkit.keyring import KeyErased
 from eventkit.telemetry import current_traceparent
 
-from contracts.events import Preferences
+from contracts.events import PERSONAL_FIELDS, Preferences
 from contracts.topics import INTAKE
 from intake import domain, store
 from intake.domain import InvalidInput
+from intake.vault import IDENTIFIER_FIELD, Vault
 
 ATTEMPTS = 25
 
@@ -63,6 +66,10 @@ class CustomerMoved(Exception):
         self.survivor_id = survivor_id
 
 
+class AlreadyErased(Exception):
+    pass
+
+
 class _NeedsMerge(Exception):
     pass
 
@@ -87,6 +94,7 @@ class _Clock:
 async def record_interactions(
     pool: asyncpg.Pool,
     events: EventStore,
+    vault: Vault,
     source: str,
     items: Sequence[Item],
     request_key: tuple[str, str] | None = None,
@@ -97,7 +105,7 @@ async def record_interactions(
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await store.lock_identity(conn, exclusive)
-                return await _record(conn, events, source, items, request_key, exclusive)
+                return await _record(conn, events, vault, source, items, request_key, exclusive)
         except _NeedsMerge:
             exclusive = True
         except (ConcurrencyError, asyncpg.UniqueViolationError):
@@ -112,6 +120,7 @@ async def record_interactions(
 async def _record(
     conn: asyncpg.Connection,
     events: EventStore,
+    vault: Vault,
     source: str,
     items: Sequence[Item],
     request_key: tuple[str, str] | None,
@@ -140,9 +149,16 @@ async def _record(
     clock = _Clock()
     snapshot = await store.load_snapshot(
         conn,
+        vault,
         [ident for _, item in todo for ident in item.cmd.identifiers],
         [c for _, item in todo if (c := item.cmd.customer_id)],
     )
+    # Data keys of everyone this request may write about; new customers get theirs below.
+    data_keys: dict[str, bytes]
+    data_keys, _ = await vault.keys(
+        conn, {*snapshot.owner.values(), *snapshot.created, *snapshot.merged_into.values()}, create=True
+    )
+    new_keys: dict[str, bytes] = {}
     resolver = domain.IdentityResolver(snapshot, clock.now, domain.new_customer_id)
     traceparent = current_traceparent()
     created: list[tuple[str, datetime]] = []
@@ -152,7 +168,11 @@ async def _record(
     errors: list[tuple[int, InvalidInput]] = []
 
     def event(type_: str, customer_id: str, data: dict[str, Any]) -> Envelope:
-        return new_event(type_, customer_id, data, source, traceparent, time=clock.tick())
+        key = data_keys.get(customer_id)
+        if key is None:
+            raise KeyErased(customer_id)
+        sealed = crypto.seal(data, PERSONAL_FIELDS.get(type_, ()), customer_id, key)
+        return new_event(type_, customer_id, sealed, source, traceparent, time=clock.tick())
 
     for index, item in todo:
         cmd = item.cmd
@@ -166,6 +186,7 @@ async def _record(
         cid = res.customer_id
         new: list[Envelope] = []
         if res.created is not None:
+            data_keys[cid] = new_keys[cid] = crypto.new_data_key()
             created.append((cid, clock.now))
             links.extend((ident, cid) for ident in res.created)
             new.append(event(domain.CUSTOMER_CREATED, cid, domain.customer_created(cid, res.created)))
@@ -187,7 +208,8 @@ async def _record(
         raise ItemErrors(errors)
 
     await store.insert_customers(conn, created)
-    await store.insert_identifiers(conn, links)
+    await vault.store_new(conn, new_keys)
+    await store.insert_identifiers(conn, vault, links, data_keys)
     for merge in merges:
         await store.apply_merge(conn, merge, clock.now)
         appends.extend(await _merge_consent(conn, merge, event))
@@ -287,13 +309,49 @@ async def change_preferences(
         return [e.id]
 
 
-async def get_customer(pool: asyncpg.Pool, customer_id: str) -> dict[str, Any]:
+async def get_customer(pool: asyncpg.Pool, vault: Vault, customer_id: str) -> dict[str, Any]:
     async with pool.acquire() as conn:
         await _live_customer(conn, customer_id)
         found = await store.customer(conn, customer_id)
-    if found is None:
-        raise CustomerNotFound(customer_id)
+        if found is None:
+            raise CustomerNotFound(customer_id)
+        sealed = found.pop("sealed_identifiers")
+        keys, _ = await vault.keys(conn, {owner for _, _, _, owner in sealed}, create=False)
+    found["identifiers"] = [
+        {
+            "kind": kind,
+            "value": crypto.open_token(token, owner, IDENTIFIER_FIELD, dict(keys)),
+            "channel": channel,
+        }
+        for kind, channel, token, owner in sealed
+    ]
     return found
+
+
+async def erase_customer(
+    pool: asyncpg.Pool, events: EventStore, vault: Vault, source: str, customer_id: str
+) -> dict[str, Any]:
+    """Crypto-shredding (SPEC §9): destroy the data keys of the customer and of everyone merged
+    into it, forget their identifiers, and say so in `crm.customer.erased.v1`."""
+    async with pool.acquire() as conn, conn.transaction():
+        await store.lock_identity(conn, exclusive=True)
+        await _live_customer(conn, customer_id)
+        if await store.erased_at(conn, customer_id) is not None:
+            raise AlreadyErased(customer_id)
+        ids = [customer_id, *await store.merged_ids(conn, customer_id)]
+        now = datetime.now(UTC)
+        await vault.destroy(conn, ids, now)
+        await store.forget_customers(conn, ids, now)
+        e = new_event(
+            domain.CUSTOMER_ERASED,
+            customer_id,
+            {"customer_id": customer_id, "erased_ids": ids},
+            source,
+            current_traceparent(),
+            time=now,
+        )
+        await events.append(conn, [Append(stream_of(customer_id), None, [e], INTAKE)])
+    return {"event_id": e.id, "customer_id": customer_id, "erased_ids": ids}
 
 
 async def expire_idempotency_keys(rt: Any, interval_s: float = 3600.0) -> None:

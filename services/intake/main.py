@@ -3,11 +3,16 @@
 from pathlib import Path
 
 from eventkit.app import ServiceSpec, create_app, serve
+from eventkit.crypto import parse_master_key
 
 from intake.admin import router as admin_router
 from intake.api import router
 from intake.handlers import expire_idempotency_keys
 from intake.settings import IntakeSettings
+from intake.vault import Vault, VaultKeySource
+
+settings: IntakeSettings = IntakeSettings.for_service("intake")  # type: ignore[assignment]
+vault = Vault(parse_master_key(settings.master_key))
 
 app = create_app(
     ServiceSpec(
@@ -19,8 +24,9 @@ app = create_app(
         body_limits={"/v1/interactions:batch": 16 * 1024 * 1024},
         background=[expire_idempotency_keys],
         static={"/console": Path(__file__).resolve().parents[1] / "console"},
+        key_source=lambda rt: VaultKeySource(lambda: rt.db, vault),
     ),
-    IntakeSettings.for_service("intake"),
+    settings,
 )
 
 if __name__ == "__main__":

@@ -12,3 +12,6 @@ class IntakeSettings(Settings):
     # How long an Idempotency-Key or client_event_id answers with the first answer; older keys
     # are forgotten (hourly), so a retry after that would be a new request.
     idempotency_ttl_hours: float = 72.0
+    # Wraps every customer's data key (32 bytes, base64). Required: without it nothing personal
+    # could be stored. `make run` makes one in .data/master.key; production reads a secret store.
+    master_key: str

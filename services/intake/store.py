@@ -5,10 +5,12 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from eventkit import crypto
 from eventkit.db import json_text
 
 from contracts.events import Preferences
 from intake.domain import Ident, IdentitySnapshot, Merge
+from intake.vault import IDENTIFIER_FIELD, Vault
 
 # Identity writes hold this lock shared; a merge holds it exclusively, so a merge never races
 # a request that is linking identifiers to one of the customers it merges.
@@ -23,21 +25,18 @@ async def lock_identity(conn: asyncpg.Connection, exclusive: bool) -> None:
 
 
 async def load_snapshot(
-    conn: asyncpg.Connection, idents: Iterable[Ident], customer_ids: Iterable[str]
+    conn: asyncpg.Connection, vault: Vault, idents: Iterable[Ident], customer_ids: Iterable[str]
 ) -> IdentitySnapshot:
     snapshot = IdentitySnapshot()
-    unique = sorted(set(idents))
+    by_index = {vault.index(i): i for i in set(idents)}
     rows = await conn.fetch(
-        "SELECT i.kind, i.channel, i.value, i.customer_id, c.created_at"
-        " FROM unnest($1::text[], $2::text[], $3::text[]) AS x(kind, channel, value)"
-        " JOIN customer_identifiers i USING (kind, channel, value)"
-        " JOIN customers c ON c.customer_id = i.customer_id",
-        [i.kind for i in unique],
-        [i.channel or "" for i in unique],
-        [i.value for i in unique],
+        "SELECT i.value, i.customer_id, c.created_at"
+        " FROM customer_identifiers i JOIN customers c ON c.customer_id = i.customer_id"
+        " WHERE i.value = ANY($1::text[])",
+        sorted(by_index),
     )
     for r in rows:
-        snapshot.owner[Ident(r["kind"], r["value"], r["channel"] or None).key] = r["customer_id"]
+        snapshot.owner[by_index[r["value"]].key] = r["customer_id"]
         snapshot.created[r["customer_id"]] = r["created_at"]
     ids = sorted(set(customer_ids))
     if ids:
@@ -65,16 +64,22 @@ async def insert_customers(conn: asyncpg.Connection, created: Sequence[tuple[str
         )
 
 
-async def insert_identifiers(conn: asyncpg.Connection, links: Sequence[tuple[Ident, str]]) -> None:
-    """Raises UniqueViolationError if an identifier was claimed meanwhile (the caller retries)."""
+async def insert_identifiers(
+    conn: asyncpg.Connection, vault: Vault, links: Sequence[tuple[Ident, str]], keys: dict[str, bytes]
+) -> None:
+    """Store the blind index and the sealed value, never the identifier itself.
+
+    Raises UniqueViolationError if an identifier was claimed meanwhile (the caller retries)."""
     if links:
         await conn.execute(
-            "INSERT INTO customer_identifiers (kind, value, channel, customer_id)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])",
+            "INSERT INTO customer_identifiers (kind, value, channel, customer_id, sealed, sealed_by)"
+            " SELECT k, v, ch, c, s, c FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])"
+            " AS x(k, v, ch, c, s)",
             [i.kind for i, _ in links],
-            [i.value for i, _ in links],
+            [vault.index(i) for i, _ in links],
             [i.channel or "" for i, _ in links],
             [c for _, c in links],
+            [crypto.encrypt_text(keys[c], f"{c}|{IDENTIFIER_FIELD}", i.value) for i, c in links],
         )
 
 
@@ -84,6 +89,26 @@ async def apply_merge(conn: asyncpg.Connection, merge: Merge, at: datetime) -> N
     await conn.execute("UPDATE customers SET merged_into = $1 WHERE merged_into = $2", s, m)
     await conn.execute("UPDATE customers SET merged_into = $1, merged_at = $3 WHERE customer_id = $2", s, m, at)
     await conn.execute("UPDATE customer_identifiers SET customer_id = $1 WHERE customer_id = $2", s, m)
+
+
+async def erased_at(conn: asyncpg.Connection, customer_id: str) -> datetime | None:
+    result: datetime | None = await conn.fetchval(
+        "SELECT erased_at FROM customers WHERE customer_id = $1", customer_id
+    )
+    return result
+
+
+async def merged_ids(conn: asyncpg.Connection, survivor_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT customer_id FROM customers WHERE merged_into = $1 ORDER BY merged_at", survivor_id
+    )
+    return [r["customer_id"] for r in rows]
+
+
+async def forget_customers(conn: asyncpg.Connection, customer_ids: Sequence[str], at: datetime) -> None:
+    """Erasure: their identifiers go (a later contact with the same email is a new customer)."""
+    await conn.execute("DELETE FROM customer_identifiers WHERE customer_id = ANY($1::text[])", list(customer_ids))
+    await conn.execute("UPDATE customers SET erased_at = $2 WHERE customer_id = ANY($1::text[])", customer_ids, at)
 
 
 async def survivor_of(conn: asyncpg.Connection, customer_id: str) -> str | None:
@@ -151,24 +176,24 @@ async def set_preferences(conn: asyncpg.Connection, customer_id: str, prefs: Pre
 
 
 async def customer(conn: asyncpg.Connection, customer_id: str) -> dict[str, Any] | None:
+    """The profile; identifiers still sealed, as (kind, channel, token, key owner) in sealed_identifiers."""
     row = await conn.fetchrow(
-        "SELECT customer_id, created_at FROM customers WHERE customer_id = $1 AND merged_into IS NULL",
+        "SELECT customer_id, created_at, erased_at FROM customers WHERE customer_id = $1 AND merged_into IS NULL",
         customer_id,
     )
     if row is None:
         return None
     idents = await conn.fetch(
-        "SELECT kind, value, channel FROM customer_identifiers WHERE customer_id = $1 ORDER BY kind, value",
+        "SELECT kind, channel, sealed, sealed_by FROM customer_identifiers WHERE customer_id = $1"
+        " ORDER BY kind, channel, value",
         customer_id,
-    )
-    merged = await conn.fetch(
-        "SELECT customer_id FROM customers WHERE merged_into = $1 ORDER BY merged_at", customer_id
     )
     return {
         "customer_id": customer_id,
         "created_at": row["created_at"].isoformat(),
-        "identifiers": [{"kind": r["kind"], "value": r["value"], "channel": r["channel"] or None} for r in idents],
-        "merged_ids": [r["customer_id"] for r in merged],
+        "erased_at": row["erased_at"].isoformat() if row["erased_at"] else None,
+        "sealed_identifiers": [(r["kind"], r["channel"] or None, r["sealed"], r["sealed_by"]) for r in idents],
+        "merged_ids": await merged_ids(conn, customer_id),
         "preferences": (await preferences(conn, customer_id)).model_dump(mode="json"),
         "consent": await consent_rows(conn, customer_id),
     }
@@ -213,16 +238,15 @@ async def answer_keys(conn: asyncpg.Connection, answers: dict[str, Any]) -> None
         )
 
 
-async def find_customers(conn: asyncpg.Connection, idents: list[Ident], id_prefix: str | None, limit: int) -> list[str]:
-    """Live customers with one of these identifiers, or whose id starts with id_prefix."""
+async def find_customers(
+    conn: asyncpg.Connection, vault: Vault, idents: list[Ident], id_prefix: str | None, limit: int
+) -> list[str]:
+    """Live customers with one of these identifiers (by blind index), or whose id starts with id_prefix."""
     found: list[str] = []
     if idents:
         rows = await conn.fetch(
-            "SELECT DISTINCT i.customer_id FROM unnest($1::text[], $2::text[], $3::text[]) AS x(kind, channel, value)"
-            " JOIN customer_identifiers i USING (kind, channel, value)",
-            [i.kind for i in idents],
-            [i.channel or "" for i in idents],
-            [i.value for i in idents],
+            "SELECT DISTINCT customer_id FROM customer_identifiers WHERE value = ANY($1::text[])",
+            [vault.index(i) for i in idents],
         )
         found.extend(r["customer_id"] for r in rows)
     if id_prefix:

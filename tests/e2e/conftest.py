@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,8 @@ class Accepted:
     def __init__(self) -> None:
         self.by_customer: dict[str, list[str]] = defaultdict(list)
         self.failed = 0
+        # Requests without an answer (the service died): they may or may not have been stored.
+        self.unanswered: list[tuple[dict[str, Any], str]] = []
 
     def add(self, body: dict[str, Any]) -> None:
         self.by_customer[body["customer_id"]].extend(body["event_ids"])
@@ -62,22 +65,35 @@ async def post_all(
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             body = queue.get_nowait()
+            key = str(uuid.uuid4())
             try:
-                r = await client.post(f"{url}/v1/interactions", json=body)
+                r = await client.post(f"{url}/v1/interactions", json=body, headers={"Idempotency-Key": key})
             except httpx.TransportError:
                 if not tolerate_errors:
                     raise
                 accepted.failed += 1
+                accepted.unanswered.append((body, key))
                 continue
             if r.status_code == 202:
                 accepted.add(r.json())
             elif tolerate_errors:
                 accepted.failed += 1
+                accepted.unanswered.append((body, key))
             else:
                 raise AssertionError(f"{r.status_code}: {r.text}")
 
     async with api_client(timeout=10) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+
+
+async def retry_unanswered(url: str, accepted: Accepted) -> None:
+    """Ask again, with the same keys, what went unanswered: the answer says what was stored."""
+    async with api_client(timeout=10) as client:
+        for body, key in accepted.unanswered:
+            r = await client.post(f"{url}/v1/interactions", json=body, headers={"Idempotency-Key": key})
+            assert r.status_code == 202, r.text
+            accepted.add(r.json())
+    accepted.unanswered.clear()
 
 
 async def digests(stack: Stack, customer_id: str, client: httpx.AsyncClient) -> dict[str, tuple[int, str]]:

@@ -16,7 +16,7 @@ from tests.e2e.conftest import interaction
 pytestmark = pytest.mark.e2e
 
 OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-SCOPES = ("agent", "ops", "channel:web")
+SCOPES = ("agent", "ops", "keys", "channel:web")
 
 # Which scope may call which route (admin may call all). Anything not listed needs admin only.
 ALLOWED: dict[tuple[str, str], set[str]] = {
@@ -33,6 +33,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/notifications/{notification_id}"): {"agent", "ops"},
     ("GET", "/v1/kpis"): {"ops"},
     ("GET", "/v1/customers/{customer_id}/insights"): {"agent", "ops"},
+    ("POST", "/internal/v1/data-keys:lookup"): {"keys"},  # services that seal or read personal data
 }
 CASE_ROUTES_PREFIX = "/v1/cases"  # every case route: agent
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,11 +15,13 @@ from eventkit.eventstore import EventStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from intake import domain, handlers
+from intake.vault import Vault
 
 from tests.conftest import fresh_database
 
 MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
 store = EventStore("intake-test")
+vault = Vault(os.urandom(32))
 
 
 def item(email: str, content: str, client_id: str | None = None) -> handlers.Item:
@@ -74,7 +77,7 @@ def test_a_retry_never_makes_a_second_event(intake_dsn: str, ops: list[tuple[int
                     it = item(email, f"body {body_no}", client_id=f"{run}-{key_no}")
                     request_key = None
                 try:
-                    answer = (await handlers.record_interactions(pool, store, "/test", [it], request_key))[0]
+                    answer = (await handlers.record_interactions(pool, store, vault, "/test", [it], request_key))[0]
                 except handlers.IdempotencyConflict:
                     assert key in first and first[key][0] != body_no
                     continue
@@ -94,7 +97,7 @@ async def test_concurrent_first_contacts_make_one_customer(intake_dsn: str) -> N
     try:
         email = f"rush-{uuid.uuid4().hex[:8]}@example.com"
         answers = await asyncio.gather(
-            *(handlers.record_interactions(pool, store, "/test", [item(email, f"m{n}")]) for n in range(10))
+            *(handlers.record_interactions(pool, store, vault, "/test", [item(email, f"m{n}")]) for n in range(10))
         )
         assert len({a[0]["customer_id"] for a in answers}) == 1
         created = sum(len(a[0]["event_ids"]) == 2 for a in answers)
@@ -111,7 +114,7 @@ async def test_concurrent_merges_leave_identifiers_on_live_customers(intake_dsn:
         run = uuid.uuid4().hex[:8]
         emails = [f"{run}-{n}@example.com" for n in range(6)]
         for e in emails:
-            await handlers.record_interactions(pool, store, "/test", [item(e, "hello")])
+            await handlers.record_interactions(pool, store, vault, "/test", [item(e, "hello")])
 
         def linking(a: str, b: str) -> handlers.Item:
             it = item(a, "link")
@@ -121,12 +124,14 @@ async def test_concurrent_merges_leave_identifiers_on_live_customers(intake_dsn:
             return handlers.Item(cmd, it.request_hash)
 
         pairs = [(emails[i], emails[(i + 1) % 6]) for i in range(6)] + [(emails[0], emails[3]), (emails[2], emails[5])]
-        await asyncio.gather(*(handlers.record_interactions(pool, store, "/test", [linking(a, b)]) for a, b in pairs))
+        await asyncio.gather(
+            *(handlers.record_interactions(pool, store, vault, "/test", [linking(a, b)]) for a, b in pairs)
+        )
         async with pool.acquire() as conn:
             owners = await conn.fetch(
                 "SELECT c.customer_id, c.merged_into FROM customer_identifiers i JOIN customers c USING (customer_id)"
                 " WHERE i.value = ANY($1::text[])",
-                emails,
+                [vault.index(domain.normalise_email(e)) for e in emails],
             )
             merges = await conn.fetchval(
                 "SELECT count(*) FROM events WHERE type = $1 AND data->>'merged_id' IN"

@@ -1,0 +1,91 @@
+"""The data key vault (SPEC §9): one random key per customer, wrapped under the master key.
+
+intake is the only service that stores data keys; the others fetch them over HTTP
+(/internal/v1/data-keys:lookup, scope `keys`) and keep them in memory briefly. Erasure destroys
+the wrapped key, so every sealed copy of the customer's personal data becomes unreadable.
+"""
+
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+
+import asyncpg
+from eventkit import crypto
+from eventkit.app import Runtime
+
+from intake.domain import Ident
+
+IDENTIFIER_FIELD = "identifier"  # the sealed `customer_identifiers.sealed` column's place
+
+
+class Vault:
+    def __init__(self, master_key: bytes) -> None:
+        self._wrapping = crypto.derive_key(master_key, "crm data-key wrapping v1")
+        self._index = crypto.derive_key(master_key, "crm identifier blind index v1")
+
+    def index(self, ident: Ident) -> str:
+        """What intake stores and looks up instead of the identifier itself."""
+        return crypto.blind_index(self._index, ident.key)
+
+    async def keys(
+        self, conn: asyncpg.Connection, customer_ids: Collection[str], create: bool
+    ) -> tuple[dict[str, bytes], set[str]]:
+        """(data keys, erased ids); with `create`, ids without a key get one now."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}, set()
+        rows = await conn.fetch(
+            "SELECT customer_id, wrapped FROM customer_keys WHERE customer_id = ANY($1::text[])", ids
+        )
+        found: dict[str, bytes] = {}
+        erased: set[str] = set()
+        for r in rows:
+            if r["wrapped"] is None:
+                erased.add(r["customer_id"])
+            else:
+                found[r["customer_id"]] = crypto.unwrap_key(self._wrapping, r["customer_id"], r["wrapped"])
+        missing = [cid for cid in ids if cid not in found and cid not in erased]
+        if create and missing:
+            await self.store_new(conn, {cid: crypto.new_data_key() for cid in missing})
+            # Another request may have made some of them first: read back what is stored.
+            more, more_erased = await self.keys(conn, missing, create=False)
+            found.update(more)
+            erased |= more_erased
+        return found, erased
+
+    async def store_new(self, conn: asyncpg.Connection, keys: dict[str, bytes]) -> None:
+        if keys:
+            await conn.execute(
+                "INSERT INTO customer_keys (customer_id, wrapped) SELECT * FROM unnest($1::text[], $2::bytea[])"
+                " ON CONFLICT (customer_id) DO NOTHING",
+                list(keys),
+                [crypto.wrap_key(self._wrapping, cid, k) for cid, k in keys.items()],
+            )
+
+    async def destroy(self, conn: asyncpg.Connection, customer_ids: Sequence[str], at: datetime) -> None:
+        """Crypto-shredding: the wrapped keys are gone; the rows say when."""
+        await conn.execute(
+            "INSERT INTO customer_keys (customer_id, wrapped, erased_at)"
+            " SELECT id, NULL, $2 FROM unnest($1::text[]) AS id"
+            " ON CONFLICT (customer_id) DO UPDATE SET wrapped = NULL, erased_at = EXCLUDED.erased_at",
+            list(customer_ids),
+            at,
+        )
+
+
+class VaultKeySource:
+    """The KeySource of intake's own KeyRing: the vault, read through the service's pool."""
+
+    def __init__(self, pool_getter: Callable[[], asyncpg.Pool], vault: Vault) -> None:
+        self._pool = pool_getter
+        self.vault = vault
+
+    async def lookup(self, customer_ids: Sequence[str], create: bool) -> tuple[dict[str, bytes], set[str]]:
+        async with self._pool().acquire() as conn:
+            return await self.vault.keys(conn, customer_ids, create)
+
+
+def vault_of(rt: Runtime) -> Vault:
+    """intake's vault, behind its KeyRing (see main.py)."""
+    source = rt.keyring.source
+    assert isinstance(source, VaultKeySource), "intake's keyring reads its own vault"
+    return source.vault
