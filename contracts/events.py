@@ -40,7 +40,7 @@ class Sealed(BaseModel):
 
 
 class SealedData(EventData):
-    sealed: Sealed | None = Field(default=None, description="Ciphertext of the fields marked \"[sealed]\".")
+    sealed: Sealed | None = Field(default=None, description='Ciphertext of the fields marked "[sealed]".')
 
 
 class Identifier(BaseModel):

@@ -92,16 +92,12 @@ async def apply_merge(conn: asyncpg.Connection, merge: Merge, at: datetime) -> N
 
 
 async def erased_at(conn: asyncpg.Connection, customer_id: str) -> datetime | None:
-    result: datetime | None = await conn.fetchval(
-        "SELECT erased_at FROM customers WHERE customer_id = $1", customer_id
-    )
+    result: datetime | None = await conn.fetchval("SELECT erased_at FROM customers WHERE customer_id = $1", customer_id)
     return result
 
 
 async def merged_ids(conn: asyncpg.Connection, survivor_id: str) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT customer_id FROM customers WHERE merged_into = $1 ORDER BY merged_at", survivor_id
-    )
+    rows = await conn.fetch("SELECT customer_id FROM customers WHERE merged_into = $1 ORDER BY merged_at", survivor_id)
     return [r["customer_id"] for r in rows]
 
 
