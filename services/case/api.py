@@ -167,7 +167,8 @@ async def list_cases(
         "breached": breached,
         "escalated": escalated,
     }
-    rows, next_cursor = await handlers.list_cases(runtime(request).db, filters, limit, cursor)
+    rt = runtime(request)
+    rows, next_cursor = await handlers.list_cases(rt.db, rt.keyring, filters, limit, cursor)
     return _json({"cases": rows, "next_before": next_cursor.encode() if next_cursor else None})
 
 
@@ -208,9 +209,9 @@ async def get_case(request: Request, case_id: str) -> Response:
                 "version": s.version,
                 "type": s.event.type,
                 "time": s.event.time,
-                "data": s.event.data,
+                "data": data,
             }
-            for s in stored
+            for s, data in stored
         ],
     }
     return _json(body, version=state.version)

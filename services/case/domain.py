@@ -269,7 +269,7 @@ _MODELS = {t.name: t.model for t in c.EVENT_TYPES}
 
 def draft(type_: str, **data: Any) -> Draft:
     """Validate against the contract now, so a bad payload fails the command, not a consumer."""
-    return Draft(type_, _MODELS[type_].model_validate(data).model_dump(mode="json"))
+    return Draft(type_, _MODELS[type_].model_validate(data).model_dump(mode="json", exclude={"sealed"}))
 
 
 @dataclass
@@ -284,6 +284,7 @@ class CaseState:
     queue: str = ""
     owner: str | None = None
     title: str | None = None
+    title_sealed: tuple[str, str] | None = None  # (key owner, token) when the title is sealed
     opened_at: datetime | None = None
     opened_by: str | None = None
     updated_at: datetime | None = None
@@ -329,6 +330,9 @@ class CaseState:
             self.team = data["team"]
             self.queue = data.get("queue") or data["team"]
             self.title = data.get("title")
+            sealed = data.get("sealed") or {}
+            if "title" in sealed.get("fields", {}):
+                self.title_sealed = (sealed["key"], sealed["fields"]["title"])
             self.opened_at, self.opened_by = time, data.get("opened_by")
             self.status_log.append((time, self.status))
             if self.opened_by:

@@ -10,12 +10,15 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from eventkit import crypto
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore, StoredEvent
+from eventkit.keyring import KeyErased, KeyRing
 from eventkit.telemetry import current_traceparent
 
 from case import domain, store
 from case.domain import CaseState, CommandRejected, Draft
+from contracts.case import CASE_PERSONAL_FIELDS
 from contracts.topics import CASE
 
 
@@ -28,6 +31,7 @@ class CaseContext:
     policy: domain.SlaPolicy
     calendar: domain.BusinessCalendar
     rules: domain.CaseRules
+    keys: KeyRing  # data keys, to seal what agents write (titles, reasons, notes)
     clock: domain.Clock = domain.system_clock
 
 
@@ -69,10 +73,11 @@ async def commit(
         return []
     now = ctx.clock()
     customer_id = state.customer_id or drafts[0].data["customer_id"]
+    datas = await _sealed(ctx.keys, customer_id, drafts)
     # One microsecond apart, so the canonical (time, id) order keeps the order of the decision.
     envelopes = [
-        new_event(d.type, customer_id, d.data, ctx.source, traceparent, time=now + timedelta(microseconds=n))
-        for n, d in enumerate(drafts)
+        new_event(d.type, customer_id, data, ctx.source, traceparent, time=now + timedelta(microseconds=n))
+        for n, (d, data) in enumerate(zip(drafts, datas, strict=True))
     ]
     await ctx.events.append(conn, [Append(store.stream_of(state.case_id), state.version, envelopes, CASE)])
     for e in envelopes:
@@ -81,6 +86,28 @@ async def commit(
     scheduled = domain.scheduled_alerts(state, ctx.policy, ctx.calendar)
     await store.sync_timers(conn, state.case_id, scheduled, fired, now)
     return envelopes
+
+
+async def _sealed(keys: KeyRing, customer_id: str, drafts: Sequence[Draft]) -> list[dict[str, Any]]:
+    """The drafts' data with free text sealed under the customer's data key (SPEC §9). For an
+    erased customer the text is not kept at all: it reads "[erased]", and the case goes on."""
+
+    def personal(d: Draft) -> tuple[str, ...]:
+        return tuple(f for f in CASE_PERSONAL_FIELDS.get(d.type, ()) if isinstance(d.data.get(f), str))
+
+    if not any(personal(d) for d in drafts):
+        return [dict(d.data) for d in drafts]
+    try:
+        key: bytes | None = await keys.key_for_writing(customer_id)
+    except KeyErased:
+        key = None
+    out = []
+    for d in drafts:
+        if key is not None:
+            out.append(crypto.seal(d.data, personal(d), customer_id, key))
+        else:
+            out.append({**d.data, **dict.fromkeys(personal(d), crypto.ERASED)})
+    return out
 
 
 Decide = Callable[[asyncpg.Connection, CaseState], Awaitable[list[Draft]]]
@@ -201,16 +228,30 @@ async def link_interaction(
 # --- reads -----------------------------------------------------------------------------------
 
 
-async def get_case(pool: asyncpg.Pool, ctx: CaseContext, case_id: str) -> tuple[CaseState, list[StoredEvent]]:
+async def get_case(
+    pool: asyncpg.Pool, ctx: CaseContext, case_id: str
+) -> tuple[CaseState, list[tuple[StoredEvent, dict[str, Any]]]]:
+    """The case and its history, with what agents wrote readable again (or "[erased]")."""
     async with pool.acquire() as conn:
-        state, stored = await load(conn, ctx, case_id)
-    if not state.exists:
+        stored = await ctx.events.load(conn, store.stream_of(case_id))
+    if not stored:
         raise CaseNotFound(case_id)
-    return state, stored
+    datas = await ctx.keys.unseal([s.event.data for s in stored])
+    state = CaseState.from_events(
+        case_id, ((s.event.type, d, s.event.time) for s, d in zip(stored, datas, strict=True))
+    )
+    return state, list(zip(stored, datas, strict=True))
 
 
 async def list_cases(
-    pool: asyncpg.Pool, filters: dict[str, Any], limit: int, cursor: store.ListCursor | None
+    pool: asyncpg.Pool, keys: KeyRing, filters: dict[str, Any], limit: int, cursor: store.ListCursor | None
 ) -> tuple[list[dict[str, Any]], store.ListCursor | None]:
     async with pool.acquire() as conn:
-        return await store.list_cases(conn, filters, limit, cursor)
+        rows, next_cursor = await store.list_cases(conn, filters, limit, cursor)
+    owners = {o for r in rows if (o := r["title_sealed_by"])}
+    found = await keys.keys(owners) if owners else {}
+    for r in rows:
+        owner = r.pop("title_sealed_by")
+        if owner:
+            r["title"] = crypto.open_token(r["title"], owner, "title", found)
+    return rows, next_cursor

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from eventkit.app import Runtime, ServiceSpec, create_app, serve
 from eventkit.eventstore import EventStore
+from eventkit.keyring import remote_keyring
 
 from case import timers
 from case.api import router
@@ -14,12 +15,14 @@ from case.settings import CaseSettings
 settings = CaseSettings.for_service("case")
 assert isinstance(settings, CaseSettings)
 poll_interval_s = settings.case_timer_poll_interval_ms / 1000
+keyring = remote_keyring(settings)
 context = CaseContext(
     source=settings.source,
     events=EventStore("case"),
     policy=settings.policy(),
     calendar=settings.calendar(),
     rules=settings.rules(),
+    keys=keyring,
 )
 
 
@@ -37,6 +40,7 @@ app = create_app(
         routers=[router],
         migrations=[Path(__file__).parent / "migrations"],
         background=[sla_timers],
+        keyring=keyring,
     ),
     settings,
 )

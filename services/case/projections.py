@@ -74,6 +74,9 @@ class CaseRulesProjection:
         if case_id is None:
             return
         data = e.data
+        if domain.survey_score(data.get("metadata") or {}, None) is None:
+            # The score may be the answer's text, which is sealed: read it with the customer's key.
+            data = (await self.ctx.keys.unseal([data]))[0]
         score = domain.survey_score(data.get("metadata") or {}, data.get("content"))
         if score is None:  # an answer without a score still belongs to the case
             await self._link(conn, e, case_id)

@@ -106,12 +106,12 @@ async def save_case(conn: asyncpg.Connection, s: domain.CaseState) -> None:
         """
         INSERT INTO cases (case_id, customer_id, version, type, priority, status, team, queue, owner, title,
                            opened_at, updated_at, first_response_at, resolved_at, closed_at, breached, escalated,
-                           awaiting_survey)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                           awaiting_survey, title_sealed_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
         ON CONFLICT (case_id) DO UPDATE SET
             version = EXCLUDED.version, type = EXCLUDED.type, priority = EXCLUDED.priority,
             status = EXCLUDED.status, team = EXCLUDED.team, queue = EXCLUDED.queue, owner = EXCLUDED.owner,
-            title = EXCLUDED.title, updated_at = EXCLUDED.updated_at,
+            title = EXCLUDED.title, title_sealed_by = EXCLUDED.title_sealed_by, updated_at = EXCLUDED.updated_at,
             first_response_at = EXCLUDED.first_response_at, resolved_at = EXCLUDED.resolved_at,
             closed_at = EXCLUDED.closed_at, breached = EXCLUDED.breached, escalated = EXCLUDED.escalated,
             awaiting_survey = EXCLUDED.awaiting_survey
@@ -125,7 +125,7 @@ async def save_case(conn: asyncpg.Connection, s: domain.CaseState) -> None:
         s.team,
         s.queue,
         s.owner,
-        s.title,
+        s.title_sealed[1] if s.title_sealed else s.title,  # the token, never the text
         s.opened_at,
         s.updated_at,
         s.first_response_at,
@@ -134,6 +134,7 @@ async def save_case(conn: asyncpg.Connection, s: domain.CaseState) -> None:
         s.breached,
         s.escalated,
         s.awaiting_survey,
+        s.title_sealed[0] if s.title_sealed else None,
     )
 
 
@@ -191,7 +192,7 @@ class ListCursor:
 
 _LIST_COLUMNS = (
     "case_id, customer_id, version, type, priority, status, team, queue, owner, title, opened_at, updated_at,"
-    " first_response_at, resolved_at, closed_at, breached, escalated, awaiting_survey"
+    " first_response_at, resolved_at, closed_at, breached, escalated, awaiting_survey, title_sealed_by"
 )
 
 

@@ -31,7 +31,7 @@ from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import TimelineFeed, heartbeat_stream
 from eventkit.http import BodySizeLimit, RequestMetrics, decode_cursor, install_error_handlers
-from eventkit.keyring import ErasureProjection, HttpKeySource, KeyRing, KeySource
+from eventkit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyring
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
 from eventkit.telemetry import configure_logging, configure_tracing
@@ -53,8 +53,10 @@ class ServiceSpec:
     # restarted if they fail, cancelled at shutdown.
     background: Sequence[Callable[["Runtime"], Awaitable[None]]] = ()
     static: dict[str, Path] = field(default_factory=dict)  # URL prefix -> directory of files to serve
-    # Where data keys come from: intake's own vault; None = ask intake over HTTP.
+    # Where data keys come from: intake reads its own vault (key_source); a service that needs
+    # the ring before the app exists passes it (keyring); otherwise one asking intake over HTTP.
     key_source: Callable[["Runtime"], KeySource] | None = None
+    keyring: KeyRing | None = None
 
 
 @dataclass
@@ -75,11 +77,12 @@ class Runtime:
         limiter = RateLimiter(s.rate_limit_per_key_rps, s.rate_limit_per_key_burst)
         self.auth = Authenticator(lambda: self.pool, s.auth_bootstrap_admin_key, limiter, s.auth_required)
         self.audit = AuditLog(lambda: self.pool)
-        if self.spec.key_source is not None:
-            source = self.spec.key_source(self)
+        if self.spec.keyring is not None:
+            self.keyring = self.spec.keyring
+        elif self.spec.key_source is not None:
+            self.keyring = KeyRing(self.spec.key_source(self), ttl_s=s.key_cache_seconds)
         else:
-            source = HttpKeySource(s.key_service_url, s.key_service_api_key or s.auth_bootstrap_admin_key)
-        self.keyring = KeyRing(source, ttl_s=s.key_cache_seconds)
+            self.keyring = remote_keyring(s)
 
     pool: asyncpg.Pool | None = None
     producer: AIOKafkaProducer | None = None

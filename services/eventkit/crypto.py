@@ -135,6 +135,8 @@ def seal(data: Mapping[str, Any], patterns: Iterable[str], owner: str, data_key:
     """A copy of `data` with the string fields matching `patterns` ("content", "identifiers.*.value")
     sealed under `owner`'s data key. Fields that are absent or not strings stay as they are."""
     out: dict[str, Any] = _copy(dict(data))
+    if out.get("sealed", "") is None:
+        del out["sealed"]  # a model's empty default, not worth carrying
     fields: dict[str, str] = {}
     for pattern in patterns:
         for path in _expand(out, pattern.split(".")):

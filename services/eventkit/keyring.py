@@ -57,6 +57,26 @@ class HttpKeySource:
         await self._client.aclose()
 
 
+class MemoryKeySource:
+    """Data keys in a dict, for tests of code that seals without an intake to ask."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, bytes] = {}
+        self.erased: set[str] = set()
+
+    async def lookup(self, customer_ids: Sequence[str], create: bool) -> tuple[dict[str, bytes], set[str]]:
+        if create:
+            for cid in customer_ids:
+                if cid not in self.erased:
+                    self.stored.setdefault(cid, crypto.new_data_key())
+        found = {cid: self.stored[cid] for cid in customer_ids if cid in self.stored}
+        return found, {cid for cid in customer_ids if cid in self.erased}
+
+    def erase(self, customer_id: str) -> None:
+        self.stored.pop(customer_id, None)
+        self.erased.add(customer_id)
+
+
 class KeyRing:
     def __init__(self, source: KeySource, ttl_s: float = 60.0, max_entries: int = 100_000) -> None:
         self.source = source
@@ -108,6 +128,12 @@ class KeyRing:
         """Timeline items ({..., "data": {...}}) with their data unsealed."""
         datas = await self.unseal([i["data"] for i in items])
         return [{**item, "data": data} for item, data in zip(items, datas, strict=True)]
+
+
+def remote_keyring(settings: Any) -> KeyRing:
+    """A KeyRing over intake's vault, as the settings say (KEY_SERVICE_URL, KEY_SERVICE_API_KEY)."""
+    api_key = settings.key_service_api_key or settings.auth_bootstrap_admin_key
+    return KeyRing(HttpKeySource(settings.key_service_url, api_key), ttl_s=settings.key_cache_seconds)
 
 
 ERASED_TYPE = "crm.customer.erased.v1"

@@ -21,6 +21,7 @@ from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.devstack import EmbeddedPostgres
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.eventstore import ConcurrencyError, EventStore
+from eventkit.keyring import KeyRing, MemoryKeySource
 from eventkit.timeline import TimelineProjection
 
 from contracts import case as c
@@ -54,6 +55,7 @@ def context(clock: Clock | None = None) -> CaseContext:
         policy=POLICY,
         calendar=domain.BusinessCalendar.always_open(),
         rules=domain.CaseRules(),
+        keys=KeyRing(MemoryKeySource()),
         clock=clock or domain.system_clock,
     )
 
