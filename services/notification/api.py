@@ -9,7 +9,7 @@ from eventkit.http import ApiError
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from notification import store
+from notification import handlers, store
 
 router = APIRouter(tags=["notifications"], dependencies=[require("agent", "ops")])
 
@@ -28,6 +28,8 @@ async def list_notifications(
         # A merged customer's id lists the survivor's messages (made under either id).
         ids = await store.customer_ids(conn, customer_id) if customer_id is not None else None
         items = await store.listing(conn, ids, status, limit)
+    # Subjects of customer messages are sealed: opened here, "[erased]" once the key is gone.
+    items = await handlers.readable_listing(rt.keyring, items)
     body: dict[str, Any] = {"customer_id": ids[0] if ids else None, "status": status, "items": items}
     return JSONResponse(body)
 
@@ -38,8 +40,10 @@ async def get_notification(request: Request, notification_id: str) -> Response:
         uuid.UUID(notification_id)
     except ValueError as exc:
         raise ApiError(404, "not_found", f"no notification {notification_id}") from exc
-    async with runtime(request).db.acquire() as conn:
+    rt = runtime(request)
+    async with rt.db.acquire() as conn:
         found = await store.one(conn, notification_id)
     if found is None:
         raise ApiError(404, "not_found", f"no notification {notification_id}")
-    return JSONResponse(found)
+    [readable] = await handlers.readable_listing(rt.keyring, [found])
+    return JSONResponse(readable)

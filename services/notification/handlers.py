@@ -2,24 +2,33 @@
 
 Every state change of a message and its event (scheduled, sent, delivered, failed, suppressed)
 are written in one transaction (the caller's), and the events go out through the outbox.
+
+A customer's addresses and messages are stored sealed under their data key (privacy.py) and
+opened only to decide, to deliver and for agents' reads; an erased customer's messages are
+masked, and those not sent yet end suppressed (no_address).
 """
 
+import dataclasses
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from eventkit import crypto
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, EventStore
+from eventkit.keyring import KeyErased, KeyRing
 from prometheus_client import Counter
 
 from contracts import notification as n
+from contracts.case import CASE_PERSONAL_FIELDS
+from contracts.events import PERSONAL_FIELDS
 from contracts.registry import REGISTRY
 from contracts.topics import NOTIFICATION
-from notification import domain, store
+from notification import domain, privacy, store
 from notification.delivery import Accepted, DeliveryError, Message
 from notification.store import Row
 
@@ -35,6 +44,7 @@ class NotificationContext:
     source: str
     events: EventStore
     book: domain.RuleBook
+    keyring: KeyRing  # the customers' data keys (the runtime's ring: rt.keyring)
     directory: domain.StaffDirectory = field(default_factory=domain.StaffDirectory)
     customer_cap: domain.Cap = field(default_factory=lambda: domain.Cap(5, timedelta(days=1)))
     staff_cap: domain.Cap = field(default_factory=lambda: domain.Cap(60, timedelta(hours=1)))
@@ -142,14 +152,57 @@ async def plan(conn: asyncpg.Connection, ctx: NotificationContext, event: Envelo
                 await decide(conn, ctx, row)
 
 
+# --- the customer's keys and profile ------------------------------------------------------------------
+
+
+async def writing_key(ctx: NotificationContext, customer_id: str) -> bytes | None:
+    """The key a customer's message is sealed with; None for an erased customer. KeysUnavailable
+    (the vault not answering) goes up: waiting is right, reading it as an erasure is not."""
+    try:
+        return await ctx.keyring.key_for_writing(customer_id)
+    except KeyErased:
+        return None
+
+
+async def customer_profile(
+    conn: asyncpg.Connection, ctx: NotificationContext, ids: Sequence[str], addresses: bool = True
+) -> domain.Profile:
+    """The profile with its addresses opened (most recent first); addresses under a destroyed key
+    are left out. Consent checks alone pass addresses=False and need no key."""
+    profile, contacts = await store.profile(conn, ids)
+    if not addresses or not contacts:
+        return profile
+    owners = {c.owner for c in contacts if c.owner is not None}
+    keys = await ctx.keyring.keys(owners) if owners else {}
+    opened = [(c, privacy.open_contact(c.value, c.owner, keys)) for c in contacts]
+    readable = sorted(((c, v) for c, v in opened if v is not None), key=lambda cv: cv[1])
+    readable.sort(key=lambda cv: cv[0].added_at, reverse=True)  # stable: equal instants by address
+    return dataclasses.replace(
+        profile,
+        emails=tuple(v for c, v in readable if c.kind == "email"),
+        phones=tuple(v for c, v in readable if c.kind == "phone"),
+    )
+
+
+async def readable_data(ctx: NotificationContext, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The source event's data with its sealed fields opened, for a customer's own message."""
+    return (await ctx.keyring.unseal([data]))[0]
+
+
 async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -> None:
     """Schedule or suppress a pending row; a customer not yet known here is waited for a while
-    (their profile events travel on another topic and may arrive after the case event)."""
+    (their profile events travel on another topic and may arrive after the case event). A
+    customer's message is stored sealed under their data key; an erased customer gets none."""
     now = ctx.clock()
     rule = ctx.rule(row.rule)
     decision: domain.Schedule | domain.Suppress | domain.ToDigest
+    key: bytes | None = None
     if row.audience == "customer":
-        profile = await store.profile(conn, await store.customer_ids(conn, row.customer_id))
+        key = await writing_key(ctx, row.customer_id)
+        if key is None:
+            await suppress(conn, ctx, row, "no_address", None)
+            return
+        profile = await customer_profile(conn, ctx, await store.customer_ids(conn, row.customer_id))
         if not profile.known and now < row.created_at + ctx.profile_wait:
             await store.update(conn, row.notification_id, now, next_attempt_at=now + timedelta(seconds=1))
             return
@@ -160,7 +213,7 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
         decision = domain.decide_customer(rule, profile, now, recent, ctx.customer_cap, not_before, ctx.digest)
         language = profile.preferences.language
         if isinstance(decision, domain.ToDigest):
-            await fold_into_digest(conn, ctx, row, decision, language)
+            await fold_into_digest(conn, ctx, row, decision, language, key)
             return
     else:
         target = domain.StaffTarget(row.recipient, row.channel, row.address)
@@ -172,20 +225,28 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
     if isinstance(decision, domain.Suppress):
         await suppress(conn, ctx, row, decision.reason, decision.channel)
         return
-    text = domain.render(ctx.book, rule.name, language, row.data)
-    row.channel, row.address, row.status = decision.channel, decision.address, "scheduled"
+    # Staff messages are rendered from the data as it travels (personal fields sealed), so no
+    # personal value of the customer ever reaches them.
+    data = await readable_data(ctx, row.data) if key is not None else row.data
+    text = domain.render(ctx.book, rule.name, language, data)
+    if key is not None:
+        stored = privacy.seal_columns(key, row.customer_id, address=decision.address, subject=text.subject,
+                                      body=text.body)  # fmt: skip
+        row.sealed_by = row.customer_id
+    else:
+        stored = {"address": decision.address, "subject": text.subject, "body": text.body}
+    row.channel, row.address, row.status = decision.channel, stored["address"], "scheduled"
     await store.update(
         conn,
         row.notification_id,
         now,
         status="scheduled",
         channel=decision.channel,
-        address=decision.address,
         language=text.language,
-        subject=text.subject,
-        body=text.body,
         deliver_at=decision.deliver_at,
         next_attempt_at=decision.deliver_at,
+        sealed_by=row.sealed_by,
+        **stored,
     )
     scheduled = {
         **_source(row),
@@ -202,16 +263,23 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
 
 
 async def fold_into_digest(
-    conn: asyncpg.Connection, ctx: NotificationContext, row: Row, decision: domain.ToDigest, language: str | None
+    conn: asyncpg.Connection,
+    ctx: NotificationContext,
+    row: Row,
+    decision: domain.ToDigest,
+    language: str | None,
+    key: bytes,
 ) -> None:
     """Put the message into the one digest of its (recipient, window), making the digest on first
     use. The digest's idempotency key is unique, so two instances (or a replay after a restart)
-    meet at the same row; its text is rendered when it is claimed for sending."""
+    meet at the same row; its text is rendered when it is claimed for sending. Both are sealed
+    under the customer's data key (`key`)."""
     now = ctx.clock()
-    key = domain.digest_key(row.recipient, decision.window_start)
+    key_text = domain.digest_key(row.recipient, decision.window_start)
+    [address] = privacy.seal_columns(key, row.customer_id, address=decision.address).values()
     digest = Row(
-        notification_id=domain.notification_id_for(key),
-        idempotency_key=key,
+        notification_id=domain.notification_id_for(key_text),
+        idempotency_key=key_text,
         rule=domain.DIGEST_RULE,
         source_event_id=row.source_event_id,  # the first message's event: the digest's trigger
         source_event_type=row.source_event_type,
@@ -223,9 +291,10 @@ async def fold_into_digest(
         data={"window_start": decision.window_start.isoformat()},
         traceparent=row.traceparent,
         channel=decision.channel,
-        address=decision.address,
+        address=address,
         status="scheduled",
         created_at=now,
+        sealed_by=row.customer_id,
     )
     created = await store.insert(conn, digest, decision.deliver_at)
     current = await store.lock(conn, digest.notification_id)
@@ -235,7 +304,7 @@ async def fold_into_digest(
         # digest already on its way takes no more messages: the cap applies as without digests.
         await suppress(conn, ctx, row, "cap", decision.channel)
         return
-    text = domain.render(ctx.book, row.rule, language, row.data)
+    text = domain.render(ctx.book, row.rule, language, await readable_data(ctx, row.data))
     planned = {
         "purpose": row.purpose,
         "critical": row.critical,
@@ -250,17 +319,21 @@ async def fold_into_digest(
         await emit(conn, ctx, digest, [(n.NOTIFICATION_SCHEDULED, own)])
     else:
         # The latest choice of channel and address is the one the digest goes to.
-        await store.update(conn, digest.notification_id, now, channel=decision.channel, address=decision.address)
-    row.channel, row.address, row.status, row.digest_id = (
+        await store.update(conn, digest.notification_id, now, channel=decision.channel, address=address,
+                           sealed_by=row.customer_id)  # fmt: skip
+    stored = privacy.seal_columns(key, row.customer_id, address=decision.address, subject=text.subject,
+                                  body=text.body)  # fmt: skip
+    row.channel, row.address, row.status, row.digest_id, row.sealed_by = (
         decision.channel,
-        decision.address,
+        stored["address"],
         "digested",
         digest.notification_id,
+        row.customer_id,
     )
     await store.update(
-        conn, row.notification_id, now, status="digested", channel=decision.channel, address=decision.address,
-        language=text.language, subject=text.subject, body=text.body, deliver_at=decision.deliver_at,
-        next_attempt_at=None, digest_id=uuid.UUID(digest.notification_id),
+        conn, row.notification_id, now, status="digested", channel=decision.channel, language=text.language,
+        deliver_at=decision.deliver_at, next_attempt_at=None, digest_id=uuid.UUID(digest.notification_id),
+        sealed_by=row.customer_id, **stored,
     )  # fmt: skip
     await emit(conn, ctx, row, [(n.NOTIFICATION_SCHEDULED, {**_source(row), **planned})])
 
@@ -270,22 +343,31 @@ async def prepare_digest(conn: asyncpg.Connection, ctx: NotificationContext, dig
     suppressed event) and render the rest in the customer's current language. False when nothing
     is left, and the digest itself is then suppressed."""
     now = ctx.clock()
-    profile = await store.profile(conn, await store.customer_ids(conn, digest.customer_id))
+    profile = await customer_profile(conn, ctx, await store.customer_ids(conn, digest.customer_id), addresses=False)
+    key = await writing_key(ctx, digest.customer_id)
     kept: list[Row] = []
     first_refusal: str | None = None
     for item in await store.digest_items(conn, digest.notification_id):
-        refusal = domain.channel_refusal(profile, digest.channel or "", item.purpose) if digest.channel else None
+        if key is None:
+            refusal: str | None = "no_address"  # erased meanwhile
+        else:
+            refusal = domain.channel_refusal(profile, digest.channel or "", item.purpose) if digest.channel else None
         if refusal is None:
             kept.append(item)
             continue
         first_refusal = first_refusal or refusal
         await suppress(conn, ctx, item, refusal, digest.channel)
-    if not kept:
+    if not kept or key is None:
         await suppress(conn, ctx, digest, first_refusal or "no_consent", digest.channel)
         return False
-    text = domain.render_digest(ctx.book, profile.preferences.language, [(i.rule, i.data) for i in kept])
-    digest.language, digest.subject, digest.body = text.language, text.subject, text.body
-    await store.update(conn, digest.notification_id, now, language=text.language, subject=text.subject, body=text.body)
+    datas = await ctx.keyring.unseal([i.data for i in kept])
+    text = domain.render_digest(ctx.book, profile.preferences.language,
+                                [(i.rule, d) for i, d in zip(kept, datas, strict=True)])  # fmt: skip
+    stored = privacy.seal_columns(key, digest.customer_id, subject=text.subject, body=text.body)
+    digest.language, digest.subject, digest.body = text.language, stored["subject"], stored["body"]
+    digest.sealed_by = digest.customer_id
+    await store.update(conn, digest.notification_id, now, language=text.language, sealed_by=digest.sealed_by,
+                       **stored)  # fmt: skip
     return True
 
 
@@ -301,17 +383,28 @@ def _instant(value: Any) -> datetime | None:
 # --- delivery records --------------------------------------------------------------------------------
 
 
-def message_of(row: Row) -> Message:
-    assert row.channel and row.address and row.subject is not None and row.body is not None
+async def message_of(ctx: NotificationContext, row: Row) -> Message | None:
+    """The message as it goes on the wire, its sealed address and text opened; None when there is
+    nothing to send (the customer was erased: the key is gone, or the row already masked)."""
+    owner = row.sealed_by
+    keys = await ctx.keyring.keys([owner]) if owner is not None else {}
+    address, subject, body = (
+        privacy.open_column(token, owner, name, keys)
+        for name, token in (("address", row.address), ("subject", row.subject), ("body", row.body))
+    )
+    if not row.channel or address is None or subject is None or body is None:
+        return None
+    if owner is not None and crypto.ERASED in (address, subject, body):
+        return None
     return Message(
         notification_id=row.notification_id,
         rule=row.rule,
         customer_id=row.customer_id,
         channel=row.channel,
-        address=row.address,
+        address=address,
         language=row.language or "en",
-        subject=row.subject,
-        body=row.body,
+        subject=subject,
+        body=body,
         source_event_id=row.source_event_id,
     )
 
@@ -321,7 +414,8 @@ async def still_allowed(conn: asyncpg.Connection, ctx: NotificationContext, row:
     hours): the customer's current answer counts. Returns the refusal, if any."""
     if row.audience != "customer" or row.channel is None:
         return None
-    profile = await store.profile(conn, await store.customer_ids(conn, row.customer_id))
+    ids = await store.customer_ids(conn, row.customer_id)
+    profile = await customer_profile(conn, ctx, ids, addresses=False)
     return domain.channel_refusal(profile, row.channel, row.purpose)
 
 
@@ -366,3 +460,77 @@ async def recover_interrupted(conn: asyncpg.Connection, ctx: NotificationContext
         await record_failure(conn, ctx, row, DeliveryError(OUTCOME_UNKNOWN, permanent=True))
     else:
         await record_failure(conn, ctx, row, DeliveryError(OUTCOME_UNKNOWN))
+
+
+# --- erasure (SPEC §9) -------------------------------------------------------------------------------
+
+UNSENT = ("pending", "scheduled", "retrying", "digested")
+_PERSONAL = {**PERSONAL_FIELDS, **CASE_PERSONAL_FIELDS}
+
+
+async def erase(conn: asyncpg.Connection, ctx: NotificationContext, ids: Sequence[str]) -> None:
+    """crm.customer.erased.v1: forget the customers' addresses, consent and preferences; their
+    messages not sent yet end suppressed (no_address, with the event as for any suppression);
+    every message of theirs keeps its shape with the address gone and the text "[erased]", and
+    the source event data keeps no ciphertext. Nothing sent is touched beyond that. Idempotent."""
+    await store.forget_customers(conn, ids)
+    for row in await store.of_customers(conn, ids):
+        await _mask(conn, ctx, row)
+
+
+async def _mask(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -> None:
+    if row.audience == "customer" and row.status in UNSENT:
+        await suppress(conn, ctx, row, "no_address", row.channel)
+    masked: dict[str, Any] = {}
+    # The source event's personal fields: "[erased]", their tokens dropped (and any plaintext a
+    # row from before sealing still holds).
+    data = crypto.unseal(row.data, {})
+    data |= {f: crypto.ERASED for f in _PERSONAL.get(row.source_event_type, ()) if isinstance(data.get(f), str)}
+    if data != row.data:
+        masked["data"] = data
+    if row.audience == "customer":
+        masked |= {
+            "address": None,
+            "subject": None if row.subject is None else crypto.ERASED,
+            "body": None if row.body is None else crypto.ERASED,
+            "sealed_by": row.sealed_by or row.customer_id,
+        }
+    if masked:
+        await store.update(conn, row.notification_id, ctx.clock(), **masked)
+
+
+async def seal_legacy(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> int:
+    """Rows written before sealing (migration 003) with readable personal values: seal them under
+    the customer's data key, or for an erased customer drop the address and mask the message.
+    Returns how many it handled (0 once there are none left)."""
+    contacts = await store.legacy_contacts(conn, limit)
+    rows = await store.legacy_messages(conn, limit)
+    if not contacts and not rows:
+        return 0
+    owners = {cid for cid, _ in contacts} | {r.customer_id for r in rows}
+    keys = await ctx.keyring.keys(owners, create=True)
+    for cid, c in contacts:
+        key = keys.get(cid)
+        if key is not None:  # else erased: the address is not put back
+            await store.add_contacts(conn, cid, cid, [privacy.sealed_contact(key, cid, c.kind, c.value)], c.added_at)
+    for row in rows:
+        key = keys.get(row.customer_id)
+        if key is None:
+            await _mask(conn, ctx, row)
+            continue
+        stored = privacy.seal_columns(key, row.customer_id, address=row.address, subject=row.subject, body=row.body)
+        await store.update(conn, row.notification_id, ctx.clock(), sealed_by=row.customer_id, **stored)
+    return len(contacts) + len(rows)
+
+
+async def readable_listing(keyring: KeyRing, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Listed messages with their subject opened ("[erased]" where the key is gone)."""
+    owners = privacy.owners(items)
+    keys = await keyring.keys(owners) if owners else {}
+    out = []
+    for item in items:
+        item = dict(item)
+        owner = item.pop("sealed_by", None)
+        item["subject"] = privacy.open_column(item.get("subject"), owner, "subject", keys)
+        out.append(item)
+    return out

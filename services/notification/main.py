@@ -5,22 +5,25 @@ from pathlib import Path
 
 from eventkit.app import Runtime, ServiceSpec, create_app, serve
 from eventkit.eventstore import EventStore
+from eventkit.keyring import remote_keyring
 
 from notification import domain, worker
 from notification.api import router
 from notification.delivery import Senders, SmsSender, SmtpConfig, SmtpSender, WebhookPoster, WebhookSender
 from notification.handlers import NotificationContext
-from notification.projections import ProfileProjection, RulesReactor
+from notification.projections import ErasureReactor, ProfileProjection, RulesReactor
 from notification.settings import NotificationSettings
 
 settings = NotificationSettings.for_service("notification")
 assert isinstance(settings, NotificationSettings)
 poll_interval_s = settings.notification_poll_interval_ms / 1000
 delivery_batch = settings.notification_delivery_concurrency
+keyring = remote_keyring(settings)  # the runtime's ring too (ServiceSpec.keyring): one cache, one forget
 context = NotificationContext(
     source=settings.source,
     events=EventStore("notification"),
     book=domain.load_rulebook(settings.notification_rules_file),
+    keyring=keyring,
     directory=settings.directory(),
     customer_cap=settings.customer_cap(),
     staff_cap=settings.staff_cap(),
@@ -59,10 +62,11 @@ app = create_app(
         name="notification",
         title="crm notification",
         description="Customer and staff notifications: rules, consent-aware decisions, durable delivery.",
-        projections=[ProfileProjection(), RulesReactor(context)],
+        projections=[ProfileProjection(keyring), RulesReactor(context), ErasureReactor(context)],
         routers=[router],
         migrations=[Path(__file__).parent / "migrations"],
         background=[deliveries],
+        keyring=keyring,
     ),
     settings,
 )

@@ -4,18 +4,27 @@
   crm.customer.identifiers_added.v1, consent from crm.consent.changed.v1, preferences from
   crm.customer.preferences_changed.v1. Merges are followed through the timeline's aliases
   (the timeline projection records them earlier in the same transaction).
+  Addresses are stored sealed under the data key that sealed them in the event (privacy.py);
+  an erased customer's (key gone) are not kept.
 - RulesReactor: for events a rule matches, records one row per (rule, event, recipient) and
   appends its scheduled or suppressed event, in the same transaction that records the event as
   applied. A redelivered event is skipped by the consumer, and the unique key makes a replay
   (or any second path) change nothing.
+- ErasureReactor: crm.customer.erased.v1 forgets the erased ids' addresses, consent and
+  preferences and masks their messages; those not sent yet end suppressed (no_address).
+
+The vault not answering (KeysUnavailable) fails the batch as a transient error: it is retried,
+never dead-lettered, and never read as an erasure.
 """
 
 from collections.abc import Sequence
 
 import asyncpg
+from eventkit import crypto
 from eventkit.envelope import Envelope
+from eventkit.keyring import KeyRing
 
-from notification import handlers, store
+from notification import handlers, privacy, store
 from notification.domain import ALL_CHANNELS
 from notification.handlers import NotificationContext
 
@@ -23,14 +32,42 @@ CUSTOMER_CREATED = "crm.customer.created.v1"
 IDENTIFIERS_ADDED = "crm.customer.identifiers_added.v1"
 CONSENT_CHANGED = "crm.consent.changed.v1"
 PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
+CUSTOMER_ERASED = "crm.customer.erased.v1"
+_CONTACT_KINDS = ("email", "phone")
+
+
+def _owner(e: Envelope) -> str:
+    """Whose data key sealed the event's personal fields (the customer's, if nothing is sealed)."""
+    return crypto.sealed_by(e.data) or str(e.data["customer_id"])
 
 
 class ProfileProjection:
+    def __init__(self, keyring: KeyRing) -> None:
+        self.keyring = keyring
+
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        with privacy.retry_while_vault_unavailable():
+            await self._apply(conn, events)
+
+    async def _apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        owners = {_owner(e) for e in events if e.type in (CUSTOMER_CREATED, IDENTIFIERS_ADDED)}
+        keys = await self.keyring.keys(owners, create=True) if owners else {}  # one lookup per batch
         for e in events:
             data = e.data
             if e.type in (CUSTOMER_CREATED, IDENTIFIERS_ADDED):
-                await store.add_contacts(conn, data["customer_id"], data["identifiers"], e.time)
+                owner = _owner(e)
+                key = keys.get(owner)
+                if key is None:
+                    continue  # erased: nothing of theirs is kept
+                plain = crypto.unseal(data, {owner: key})
+                sealed = [
+                    privacy.sealed_contact(key, owner, i["kind"], i["value"])
+                    for i in plain.get("identifiers", [])
+                    if i.get("kind") in _CONTACT_KINDS
+                    and isinstance(i.get("value"), str)
+                    and i["value"] not in (crypto.SEALED, crypto.ERASED)
+                ]
+                await store.add_contacts(conn, data["customer_id"], owner, sealed, e.time)
             elif e.type == CONSENT_CHANGED:
                 channel = data.get("channel") or ALL_CHANNELS
                 await store.set_consent(conn, data["customer_id"], data["purpose"], channel, data["granted"], e.time)
@@ -43,6 +80,21 @@ class RulesReactor:
         self.ctx = ctx
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        with privacy.retry_while_vault_unavailable():
+            for e in events:
+                if e.source != self.ctx.source:  # never react to our own events
+                    await handlers.plan(conn, self.ctx, e)
+
+
+class ErasureReactor:
+    """After the other projections, so a batch holding a customer's events and their erasure
+    ends erased whatever the order."""
+
+    def __init__(self, ctx: NotificationContext) -> None:
+        self.ctx = ctx
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         for e in events:
-            if e.source != self.ctx.source:  # never react to our own events
-                await handlers.plan(conn, self.ctx, e)
+            if e.type == CUSTOMER_ERASED:
+                ids = [str(i) for i in e.data.get("erased_ids") or [e.data["customer_id"]]]
+                await handlers.erase(conn, self.ctx, ids)

@@ -21,16 +21,36 @@ async def customer_ids(conn: asyncpg.Connection, customer_id: str) -> list[str]:
     return [root, *(r["merged_id"] for r in rows)]
 
 
+@dataclass(frozen=True)
+class Contact:
+    """A stored address: `value` is a token under `owner`'s data key (plaintext when owner is None,
+    a row from before sealing that the delivery loop has not sealed yet)."""
+
+    kind: str
+    value: str
+    owner: str | None
+    added_at: datetime
+
+
 async def add_contacts(
-    conn: asyncpg.Connection, customer_id: str, identifiers: Sequence[dict[str, Any]], at: datetime
+    conn: asyncpg.Connection, customer_id: str, owner: str, sealed: Sequence[tuple[str, str, str]], at: datetime
 ) -> None:
-    wanted = [(i["kind"], i["value"]) for i in identifiers if i.get("kind") in ("email", "phone")]
-    if wanted:
+    """`sealed`: (kind, token, lookup); the lookup keeps one row per address and customer."""
+    if sealed:
         await conn.executemany(
-            "INSERT INTO notification_contacts (customer_id, kind, value, added_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT DO NOTHING",
-            [(customer_id, kind, value, at) for kind, value in wanted],
+            "INSERT INTO notification_contacts (customer_id, kind, value, owner, lookup, added_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            [(customer_id, kind, token, owner, lookup, at) for kind, token, lookup in sealed],
         )
+
+
+async def contacts(conn: asyncpg.Connection, ids: Sequence[str]) -> list[Contact]:
+    rows = await conn.fetch(
+        "SELECT kind, value, owner, added_at FROM notification_contacts WHERE customer_id = ANY($1::text[])"
+        " ORDER BY added_at DESC",
+        list(ids),
+    )
+    return [Contact(r["kind"], r["value"], r["owner"], r["added_at"]) for r in rows]
 
 
 async def set_consent(
@@ -63,15 +83,12 @@ async def set_preferences(
     )
 
 
-async def profile(conn: asyncpg.Connection, ids: Sequence[str]) -> Profile:
-    """Addresses of the survivor and every merged id; consent and preferences of the survivor
-    (intake re-states the merged customer's restrictions on the survivor as consent events)."""
+async def profile(conn: asyncpg.Connection, ids: Sequence[str]) -> tuple[Profile, list[Contact]]:
+    """Consent and preferences of the survivor (intake re-states the merged customer's restrictions
+    on the survivor as consent events), and the stored addresses of the survivor and every merged
+    id, still sealed: the Profile's emails and phones are the caller's to fill in once opened."""
     root = ids[0]
-    contacts = await conn.fetch(
-        "SELECT kind, value FROM notification_contacts WHERE customer_id = ANY($1::text[])"
-        " ORDER BY added_at DESC, value",
-        list(ids),
-    )
+    found = await contacts(conn, ids)
     consent = await conn.fetch(
         "SELECT purpose, channel, granted FROM notification_consent WHERE customer_id = $1", root
     )
@@ -81,13 +98,33 @@ async def profile(conn: asyncpg.Connection, ids: Sequence[str]) -> Profile:
         list(ids),
         root,
     )
-    return Profile(
-        known=bool(contacts or consent or prefs),
-        emails=tuple(r["value"] for r in contacts if r["kind"] == "email"),
-        phones=tuple(r["value"] for r in contacts if r["kind"] == "phone"),
+    known = Profile(
+        known=bool(found or consent or prefs),
         consent={(r["purpose"], r["channel"]): r["granted"] for r in consent},
         preferences=Preferences.model_validate(prefs["preferences"]) if prefs else Preferences(),
     )
+    return known, found
+
+
+async def forget_customers(conn: asyncpg.Connection, ids: Sequence[str]) -> None:
+    """Erasure: the customers' addresses (and any sealed under their keys), consent and preferences."""
+    await conn.execute(
+        "DELETE FROM notification_contacts WHERE customer_id = ANY($1::text[]) OR owner = ANY($1::text[])", list(ids)
+    )
+    await conn.execute("DELETE FROM notification_consent WHERE customer_id = ANY($1::text[])", list(ids))
+    await conn.execute("DELETE FROM notification_preferences WHERE customer_id = ANY($1::text[])", list(ids))
+
+
+async def legacy_contacts(conn: asyncpg.Connection, limit: int) -> list[tuple[str, Contact]]:
+    """Plaintext addresses from before sealing, taken out of the table (the caller puts them back
+    sealed, in the same transaction)."""
+    rows = await conn.fetch(
+        "DELETE FROM notification_contacts WHERE ctid IN (SELECT ctid FROM notification_contacts"
+        " WHERE owner IS NULL ORDER BY added_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING customer_id, kind, value, added_at",
+        limit,
+    )
+    return [(r["customer_id"], Contact(r["kind"], r["value"], None, r["added_at"])) for r in rows]
 
 
 # --- messages ------------------------------------------------------------------------------------
@@ -121,6 +158,7 @@ class Row:
     body: str | None = None
     reason: str | None = None
     digest_id: str | None = None  # the digest a folded message went into (status 'digested')
+    sealed_by: str | None = None  # whose data key seals address, subject and body (customer messages)
 
     @classmethod
     def of(cls, r: asyncpg.Record) -> "Row":
@@ -147,6 +185,7 @@ class Row:
             body=r["body"],
             reason=r["reason"],
             digest_id=str(r["digest_id"]) if r["digest_id"] is not None else None,
+            sealed_by=r["sealed_by"],
         )
 
 
@@ -155,8 +194,8 @@ async def insert(conn: asyncpg.Connection, row: Row, next_attempt_at: datetime |
     inserted = await conn.fetchval(
         "INSERT INTO notifications (notification_id, idempotency_key, rule, source_event_id, source_event_type,"
         " customer_id, audience, recipient, purpose, critical, data, traceparent, channel, address, status,"
-        " reason, next_attempt_at, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16, $17, $18, $18)"
+        " reason, next_attempt_at, created_at, updated_at, sealed_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16, $17, $18, $18, $19)"
         " ON CONFLICT DO NOTHING RETURNING true",
         row.notification_id,
         row.idempotency_key,
@@ -176,6 +215,7 @@ async def insert(conn: asyncpg.Connection, row: Row, next_attempt_at: datetime |
         row.reason,
         next_attempt_at,
         row.created_at,
+        row.sealed_by,
     )
     return bool(inserted)
 
@@ -228,6 +268,27 @@ async def update(conn: asyncpg.Connection, notification_id: str, now: datetime, 
     )
 
 
+async def of_customers(conn: asyncpg.Connection, ids: Sequence[str]) -> list[Row]:
+    """Every message about these customers or sealed under their keys, locked (erasure)."""
+    rows = await conn.fetch(
+        "SELECT * FROM notifications WHERE customer_id = ANY($1::text[]) OR sealed_by = ANY($1::text[])"
+        " ORDER BY created_at, notification_id FOR UPDATE",
+        list(ids),
+    )
+    return [Row.of(r) for r in rows]
+
+
+async def legacy_messages(conn: asyncpg.Connection, limit: int) -> list[Row]:
+    """Customer messages from before sealing whose address or text is still readable, locked."""
+    rows = await conn.fetch(
+        "SELECT * FROM notifications WHERE audience = 'customer' AND sealed_by IS NULL"
+        " AND (address IS NOT NULL OR subject IS NOT NULL OR body IS NOT NULL)"
+        " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [Row.of(r) for r in rows]
+
+
 async def recent_customer_messages(conn: asyncpg.Connection, recipient: str, since: datetime, exclude: str) -> int:
     count: int = await conn.fetchval(
         "SELECT count(*) FROM notifications WHERE recipient = $1 AND NOT critical AND created_at > $2"
@@ -268,7 +329,7 @@ async def dead_letter(conn: asyncpg.Connection, notification_id: str, reason: st
 _LISTED = (
     "notification_id, rule, customer_id, audience, recipient, channel, purpose, critical, language, subject,"
     " status, reason, attempts, source_event_id, source_event_type, deliver_at, next_attempt_at, created_at,"
-    " updated_at, sent_at, digest_id"
+    " updated_at, sent_at, digest_id, sealed_by"
 )
 
 

@@ -1,17 +1,20 @@
 """The durable delivery loop (a ServiceSpec.background loop).
 
 Each round, in this order:
+0. rows from before sealing (migration 003) are sealed under the customer's data key;
 1. sends whose lease ran out (the process died between sending and recording) are recovered:
    email is dead-lettered as outcome_unknown (at most once), webhooks/SMS go again with the same
    Idempotency-Key (at least once, receiver deduplicates);
 2. pending messages (customer profile not seen yet) are decided again;
 3. due messages are claimed with FOR UPDATE SKIP LOCKED, consent is checked once more (a digest
-   is rendered now from the messages it still may carry), and they are marked `sending` with a
-   lease and committed BEFORE anything goes on the wire;
+   is rendered now from the messages it still may carry), their sealed address and text are
+   opened (a customer erased meanwhile: suppressed, no_address), and they are marked `sending`
+   with a lease and committed BEFORE anything goes on the wire; the opened text stays in memory;
 4. the sends run concurrently; each outcome (sent/delivered, or failed with the next try after
    exponential backoff with jitter, or dead-lettered after the last try) is recorded with its
    event in one transaction.
-Everything lives in the database, so a restart loses no scheduled message or retry.
+Everything lives in the database, so a restart loses no scheduled message or retry. The key
+vault not answering is waited out like the database (nothing is claimed without its keys).
 """
 
 import asyncio
@@ -20,9 +23,10 @@ import logging
 import asyncpg
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.faults import crash_point
+from eventkit.keyring import KeysUnavailable
 
 from notification import domain, handlers, store
-from notification.delivery import Accepted, DeliveryError, Sender
+from notification.delivery import Accepted, DeliveryError, Message, Sender
 from notification.handlers import NotificationContext
 from notification.store import Row
 
@@ -33,13 +37,19 @@ BATCH = 50
 async def deliver_due(pool: asyncpg.Pool, ctx: NotificationContext, sender: Sender, limit: int = BATCH) -> int:
     """One round; returns how many rows it worked on (0: nothing was due)."""
     async with pool.acquire() as conn:
-        worked = await _recover(conn, ctx, limit)
+        worked = await _seal_legacy(conn, ctx, limit)
+        worked += await _recover(conn, ctx, limit)
         worked += await _decide_pending(conn, ctx, limit)
         claimed = await _claim(conn, ctx, limit)
     if not claimed:
         return worked
-    await asyncio.gather(*(_send_and_record(pool, ctx, sender, row) for row in claimed))
+    await asyncio.gather(*(_send_and_record(pool, ctx, sender, row, message) for row, message in claimed))
     return worked + len(claimed)
+
+
+async def _seal_legacy(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> int:
+    async with conn.transaction():
+        return await handlers.seal_legacy(conn, ctx, limit)
 
 
 async def _recover(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> int:
@@ -59,7 +69,7 @@ async def _decide_pending(conn: asyncpg.Connection, ctx: NotificationContext, li
         return len(rows)
 
 
-async def _claim(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> list[Row]:
+async def _claim(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> list[tuple[Row, Message]]:
     async with conn.transaction():
         now = ctx.clock()
         claimed = []
@@ -70,22 +80,28 @@ async def _claim(conn: asyncpg.Connection, ctx: NotificationContext, limit: int)
                 continue
             if row.rule == domain.DIGEST_RULE and not await handlers.prepare_digest(conn, ctx, row):
                 continue
+            message = await handlers.message_of(ctx, row)
+            if message is None:
+                await handlers.suppress(conn, ctx, row, "no_address", row.channel)
+                continue
             row.attempts += 1
             row.status = "sending"
             await store.update(
                 conn, row.notification_id, now, status="sending", attempts=row.attempts,
                 lease_until=now + ctx.send_lease,
             )  # fmt: skip
-            claimed.append(row)
+            claimed.append((row, message))
         return claimed
 
 
-async def _send_and_record(pool: asyncpg.Pool, ctx: NotificationContext, sender: Sender, row: Row) -> None:
+async def _send_and_record(
+    pool: asyncpg.Pool, ctx: NotificationContext, sender: Sender, row: Row, message: Message
+) -> None:
     outcome: Accepted | DeliveryError
     try:
         # Well inside the lease, so a slow receiver is a timeout here, not a "crashed" send.
         async with asyncio.timeout(ctx.send_lease.total_seconds() / 2):
-            outcome = await sender.send(handlers.message_of(row))
+            outcome = await sender.send(message)
     except DeliveryError as exc:
         outcome = exc
     except TimeoutError:
@@ -110,6 +126,9 @@ async def run(
             worked = await deliver_due(pool, ctx, sender, batch)
         except TRANSIENT_ERRORS as exc:
             log.warning("database unavailable for deliveries: %s", type(exc).__name__)
+            worked = 0
+        except KeysUnavailable as exc:
+            log.warning("key vault unavailable for deliveries: %s", exc)
             worked = 0
         if not worked:
             await asyncio.sleep(poll_interval_s)

@@ -16,17 +16,20 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from eventkit import db
+from eventkit import crypto, db
 from eventkit.consumer import BatchApplier, Waiters
 from eventkit.devstack import EmbeddedPostgres
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.eventstore import EventStore
+from eventkit.keyring import ErasureProjection, KeyRing, KeySource, KeysUnavailable, MemoryKeySource
 from eventkit.timeline import TimelineProjection
-from notification import delivery, domain, handlers, worker
+from notification import delivery, domain, handlers, store, worker
 from notification.handlers import NotificationContext
-from notification.projections import ProfileProjection, RulesReactor
+from notification.projections import ErasureReactor, ProfileProjection, RulesReactor
 
 from contracts import notification as n
+from contracts.case import CASE_PERSONAL_FIELDS
+from contracts.events import PERSONAL_FIELDS
 from tests.conftest import fresh_database
 from tests.notification.receivers import SmtpServer, WebhookServer, smtp_server, webhook_server
 
@@ -34,6 +37,9 @@ MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
 TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
 SECRET = "test-secret"
 START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # 23:30 in Tokyo
+# The data keys: intake's vault, as far as these tests need one (events are sealed with them
+# as intake and case seal theirs).
+KEYS = MemoryKeySource()
 
 
 class Clock:
@@ -78,14 +84,17 @@ class Harness:
         smtp: SmtpServer,
         hooks: WebhookServer,
         digest: domain.DigestPolicy | None = None,
+        keys: KeySource = KEYS,
     ) -> None:
         self.pool = pool
         self.clock = Clock(START)
+        self.keyring = KeyRing(keys)
         self.team_path = f"/team-{uuid.uuid4().hex[:8]}"
         self.ctx = NotificationContext(
             source="/crm/notification",
             events=EventStore("notification-test"),
             book=domain.load_rulebook(),
+            keyring=self.keyring,
             directory=domain.StaffDirectory(default_webhook_url=hooks.url + self.team_path),
             retry=domain.RetryPolicy(max_attempts=3, base=timedelta(seconds=1), max_delay=timedelta(seconds=10)),
             profile_wait=timedelta(seconds=5),
@@ -105,7 +114,13 @@ class Harness:
             service="notification-test",
             pool=pool,
             producer=producer,
-            projections=[TimelineProjection(), ProfileProjection(), RulesReactor(self.ctx)],
+            projections=[
+                TimelineProjection(),
+                ErasureProjection(self.keyring),
+                ProfileProjection(self.keyring),
+                RulesReactor(self.ctx),
+                ErasureReactor(self.ctx),
+            ],
             waiters=Waiters(),
         )
         self.offset = 0
@@ -140,8 +155,16 @@ def harness(pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, ho
 # --- event builders ---------------------------------------------------------------------------------
 
 
+def key_of(customer: str) -> bytes:
+    return KEYS.stored.setdefault(customer, crypto.new_data_key())
+
+
 def intake(type_: str, customer: str, **data: Any) -> Envelope:
-    return new_event(type_, customer, {"customer_id": customer, **data}, "/crm/intake", TP)
+    """An intake event, its personal fields sealed under the customer's data key as intake does."""
+    body = {"customer_id": customer, **data}
+    if PERSONAL_FIELDS.get(type_):
+        body = crypto.seal(body, PERSONAL_FIELDS[type_], customer, key_of(customer))
+    return new_event(type_, customer, body, "/crm/intake", TP)
 
 
 def created(customer: str, email: str | None = None, phone: str | None = None) -> Envelope:
@@ -159,13 +182,18 @@ def consent(customer: str, purpose: str, granted: bool, channel: str | None = No
 
 
 def case_event(type_: str, customer: str, case_id: str, **data: Any) -> Envelope:
-    return new_event(type_, customer, {"case_id": case_id, "customer_id": customer, **data}, "/crm/case", TP)
+    """A case event, what agents wrote sealed under the customer's data key as case does."""
+    body = {"case_id": case_id, "customer_id": customer, **data}
+    fields = tuple(f for f in CASE_PERSONAL_FIELDS.get(type_, ()) if isinstance(body.get(f), str))
+    if fields:
+        body = crypto.seal(body, fields, customer, key_of(customer))
+    return new_event(type_, customer, body, "/crm/case", TP)
 
 
-def resolved(customer: str, case_id: str) -> Envelope:
+def resolved(customer: str, case_id: str, reason: str = "Replaced the router.") -> Envelope:
     return case_event(
         "crm.case.status_changed.v1", customer, case_id, from_status="open", to_status="resolved",
-        reason="Replaced the router.", type="repair", priority="normal",
+        reason=reason, type="repair", priority="normal",
     )  # fmt: skip
 
 
@@ -431,8 +459,8 @@ async def test_an_email_whose_send_was_interrupted_is_never_sent_again(harness: 
     harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     await harness.deliver(created(customer, email), resolved(customer, case_id))
     async with harness.pool.acquire() as conn:
-        [row] = await worker._claim(conn, harness.ctx, 10)  # committed as "sending" with a lease
-    await harness.sender.send(handlers.message_of(row))
+        [(row, message)] = await worker._claim(conn, harness.ctx, 10)  # committed as "sending" with a lease
+    await harness.sender.send(message)
     # ... and here the process died. After the lease, the next round recovers it.
     harness.clock.advance(seconds=31)
     await harness.run_loop()
@@ -521,3 +549,239 @@ async def test_consent_withdrawn_before_a_digest_goes_drops_the_messages_it_no_l
     assert {("digest", "sent"), ("case_opened", "digested"), ("followup_survey", "suppressed")} <= rows
     [mail] = [m for m in smtp.messages if m["To"] == email and m["X-CRM-Rule"] == "digest"]
     assert mail["Subject"] == "Your updates (1)" and "How did we do" not in mail.get_content()
+
+
+# --- privacy (SPEC §9): sealed at rest, erased by crypto-shredding -----------------------------------
+
+
+def secret_email() -> str:
+    """An address whose local part occurs nowhere else (ids() reuses its tag in the customer id)."""
+    return f"zebra.{uuid.uuid4().hex[:12]}@example.com"
+
+
+async def plaintext_hits(pool: asyncpg.Pool, needles: dict[str, str]) -> list[str]:
+    """Every row of every table of notification's database, as text, searched for each needle."""
+    tables = await pool.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+    )
+    hits = []
+    for t in tables:
+        for what, needle in needles.items():
+            found = await pool.fetchval(
+                f'SELECT count(*) FROM "{t["table_name"]}" AS t WHERE t::text ILIKE $1', f"%{needle}%"
+            )
+            if found:
+                hits.append(f"{t['table_name']}: {found} rows with the {what}")
+    return hits
+
+
+def erased(customer: str, *merged: str) -> Envelope:
+    return intake("crm.customer.erased.v1", customer, erased_ids=[customer, *merged])
+
+
+async def listed(harness: Harness, customer: str) -> list[dict[str, Any]]:
+    """What GET /v1/notifications?customer_id= answers (the route's own store and handler calls)."""
+    async with harness.pool.acquire() as conn:
+        ids = await store.customer_ids(conn, customer)
+        items = await store.listing(conn, ids, None, 100)
+    return await handlers.readable_listing(harness.keyring, items)
+
+
+async def test_addresses_and_messages_are_sealed_at_rest_and_readable_where_needed(
+    harness: Harness, smtp: SmtpServer, hooks: WebhookServer
+) -> None:
+    customer, case_id, _ = ids()
+    email = secret_email()
+    phone = f"+4915{uuid.uuid4().int % 10**9:09d}"
+    reason = f"Technician Ferdinand{uuid.uuid4().hex[:8]} replaced it"
+    needles = {"email": email.split("@")[0], "phone": phone[3:], "reason": reason.split()[1]}
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(created(customer, email, phone), preferences(customer, language="de"))
+    await harness.deliver(resolved(customer, case_id, reason))
+    await harness.run_loop()
+    [row] = await harness.rows(customer)
+    [mail] = smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"]))
+    assert mail["To"] == email and mail["Subject"] == f"Ihr Fall {case_id} ist gelöst"
+    assert reason in mail.get_content()  # rendered from the unsealed reason
+    # At rest: tokens, and who sealed them.
+    assert row["sealed_by"] == customer and row["address"].startswith("v1.") and row["body"].startswith("v1.")
+    contacts = await harness.pool.fetch("SELECT * FROM notification_contacts WHERE customer_id = $1", customer)
+    assert len(contacts) == 2 and {c["owner"] for c in contacts} == {customer}
+    assert all(c["value"].startswith("v1.") for c in contacts)
+    assert await plaintext_hits(harness.pool, needles) == []
+    # A redelivered identifier (sealed anew, another nonce) is still kept once.
+    await harness.deliver(intake("crm.customer.identifiers_added.v1", customer, identifiers=[
+        {"kind": "email", "value": email}]))  # fmt: skip
+    assert (
+        await harness.pool.fetchval("SELECT count(*) FROM notification_contacts WHERE customer_id = $1", customer) == 2
+    )
+    # Agents read the subject as text.
+    [item] = await listed(harness, customer)
+    assert item["subject"] == f"Ihr Fall {case_id} ist gelöst" and "sealed_by" not in item
+
+
+async def test_erasure_masks_messages_suppresses_unsent_ones_and_leaves_no_personal_value(
+    harness: Harness, smtp: SmtpServer, hooks: WebhookServer
+) -> None:
+    survivor, case_id, _ = ids()
+    merged, _, _ = ids()
+    email = secret_email()
+    phone = f"+4915{uuid.uuid4().int % 10**9:09d}"
+    reason = f"Technician Quintus{uuid.uuid4().hex[:8]} replaced it"
+    needles = {"email": email.split("@")[0], "phone": phone[3:], "reason": reason.split()[1]}
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    merge = intake(
+        "crm.customer.merged.v1", survivor, survivor_id=survivor, merged_id=merged,
+        linked_by={"kind": "phone", "value": phone}, reason="same phone",
+    )  # fmt: skip
+    # The survivor's email is sealed under its key, the phone under the merged id's key.
+    await harness.deliver(created(survivor, email), created(merged, phone=phone), merge,
+                          consent(survivor, "marketing", True))  # fmt: skip
+    await harness.deliver(resolved(merged, case_id, reason))
+    await harness.run_loop()
+    sent = len([m for m in smtp.messages if m["To"] == email])
+    assert sent == 1
+    # Not sent yet: a survey due tomorrow; and a staff message about the case (the webhook
+    # receiver checks the timestamp against its own clock).
+    harness.clock.now = datetime.now(UTC)
+    await harness.deliver(survey(survivor, case_id, harness.clock.now + timedelta(days=1)))
+    await harness.deliver(breached(survivor, case_id))
+    await harness.run_loop()
+    rows = {r["rule"]: r for r in await harness.rows(survivor)}
+    assert (rows["case_resolved"]["status"], rows["followup_survey"]["status"]) == ("sent", "scheduled")
+    assert rows["sla_breached"]["status"] == "delivered"
+
+    KEYS.erase(survivor)  # intake destroys the keys, then says so
+    KEYS.erase(merged)
+    event = erased(survivor, merged)
+    await harness.deliver(event)
+    await harness.deliver(event)  # redelivered: changes nothing
+    async with harness.pool.acquire() as conn, conn.transaction():
+        await handlers.erase(conn, harness.ctx, [survivor, merged])  # applied twice: the same end
+    harness.clock.advance(days=2)
+    await harness.run_loop()
+
+    assert await plaintext_hits(harness.pool, needles) == []
+    assert (
+        await harness.pool.fetchval(
+            "SELECT count(*) FROM notification_contacts WHERE customer_id = ANY($1::text[]) OR owner = ANY($1::text[])",
+            [survivor, merged],
+        )
+        == 0
+    )
+    rows = {r["rule"]: r for r in await harness.rows(survivor)}
+    resolved_row, survey_row = rows["case_resolved"], rows["followup_survey"]
+    assert (resolved_row["status"], resolved_row["address"], resolved_row["subject"], resolved_row["body"]) == (
+        "sent",
+        None,
+        "[erased]",
+        "[erased]",
+    )
+    assert (survey_row["status"], survey_row["reason"], survey_row["address"]) == ("suppressed", "no_address", None)
+    assert resolved_row["data"]["reason"] == "[erased]" and "sealed" not in resolved_row["data"]
+    assert rows["sla_breached"]["status"] == "delivered"  # staff messages hold nothing of the customer
+    survey_events = [t for t, _ in await harness.events(str(survey_row["notification_id"]))]
+    assert survey_events == [n.NOTIFICATION_SCHEDULED, n.NOTIFICATION_SUPPRESSED]  # one suppression only
+    assert len([m for m in smtp.messages if m["To"] == email]) == sent  # nothing sent again
+    # Agents still see the messages' shape, with the content erased.
+    items = await listed(harness, merged)
+    subjects = {i["rule"]: i["subject"] for i in items}
+    assert subjects == {
+        "case_resolved": "[erased]",
+        "followup_survey": "[erased]",
+        "sla_breached": subjects["sla_breached"],
+    }
+    assert subjects["sla_breached"].startswith("SLA breached")
+    assert {i["customer_id"] for i in items} == {survivor}
+
+    # A case event for the erased customer makes no message and keeps nothing readable.
+    await harness.deliver(resolved(survivor, f"{case_id}-2", reason))
+    later = [r for r in await harness.rows(survivor) if r["source_event_type"] == "crm.case.status_changed.v1"
+             and r["status"] != "sent"]  # fmt: skip
+    assert [(r["status"], r["reason"], r["address"]) for r in later] == [("suppressed", "no_address", None)]
+
+
+async def test_a_message_whose_customer_is_erased_before_it_goes_is_not_sent(
+    harness: Harness, smtp: SmtpServer
+) -> None:
+    """The key is gone, the erasure event has not reached this instance yet: nothing goes out."""
+    customer, case_id, email = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    await harness.deliver(created(customer, email), consent(customer, "marketing", True))
+    await harness.deliver(survey(customer, case_id, harness.clock.now + timedelta(hours=1)))
+    KEYS.erase(customer)
+    harness.keyring.forget([customer])  # the cache entry expired
+    harness.clock.advance(hours=2)
+    await harness.run_loop()
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["reason"]) == ("suppressed", "no_address")
+    assert [m for m in smtp.messages if m["To"] == email] == []
+
+
+class DownVault:
+    """The vault not answering."""
+
+    async def lookup(self, customer_ids: Any, create: bool) -> tuple[dict[str, bytes], set[str]]:
+        raise KeysUnavailable("key vault not reachable: ConnectError")
+
+
+async def test_an_unreachable_vault_retries_the_batch_and_is_never_read_as_an_erasure(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, hooks: WebhookServer
+) -> None:
+    down = Harness(pool, producer, smtp, hooks, keys=DownVault())
+    customer, case_id, email = ids()
+    down.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    events = (created(customer, email), resolved(customer, case_id))
+    with pytest.raises(KeysUnavailable):
+        await down.deliver(*events)
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0  # retried, not poison
+    assert await pool.fetchval("SELECT count(*) FROM notification_contacts") == 0
+    assert await down.rows(customer) == []
+    up = Harness(pool, producer, smtp, hooks)
+    up.clock.now = down.clock.now
+    await up.deliver(*events)  # the batch again, once the vault answers
+    [row] = await up.rows(customer)
+    assert row["status"] == "scheduled"
+    # The delivery loop waits too (worker.run logs it and tries again): nothing claimed or suppressed.
+    with pytest.raises(KeysUnavailable):
+        await down.run_loop(1)
+    [row] = await up.rows(customer)
+    assert row["status"] == "scheduled" and smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"])) == []
+    await up.run_loop()
+    assert len(smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"]))) == 1
+
+
+async def test_rows_from_before_sealing_are_sealed_by_the_delivery_loop(harness: Harness, smtp: SmtpServer) -> None:
+    customer, case_id, _ = ids()
+    gone, _, _ = ids()
+    email, gone_email = secret_email(), secret_email()
+    key_of(customer)
+    KEYS.erase(gone)
+    now = harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    for cid, address in ((customer, email), (gone, gone_email)):
+        await harness.pool.execute(
+            "INSERT INTO notification_contacts (customer_id, kind, value, added_at) VALUES ($1, 'email', $2, $3)",
+            cid, address, now,
+        )  # fmt: skip
+        await harness.pool.execute(
+            "INSERT INTO notifications (notification_id, idempotency_key, rule, source_event_id, source_event_type,"
+            " customer_id, audience, recipient, purpose, critical, data, traceparent, channel, address, language,"
+            " subject, body, status, next_attempt_at, created_at, updated_at)"
+            " VALUES ($1, $2, 'case_resolved', $3, 'crm.case.status_changed.v1', $4, 'customer', $5, 'service',"
+            " true, $6::jsonb, $7, 'email', $8, 'en', 'Your case is resolved', $9, 'scheduled', $10, $10, $10)",
+            uuid.uuid4(), f"legacy|{cid}", uuid.uuid4(), cid, f"customer:{cid}", {"case_id": case_id}, TP, address,
+            f"Resolved for {address}", now,
+        )  # fmt: skip
+    await harness.run_loop()
+    needles = {"email": email.split("@")[0], "erased email": gone_email.split("@")[0]}
+    assert await plaintext_hits(harness.pool, needles) == []
+    [mail] = [m for m in smtp.messages if m["To"] == email]
+    assert mail.get_content().strip() == f"Resolved for {email}"
+    assert [m for m in smtp.messages if m["To"] == gone_email] == []
+    [gone_row] = await harness.rows(gone)
+    assert (gone_row["status"], gone_row["reason"], gone_row["body"]) == ("suppressed", "no_address", "[erased]")
+    assert await harness.pool.fetchval("SELECT count(*) FROM notification_contacts WHERE customer_id = $1", gone) == 0
+    [(owner, value)] = await harness.pool.fetch(
+        "SELECT owner, value FROM notification_contacts WHERE customer_id = $1", customer
+    )
+    assert owner == customer and value.startswith("v1.")
