@@ -6,12 +6,12 @@ No processes here; test_dashboards.py runs every query against a real Prometheus
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import analytics.metrics  # noqa: F401  (registers the KPI gauges)
 import eventkit.telemetry  # noqa: F401  (registers the crm_* metrics)
 import prometheus_client
-import pytest
 import yaml
 from eventkit.devstack import SERVICES
 from eventkit.settings import DEFAULT_PORTS
@@ -74,10 +74,11 @@ def test_shipped_prometheus_config_scrapes_the_four_services_of_make_run() -> No
     assert compose["scrape_configs"][0]["honor_labels"] is True
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with the prometheus package")
-def test_prometheus_configs_pass_promtool() -> None:
+def test_prometheus_configs_pass_promtool(prometheus_bin: str) -> None:
+    # promtool comes in the same package as prometheus, which the fixture installs if need be
+    promtool = shutil.which("promtool") or str(Path(prometheus_bin).with_name("promtool"))
     result = subprocess.run(
-        ["promtool", "check", "config", str(PROMETHEUS_CONFIG), str(PROMETHEUS_COMPOSE_CONFIG)],
+        [promtool, "check", "config", str(PROMETHEUS_CONFIG), str(PROMETHEUS_COMPOSE_CONFIG)],
         capture_output=True,
         text=True,
         timeout=60,
