@@ -200,12 +200,13 @@ async def post_batch(
             f"a batch holds at most {MAX_BATCH} items, this one has {len(body.items)}",
             errors=[{"field": "items", "reason": f"at most {MAX_BATCH} items"}],
         )
-    settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
-    items: list[handlers.Item] = []
+    rt = runtime(request)
+    settings: IntakeSettings = rt.settings  # type: ignore[assignment]
+    valid: list[tuple[int, handlers.Item]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(body.items):
         try:
-            items.append(_to_item(_interaction.validate_python(raw), settings.phone_default_region))
+            valid.append((index, _to_item(_interaction.validate_python(raw), settings.phone_default_region)))
         except ValidationError as exc:
             errors.extend(
                 {"index": index, "field": ".".join(map(str, e["loc"])), "reason": e["msg"]}
@@ -213,9 +214,18 @@ async def post_batch(
             )
         except domain.InvalidInput as exc:
             errors.append({"index": index, "field": exc.field, "reason": exc.reason})
+    # Before telling anything the database knows, the key must be allowed these channels.
+    require_channels(principal, {item.cmd.channel for _, item in valid})
     if errors:
+        # The batch is rejected anyway; the database's checks on the other items join the list,
+        # so one answer names every bad item.
+        errors.extend(
+            {"index": index, "field": e.field, "reason": e.reason}
+            for index, e in await handlers.item_errors(rt.db, vault_of(rt), valid)
+        )
+        errors.sort(key=lambda e: e["index"])  # stable: an item's own errors keep their order
         raise ApiError(422, "validation_failed", "some items are not valid; nothing was recorded", errors=errors)
-    require_channels(principal, {item.cmd.channel for item in items})
+    items = [item for _, item in valid]
     answers = await _record(request, items, _request_key(idempotency_key, body.items))
     return JSONResponse({"items": answers}, status_code=202)
 

@@ -117,6 +117,31 @@ async def record_interactions(
     raise ConcurrencyError("identity", None)
 
 
+async def item_errors(
+    pool: asyncpg.Pool, vault: Vault, items: Sequence[tuple[int, Item]]
+) -> list[tuple[int, InvalidInput]]:
+    """The errors only the database can tell (unknown customer id...), for (index, item) pairs,
+    recording nothing: a batch already rejected for other items still lists every bad one."""
+    if not items:
+        return []
+    async with pool.acquire() as conn:
+        snapshot = await store.load_snapshot(
+            conn,
+            vault,
+            [ident for _, item in items for ident in item.cmd.identifiers],
+            [c for _, item in items if (c := item.cmd.customer_id)],
+        )
+    # The same resolver as _record, so items see the customers earlier items would create.
+    resolver = domain.IdentityResolver(snapshot, datetime.now(UTC), domain.new_customer_id)
+    errors: list[tuple[int, InvalidInput]] = []
+    for index, item in items:
+        try:
+            resolver.resolve(item.cmd.customer_id, item.cmd.identifiers)
+        except InvalidInput as exc:
+            errors.append((index, exc))
+    return errors
+
+
 async def _record(
     conn: asyncpg.Connection,
     events: EventStore,

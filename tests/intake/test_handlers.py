@@ -166,3 +166,34 @@ async def test_old_idempotency_keys_are_forgotten(intake_dsn: str) -> None:
         assert left == {new}
     finally:
         await pool.close()
+
+
+async def test_item_errors_names_unknown_customers_and_records_nothing(intake_dsn: str) -> None:
+    """The database's checks for a batch already rejected: by the caller's indexes, nothing stored."""
+    pool = await db.create_pool(intake_dsn, 2)
+    try:
+        known = (
+            await handlers.record_interactions(pool, store, vault, "/test", [item(f"k-{uuid.uuid4().hex}@x.org", "hi")])
+        )[0]
+
+        def by_id(customer_id: str) -> handlers.Item:
+            it = item("unused@x.org", "by id")
+            return handlers.Item(
+                domain.RecordInteraction(**{**it.cmd.__dict__, "identifiers": (), "customer_id": customer_id}),
+                it.request_hash,
+            )
+
+        before = await count(intake_dsn, domain.INTERACTION_RECORDED)
+        errors = await handlers.item_errors(
+            pool,
+            vault,
+            [(0, by_id(known["customer_id"])), (3, by_id("ghost")), (4, item(f"new-{uuid.uuid4().hex}@x.org", "hi")),
+             (7, by_id("ghost-2"))],
+        )  # fmt: skip
+        assert [(i, e.field, e.reason) for i, e in errors] == [
+            (3, "customer.id", "unknown customer"),
+            (7, "customer.id", "unknown customer"),
+        ]
+        assert await count(intake_dsn, domain.INTERACTION_RECORDED) == before
+    finally:
+        await pool.close()
