@@ -68,6 +68,13 @@ def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     """Fields named as in the body ("customer.email"); query, path and header ones keep that prefix."""
     errors = []
     for e in exc.errors():
+        if e["type"] == "json_invalid":
+            # Its loc is ("body", <character offset>): name the body, keep the offset in the reason.
+            offset = e["loc"][-1] if len(e["loc"]) > 1 else None
+            problem = (e.get("ctx") or {}).get("error") or e["msg"]
+            where = f" at character {offset}" if isinstance(offset, int) else ""
+            errors.append({"field": "body", "reason": f"not valid JSON: {problem}{where}", "type": e["type"]})
+            continue
         loc = [str(p) for p in e["loc"]]
         if len(loc) > 1 and loc[0] == "body":
             loc = loc[1:]
@@ -226,7 +233,10 @@ class BodySizeLimit:
 
     @staticmethod
     async def _reject(send: Send, limit: int) -> None:
-        body = orjson.dumps({"error": "body_too_large", "message": f"request bodies here are limited to {limit} bytes"})
+        reason = f"request bodies here are limited to {limit} bytes"
+        body = orjson.dumps(
+            {"error": "body_too_large", "message": reason, "errors": [{"field": "body", "reason": reason}]}
+        )
         await send(
             {
                 "type": "http.response.start",
