@@ -68,13 +68,27 @@ def make_consumer(pool, producer, bootstrap, topic, service, projections=None) -
     )
 
 
+class CountsEvents:
+    """A projection that is not idempotent by itself: one row per apply, no key, no ON CONFLICT.
+    Only the consumer's dedup keeps it at one row per event."""
+
+    async def create(self, pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await conn.execute("CREATE TABLE seen_events (event_id uuid NOT NULL)")
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        await conn.executemany("INSERT INTO seen_events (event_id) VALUES ($1)", [(e.id,) for e in events])
+
+
 async def test_redelivered_batch_changes_nothing(pool: asyncpg.Pool, bootstrap: str, producer) -> None:
     topic = unique_topic()
     await make_topic(bootstrap, topic)
     events = [interaction("cust-a", n) for n in range(10)]
     await send(producer, topic, events)
     records = await fetch(bootstrap, topic, 10)
-    consumer = make_consumer(pool, producer, bootstrap, topic, "t-redeliver")
+    counting = CountsEvents()
+    await counting.create(pool)
+    consumer = make_consumer(pool, producer, bootstrap, topic, "t-redeliver", [TimelineProjection(), counting])
 
     await consumer.handle(records)
     async with pool.acquire() as conn:
@@ -84,7 +98,12 @@ async def test_redelivered_batch_changes_nothing(pool: asyncpg.Pool, bootstrap: 
     async with pool.acquire() as conn:
         second = await digest(conn, "cust-a")
         applied = await conn.fetchval("SELECT count(*) FROM applied_events")
+        seen = {
+            str(r["event_id"]): r["n"]
+            for r in await conn.fetch("SELECT event_id, count(*) AS n FROM seen_events GROUP BY event_id")
+        }
 
+    assert seen == {e.id: 1 for e in events}  # each event applied exactly once, redeliveries or not
     assert first[0] == 10
     assert second == first
     assert applied == 10
