@@ -110,6 +110,14 @@ class PreferencesChanged(EventData):
     changed: list[str] = Field(description="Names of the fields that changed.")
 
 
+class ProfileChanged(SealedData):
+    customer_id: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(
+        default=None, max_length=200, description="Display name, e.g. Ada Lovelace; None: no name. Personal: sealed."
+    )
+    changed: list[str] = Field(description="Names of the profile fields that changed.")
+
+
 class CustomerErased(EventData):
     customer_id: str = Field(min_length=1, max_length=64)
     erased_ids: list[str] = Field(
@@ -132,6 +140,7 @@ PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "crm.customer.identifiers_added.v1": ("identifiers.*.value",),
     "crm.customer.merged.v1": ("linked_by.value",),
     "crm.interaction.recorded.v1": ("content",),
+    "crm.customer.profile_changed.v1": ("name",),
 }
 
 INTAKE_EVENT_TYPES: tuple[EventType, ...] = (
@@ -160,6 +169,12 @@ INTAKE_EVENT_TYPES: tuple[EventType, ...] = (
         topics.INTAKE,
         PreferencesChanged,
         "Preferred channel, language, quiet hours, VIP flag or region changed.",
+    ),
+    EventType(
+        "crm.customer.profile_changed.v1",
+        topics.INTAKE,
+        ProfileChanged,
+        "The customer's profile (display name) changed; the whole new profile, not just the changes.",
     ),
     EventType(
         "crm.customer.erased.v1",

@@ -269,13 +269,17 @@ async def _customer_call(request: Request, customer_id: str, call: Any) -> Respo
 @router.get(
     "/v1/customers",
     tags=["customers"],
-    summary="Find customers by email, phone or the start of their id",
+    summary="Find customers by email, phone, name or the start of their id",
     dependencies=[require("agent")],
 )
 async def find_customers(
     request: Request,
     email: Annotated[str | None, Query(max_length=320)] = None,
     phone: Annotated[str | None, Query(max_length=40)] = None,
+    name: Annotated[
+        str | None,
+        Query(max_length=200, description="whole words of the name, any case: `ada` or `ada lovelace`"),
+    ] = None,
     q: Annotated[str | None, Query(min_length=4, max_length=64, description="a customer id or its start")] = None,
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> Response:
@@ -288,12 +292,16 @@ async def find_customers(
             idents.append(domain.normalise_phone(phone, settings.phone_default_region, "query.phone"))
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
-    if not idents and not q:
-        raise ApiError(422, "validation_failed", "give email, phone or q",
-                       errors=[{"field": "query", "reason": "give email, phone or q"}])  # fmt: skip
+    words = domain.name_tokens(name or "")
+    if name and not words:
+        raise ApiError(422, "validation_failed", "the name has no words to search for",
+                       errors=[{"field": "query.name", "reason": "give at least one letter or digit"}])  # fmt: skip
+    if not idents and not q and not words:
+        raise ApiError(422, "validation_failed", "give email, phone, name or q",
+                       errors=[{"field": "query", "reason": "give email, phone, name or q"}])  # fmt: skip
     rt = runtime(request)
     async with rt.db.acquire() as conn:
-        ids = await store.find_customers(conn, vault_of(rt), idents, q, limit)
+        ids = await store.find_customers(conn, vault_of(rt), idents, q, limit, words)
     return JSONResponse({"items": [await handlers.get_customer(rt.db, vault_of(rt), cid) for cid in ids]})
 
 
@@ -337,6 +345,40 @@ async def put_preferences(request: Request, customer_id: str, body: Preferences)
     rt = runtime(request)
     call = handlers.change_preferences(rt.db, rt.store, rt.settings.source, customer_id, body)
     return await _customer_call(request, customer_id, _changed(customer_id, call))
+
+
+class ProfileIn(BaseModel):
+    """The whole profile: a field left out or null is cleared."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(
+        default=None,
+        max_length=1000,
+        description=f"Display name, up to {domain.MAX_NAME_CHARS} characters once white space is tidied;"
+        " personal data: sealed, erased with the customer",
+        examples=["Ada Lovelace"],
+    )
+
+
+@router.put(
+    "/v1/customers/{customer_id}/profile",
+    tags=["customers"],
+    response_model=ChangedOut,
+    summary="Display name (the whole profile); findable with GET /v1/customers?name=",
+    responses={409: {"description": "the customer is erased"}},
+    dependencies=[require("agent")],
+)
+async def put_profile(request: Request, customer_id: str, body: ProfileIn) -> Response:
+    rt = runtime(request)
+    try:
+        name = domain.normalise_name(body.name, "body.name")
+    except domain.InvalidInput as exc:
+        raise _invalid(exc) from exc
+    call = handlers.change_profile(rt.db, rt.store, vault_of(rt), rt.settings.source, customer_id, name)
+    try:
+        return await _customer_call(request, customer_id, _changed(customer_id, call))
+    except handlers.AlreadyErased as exc:
+        raise ApiError(409, "already_erased", f"customer {customer_id} is erased") from exc
 
 
 # --- the data key vault, for the other services (SPEC §9) ------------------------------------------

@@ -7,6 +7,8 @@
 - An accepted interaction becomes `crm.interaction.recorded.v1` on the survivor.
 """
 
+import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from contracts.events import (
     InteractionRecorded,
     Preferences,
     PreferencesChanged,
+    ProfileChanged,
 )
 
 CUSTOMER_CREATED = "crm.customer.created.v1"
@@ -33,6 +36,7 @@ INTERACTION_RECORDED = "crm.interaction.recorded.v1"
 CUSTOMER_ERASED = "crm.customer.erased.v1"
 CONSENT_CHANGED = "crm.consent.changed.v1"
 PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
+PROFILE_CHANGED = "crm.customer.profile_changed.v1"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_CONTENT_CHARS = 10_000
 
@@ -284,3 +288,36 @@ def check_time_zone(name: str, field: str) -> None:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidInput(field, "unknown time zone") from exc
+
+
+# --- the display name ----------------------------------------------------------------------
+
+MAX_NAME_CHARS = 200
+_NAME_TOKEN = re.compile(r"\w+")
+
+
+def normalise_name(raw: str | None, field: str = "name") -> str | None:
+    """The name as shown: NFC, runs of white space made one space; empty means no name."""
+    if raw is None:
+        return None
+    name = " ".join(unicodedata.normalize("NFC", raw).split())
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise InvalidInput(field, "control characters are not allowed in a name")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidInput(field, f"longer than {MAX_NAME_CHARS} characters")
+    return name or None
+
+
+def name_tokens(text: str) -> list[str]:
+    """What name search matches on: each word, case-folded (NFKC), so "ADA" finds "Ada Lovelace".
+
+    Exact words only: no prefixes, no fuzzy or accent-insensitive matching."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return sorted(set(_NAME_TOKEN.findall(folded)))
+
+
+def profile_changed(customer_id: str, old_name: str | None, new_name: str | None) -> dict[str, Any] | None:
+    """The event for a change of profile, or None when nothing changed."""
+    if old_name == new_name:
+        return None
+    return ProfileChanged(customer_id=customer_id, name=new_name, changed=["name"]).model_dump(mode="json")

@@ -23,7 +23,7 @@ from contracts.events import PERSONAL_FIELDS, Preferences
 from contracts.topics import INTAKE
 from intake import domain, store
 from intake.domain import InvalidInput
-from intake.vault import IDENTIFIER_FIELD, Vault
+from intake.vault import IDENTIFIER_FIELD, NAME_FIELD, Vault
 
 ATTEMPTS = 25
 
@@ -334,6 +334,32 @@ async def change_preferences(
         return [e.id]
 
 
+async def change_profile(
+    pool: asyncpg.Pool, events: EventStore, vault: Vault, source: str, customer_id: str, name: str | None
+) -> list[str]:
+    """Set or clear the display name (already normalised); one crm.customer.profile_changed.v1 if it
+    changed. The name is kept sealed under the customer's data key, found by its words' blind index."""
+    async with pool.acquire() as conn, conn.transaction():
+        await store.lock_identity(conn, exclusive=False)
+        await _live_customer(conn, customer_id)
+        if await store.erased_at(conn, customer_id) is not None:
+            raise AlreadyErased(customer_id)
+        keys, _ = await vault.keys(conn, [customer_id], create=True)
+        key = keys.get(customer_id)
+        if key is None:
+            raise AlreadyErased(customer_id)
+        old = crypto.open_token(await store.sealed_name(conn, customer_id), customer_id, NAME_FIELD, keys)
+        data = domain.profile_changed(customer_id, old, name)
+        if data is None:
+            return []
+        clock = _Clock()
+        await store.set_name(conn, vault, customer_id, name, key, clock.now)
+        sealed = crypto.seal(data, PERSONAL_FIELDS[domain.PROFILE_CHANGED], customer_id, key)
+        e = new_event(domain.PROFILE_CHANGED, customer_id, sealed, source, current_traceparent(), time=clock.tick())
+        await events.append(conn, [Append(stream_of(customer_id), None, [e], INTAKE)])
+        return [e.id]
+
+
 async def get_customer(pool: asyncpg.Pool, vault: Vault, customer_id: str) -> dict[str, Any]:
     async with pool.acquire() as conn:
         await _live_customer(conn, customer_id)
@@ -341,7 +367,9 @@ async def get_customer(pool: asyncpg.Pool, vault: Vault, customer_id: str) -> di
         if found is None:
             raise CustomerNotFound(customer_id)
         sealed = found.pop("sealed_identifiers")
-        keys, _ = await vault.keys(conn, {owner for _, _, _, owner in sealed}, create=False)
+        sealed_name = found.pop("sealed_name")
+        keys, _ = await vault.keys(conn, {customer_id, *(owner for _, _, _, owner in sealed)}, create=False)
+    found["name"] = crypto.open_token(sealed_name, customer_id, NAME_FIELD, dict(keys))
     found["identifiers"] = [
         {
             "kind": kind,

@@ -9,8 +9,8 @@ from eventkit import crypto
 from eventkit.db import json_text
 
 from contracts.events import Preferences
-from intake.domain import Ident, IdentitySnapshot, Merge
-from intake.vault import IDENTIFIER_FIELD, Vault
+from intake.domain import Ident, IdentitySnapshot, Merge, name_tokens
+from intake.vault import IDENTIFIER_FIELD, NAME_FIELD, Vault
 
 # Identity writes hold this lock shared; a merge holds it exclusively, so a merge never races
 # a request that is linking identifiers to one of the customers it merges.
@@ -102,8 +102,10 @@ async def merged_ids(conn: asyncpg.Connection, survivor_id: str) -> list[str]:
 
 
 async def forget_customers(conn: asyncpg.Connection, customer_ids: Sequence[str], at: datetime) -> None:
-    """Erasure: their identifiers go (a later contact with the same email is a new customer)."""
+    """Erasure: their identifiers and names go (a later contact with the same email is a new customer)."""
     await conn.execute("DELETE FROM customer_identifiers WHERE customer_id = ANY($1::text[])", list(customer_ids))
+    await conn.execute("DELETE FROM customer_name_tokens WHERE customer_id = ANY($1::text[])", list(customer_ids))
+    await conn.execute("DELETE FROM customer_names WHERE customer_id = ANY($1::text[])", list(customer_ids))
     await conn.execute("UPDATE customers SET erased_at = $2 WHERE customer_id = ANY($1::text[])", customer_ids, at)
 
 
@@ -171,8 +173,40 @@ async def set_preferences(conn: asyncpg.Connection, customer_id: str, prefs: Pre
     )
 
 
+# --- the display name --------------------------------------------------------------------------
+
+
+async def sealed_name(conn: asyncpg.Connection, customer_id: str) -> str | None:
+    """The name's token (sealed under the customer's own data key), or None when there is no name."""
+    result: str | None = await conn.fetchval("SELECT sealed FROM customer_names WHERE customer_id = $1", customer_id)
+    return result
+
+
+async def set_name(
+    conn: asyncpg.Connection, vault: Vault, customer_id: str, name: str | None, data_key: bytes, at: datetime
+) -> None:
+    """Replace the name: sealed value plus one blind index per word; None removes both."""
+    await conn.execute("DELETE FROM customer_name_tokens WHERE customer_id = $1", customer_id)
+    if name is None:
+        await conn.execute("DELETE FROM customer_names WHERE customer_id = $1", customer_id)
+        return
+    await conn.execute(
+        "INSERT INTO customer_names (customer_id, sealed, updated_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (customer_id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = EXCLUDED.updated_at",
+        customer_id,
+        crypto.encrypt_text(data_key, f"{customer_id}|{NAME_FIELD}", name),
+        at,
+    )
+    await conn.execute(
+        "INSERT INTO customer_name_tokens (token, customer_id) SELECT t, $2 FROM unnest($1::text[]) AS t",
+        [vault.name_index(t) for t in name_tokens(name)],
+        customer_id,
+    )
+
+
 async def customer(conn: asyncpg.Connection, customer_id: str) -> dict[str, Any] | None:
-    """The profile; identifiers still sealed, as (kind, channel, token, key owner) in sealed_identifiers."""
+    """The profile; identifiers still sealed, as (kind, channel, token, key owner) in sealed_identifiers,
+    the name as its token in sealed_name."""
     row = await conn.fetchrow(
         "SELECT customer_id, created_at, erased_at FROM customers WHERE customer_id = $1 AND merged_into IS NULL",
         customer_id,
@@ -189,6 +223,7 @@ async def customer(conn: asyncpg.Connection, customer_id: str) -> dict[str, Any]
         "created_at": row["created_at"].isoformat(),
         "erased_at": row["erased_at"].isoformat() if row["erased_at"] else None,
         "sealed_identifiers": [(r["kind"], r["channel"] or None, r["sealed"], r["sealed_by"]) for r in idents],
+        "sealed_name": await sealed_name(conn, customer_id),
         "merged_ids": await merged_ids(conn, customer_id),
         "preferences": (await preferences(conn, customer_id)).model_dump(mode="json"),
         "consent": await consent_rows(conn, customer_id),
@@ -235,9 +270,15 @@ async def answer_keys(conn: asyncpg.Connection, answers: dict[str, Any]) -> None
 
 
 async def find_customers(
-    conn: asyncpg.Connection, vault: Vault, idents: list[Ident], id_prefix: str | None, limit: int
+    conn: asyncpg.Connection,
+    vault: Vault,
+    idents: list[Ident],
+    id_prefix: str | None,
+    limit: int,
+    name_words: Sequence[str] = (),
 ) -> list[str]:
-    """Live customers with one of these identifiers (by blind index), or whose id starts with id_prefix."""
+    """Live customers with one of these identifiers (by blind index), whose name has every one of
+    name_words (normalised, see domain.name_tokens), or whose id starts with id_prefix."""
     found: list[str] = []
     if idents:
         rows = await conn.fetch(
@@ -245,6 +286,17 @@ async def find_customers(
             [vault.index(i) for i in idents],
         )
         found.extend(r["customer_id"] for r in rows)
+    if name_words:
+        # A merged customer's name still finds them, under the survivor's id.
+        rows = await conn.fetch(
+            "SELECT coalesce(c.merged_into, c.customer_id) AS customer_id FROM customer_name_tokens t"
+            " JOIN customers c ON c.customer_id = t.customer_id WHERE t.token = ANY($1::text[])"
+            " GROUP BY c.customer_id HAVING count(*) = $2 ORDER BY 1 LIMIT $3",
+            [vault.name_index(w) for w in set(name_words)],
+            len(set(name_words)),
+            limit,
+        )
+        found.extend(r["customer_id"] for r in rows if r["customer_id"] not in found)
     if id_prefix:
         rows = await conn.fetch(
             "SELECT customer_id FROM customers WHERE customer_id LIKE $1 || '%' AND merged_into IS NULL"

@@ -15,16 +15,22 @@ from eventkit.app import Runtime
 from intake.domain import Ident
 
 IDENTIFIER_FIELD = "identifier"  # the sealed `customer_identifiers.sealed` column's place
+NAME_FIELD = "name"  # the sealed `customer_names.sealed` column's place
 
 
 class Vault:
     def __init__(self, master_key: bytes) -> None:
         self._wrapping = crypto.derive_key(master_key, "crm data-key wrapping v1")
         self._index = crypto.derive_key(master_key, "crm identifier blind index v1")
+        self._name_index = crypto.derive_key(master_key, "crm name token blind index v1")
 
     def index(self, ident: Ident) -> str:
         """What intake stores and looks up instead of the identifier itself."""
         return crypto.blind_index(self._index, ident.key)
+
+    def name_index(self, token: str) -> str:
+        """What intake stores and looks up instead of one normalised word of a name."""
+        return crypto.blind_index(self._name_index, token)
 
     async def keys(
         self, conn: asyncpg.Connection, customer_ids: Collection[str], create: bool
