@@ -3,9 +3,11 @@ poison messages are dead-lettered and the rest goes on."""
 
 import asyncio
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from eventkit import deadletter
 from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.timeline import TimelineProjection, digest
@@ -151,6 +153,68 @@ async def test_poison_messages_are_dead_lettered_and_the_rest_applied(
     ]
     assert sorted(dict(r.headers)["dlq_reason"].decode() for r in parked) == reasons
     assert any(r.value == b"\x00not json" for r in parked)  # the original bytes, for inspection and re-drive
+
+
+async def test_a_nul_in_a_header_is_still_dead_lettered_and_counted(
+    pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    """PostgreSQL refuses NUL in text and jsonb: recording such a letter must not fail the batch."""
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    await make_topic(bootstrap, DEADLETTER)
+    good = [interaction("cust-n", n) for n in range(2)]
+    nul = interaction("cust-n", 99)
+    key, value, headers = to_kafka(nul)
+    headers = [(k, b"crm.interaction.recorded.v1\x00" if k == "ce_type" else v) for k, v in headers]
+    headers.append(("x-note", b"a\x00b \xff"))  # not a ce_ header: kept as it came, NUL and bad UTF-8 too
+    await send(producer, topic, [good[0]])
+    await producer.send_and_wait(topic, value, key=key, headers=headers)
+    await send(producer, topic, [good[1]])
+
+    consumer = make_consumer(pool, producer, bootstrap, topic, "t-nul")
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(100):
+            async with pool.acquire() as conn:
+                if await conn.fetchval("SELECT count(*) FROM timeline") == 2 or task.done():
+                    break
+            await asyncio.sleep(0.1)
+        assert not task.done(), task.exception()  # the consumer goes on
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+
+    async with pool.acquire() as conn:
+        count, _ = await digest(conn, "cust-n")
+        parked = await conn.fetch("SELECT reason, detail, message_headers, message_value FROM dead_letters")
+    assert count == 2
+    assert [r["reason"] for r in parked] == ["unknown_type"]
+    assert "\\x00" in parked[0]["detail"]  # the NUL, written out
+    stored_headers = dict(parked[0]["message_headers"])
+    assert stored_headers["ce_type"] == "crm.interaction.recorded.v1\\x00"
+    assert stored_headers["x-note"].startswith("a\\x00b")
+    assert parked[0]["message_value"] == value
+    assert metric("crm_events_deadlettered_total", service="t-nul", topic=topic, reason="unknown_type") == 1
+    on_topic = [
+        r for r in await fetch(bootstrap, DEADLETTER, 100) if dict(r.headers).get("dlq_topic") == topic.encode()
+    ]
+    assert [dict(r.headers)["ce_type"] for r in on_topic] == [b"crm.interaction.recorded.v1\x00"]  # original bytes
+
+
+async def test_dead_letter_text_with_nul_or_a_lone_surrogate_is_stored_escaped(pool: asyncpg.Pool) -> None:
+    message = SimpleNamespace(topic="t", partition=0, offset=7, key=b"k", value=b"v", headers=[("h\x00", b"\x00")])
+    letter = deadletter.DeadLetter(message, "apply_failed", "bad \ud800 and \x00", "id\x00", "type\udcff")
+    async with pool.acquire() as conn:
+        await deadletter.record(conn, [letter])
+        row = await conn.fetchrow("SELECT event_id, event_type, detail, message_headers FROM dead_letters")
+    assert dict(row) == {
+        "event_id": "id\\x00",
+        "event_type": "type\\udcff",
+        "detail": "bad \\ud800 and \\x00",
+        "message_headers": [["h\\x00", "\\x00"]],
+    }
 
 
 class FailsOn:
