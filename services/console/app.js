@@ -17,7 +17,7 @@ const PAGE = 20;
 const $ = (id) => document.getElementById(id);
 
 const state = { key: sessionStorage.getItem(KEY), customer: null, seen: new Set(), before: null,
-  source: null, syncTimer: null, cases: new Map() };
+  loading: false, source: null, syncTimer: null, cases: new Map() };
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -118,7 +118,7 @@ async function find(by, value) {
     return;
   }
   for (const c of found.items) {
-    const label = c.identifiers.map((i) => i.value).join(", ") || c.customer_id;
+    const label = [c.name, ...c.identifiers.map((i) => i.value)].filter(Boolean).join(", ") || c.customer_id;
     const button = el("button", { type: "button" }, `${label} (${c.customer_id})`);
     button.addEventListener("click", () => guarded(() => openCustomer(c.customer_id)));
     list.append(el("li", {}, button));
@@ -150,6 +150,7 @@ async function openCustomer(id) {
   state.profile = customer;
   state.insights = null;
   renderProfile(customer, null);
+  $("profile-h").focus(); // keyboard users land on the customer they opened
   await Promise.all([loadInsights(customer), loadTimeline(), loadCases()]);
   startStream();
   startSync();
@@ -163,6 +164,7 @@ function fmtConsent(rows) {
 function renderProfile(customer, insights, insightsNote) {
   const p = customer.preferences || {};
   const rows = [
+    ["Name", customer.name || "not given"],
     ["Identifiers", customer.identifiers.map((i) => `${i.kind}${i.channel ? "/" + i.channel : ""}: ${i.value}`).join(", ") || "none"],
     ["Merged ids", customer.merged_ids.join(", ") || "none"],
     ["VIP", p.vip ? "yes" : "no"],
@@ -208,6 +210,7 @@ function summary(item) {
   if (d.owner) parts.push(`owner ${d.owner}`);
   if (d.text) parts.push(`note: ${d.text}`);
   if (d.title) parts.push(d.title);
+  if (d.name !== undefined && item.type.startsWith("crm.customer.profile_changed.")) parts.push(`name ${d.name ?? "cleared"}`);
   return parts.join(" · ");
 }
 
@@ -218,10 +221,22 @@ function timelineItem(item, fresh) {
     el("div", { class: "summary" }, summary(item)));
 }
 
+// Infinite scroll: the first page on opening, the next older one whenever the sentinel under the
+// list comes into view. The "Load older events" button does the same for keyboard users.
 async function loadTimeline() {
+  if (state.loading) return;
+  const id = state.customer;
   const q = new URLSearchParams({ limit: PAGE });
   if (state.before) q.set("before", state.before);
-  const page = await api("case", `/v1/customers/${encodeURIComponent(state.customer)}/timeline?${q}`);
+  state.loading = true;
+  $("timeline-end").textContent = "loading older events...";
+  let page;
+  try {
+    page = await api("case", `/v1/customers/${encodeURIComponent(id)}/timeline?${q}`);
+  } finally {
+    state.loading = false;
+  }
+  if (id !== state.customer) return;
   for (const item of page.events) {
     if (state.seen.has(item.event_id)) continue;
     state.seen.add(item.event_id);
@@ -229,7 +244,21 @@ async function loadTimeline() {
   }
   state.before = page.next_before;
   $("load-more").hidden = !state.before;
+  $("timeline-end").textContent = state.before ? "" : "start of the timeline";
+  // A short page can leave the sentinel in view, which the observer does not report again.
+  if (state.before && inView($("timeline-end"))) await loadTimeline();
 }
+
+function inView(node) {
+  const box = node.getBoundingClientRect();
+  return box.bottom >= 0 && box.top <= window.innerHeight;
+}
+
+const olderPages = new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting) && state.customer && state.before && !state.loading) {
+    guarded(loadTimeline);
+  }
+});
 
 function startStream() {
   const url = `${urls.case}/v1/customers/${encodeURIComponent(state.customer)}/timeline/stream?access_token=${encodeURIComponent(state.key)}`;
@@ -248,6 +277,8 @@ function startStream() {
 
 // --- sync badges ---------------------------------------------------------------------------------
 
+// In sync = the same digest as intake's timeline (the same events); otherwise how many events the
+// service lacks next to intake (or has that intake has not applied yet).
 async function syncOnce() {
   const id = state.customer;
   if (!id) return;
@@ -256,13 +287,16 @@ async function syncOnce() {
     catch (exc) { return [name, null, exc]; }
   }));
   if (id !== state.customer) return;
-  const most = Math.max(0, ...results.filter(([, d]) => d).map(([, d]) => d.events));
+  const reachable = results.filter(([, d]) => d);
+  const [, reference] = reachable.find(([name]) => name === "intake")
+    || reachable.reduce((best, r) => (!best || r[1].events > best[1].events ? r : best), null) || [];
   const badges = results.map(([name, d, exc]) => {
-    if (!d) return el("span", { class: "badge down", dataset: { service: name }, title: exc.message }, `${name}: unreachable`);
-    const behind = most - d.events;
-    return behind > 0
-      ? el("span", { class: "badge behind", dataset: { service: name } }, `${name}: behind by ${behind}`)
-      : el("span", { class: "badge ok", dataset: { service: name } }, `${name}: in sync`);
+    const badge = (cls, text, extra = {}) => el("span", { class: `badge ${cls}`, dataset: { service: name }, ...extra }, `${name}: ${text}`);
+    if (!d) return badge("down", "unreachable", { title: exc.message });
+    if (d.digest === reference.digest) return badge("ok", "in sync", { title: `digest ${d.digest.slice(0, 12)}` });
+    const behind = reference.events - d.events;
+    if (behind > 0) return badge("behind", `behind by ${behind}`);
+    return badge("behind", behind < 0 ? `ahead by ${-behind}` : "differs");
   });
   $("sync").replaceChildren(...badges);
   if (!state.insights && state.profile) loadInsights(state.profile);
@@ -345,6 +379,7 @@ onSubmit("open-case-form", async (f) => {
   f.title.value = "";
 });
 $("load-more").addEventListener("click", () => guarded(loadTimeline));
+olderPages.observe($("timeline-end"));
 $("signout").addEventListener("click", () => signOut());
 
 if (state.key) {

@@ -5,11 +5,10 @@ started with CORS_ALLOW_ORIGINS naming intake's origin, so no service code chang
 """
 
 import asyncio
-import os
-import shutil
-import subprocess
+import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urlencode
 import pytest
 from eventkit.devstack import SERVICES, Stack, free_port
 
+from tests import debian
 from tests.conftest import ADMIN_KEY, api_client
 
 pytestmark = pytest.mark.e2e
@@ -37,14 +37,18 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
+    """Debian's Chromium, installed here if missing; a set-up that could install it and did not fails."""
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -r requirements-dev.txt")
     if not Path(CHROMIUM).exists():
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip("no /usr/bin/chromium and cannot apt-get install it (not root or no apt-get)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-                pytest.skip(f"could not install Debian chromium ({' '.join(cmd)} failed)")
-    pytest.importorskip("playwright.async_api", reason="playwright is not installed (requirements-dev.txt)")
+        cannot = debian.why_apt_cannot_run()
+        if cannot:
+            pytest.skip(f"no {CHROMIUM} and {cannot} (install Debian's `chromium` package)")
+        why = debian.apt_install("chromium", recommends=True)  # recommends: the fonts screenshots need
+        if not Path(CHROMIUM).exists():
+            pytest.fail(f"could not install Debian's chromium: {why or f'{CHROMIUM} still missing'}")
     return CHROMIUM
 
 
@@ -73,8 +77,12 @@ def console_url(stack: Stack) -> str:
 
 
 def interaction(email: str, content: str, direction: str = "inbound") -> dict[str, Any]:
+    return by_ref({"email": email}, content, direction)
+
+
+def by_ref(customer: dict[str, str], content: str, direction: str = "inbound") -> dict[str, Any]:
     return {
-        "customer": {"email": email},
+        "customer": customer,
         "channel": "email",
         "direction": direction,
         "kind": "message",
@@ -140,6 +148,14 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 assert await page.locator("#timeline li").first.get_attribute("data-event-id") == live_event
                 await page.screenshot(path=str(ARTIFACTS / "console-2-live.png"), full_page=True)
 
+                # a reply from the page: an outbound interaction through intake, back on the timeline
+                await page.get_by_label("Channel").select_option("chat")
+                await page.get_by_label("Message").fill("we are on it")
+                await page.get_by_role("button", name="Send reply").click()
+                reply = page.locator('#timeline li[data-type="crm.interaction.recorded.v1"]', has_text="we are on it")
+                await expect(reply).to_contain_text("outbound message via chat")
+                await expect(page.get_by_label("Message")).to_have_value("")
+
                 # open a case and walk it to resolved: assign, open, resolved
                 await page.get_by_label("Type").select_option("inquiry")
                 await page.get_by_label("Title").fill("console case")
@@ -149,20 +165,29 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 await card.get_by_label("Owner").fill("ada")
                 await card.get_by_role("button", name="Assign").click()
                 await expect(card.locator(".case-meta")).to_contain_text("owner ada")
+                await card.get_by_label("Note").fill("called back, all good")
+                await card.get_by_role("button", name="Add note").click()
+                await expect(card.locator(".case-meta")).to_contain_text("1 note(s)")
                 await card.get_by_label("New status").select_option("open")
                 await card.get_by_role("button", name="Change status").click()
                 await expect(card).to_have_attribute("data-status", "open")
                 await card.get_by_label("New status").select_option("resolved")
                 await card.get_by_role("button", name="Change status").click()
                 await expect(card).to_have_attribute("data-status", "resolved")
-                for kind in ("crm.case.opened.v1", "crm.case.assigned.v1"):
+                for kind in ("crm.case.opened.v1", "crm.case.assigned.v1", "crm.case.note_added.v1"):
                     await expect(page.locator(f'#timeline li[data-type="{kind}"]')).to_have_count(1)
+                note = page.locator('#timeline li[data-type="crm.case.note_added.v1"]')
+                await expect(note).to_contain_text("note: called back, all good")
                 changes = page.locator('#timeline li[data-type="crm.case.status_changed.v1"]')
                 await expect(changes).to_have_count(2)
                 await expect(changes.first).to_contain_text("open → resolved")
                 await expect(page.locator("#error")).to_be_hidden()
                 # analytics' insights join the profile once analytics has seen the customer
                 await expect(page.locator('#profile dd[data-fact="Risk band"]')).to_be_visible(timeout=10_000)
+                # once the stream is quiet every service has intake's digest: four "in sync" at once
+                await expect(page.locator("#sync .badge.ok")).to_have_count(len(SERVICES), timeout=20_000)
+                for name in SERVICES:
+                    await expect(page.locator(f'#sync [data-service="{name}"]')).to_have_text(f"{name}: in sync")
                 await page.screenshot(path=str(ARTIFACTS / "console-3-resolved.png"), full_page=True)
 
                 # the narrow view: nothing wider than the screen
@@ -173,3 +198,118 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 await page.screenshot(path=str(ARTIFACTS / "console-4-375px.png"), full_page=True)
             finally:
                 await browser.close()  # launch() used a fresh temporary profile; closing removes it
+
+
+@asynccontextmanager
+async def console_page(chromium: str, stack: Stack, height: int = 900) -> AsyncIterator[Any]:
+    """A signed-in console page in a fresh headless Chromium."""
+    from playwright.async_api import async_playwright, expect
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = await (await browser.new_context(viewport={"width": 1280, "height": height})).new_page()
+            page.set_default_timeout(15_000)
+            await page.goto(console_url(stack))
+            await page.get_by_label("API key").fill(ADMIN_KEY)
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#workspace")).to_be_visible()
+            yield page
+        finally:
+            await browser.close()
+
+
+async def test_console_finds_by_name_and_phone_from_the_keyboard_and_scrolls_to_older_events(
+    chromium: str, console_stack: Stack
+) -> None:
+    from playwright.async_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    intake = console_stack.services["intake"].url
+    case = console_stack.services["case"].url
+    phone = f"+49151{random.randrange(10**7, 10**8)}"
+    seeded = 45  # more than two pages of 20
+
+    async with api_client(timeout=30) as client:
+        items = [by_ref({"phone": phone}, f"message {n}") for n in range(seeded)]
+        r = await client.post(f"{intake}/v1/interactions:batch", json={"items": items})
+        assert r.status_code == 202, r.text
+        answers = r.json()["items"]
+        ada = answers[0]["customer_id"]
+        other = by_ref({"email": f"{uuid.uuid4().hex[:8]}@example.com"}, "hi")
+        r = await client.post(f"{intake}/v1/interactions", json=other)
+        assert r.status_code == 202, r.text
+        byron = r.json()["customer_id"]
+        for customer_id, name in ((ada, "Ada Lovelace"), (byron, "Ada Byron")):
+            r = await client.put(f"{intake}/v1/customers/{customer_id}/profile", json={"name": name})
+            assert r.status_code == 200, r.text
+        last = r.json()["event_ids"][0]
+        r = await client.put(f"{intake}/v1/customers/{ada}/profile", json={"name": "Ada Lovelace"})
+        ada_named = r.json()["event_ids"]
+        assert ada_named == []  # the same name again changes nothing
+        # The page reads the timeline from case: wait until case has the newest events of both.
+        for customer_id, event_id in ((ada, answers[-1]["event_id"]), (byron, last)):
+            r = await client.get(
+                f"{case}/v1/customers/{customer_id}/timeline", params={"wait_for": event_id, "timeout_ms": 20_000}
+            )
+            assert r.status_code == 200, r.text
+
+    async with console_page(chromium, console_stack, height=700) as page:
+        # by phone, written as people write it
+        await page.get_by_label("Search by").select_option("phone")
+        await page.get_by_label("Value").fill(f"{phone[:3]} {phone[3:6]} {phone[6:]}")
+        await page.get_by_role("button", name="Find").click()
+        await expect(page.locator("#customer-id")).to_have_text(ada)
+        await expect(page.locator('#profile dd[data-fact="Name"]')).to_have_text("Ada Lovelace")
+
+        # by the whole name, any case: one customer, opened at once
+        await page.get_by_label("Search by").select_option("name")
+        await page.get_by_label("Value").fill("ADA byron")
+        await page.get_by_role("button", name="Find").click()
+        await expect(page.locator("#customer-id")).to_have_text(byron)
+        await expect(page.locator('#profile dd[data-fact="Name"]')).to_have_text("Ada Byron")
+
+        # keyboard only: after a reload (still signed in for this tab) focus is in the search box;
+        # Tab to the search type, Home picks "name"; type a first name, Enter; Tab to a result, Enter
+        await page.reload()
+        await expect(page.get_by_label("Value")).to_be_focused()
+        await page.keyboard.press("Shift+Tab")
+        await expect(page.get_by_label("Search by")).to_be_focused()
+        await page.keyboard.press("Home")
+        await expect(page.get_by_label("Search by")).to_have_value("name")
+        await page.keyboard.press("Tab")
+        await page.keyboard.type("ada")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#results button")).to_have_count(2)
+        for _ in range(4):
+            await page.keyboard.press("Tab")
+            if "Lovelace" in await page.evaluate("document.activeElement.textContent"):
+                break
+        await expect(page.locator("#results button", has_text="Ada Lovelace")).to_be_focused()
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#customer-id")).to_have_text(ada)
+        await expect(page.locator("#profile-h")).to_be_focused()
+        await page.screenshot(path=str(ARTIFACTS / "console-5-keyboard.png"), full_page=True)
+
+        # infinite scroll: one page at first, older pages as the end of the list comes into view
+        timeline = page.locator("#timeline li")
+        created = page.locator('#timeline li[data-type="crm.customer.created.v1"]')
+        await expect(timeline.nth(19)).to_be_attached()
+        await expect(page.locator("#load-more")).to_be_visible()  # the keyboard's way to the same
+        assert await timeline.count() < seeded  # (live items may have joined the first page)
+        await expect(created).to_have_count(0)
+        for _ in range(10):
+            await page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+            if await page.locator("#timeline-end").text_content() == "start of the timeline":
+                break
+            await asyncio.sleep(0.3)
+        await expect(page.locator("#timeline-end")).to_have_text("start of the timeline")
+        await expect(created).to_have_count(1)
+        assert await timeline.count() >= seeded + 2  # every message, the customer's creation and name
+        for n in (0, seeded // 2, seeded - 1):
+            await expect(page.locator("#timeline li", has_text=f'"message {n}"')).to_have_count(1)
+        await expect(page.locator('#timeline li[data-type="crm.customer.profile_changed.v1"]')).to_contain_text(
+            "name Ada Lovelace"
+        )
+        await expect(page.locator("#error")).to_be_hidden()
+        await page.screenshot(path=str(ARTIFACTS / "console-6-scrolled.png"), full_page=True)

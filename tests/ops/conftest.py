@@ -5,14 +5,13 @@ exporting its spans by OTLP/HTTP to a receiver in this test process (so the trac
 see spans from four processes), and scraped by Prometheus in the dashboard test.
 """
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 from eventkit.devstack import Stack
 
+from tests import debian
 from tests.conftest import running_stack
 from tests.ops.otlp import OtlpReceiver, start_receiver
 
@@ -21,22 +20,8 @@ from tests.ops.otlp import OtlpReceiver, start_receiver
 
 def _install_prometheus() -> str:
     """Debian's prometheus package (2.42 on bookworm); returns why not when it cannot be installed."""
-    if os.geteuid() != 0:
-        return "not root, so apt-get cannot install it (install Debian's `prometheus` package)"
-    if shutil.which("apt-get") is None:
-        return "no apt-get on this machine (put a Prometheus 2.x `prometheus` binary on PATH)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command, timeout_s in (
-        (["apt-get", "update", "-q"], 300),
-        (["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"], 600),
-    ):
-        try:
-            subprocess.run(command, check=True, capture_output=True, text=True, env=env, timeout=timeout_s)
-        except subprocess.CalledProcessError as exc:
-            return f"`{' '.join(command)}` failed: {(exc.stderr or exc.stdout or '').strip()[-500:]}"
-        except subprocess.TimeoutExpired:
-            return f"`{' '.join(command)}` took more than {timeout_s} s"
-    return ""
+    why = debian.apt_install("prometheus")
+    return f"{why} (install Debian's `prometheus` package, or put a Prometheus 2.x binary on PATH)" if why else ""
 
 
 @pytest.fixture(scope="session")
