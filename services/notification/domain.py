@@ -8,7 +8,8 @@
 - digest_window() / digest_due() / render_digest(): one digest per (customer, window), due at
   the window's end (or when quiet hours end), listing its messages in the customer's language.
 - staff_targets() resolves a rule's owner/team recipients to configured staff addresses.
-- retry_delay() is the exponential backoff with jitter between delivery tries.
+- retry_delay() is the exponential backoff with jitter between delivery tries; retry_at() moves
+  a customer's retry out of their quiet hours.
 """
 
 import uuid
@@ -400,11 +401,15 @@ def staff_targets(rule: Rule, data: Mapping[str, Any], directory: StaffDirectory
     return targets
 
 
-def decide_staff(target: StaffTarget, now: datetime, recent_messages: int, cap: Cap) -> Schedule | Suppress:
-    """Staff messages need no customer consent and have no quiet hours, but are rate-limited."""
+def decide_staff(
+    target: StaffTarget, now: datetime, recent_messages: int, cap: Cap, *, critical: bool
+) -> Schedule | Suppress:
+    """Staff messages need no customer consent and have no quiet hours. Non-critical ones are
+    rate-limited per address (`recent_messages` counts the address's non-critical ones); a
+    critical one (an SLA breach) is never capped, like a customer's service-critical message."""
     if target.channel is None or target.address is None:
         return Suppress("no_address")
-    if recent_messages >= cap.max_messages:
+    if not critical and recent_messages >= cap.max_messages:
         return Suppress("cap", target.channel)
     return Schedule(target.channel, target.address, now)
 
@@ -438,3 +443,14 @@ def retry_delay(policy: RetryPolicy, attempt: int, rand: Callable[[], float]) ->
     raw = min(policy.max_delay, policy.base * (2 ** (attempt - 1)))
     factor = 1 - policy.jitter + 2 * policy.jitter * rand()
     return min(policy.max_delay, raw * factor)
+
+
+def retry_at(
+    policy: RetryPolicy, attempt: int, now: datetime, rand: Callable[[], float], quiet: QuietHours | None = None
+) -> tuple[datetime, Literal["quiet_hours"] | None]:
+    """When the try after try number `attempt` goes: after the backoff, or, if that instant falls
+    inside the customer's quiet hours, when they end (the same rule as the first scheduling:
+    delayed, never dropped). Staff messages have no quiet hours (quiet=None)."""
+    at = now + retry_delay(policy, attempt, rand)
+    end = quiet_hours_end(at, quiet) if quiet else None
+    return (end, "quiet_hours") if end is not None else (at, None)

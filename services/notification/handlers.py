@@ -220,7 +220,7 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
         recent = await store.recent_staff_messages(
             conn, row.address or "", now - ctx.staff_cap.window, row.notification_id
         )
-        decision = domain.decide_staff(target, now, recent, ctx.staff_cap)
+        decision = domain.decide_staff(target, now, recent, ctx.staff_cap, critical=rule.critical)
         language = ctx.directory.language
     if isinstance(decision, domain.Suppress):
         await suppress(conn, ctx, row, decision.reason, decision.channel)
@@ -430,10 +430,18 @@ async def record_success(conn: asyncpg.Connection, ctx: NotificationContext, row
 
 
 async def record_failure(conn: asyncpg.Connection, ctx: NotificationContext, row: Row, error: DeliveryError) -> None:
-    """Retry with backoff and jitter, or after the last try (or a permanent refusal) dead-letter it."""
+    """Retry with backoff and jitter, or after the last try (or a permanent refusal) dead-letter it.
+    A customer's retry that would fall inside their quiet hours (as they are now) waits until they
+    end, like the first try."""
     now = ctx.clock()
     final = error.permanent or row.attempts >= ctx.retry.max_attempts
-    next_at = None if final else now + domain.retry_delay(ctx.retry, row.attempts, ctx.rand)
+    next_at: datetime | None = None
+    if not final:
+        quiet = None
+        if row.audience == "customer":
+            ids = await store.customer_ids(conn, row.customer_id)
+            quiet = (await customer_profile(conn, ctx, ids, addresses=False)).preferences.quiet_hours
+        next_at, _ = domain.retry_at(ctx.retry, row.attempts, now, ctx.rand, quiet)
     if final:
         await store.update(conn, row.notification_id, now, status="failed", reason=error.reason, lease_until=None,
                            next_attempt_at=None)  # fmt: skip

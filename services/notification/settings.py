@@ -39,7 +39,7 @@ class NotificationSettings(Settings):
     staff_language: str = "en"
     # rules
     notification_rules_file: Path = domain.RULES_FILE
-    # frequency caps: non-critical customer messages, all staff messages, per recipient and window
+    # frequency caps: non-critical customer and staff messages (critical ones pass), per recipient and window
     notification_cap_max: int = Field(default=5, ge=0)
     notification_cap_window_s: float = Field(default=86_400, gt=0)
     notification_staff_cap_max: int = Field(default=60, ge=0)

@@ -303,7 +303,8 @@ async def recent_customer_messages(conn: asyncpg.Connection, recipient: str, sin
 
 async def recent_staff_messages(conn: asyncpg.Connection, address: str, since: datetime, exclude: str) -> int:
     count: int = await conn.fetchval(
-        "SELECT count(*) FROM notifications WHERE audience = 'staff' AND address = $1 AND created_at > $2"
+        "SELECT count(*) FROM notifications WHERE audience = 'staff' AND address = $1 AND NOT critical"
+        " AND created_at > $2"
         " AND status = ANY($3::text[]) AND notification_id <> $4",
         address,
         since,

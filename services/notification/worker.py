@@ -11,8 +11,8 @@ Each round, in this order:
    opened (a customer erased meanwhile: suppressed, no_address), and they are marked `sending`
    with a lease and committed BEFORE anything goes on the wire; the opened text stays in memory;
 4. the sends run concurrently; each outcome (sent/delivered, or failed with the next try after
-   exponential backoff with jitter, or dead-lettered after the last try) is recorded with its
-   event in one transaction.
+   exponential backoff with jitter, moved out of a customer's quiet hours, or dead-lettered after
+   the last try) is recorded with its event in one transaction.
 Everything lives in the database, so a restart loses no scheduled message or retry. The key
 vault not answering is waited out like the database (nothing is claimed without its keys).
 """

@@ -41,7 +41,7 @@ def smtp() -> Iterator[SmtpServer]:
 
 @pytest.fixture(scope="module")
 def hooks() -> Iterator[WebhookServer]:
-    with webhook_server() as server:
+    with webhook_server(SECRET) as server:
         yield server
 
 
@@ -173,6 +173,7 @@ async def test_an_sla_breach_reaches_the_team_webhook_signed(stack: Stack, hooks
         return found or None
 
     [request] = await eventually(received, what="the team webhook receives the breach")
+    assert (request.verified, request.answered) == (True, 200)  # the receiver checked it itself, and again here
     timestamp = request.headers["X-CRM-Timestamp"]
     mac = hmac.new(SECRET.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(request.headers["X-CRM-Signature"], f"v1={mac}")

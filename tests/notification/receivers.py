@@ -1,9 +1,20 @@
 """Real receivers for notification tests: an SMTP server (aiosmtpd) and an HTTP webhook server,
-each in its own thread, recording what reached them."""
+each in its own thread, recording what reached them.
+
+The webhook server checks every request as a real receiver must (README, "Webhook signature"),
+with its own code rather than notification's verify_signature, so a signing bug on the sending
+side fails through the real delivery path: a wrong or missing HMAC-SHA256 over
+"<timestamp>.<raw body>", or a timestamp more than 5 minutes off its own clock, answers 401.
+It also marks a request whose Idempotency-Key it has taken before (2xx) as a duplicate, which
+a real receiver would drop.
+"""
 
 import email
 import email.policy
+import hashlib
+import hmac
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,18 +64,44 @@ def smtp_server() -> Iterator[SmtpServer]:
         server.controller.stop()
 
 
+TOLERANCE_S = 300  # how far a request's timestamp may be off the receiver's clock
+
+
 @dataclass
 class Request:
     path: str
     headers: dict[str, str]
     body: bytes
     answered: int
+    verified: bool  # signature and timestamp checked out (else it was answered 401)
+    duplicate: bool = False  # its Idempotency-Key was taken (2xx) before on this path
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == "idempotency-key"), None)
+
+
+def signature_problem(secret: str, headers: dict[str, str], body: bytes, now: float) -> str | None:
+    """Why a receiver holding `secret` refuses this request, or None if it is authentic and fresh."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    timestamp, signature = lower.get("x-crm-timestamp", ""), lower.get("x-crm-signature", "")
+    if not timestamp.isdigit():
+        return "no timestamp"
+    if abs(now - int(timestamp)) > TOLERANCE_S:
+        return "stale timestamp"
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(f"v1={mac}", signature):
+        return "bad signature"
+    return None
 
 
 @dataclass
 class WebhookServer:
-    """Answers with the scripted statuses in turn (the last one from then on), records every request."""
+    """Verifies every request's signature and timestamp against `secret` (401 when they fail);
+    answers an authentic one with the scripted statuses in turn (the last one from then on);
+    records every request."""
 
+    secret: str
     script: list[int] = field(default_factory=lambda: [200])
     requests: list[Request] = field(default_factory=list)
     port: int = 0
@@ -85,6 +122,10 @@ class WebhookServer:
 
     def record(self, request: Request) -> None:
         with self.lock:
+            key = request.idempotency_key
+            request.duplicate = key is not None and any(
+                r.path == request.path and r.idempotency_key == key and 200 <= r.answered < 300 for r in self.requests
+            )
             self.requests.append(request)
 
     def received(self, path: str | None = None) -> list[Request]:
@@ -96,14 +137,18 @@ class WebhookServer:
 
 
 @contextmanager
-def webhook_server() -> Iterator[WebhookServer]:
-    state = WebhookServer()
+def webhook_server(secret: str) -> Iterator[WebhookServer]:
+    """A webhook receiver sharing `secret` with the sender (notification's WEBHOOK_SECRET)."""
+    state = WebhookServer(secret)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status = state.next_status(self.path)
-            state.record(Request(self.path, dict(self.headers.items()), body, status))
+            headers = dict(self.headers.items())
+            problem = signature_problem(state.secret, headers, body, time.time())
+            # A refused request does not use up a scripted answer.
+            status = 401 if problem is not None else state.next_status(self.path)
+            state.record(Request(self.path, headers, body, status, verified=problem is None))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

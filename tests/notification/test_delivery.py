@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ def smtp() -> Iterator[SmtpServer]:
 
 @pytest.fixture(scope="module")
 def hooks() -> Iterator[WebhookServer]:
-    with webhook_server() as server:
+    with webhook_server(SECRET) as server:
         yield server
 
 
@@ -85,11 +85,17 @@ class Harness:
         hooks: WebhookServer,
         digest: domain.DigestPolicy | None = None,
         keys: KeySource = KEYS,
+        secret: str = SECRET,
+        wall_clock: Callable[[], float] = time.time,
+        staff_cap: domain.Cap | None = None,
     ) -> None:
+        """`secret` and `wall_clock` are the webhook signer's (the receiver checks the signature
+        with SECRET and the timestamp against its own clock)."""
         self.pool = pool
         self.clock = Clock(START)
         self.keyring = KeyRing(keys)
-        self.team_path = f"/team-{uuid.uuid4().hex[:8]}"
+        tag = uuid.uuid4().hex[:8]
+        self.team_path, self.sms_path = f"/team-{tag}", f"/sms-{tag}"
         self.ctx = NotificationContext(
             source="/crm/notification",
             events=EventStore("notification-test"),
@@ -101,13 +107,14 @@ class Harness:
             send_lease=timedelta(seconds=30),
             clock=self.clock,
             digest=digest or domain.DigestPolicy(timedelta(hours=1)),
+            staff_cap=staff_cap or domain.Cap(60, timedelta(hours=1)),
         )
-        poster = delivery.WebhookPoster(SECRET, 5)
+        poster = delivery.WebhookPoster(secret, 5, wall_clock)
         self.sender = delivery.Senders(
             {
                 "email": delivery.SmtpSender(delivery.SmtpConfig("127.0.0.1", smtp.port, sender="crm@test")),
                 "webhook": delivery.WebhookSender(poster),
-                "sms": delivery.SmsSender(poster, hooks.url + "/sms"),
+                "sms": delivery.SmsSender(poster, hooks.url + self.sms_path),
             }
         )
         self.applier = BatchApplier(
@@ -210,6 +217,13 @@ def breached(customer: str, case_id: str, owner: str | None = None) -> Envelope:
     )  # fmt: skip
 
 
+def warned(customer: str, case_id: str) -> Envelope:
+    return case_event(
+        "crm.case.sla_warning.v1", customer, case_id, target="resolution", due_at=START.isoformat(),
+        owner=None, team="support", priority="high", type="repair",
+    )  # fmt: skip
+
+
 def ids() -> tuple[str, str, str]:
     tag = uuid.uuid4().hex[:8]
     return f"cust-{tag}", f"case-{tag}", f"{tag}@example.com"
@@ -249,6 +263,7 @@ async def test_sla_breach_goes_to_the_team_webhook_signed_and_owner_duplicate_su
     await harness.deliver(breached(customer, case_id, owner="agent-unknown"))
     await harness.run_loop()
     [request] = hooks.received(harness.team_path)
+    assert (request.verified, request.answered) == (True, 200)  # the receiver checked it itself
     ts = request.headers["X-CRM-Timestamp"]
     expected = "v1=" + hmac.new(SECRET.encode(), f"{ts}.".encode() + request.body, hashlib.sha256).hexdigest()
     assert request.headers["X-CRM-Signature"] == expected
@@ -329,25 +344,97 @@ async def test_a_permanent_refusal_is_not_retried(harness: Harness, hooks: Webho
     assert (row["status"], row["reason"]) == ("failed", "http_410")
 
 
+@pytest.mark.parametrize("fault", ["wrong secret", "stale timestamp"])
+async def test_a_receiver_refusing_the_signature_ends_in_a_dead_letter(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, hooks: WebhookServer, fault: str
+) -> None:
+    """The receiver checks the signature itself: a sender signing with another secret, or with a
+    clock an hour behind (a replayed timestamp), is refused with 401, which is final."""
+    if fault == "wrong secret":
+        harness = Harness(pool, producer, smtp, hooks, secret="not-the-receivers-secret")
+    else:
+        harness = Harness(pool, producer, smtp, hooks, wall_clock=lambda: time.time() - 3600)
+    customer, case_id, _ = ids()
+    harness.clock.now = datetime.now(UTC)
+    await harness.deliver(breached(customer, case_id))
+    for _ in range(3):
+        await harness.run_loop(1)
+        harness.clock.advance(seconds=5)
+    [request] = hooks.received(harness.team_path)
+    assert (request.verified, request.answered) == (False, 401)
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["reason"], row["attempts"]) == ("failed", "http_401", 1)
+    letter = await harness.pool.fetchrow(
+        "SELECT reason, attempts FROM notification_dead_letters WHERE notification_id = $1", row["notification_id"]
+    )
+    assert (letter["reason"], letter["attempts"]) == ("http_401", 1)
+    events = await harness.events(str(row["notification_id"]))
+    assert [t for t, _ in events] == [n.NOTIFICATION_SCHEDULED, n.NOTIFICATION_FAILED]
+    assert events[-1][1]["final"] and events[-1][1]["reason"] == "http_401"
+
+
 async def test_quiet_hours_across_a_time_zone_boundary_delay_to_the_right_instant(
     harness: Harness, smtp: SmtpServer
 ) -> None:
+    """Quiet hours are read on Tokyo's wall clock (UTC+9), whose calendar day is not UTC's: the
+    quiet hours that end at 07:00 on 3 March in Tokyo end at 22:00 on 2 March in UTC. One
+    message comes before Tokyo's midnight (23:30 on 2 March there, the end is on the next local
+    day), one after it (01:00 on 3 March there while it is still 2 March in UTC, the end is on the
+    same local day); both wait until exactly that instant, not a second less."""
     customer, case_id, email = ids()
     quiet = {"start": "22:00", "end": "07:00", "time_zone": "Asia/Tokyo"}
     await harness.deliver(created(customer, email), preferences(customer, quiet_hours=quiet))
-    harness.clock.now = START  # 14:30 UTC = 23:30 in Tokyo, already the next calendar day there
+    ends = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)  # 07:00 on 3 March in Tokyo
+    harness.clock.now = START  # 14:30 UTC on 2 March = 23:30 on 2 March in Tokyo
+    await harness.deliver(resolved(customer, f"{case_id}-a"))
+    harness.clock.now = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)  # = 01:00 on 3 March in Tokyo
+    await harness.deliver(resolved(customer, f"{case_id}-b"))
+    rows = await harness.rows(customer)
+    assert len(rows) == 2
+    for row in rows:
+        assert (row["status"], row["deliver_at"]) == ("scheduled", ends)
+        [(_, scheduled)] = await harness.events(str(row["notification_id"]))
+        assert scheduled["delayed_reason"] == "quiet_hours"
+        assert datetime.fromisoformat(scheduled["deliver_at"]) == ends
+    harness.clock.now = ends - timedelta(seconds=1)
+    await harness.run_loop()
+    assert [m for m in smtp.messages if m["To"] == email] == []
+    harness.clock.now = ends
+    await harness.run_loop()
+    for row in rows:
+        assert len(smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"]))) == 1
+
+
+async def test_a_customer_retry_that_would_fall_in_quiet_hours_waits_until_they_end(
+    harness: Harness, hooks: WebhookServer
+) -> None:
+    """The first try goes just before quiet hours and fails; the backoff alone (about a second)
+    would retry inside them. The retry waits for their end, as the first try would have."""
+    customer, case_id, _ = ids()
+    phone = f"+4915{uuid.uuid4().int % 10**9:09d}"
+    quiet = {"start": "22:00", "end": "07:00", "time_zone": "Europe/Berlin"}
+    await harness.deliver(created(customer, phone=phone), preferences(customer, quiet_hours=quiet))
+    hooks.answer(harness.sms_path, [503, 200])
+    harness.clock.now = datetime(2026, 3, 2, 20, 59, 59, 500000, tzinfo=UTC)  # 21:59:59.5 in Berlin (CET)
     await harness.deliver(resolved(customer, case_id))
+    await harness.run_loop(1)
+    [first] = hooks.received(harness.sms_path)
+    assert first.answered == 503
+    morning = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)  # 07:00 in Berlin
     [row] = await harness.rows(customer)
-    # 07:00 in Tokyo (UTC+9) on 3 March is 22:00 UTC on 2 March.
-    assert row["status"] == "scheduled" and row["deliver_at"] == datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
-    [(_, scheduled)] = await harness.events(str(row["notification_id"]))
-    assert scheduled["delayed_reason"] == "quiet_hours"
-    harness.clock.now = datetime(2026, 3, 2, 21, 59, 59, tzinfo=UTC)
+    assert (row["status"], row["reason"], row["next_attempt_at"]) == ("retrying", "http_503", morning)
+    [failed] = [d for t, d in await harness.events(str(row["notification_id"])) if t == n.NOTIFICATION_FAILED]
+    assert (failed["final"], datetime.fromisoformat(failed["next_attempt_at"])) == (False, morning)
+    harness.clock.now = datetime(2026, 3, 2, 21, 0, 5, tzinfo=UTC)  # where the backoff alone would be
     await harness.run_loop()
-    assert smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"])) == []
-    harness.clock.now = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
+    harness.clock.now = morning - timedelta(seconds=1)
     await harness.run_loop()
-    assert len(smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"]))) == 1
+    assert len(hooks.received(harness.sms_path)) == 1  # nothing inside quiet hours
+    harness.clock.now = morning
+    await harness.run_loop()
+    assert [r.answered for r in hooks.received(harness.sms_path)] == [503, 200]
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["attempts"]) == ("sent", 2)
 
 
 async def test_without_marketing_consent_the_service_critical_message_goes_and_the_survey_does_not(
@@ -378,7 +465,7 @@ async def test_a_blocked_channel_is_never_used_even_for_service_critical_message
     [row] = await harness.rows(customer)
     assert (row["channel"], row["status"]) == ("sms", "sent")  # the SMS provider accepted it
     assert [m for m in smtp.messages if m["To"] == email] == []
-    [sms] = [r for r in hooks.received("/sms") if orjson.loads(r.body)["to"] == phone]
+    [sms] = [r for r in hooks.received(harness.sms_path) if orjson.loads(r.body)["to"] == phone]
     assert orjson.loads(sms.body)["notification_id"] == str(row["notification_id"])
 
 
@@ -419,6 +506,26 @@ async def test_frequency_cap_suppresses_ordinary_messages_when_digests_are_off(
     caps = await harness.pool.fetch("SELECT reason FROM notifications WHERE customer_id = $1 AND status = 'suppressed'",
                                     customer)  # fmt: skip
     assert {r["reason"] for r in caps} == {"cap"}
+
+
+async def test_the_staff_cap_holds_back_warnings_but_never_an_sla_breach(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer, hooks: WebhookServer
+) -> None:
+    harness = Harness(pool, producer, smtp, hooks, staff_cap=domain.Cap(1, timedelta(hours=1)))
+    customer, case_id, _ = ids()
+    harness.clock.now = datetime.now(UTC)
+    await harness.deliver(warned(customer, f"{case_id}-1"), warned(customer, f"{case_id}-2"))
+    await harness.deliver(breached(customer, f"{case_id}-1"), breached(customer, f"{case_id}-2"))
+    await harness.run_loop()
+    outcomes = sorted((r["rule"], r["status"], r["reason"]) for r in await harness.rows(customer))
+    assert outcomes == [
+        ("sla_breached", "delivered", None),
+        ("sla_breached", "delivered", None),
+        ("sla_warning", "delivered", None),
+        ("sla_warning", "suppressed", "cap"),
+    ]
+    rules = sorted(orjson.loads(r.body)["rule"] for r in hooks.received(harness.team_path))
+    assert rules == ["sla_breached", "sla_breached", "sla_warning"]
 
 
 async def test_a_case_event_before_the_customer_is_known_waits_for_the_profile(
@@ -473,6 +580,52 @@ async def test_an_email_whose_send_was_interrupted_is_never_sent_again(harness: 
         )
         == "outcome_unknown"
     )
+
+
+@pytest.mark.parametrize("channel", ["webhook", "sms"])
+async def test_a_webhook_or_sms_whose_send_was_interrupted_goes_again_with_the_same_key(
+    harness: Harness, hooks: WebhookServer, channel: str
+) -> None:
+    """The process died after the receiver took the message and before it was recorded. Webhooks
+    and SMS are at least once: after the lease the message goes again, with the same
+    Idempotency-Key and a fresh valid signature over the same body, and the receiver can drop the
+    copy; notification records one success."""
+    customer, case_id, _ = ids()
+    harness.clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    if channel == "webhook":
+        path = harness.team_path
+        await harness.deliver(breached(customer, case_id))  # no owner: the team's webhook only
+    else:
+        path = harness.sms_path
+        await harness.deliver(created(customer, phone=f"+4915{uuid.uuid4().int % 10**9:09d}"))
+        await harness.deliver(resolved(customer, case_id))
+    async with harness.pool.acquire() as conn:
+        [(row, message)] = await worker._claim(conn, harness.ctx, 10)  # committed as "sending" with a lease
+    assert row.channel == channel
+    await harness.sender.send(message)
+    # ... and here the process died. After the lease, the next round recovers it.
+    harness.clock.advance(seconds=31)
+    await harness.run_loop()
+    [stored] = await harness.rows(customer)
+    assert (stored["status"], stored["reason"]) == ("retrying", "outcome_unknown")
+    assert len(hooks.received(path)) == 1
+    harness.clock.advance(seconds=2)  # past the backoff (1 s +-20 %)
+    await harness.run_loop()
+    first, again = hooks.received(path)
+    assert (first.answered, again.answered) == (200, 200) and first.verified and again.verified
+    assert delivery.verify_signature(SECRET, again.headers, again.body, time.time())
+    assert first.idempotency_key == again.idempotency_key == row.notification_id
+    assert orjson.loads(again.body) == orjson.loads(first.body)  # the same message...
+    assert orjson.loads(again.body)["notification_id"] == again.idempotency_key  # ...whose key is signed
+    assert (first.duplicate, again.duplicate) == (False, True)  # what the receiver drops
+    [stored] = await harness.rows(customer)
+    assert (stored["status"], stored["attempts"]) == ("delivered" if channel == "webhook" else "sent", 2)
+    events = await harness.events(row.notification_id)
+    outcomes = [n.NOTIFICATION_SENT, n.NOTIFICATION_DELIVERED] if channel == "webhook" else [n.NOTIFICATION_SENT]
+    assert [t for t, _ in events] == [n.NOTIFICATION_SCHEDULED, n.NOTIFICATION_FAILED, *outcomes]
+    failed = events[1][1]
+    assert (failed["attempt"], failed["reason"], failed["final"]) == (1, "outcome_unknown", False)
+    assert await harness.pool.fetchval("SELECT count(*) FROM notification_dead_letters") == 0
 
 
 async def test_messages_over_the_cap_arrive_as_one_digest_after_the_window_even_across_a_restart(

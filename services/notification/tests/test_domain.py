@@ -1,5 +1,6 @@
 """notification's pure rules: templates, consent and channel choice, quiet hours, caps, digests, backoff."""
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -125,9 +126,23 @@ def test_staff_targets_and_duplicates() -> None:
     ]
     unknown_owner = domain.staff_targets(rule("sla_breached"), {"owner": "bob", "team": "support"}, directory)
     assert domain.duplicates(unknown_owner) == {1}  # both fall back to the team webhook
-    assert domain.decide_staff(targets[0], NOON, 60, domain.Cap(60, timedelta(hours=1))) == domain.Suppress(
-        "cap", "email"
-    )
+    cap = domain.Cap(60, timedelta(hours=1))
+    assert domain.decide_staff(targets[0], NOON, 59, cap, critical=False) == domain.Schedule("email", "a7@corp", NOON)
+    assert domain.decide_staff(targets[0], NOON, 60, cap, critical=False) == domain.Suppress("cap", "email")
+
+
+def test_a_critical_staff_message_is_never_capped() -> None:
+    """An SLA breach reaches the owner and team however many warnings went to that address."""
+    assert rule("sla_breached").critical and not rule("sla_warning").critical
+    target = domain.StaffTarget("staff:team:support", "webhook", "http://hook/team")
+    cap = domain.Cap(2, timedelta(hours=1))
+    assert domain.decide_staff(target, NOON, 2, cap, critical=False) == domain.Suppress("cap", "webhook")
+    for recent in (2, 3, 1000):
+        decided = domain.decide_staff(target, NOON, recent, cap, critical=True)
+        assert decided == domain.Schedule("webhook", "http://hook/team", NOON)
+    # Without an address it is still not sent anywhere.
+    nowhere = domain.StaffTarget("staff:owner:bob", None, None)
+    assert domain.decide_staff(nowhere, NOON, 0, cap, critical=True) == domain.Suppress("no_address")
 
 
 @given(st.integers(min_value=1, max_value=30), st.floats(min_value=0, max_value=1))
@@ -136,6 +151,28 @@ def test_backoff_grows_exponentially_within_jitter_and_cap(attempt: int, r: floa
     delay = domain.retry_delay(policy, attempt, lambda: r)
     raw = min(60.0, 2.0 ** (attempt - 1))
     assert raw * 0.8 - 1e-6 <= delay.total_seconds() <= min(60.0, raw * 1.2) + 1e-6
+
+
+def test_a_retry_falling_into_quiet_hours_waits_until_they_end() -> None:
+    policy = domain.RetryPolicy(base=timedelta(seconds=60), max_delay=timedelta(minutes=10), jitter=0.2)
+    tokyo = QuietHours(start="22:00", end="07:00", time_zone="Asia/Tokyo")
+    # 12:59 UTC is 21:59 in Tokyo; the backoff after the first try is 48-72 s, so the retry lands
+    # at 21:59:48-22:00:12 Tokyo: outside for the shortest jitter, inside for the longest.
+    failed_at = datetime(2026, 3, 2, 12, 59, tzinfo=UTC)
+    assert domain.retry_at(policy, 1, failed_at, lambda: 0.0, tokyo) == (failed_at + timedelta(seconds=48), None)
+    morning = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)  # 07:00 on 3 March in Tokyo
+    assert domain.retry_at(policy, 1, failed_at, lambda: 1.0, tokyo) == (morning, "quiet_hours")
+    # Inside quiet hours already: the next morning, whatever the backoff (the retry is not dropped).
+    for attempt, r in ((1, 0.0), (3, 0.5), (6, 1.0)):
+        rand = itertools.repeat(r).__next__
+        assert domain.retry_at(policy, attempt, datetime(2026, 3, 2, 16, 0, tzinfo=UTC), rand, tokyo) == (
+            morning,
+            "quiet_hours",
+        )
+    # A retry that leaves quiet hours on its own goes at its own time; no quiet hours: the backoff.
+    late = datetime(2026, 3, 2, 21, 59, 30, tzinfo=UTC)  # 06:59:30 in Tokyo, retry after 06:59:30 + 48 s
+    assert domain.retry_at(policy, 1, late, lambda: 0.0, tokyo) == (late + timedelta(seconds=48), None)
+    assert domain.retry_at(policy, 2, NOON, lambda: 0.5, None) == (NOON + timedelta(seconds=120), None)
 
 
 @pytest.mark.parametrize("key", ["a|b|c", "case_resolved|e1|customer:c1"])
