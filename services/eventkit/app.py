@@ -342,19 +342,30 @@ async def get_audit(
     key_id: str | None = None,
     customer_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=0, description="next_before of the previous page")] = None,
 ) -> Response:
     rt = runtime(request)
     await rt.audit.flush()
     async with rt.db.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT at, key_id, method, route, customer_id, status FROM audit_log"
-            " WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR customer_id = $2)"
-            " ORDER BY id DESC LIMIT $3",
-            key_id,
-            customer_id,
-            limit,
-        )
-    return JSONResponse({"items": [{**dict(r), "at": r["at"].isoformat()} for r in rows]})
+        items, next_before = await audit_page(conn, key_id, customer_id, limit, before)
+    return JSONResponse({"items": items, "next_before": next_before})
+
+
+async def audit_page(
+    conn: asyncpg.Connection, key_id: str | None, customer_id: str | None, limit: int, before: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Audit rows newest first, and the cursor of the next page (None on the last one)."""
+    rows = await conn.fetch(
+        "SELECT id, at, key_id, method, route, customer_id, status FROM audit_log"
+        " WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR customer_id = $2)"
+        " AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $3",
+        key_id,
+        customer_id,
+        limit,
+        before,
+    )
+    items = [{k: v for k, v in r.items() if k != "id"} | {"at": r["at"].isoformat()} for r in rows]
+    return items, rows[-1]["id"] if len(rows) == limit else None
 
 
 def _redirect(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:

@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 from eventkit.app import runtime
 from eventkit.auth import require
 from eventkit.http import ApiError
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from notification import handlers, store
+from notification import handlers, privacy, store
 
 router = APIRouter(tags=["notifications"], dependencies=[require("agent", "ops")])
 
@@ -47,3 +47,45 @@ async def get_notification(request: Request, notification_id: str) -> Response:
         raise ApiError(404, "not_found", f"no notification {notification_id}")
     [readable] = await handlers.readable_listing(rt.keyring, [found])
     return JSONResponse(readable)
+
+
+@router.get(
+    "/v1/admin/customers/{customer_id}/notifications",
+    tags=["admin"],
+    summary="Everything notification holds about a customer, opened (for intake's export)",
+    dependencies=[require("admin")],
+)
+async def export_customer(request: Request, customer_id: Annotated[str, Path(max_length=64)]) -> Response:
+    """Addresses, consent, preferences and every message (address, subject, body, source event
+    data) of the customer and the ids merged into it; "[erased]" or no address once erased."""
+    rt = runtime(request)
+    async with rt.db.acquire() as conn:
+        ids = await store.customer_ids(conn, customer_id)
+        profile, contacts = await store.profile(conn, ids)
+        rows = await store.of_customers(conn, ids)
+    owners = {c.owner for c in contacts if c.owner} | {r.sealed_by for r in rows if r.sealed_by}
+    keys = await rt.keyring.keys(owners) if owners else {}
+    datas = await rt.keyring.unseal([r.data for r in rows])
+    messages = []
+    for row, data in zip(rows, datas, strict=True):
+        item = {k: v for k, v in vars(row).items() if k not in ("data", "sealed_by")}
+        for column in ("address", "subject", "body"):
+            item[column] = privacy.open_column(getattr(row, column), row.sealed_by, column, keys)
+        if row.audience != "customer":
+            item["address"] = None  # a staff member's address is not the customer's data
+        messages.append({**item, "created_at": row.created_at.isoformat(), "data": data})
+    body = {
+        "customer_id": ids[0],
+        "customer_ids": ids,
+        "contacts": [
+            {"kind": c.kind, "value": privacy.open_contact(c.value, c.owner, keys), "added_at": c.added_at.isoformat()}
+            for c in contacts
+        ],
+        "consent": [
+            {"purpose": purpose, "channel": channel, "granted": granted}
+            for (purpose, channel), granted in profile.consent.items()
+        ],
+        "preferences": profile.preferences.model_dump(mode="json"),
+        "items": messages,
+    }
+    return JSONResponse(body)

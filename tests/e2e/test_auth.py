@@ -10,7 +10,7 @@ import httpx
 import pytest
 from eventkit.devstack import ServiceProcess, Stack, free_port
 
-from tests.conftest import api_client
+from tests.conftest import api_client, eventually
 from tests.e2e.conftest import interaction
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +29,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/customers/{customer_id}"): {"agent"},
     ("PUT", "/v1/customers/{customer_id}/consent"): {"agent"},
     ("PUT", "/v1/customers/{customer_id}/preferences"): {"agent"},
+    ("PUT", "/v1/customers/{customer_id}/profile"): {"agent"},
     ("GET", "/v1/notifications"): {"agent", "ops"},
     ("GET", "/v1/notifications/{notification_id}"): {"agent", "ops"},
     ("GET", "/v1/kpis"): {"ops"},
@@ -179,44 +180,89 @@ async def test_audit_log_records_who_read_what(stack: Stack) -> None:
     case = stack.services["case"].url
     async with api_client(key["key"], timeout=10) as client:
         await client.get(f"{case}/v1/customers/{customer}/timeline")
+        await client.get(f"{case}/v1/customers/{customer}/timeline/digest")
         await client.get(f"{case}/v1/kpis")  # not found here; still recorded as an attempt
     async with api_client(timeout=10) as admin:
         rows = (await admin.get(f"{case}/v1/admin/audit", params={"key_id": key["key_id"]})).json()["items"]
         forbidden = await admin.get(f"{case}/v1/admin/audit")
+        pages, cursor = [], None  # one row a page, following next_before, gives the same rows
+        for _ in range(len(rows) + 1):
+            params = {"key_id": key["key_id"], "limit": 1, **({"before": cursor} if cursor else {})}
+            page = (await admin.get(f"{case}/v1/admin/audit", params=params)).json()
+            pages.extend(page["items"])
+            if (cursor := page["next_before"]) is None:
+                break
     assert {(r["method"], r["route"], r["customer_id"], r["status"]) for r in rows} >= {
         ("GET", "/v1/customers/{customer_id}/timeline", customer, 200)
     }
     assert forbidden.status_code == 200
+    assert len(rows) >= 2 and pages == rows
     async with api_client(key["key"], timeout=10) as client:
         assert (await client.get(f"{case}/v1/admin/audit")).status_code == 403
 
 
 async def test_export_gathers_from_all_four_services(stack: Stack) -> None:
-    intake = stack.services["intake"].url
-    email = f"export-{uuid.uuid4().hex[:8]}@example.com"
+    """A complaint (text and metadata of its own) opens a case, an agent adds a note, notification
+    decides the customer's message: the export holds each of them, from the service that keeps it."""
+    intake, case = stack.services["intake"].url, stack.services["case"].url
+    tag = uuid.uuid4().hex[:8]
+    email, content, note = f"export-{tag}@example.com", f"export text {tag}", f"export note {tag}"
+    metadata = {"order": {"ref": f"ORD-{tag}"}, "amount": 12}
     async with api_client(timeout=20) as client:
-        first = (await client.post(f"{intake}/v1/interactions", json={**interaction(email, random.Random(2)),
-                                   "kind": "complaint", "direction": "inbound"})).json()  # fmt: skip
-        customer = first["customer_id"]
-        cases: list[Any] = []
-        for _ in range(100):
-            listing = await client.get(f"{stack.services['case'].url}/v1/cases", params={"customer_id": customer})
-            cases = listing.json()["cases"]
-            insights = await client.get(f"{stack.services['analytics'].url}/v1/customers/{customer}/insights")
-            if cases and insights.status_code == 200:
-                break
-            await asyncio.sleep(0.1)
-        # (the rate-limit test's second intake instance just left the group: allow for the rebalance)
-        applied = await client.get(
-            f"{intake}/v1/customers/{customer}/timeline", params={"wait_for": first["event_id"], "timeout_ms": 20000}
+        complaint = {**interaction(email, random.Random(2)), "kind": "complaint", "direction": "inbound"}
+        posted = await client.post(
+            f"{intake}/v1/interactions", json={**complaint, "content": content, "metadata": metadata}
         )
-        assert applied.status_code == 200
-        doc = (await client.get(f"{intake}/v1/customers/{customer}/export")).json()
+        assert posted.status_code == 202, posted.text
+        first = posted.json()
+        customer = first["customer_id"]
+
+        async def opened() -> dict[str, Any] | None:
+            cases = (await client.get(f"{case}/v1/cases", params={"customer_id": customer})).json()["cases"]
+            return cases[0] if cases else None
+
+        listed = await eventually(opened, timeout_s=30, what="the complaint opens a case")
+        noted = await client.post(f"{case}/v1/cases/{listed['case_id']}/notes",
+                              json={"author": "ana", "text": note, "expected_version": listed["version"]})  # fmt: skip
+        assert noted.status_code == 200, noted.text
+        note_event = noted.json()["event_ids"][-1]
+        # (the rate-limit test's second intake instance just left the group: allow for the rebalance)
+        for svc in stack.services.values():  # applied everywhere, and each service audits a read of theirs
+            applied = await client.get(
+                f"{svc.url}/v1/customers/{customer}/timeline",
+                params={"wait_for": note_event, "timeout_ms": 20000},
+            )
+            assert applied.status_code == 200, svc.name
+
+        async def decided() -> bool | None:
+            """notification has chosen the case_opened message's address and text; analytics knows them."""
+            listing = await client.get(f"{stack.services['notification'].url}/v1/notifications",
+                                       params={"customer_id": customer})  # fmt: skip
+            ready = [m for m in listing.json()["items"] if m["rule"] == "case_opened" and m["subject"]]
+            insights = await client.get(f"{stack.services['analytics'].url}/v1/customers/{customer}/insights")
+            return True if ready and insights.status_code == 200 else None
+
+        await eventually(decided, timeout_s=30, what="the case_opened message is decided")
+        answer = await client.get(f"{intake}/v1/customers/{customer}/export")
+        assert answer.status_code == 200, answer.text
+        doc = answer.json()
         async with api_client(key=None, timeout=10) as anonymous:
             assert (await anonymous.get(f"{intake}/v1/customers/{customer}/export")).status_code == 401
     assert doc["customer_id"] == customer
     assert doc["intake"]["customer"]["identifiers"][0]["value"] == email
-    assert first["event_id"] in [e["event_id"] for e in doc["intake"]["timeline"]]
-    assert [c["case_id"] for c in doc["case"]["cases"]] == [c["case_id"] for c in cases] != []
-    assert "items" in doc["notification"]
-    assert doc["analytics"]["customer_id"] == customer
+    for name in ("intake", "case", "notification", "analytics"):
+        events = {e["event_id"]: e for e in doc[name]["timeline"]}
+        assert events[first["event_id"]]["data"]["content"] == content, name
+        assert events[first["event_id"]]["data"]["metadata"] == metadata, name
+        assert events[note_event]["data"]["text"] == note, name
+        assert {(a["route"], a["customer_id"]) for a in doc[name]["audit"]} >= {
+            ("/v1/customers/{customer_id}/timeline", customer)
+        }, name
+    [exported_case] = doc["case"]["cases"]
+    assert exported_case["case_id"] == listed["case_id"] and exported_case["customer_id"] == customer
+    assert [n["text"] for n in exported_case["notes"]] == [note]
+    assert [h["type"] for h in exported_case["history"]][-1] == "crm.case.note_added.v1"
+    [message] = [m for m in doc["notification"]["items"] if m["rule"] == "case_opened"]
+    assert message["address"] == email and listed["case_id"] in message["body"]
+    assert email in {c["value"] for c in doc["notification"]["contacts"]}
+    assert doc["analytics"]["insights"]["customer_id"] == customer
