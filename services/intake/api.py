@@ -365,7 +365,7 @@ class ProfileIn(BaseModel):
     tags=["customers"],
     response_model=ChangedOut,
     summary="Display name (the whole profile); findable with GET /v1/customers?name=",
-    responses={409: {"description": "the customer is erased"}},
+    responses={410: {"description": "the customer is erased: no new personal data is kept"}},
     dependencies=[require("agent")],
 )
 async def put_profile(request: Request, customer_id: str, body: ProfileIn) -> Response:
@@ -375,10 +375,7 @@ async def put_profile(request: Request, customer_id: str, body: ProfileIn) -> Re
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
     call = handlers.change_profile(rt.db, rt.store, vault_of(rt), rt.settings.source, customer_id, name)
-    try:
-        return await _customer_call(request, customer_id, _changed(customer_id, call))
-    except handlers.AlreadyErased as exc:
-        raise ApiError(409, "already_erased", f"customer {customer_id} is erased") from exc
+    return await _customer_call(request, customer_id, _changed(customer_id, call))
 
 
 # --- the data key vault, for the other services (SPEC §9) ------------------------------------------

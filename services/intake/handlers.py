@@ -342,12 +342,10 @@ async def change_profile(
     async with pool.acquire() as conn, conn.transaction():
         await store.lock_identity(conn, exclusive=False)
         await _live_customer(conn, customer_id)
-        if await store.erased_at(conn, customer_id) is not None:
-            raise AlreadyErased(customer_id)
         keys, _ = await vault.keys(conn, [customer_id], create=True)
         key = keys.get(customer_id)
         if key is None:
-            raise AlreadyErased(customer_id)
+            raise KeyErased(customer_id)  # 410 customer_erased: no new personal data is kept
         old = crypto.open_token(await store.sealed_name(conn, customer_id), customer_id, NAME_FIELD, keys)
         data = domain.profile_changed(customer_id, old, name)
         if data is None:

@@ -11,6 +11,7 @@ import pytest
 from eventkit import crypto, db
 from eventkit.devstack import EmbeddedPostgres
 from eventkit.eventstore import EventStore
+from eventkit.keyring import KeyErased
 from intake import domain, handlers, store
 from intake.vault import Vault
 
@@ -120,7 +121,7 @@ async def test_erasure_makes_the_name_unreadable_and_unfindable(pool: asyncpg.Po
         keys, erased = await vault.keys(conn, [grace], create=False)
     assert erased == {grace}
     assert crypto.unseal(data, keys)["name"] == crypto.ERASED
-    with pytest.raises(handlers.AlreadyErased):
+    with pytest.raises(KeyErased):  # 410 customer_erased
         await handlers.change_profile(pool, events, vault, "/test", grace, "Grace")
 
 
