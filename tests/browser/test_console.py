@@ -313,3 +313,26 @@ async def test_console_finds_by_name_and_phone_from_the_keyboard_and_scrolls_to_
         )
         await expect(page.locator("#error")).to_be_hidden()
         await page.screenshot(path=str(ARTIFACTS / "console-6-scrolled.png"), full_page=True)
+
+        # the badge compares digests, not counts: case answering intake's count with another
+        # digest is not in sync; with fewer events it is behind by the difference
+        badge = page.locator('#sync [data-service="case"]')
+        await expect(badge).to_have_text("case: in sync", timeout=20_000)
+
+        def case_digest(digest: str, events_delta: int) -> Any:
+            async def handler(route: Any) -> None:
+                real = await route.fetch()
+                body = await real.json()
+                body["digest"], body["events"] = digest, body["events"] + events_delta
+                await route.fulfill(response=real, json=body)
+
+            return handler
+
+        case_digest_url = f"{case}/v1/customers/{ada}/timeline/digest"
+        await page.route(case_digest_url, case_digest("0" * 64, 0))
+        await expect(badge).to_have_text("case: differs", timeout=5_000)
+        await page.unroute(case_digest_url)
+        await page.route(case_digest_url, case_digest("0" * 64, -3))
+        await expect(badge).to_have_text("case: behind by 3", timeout=5_000)
+        await page.unroute(case_digest_url)
+        await expect(badge).to_have_text("case: in sync", timeout=5_000)
