@@ -10,6 +10,7 @@ import random
 import signal
 import uuid
 
+import httpx
 import pytest
 from eventkit.devstack import Stack
 
@@ -193,3 +194,28 @@ async def test_live_stream_sends_new_timeline_items(stack: Stack) -> None:
         ).json()
         await asyncio.wait_for(listener, 10)
     assert received == [second["event_id"]]
+
+
+async def test_one_post_shows_in_all_four_timelines_within_a_second(stack: Stack) -> None:
+    """The issue's "done when": one POST, and every service has the event within a second."""
+    email = f"done-{uuid.uuid4().hex[:8]}@example.com"
+    async with api_client(timeout=10) as client:
+        r = await client.post(
+            f"{stack.services['intake'].url}/v1/interactions", json=interaction(email, random.Random(9))
+        )
+        assert r.status_code == 202, r.text
+        posted = r.json()
+
+        async def timeline(url: str) -> httpx.Response:
+            return await client.get(
+                f"{url}/v1/customers/{posted['customer_id']}/timeline",
+                params={"wait_for": posted["event_id"], "timeout_ms": 1000},
+            )
+
+        # All four at once, right after the answer: each must see it within the same second.
+        answers = await asyncio.gather(*(timeline(svc.url) for svc in stack.services.values()))
+    for name, answer in zip(stack.services, answers, strict=True):
+        assert answer.status_code == 200, (name, answer.text)
+        events = {e["event_id"]: e for e in answer.json()["events"]}
+        assert posted["event_id"] in events, name
+        assert events[posted["event_id"]]["type"] == "crm.interaction.recorded.v1", name
