@@ -4,8 +4,8 @@ four services as real processes. `make run` uses it, and so do the end-to-end te
     python -m eventkit.devstack run [--data-dir .data]
 
 Every child runs in its own process group (Ctrl-C reaches only this runner, which then stops
-services, broker and database in that order) and gets a parent-death signal, so no process
-outlives the runner even if the runner itself is killed.
+services, broker and database in that order) and, on Linux, gets a parent-death signal, so no
+process outlives the runner even if the runner itself is killed.
 """
 
 import argparse
@@ -39,7 +39,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
 
-def _die_with_parent(sig: int) -> Callable[[], None]:
+def _die_with_parent(sig: int) -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel send `sig` to the child when the runner dies, on Linux.
+
+    prctl is Linux-only; elsewhere (macOS) there is none, and the runner's signal handler stops
+    the children (each in its own process group) on Ctrl-C or SIGTERM. Only a SIGKILLed runner
+    can leave them behind there.
+    """
+    if sys.platform != "linux":
+        return None
+
     def preexec() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, sig)  # PR_SET_PDEATHSIG
