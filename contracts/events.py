@@ -133,13 +133,19 @@ class EventType:
     summary: str
 
 
-# The personal fields of each type (dotted paths, * for every list item): sealed under the
-# customer's data key by the producer, readable only while that key exists (SPEC §9).
+# Interaction metadata is free JSON from the channels, so any string in it may be personal and
+# is sealed. The keys the services act on (case type, survey name and score, purchase amount) say
+# what the interaction was, not who the person is: they stay readable for case and analytics.
+METADATA_READABLE_KEYS: tuple[str, ...] = ("case_type", "survey", "score", "amount")
+
+# The personal fields of each type (dotted paths, * for every list item, ** for every string at
+# any depth below, ! for a path kept readable): sealed under the customer's data key by the
+# producer, readable only while that key exists (SPEC §9).
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "crm.customer.created.v1": ("identifiers.*.value",),
     "crm.customer.identifiers_added.v1": ("identifiers.*.value",),
     "crm.customer.merged.v1": ("linked_by.value",),
-    "crm.interaction.recorded.v1": ("content",),
+    "crm.interaction.recorded.v1": ("content", "metadata.**", *(f"!metadata.{k}" for k in METADATA_READABLE_KEYS)),
     "crm.customer.profile_changed.v1": ("name",),
 }
 

@@ -102,11 +102,29 @@ def _expand(data: Any, pattern: list[str], prefix: tuple[str, ...] = ()) -> Iter
         yield prefix
         return
     head, rest = pattern[0], pattern[1:]
-    if head == "*" and isinstance(data, list):
+    if head == "**":  # every leaf below, at any depth (free-form JSON such as metadata)
+        if isinstance(data, dict):
+            for key, item in data.items():
+                yield from _expand(item, pattern, (*prefix, key))
+        elif isinstance(data, list):
+            for i, item in enumerate(data):
+                yield from _expand(item, pattern, (*prefix, str(i)))
+        else:
+            yield prefix
+    elif head == "*" and isinstance(data, list):
         for i, item in enumerate(data):
             yield from _expand(item, rest, (*prefix, str(i)))
     elif isinstance(data, dict) and head in data:
         yield from _expand(data[head], rest, (*prefix, head))
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    """The path as one string; "." and "~" inside free-form keys are escaped (~1, ~0), so it splits back."""
+    return ".".join(part.replace("~", "~0").replace(".", "~1") for part in path)
+
+
+def _undotted(dotted: str) -> tuple[str, ...]:
+    return tuple(part.replace("~1", ".").replace("~0", "~") for part in dotted.split("."))
 
 
 def _get(data: Any, path: tuple[str, ...]) -> Any:
@@ -132,17 +150,22 @@ def _copy(data: Any) -> Any:
 
 
 def seal(data: Mapping[str, Any], patterns: Iterable[str], owner: str, data_key: bytes) -> dict[str, Any]:
-    """A copy of `data` with the string fields matching `patterns` ("content", "identifiers.*.value")
-    sealed under `owner`'s data key. Fields that are absent or not strings stay as they are."""
+    """A copy of `data` with the string fields matching `patterns` ("content", "identifiers.*.value",
+    "metadata.**" for every string below metadata) sealed under `owner`'s data key; a pattern
+    "!<path>" keeps that one path readable ("!metadata.score"). Fields that are absent or not
+    strings stay as they are."""
     out: dict[str, Any] = _copy(dict(data))
     if out.get("sealed", "") is None:
         del out["sealed"]  # a model's empty default, not worth carrying
+    readable = {p[1:] for p in patterns if p.startswith("!")}
     fields: dict[str, str] = {}
     for pattern in patterns:
+        if pattern.startswith("!"):
+            continue
         for path in _expand(out, pattern.split(".")):
             value = _get(out, path)
-            if isinstance(value, str) and value != SEALED:
-                dotted = ".".join(path)
+            dotted = _dotted(path)
+            if isinstance(value, str) and value != SEALED and dotted not in readable:
                 fields[dotted] = encrypt_text(data_key, f"{owner}|{dotted}", value)
                 _set(out, path, SEALED)
     if fields:
@@ -168,7 +191,7 @@ def unseal(data: Mapping[str, Any], keys: Mapping[str, bytes | None]) -> dict[st
     sealed = out.pop("sealed")
     key = keys.get(owner)
     for dotted, token in sealed.get("fields", {}).items():
-        path = tuple(dotted.split("."))
+        path = _undotted(dotted)
         try:
             plain = decrypt_text(key, f"{owner}|{dotted}", token) if key is not None else ERASED
         except CryptoError:

@@ -57,6 +57,7 @@ class Person:
         self.message = f"My neighbour Quintus{tag} broke the router"
         self.note = f"Called back Mrs Okonkwo{tag} at home"
         self.reason = f"Technician Ferdinand{tag} replaced it"
+        self.remark = f"ring Ignatius{tag} after six"  # in free-form metadata, nested
 
     @property
     def needles(self) -> dict[str, str]:
@@ -66,11 +67,20 @@ class Person:
             "message": self.message.split()[2],
             "note": self.note.split()[3],
             "reason": self.reason.split()[1],
+            "metadata": self.remark.split()[1],
         }
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {"campaign": "spring", "callback": {"notes": [self.remark]}, "score": 3}
 
 
 async def database_hits(stack: Stack, needles: dict[str, str]) -> list[str]:
-    """Every row of every table in every service database, as text, searched for each needle."""
+    """Every row of every table in every service database, as text, searched for each needle.
+
+    A row as text shows bytea columns (dead letters' message keys and values) as hex, where no
+    needle could ever match: those columns are searched decoded as well (escape encoding keeps
+    ASCII as it is, so the needles, all ASCII, match where the bytes hold them)."""
     hits: list[str] = []
     for name in stack.services:
         conn = await asyncpg.connect(stack.postgres.dsn(f"crm_{name}"))
@@ -79,10 +89,20 @@ async def database_hits(stack: Stack, needles: dict[str, str]) -> list[str]:
                 "SELECT table_name FROM information_schema.tables"
                 " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
             )
+            binary = await conn.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND data_type = 'bytea'"
+            )
+            decoded: dict[str, list[str]] = {}
+            for b in binary:
+                decoded.setdefault(b["table_name"], []).append(
+                    f"""coalesce(encode(t."{b["column_name"]}", 'escape'), '')"""
+                )
             for t in tables:
+                text = " || ' ' || ".join(["t::text", *decoded.get(t["table_name"], [])])
                 for what, needle in needles.items():
                     n = await conn.fetchval(
-                        f'SELECT count(*) FROM "{t["table_name"]}" AS t WHERE t::text ILIKE $1', f"%{needle}%"
+                        f'SELECT count(*) FROM "{t["table_name"]}" AS t WHERE ({text}) ILIKE $1', f"%{needle}%"
                     )
                     if n:
                         hits.append(f"{name}.{t['table_name']}: {n} rows with the {what}")
@@ -136,6 +156,17 @@ async def _high_watermark(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int
     return end or 0
 
 
+async def metrics_hits(stack: Stack, client: httpx.AsyncClient, needles: dict[str, str]) -> list[str]:
+    """Every service's /metrics text: labels must never carry a personal value."""
+    hits = []
+    for name, svc in stack.services.items():
+        r = await client.get(f"{svc.url}/metrics")
+        assert r.status_code == 200 and "crm_" in r.text, name
+        text = r.text.lower()
+        hits.extend(f"{name} /metrics: the {w}" for w, n in needles.items() if n.lower() in text)
+    return hits
+
+
 def log_hits(stack: Stack, needles: dict[str, str]) -> list[str]:
     hits = []
     for path in sorted(Path(stack.logs).glob("**/*.log")) + sorted(Path(stack.data_dir).glob("**/postgres.log")):
@@ -151,7 +182,9 @@ async def post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dic
     return answer
 
 
-def interaction(customer: dict[str, Any], kind: str, content: str) -> dict[str, Any]:
+def interaction(
+    customer: dict[str, Any], kind: str, content: str, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "customer": customer,
         "channel": "web",
@@ -159,6 +192,7 @@ def interaction(customer: dict[str, Any], kind: str, content: str) -> dict[str, 
         "kind": kind,
         "occurred_at": datetime.now(UTC).isoformat(),
         "content": content,
+        "metadata": metadata or {},
     }
 
 
@@ -189,7 +223,9 @@ async def test_erasure_leaves_no_readable_personal_value_anywhere(stack: Stack, 
         first = await post(client, intake, interaction({"email": person.email}, "message", person.message))
         second = await post(client, intake, interaction({"phone": person.phone}, "call", person.message))
         merged = await post(
-            client, intake, interaction({"email": person.email, "phone": person.phone}, "complaint", person.message)
+            client,
+            intake,
+            interaction({"email": person.email, "phone": person.phone}, "complaint", person.message, person.metadata),
         )
         customer = merged["customer_id"]
         assert {first["customer_id"], second["customer_id"]} >= {customer}
@@ -228,12 +264,38 @@ async def test_erasure_leaves_no_readable_personal_value_anywhere(stack: Stack, 
             f"{stack.services['analytics'].url}/v1/customers/{customer}/timeline", params={"limit": 100}
         )
         assert person.message in {e["data"].get("content") for e in r.json()["events"]}
+        assert person.metadata in [e["data"].get("metadata") for e in r.json()["events"]]
         r = await client.get(f"{case}/v1/cases/{case_id}")
         assert person.note in {n.get("text") for n in r.json()["notes"]}
-        # ...but sealed at rest from the start.
+        # ...but sealed at rest from the start, and never in a metric label.
         assert await database_hits(stack, person.needles) == []
         hits, _ = await topic_hits(stack, person.needles)
         assert hits == []
+        assert await metrics_hits(stack, client, person.needles) == []
+
+        # The export, before the erasure, holds every personal value, each from where it is kept.
+        await wait_everywhere(stack, client, customer, merged["event_id"])  # reads each service audits
+        r = await client.get(f"{intake}/v1/customers/{customer}/export")
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        exported = r.text.lower()
+        assert [w for w, n in person.needles.items() if n.lower() not in exported] == []
+        assert {i["value"] for i in doc["intake"]["customer"]["identifiers"]} == {person.email, person.phone}
+        [exported_case] = doc["case"]["cases"]
+        assert [n["text"] for n in exported_case["notes"]] == [person.note]
+        assert person.reason in str(exported_case["history"])
+        sent = [m for m in doc["notification"]["items"] if m["rule"] == "case_resolved"]
+        assert [(m["address"], m["status"]) for m in sent] in ([(person.email, "sent")], [(person.email, "delivered")])
+        assert person.reason in sent[0]["body"]
+        assert person.email in {c["value"] for c in doc["notification"]["contacts"]}
+        for name in ("intake", "case", "notification", "analytics"):
+            part = doc[name]
+            timeline = part["timeline"]
+            assert person.message in {e["data"].get("content") for e in timeline}, name
+            assert person.metadata in [e["data"].get("metadata") for e in timeline], name
+            assert {e["event_id"] for e in timeline} >= {first["event_id"], second["event_id"], merged["event_id"]}
+            assert any(a["customer_id"] == customer for a in part["audit"]), name
+        assert doc["analytics"]["insights"]["customer_id"] == customer
 
         before = await converged_digests(stack, client, customer)
         r = await client.post(f"{intake}/v1/customers/{customer}/erasure")
@@ -249,6 +311,7 @@ async def test_erasure_leaves_no_readable_personal_value_anywhere(stack: Stack, 
         hits, seen = await topic_hits(stack, person.needles)
         assert hits == [] and seen > 10
         assert log_hits(stack, person.needles) == []
+        assert await metrics_hits(stack, client, person.needles) == []
 
         # The timelines keep their shape: the same events plus the erasure, equal everywhere.
         after = await converged_digests(stack, client, customer)

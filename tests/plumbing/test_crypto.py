@@ -9,6 +9,8 @@ from eventkit.keyring import KeyErased, KeyRing, MemoryKeySource
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.events import METADATA_READABLE_KEYS, PERSONAL_FIELDS
+
 KEY = crypto.new_data_key()
 OTHER = crypto.new_data_key()
 
@@ -21,6 +23,36 @@ def test_sealed_fields_round_trip_and_hold_no_plaintext(content: str, email: str
     assert set(sealed["sealed"]["fields"]) == {"content", "identifiers.0.value"}
     assert data["content"] == content  # the input is not changed
     assert crypto.unseal(sealed, {"c1": KEY}) == data
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(metadata=st.dictionaries(st.text(max_size=8), JSON, max_size=5))
+def test_free_form_metadata_seals_every_string_but_the_readable_keys(metadata: dict) -> None:
+    """Keys with dots and tildes, nested lists and dicts: every string sealed, the shape kept."""
+    patterns = PERSONAL_FIELDS["crm.interaction.recorded.v1"]
+    data = {"content": None, "metadata": {**metadata, "score": "9", "case_type": "repair"}}
+    sealed = crypto.seal(data, patterns, "c1", KEY)
+    assert sealed["metadata"]["score"] == "9" and sealed["metadata"]["case_type"] == "repair"
+
+    def strings(value: object) -> list[str]:
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    kept = {k: v for k, v in sealed["metadata"].items() if k not in METADATA_READABLE_KEYS}
+    assert set(strings(kept)) <= {crypto.SEALED}
+    assert crypto.unseal(sealed, {"c1": KEY}) == data
+    erased = crypto.unseal(sealed, {})
+    rest = {k: v for k, v in erased["metadata"].items() if k not in METADATA_READABLE_KEYS}
+    assert set(strings(rest)) <= {crypto.ERASED, crypto.SEALED}  # SEALED: a value that was the marker itself
 
 
 def test_without_the_key_fields_read_erased_and_the_shape_stays() -> None:
