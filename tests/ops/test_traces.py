@@ -5,6 +5,7 @@ The services export by OTLP/HTTP to a receiver in this test process (see conftes
 """
 
 import asyncio
+import random
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -16,36 +17,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import api_client
 from tests.ops.otlp import OtlpReceiver, ReceivedSpan
+from tests.ops.quiet import wait_quiet
 
 pytestmark = pytest.mark.e2e
 
 CONSUMERS = ("case", "notification", "analytics")
-
-
-def metric_sum(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-async def wait_quiet(stack: Stack, client: httpx.AsyncClient, timeout_s: float = 30) -> None:
-    """No consumer lag and no outbox backlog anywhere, so our request's events make batches of
-    their own (a batch mixing traces gets links instead of a parent)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        busy = {}
-        for name, svc in stack.services.items():
-            text = (await client.get(f"{svc.url}/metrics")).text
-            pending = metric_sum(text, "crm_consumer_lag") + metric_sum(text, "crm_outbox_backlog")
-            if pending:
-                busy[name] = pending
-        if not busy:
-            return
-        assert loop.time() < deadline, f"the stack does not settle: {busy}"
-        await asyncio.sleep(0.2)
 
 
 def describe(spans: list[ReceivedSpan]) -> str:
@@ -143,3 +119,52 @@ async def test_one_server_span_per_request(ops_stack: Stack, otlp_receiver: Otlp
     assert await asyncio.to_thread(otlp_receiver.wait_until, lambda: bool(servers()), 10)
     await asyncio.sleep(0.5)  # a second exporter batch, if any
     assert len(servers()) == 1, describe(otlp_receiver.in_trace(trace_id))
+
+
+async def test_spans_carry_no_personal_value(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
+    """SPEC §9: a complaint with an email, a phone, a text and metadata of its own goes through
+    intake and every consumer (the case it opens too); no span name or attribute value, in its
+    trace or any other, holds any of them."""
+    tag = uuid.uuid4().hex[:10]
+    personal = {
+        "email": f"span.{tag}@example.com",
+        "phone": "+49151" + "".join(random.Random(tag).choice("0123456789") for _ in range(8)),
+        "content": f"Spanish Inquisition{tag} at my door",
+        "metadata": f"Ottoline{tag}",
+    }
+    trace_id, _, traceparent = new_traceparent()
+    async with api_client(timeout=15) as client:
+        r = await client.post(
+            f"{ops_stack.services['intake'].url}/v1/interactions",
+            headers={"traceparent": traceparent},
+            json={
+                "customer": {"email": personal["email"], "phone": personal["phone"]},
+                "channel": "chat",
+                "direction": "inbound",
+                "kind": "complaint",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "content": personal["content"],
+                "metadata": {"caller": {"name": personal["metadata"]}},
+            },
+        )
+        assert r.status_code == 202, r.text
+
+    def consumers() -> set[str]:
+        return {s.service for s in otlp_receiver.in_trace(trace_id) if s.kind == Span.SPAN_KIND_CONSUMER}
+
+    expected = {f"crm-{name}" for name in CONSUMERS}
+    assert await asyncio.to_thread(otlp_receiver.wait_until, lambda: consumers() >= expected, 20), describe(
+        otlp_receiver.in_trace(trace_id)
+    )
+    await asyncio.sleep(1.0)  # the case it opened, consumed in turn, and the exporters' last batches
+    with otlp_receiver.lock:
+        spans = list(otlp_receiver.spans)
+    needles = {what: value.lower() for what, value in personal.items()} | {"phone digits": personal["phone"][3:]}
+    hits = [
+        f"{s.service} {s.name!r}: the {what}"
+        for s in spans
+        for what, needle in needles.items()
+        if needle in " ".join([s.name, *(f"{k}={v}" for k, v in s.attributes.items())]).lower()
+    ]
+    assert len(otlp_receiver.in_trace(trace_id)) >= 4
+    assert hits == []
