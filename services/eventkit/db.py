@@ -54,8 +54,28 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pooled connection released without asyncpg's reset query.
+
+    The default reset (unlock all advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL) is one more
+    round trip on every release, about 4 % of intake's CPU under single POSTs. Pooled
+    connections here hold only transaction-scoped locks and no cursors, listeners or session
+    settings (those live on dedicated connections), so it would undo nothing; asyncpg still
+    rolls back a transaction left open."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(dsn: str, size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=_init_connection, command_timeout=30)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        command_timeout=30,
+        connection_class=PooledConnection,
+    )
     assert pool is not None
     return pool
 

@@ -54,8 +54,10 @@ WITH stored AS (
                 $7::timestamptz[], $8::text[], $9::text[], $10::text[])
          AS x(s, v, i, t, src, sub, tm, tp, tpc, d)
     RETURNING position
+), queued AS (
+    INSERT INTO outbox (position) SELECT position FROM stored
 )
-INSERT INTO outbox (position) SELECT position FROM stored
+SELECT pg_notify($11, '')
 """
 
 
@@ -109,8 +111,8 @@ class EventStore:
         try:
             # A savepoint keeps the caller's transaction usable after a conflict.
             async with conn.transaction():
-                await conn.execute(_INSERT, *cols)
-                await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+                # One round trip: the rows, their outbox entries and the relay's wake-up call.
+                await conn.execute(_INSERT, *cols, OUTBOX_CHANNEL)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_stream_id_version_key":
                 raise
