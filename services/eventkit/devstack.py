@@ -431,10 +431,31 @@ def _master_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _port_setting(name: str, default: int) -> int:
+    """A `make run` port moved by an environment variable (a second stack, the tests); 0: any free port."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) > 65535:
+        raise SystemExit(f"{name} must be a port number (0: any free port), not {value!r}")
+    return int(value)
+
+
 def run(data_dir: Path) -> int:
     stack = Stack(
-        data_dir, log_services_to_files=False, admin_key=os.environ.get("CRM_ADMIN_KEY") or _admin_key(data_dir)
+        data_dir,
+        pg_port=_port_setting("CRM_PG_PORT", 5432),
+        kafka_port=_port_setting("CRM_KAFKA_PORT", 9092),
+        service_ports={name: _port_setting(f"CRM_{name.upper()}_PORT", port) for name, port in DEFAULT_PORTS.items()},
+        log_services_to_files=False,
+        admin_key=os.environ.get("CRM_ADMIN_KEY") or _admin_key(data_dir),
     )
+    # The console (served by intake) calls the others from the browser: allow the ports in use.
+    origins = ",".join(
+        f"http://{host}:{svc.port}" for host in ("127.0.0.1", "localhost") for svc in stack.services.values()
+    )
+    for svc in stack.services.values():
+        svc.env.setdefault("CORS_ALLOW_ORIGINS", origins)
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -461,7 +482,7 @@ def run(data_dir: Path) -> int:
         print("\nTry it:")
         print(f"  export CRM_KEY={stack.admin_key}")
         print(
-            '  curl -s -X POST http://127.0.0.1:8001/v1/interactions -H "authorization: Bearer $CRM_KEY" \\\n'
+            f'  curl -s -X POST {stack.services["intake"].url}/v1/interactions -H "authorization: Bearer $CRM_KEY" \\\n'
             "    -H 'content-type: application/json' \\\n"
             '    -d \'{"customer": {"email": "ada@example.com"}, "channel": "web", '
             '"direction": "inbound", "kind": "message", "occurred_at": "2026-01-01T10:00:00Z", '

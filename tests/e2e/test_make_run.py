@@ -1,0 +1,203 @@
+"""`make run`'s entry point, `python -m eventkit.devstack run`, as a newcomer would use it: it
+starts everything and prints the URLs and the admin key; one POST shows on all four timelines;
+Ctrl-C stops it with no process left behind; a second run starts again on the same data.
+
+It runs in a temporary directory (the default data directory `.data` is relative to it) on free
+ports (CRM_PG_PORT, CRM_KAFKA_PORT, CRM_<SERVICE>_PORT), so it never touches a real `make run`.
+"""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from eventkit import devstack
+from eventkit.devstack import SERVICES, free_port
+
+pytestmark = pytest.mark.e2e
+START_TIMEOUT_S = 180  # four services, PostgreSQL and the broker on a shared 2-core machine
+STOP_TIMEOUT_S = 30  # Ctrl-C to exit: services, broker, then PostgreSQL's fast shutdown
+
+
+class Runner:
+    """One `python -m eventkit.devstack run` process; its output is read all the time (the
+    services log to it, and a full pipe would block them)."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "eventkit.devstack", "run"],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self, last: int = 60) -> str:
+        return "\n".join(self.lines[-last:])
+
+    def wait_for_line(self, text: str, timeout_s: float) -> int:
+        """The index of the first line that is `text` (stripped); fails if the runner exits first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for n, line in enumerate(list(self.lines)):
+                if line.strip() == text:
+                    return n
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                raise AssertionError(f"exited with {self.proc.returncode} before {text!r}:\n{self.output()}")
+            time.sleep(0.2)
+        raise AssertionError(f"no {text!r} within {timeout_s} s:\n{self.output()}")
+
+    def admin_key(self) -> str:
+        n = next(i for i, line in enumerate(self.lines) if line.startswith("Development admin key"))
+        return self.lines[n + 1].strip()
+
+    def urls(self) -> dict[str, str]:
+        found = (re.match(r"\s+(\w+)\s+(http://\S+)", line) for line in self.lines)
+        return {m[1]: m[2] for m in found if m and m[1] in SERVICES}
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def stop(self) -> None:
+        """Last resort when a test failed midway: whatever this runner started goes too."""
+        if self.proc.poll() is None:
+            left = self.descendants()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            for p in left:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+        self._reader.join(5)
+
+
+def still_running(processes: list[psutil.Process]) -> list[str]:
+    """Those still alive (same pid and start time, so a reused pid is not mistaken for one)."""
+    alive = []
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+    return alive
+
+
+def interaction(email: str) -> dict[str, object]:
+    return {
+        "customer": {"email": email},
+        "channel": "web",
+        "direction": "inbound",
+        "kind": "message",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "content": "hello from make run",
+    }
+
+
+def start(tmp_path: Path, env: dict[str, str]) -> Runner:
+    runner = Runner(tmp_path, env)
+    try:
+        runner.wait_for_line("Ctrl-C stops everything.", START_TIMEOUT_S)
+    except BaseException:
+        runner.stop()
+        raise
+    return runner
+
+
+def stop_with_ctrl_c(runner: Runner) -> None:
+    """SIGINT, as Ctrl-C sends it; a clean exit within the bound and none of its processes left."""
+    children = runner.descendants()
+    commands = " ".join(" ".join(p.cmdline()) for p in children)
+    for expected in ("postgres", "tansu", *(f"{name}.main" for name in SERVICES)):
+        assert expected in commands, (expected, commands)  # so the check below looks at all of them
+    started = time.monotonic()
+    runner.proc.send_signal(signal.SIGINT)
+    try:
+        code = runner.proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"still running {STOP_TIMEOUT_S} s after SIGINT:\n{runner.output()}") from exc
+    took = time.monotonic() - started
+    runner._reader.join(5)
+    assert code == 0, runner.output()
+    assert "stopped." in runner.lines, runner.output()
+    assert still_running(children) == [], f"left behind after {took:.1f} s"
+
+
+def test_make_run_starts_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
+    ports = {"CRM_PG_PORT": free_port(), "CRM_KAFKA_PORT": free_port()}
+    ports |= {f"CRM_{name.upper()}_PORT": free_port() for name in SERVICES}
+    # As on a newcomer's machine: no admin key given (it makes one), the default data directory.
+    env = {k: v for k, v in os.environ.items() if k not in ("CRM_ADMIN_KEY", "CRM_DATA_DIR")}
+    env |= {k: str(v) for k, v in ports.items()} | {"PYTHONUNBUFFERED": "1"}
+
+    runner = start(tmp_path, env)
+    try:
+        urls = runner.urls()
+        assert urls == {name: f"http://127.0.0.1:{ports[f'CRM_{name.upper()}_PORT']}" for name in SERVICES}
+        key = runner.admin_key()
+        assert key == (tmp_path / ".data" / "admin.key").read_text().strip()
+        with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {key}"}) as client:
+            for name, url in urls.items():
+                assert client.get(f"{url}/readyz").status_code == 200, name
+            r = client.post(f"{urls['intake']}/v1/interactions", json=interaction("ada@example.com"))
+            assert r.status_code == 202, r.text
+            posted = r.json()
+            for name, url in urls.items():  # the issue's "shows in all four timelines within a second"
+                page = client.get(
+                    f"{url}/v1/customers/{posted['customer_id']}/timeline",
+                    params={"wait_for": posted["event_id"], "timeout_ms": 1000},
+                )
+                assert page.status_code == 200, (name, page.text)
+                assert posted["event_id"] in [e["event_id"] for e in page.json()["events"]], name
+        stop_with_ctrl_c(runner)
+    finally:
+        runner.stop()
+
+    again = start(tmp_path, env)  # same directory, same data
+    try:
+        assert again.admin_key() == key
+        with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {key}"}) as client:
+            page = client.get(f"{urls['intake']}/v1/customers/{posted['customer_id']}/timeline")
+            assert page.status_code == 200, page.text
+            assert posted["event_id"] in [e["event_id"] for e in page.json()["events"]]
+        stop_with_ctrl_c(again)
+    finally:
+        again.stop()
+
+
+def test_no_parent_death_signal_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prctl is Linux-only: elsewhere the children start without it (the runner stops them)."""
+    assert callable(devstack._die_with_parent(signal.SIGTERM)) == (sys.platform == "linux")
+    monkeypatch.setattr(devstack.sys, "platform", "darwin")
+    assert devstack._die_with_parent(signal.SIGTERM) is None
+
+
+def test_port_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CRM_CASE_PORT", raising=False)
+    assert devstack._port_setting("CRM_CASE_PORT", 8002) == 8002
+    monkeypatch.setenv("CRM_CASE_PORT", "0")
+    assert devstack._port_setting("CRM_CASE_PORT", 8002) == 0  # any free port
+    monkeypatch.setenv("CRM_CASE_PORT", "eighty")
+    with pytest.raises(SystemExit, match="CRM_CASE_PORT"):
+        devstack._port_setting("CRM_CASE_PORT", 8002)
