@@ -342,7 +342,7 @@ async def get_audit(
     key_id: str | None = None,
     customer_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=0, description="next_before of the previous page")] = None,
+    before: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="next_before of the previous page")] = None,
 ) -> Response:
     rt = runtime(request)
     await rt.audit.flush()
