@@ -64,7 +64,11 @@ class InteractionRecorded(SealedData):
     kind: InteractionKind
     occurred_at: datetime = Field(description="When it happened at the channel (RFC 3339).")
     content: str | None = Field(default=None, description="Message text or summary; personal data: sealed.")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Free JSON from the channel. Every string in it is personal data: sealed ("[sealed]" in'
+        " place), except the top-level keys case_type, survey, score and amount.",
+    )
 
 
 class CustomerMerged(SealedData):
