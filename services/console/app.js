@@ -317,6 +317,8 @@ async function loadCases() {
 }
 
 function renderCase(c) {
+  const shown = state.cases.get(c.case_id);
+  if (shown && shown.version > c.version) return; // a slower answer about an older version
   state.cases.set(c.case_id, c);
   let node = document.querySelector(`.case[data-case-id="${c.case_id}"]`);
   if (!node) {
@@ -331,8 +333,11 @@ function renderCase(c) {
   node.querySelector(".case-status").textContent = c.status;
   node.querySelector(".case-meta").textContent =
     `${c.type}, ${c.priority}, team ${c.team}, owner ${c.owner || "nobody"}, version ${c.version}, ${c.notes.length} note(s)`;
+  // A live refresh must not change what the agent has picked but not yet sent.
   const select = node.querySelector("select[name=status]");
+  const picked = select.value;
   select.replaceChildren(...c.allowed_transitions.map((s) => el("option", { value: s }, s)));
+  if (c.allowed_transitions.includes(picked)) select.value = picked;
   node.querySelector(".status-form button").disabled = !c.allowed_transitions.length;
 }
 
