@@ -1,14 +1,49 @@
-"""A stack of its own for tests that break things: broker restarts, database restarts, kills."""
+"""A stack of its own for tests that break things: broker restarts, database restarts, kills.
+
+Each test fills in its Figures; they are printed together at the end of the run (pytest shows
+nothing a passing test prints), so `make test` shows what each fault cost.
+"""
 
 from collections.abc import Iterator
 
 import pytest
 from eventkit.devstack import Stack
 
+from tests.chaos.load import Figures
 from tests.conftest import running_stack
+from tests.notification.receivers import SmtpServer, smtp_server
+
+COLLECTED: list[Figures] = []
 
 
 @pytest.fixture(scope="module")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("chaos"), {"BROKER_CHECK_INTERVAL_MS": "500"}) as s:
+def smtp() -> Iterator[SmtpServer]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def chaos_stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
+    # A real SMTP server, so notification's sends (and any repeat of one) can be counted.
+    env = {
+        "BROKER_CHECK_INTERVAL_MS": "500",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp.port),
+        "NOTIFICATION_POLL_INTERVAL_MS": "100",
+    }
+    with running_stack(tmp_path_factory.mktemp("chaos"), env) as s:
         yield s
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
+    collected = Figures(request.node.name)
+    COLLECTED.append(collected)
+    yield collected
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if COLLECTED:
+        terminalreporter.section("chaos figures (SPEC §12)")
+        for f in COLLECTED:
+            terminalreporter.write_line(f.line())
