@@ -55,6 +55,7 @@ class KpiProjection:
         counts: Counter[tuple[datetime, str, str, str, str]] = Counter()
         channels: dict[str, str] = {}
         nps: list[tuple[str, str, int, datetime, str, str]] = []
+        notifications: list[tuple[str, str, datetime, str, str | None, str]] = []
         for e in events:
             cid = aliases.get(e.subject, e.subject)
             if e.type == "crm.customer.merged.v1":
@@ -63,7 +64,12 @@ class KpiProjection:
             customer = customers.get(cid)
             if customer is None:
                 customer = customers[cid] = Customer(domain.Profile(first_seen=e.time), None, dirty=True)
-            customer.as_of = e.time
+            # Insights are as of the latest event about the customer, of any kind: time passing is
+            # what makes a customer inactive. A late event from a lagging topic does not move them
+            # back, so the final answer does not depend on how the topics interleave or are batched.
+            if customer.as_of is None or e.time > customer.as_of:
+                customer.as_of = e.time
+                customer.dirty = True
             if e.type == "crm.customer.preferences_changed.v1":
                 prefs = e.data["preferences"]
                 customer.region = prefs.get("region")
@@ -82,14 +88,19 @@ class KpiProjection:
                 if status == "failed" and not e.data.get("final", True):
                     status = "retried"  # a try failed, another is scheduled: not a failed message
                 channel = str(e.data.get("channel") or UNKNOWN)
-                await conn.execute(
-                    "INSERT INTO kpi_notifications (bucket, channel, status, count) VALUES ($1, $2, $3, 1)"
-                    " ON CONFLICT (bucket, channel, status) DO UPDATE SET count = kpi_notifications.count + 1",
-                    _hour(e.time),
-                    channel,
-                    status,
-                )
+                notifications.append((e.id, cid, e.time, channel, customer.region, status))
         await _write_interactions(conn, counts, channels)
+        if notifications:
+            await conn.executemany(
+                "INSERT INTO kpi_notification_events (event_id, customer_id, at, channel, region, status)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                # A region that arrived later in this batch completes the rows before it, as
+                # _complete_region does for the rows of earlier batches.
+                [
+                    (i, c, t, ch, region or _region_of(customers.get(c)), st)
+                    for i, c, t, ch, region, st in notifications
+                ],
+            )
         if nps:
             await conn.executemany(
                 "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region)"
@@ -317,6 +328,10 @@ class KpiProjection:
         )
 
 
+def _region_of(customer: Customer | None) -> str:
+    return (customer.region if customer else None) or UNKNOWN
+
+
 def _hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
@@ -387,10 +402,15 @@ async def _write_interactions(
 
 
 async def _complete_region(conn: asyncpg.Connection, customer_id: str, region: str) -> None:
-    """Cases and surveys that arrived before the customer's region get it now."""
+    """Cases, surveys and notifications that arrived before the customer's region get it now."""
     await conn.execute(
         "UPDATE kpi_cases SET region = $2 WHERE customer_id = $1 AND region = 'unknown'", customer_id, region
     )
     await conn.execute(
         "UPDATE kpi_surveys SET region = $2 WHERE customer_id = $1 AND region = 'unknown'", customer_id, region
+    )
+    await conn.execute(
+        "UPDATE kpi_notification_events SET region = $2 WHERE customer_id = $1 AND region = 'unknown'",
+        customer_id,
+        region,
     )

@@ -74,11 +74,14 @@ GROUP BY GROUPING SETS ((date_trunc($3, at)), ())
 """
 
 _NOTIFICATIONS = """
-SELECT date_trunc($3, bucket) AS b, status, sum(count)::bigint AS n
-FROM kpi_notifications
-WHERE bucket >= $1 AND bucket < $2 AND ($4::text IS NULL OR channel = $4)
-GROUP BY GROUPING SETS ((date_trunc($3, bucket), status), (status))
+SELECT date_trunc($3, at) AS b, status, count(*) AS n
+FROM kpi_notification_events
+WHERE at >= $1 AND at < $2 AND ($4::text IS NULL OR channel = $4) AND ($5::text IS NULL OR region = $5)
+GROUP BY GROUPING SETS ((date_trunc($3, at), status), (status))
 """
+
+
+NOTIFICATION_STATUSES = ("scheduled", "sent", "delivered", "failed", "suppressed")
 
 
 def _pct(part: float, whole: float) -> float | None:
@@ -141,11 +144,14 @@ async def kpis(conn: asyncpg.Connection, q: KpiQuery) -> dict[str, Any]:
         }
         nps = None if not r["nps_n"] else round(100.0 * (r["promoters"] - r["detractors"]) / r["nps_n"], 2)
         bucket["nps"] = {"responses": r["nps_n"], "score": nps}
-    if q.case_type is None and q.priority is None and q.region is None:  # notifications carry neither
-        for r in await conn.fetch(_NOTIFICATIONS, *args[:4]):
-            at(r["b"])["notifications"][r["status"]] = r["n"]
+    if q.case_type is None and q.priority is None:  # notifications have a channel and region only
+        for r in await conn.fetch(_NOTIFICATIONS, *args):
+            if r["status"] in NOTIFICATION_STATUSES:  # not "retried": a try failed, the message did not
+                at(r["b"])["notifications"][r["status"]] = r["n"]
         for bucket in buckets.values():
             n = bucket["notifications"]
+            # Sent is the channel accepting the message; delivered (a receipt) exists for webhooks
+            # only, so it is counted but does not enter the rate (see README, analytics).
             n["delivery_rate_pct"] = _pct(n["sent"], n["sent"] + n["failed"])
             n["suppression_rate_pct"] = _pct(n["suppressed"], n["scheduled"] + n["suppressed"])
     totals = buckets.pop(None, _empty())

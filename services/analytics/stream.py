@@ -7,17 +7,21 @@ a rebalance or a redelivery therefore neither loses nor counts anything twice.
 """
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import faust
 from eventkit.app import Runtime
 from eventkit.consumer import BatchApplier
+from eventkit.telemetry import CONSUMER_LAG
+from faust.types import TP
 
 from analytics.projections import KpiProjection
 from contracts.topics import ALL_EVENT_TOPICS
 
 log = logging.getLogger(__name__)
+LAG_INTERVAL_S = 1.0
 
 
 def broker_url(bootstrap_servers: str) -> str:
@@ -51,14 +55,46 @@ async def run_kpi_stream(rt: Runtime) -> None:
         applied_table="kpi_applied_events",
     )
 
+    applied_up_to: dict[TP, int] = {}  # next offset after the last applied message, for the lag gauge
+
     @app.agent(topic, name="fold-kpis")
     async def fold(stream: Any) -> None:  # a faust Stream; its take_events() is not in faust's stubs
         async for events in stream.take_events(s.consumer_max_batch, within=0.05):
-            await applier.handle_until_done([e.message for e in events])
+            messages = [e.message for e in events]
+            await applier.handle_until_done(messages)
+            for m in messages:
+                applied_up_to[m.tp] = max(applied_up_to.get(m.tp, 0), m.offset + 1)
 
     await app.start()
     log.info("KPI stream started")
+    lag = asyncio.create_task(report_lag(app, applier.service, applied_up_to))
     try:
         await asyncio.Event().wait()  # until cancelled at shutdown
     finally:
+        lag.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag
         await app.stop()
+
+
+async def report_lag(app: faust.App, service: str, applied_up_to: dict[TP, int]) -> None:
+    """crm_consumer_lag per assigned partition, as eventkit's consumer reports it for the others.
+
+    Lag is the partition's high watermark minus the next offset to apply. A partition with
+    nothing applied since the start counts from the consumer's fetch position, which is the
+    committed offset until messages flow.
+    """
+    while True:
+        await asyncio.sleep(LAG_INTERVAL_S)
+        try:
+            consumer = app.consumer
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                position = applied_up_to.get(tp)
+                if position is None:
+                    position = await consumer.position(tp)
+                if high is None or position is None:
+                    continue
+                CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(max(0, high - position))
+        except Exception as exc:  # not started or rebalancing: the next round reports
+            log.debug("consumer lag not available: %s", exc)
