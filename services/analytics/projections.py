@@ -181,7 +181,9 @@ class KpiProjection:
                 "UPDATE kpi_cases SET status = $2,"
                 " first_response_at = CASE WHEN $3 = 'new' AND first_response_at IS NULL THEN $4"
                 " ELSE first_response_at END,"
-                " resolved_at = CASE WHEN $2 = 'resolved' THEN $4 ELSE resolved_at END,"
+                # A reopened case is not resolved until it is resolved again (then at that time).
+                " resolved_at = CASE WHEN $2 = 'resolved' THEN $4 WHEN $3 = 'resolved' AND $2 = 'open' THEN NULL"
+                " ELSE resolved_at END,"
                 " reopened = reopened OR ($3 = 'resolved' AND $2 = 'open')"
                 " WHERE case_id = $1",
                 case_id,

@@ -78,7 +78,7 @@ class Script:
         self.interaction(c1, at(13), "chat", "survey_response", survey="nps", score=8)
         self.interaction(c3, at(13, 30), "web", "survey_response", survey="nps", score=9)
 
-        def opened(case: str, c: str, t: datetime, type_: str, priority: str, by: str) -> None:
+        def opened(case: str, c: str, t: datetime, type_: str, priority: str, by: str | None) -> None:
             self.case("crm.case.opened.v1", c, t, {"case_id": case, "customer_id": c, "type": type_,
                       "priority": priority, "status": "new", "team": "support", "opened_by": by})  # fmt: skip
 
@@ -107,6 +107,12 @@ class Script:
         status(cc, c3, at(11, 30, 1), "open", "resolved", "inquiry", "normal")
         status(cc, c3, at(12, 0, 1), "resolved", "open", "inquiry", "normal")
         status(cc, c3, at(12, 30, 1), "open", "resolved", "inquiry", "normal")
+        # D: opened by an agent, first response 20 min, resolved, reopened and still open: not resolved.
+        d = f"case-{uuid.uuid4().hex[:8]}"
+        opened(d, c3, at(14), "billing", "low", None)
+        status(d, c3, at(14, 20), "new", "open", "billing", "low")
+        status(d, c3, at(14, 40), "open", "resolved", "billing", "low")
+        status(d, c3, at(15), "resolved", "open", "billing", "low")
         for case, c, score, t in ((a, c1, 9, at(15)), (cc, c3, 6, at(15, 30))):
             self.case("crm.case.survey_recorded.v1", c, t, {"case_id": case, "customer_id": c, "score": score,
                       "interaction_event_id": str(uuid.uuid4())})  # fmt: skip
@@ -158,10 +164,11 @@ EXPECTED_TOTALS = {
     # 8 interactions, 1 complaint, all inbound
     "interactions": {"volume": 8, "inbound": 8, "complaints": 1},
     "cases": {
-        "opened": 3,
-        # first responses 1800 s, 3600 s, 600 s: mean 2000; p90 = 1800 + 0.8 * (3600 - 1800) = 3240
-        "first_response_seconds": {"mean": 2000.0, "p90": 3240.0},
-        "resolved": 3,
+        "opened": 4,
+        # first responses 1800 s (A), 3600 s (B), 600 s (C), 1200 s (D): mean 1800;
+        # p90 over [600, 1200, 1800, 3600] = 1800 + 0.7 * (3600 - 1800) = 3060
+        "first_response_seconds": {"mean": 1800.0, "p90": 3060.0},
+        "resolved": 3,  # A, B, C; D was reopened and is open again
         # resolutions 7200 s (A), 86400 s (B), 5400 s (C, to its last resolution): mean 33000;
         # p90 over [5400, 7200, 86400] = 7200 + 0.8 * (86400 - 7200) = 70560
         "resolution_seconds": {"mean": 33000.0, "p90": 70560.0},
