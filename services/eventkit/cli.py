@@ -1,7 +1,8 @@
 """`crm`: one command line for operators.
 
     crm run                         the embedded stack and the four services (what `make run` does)
-    crm status                      readiness, consumer lag, dead letters and outbox backlog per service
+    crm status                      readiness, consumer lag, dead letters and outbox backlog per service,
+                                    then each consumer group's lag per topic and partition
     crm replay <service>            rebuild the service's timeline projection from the log, with progress
     crm deadletters <service>       what the service's consumer parked, and why
     crm redrive <service> [ID ...]  put parked messages back on their topic (all not yet redriven if no ID)
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from contracts.topics import ALL_EVENT_TOPICS
@@ -68,7 +70,61 @@ async def status() -> int:
             backlog = _sum_metric(metrics, "crm_outbox_backlog")
             print(f"{name:<13} {'yes' if ready else 'no':<6} {lag:>8.0f} {dead:>13.0f} {backlog:>8.0f}  {url}")
             worst = worst or (0 if ready else 1)
+    try:
+        lags = await asyncio.wait_for(group_lags(_bootstrap(), CONSUMER_GROUPS), 30)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        print(f"consumer lag by partition: broker not reachable ({type(exc).__name__})")
+        return 1
+    print(f"\n{'consumer group':<20} {'topic':<22} lag by partition (partition:messages behind)")
+    for (group, topic), by_partition in lags.items():
+        print(f"{group:<20} {topic:<22} " + " ".join(f"{p}:{n}" for p, n in sorted(by_partition.items())))
     return worst
+
+
+# The consumer groups of `make run` (KAFKA_CONSUMER_GROUP overrides a service's own); analytics
+# has a second one, its KPI stream.
+CONSUMER_GROUPS = (*(f"crm-{name}" for name in SERVICES), "crm-analytics-kpi")
+
+
+async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, str], dict[int, int]]:
+    """Per group and topic, how many messages each partition's end is ahead of the group's
+    committed offset (a partition the group never committed counts from its start).
+
+    The end is a fetch's high watermark, not ListOffsets (unreliable on the embedded broker).
+    Nothing joins a group or commits: the reader assigns partitions by hand.
+    """
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=1024, fetch_max_wait_ms=100
+    )
+    await reader.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in ALL_EVENT_TOPICS
+            for p in sorted(reader.partitions_for_topic(topic) or await _partitions(reader, topic))
+        ]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends: dict[TopicPartition, int] = {}
+        while len(ends) < len(partitions):
+            await reader.getmany(*[tp for tp in partitions if tp not in ends], timeout_ms=500)
+            for tp in partitions:
+                high = reader.highwater(tp)
+                if high is not None:
+                    ends[tp] = high
+    finally:
+        await reader.stop()
+    out: dict[tuple[str, str], dict[int, int]] = {}
+    for group in groups:
+        member = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await member.start()
+        try:
+            for tp in partitions:
+                committed = await member.committed(tp) or 0
+                out.setdefault((group, tp.topic), {})[tp.partition] = max(0, ends[tp] - committed)
+        finally:
+            await member.stop()
+    return out
 
 
 # --- replay --------------------------------------------------------------------------------------
