@@ -62,8 +62,8 @@ async def run_kpi_stream(rt: Runtime) -> None:
         async for events in stream.take_events(s.consumer_max_batch, within=0.05):
             messages = [e.message for e in events]
             await applier.handle_until_done(messages)
-            for m in messages:
-                applied_up_to[m.tp] = max(applied_up_to.get(m.tp, 0), m.offset + 1)
+            for m in messages:  # in offset order within a partition
+                applied_up_to[m.tp] = m.offset + 1
 
     await app.start()
     log.info("KPI stream started")
@@ -84,11 +84,18 @@ async def report_lag(app: faust.App, service: str, applied_up_to: dict[TP, int])
     nothing applied since the start counts from the consumer's fetch position, which is the
     committed offset until messages flow.
     """
+    reported: set[TP] = set()
     while True:
         await asyncio.sleep(LAG_INTERVAL_S)
         try:
             consumer = app.consumer
-            for tp in consumer.assignment():
+            assigned = consumer.assignment()
+            for tp in (reported | set(applied_up_to)) - assigned:  # taken by a rebalance: not ours to report
+                applied_up_to.pop(tp, None)
+                if tp in reported:
+                    CONSUMER_LAG.remove(service, tp.topic, str(tp.partition))
+            reported &= assigned
+            for tp in assigned:
                 high = consumer.highwater(tp)
                 position = applied_up_to.get(tp)
                 if position is None:
@@ -96,5 +103,6 @@ async def report_lag(app: faust.App, service: str, applied_up_to: dict[TP, int])
                 if high is None or position is None:
                     continue
                 CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(max(0, high - position))
+                reported.add(tp)
         except Exception as exc:  # not started or rebalancing: the next round reports
             log.debug("consumer lag not available: %s", exc)
