@@ -30,7 +30,7 @@ from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, r
 from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import TimelineFeed, heartbeat_stream
-from eventkit.http import BodySizeLimit, RequestMetrics, decode_cursor, install_error_handlers
+from eventkit.http import BodySizeLimit, OrjsonResponse, RequestMetrics, decode_cursor, install_error_handlers
 from eventkit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyring
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
@@ -259,10 +259,10 @@ async def get_timeline(
     if wait_for is not None:
         applied = await timeline.wait_until_applied(rt.db, rt.waiters, wait_for, timeout_ms / 1000)
     async with rt.db.acquire() as conn:
-        survivor = await timeline.survivor_of(conn, customer_id)
+        survivor, members = await timeline.resolve(conn, customer_id)
         if survivor is not None:
             return _redirect(request, customer_id, survivor)
-        items, next_cursor = await timeline.page(conn, customer_id, limit, cursor)
+        items, next_cursor = await timeline.page(conn, customer_id, limit, cursor, members)
     items = await rt.keyring.unseal_items(items)
     body = {
         "customer_id": customer_id,
@@ -272,8 +272,8 @@ async def get_timeline(
     if not applied:
         body["error"] = "wait_timeout"
         body["message"] = f"event {wait_for} not applied within {timeout_ms} ms; this is the current state"
-        return JSONResponse(body, 504)
-    return JSONResponse(body)
+        return OrjsonResponse(body, 504)
+    return OrjsonResponse(body)
 
 
 @common.get(
@@ -285,10 +285,10 @@ async def get_timeline(
 async def get_digest(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
     async with rt.db.acquire() as conn:
-        survivor = await timeline.survivor_of(conn, customer_id)
+        survivor, members = await timeline.resolve(conn, customer_id)
         if survivor is not None:
             return _redirect(request, customer_id, survivor)
-        count, digest = await timeline.digest(conn, customer_id)
+        count, digest = await timeline.digest(conn, customer_id, members)
     return JSONResponse({"customer_id": customer_id, "events": count, "digest": digest})
 
 
@@ -302,11 +302,10 @@ async def get_digest(request: Request, customer_id: str) -> Response:
 async def stream_timeline(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
     async with rt.db.acquire() as conn:
-        survivor = await timeline.survivor_of(conn, customer_id)
+        survivor, members = await timeline.resolve(conn, customer_id)
         if survivor is not None:
             return _redirect(request, customer_id, survivor)
-        members = await timeline.member_ids(conn, customer_id)
-        _, seen_before = await timeline.digest(conn, customer_id)
+        _, seen_before = await timeline.digest(conn, customer_id, members)
     queue = rt.feed.subscribe(members)
     state = {"digest": seen_before}
 

@@ -34,6 +34,14 @@ UNSTORABLE_TEXT: tuple[type[Exception], ...] = (
 )
 
 
+class OrjsonResponse(JSONResponse):
+    """JSON rendered by orjson, for the hot paths (timeline pages, accept answers): several times
+    faster than the standard library on pages of 50 events; the same JSON (UTF-8, compact)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 class ApiError(Exception):
     """Raise from a route for a 4xx with a machine-readable reason."""
 

@@ -104,11 +104,29 @@ async def member_ids(conn: asyncpg.Connection, customer_id: str) -> list[str]:
     return [customer_id, *(r["merged_id"] for r in rows)]
 
 
+async def resolve(conn: asyncpg.Connection, customer_id: str) -> tuple[str | None, list[str]]:
+    """(survivor, []) if customer_id was merged into another customer; else (None, the ids whose
+    rows make its timeline: itself and everyone merged into it). One query, for the read paths."""
+    rows = await conn.fetch(
+        "SELECT merged_id, survivor_id FROM customer_aliases WHERE merged_id = $1 OR survivor_id = $1", customer_id
+    )
+    for r in rows:
+        if r["merged_id"] == customer_id:
+            return r["survivor_id"], []
+    return None, [customer_id, *(r["merged_id"] for r in rows)]
+
+
 async def page(
-    conn: asyncpg.Connection, customer_id: str, limit: int, before: Cursor | None
+    conn: asyncpg.Connection,
+    customer_id: str,
+    limit: int,
+    before: Cursor | None,
+    members: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
-    """Newest first, `limit` items older than `before`; and the cursor of the next page, if any."""
-    ids = await member_ids(conn, customer_id)
+    """Newest first, `limit` items older than `before`; and the cursor of the next page, if any.
+
+    `members` (from resolve) saves looking the aliases up again."""
+    ids = list(members) if members is not None else await member_ids(conn, customer_id)
     if before is None:
         rows = await conn.fetch(
             "SELECT customer_id, time, event_id, type, source, data FROM timeline"
@@ -142,8 +160,8 @@ async def page(
     return items, (Cursor(last["time"], last["event_id"]) if last is not None else None)
 
 
-async def digest(conn: asyncpg.Connection, customer_id: str) -> tuple[int, str]:
-    ids = await member_ids(conn, customer_id)
+async def digest(conn: asyncpg.Connection, customer_id: str, members: Sequence[str] | None = None) -> tuple[int, str]:
+    ids = list(members) if members is not None else await member_ids(conn, customer_id)
     row = await conn.fetchrow(
         "SELECT count(*) AS n, encode(sha256(convert_to(coalesce("
         " string_agg(event_id::text || E'\\n', '' ORDER BY time, event_id), ''), 'UTF8')), 'hex') AS d"

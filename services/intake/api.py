@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 from eventkit.app import runtime
 from eventkit.auth import Caller, require, require_channels
-from eventkit.http import ApiError
+from eventkit.http import ApiError, OrjsonResponse
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -176,7 +176,7 @@ async def post_interaction(
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
     answers = await _record(request, [item], _request_key(idempotency_key, body.model_dump(mode="json")))
-    return JSONResponse(answers[0], status_code=202)
+    return OrjsonResponse(answers[0], status_code=202)
 
 
 @router.post(
@@ -227,7 +227,7 @@ async def post_batch(
         raise ApiError(422, "validation_failed", "some items are not valid; nothing was recorded", errors=errors)
     items = [item for _, item in valid]
     answers = await _record(request, items, _request_key(idempotency_key, body.items))
-    return JSONResponse({"items": answers}, status_code=202)
+    return OrjsonResponse({"items": answers}, status_code=202)
 
 
 # --- customers ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from eventkit.envelope import Envelope
-from eventkit.timeline import Cursor, TimelineProjection, digest, page, survivor_of
+from eventkit.timeline import Cursor, TimelineProjection, digest, page, resolve, survivor_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TP = "00-" + "e" * 32 + "-" + "f" * 16 + "-01"
@@ -92,6 +92,13 @@ async def test_merge_moves_timeline_under_survivor_including_late_events(pool: a
             e.id for e in sorted(all_events, key=lambda e: (e.time, e.id), reverse=True)
         ]
         assert await digest(conn, "s") == (6, expected_digest(all_events))
+        # the read paths' one-query lookup says the same: m redirects, s gathers both
+        assert await resolve(conn, "m") == ("s", [])
+        survivor_id, members = await resolve(conn, "s")
+        assert (survivor_id, sorted(members)) == (None, ["m", "s"])
+        assert (await page(conn, "s", 50, None, members))[0] == items
+        assert await digest(conn, "s", members) == (6, expected_digest(all_events))
+        assert await resolve(conn, "nobody") == (None, ["nobody"])
 
 
 async def test_chained_merges_point_at_the_final_survivor(pool: asyncpg.Pool) -> None:
