@@ -15,12 +15,20 @@ import logging
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata, TopicPartition
+from opentelemetry import trace
 
 from eventkit.amnesia import BrokerWatch
 from eventkit.envelope import Envelope, kafka_headers
 from eventkit.eventstore import OUTBOX_CHANNEL
 from eventkit.faults import crash_point
-from eventkit.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISHED, REPUBLISHED
+from eventkit.telemetry import (
+    OUTBOX_BACKLOG,
+    OUTBOX_PUBLISHED,
+    REPUBLISHED,
+    context_from_traceparent,
+    traceparent_of,
+    tracer,
+)
 
 log = logging.getLogger(__name__)
 _LEADER_LOCK = 7_300_002
@@ -56,6 +64,7 @@ class OutboxRelay:
         self._backlog = OUTBOX_BACKLOG.labels(service)
         self._published = OUTBOX_PUBLISHED.labels(service)
         self._republished = REPUBLISHED.labels(service)
+        self._service = service
         self.is_leader = False
 
     async def run(self) -> None:
@@ -121,6 +130,19 @@ class OutboxRelay:
             self._backlog.set(0)
             return 0
         crash_point("relay.before_send")
+        # One PRODUCER span per trace in the batch (a request's events share one), so a trace
+        # shows the hop through the outbox and Kafka; consumers continue from it. With tracing
+        # off the spans are no-ops and the stored traceparent goes out unchanged.
+        spans = {
+            tp: tracer().start_span(
+                f"{self._service} publish",
+                context=context_from_traceparent(tp),
+                kind=trace.SpanKind.PRODUCER,
+                attributes={"crm.service": self._service, "messaging.system": "kafka"},
+            )
+            for tp in {row["traceparent"] for row in rows}
+        }
+        outgoing = {tp: traceparent_of(span, tp) for tp, span in spans.items()}
         acks = []
         for row in rows:
             # The stored JSON goes out as it is: no decode and re-encode on the way.
@@ -131,7 +153,7 @@ class OutboxRelay:
                 subject=row["subject"],
                 time=row["time"],
                 data={},
-                traceparent=row["traceparent"],
+                traceparent=outgoing[row["traceparent"]],
             )
             acks.append(
                 await self._producer.send(
@@ -141,7 +163,11 @@ class OutboxRelay:
                     headers=kafka_headers(envelope),
                 )
             )
-        sent: list[RecordMetadata] = await asyncio.gather(*acks)  # raises if a send failed: all is retried
+        try:
+            sent: list[RecordMetadata] = await asyncio.gather(*acks)  # raises if a send failed: all is retried
+        finally:
+            for span in spans.values():
+                span.end()
         crash_point("relay.after_ack")
         highest: dict[tuple[str, int], int] = {}
         for meta in sent:

@@ -139,3 +139,10 @@ def current_traceparent() -> str:
 
 def context_from_traceparent(traceparent: str) -> otel_context.Context:
     return _propagator.extract({"traceparent": traceparent})
+
+
+def traceparent_of(span: trace.Span, fallback: str) -> str:
+    """The W3C traceparent that makes the next hop a child of `span` (fallback if it has none)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent", fallback)

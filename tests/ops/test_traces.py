@@ -97,13 +97,24 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
     assert server.attributes.get("http.route") == "/v1/interactions"
     assert server.attributes.get("http.response.status_code") == 202
 
-    # Each consumer's span is a child in that trace, under a span of intake's request.
-    intake_span_ids = {s.span_id for s in spans if s.service == "crm-intake" and s.kind != Span.SPAN_KIND_CONSUMER}
+    # intake's outbox relay publishes the events under a PRODUCER span of that trace, a child of
+    # a span of the request; every consumer's span is a child of that producer span.
+    intake_request_ids = {
+        s.span_id
+        for s in spans
+        if s.service == "crm-intake" and s.kind in (Span.SPAN_KIND_SERVER, Span.SPAN_KIND_INTERNAL)
+    }
+    producers = [s for s in spans if s.service == "crm-intake" and s.kind == Span.SPAN_KIND_PRODUCER]
+    assert producers, f"no producer span from intake's relay\n{describe(spans)}"
+    for producer in producers:
+        assert producer.name == "intake publish"
+        assert producer.parent_span_id in intake_request_ids, f"{producer}\n{describe(spans)}"
+    producer_ids = {s.span_id for s in producers}
     for name in CONSUMERS:
         consumer = [s for s in spans if s.service == f"crm-{name}" and s.kind == Span.SPAN_KIND_CONSUMER]
         assert consumer, f"no consumer span from {name}\n{describe(spans)}"
         for span in consumer:
-            assert span.parent_span_id in intake_span_ids, f"{name}: {span}\n{describe(spans)}"
+            assert span.parent_span_id in producer_ids, f"{name}: {span}\n{describe(spans)}"
             assert span.attributes.get("crm.service") == name
             assert span.name.startswith(f"{name} apply crm.")
 
