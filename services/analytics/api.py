@@ -8,7 +8,7 @@ from eventkit.auth import require
 from eventkit.http import ApiError
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from analytics import domain, store
 from contracts.case import CaseType, Priority
@@ -18,11 +18,58 @@ router = APIRouter()
 MAX_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 
 
+class KpiFilters(BaseModel):
+    channel: Channel | None
+    region: str | None
+    case_type: CaseType | None
+    priority: Priority | None
+
+
+class KpiBucket(BaseModel):
+    model_config = ConfigDict(extra="allow")  # interactions, cases, csat, nps, notifications: as in totals
+    start: str = Field(description="RFC 3339, the start of the hour or day")
+
+
+class KpisOut(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    window: Literal["hour", "day"]
+    filters: KpiFilters
+    totals: dict[str, Any] = Field(description="interactions, cases, csat, nps, notifications over the whole range")
+    series: list[KpiBucket]
+
+
+class RfmOut(BaseModel):
+    recency_days: int | None = Field(description="Days since the last interaction; null: never")
+    frequency: int
+    monetary: float
+
+
+class RiskOut(BaseModel):
+    score: int
+    band: str | None
+    reasons: list[Any]
+
+
+class InsightsOut(BaseModel):
+    customer_id: str
+    as_of: str
+    rfm: RfmOut
+    risk: RiskOut
+    segment: str | None
+    region: str | None
+    vip: bool
+    open_cases: int
+    complaints: int
+    last_csat: int | None
+
+
 @router.get(
     "/v1/kpis",
     tags=["analytics"],
     dependencies=[require("ops")],
     summary="Customer-service KPIs over [from, to), totals and one row per hour or day",
+    responses={200: {"model": KpisOut}},
 )
 async def get_kpis(
     request: Request,
@@ -60,6 +107,11 @@ async def get_kpis(
     tags=["analytics"],
     summary="RFM, churn risk with reasons, segment",
     dependencies=[require("agent", "ops")],
+    responses={
+        200: {"model": InsightsOut},
+        308: {"description": "a merged customer: the survivor's insights"},
+        404: {"description": "customer_not_found: analytics knows nothing of this customer (yet)"},
+    },
 )
 async def get_insights(request: Request, customer_id: str) -> Response:
     async with runtime(request).db.acquire() as conn:

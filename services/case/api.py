@@ -5,7 +5,8 @@ Every command carries the version the agent decided on, as `If-Match: "<version>
 """
 
 import uuid
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import orjson
 from eventkit.app import runtime
@@ -118,6 +119,104 @@ class OpenIn(BaseModel):
     )
 
 
+class PendingSpan(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime | None
+
+
+class SurveyOut(BaseModel):
+    requested_at: datetime | None
+    due_at: datetime | None
+    score: int | None
+
+
+class CaseOut(BaseModel):
+    """A case as agents see it (domain.to_view)."""
+
+    case_id: str
+    customer_id: str
+    version: int = Field(description='Send it back as If-Match: "<version>" with the next command')
+    type: CaseType
+    priority: Priority
+    status: Status
+    allowed_transitions: list[Status]
+    team: str
+    queue: str
+    owner: str | None
+    title: str | None
+    opened_at: datetime | None
+    opened_by: str | None
+    updated_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    pending_spans: list[PendingSpan]
+    handovers: list[dict[str, Any]]
+    notes: list[dict[str, Any]]
+    interactions: list[str] = Field(description="Linked interaction event ids")
+    escalated: bool
+    breached: bool
+    survey: SurveyOut
+
+
+class CommandOut(CaseOut):
+    event_ids: list[str] = Field(description="The events this command stored")
+
+
+class SlaTargetOut(BaseModel):
+    target_seconds: float
+    elapsed_seconds: float = Field(description="Business seconds so far")
+    due_at: datetime | None = Field(description="None while the clock is paused short of the target")
+    met_at: datetime | None
+    warned: bool
+    breached: bool
+
+
+class SlaOut(BaseModel):
+    clock: Literal["running", "paused"]
+    first_response: SlaTargetOut
+    resolution: SlaTargetOut
+
+
+class HistoryEntry(BaseModel):
+    event_id: str
+    version: int
+    type: str
+    time: datetime
+    data: dict[str, Any]
+
+
+class CaseDetailOut(CaseOut):
+    sla: SlaOut
+    history: list[HistoryEntry] = Field(description="Every event of the case, oldest first")
+
+
+class CaseRow(BaseModel):
+    case_id: str
+    customer_id: str
+    version: int
+    type: CaseType
+    priority: Priority
+    status: Status
+    team: str
+    queue: str
+    owner: str | None
+    title: str | None
+    opened_at: datetime
+    updated_at: datetime
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    breached: bool
+    escalated: bool
+    awaiting_survey: bool
+
+
+class CaseListOut(BaseModel):
+    cases: list[CaseRow] = Field(description="Newest first")
+    next_before: str | None = Field(description="Pass as before for the next page; null on the last one")
+
+
 def _outcome(outcome: Outcome, status: int = 200) -> Response:
     body = {**domain.to_view(outcome.state), "event_ids": outcome.event_ids}
     return _json(body, status, outcome.state.version)
@@ -133,6 +232,7 @@ async def _run(request: Request, case_id: str, call: Any) -> Response:
 
 
 _COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {"model": CommandOut, "description": "the case after the command; ETag: its version"},
     404: {"description": "case_not_found, interaction_not_found"},
     409: {"description": "concurrency_conflict (stale version), illegal_transition (with allowed), no_change, ..."},
     422: {"description": "validation_failed, priority_below_vip_minimum, interaction_of_another_customer"},
@@ -140,7 +240,7 @@ _COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/v1/cases", summary="List and filter cases, newest first")
+@router.get("/v1/cases", summary="List and filter cases, newest first", responses={200: {"model": CaseListOut}})
 async def list_cases(
     request: Request,
     status: Annotated[list[Status] | None, Query()] = None,
@@ -172,7 +272,17 @@ async def list_cases(
     return _json({"cases": rows, "next_before": next_cursor.encode() if next_cursor else None})
 
 
-@router.post("/v1/cases", status_code=201, summary="Open a case by hand", responses={404: {}, 422: {}})
+@router.post(
+    "/v1/cases",
+    status_code=201,
+    summary="Open a case by hand",
+    responses={
+        200: {"model": CommandOut, "description": "opened before with this case_id: that case"},
+        201: {"model": CommandOut, "description": "opened"},
+        404: {"description": "customer_not_found: no such customer has reached the case service (yet)"},
+        409: {"description": "case_id_taken: another customer's case has this id"},
+    },
+)
 async def open_case(request: Request, body: OpenIn) -> Response:
     ctx = case_context(request)
     try:
@@ -193,7 +303,11 @@ async def open_case(request: Request, body: OpenIn) -> Response:
     return _outcome(outcome, 201 if outcome.created else 200)
 
 
-@router.get("/v1/cases/{case_id}", summary="One case with SLA state and its full history")
+@router.get(
+    "/v1/cases/{case_id}",
+    summary="One case with SLA state and its full history",
+    responses={200: {"model": CaseDetailOut}, 404: {"description": "case_not_found"}},
+)
 async def get_case(request: Request, case_id: str) -> Response:
     ctx = case_context(request)
     try:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import uvicorn
@@ -22,15 +22,23 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 from eventkit import db, timeline
 from eventkit.amnesia import BrokerWatch
-from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, require
+from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, current_principal, require
 from eventkit.consumer import IdempotentConsumer, Projection, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import TimelineFeed, heartbeat_stream
-from eventkit.http import BodySizeLimit, OrjsonResponse, RequestMetrics, decode_cursor, install_error_handlers
+from eventkit.http import (
+    BodySizeLimit,
+    OrjsonResponse,
+    RequestMetrics,
+    decode_cursor,
+    document_errors,
+    install_error_handlers,
+)
 from eventkit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyring
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
@@ -209,12 +217,69 @@ async def _keep_running(name: str, loop: Callable[[], Awaitable[None]]) -> None:
 common = APIRouter()
 
 
-@common.get("/healthz", tags=["operations"], summary="Alive")
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, bool] = Field(description="database, broker, consumer_assigned")
+
+
+class TimelineItem(BaseModel):
+    event_id: str
+    type: str = Field(description="The event type, e.g. crm.interaction.recorded.v1")
+    time: str = Field(description="RFC 3339, when it happened")
+    source: str = Field(description="The producing service, e.g. /crm/intake")
+    subject: str = Field(description="The customer id it was recorded under (a merged id included)")
+    data: dict[str, Any] = Field(description="The event's data; personal fields read [erased] after erasure")
+
+
+class TimelinePage(BaseModel):
+    customer_id: str
+    events: list[TimelineItem] = Field(description="Newest first")
+    next_before: str | None = Field(description="Pass as before for the next page; null on the last one")
+
+
+class TimelineTimeout(TimelinePage):
+    error: Literal["wait_timeout"]
+    message: str
+
+
+class DigestOut(BaseModel):
+    customer_id: str
+    events: int
+    digest: str = Field(description="hex SHA-256 over the event ids, one per line, in (time, id) order")
+
+
+class AuditRow(BaseModel):
+    at: str = Field(description="RFC 3339")
+    key_id: str
+    method: str
+    route: str = Field(description="The route template, never the raw path")
+    customer_id: str | None
+    status: int
+
+
+class AuditPage(BaseModel):
+    items: list[AuditRow]
+    next_before: int | None = Field(description="Pass as before for the next page; null on the last one")
+
+
+MERGED: dict[int | str, dict[str, Any]] = {308: {"description": "a merged customer: the same URL for the survivor"}}
+
+
+@common.get("/healthz", tags=["operations"], summary="Alive", response_model=HealthOut)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@common.get("/readyz", tags=["operations"], summary="Database and broker reachable, consumer assigned")
+@common.get(
+    "/readyz",
+    tags=["operations"],
+    summary="Database and broker reachable, consumer assigned",
+    responses={200: {"model": ReadyOut}, 503: {"model": ReadyOut, "description": "not ready: checks says why"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks: dict[str, bool] = {"database": False, "broker": False, "consumer_assigned": False}
@@ -240,9 +305,14 @@ async def metrics() -> Response:
     tags=["timeline"],
     summary="The customer's timeline",
     dependencies=[require("agent")],
+    # Documented, not validated: this is the hot read path (FastAPI would check every page).
     responses={
+        200: {"model": TimelinePage},
         308: {"description": "a merged customer: the survivor's URL"},
-        504: {"description": "wait_for: the event was not applied within timeout_ms; the current page anyway"},
+        504: {
+            "model": TimelineTimeout,
+            "description": "wait_for: the event was not applied within timeout_ms; the current page anyway",
+        },
     },
 )
 async def get_timeline(
@@ -281,6 +351,7 @@ async def get_timeline(
     tags=["timeline"],
     summary="Event count and SHA-256 over the event ids in canonical order (time, id)",
     dependencies=[require("agent")],
+    responses={200: {"model": DigestOut}, **MERGED},
 )
 async def get_digest(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
@@ -298,6 +369,10 @@ async def get_digest(request: Request, customer_id: str) -> Response:
     summary="Server-sent events: each new timeline item as this service applies it (key also as ?access_token=)",
     response_class=StreamingResponse,
     dependencies=[require("agent")],
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "one `data:` line of JSON per timeline item"},
+        **MERGED,
+    },
 )
 async def stream_timeline(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
@@ -335,6 +410,7 @@ async def stream_timeline(request: Request, customer_id: str) -> Response:
     tags=["admin"],
     summary="Who read or changed what here, newest first",
     dependencies=[require("admin")],
+    responses={200: {"model": AuditPage}},
 )
 async def get_audit(
     request: Request,
@@ -390,6 +466,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = Runtime(settings=settings, spec=spec, store=EventStore(spec.name))
     install_error_handlers(app)
+    document_errors(app, current_principal)
     origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
     if origins:  # the agent console calls every service from one page
         app.add_middleware(

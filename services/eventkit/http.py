@@ -2,7 +2,8 @@
 
 Errors are JSON with a machine-readable `error` and, for validation, one entry per field:
     {"error": "validation_failed", "errors": [{"field": "body.channel", "reason": "..."}]}
-A database that is down is a 503 with Retry-After, never a 500.
+A database that is down is a 503 with Retry-After, never a 500. ErrorBody documents that shape;
+document_errors() puts it on every error answer of every route in the OpenAPI document.
 """
 
 import logging
@@ -13,9 +14,12 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, iter_route_contexts
 from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +44,30 @@ class OrjsonResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class FieldError(BaseModel):
+    """One thing wrong with the request, named as the client wrote it."""
+
+    field: str = Field(description='"body.channel", "customer.email", "query.before", "header.If-Match"...')
+    reason: str
+    index: int | None = Field(default=None, description="Which item of a batch (batch requests only)")
+    type: str | None = Field(default=None, description="The validator's code, e.g. missing, json_invalid")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a machine-readable `error`, a sentence, and for bad input one entry per field.
+    Some errors say more: `required` scopes (403), `index` of the batch item (409 idempotency_key_reused),
+    `current_status` and `allowed` transitions (409 illegal_transition)."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str = Field(description="validation_failed, unauthenticated, forbidden, rate_limited, not_found, ...")
+    message: str
+    errors: list[FieldError] | None = Field(default=None, description="Validation errors, one per field")
+    required: list[str] | None = Field(default=None, description="403: the scopes that would do")
+    index: int | None = Field(default=None, description="409 idempotency_key_reused: the batch item")
+    current_status: str | None = Field(default=None, description="409 illegal_transition: the case's status")
+    allowed: list[str] | None = Field(default=None, description="409 illegal_transition: where it may go")
 
 
 class ApiError(Exception):
@@ -151,6 +179,82 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal", "message": "unexpected error; it has been logged"}, 500)
 
     app.add_exception_handler(Exception, _unexpected)
+
+
+_ERROR_ANSWERS: dict[int, str] = {
+    400: "malformed_json: the body is not valid JSON",
+    401: "unauthenticated: no API key, or not a valid one (unknown or revoked)",
+    403: "forbidden: the key lacks the scope; `required` names the ones that would do",
+    413: "body_too_large: the body is over this route's limit",
+    422: "validation_failed: `errors` names each field and why",
+    429: "rate_limited: too many requests for this key; retry after Retry-After seconds",
+    503: "unavailable: storage or a service it needs is unavailable; retry after Retry-After seconds",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
+
+
+def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    return dependant.call is call or any(_depends_on(d, call) for d in dependant.dependencies)
+
+
+def _has_schema(response: dict[str, Any]) -> bool:
+    return any(media.get("schema") for media in response.get("content", {}).values())
+
+
+def document_errors(app: FastAPI, authenticate: Callable[..., Any]) -> None:
+    """The OpenAPI document says what the handlers above really answer, once for every route:
+    ErrorBody on every 4xx/5xx (FastAPI's own 422 schema, HTTPValidationError, is not our body);
+    400/413 wherever there is a body; 401/403/429/503 wherever `authenticate` runs; and no body on
+    redirects (RedirectResponse sends none). Routes document their own 404/409/410/... in responses=.
+    """
+    generate = app.openapi  # FastAPI's generator, which caches in app.openapi_schema
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        error_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(error_schema.pop("$defs", {}))
+        components["ErrorBody"] = error_schema
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        # Route contexts: included routers' routes with the router's own dependencies joined in.
+        for route in iter_route_contexts(app.routes):
+            if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+                continue
+            codes: set[int] = set()
+            if route.body_field is not None:
+                codes |= {400, 413, 422}
+            if _depends_on(route.dependant, authenticate):
+                codes |= {401, 403, 429, 503}
+            for method in route.methods or ():
+                responses: dict[str, Any] = schema["paths"][route.path_format][method.lower()]["responses"]
+                for code in sorted(codes):
+                    responses.setdefault(str(code), {"description": _ERROR_ANSWERS[code]})
+                for key, response in responses.items():
+                    status = int(key) if key.isdigit() else 0
+                    if 300 <= status < 400:
+                        response.pop("content", None)
+                        continue
+                    if status < 400:
+                        continue
+                    if status == 422 or not _has_schema(response):
+                        response["content"] = error_content
+                    if status in _ERROR_ANSWERS and response.get("description") in ("", "Additional Response"):
+                        response["description"] = _ERROR_ANSWERS[status]
+                    if status == 422:
+                        response["description"] = _ERROR_ANSWERS[422]
+                    if status in (429, 503):
+                        response.setdefault("headers", _RETRY_AFTER)
+                responses_by_code = dict(sorted(responses.items()))
+                responses.clear()
+                responses.update(responses_by_code)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class RequestMetrics:

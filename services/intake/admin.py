@@ -36,7 +36,72 @@ class KeyIn(BaseModel):
     scopes: list[Annotated[str, Field(pattern=SCOPE_PATTERN)]] = Field(min_length=1, max_length=12)
 
 
-@router.post("/v1/admin/keys", status_code=201, summary="Create an API key; the key is shown only in this answer")
+class KeyCreatedOut(BaseModel):
+    key_id: str
+    key: str = Field(description="The secret: send it as Authorization: Bearer <key>; shown only here")
+    name: str
+    scopes: list[str]
+    event_id: str = Field(description="Pass as wait_for to a service's timeline: the key works there once applied")
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    name: str
+    scopes: list[str]
+    created_at: str
+    revoked_at: str | None
+
+
+class KeysOut(BaseModel):
+    items: list[KeyOut]
+
+
+class KeyRevokedOut(BaseModel):
+    key_id: str
+    revoked: bool
+    event_id: str
+
+
+class ServiceExport(BaseModel):
+    timeline: list[dict[str, Any]]
+    audit: list[dict[str, Any]]
+
+
+class IntakeExport(ServiceExport):
+    customer: dict[str, Any] = Field(description="As GET /v1/customers/{customer_id} answers")
+
+
+class CaseExport(ServiceExport):
+    cases: list[dict[str, Any]] = Field(description="Each as GET /v1/cases/{case_id} answers")
+
+
+class AnalyticsExport(ServiceExport):
+    customer_id: str
+    insights: dict[str, Any] = Field(description="As GET /v1/customers/{customer_id}/insights answers, or its 404")
+
+
+class ExportOut(BaseModel):
+    customer_id: str
+    customer_ids: list[str] = Field(description="The customer and every id merged into it")
+    exported_at: str
+    intake: IntakeExport
+    case: CaseExport
+    notification: ServiceExport = Field(description="notification's customer export, with timeline and audit")
+    analytics: AnalyticsExport
+
+
+class ErasureOut(BaseModel):
+    event_id: str = Field(description="crm.customer.erased.v1")
+    customer_id: str
+    erased_ids: list[str] = Field(description="The customer and every id merged into it")
+
+
+@router.post(
+    "/v1/admin/keys",
+    status_code=201,
+    summary="Create an API key; the key is shown only in this answer",
+    responses={201: {"model": KeyCreatedOut}},
+)
 async def create_key(request: Request, body: KeyIn) -> Response:
     rt = runtime(request)
     key_id, key = new_key()
@@ -50,7 +115,7 @@ async def create_key(request: Request, body: KeyIn) -> Response:
     return JSONResponse(body_out, status_code=201)
 
 
-@router.get("/v1/admin/keys", summary="API keys (never the keys themselves)")
+@router.get("/v1/admin/keys", summary="API keys (never the keys themselves)", responses={200: {"model": KeysOut}})
 async def list_keys(request: Request) -> Response:
     async with runtime(request).db.acquire() as conn:
         rows = await conn.fetch(
@@ -72,7 +137,15 @@ async def list_keys(request: Request) -> Response:
     )
 
 
-@router.delete("/v1/admin/keys/{key_id}", summary="Revoke an API key everywhere")
+@router.delete(
+    "/v1/admin/keys/{key_id}",
+    summary="Revoke an API key everywhere",
+    responses={
+        200: {"model": KeyRevokedOut},
+        404: {"description": "key_not_found"},
+        409: {"description": "already_revoked"},
+    },
+)
 async def revoke_key(request: Request, key_id: str) -> Response:
     rt = runtime(request)
     async with rt.db.acquire() as conn, conn.transaction():
@@ -94,7 +167,9 @@ async def revoke_key(request: Request, key_id: str) -> Response:
     tags=["customers"],
     summary="Everything the four services hold about a customer, as one JSON document",
     responses={
+        200: {"model": ExportOut},
         308: {"description": "a merged customer: the survivor's export"},
+        404: {"description": "customer_not_found"},
         503: {"description": "a service did not answer: no partial export"},
     },
 )
@@ -235,6 +310,7 @@ async def _whole_timeline(conn: Any, customer_id: str) -> list[dict[str, Any]]:
     status_code=202,
     summary="Erase a customer: destroy their data keys (crypto-shredding); every service masks what it holds",
     responses={
+        202: {"model": ErasureOut},
         308: {"description": "a merged customer: erase the survivor"},
         404: {"description": "no such customer"},
         409: {"description": "erased already"},

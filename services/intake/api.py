@@ -70,6 +70,45 @@ class BatchOut(BaseModel):
     items: list[AcceptedOut]
 
 
+class IdentifierOut(BaseModel):
+    kind: str = Field(description="email, phone or external")
+    value: str | None = Field(description='"[erased]" once the customer is erased')
+    channel: str | None
+
+
+class ConsentOut(BaseModel):
+    purpose: str
+    channel: str | None = Field(description="None: every channel")
+    granted: bool
+    updated_at: str
+
+
+class CustomerOut(BaseModel):
+    customer_id: str
+    created_at: str
+    erased_at: str | None
+    name: str | None
+    identifiers: list[IdentifierOut]
+    merged_ids: list[str] = Field(description="Customers merged into this one")
+    preferences: Preferences
+    consent: list[ConsentOut]
+
+
+class CustomersOut(BaseModel):
+    items: list[CustomerOut]
+
+
+class DataKeysOut(BaseModel):
+    keys: dict[str, str] = Field(description="customer id -> base64 data key")
+    erased: list[str] = Field(description="ids whose key was destroyed (erased customers)")
+
+
+# Where a customer's personal data is written: an erased customer gets no new personal data.
+ERASED: dict[int | str, dict[str, Any]] = {410: {"description": "customer_erased: no new personal data is kept"}}
+MERGED: dict[int | str, dict[str, Any]] = {308: {"description": "a merged customer: the same URL for the survivor"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "customer_not_found"}}
+
+
 _interaction = TypeAdapter(InteractionIn)
 
 
@@ -154,13 +193,14 @@ IdempotencyKey = Annotated[
     "/v1/interactions",
     tags=["interactions"],
     status_code=202,
-    response_model=AcceptedOut,
     summary="Record one interaction",
+    # Documented, not validated by FastAPI: the hot write path answers with orjson directly.
     responses={
+        202: {"model": AcceptedOut},
         400: {"description": "malformed JSON"},
         409: {"description": "Idempotency-Key or client_event_id reused for a different request"},
         413: {"description": "content or body too large"},
-        422: {"description": "invalid field"},
+        **ERASED,
     },
 )
 async def post_interaction(
@@ -183,9 +223,13 @@ async def post_interaction(
     "/v1/interactions:batch",
     tags=["interactions"],
     status_code=202,
-    response_model=BatchOut,
     summary=f"Record up to {MAX_BATCH} interactions as one durable write (all or nothing)",
-    responses={413: {"description": f"more than {MAX_BATCH} items, or body too large"}},
+    responses={
+        202: {"model": BatchOut},
+        409: {"description": "Idempotency-Key or client_event_id reused for a different request (`index`)"},
+        413: {"description": f"more than {MAX_BATCH} items, or body too large"},
+        **ERASED,
+    },
 )
 async def post_batch(
     request: Request,
@@ -271,6 +315,7 @@ async def _customer_call(request: Request, customer_id: str, call: Any) -> Respo
     tags=["customers"],
     summary="Find customers by email, phone, name or the start of their id",
     dependencies=[require("agent")],
+    responses={200: {"model": CustomersOut}},
 )
 async def find_customers(
     request: Request,
@@ -310,6 +355,7 @@ async def find_customers(
     tags=["customers"],
     summary="Identifiers, preferences and consent",
     dependencies=[require("agent")],
+    responses={200: {"model": CustomerOut}, **MERGED, **NOT_FOUND},
 )
 async def get_customer(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
@@ -326,6 +372,7 @@ async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
     response_model=ChangedOut,
     summary="Grant or withdraw consent per purpose and channel",
     dependencies=[require("agent")],
+    responses={**MERGED, **NOT_FOUND},
 )
 async def put_consent(request: Request, customer_id: str, body: ConsentIn) -> Response:
     rt = runtime(request)
@@ -340,6 +387,7 @@ async def put_consent(request: Request, customer_id: str, body: ConsentIn) -> Re
     response_model=ChangedOut,
     summary="Preferred channel, language, quiet hours, VIP flag, region (the whole set)",
     dependencies=[require("agent")],
+    responses={**MERGED, **NOT_FOUND},
 )
 async def put_preferences(request: Request, customer_id: str, body: Preferences) -> Response:
     rt = runtime(request)
@@ -365,7 +413,7 @@ class ProfileIn(BaseModel):
     tags=["customers"],
     response_model=ChangedOut,
     summary="Display name (the whole profile); findable with GET /v1/customers?name=",
-    responses={410: {"description": "the customer is erased: no new personal data is kept"}},
+    responses={**ERASED, **MERGED, **NOT_FOUND},
     dependencies=[require("agent")],
 )
 async def put_profile(request: Request, customer_id: str, body: ProfileIn) -> Response:
@@ -392,6 +440,7 @@ class DataKeysIn(BaseModel):
     tags=["internal"],
     summary="Customers' data keys, for services that seal or read personal data (scope keys)",
     dependencies=[require("keys")],
+    responses={200: {"model": DataKeysOut}},
 )
 async def lookup_data_keys(request: Request, body: DataKeysIn) -> Response:
     rt = runtime(request)

@@ -8,6 +8,7 @@ from eventkit.auth import require
 from eventkit.http import ApiError
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from notification import handlers, privacy, store
 
@@ -16,7 +17,51 @@ router = APIRouter(tags=["notifications"], dependencies=[require("agent", "ops")
 Status = Literal["pending", "scheduled", "retrying", "sending", "sent", "delivered", "failed", "suppressed", "digested"]
 
 
-@router.get("/v1/notifications", summary="Notifications, newest first, by customer and/or status")
+class NotificationOut(BaseModel):
+    notification_id: str
+    rule: str
+    customer_id: str
+    audience: str = Field(description="customer, or staff (an agent or team lead)")
+    recipient: str | None
+    channel: str | None
+    purpose: str
+    critical: bool
+    language: str | None
+    subject: str | None = Field(description='"[erased]" once the customer is erased')
+    status: Status
+    reason: str | None
+    attempts: int
+    source_event_id: str
+    source_event_type: str
+    deliver_at: str | None
+    next_attempt_at: str | None
+    created_at: str
+    updated_at: str | None
+    sent_at: str | None
+    digest_id: str | None
+    dead_letter_reason: str | None = Field(default=None, description="Listings only: why it was dead-lettered")
+
+
+class NotificationsOut(BaseModel):
+    customer_id: str | None = Field(description="The survivor's id for a merged customer")
+    status: Status | None
+    items: list[NotificationOut]
+
+
+class CustomerNotificationsOut(BaseModel):
+    customer_id: str
+    customer_ids: list[str] = Field(description="The customer and every id merged into it")
+    contacts: list[dict[str, Any]]
+    consent: list[dict[str, Any]]
+    preferences: dict[str, Any]
+    items: list[dict[str, Any]] = Field(description="Every message, opened, with its source event's data")
+
+
+@router.get(
+    "/v1/notifications",
+    summary="Notifications, newest first, by customer and/or status",
+    responses={200: {"model": NotificationsOut}},
+)
 async def list_notifications(
     request: Request,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
@@ -34,7 +79,11 @@ async def list_notifications(
     return JSONResponse(body)
 
 
-@router.get("/v1/notifications/{notification_id}", summary="One notification", responses={404: {}})
+@router.get(
+    "/v1/notifications/{notification_id}",
+    summary="One notification",
+    responses={200: {"model": NotificationOut}, 404: {"description": "not_found"}},
+)
 async def get_notification(request: Request, notification_id: str) -> Response:
     try:
         uuid.UUID(notification_id)
@@ -54,6 +103,7 @@ async def get_notification(request: Request, notification_id: str) -> Response:
     tags=["admin"],
     summary="Everything notification holds about a customer, opened (for intake's export)",
     dependencies=[require("admin")],
+    responses={200: {"model": CustomerNotificationsOut}},
 )
 async def export_customer(request: Request, customer_id: Annotated[str, Path(max_length=64)]) -> Response:
     """Addresses, consent, preferences and every message (address, subject, body, source event
