@@ -48,9 +48,19 @@ class BrokerWatch:
         return self._client
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.stop()
-            self._client = None
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.stop(), 5)
+        except (asyncio.CancelledError, Exception) as exc:
+            # aiokafka's close awaits the fetch tasks it cancels and lets their CancelledError
+            # out (seen when the broker died mid-fetch): it must not end the relay as if the
+            # relay itself had been cancelled. A real cancellation of ours still goes through.
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise
+            log.info("broker check client closed uncleanly: %s", type(exc).__name__)
 
     async def forgot(self, watermarks: dict[TopicPartition, int]) -> str | None:
         """Why the broker forgot acknowledged messages, or None if it did not (or cannot tell now)."""

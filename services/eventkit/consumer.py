@@ -324,12 +324,12 @@ class IdempotentConsumer:
                 except (CommitFailedError, KafkaError) as exc:
                     # A rebalance took the partitions away; the next owner redelivers and dedups.
                     log.warning("offset commit failed: %s", exc)
-            self._update_lag()
+            await self._update_lag()
 
     async def handle(self, records: Sequence[Message]) -> None:
         await self.applier.handle(records)
 
-    def _update_lag(self) -> None:
+    async def _update_lag(self) -> None:
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             position = self._positions.get(tp)
@@ -340,7 +340,7 @@ class IdempotentConsumer:
                 # refilled (republished). Read it again from the start; applied events are skipped.
                 log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition,
                             high, position)  # fmt: skip
-                self._consumer.seek_to_beginning(tp)
+                await self._consumer.seek_to_beginning(tp)  # a coroutine: not awaited, it never seeks
                 self._positions[tp] = 0
                 continue
             CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
