@@ -47,6 +47,7 @@ async def test_postgres_restart_means_503_with_retry_after_and_each_retry_applie
     stack = chaos_stack
     load = MixedLoad(stack, "pg", customers=10, seed=21)
     await load.seed()
+    duplicates_before = await metric_sums(stack, DUPLICATES)
     stop = asyncio.Event()
     running = asyncio.create_task(load.run(stop))
     await asyncio.sleep(1.5)
@@ -77,6 +78,8 @@ async def test_postgres_restart_means_503_with_retry_after_and_each_retry_applie
     figures.converged_s = await wait_all_converged(stack, load.accepted.by_customer, recovered)
     await assert_nothing_lost(stack, load, recovered)
     await assert_applied_once(stack, load, smtp, recovered)
+    duplicates = rose_by(duplicates_before, await metric_sums(stack, DUPLICATES))
+    figures.duplicates_absorbed = int(sum(duplicates.values()))
     figures.outcome = "ok"
 
 
@@ -136,6 +139,7 @@ async def test_two_instances_share_partitions_and_one_survives_the_other(
 
         load = MixedLoad(stack, f"pair-{service}", customers=12, seed=24, agents=2)
         await load.seed()
+        duplicates_before = await metric_sums(stack, DUPLICATES)  # the first instances, which live on
         stop = asyncio.Event()
         running = asyncio.create_task(load.run(stop))
         await asyncio.sleep(2)
@@ -151,6 +155,8 @@ async def test_two_instances_share_partitions_and_one_survives_the_other(
         figures.converged_s = await wait_all_converged(stack, load.accepted.by_customer, recovered)
         await assert_nothing_lost(stack, load, recovered)
         await assert_applied_once(stack, load, smtp, recovered)
+        duplicates = rose_by(duplicates_before, await metric_sums(stack, DUPLICATES))
+        figures.duplicates_absorbed = int(sum(duplicates.values()))
         figures.outcome = "ok"
     finally:
         second.stop()
