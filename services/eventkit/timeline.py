@@ -49,6 +49,41 @@ class TimelineProjection:
                 await record_merge(conn, survivor_id=e.data["survivor_id"], merged_id=e.data["merged_id"])
 
 
+# Session-local staging for apply_bulk; emptied by every commit (and by a rollback).
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS timeline_staging (n int, customer_id text, time timestamptz, event_id uuid,"
+    " type text, source text, data text) ON COMMIT DELETE ROWS"
+)
+
+
+async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    """The same rows and merges as TimelineProjection.apply(conn, events), cheaper per event in
+    large batches: for `crm replay`, inside a transaction, on a connection of its own (it keeps
+    a temporary table, so not a pooled one).
+
+    The rows go in by binary COPY to a staging table and one INSERT ... SELECT ... ON CONFLICT DO
+    NOTHING in key order, which touches fewer index pages at random than log order (PostgreSQL
+    CPU per row 9.0 -> 7.5 µs measured); the position in the batch breaks ties, so of two rows
+    with one key the first wins, as with apply(). Merges are recorded after the rows, in order.
+    """
+    events = [e for e in events if not e.type.startswith(NOT_ON_TIMELINE)]
+    if not events:
+        return
+    await conn.execute(_STAGING)
+    await conn.copy_records_to_table(
+        "timeline_staging",
+        records=[(n, e.subject, e.time, e.id, e.type, e.source, json_text(e.data)) for n, e in enumerate(events)],
+    )
+    await conn.execute(
+        "INSERT INTO timeline (customer_id, time, event_id, type, source, data)"
+        " SELECT customer_id, time, event_id, type, source, data::jsonb FROM timeline_staging"
+        " ORDER BY customer_id, time, event_id, n ON CONFLICT DO NOTHING"
+    )
+    for e in events:
+        if e.type == MERGED:
+            await record_merge(conn, survivor_id=e.data["survivor_id"], merged_id=e.data["merged_id"])
+
+
 async def record_merge(conn: asyncpg.Connection, survivor_id: str, merged_id: str) -> None:
     """Alias merged_id (and everything already merged into it) to the survivor's final survivor."""
     # Serialise merges: two concurrent merges must not leave an alias pointing at an alias.
