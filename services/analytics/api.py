@@ -8,7 +8,7 @@ from eventkit.auth import require
 from eventkit.http import ApiError
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from analytics import domain, store
 from contracts.case import CaseType, Priority
@@ -25,8 +25,59 @@ class KpiFilters(BaseModel):
     priority: Priority | None
 
 
-class KpiBucket(BaseModel):
-    model_config = ConfigDict(extra="allow")  # interactions, cases, csat, nps, notifications: as in totals
+class InteractionKpis(BaseModel):
+    volume: int
+    inbound: int
+    complaints: int
+
+
+class Durations(BaseModel):
+    mean: float | None = Field(description="seconds; null without cases")
+    p90: float | None
+
+
+class CaseKpis(BaseModel):
+    opened: int
+    first_response_seconds: Durations
+    resolved: int
+    resolution_seconds: Durations
+    closed_same_day: int
+    first_contact_resolution_pct: float | None
+    sla_compliance_pct: float | None
+
+
+class CsatKpis(BaseModel):
+    responses: int
+    mean: float | None
+    satisfied_pct: float | None
+
+
+class NpsKpis(BaseModel):
+    responses: int
+    score: float | None
+
+
+class NotificationKpis(BaseModel):
+    scheduled: int
+    sent: int
+    delivered: int
+    failed: int
+    suppressed: int
+    delivery_rate_pct: float | None
+    suppression_rate_pct: float | None
+
+
+class KpiTotals(BaseModel):
+    """store.kpis: one of these for the whole range and one per hour or day."""
+
+    interactions: InteractionKpis
+    cases: CaseKpis
+    csat: CsatKpis
+    nps: NpsKpis
+    notifications: NotificationKpis
+
+
+class KpiBucket(KpiTotals):
     start: str = Field(description="RFC 3339, the start of the hour or day")
 
 
@@ -35,8 +86,8 @@ class KpisOut(BaseModel):
     to: str
     window: Literal["hour", "day"]
     filters: KpiFilters
-    totals: dict[str, Any] = Field(description="interactions, cases, csat, nps, notifications over the whole range")
-    series: list[KpiBucket]
+    totals: KpiTotals
+    series: list[KpiBucket] = Field(description="Only hours or days with something in them, oldest first")
 
 
 class RfmOut(BaseModel):

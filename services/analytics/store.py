@@ -23,7 +23,7 @@ class KpiQuery:
 
 
 _INTERACTIONS = """
-SELECT date_trunc($3, bucket) AS b, sum(count)::bigint AS volume,
+SELECT date_trunc($3, bucket) AS b, coalesce(sum(count), 0)::bigint AS volume,
        coalesce(sum(count) FILTER (WHERE kind = 'complaint'), 0)::bigint AS complaints,
        coalesce(sum(count) FILTER (WHERE direction = 'inbound'), 0)::bigint AS inbound
 FROM kpi_interactions

@@ -143,7 +143,7 @@ async def list_keys(request: Request) -> Response:
     responses={
         200: {"model": KeyRevokedOut},
         404: {"description": "key_not_found"},
-        409: {"description": "already_revoked"},
+        409: {"description": "already_revoked; concurrency_conflict when two revocations race"},
     },
 )
 async def revoke_key(request: Request, key_id: str) -> Response:
