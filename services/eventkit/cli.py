@@ -15,11 +15,15 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import multiprocessing
 import os
+import queue
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
+import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -156,16 +160,91 @@ class Progress:
               file=sys.stderr, flush=True)  # fmt: skip
 
 
-async def replay(service: str, batch_size: int = 10_000) -> int:
+async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> int:
     """Empty the timeline projection and apply every event on the topics again.
 
     The timeline projection is idempotent by itself (keyed by event id), so the service may keep
     running: its consumer and the replay can apply the same event, and it lands once.
 
     Skips what the consumers dead-letter (messages that do not decode or validate) and writes the
-    rows and merges TimelineProjection.apply would (timeline.apply_bulk). While PostgreSQL applies
-    one batch, the next is fetched and decoded: the database works on the other core.
+    rows and merges TimelineProjection.apply would (timeline.apply_bulk). Decoding and validating
+    is most of the CPU, so `workers` processes (one per core by default, two at most) each replay
+    a share of the partitions; in each, the next batch is fetched and decoded while PostgreSQL
+    applies the current one.
     """
+    workers = workers or min(2, os.cpu_count() or 1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [(t, p) for t in ALL_EVENT_TOPICS for p in sorted(await _partitions(consumer, t))]
+    finally:
+        await consumer.stop()
+    conn = await db.connect(_database_url(service))
+    try:
+        async with conn.transaction():
+            await conn.execute("TRUNCATE timeline, customer_aliases")
+    finally:
+        await conn.close()
+
+    # Every other partition of each topic: the shares hold about as many messages each.
+    shares = [partitions[i::workers] for i in range(workers) if partitions[i::workers]]
+    spawn = multiprocessing.get_context("spawn")
+    counters = spawn.Array("q", 2 * len(shares), lock=False)  # per worker: messages read, messages in its share
+    results = spawn.Queue()
+    procs = [
+        spawn.Process(target=_replay_worker, args=(service, share, batch_size, counters, i, results), daemon=True)
+        for i, share in enumerate(shares)
+    ]
+    for proc in procs:
+        proc.start()
+    progress = Progress(0)
+    outcomes: dict[int, tuple[int, int, str | None]] = {}
+    try:
+        while len(outcomes) < len(procs):
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    slot, done, skipped, error = results.get_nowait()
+                    outcomes[slot] = (done, skipped, error)
+            for i, proc in enumerate(procs):
+                if i not in outcomes and proc.exitcode is not None and results.empty():
+                    outcomes[i] = (0, 0, f"worker exited with {proc.exitcode}")
+            if any(error for _, _, error in outcomes.values()):
+                break
+            progress.total = sum(counters[2 * i + 1] for i in range(len(procs)))
+            progress.advance(sum(counters[2 * i] for i in range(len(procs))) - progress.done)
+    finally:
+        for proc in procs:
+            if proc.is_alive():  # another worker failed: stop the rest
+                proc.terminate()
+            proc.join()
+    errors = [error for _, _, error in outcomes.values() if error]
+    if errors:
+        print(f"\nreplay failed: {'; '.join(errors)}", file=sys.stderr)
+        return 1
+    progress.advance(sum(done for done, _, _ in outcomes.values()) - progress.done, final=True)
+    skipped = sum(s for _, s, _ in outcomes.values())
+    print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)")
+    return 0
+
+
+def _replay_worker(
+    service: str, share: list[tuple[str, int]], batch_size: int, counters: Any, slot: int, results: Any
+) -> None:
+    """One replay process: its share of the partitions; the answer (or the error) on `results`."""
+    import uvloop
+
+    try:
+        done, skipped = uvloop.run(_replay_share(service, share, batch_size, counters, slot))
+        results.put((slot, done, skipped, None))
+    except BaseException as exc:
+        results.put((slot, 0, 0, f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+async def _replay_share(
+    service: str, share: list[tuple[str, int]], batch_size: int, counters: Any, slot: int
+) -> tuple[int, int]:
     conn = await db.connect(_database_url(service))  # its own: apply_bulk keeps a temporary table
     consumer = AIOKafkaConsumer(
         bootstrap_servers=_bootstrap(),
@@ -177,21 +256,14 @@ async def replay(service: str, batch_size: int = 10_000) -> int:
     await consumer.start()
     applying: asyncio.Task[None] | None = None
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in ALL_EVENT_TOPICS
-            for p in sorted(consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
-        ]
+        partitions = [TopicPartition(topic, p) for topic, p in share]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        async with conn.transaction():
-            await conn.execute("TRUNCATE timeline, customer_aliases")
         # Read until caught up with each partition's high watermark, as fetches report it (the
         # embedded broker's ListOffsets is not reliable; see README). Events arriving meanwhile are
         # applied by the service's own consumer as well; the projection takes each once.
-        progress = Progress(0)
         pending = set(partitions)
-        skipped = 0
+        done = skipped = 0
         with _fewer_collections():
             while pending:
                 batches = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_size)
@@ -206,14 +278,13 @@ async def replay(service: str, batch_size: int = 10_000) -> int:
                     high = consumer.highwater(tp)
                     if high is not None and await consumer.position(tp) >= high:
                         pending.discard(tp)
-                progress.total = sum(consumer.highwater(tp) or 0 for tp in partitions)
-                progress.advance(sum(len(r) for r in batches.values()))
+                done += sum(len(r) for r in batches.values())
+                counters[2 * slot] = done
+                counters[2 * slot + 1] = sum(consumer.highwater(tp) or 0 for tp in partitions)
             if applying is not None:
                 await applying
                 applying = None
-        progress.advance(0, final=True)
-        print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)")
-        return 0
+        return done, skipped
     finally:
         if applying is not None:
             applying.cancel()
@@ -238,8 +309,17 @@ def _decode(records: Iterable[ConsumerRecord[bytes, bytes]]) -> tuple[list[Envel
 
 
 async def _apply_batch(conn: db.Connection, events: list[Envelope]) -> None:
-    async with conn.transaction():
-        await apply_bulk(conn, events)
+    for attempt in range(5):
+        try:
+            async with conn.transaction():
+                await apply_bulk(conn, events)
+            return
+        except asyncpg.DeadlockDetectedError:
+            # Another writer (the other worker, the service's consumer) inserted a row of this
+            # batch in the same moment; PostgreSQL picked this transaction to roll back.
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
 
 
 @contextlib.contextmanager
@@ -317,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("replay", help="rebuild a service's timeline projection from the log")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("--batch-size", type=int, default=10_000)
+    p.add_argument("--workers", type=int, default=0, help="replay processes (default: one per core, two at most)")
     p = sub.add_parser("deadletters", help="list a service's dead letters")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("--limit", type=int, default=50)
@@ -333,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         import uvloop  # the replay is CPU-bound in this process; uvloop's loop and transports cost less
 
-        return uvloop.run(replay(args.service, args.batch_size))
+        return uvloop.run(replay(args.service, args.batch_size, args.workers))
     if args.command == "deadletters":
         return asyncio.run(deadletters(args.service, args.limit))
     return asyncio.run(redrive(args.service, args.ids))
