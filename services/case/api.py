@@ -124,6 +124,19 @@ class PendingSpan(BaseModel):
     to: datetime | None
 
 
+class HandoverOut(BaseModel):
+    owner: str
+    previous_owner: str | None
+    team: str
+    at: datetime
+
+
+class NoteOut(BaseModel):
+    author: str
+    text: str = Field(description='"[erased]" once the customer is erased')
+    at: datetime
+
+
 class SurveyOut(BaseModel):
     requested_at: datetime | None
     due_at: datetime | None
@@ -151,8 +164,8 @@ class CaseOut(BaseModel):
     resolved_at: datetime | None
     closed_at: datetime | None
     pending_spans: list[PendingSpan]
-    handovers: list[dict[str, Any]]
-    notes: list[dict[str, Any]]
+    handovers: list[HandoverOut]
+    notes: list[NoteOut]
     interactions: list[str] = Field(description="Linked interaction event ids")
     escalated: bool
     breached: bool

@@ -48,12 +48,24 @@ class NotificationsOut(BaseModel):
     items: list[NotificationOut]
 
 
+class ContactOut(BaseModel):
+    kind: str = Field(description="email, phone, ...")
+    value: str | None = Field(description="null once the customer is erased")
+    added_at: str
+
+
+class ConsentOut(BaseModel):
+    purpose: str
+    channel: str = Field(description='"*": every channel')
+    granted: bool
+
+
 class CustomerNotificationsOut(BaseModel):
     customer_id: str
     customer_ids: list[str] = Field(description="The customer and every id merged into it")
-    contacts: list[dict[str, Any]]
-    consent: list[dict[str, Any]]
-    preferences: dict[str, Any]
+    contacts: list[ContactOut]
+    consent: list[ConsentOut]
+    preferences: dict[str, Any] = Field(description="As intake's PUT /v1/customers/{customer_id}/preferences")
     items: list[dict[str, Any]] = Field(description="Every message, opened, with its source event's data")
 
 
