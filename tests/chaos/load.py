@@ -295,6 +295,13 @@ async def wait_all_converged(stack: Stack, customers: Collection[str], recovered
             await asyncio.sleep(0.25)
 
 
+async def assert_recovered(stack: Stack, load: MixedLoad, smtp: SmtpServer, recovered: float, figures: Figures) -> None:
+    """After recovery: every service converged within CONVERGE_S, nothing lost, nothing applied twice."""
+    figures.converged_s = await wait_all_converged(stack, load.accepted.by_customer, recovered)
+    await assert_nothing_lost(stack, load, recovered)
+    await assert_applied_once(stack, load, smtp, recovered)
+
+
 async def assert_nothing_lost(stack: Stack, load: MixedLoad, recovered: float) -> None:
     """Each timeline holds exactly the stored events, each once, and the stored ones include every
     event intake accepted; one interaction event per request answered 202. Events still being

@@ -17,8 +17,7 @@ from tests.chaos.load import (
     Client,
     Figures,
     MixedLoad,
-    assert_applied_once,
-    assert_nothing_lost,
+    assert_recovered,
     metric_sums,
     rose_by,
     wait_all_converged,
@@ -75,9 +74,7 @@ async def test_postgres_restart_means_503_with_retry_after_and_each_retry_applie
         assert set(statuses) <= OK_STATUSES, (what, statuses)  # ...and never as a 500
         assert missing == 0, what  # and every 503 said when to come back
     assert load.cases, "no case was worked"
-    figures.converged_s = await wait_all_converged(stack, load.accepted.by_customer, recovered)
-    await assert_nothing_lost(stack, load, recovered)
-    await assert_applied_once(stack, load, smtp, recovered)
+    await assert_recovered(stack, load, smtp, recovered, figures)
     duplicates = rose_by(duplicates_before, await metric_sums(stack, DUPLICATES))
     figures.duplicates_absorbed = int(sum(duplicates.values()))
     figures.outcome = "ok"
@@ -114,9 +111,7 @@ async def test_sigkill_each_service_in_turn_under_mixed_load(
     await asyncio.wait_for(running, 60)
     load.figures(figures)
 
-    figures.converged_s = await wait_all_converged(stack, load.accepted.by_customer, recovered)
-    await assert_nothing_lost(stack, load, recovered)
-    await assert_applied_once(stack, load, smtp, recovered)
+    await assert_recovered(stack, load, smtp, recovered, figures)
     duplicates = rose_by(duplicates_before, await metric_sums(stack, DUPLICATES), restarted=stack.services)
     figures.duplicates_absorbed = int(sum(duplicates.values()))
     figures.outcome = "ok"
@@ -152,9 +147,7 @@ async def test_two_instances_share_partitions_and_one_survives_the_other(
         # recovered: the survivor is the group; it must have taken over within the bound
         recovered = time.monotonic()
         load.figures(figures)
-        figures.converged_s = await wait_all_converged(stack, load.accepted.by_customer, recovered)
-        await assert_nothing_lost(stack, load, recovered)
-        await assert_applied_once(stack, load, smtp, recovered)
+        await assert_recovered(stack, load, smtp, recovered, figures)
         duplicates = rose_by(duplicates_before, await metric_sums(stack, DUPLICATES))
         figures.duplicates_absorbed = int(sum(duplicates.values()))
         figures.outcome = "ok"
