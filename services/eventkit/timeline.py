@@ -65,8 +65,8 @@ async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
     NOTHING in key order, which touches fewer index pages at random than log order (PostgreSQL
     CPU per row 9.0 -> 7.5 µs on 100k rows), sorted by bytes (COLLATE "C": the index's own order
     under C.UTF-8, and a cheaper sort than the collation's; 12.0 -> 9.8 µs on 1M rows). The
-    batch breaks ties, so of two rows with one key the first wins, as with apply(). Merges are
-    recorded after the rows, in order.
+    position in the batch breaks ties, so of two rows with one key the first wins, as with
+    apply(). Merges are recorded after the rows, in order.
     """
     events = [e for e in events if not e.type.startswith(NOT_ON_TIMELINE)]
     if not events:
