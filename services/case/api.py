@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from eventkit.app import runtime
 from eventkit.auth import require
-from eventkit.http import ApiError, decode_cursor
+from eventkit.http import ApiError, audit_customer, decode_cursor
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -237,7 +237,9 @@ def _outcome(outcome: Outcome, status: int = 200) -> Response:
 
 async def _run(request: Request, case_id: str, call: Any) -> Response:
     try:
-        return _outcome(await call)
+        outcome = await call
+        audit_customer(request, outcome.state.customer_id)
+        return _outcome(outcome)
     except handlers.CaseNotFound as exc:
         raise _not_found(case_id) from exc
     except domain.CommandRejected as exc:
@@ -327,6 +329,7 @@ async def get_case(request: Request, case_id: str) -> Response:
         state, stored = await handlers.get_case(runtime(request).db, ctx, case_id)
     except handlers.CaseNotFound as exc:
         raise _not_found(case_id) from exc
+    audit_customer(request, state.customer_id)
     body = {
         **domain.to_view(state),
         "sla": domain.sla_view(state, ctx.policy, ctx.calendar, ctx.clock()),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import asyncpg
+import orjson
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -258,6 +259,7 @@ class AuditRow(BaseModel):
     method: str
     route: str = Field(description="The route template, never the raw path")
     customer_id: str | None
+    target: dict[str, str] | None = Field(description="The route's other path parameters (case_id, key_id...)")
     status: int
 
 
@@ -431,7 +433,7 @@ async def audit_page(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Audit rows newest first, and the cursor of the next page (None on the last one)."""
     rows = await conn.fetch(
-        "SELECT id, at, key_id, method, route, customer_id, status FROM audit_log"
+        "SELECT id, at, key_id, method, route, customer_id, target, status FROM audit_log"
         " WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR customer_id = $2)"
         " AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $3",
         key_id,
@@ -439,7 +441,11 @@ async def audit_page(
         limit,
         before,
     )
-    items = [{k: v for k, v in r.items() if k != "id"} | {"at": r["at"].isoformat()} for r in rows]
+    items = [
+        {k: v for k, v in r.items() if k != "id"}
+        | {"at": r["at"].isoformat(), "target": orjson.loads(r["target"]) if r["target"] else None}
+        for r in rows
+    ]
     return items, rows[-1]["id"] if len(rows) == limit else None
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
+import orjson
 from fastapi import Depends, Request
 
 from contracts.security import KEY_CREATED, KEY_REVOKED
@@ -103,11 +104,15 @@ class AuditLog:
     def __init__(self, pool_getter: Callable[[], asyncpg.Pool | None], interval_s: float = 0.25) -> None:
         self._pool = pool_getter
         self._interval_s = interval_s
-        self._pending: list[tuple[datetime, str, str, str, str | None, int]] = []
+        self._pending: list[tuple[datetime, str, str, str, str | None, str | None, int]] = []
 
-    def record(self, key_id: str, method: str, route: str, customer_id: str | None, status: int) -> None:
+    def record(
+        self, key_id: str, method: str, route: str, customer_id: str | None, target: dict[str, str], status: int
+    ) -> None:
+        """`target`: the route's other path parameters (case_id, key_id...), kept as JSON text."""
         if len(self._pending) < 100_000:
-            self._pending.append((datetime.now(UTC), key_id, method, route, customer_id, status))
+            text = orjson.dumps(target).decode() if target else None
+            self._pending.append((datetime.now(UTC), key_id, method, route, customer_id, text, status))
 
     async def flush(self) -> None:
         pool = self._pool()
@@ -117,7 +122,9 @@ class AuditLog:
         try:
             async with pool.acquire() as conn:
                 await conn.copy_records_to_table(
-                    "audit_log", records=batch, columns=["at", "key_id", "method", "route", "customer_id", "status"]
+                    "audit_log",
+                    records=batch,
+                    columns=["at", "key_id", "method", "route", "customer_id", "target", "status"],
                 )
         except Exception:
             self._pending = batch + self._pending  # try again next round

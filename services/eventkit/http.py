@@ -38,6 +38,15 @@ UNSTORABLE_TEXT: tuple[type[Exception], ...] = (
 )
 
 
+AUDIT_CUSTOMER = "audit_customer_id"
+
+
+def audit_customer(request: Request, customer_id: str) -> None:
+    """Attribute this request to a customer in the audit log when its path does not name one
+    (GET /v1/cases/{case_id}...), so the customer's audit trail and export include it."""
+    request.state.audit_customer_id = customer_id
+
+
 class OrjsonResponse(JSONResponse):
     """JSON rendered by orjson, for the hot paths (timeline pages, accept answers): several times
     faster than the standard library on pages of 50 events; the same JSON (UTF-8, compact)."""
@@ -294,8 +303,11 @@ class RequestMetrics:
                 HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
                 principal = scope.get("state", {}).get("principal")
                 if principal is not None:  # authenticated: append to the audit log
-                    customer = scope.get("path_params", {}).get("customer_id")
-                    scope["app"].state.runtime.audit.record(principal.key_id, method, template, customer, status)
+                    params = dict(scope.get("path_params", {}))
+                    # a route about one case, message... may name its customer (audit_customer)
+                    customer = params.pop("customer_id", None) or scope["state"].get(AUDIT_CUSTOMER)
+                    audit = scope["app"].state.runtime.audit
+                    audit.record(principal.key_id, method, template, customer, params, status)
                 HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)
 
 

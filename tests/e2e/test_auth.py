@@ -226,6 +226,7 @@ async def test_export_gathers_from_all_four_services(stack: Stack) -> None:
                               json={"author": "ana", "text": note, "expected_version": listed["version"]})  # fmt: skip
         assert noted.status_code == 200, noted.text
         note_event = noted.json()["event_ids"][-1]
+        assert (await client.get(f"{case}/v1/cases/{listed['case_id']}")).status_code == 200
         # (the rate-limit test's second intake instance just left the group: allow for the rebalance)
         for svc in stack.services.values():  # applied everywhere, and each service audits a read of theirs
             applied = await client.get(
@@ -258,6 +259,13 @@ async def test_export_gathers_from_all_four_services(stack: Stack) -> None:
         assert {(a["route"], a["customer_id"]) for a in doc[name]["audit"]} >= {
             ("/v1/customers/{customer_id}/timeline", customer)
         }, name
+    # routes about one case are audited against its customer, with the case id as their target
+    case_audit = {(a["method"], a["route"], a["customer_id"], str(a["target"])) for a in doc["case"]["audit"]}
+    target = str({"case_id": listed["case_id"]})
+    assert {
+        ("POST", "/v1/cases/{case_id}/notes", customer, target),
+        ("GET", "/v1/cases/{case_id}", customer, target),
+    } <= case_audit
     [exported_case] = doc["case"]["cases"]
     assert exported_case["case_id"] == listed["case_id"] and exported_case["customer_id"] == customer
     assert [n["text"] for n in exported_case["notes"]] == [note]
