@@ -58,6 +58,7 @@ class Person:
         self.note = f"Called back Mrs Okonkwo{tag} at home"
         self.reason = f"Technician Ferdinand{tag} replaced it"
         self.remark = f"ring Ignatius{tag} after six"  # in free-form metadata, nested
+        self.name = f"Philippa Wexford{tag}"  # the display name (PUT .../profile)
 
     @property
     def needles(self) -> dict[str, str]:
@@ -68,6 +69,7 @@ class Person:
             "note": self.note.split()[3],
             "reason": self.reason.split()[1],
             "metadata": self.remark.split()[1],
+            "name": self.name.split()[1],
         }
 
     @property
@@ -229,6 +231,8 @@ async def test_erasure_leaves_no_readable_personal_value_anywhere(stack: Stack, 
         )
         customer = merged["customer_id"]
         assert {first["customer_id"], second["customer_id"]} >= {customer}
+        r = await client.put(f"{intake}/v1/customers/{customer}/profile", json={"name": person.name})
+        assert r.status_code == 200, r.text
 
         async def opened() -> dict[str, Any] | None:
             r = await client.get(f"{case}/v1/cases", params={"customer_id": customer})
@@ -260,6 +264,7 @@ async def test_erasure_leaves_no_readable_personal_value_anywhere(stack: Stack, 
         # Readable through the API while the customer exists...
         r = await client.get(f"{intake}/v1/customers/{customer}")
         assert {i["value"] for i in r.json()["identifiers"]} == {person.email, person.phone}
+        assert r.json()["name"] == person.name
         r = await client.get(
             f"{stack.services['analytics'].url}/v1/customers/{customer}/timeline", params={"limit": 100}
         )
