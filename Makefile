@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make run        start the embedded stack and the four services (Ctrl-C stops all)"
 	@echo "make test       lint, contract drift check and the whole test suite"
-	@echo "make contracts  regenerate contracts/schemas and contracts/asyncapi.yaml"
+	@echo "make contracts  regenerate contracts/schemas, contracts/asyncapi.yaml and contracts/openapi"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
