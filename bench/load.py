@@ -199,11 +199,33 @@ async def seed(a: argparse.Namespace) -> dict[str, Any]:
     return {"customer_id": last["customer_id"], "events": a.events}
 
 
+BACKLOG_GAUGES = ("crm_consumer_lag{", "crm_outbox_backlog{")
+
+
+async def wait_idle(http: httpx.AsyncClient, readers: list[str], limit_s: float) -> tuple[float, bool]:
+    """(seconds waited, idle?): until no service has consumer lag (analytics' KPI stream
+    included) or an outbox backlog, so reads are measured on a stack that has finished
+    projecting what the earlier scenarios sent, not while it still catches up."""
+    start = time.monotonic()
+    while True:
+        texts = [(await http.get(f"{url}/metrics")).text for url in readers]
+        busy = any(
+            line.startswith(BACKLOG_GAUGES) and float(line.rsplit(" ", 1)[1]) > 0
+            for text in texts
+            for line in text.splitlines()
+        )
+        waited = time.monotonic() - start
+        if not busy or waited > limit_s:
+            return waited, not busy
+        await asyncio.sleep(0.5)
+
+
 async def read(a: argparse.Namespace) -> dict[str, Any]:
     lat: list[float] = []
     errors = 0
     url = f"{a.readers.split(',')[0]}/v1/customers/{a.customer}/timeline"
     async with client(64) as http:
+        idle_wait_s, idle = await wait_idle(http, a.readers.split(","), a.drain_timeout)
 
         async def one() -> None:
             nonlocal errors
@@ -233,6 +255,8 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
         "rate": len(lat) / elapsed,
         "p50_ms": (pct(lat, 0.5) or 0) * 1000,
         "p99_ms": (pct(lat, 0.99) or 0) * 1000,
+        "idle_wait_s": idle_wait_s,
+        "idle": idle,
     }
 
 

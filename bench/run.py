@@ -324,8 +324,9 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         s = load(stack, "single", plan.single_s + 60, "--duration", str(plan.single_s), "--concurrency", "32")
         f = load(stack, "fresh", plan.fresh_s + 120, "--duration", str(plan.fresh_s), "--rate", "500")
         seeded = load(stack, "seed", 600, "--events", str(plan.read_events))
-        r = load(stack, "read", plan.read_s + 60, "--customer", seeded["customer_id"], "--rate", "200",
-                 "--duration", str(plan.read_s))  # fmt: skip
+        # reads start once the stack has projected everything the scenarios above sent (180 s at most)
+        r = load(stack, "read", plan.read_s + 240, "--customer", seeded["customer_id"], "--rate", "200",
+                 "--duration", str(plan.read_s), "--drain-timeout", "180")  # fmt: skip
         rss = {name: rss_mb(svc.proc.pid) for name, svc in stack.services.items() if svc.proc is not None}
 
         # From here on the services are stopped: they would otherwise consume the rebuild's
@@ -377,7 +378,8 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
     )
     notes["read"] = (
         f"{r['requests']:,} reads of the newest page of 50 of a {plan.read_events:,}-event customer"
-        f" at {r['rate']:.0f}/s, {r['errors']} errors"
+        f" at {r['rate']:.0f}/s, {r['errors']} errors; started after {r['idle_wait_s']:.1f} s of waiting for"
+        f" every consumer lag and outbox backlog to reach 0 ({'reached' if r['idle'] else 'NOT reached: read busy'})"
     )
     notes["raw limits and peer"] = (
         f"the first {len(sample):,} messages the services put on the event topics in this run"
