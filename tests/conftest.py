@@ -104,12 +104,16 @@ def unique_topic() -> str:
 
 
 @contextlib.contextmanager
-def running_stack(directory: Path, env: dict[str, str], services: Iterable[str] = SERVICES) -> Iterator[Stack]:
+def running_stack(
+    directory: Path, env: dict[str, str], services: Iterable[str] = SERVICES, **options: Any
+) -> Iterator[Stack]:
     """A whole stack on free ports with these services running; stopped afterwards, whatever happens.
 
     A short session timeout, so a SIGKILLed member's partitions move on after seconds, not 30.
+    `options` go to Stack: service_ports, or postgres_dsn and kafka_bootstrap of external infra.
     """
-    stack = Stack(directory, pg_port=0, kafka_port=0, service_ports={}, env={"KAFKA_SESSION_TIMEOUT_MS": "6000", **env})
+    options = {"pg_port": 0, "kafka_port": 0, "service_ports": {}, **options}
+    stack = Stack(directory, env={"KAFKA_SESSION_TIMEOUT_MS": "6000", **env}, **options)
     stack.start_infra()
     try:
         stack.start_services(services)

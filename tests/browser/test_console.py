@@ -18,7 +18,7 @@ import pytest
 from eventkit.devstack import SERVICES, Stack, free_port
 
 from tests import debian
-from tests.conftest import ADMIN_KEY, api_client
+from tests.conftest import ADMIN_KEY, api_client, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -59,16 +59,10 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "CORS_ALLOW_ORIGINS": f"http://127.0.0.1:{ports['intake']}",
         "RATE_LIMIT_PER_KEY_RPS": "1000000",
         "RATE_LIMIT_PER_KEY_BURST": "1000000",
-        "KAFKA_SESSION_TIMEOUT_MS": "6000",
         "LOG_LEVEL": "INFO",
     }
-    stack = Stack(tmp_path_factory.mktemp("console"), pg_port=0, kafka_port=0, service_ports=ports, env=env)
-    stack.start_infra()
-    try:
-        stack.start_services()
+    with running_stack(tmp_path_factory.mktemp("console"), env, service_ports=ports) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def console_url(stack: Stack) -> str:

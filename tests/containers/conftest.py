@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from eventkit.devstack import ExternalBroker, ExternalPostgres, Stack, free_port
 
+from tests.conftest import running_stack
+
 
 def container_engine_problem() -> str | None:
     try:
@@ -94,16 +96,6 @@ def infra(containers: tuple[str, str]) -> tuple[ExternalPostgres, ExternalBroker
 def stack(containers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Overrides tests/e2e's `stack`: the four services as processes on the containers."""
     dsn, bootstrap = containers
-    stack = Stack(
-        Path(tmp_path_factory.mktemp("real")),
-        service_ports={},
-        postgres_dsn=dsn,
-        kafka_bootstrap=bootstrap,
-        env={"KAFKA_SESSION_TIMEOUT_MS": "6000", "LOG_LEVEL": "INFO"},
-    )
-    stack.start_infra()
-    try:
-        stack.start_services()
+    directory = Path(tmp_path_factory.mktemp("real"))
+    with running_stack(directory, {"LOG_LEVEL": "INFO"}, postgres_dsn=dsn, kafka_bootstrap=bootstrap) as stack:
         yield stack
-    finally:
-        stack.stop()
