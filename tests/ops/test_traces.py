@@ -115,8 +115,11 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
         assert consumer, f"no consumer span from {name}\n{describe(spans)}"
         for span in consumer:
             assert span.parent_span_id in producer_ids, f"{name}: {span}\n{describe(spans)}"
-            assert span.attributes.get("crm.service") == name
-            assert span.name.startswith(f"{name} apply crm.")
+            # analytics runs two consumers: its timeline projection and the faust KPI stream,
+            # whose spans may arrive first; both continue the same trace
+            consumer_name = span.attributes.get("crm.service")
+            assert consumer_name in ({name, "analytics-kpi"} if name == "analytics" else {name}), span
+            assert span.name.startswith(f"{consumer_name} apply crm.")
 
 
 async def test_one_server_span_per_request(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
