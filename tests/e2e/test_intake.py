@@ -243,11 +243,14 @@ async def test_consent_and_preferences_are_events_on_every_timeline(stack: Stack
             ("marketing", "email", False),
             ("service", None, True),
         }
-        await wait_equal(stack, client, customer, 2 + 2 + 1)
+        # created + interaction, two consent changes, one preferences change, and analytics'
+        # answer to the VIP flag: the segment "vip", timed a microsecond after what caused it
+        await wait_equal(stack, client, customer, 2 + 2 + 1 + 1)
         page = (await client.get(f"{stack.services['notification'].url}/v1/customers/{customer}/timeline")).json()
         types = [e["type"] for e in page["events"]]
         assert types.count("crm.consent.changed.v1") == 2
-        assert types[0] == "crm.customer.preferences_changed.v1"
+        assert types[:2] == ["crm.analytics.segment_changed.v1", "crm.customer.preferences_changed.v1"]
+        assert page["events"][0]["data"]["segment"] == "vip"
 
 
 async def test_find_customers_by_email_phone_or_id(stack: Stack) -> None:
