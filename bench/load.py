@@ -1,10 +1,14 @@
-"""The load process: an asyncio httpx client run as its own process by `bench.run`.
+"""The load process: an asyncio aiohttp client on uvloop, run as its own process by `bench.run`.
 
     python -m bench.load <mode> --intake URL --readers URL,URL,... --duration S [...]
 
 Reads the API key from BENCH_API_KEY (never from the command line) and prints one JSON object.
 Modes: batch (1,000-item batches), single (N concurrent clients), fresh (paced single POSTs,
 a sample waited for in every timeline), seed (one customer with N events), read (paced GETs).
+
+aiohttp, not httpx: the load generator shares the machine's two cores with the stack it
+measures, and httpx spent ~3 ms of CPU per single POST (more than intake itself), so it was
+the first bound of the single-POST figure and took cores from every other one.
 """
 
 import argparse
@@ -17,7 +21,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
+import uvloop
 
 CONTENT = "Bench interaction: the customer asked about the delivery date of order 4711 and a refund. " * 2
 
@@ -34,10 +40,41 @@ def item(email: str) -> dict[str, Any]:
     }
 
 
-def client(concurrency: int) -> httpx.AsyncClient:
-    key = os.environ["BENCH_API_KEY"]
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
-    return httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=90)
+class Http:
+    """The few calls the scenarios make: JSON in, (status, parsed JSON or None) out."""
+
+    def __init__(self, concurrency: int) -> None:
+        key = os.environ["BENCH_API_KEY"]
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {key}"},
+            connector=aiohttp.TCPConnector(limit=concurrency + 8),
+            timeout=aiohttp.ClientTimeout(total=90),
+        )
+
+    async def __aenter__(self) -> "Http":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    async def post(self, url: str, body: Any) -> tuple[int, Any]:
+        data = orjson.dumps(body)
+        async with self._session.post(url, data=data, headers={"Content-Type": "application/json"}) as r:
+            raw = await r.read()
+            return r.status, orjson.loads(raw) if raw and r.content_type == "application/json" else None
+
+    async def get(self, url: str, params: dict[str, str | int] | None = None) -> tuple[int, Any]:
+        async with self._session.get(url, params=params) as r:
+            raw = await r.read()
+            return r.status, orjson.loads(raw) if raw and r.content_type == "application/json" else raw
+
+    async def text(self, url: str) -> str:
+        async with self._session.get(url) as r:
+            return await r.text()
+
+
+def client(concurrency: int) -> Http:
+    return Http(concurrency)
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -47,7 +84,7 @@ def pct(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def wait_all(http: httpx.AsyncClient, readers: list[str], customer: str, event: str, limit_s: float = 60) -> bool:
+async def wait_all(http: Http, readers: list[str], customer: str, event: str, limit_s: float = 60) -> bool:
     """True once the event is in every reader's timeline; False after limit_s (the API waits 30 s at most per call)."""
     deadline = time.monotonic() + limit_s
 
@@ -57,9 +94,9 @@ async def wait_all(http: httpx.AsyncClient, readers: list[str], customer: str, e
             if left <= 0:
                 return False
             params: dict[str, str | int] = {"wait_for": event, "timeout_ms": min(left, 30_000)}
-            r = await http.get(f"{url}/v1/customers/{customer}/timeline", params=params, follow_redirects=True)
-            if r.status_code != 504:
-                return r.status_code == 200
+            status, _ = await http.get(f"{url}/v1/customers/{customer}/timeline", params=params)
+            if status != 504:
+                return status == 200
 
     results = await asyncio.gather(*(one(u) for u in readers))
     return all(results)
@@ -79,12 +116,12 @@ async def batch(a: argparse.Namespace) -> dict[str, Any]:
             while time.monotonic() < deadline:
                 items = [item(f"b{run}-{w}-{(n * 1000 + i) % a.customers}@example.com") for i in range(1000)]
                 n += 1
-                r = await http.post(f"{a.intake}/v1/interactions:batch", json={"items": items})
-                if r.status_code != 202:
+                status, body = await http.post(f"{a.intake}/v1/interactions:batch", {"items": items})
+                if status != 202:
                     errors += 1
                     continue
                 accepted += len(items)
-                out = r.json()["items"][-1]
+                out = body["items"][-1]
                 last = (time.monotonic(), out["customer_id"], out["event_id"])
 
         start = time.monotonic()
@@ -112,11 +149,11 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
                 n += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await http.post(f"{a.intake}/v1/interactions", json=item(f"s{run}-{w}-{n % 50}@example.com"))
-                except httpx.HTTPError:
+                    status, _ = await http.post(f"{a.intake}/v1/interactions", item(f"s{run}-{w}-{n % 50}@example.com"))
+                except aiohttp.ClientError:
                     errors += 1
                     continue
-                if r.status_code == 202:
+                if status == 202:
                     lat.append(time.perf_counter() - t0)
                 else:
                     errors += 1
@@ -143,14 +180,13 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
 
         async def one(n: int, sample: bool) -> None:
             nonlocal sent, errors, missed
-            r = await http.post(f"{a.intake}/v1/interactions", json=item(f"f{run}-{n % 200}@example.com"))
-            if r.status_code != 202:
+            status, body = await http.post(f"{a.intake}/v1/interactions", item(f"f{run}-{n % 200}@example.com"))
+            if status != 202:
                 errors += 1
                 return
             sent += 1
             if sample:
                 t0 = time.perf_counter()
-                body = r.json()
                 if await wait_all(http, readers, body["customer_id"], body["event_id"]):
                     fresh_s.append(time.perf_counter() - t0)
                 else:
@@ -191,9 +227,11 @@ async def seed(a: argparse.Namespace) -> dict[str, Any]:
         left = a.events
         while left > 0:
             n = min(1000, left)
-            r = await http.post(f"{a.intake}/v1/interactions:batch", json={"items": [item(email) for _ in range(n)]})
-            r.raise_for_status()
-            last = r.json()["items"][-1]
+            items = [item(email) for _ in range(n)]
+            status, body = await http.post(f"{a.intake}/v1/interactions:batch", {"items": items})
+            if status != 202:
+                raise RuntimeError(f"seeding failed: {status} {body}")
+            last = body["items"][-1]
             left -= n
         await wait_all(http, a.readers.split(","), last["customer_id"], last["event_id"])
     return {"customer_id": last["customer_id"], "events": a.events}
@@ -202,13 +240,13 @@ async def seed(a: argparse.Namespace) -> dict[str, Any]:
 BACKLOG_GAUGES = ("crm_consumer_lag{", "crm_outbox_backlog{")
 
 
-async def wait_idle(http: httpx.AsyncClient, readers: list[str], limit_s: float) -> tuple[float, bool]:
+async def wait_idle(http: Http, readers: list[str], limit_s: float) -> tuple[float, bool]:
     """(seconds waited, idle?): until no service has consumer lag (analytics' KPI stream
     included) or an outbox backlog, so reads are measured on a stack that has finished
     projecting what the earlier scenarios sent, not while it still catches up."""
     start = time.monotonic()
     while True:
-        texts = [(await http.get(f"{url}/metrics")).text for url in readers]
+        texts = [await http.text(f"{url}/metrics") for url in readers]
         busy = any(
             line.startswith(BACKLOG_GAUGES) and float(line.rsplit(" ", 1)[1]) > 0
             for text in texts
@@ -231,11 +269,11 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
             nonlocal errors
             t0 = time.perf_counter()
             try:
-                r = await http.get(url, params={"limit": 50})
-            except httpx.HTTPError:
+                status, body = await http.get(url, params={"limit": 50})
+            except aiohttp.ClientError:
                 errors += 1
                 return
-            if r.status_code == 200 and len(r.json()["events"]) == 50:
+            if status == 200 and len(body["events"]) == 50:
                 lat.append(time.perf_counter() - t0)
             else:
                 errors += 1
@@ -277,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--customer", default="")
     p.add_argument("--drain-timeout", type=float, default=300)
     a = p.parse_args(argv)
-    result = asyncio.run(MODES[a.mode](a))
+    result = uvloop.run(MODES[a.mode](a))
     print(json.dumps(result))
     return 0
 

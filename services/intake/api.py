@@ -159,12 +159,24 @@ def _request_key(idempotency_key: str | None, body: Any) -> tuple[str, str] | No
     return f"request:{idempotency_key}", digest
 
 
+def group_commit(request: Request) -> handlers.GroupCommit:
+    """The service's one GroupCommit, made on first use (the pool exists only once started)."""
+    state = request.app.state
+    committer: handlers.GroupCommit | None = getattr(state, "group_commit", None)
+    if committer is None:
+        rt = runtime(request)
+        settings: IntakeSettings = rt.settings  # type: ignore[assignment]
+        committer = state.group_commit = handlers.GroupCommit(
+            rt.db, rt.store, vault_of(rt), settings.source, in_flight=settings.write_transactions
+        )
+    return committer
+
+
 async def _record(
     request: Request, items: list[handlers.Item], request_key: tuple[str, str] | None
 ) -> list[dict[str, Any]]:
-    rt = runtime(request)
     try:
-        return await handlers.record_interactions(rt.db, rt.store, vault_of(rt), rt.settings.source, items, request_key)
+        return await group_commit(request).record(items, request_key)
     except handlers.ItemErrors as exc:
         batch = len(items) > 1 or request.url.path.endswith(":batch")
         raise ApiError(

@@ -6,7 +6,10 @@ starts again holding it exclusively, so merges never race the linking of identif
 """
 
 import asyncio
+import contextvars
+import functools
 import random
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +17,7 @@ from typing import Any
 
 import asyncpg
 from eventkit import crypto
+from prometheus_client import Histogram
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore
 from eventkit.keyring import KeyErased
@@ -26,6 +30,11 @@ from intake.domain import InvalidInput
 from intake.vault import IDENTIFIER_FIELD, NAME_FIELD, Vault
 
 ATTEMPTS = 25
+GROUP_SIZE = Histogram(
+    "crm_intake_requests_per_transaction",
+    "Interaction requests written by one transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,19 @@ class Item:
     cmd: domain.RecordInteraction
     request_hash: str
     client_key: str | None = None  # from the body's client_event_id
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One request: its items, its Idempotency-Key (key, body hash), the trace it belongs to."""
+
+    items: tuple[Item, ...]
+    request_key: tuple[str, str] | None
+    traceparent: str
+
+    def keys(self) -> set[str]:
+        keys = {k for item in self.items if (k := item.client_key)}
+        return keys | {self.request_key[0]} if self.request_key else keys
 
 
 class ItemErrors(Exception):
@@ -100,12 +122,23 @@ async def record_interactions(
     request_key: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Record the items; return one answer per item (first answers for retried keys)."""
+    sub = Submission(tuple(items), request_key, current_traceparent())
+    return (await record_submissions(pool, events, vault, source, [sub]))[0]
+
+
+async def record_submissions(
+    pool: asyncpg.Pool, events: EventStore, vault: Vault, source: str, subs: Sequence[Submission]
+) -> list[list[dict[str, Any]]]:
+    """Record several requests in one transaction; one list of answers per request.
+
+    All or nothing: an error about any request fails them all (GroupCommit then retries them
+    one by one, so each request gets its own answer)."""
     exclusive = False
     for attempt in range(ATTEMPTS):
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await store.lock_identity(conn, exclusive)
-                return await _record(conn, events, vault, source, items, request_key, exclusive)
+                return await _record(conn, events, vault, source, subs, exclusive)
         except _NeedsMerge:
             exclusive = True
         except (ConcurrencyError, asyncpg.UniqueViolationError):
@@ -115,6 +148,99 @@ async def record_interactions(
                 raise
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
     raise ConcurrencyError("identity", None)
+
+
+_Waiting = tuple[Submission, "asyncio.Future[list[dict[str, Any]]]", contextvars.Context]
+
+
+class GroupCommit:
+    """Group commit: requests that arrive while earlier ones are being written share the next
+    transaction, so under load one BEGIN ... COMMIT (and one lock, one snapshot, one insert of
+    each kind) serves many requests, and when idle a request is written at once, alone.
+
+    At most `in_flight` transactions run at a time; a group holds up to `max_items` items and
+    never two requests with the same key (the second must see the first's answer). When a group
+    fails, for whatever reason, its requests are written again one by one, so each gets its own
+    answer: its own validation error, conflict, or success. A group's database spans belong to
+    its first request's trace; every event carries the traceparent of its own request.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        events: EventStore,
+        vault: Vault,
+        source: str,
+        *,
+        in_flight: int = 2,
+        max_items: int = 1000,
+    ) -> None:
+        self._write = functools.partial(record_submissions, pool, events, vault, source)
+        self._free = in_flight
+        self._max_items = max_items
+        self._pending: deque[_Waiting] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def record(self, items: Sequence[Item], request_key: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        sub = Submission(tuple(items), request_key, current_traceparent())
+        self._pending.append((sub, future, contextvars.copy_context()))
+        self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        while self._pending and self._free > 0:
+            group = self._take()
+            GROUP_SIZE.observe(len(group))
+            self._free -= 1
+            task = asyncio.create_task(self._commit(group), context=group[0][2])
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._free += 1
+        self._dispatch()
+
+    def _take(self) -> list[_Waiting]:
+        group = [self._pending.popleft()]
+        keys = group[0][0].keys()
+        size = len(group[0][0].items)
+        while self._pending:
+            sub = self._pending[0][0]
+            if size + len(sub.items) > self._max_items or not keys.isdisjoint(sub.keys()):
+                break
+            group.append(self._pending.popleft())
+            keys |= sub.keys()
+            size += len(sub.items)
+        return group
+
+    async def _commit(self, group: list[_Waiting]) -> None:
+        try:
+            await self._commit_group(group)
+        finally:  # cancelled (shutdown): nobody may wait forever
+            for _, future, _ in group:
+                if not future.done():
+                    future.set_exception(RuntimeError("the write was interrupted"))
+
+    async def _commit_group(self, group: list[_Waiting]) -> None:
+        outcomes: list[list[dict[str, Any]] | BaseException]
+        try:
+            outcomes = list(await self._write([sub for sub, _, _ in group]))
+        except Exception as exc:
+            if len(group) == 1:
+                outcomes = [exc]
+            else:
+                alone = [self._write([sub]) for sub, _, _ in group]
+                outcomes = [r if isinstance(r, BaseException) else r[0]
+                            for r in await asyncio.gather(*alone, return_exceptions=True)]  # fmt: skip
+        for (_, future, _), outcome in zip(group, outcomes, strict=True):
+            if future.done():  # the request was cancelled; its write stands (a retry gets its answer)
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
 
 async def item_errors(
@@ -147,60 +273,64 @@ async def _record(
     events: EventStore,
     vault: Vault,
     source: str,
-    items: Sequence[Item],
-    request_key: tuple[str, str] | None,
+    subs: Sequence[Submission],
     exclusive: bool,
-) -> list[dict[str, Any]]:
-    keys = {k: item.request_hash for item in items if (k := item.client_key)}
-    if request_key:
-        keys[request_key[0]] = request_key[1]
+) -> list[list[dict[str, Any]]]:
+    keys: dict[str, str] = {}
+    for sub in subs:
+        keys.update({k: item.request_hash for item in sub.items if (k := item.client_key)})
+        if sub.request_key:
+            keys[sub.request_key[0]] = sub.request_key[1]
     taken = await store.claim_keys(conn, keys)
-    if request_key and request_key[0] in taken:
-        first = taken[request_key[0]]
-        if first["request_hash"] != request_key[1]:
-            raise IdempotencyConflict(request_key[0], None)
-        answers: list[dict[str, Any]] = first["response"]["items"]
-        return answers
 
-    answers_by_index: dict[int, dict[str, Any]] = {}
-    for index, item in enumerate(items):
-        if item.client_key and item.client_key in taken:
-            first = taken[item.client_key]
-            if first["request_hash"] != item.request_hash:
-                raise IdempotencyConflict(item.client_key, index)
-            answers_by_index[index] = first["response"]
-    todo = [(i, item) for i, item in enumerate(items) if i not in answers_by_index]
+    replayed: dict[int, list[dict[str, Any]]] = {}  # requests whose Idempotency-Key answers for them
+    answers_by_index: dict[tuple[int, int], dict[str, Any]] = {}  # (request, item) -> answer
+    todo: list[tuple[int, int, Item]] = []
+    for s, sub in enumerate(subs):
+        if sub.request_key and sub.request_key[0] in taken:
+            first = taken[sub.request_key[0]]
+            if first["request_hash"] != sub.request_key[1]:
+                raise IdempotencyConflict(sub.request_key[0], None)
+            replayed[s] = first["response"]["items"]
+            continue
+        for index, item in enumerate(sub.items):
+            if item.client_key and item.client_key in taken:
+                first = taken[item.client_key]
+                if first["request_hash"] != item.request_hash:
+                    raise IdempotencyConflict(item.client_key, index)
+                answers_by_index[s, index] = first["response"]
+            else:
+                todo.append((s, index, item))
 
     clock = _Clock()
     snapshot = await store.load_snapshot(
         conn,
         vault,
-        [ident for _, item in todo for ident in item.cmd.identifiers],
-        [c for _, item in todo if (c := item.cmd.customer_id)],
+        [ident for _, _, item in todo for ident in item.cmd.identifiers],
+        [c for _, _, item in todo if (c := item.cmd.customer_id)],
     )
-    # Data keys of everyone this request may write about; new customers get theirs below.
+    # Data keys of everyone this transaction may write about; new customers get theirs below.
     data_keys: dict[str, bytes]
     data_keys, _ = await vault.keys(
         conn, {*snapshot.owner.values(), *snapshot.created, *snapshot.merged_into.values()}, create=True
     )
     new_keys: dict[str, bytes] = {}
     resolver = domain.IdentityResolver(snapshot, clock.now, domain.new_customer_id)
-    traceparent = current_traceparent()
     created: list[tuple[str, datetime]] = []
     links: list[tuple[domain.Ident, str]] = []
-    merges: list[domain.Merge] = []
+    merges: list[tuple[domain.Merge, str]] = []
     appends: list[Append] = []
     errors: list[tuple[int, InvalidInput]] = []
 
-    def event(type_: str, customer_id: str, data: dict[str, Any]) -> Envelope:
+    def event(type_: str, customer_id: str, data: dict[str, Any], traceparent: str) -> Envelope:
         key = data_keys.get(customer_id)
         if key is None:
             raise KeyErased(customer_id)
         sealed = crypto.seal(data, PERSONAL_FIELDS.get(type_, ()), customer_id, key)
         return new_event(type_, customer_id, sealed, source, traceparent, time=clock.tick())
 
-    for index, item in todo:
-        cmd = item.cmd
+    for s, index, item in todo:
+        cmd, tp = item.cmd, subs[s].traceparent
         try:
             res = resolver.resolve(cmd.customer_id, cmd.identifiers)
         except InvalidInput as exc:
@@ -214,17 +344,17 @@ async def _record(
             data_keys[cid] = new_keys[cid] = crypto.new_data_key()
             created.append((cid, clock.now))
             links.extend((ident, cid) for ident in res.created)
-            new.append(event(domain.CUSTOMER_CREATED, cid, domain.customer_created(cid, res.created)))
+            new.append(event(domain.CUSTOMER_CREATED, cid, domain.customer_created(cid, res.created), tp))
         for merge in res.merges:
-            merges.append(merge)
-            new.append(event(domain.CUSTOMER_MERGED, cid, domain.customer_merged(merge)))
+            merges.append((merge, tp))
+            new.append(event(domain.CUSTOMER_MERGED, cid, domain.customer_merged(merge), tp))
         if res.added:
             links.extend((ident, cid) for ident in res.added)
-            new.append(event(domain.IDENTIFIERS_ADDED, cid, domain.identifiers_added(cid, res.added)))
-        interaction = event(domain.INTERACTION_RECORDED, cid, domain.interaction_recorded(cid, cmd))
+            new.append(event(domain.IDENTIFIERS_ADDED, cid, domain.identifiers_added(cid, res.added), tp))
+        interaction = event(domain.INTERACTION_RECORDED, cid, domain.interaction_recorded(cid, cmd), tp)
         new.append(interaction)
         appends.append(Append(stream_of(cid), None, new, INTAKE))
-        answers_by_index[index] = {
+        answers_by_index[s, index] = {
             "event_id": interaction.id,
             "customer_id": cid,
             "event_ids": [e.id for e in new],
@@ -235,17 +365,24 @@ async def _record(
     await store.insert_customers(conn, created)
     await vault.store_new(conn, new_keys)
     await store.insert_identifiers(conn, vault, links, data_keys)
-    for merge in merges:
+    for merge, tp in merges:
         await store.apply_merge(conn, merge, clock.now)
-        appends.extend(await _merge_consent(conn, merge, event))
+        appends.extend(await _merge_consent(conn, merge, functools.partial(event, traceparent=tp)))
     await events.append(conn, appends)
 
-    answers = [answers_by_index[i] for i in range(len(items))]
-    to_store = {item.client_key: answers[i] for i, item in enumerate(items) if item.client_key}
-    if request_key:
-        to_store[request_key[0]] = {"items": answers}
+    results: list[list[dict[str, Any]]] = []
+    to_store: dict[str, Any] = {}
+    for s, sub in enumerate(subs):
+        if s in replayed:
+            results.append(replayed[s])
+            continue
+        answers = [answers_by_index[s, i] for i in range(len(sub.items))]
+        results.append(answers)
+        to_store.update({item.client_key: answers[i] for i, item in enumerate(sub.items) if item.client_key})
+        if sub.request_key:
+            to_store[sub.request_key[0]] = {"items": answers}
     await store.answer_keys(conn, to_store)
-    return answers
+    return results
 
 
 async def _merge_consent(conn: asyncpg.Connection, merge: domain.Merge, event: Any) -> list[Append]:
