@@ -175,6 +175,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_batch=s.consumer_max_batch,
         session_timeout_ms=s.kafka_session_timeout_ms,
         feed=rt.feed,
+        commit_interval_ms=s.consumer_commit_interval_ms,
+        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
     )
     await rt.consumer.start()
     rt.tasks = [

@@ -2,8 +2,8 @@
 
 Per batch from Kafka, in one PostgreSQL transaction: record the ids of the events not seen
 before in applied_events and apply just those to every projection. Offsets are committed to
-Kafka only after that transaction, so a crash anywhere redelivers, and a redelivered event
-finds its id already recorded and changes nothing.
+Kafka only after that transaction (at most every commit interval, 500 ms), so a crash anywhere
+redelivers, and a redelivered event finds its id already recorded and changes nothing.
 
 A message that cannot be decoded, has an unknown type, or makes a projection fail is a dead
 letter (see deadletter.py); the rest of the batch goes on. A database outage is not a poison
@@ -20,7 +20,7 @@ from typing import Protocol
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
 from pydantic import ValidationError
 
@@ -280,8 +280,11 @@ class IdempotentConsumer:
         max_batch: int = 1000,
         session_timeout_ms: int = 10_000,
         feed: TimelineFeed | None = None,
+        commit_interval_ms: int = 500,
+        fetch_max_wait_ms: int = 25,
     ) -> None:
         self.service = service
+        self._commit_interval_s = commit_interval_ms / 1000
         self._topics = list(topics)
         self._max_batch = max_batch
         self.applier = BatchApplier(
@@ -295,9 +298,10 @@ class IdempotentConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(1000, session_timeout_ms // 5),
             max_poll_records=max_batch,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
+        self._uncommitted: dict[TopicPartition, int] = {}  # applied, offset not yet committed
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -306,25 +310,43 @@ class IdempotentConsumer:
         await self._consumer.start()
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):  # what is applied but not committed is redelivered, then skipped
+            await self._commit()
         await self._consumer.stop()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
 
     async def run(self) -> None:
+        # Offsets are committed at most every commit interval while messages keep coming, and as
+        # soon as a poll finds nothing new: a commit per batch cost a broker round trip per batch
+        # in every consumer, and what a crash leaves uncommitted is redelivered and skipped by the
+        # applied-events record, so nothing is lost or doubled.
+        loop = asyncio.get_running_loop()
+        next_commit = 0.0
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
             records = [r for tp in sorted(batches) for r in batches[tp]]
             if records:
                 await self.applier.handle_until_done(records)
                 for tp, recs in batches.items():
-                    self._positions[tp] = recs[-1].offset + 1
-                try:
-                    await self._consumer.commit()
-                except (CommitFailedError, KafkaError) as exc:
-                    # A rebalance took the partitions away; the next owner redelivers and dedups.
-                    log.warning("offset commit failed: %s", exc)
+                    self._positions[tp] = self._uncommitted[tp] = recs[-1].offset + 1
+            if self._uncommitted and (not records or loop.time() >= next_commit):  # idle, or due
+                await self._commit()
+                next_commit = loop.time() + self._commit_interval_s
             await self._update_lag()
+
+    async def _commit(self) -> None:
+        """Commit the offsets after what has been applied (not merely fetched)."""
+        if not self._uncommitted:
+            return
+        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self._uncommitted.items()}
+        self._uncommitted = {}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions away; the next owner redelivers and dedups.
+            log.warning("offset commit failed: %s", exc)
 
     async def handle(self, records: Sequence[Message]) -> None:
         await self.applier.handle(records)
@@ -342,5 +364,6 @@ class IdempotentConsumer:
                             high, position)  # fmt: skip
                 await self._consumer.seek_to_beginning(tp)  # a coroutine: not awaited, it never seeks
                 self._positions[tp] = 0
+                self._uncommitted.pop(tp, None)  # an offset of the log the broker lost
                 continue
             CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))

@@ -82,7 +82,8 @@ class EventStore:
         """Store the events of every append in one statement; return each stream's new version.
 
         Runs inside the caller's transaction (the unit of work). Raises ConcurrencyError when a
-        stream is not at the expected version, also when another transaction got there first.
+        stream is not at the expected version, also when another transaction got there first;
+        the transaction is then aborted and must be rolled back (and retried whole, if at all).
         """
         current = await stream_versions(conn, [a.stream_id for a in appends if a.expected_version is None])
         cols: tuple[list[Any], ...] = tuple([] for _ in range(10))
@@ -109,10 +110,10 @@ class EventStore:
         if not cols[0]:
             return new_versions
         try:
-            # A savepoint keeps the caller's transaction usable after a conflict.
-            async with conn.transaction():
-                # One round trip: the rows, their outbox entries and the relay's wake-up call.
-                await conn.execute(_INSERT, *cols, OUTBOX_CHANNEL)
+            # One round trip: the rows, their outbox entries and the relay's wake-up call. No
+            # savepoint (two more round trips): a conflict aborts the caller's transaction, and
+            # every caller retries or fails the whole unit of work anyway.
+            await conn.execute(_INSERT, *cols, OUTBOX_CHANNEL)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_stream_id_version_key":
                 raise

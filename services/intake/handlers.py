@@ -172,7 +172,7 @@ class GroupCommit:
         vault: Vault,
         source: str,
         *,
-        in_flight: int = 2,
+        in_flight: int = 4,
         max_items: int = 1000,
     ) -> None:
         self._write = functools.partial(record_submissions, pool, events, vault, source)

@@ -2,47 +2,31 @@
 transaction, yet each keeps its own answer, error, idempotency and trace."""
 
 import asyncio
-import hashlib
-import os
 import uuid
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 from eventkit import db
-from eventkit.devstack import EmbeddedPostgres
-from eventkit.eventstore import EventStore
 from eventkit.telemetry import context_from_traceparent
 from intake import domain, handlers
-from intake.vault import Vault
 from opentelemetry import context as otel_context
 
-from tests.conftest import fresh_database
-
-MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
-store = EventStore("intake-test")
-vault = Vault(os.urandom(32))
+from tests.intake.conftest import item, store, vault
 
 
-def item(email: str, content: str, client_id: str | None = None, customer_id: str | None = None) -> handlers.Item:
-    cmd = domain.RecordInteraction(
-        channel="chat",
-        direction="inbound",
-        kind="message",
-        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
-        identifiers=(domain.normalise_email(email),) if customer_id is None else (),
-        customer_id=customer_id,
-        content=content,
-    )
-    digest = hashlib.sha256(f"{email}|{content}|{customer_id}".encode()).hexdigest()
-    return handlers.Item(cmd, digest, f"client:chat:{client_id}" if client_id else None)
+@pytest.fixture
+async def pool(intake_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(intake_dsn, 8)
+    yield pool
+    await pool.close()
 
 
-@pytest.fixture(scope="module")
-async def intake_dsn(postgres: EmbeddedPostgres) -> str:
-    return await fresh_database(postgres, MIGRATIONS)
+@pytest.fixture
+def committer(pool: asyncpg.Pool) -> handlers.GroupCommit:
+    """One write in flight at a time, so which requests share a transaction is certain."""
+    return handlers.GroupCommit(pool, store, vault, "/test", in_flight=1)
 
 
 async def transactions_of(pool: asyncpg.Pool, event_ids: list[str]) -> int:
@@ -57,106 +41,91 @@ async def transactions_of(pool: asyncpg.Pool, event_ids: list[str]) -> int:
         return int(n)
 
 
-async def test_requests_waiting_for_a_write_share_the_next_transaction(intake_dsn: str) -> None:
-    pool = await db.create_pool(intake_dsn, 4)
-    try:
-        committer = handlers.GroupCommit(pool, store, vault, "/test", in_flight=1)
-        run = uuid.uuid4().hex[:8]
-        answers = await asyncio.gather(
-            *(committer.record([item(f"{run}-{n}@example.com", f"m{n}")]) for n in range(10))
-        )
-        ids = [a[0]["event_id"] for a in answers]
-        assert len(set(ids)) == 10
-        assert len({a[0]["customer_id"] for a in answers}) == 10
-        # The first is written at once and alone; the nine that arrived meanwhile in one more.
-        assert await transactions_of(pool, ids) == 2
-        # Each answer is its own request's: the customer it names owns that request's email.
-        async with pool.acquire() as conn:
-            for n, a in enumerate(answers):
-                snap = await handlers.store.load_snapshot(
-                    conn, vault, [domain.normalise_email(f"{run}-{n}@example.com")], []
-                )
-                assert set(snap.owner.values()) == {a[0]["customer_id"]}
-    finally:
-        await pool.close()
+async def test_requests_waiting_for_a_write_share_the_next_transaction(
+    pool: asyncpg.Pool, committer: handlers.GroupCommit
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    answers = await asyncio.gather(*(committer.record([item(f"{run}-{n}@example.com", f"m{n}")]) for n in range(10)))
+    ids = [a[0]["event_id"] for a in answers]
+    assert len(set(ids)) == 10
+    assert len({a[0]["customer_id"] for a in answers}) == 10
+    # The first is written at once and alone; the nine that arrived meanwhile in one more.
+    assert await transactions_of(pool, ids) == 2
+    # Each answer is its own request's: the customer it names owns that request's email.
+    async with pool.acquire() as conn:
+        for n, a in enumerate(answers):
+            snap = await handlers.store.load_snapshot(
+                conn, vault, [domain.normalise_email(f"{run}-{n}@example.com")], []
+            )
+            assert set(snap.owner.values()) == {a[0]["customer_id"]}
 
 
-async def test_a_bad_request_in_a_group_fails_alone(intake_dsn: str) -> None:
+async def test_a_bad_request_in_a_group_fails_alone(pool: asyncpg.Pool, committer: handlers.GroupCommit) -> None:
     """One request with an unknown customer id, one reusing a key for another body: they get
     their own errors; the others in the same group are recorded."""
-    pool = await db.create_pool(intake_dsn, 8)
-    try:
-        committer = handlers.GroupCommit(pool, store, vault, "/test", in_flight=1)
-        run = uuid.uuid4().hex[:8]
-        await committer.record([item(f"{run}-k@example.com", "first", client_id=f"{run}-k")])
-        requests: list[Any] = [
-            committer.record([item(f"{run}-blocker@example.com", "occupies the only slot")]),
-            committer.record([item(f"{run}-a@example.com", "a")]),
-            committer.record([item("", "who?", customer_id=str(uuid.uuid4()))]),
-            committer.record([item(f"{run}-k@example.com", "another body", client_id=f"{run}-k")]),
-            committer.record([item(f"{run}-b@example.com", "b")]),
-        ]
-        outcomes = await asyncio.gather(*requests, return_exceptions=True)
-        assert isinstance(outcomes[2], handlers.ItemErrors)
-        assert outcomes[2].errors[0][1].field == "customer.id"
-        assert isinstance(outcomes[3], handlers.IdempotencyConflict)
-        assert outcomes[3].index == 0
-        good = [outcomes[i] for i in (0, 1, 4)]
-        assert all(isinstance(o, list) for o in good)
-        ids = [o[0]["event_id"] for o in good if isinstance(o, list)]
-        assert len(set(ids)) == 3
-        await transactions_of(pool, ids)  # all three stored
-    finally:
-        await pool.close()
+    run = uuid.uuid4().hex[:8]
+    await committer.record([item(f"{run}-k@example.com", "first", client_id=f"{run}-k")])
+    requests: list[Any] = [
+        committer.record([item(f"{run}-blocker@example.com", "occupies the only slot")]),
+        committer.record([item(f"{run}-a@example.com", "a")]),
+        committer.record([item("", "who?", customer_id=str(uuid.uuid4()))]),
+        committer.record([item(f"{run}-k@example.com", "another body", client_id=f"{run}-k")]),
+        committer.record([item(f"{run}-b@example.com", "b")]),
+    ]
+    outcomes = await asyncio.gather(*requests, return_exceptions=True)
+    assert isinstance(outcomes[2], handlers.ItemErrors)
+    assert outcomes[2].errors[0][1].field == "customer.id"
+    assert isinstance(outcomes[3], handlers.IdempotencyConflict)
+    assert outcomes[3].index == 0
+    good = [outcomes[i] for i in (0, 1, 4)]
+    assert all(isinstance(o, list) for o in good)
+    ids = [o[0]["event_id"] for o in good if isinstance(o, list)]
+    assert len(set(ids)) == 3
+    await transactions_of(pool, ids)  # all three stored
 
 
-async def test_the_same_key_twice_at_once_is_one_event_and_one_answer(intake_dsn: str) -> None:
+async def test_the_same_key_twice_at_once_is_one_event_and_one_answer(
+    pool: asyncpg.Pool, committer: handlers.GroupCommit
+) -> None:
     """Two requests with one client_event_id never share a group: the second sees the first's answer."""
-    pool = await db.create_pool(intake_dsn, 4)
-    try:
-        committer = handlers.GroupCommit(pool, store, vault, "/test", in_flight=1)
-        run = uuid.uuid4().hex[:8]
-        same = item(f"{run}@example.com", "hello", client_id=run)
-        first, second, third = await asyncio.gather(
-            committer.record([item(f"{run}-x@example.com", "occupies the slot")]),
-            committer.record([same]),
-            committer.record([same]),
+    run = uuid.uuid4().hex[:8]
+    same = item(f"{run}@example.com", "hello", client_id=run)
+    first, second, third = await asyncio.gather(
+        committer.record([item(f"{run}-x@example.com", "occupies the slot")]),
+        committer.record([same]),
+        committer.record([same]),
+    )
+    assert second == third
+    assert first[0]["event_id"] != second[0]["event_id"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE event_id = $1", second[0]["event_id"]) == 1
+        n = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE type = $1 AND subject = $2",
+            domain.INTERACTION_RECORDED,
+            second[0]["customer_id"],
         )
-        assert second == third
-        async with pool.acquire() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM events WHERE event_id = $1", second[0]["event_id"]) == 1
-            n = await conn.fetchval(
-                "SELECT count(*) FROM events WHERE type = $1 AND subject = $2",
-                domain.INTERACTION_RECORDED,
-                second[0]["customer_id"],
+    assert n == 1
+
+
+async def test_every_event_carries_the_trace_of_its_own_request(
+    pool: asyncpg.Pool, committer: handlers.GroupCommit
+) -> None:
+    run = uuid.uuid4().hex[:8]
+
+    async def traced(n: int) -> tuple[str, list[dict[str, Any]]]:
+        tp = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+        token = otel_context.attach(context_from_traceparent(tp))
+        try:
+            return tp, await committer.record([item(f"{run}-{n}@example.com", "traced")])
+        finally:
+            otel_context.detach(token)
+
+    results = await asyncio.gather(*(traced(n) for n in range(6)))
+    async with pool.acquire() as conn:
+        for tp, answers in results:
+            stored = await conn.fetch(
+                "SELECT traceparent FROM events WHERE event_id = ANY($1::uuid[])", answers[0]["event_ids"]
             )
-        assert n == 1
-    finally:
-        await pool.close()
-
-
-async def test_every_event_carries_the_trace_of_its_own_request(intake_dsn: str) -> None:
-    pool = await db.create_pool(intake_dsn, 4)
-    try:
-        committer = handlers.GroupCommit(pool, store, vault, "/test", in_flight=1)
-        run = uuid.uuid4().hex[:8]
-
-        async def traced(n: int) -> tuple[str, list[dict[str, Any]]]:
-            tp = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
-            token = otel_context.attach(context_from_traceparent(tp))
-            try:
-                return tp, await committer.record([item(f"{run}-{n}@example.com", "traced")])
-            finally:
-                otel_context.detach(token)
-
-        results = await asyncio.gather(*(traced(n) for n in range(6)))
-        async with pool.acquire() as conn:
-            for tp, answers in results:
-                stored = await conn.fetch(
-                    "SELECT traceparent FROM events WHERE event_id = ANY($1::uuid[])", answers[0]["event_ids"]
-                )
-                assert [r["traceparent"] for r in stored] == [tp] * len(answers[0]["event_ids"])
-        ids = [answers[0]["event_id"] for _, answers in results]
-        assert await transactions_of(pool, ids) == 2
-    finally:
-        await pool.close()
+            assert [r["traceparent"] for r in stored] == [tp] * len(answers[0]["event_ids"])
+    ids = [answers[0]["event_id"] for _, answers in results]
+    assert await transactions_of(pool, ids) == 2

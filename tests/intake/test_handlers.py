@@ -1,45 +1,16 @@
 """intake's handlers against a real PostgreSQL: idempotency and identity under retries and races."""
 
 import asyncio
-import hashlib
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
-import pytest
 from eventkit import db
-from eventkit.devstack import EmbeddedPostgres
-from eventkit.eventstore import EventStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from intake import domain, handlers
-from intake.vault import Vault
 
-from tests.conftest import fresh_database
-
-MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
-store = EventStore("intake-test")
-vault = Vault(os.urandom(32))
-
-
-def item(email: str, content: str, client_id: str | None = None) -> handlers.Item:
-    cmd = domain.RecordInteraction(
-        channel="chat",
-        direction="inbound",
-        kind="message",
-        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
-        identifiers=(domain.normalise_email(email),),
-        content=content,
-    )
-    digest = hashlib.sha256(f"{email}|{content}".encode()).hexdigest()
-    return handlers.Item(cmd, digest, f"client:chat:{client_id}" if client_id else None)
-
-
-@pytest.fixture(scope="module")
-async def intake_dsn(postgres: EmbeddedPostgres) -> str:
-    return await fresh_database(postgres, MIGRATIONS)
+from tests.intake.conftest import item, store, vault
 
 
 async def count(dsn: str, type_: str) -> int:
