@@ -17,11 +17,11 @@ from typing import Any
 
 import asyncpg
 from eventkit import crypto
-from prometheus_client import Histogram
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore
 from eventkit.keyring import KeyErased
 from eventkit.telemetry import current_traceparent
+from prometheus_client import Histogram
 
 from contracts.events import PERSONAL_FIELDS, Preferences
 from contracts.topics import INTAKE

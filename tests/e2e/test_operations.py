@@ -1,9 +1,9 @@
 """Operations end to end: poison messages on every topic, the dead-letter tools, and replay."""
 
 import asyncio
-import re
 import os
 import random
+import re
 import subprocess
 import sys
 import uuid
