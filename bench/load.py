@@ -139,8 +139,9 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     lat: list[float] = []
     errors = 0
-    deadline = time.monotonic() + a.duration
     async with client(a.concurrency) as http:
+        idle_wait_s, idle = await wait_idle(http, a.readers.split(","), a.drain_timeout)
+        deadline = time.monotonic() + a.duration
 
         async def worker(w: int) -> None:
             nonlocal errors
@@ -167,6 +168,8 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
         "rate": len(lat) / elapsed,
         "p50_ms": (pct(lat, 0.5) or 0) * 1000,
         "p99_ms": (pct(lat, 0.99) or 0) * 1000,
+        "idle_wait_s": idle_wait_s,
+        "idle": idle,
     }
 
 
@@ -177,6 +180,7 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
     readers = a.readers.split(",")
     tasks: list[asyncio.Task[None]] = []
     async with client(256) as http:
+        idle_wait_s, idle = await wait_idle(http, readers, a.drain_timeout)
 
         async def one(n: int, sample: bool) -> None:
             nonlocal sent, errors, missed
@@ -215,6 +219,8 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
         "samples": len(fresh_s),
         "missed": missed,
         "skipped_over_128_in_flight": skipped,
+        "idle_wait_s": idle_wait_s,
+        "idle": idle,
         "p50_ms": (pct(fresh_s, 0.5) or 0) * 1000,
         "p99_ms": (pct(fresh_s, 0.99) or 0) * 1000,
     }

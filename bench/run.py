@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,8 +164,6 @@ def timeline_rows(sample: Sequence[Message]) -> list[tuple[Any, ...]]:
 async def raw_copy(dsn: str, rows: list[tuple[Any, ...]], duration_s: float) -> float:
     """asyncpg COPY of the same rows into a table shaped like the timeline (its primary key
     included), emptied between rounds; only the COPY is timed."""
-    import asyncpg
-
     conn = await asyncpg.connect(dsn)
     try:
         # binary jsonb is a version byte and the text
@@ -321,10 +320,16 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         stack.start_services()
         print("stack ready; measuring ...", file=sys.stderr, flush=True)
         b = load(stack, "batch", plan.batch_s + 420, "--duration", str(plan.batch_s), "--concurrency", "4")
-        s = load(stack, "single", plan.single_s + 60, "--duration", str(plan.single_s), "--concurrency", "32")
-        f = load(stack, "fresh", plan.fresh_s + 120, "--duration", str(plan.fresh_s), "--rate", "500")
+        # Each scenario starts once the stack has projected what the ones before sent (180 s at
+        # most, bench.load waits) and PostgreSQL's autovacuum is done with the batch's rows.
+        vacuum_s = [wait_autovacuum(stack.postgres.dsn(), 300)]
+        s = load(stack, "single", plan.single_s + 240, "--duration", str(plan.single_s), "--concurrency", "32",
+                 "--drain-timeout", "180")  # fmt: skip
+        vacuum_s.append(wait_autovacuum(stack.postgres.dsn(), 300))
+        f = load(stack, "fresh", plan.fresh_s + 300, "--duration", str(plan.fresh_s), "--rate", "500",
+                 "--drain-timeout", "180")  # fmt: skip
         seeded = load(stack, "seed", 600, "--events", str(plan.read_events))
-        # reads start once the stack has projected everything the scenarios above sent (180 s at most)
+        vacuum_s.append(wait_autovacuum(stack.postgres.dsn(), 300))
         r = load(stack, "read", plan.read_s + 240, "--customer", seeded["customer_id"], "--rate", "200",
                  "--duration", str(plan.read_s), "--drain-timeout", "180")  # fmt: skip
         rss = {name: rss_mb(svc.proc.pid) for name, svc in stack.services.items() if svc.proc is not None}
@@ -370,16 +375,19 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         Row(ROWS[9], fmt(r["p99_ms"], "ms", 1), "< 10 ms"),
         *(Row(f"RSS {name}", fmt(rss.get(name), "MiB")) for name in SERVICES),
     ]  # fmt: skip
-    notes["batch"] = f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches"
-    notes["single"] = f"{s['requests']:,} requests, {s['errors']} errors"
+    notes["batch"] = (
+        f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches; afterwards"
+        f" PostgreSQL's autovacuum worked on its rows for {vacuum_s[0]:.0f} s (the next scenarios wait for it:"
+        f" {', '.join(f'{v:.0f} s' for v in vacuum_s)})"
+    )
+    notes["single"] = f"{s['requests']:,} requests, {s['errors']} errors; {idle_note(s)}"
     notes["fresh"] = (
         f"{f['sent']:,} sent at {f['rate']:.0f}/s, {f['samples']} samples, {f['missed']} missed or cut off,"
-        f" {f['skipped_over_128_in_flight']:,} not sent (128 already in flight)"
+        f" {f['skipped_over_128_in_flight']:,} not sent (128 already in flight); {idle_note(f)}"
     )
     notes["read"] = (
         f"{r['requests']:,} reads of the newest page of 50 of a {plan.read_events:,}-event customer"
-        f" at {r['rate']:.0f}/s, {r['errors']} errors; started after {r['idle_wait_s']:.1f} s of waiting for"
-        f" every consumer lag and outbox backlog to reach 0 ({'reached' if r['idle'] else 'NOT reached: read busy'})"
+        f" at {r['rate']:.0f}/s, {r['errors']} errors; {idle_note(r)}"
     )
     notes["raw limits and peer"] = (
         f"the first {len(sample):,} messages the services put on the event topics in this run"
@@ -394,6 +402,38 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         f" wall, process start included; its own last line: `{progress.strip()}`"
     )
     return rows, notes
+
+
+def wait_autovacuum(dsn: str, limit_s: float) -> float:
+    """Seconds until no autovacuum worker runs (after the batch, vacuuming its rows took a
+    third of a core for minutes, which the later scenarios would otherwise measure)."""
+
+    async def wait() -> float:
+        start = time.monotonic()
+        conn = await asyncpg.connect(dsn)
+        try:
+            while time.monotonic() - start < limit_s:
+                running = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                )
+                if not running:
+                    break
+                await asyncio.sleep(1)
+        finally:
+            await conn.close()
+        return time.monotonic() - start
+
+    waited = asyncio.run(wait())
+    print(f"  autovacuum: waited {waited:.0f} s", file=sys.stderr, flush=True)
+    return waited
+
+
+def idle_note(result: dict[str, Any]) -> str:
+    reached = "reached" if result["idle"] else "NOT reached: measured on a busy stack"
+    return (
+        f"started after {result['idle_wait_s']:.1f} s of waiting for every consumer lag"
+        f" (the KPI stream's too) and outbox backlog to reach 0 ({reached})"
+    )
 
 
 def table(rows: list[Row]) -> str:

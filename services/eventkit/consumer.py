@@ -281,7 +281,7 @@ class IdempotentConsumer:
         session_timeout_ms: int = 10_000,
         feed: TimelineFeed | None = None,
         commit_interval_ms: int = 500,
-        fetch_max_wait_ms: int = 25,
+        fetch_max_wait_ms: int = 50,
     ) -> None:
         self.service = service
         self._commit_interval_s = commit_interval_ms / 1000

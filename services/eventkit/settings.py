@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # How long the broker may hold a fetch with nothing new. It bounds how late an event is
     # seen: the client sends no second fetch to a broker while one is outstanding, so an event
     # for a partition outside that fetch waits for it to return (~30 ms median at 100 ms).
-    kafka_fetch_max_wait_ms: int = 25
+    kafka_fetch_max_wait_ms: int = 50
     consumer_commit_interval_ms: int = 500  # offsets committed at most this often (dedup covers the rest)
     outbox_batch_size: int = 1000
     outbox_poll_interval_ms: int = 500
