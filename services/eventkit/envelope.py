@@ -60,7 +60,10 @@ def new_event(
 
 def format_time(t: datetime) -> str:
     """RFC 3339 in UTC with microseconds: one spelling for one instant, everywhere."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    t = t.astimezone(UTC)
+    if t.year >= 1000:  # isoformat spells these exactly as the strftime below, in a third of the time
+        return t.isoformat(timespec="microseconds")[:-6] + "Z"
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def encode_data(data: dict[str, Any]) -> bytes:

@@ -165,23 +165,18 @@ async def page(
 
     `members` (from resolve) saves looking the aliases up again."""
     ids = list(members) if members is not None else await member_ids(conn, customer_id)
-    if before is None:
-        rows = await conn.fetch(
-            "SELECT customer_id, time, event_id, type, source, data FROM timeline"
-            " WHERE customer_id = ANY($1::text[]) ORDER BY time DESC, event_id DESC LIMIT $2",
-            ids,
-            limit + 1,
-        )
-    else:
-        rows = await conn.fetch(
-            "SELECT customer_id, time, event_id, type, source, data FROM timeline"
-            " WHERE customer_id = ANY($1::text[]) AND (time, event_id) < ($2, $3)"
-            " ORDER BY time DESC, event_id DESC LIMIT $4",
-            ids,
-            before.time,
-            before.event_id,
-            limit + 1,
-        )
+    # Newest `limit + 1` of each member by its own index range, then of those together: with
+    # `customer_id = ANY(...)` PostgreSQL read and sorted all of a customer's rows (2 ms of its
+    # CPU per page of a 10,000-event customer) instead of stopping after a page.
+    cutoff = "" if before is None else " AND (time, event_id) < ($3, $4)"
+    args: tuple[Any, ...] = (ids, limit + 1) if before is None else (ids, limit + 1, before.time, before.event_id)
+    rows = await conn.fetch(
+        "SELECT t.customer_id, t.time, t.event_id, t.type, t.source, t.data FROM unnest($1::text[]) AS m(id),"
+        " LATERAL (SELECT customer_id, time, event_id, type, source, data FROM timeline"
+        f" WHERE customer_id = m.id{cutoff} ORDER BY time DESC, event_id DESC LIMIT $2) AS t"
+        " ORDER BY t.time DESC, t.event_id DESC LIMIT $2",
+        *args,
+    )
     items = [
         {
             "event_id": str(r["event_id"]),

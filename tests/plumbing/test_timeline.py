@@ -55,6 +55,27 @@ async def test_pages_are_newest_first_and_complete(pool: asyncpg.Pool) -> None:
     assert seen == newest_first
 
 
+async def test_pages_of_a_merged_customer_interleave_every_member(pool: asyncpg.Pool) -> None:
+    """Three members' rows, interleaved in time, ties included: small pages walk all of them
+    newest first, each exactly once, as one timeline."""
+    members = ["p1", "p2", "p3"]
+    events = [ev(100 + i, members[i % 3], seconds=i // 2) for i in range(31)]
+    async with pool.acquire() as conn:
+        await TimelineProjection().apply(conn, events)
+        await TimelineProjection().apply(conn, [merged(140, "p1", "p2", 50), merged(141, "p1", "p3", 51)])
+        survivor, ids = await resolve(conn, "p1")
+        assert survivor is None
+        seen: list[str] = []
+        cursor: Cursor | None = None
+        while True:
+            items, cursor = await page(conn, "p1", 4, cursor, ids)
+            seen.extend(i["event_id"] for i in items)
+            if cursor is None:
+                break
+    everything = [*events, merged(140, "p1", "p2", 50), merged(141, "p1", "p3", 51)]
+    assert seen == [e.id for e in sorted(everything, key=lambda e: (e.time, e.id), reverse=True)]
+
+
 async def test_digest_is_sha256_over_canonical_order(pool: asyncpg.Pool) -> None:
     events = [ev(i, "c2", seconds=(i * 7) % 5) for i in range(12)]
     async with pool.acquire() as conn:
