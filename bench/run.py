@@ -376,9 +376,9 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         *(Row(f"RSS {name}", fmt(rss.get(name), "MiB")) for name in SERVICES),
     ]  # fmt: skip
     notes["batch"] = (
-        f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches; afterwards"
-        f" PostgreSQL's autovacuum worked on its rows for {vacuum_s[0]:.0f} s (the next scenarios wait for it:"
-        f" {', '.join(f'{v:.0f} s' for v in vacuum_s)})"
+        f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches; single, fresh and"
+        f" read each waited {', '.join(f'{v:.0f} s' for v in vacuum_s)} for PostgreSQL's autovacuum workers"
+        " to finish first"
     )
     notes["single"] = f"{s['requests']:,} requests, {s['errors']} errors; {idle_note(s)}"
     notes["fresh"] = (
