@@ -248,20 +248,22 @@ BACKLOG_GAUGES = ("crm_consumer_lag{", "crm_outbox_backlog{")
 
 async def wait_idle(http: Http, readers: list[str], limit_s: float) -> tuple[float, bool]:
     """(seconds waited, idle?): until no service has consumer lag (analytics' KPI stream
-    included) or an outbox backlog, so reads are measured on a stack that has finished
-    projecting what the earlier scenarios sent, not while it still catches up."""
+    included) or an outbox backlog, and no service applied anything over the last second
+    (the KPI stream's lag gauge was seen at 0 while it still folded a backlog), so a scenario
+    is measured on a stack that has finished projecting what the earlier ones sent."""
     start = time.monotonic()
+    applied_before = -1.0
     while True:
         texts = [await http.text(f"{url}/metrics") for url in readers]
-        busy = any(
-            line.startswith(BACKLOG_GAUGES) and float(line.rsplit(" ", 1)[1]) > 0
-            for text in texts
-            for line in text.splitlines()
-        )
+        lines = [line for text in texts for line in text.splitlines()]
+        backlog = any(line.startswith(BACKLOG_GAUGES) and float(line.rsplit(" ", 1)[1]) > 0 for line in lines)
+        applied = sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("crm_events_applied_total{"))
+        busy = backlog or applied != applied_before
+        applied_before = applied
         waited = time.monotonic() - start
         if not busy or waited > limit_s:
             return waited, not busy
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
 
 
 async def read(a: argparse.Namespace) -> dict[str, Any]:

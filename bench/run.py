@@ -431,8 +431,8 @@ def wait_autovacuum(dsn: str, limit_s: float) -> float:
 def idle_note(result: dict[str, Any]) -> str:
     reached = "reached" if result["idle"] else "NOT reached: measured on a busy stack"
     return (
-        f"started after {result['idle_wait_s']:.1f} s of waiting for every consumer lag"
-        f" (the KPI stream's too) and outbox backlog to reach 0 ({reached})"
+        f"started after {result['idle_wait_s']:.1f} s of waiting for every consumer lag (the KPI stream's too)"
+        f" and outbox backlog to reach 0 and no service to apply anything for a second ({reached})"
     )
 
 
