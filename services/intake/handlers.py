@@ -54,9 +54,12 @@ class Submission:
     request_key: tuple[str, str] | None
     traceparent: str
 
-    def keys(self) -> set[str]:
-        keys = {k for item in self.items if (k := item.client_key)}
-        return keys | {self.request_key[0]} if self.request_key else keys
+    def claims(self) -> dict[str, str]:
+        """The idempotency keys this request claims, each with the hash it must match."""
+        claims = {k: item.request_hash for item in self.items if (k := item.client_key)}
+        if self.request_key:
+            claims[self.request_key[0]] = self.request_key[1]
+        return claims
 
 
 class ItemErrors(Exception):
@@ -204,14 +207,15 @@ class GroupCommit:
 
     def _take(self) -> list[_Waiting]:
         group = [self._pending.popleft()]
-        keys = group[0][0].keys()
+        keys = set(group[0][0].claims())
         size = len(group[0][0].items)
         while self._pending:
             sub = self._pending[0][0]
-            if size + len(sub.items) > self._max_items or not keys.isdisjoint(sub.keys()):
+            claimed = sub.claims().keys()
+            if size + len(sub.items) > self._max_items or not keys.isdisjoint(claimed):
                 break
             group.append(self._pending.popleft())
-            keys |= sub.keys()
+            keys |= claimed
             size += len(sub.items)
         return group
 
@@ -278,9 +282,7 @@ async def _record(
 ) -> list[list[dict[str, Any]]]:
     keys: dict[str, str] = {}
     for sub in subs:
-        keys.update({k: item.request_hash for item in sub.items if (k := item.client_key)})
-        if sub.request_key:
-            keys[sub.request_key[0]] = sub.request_key[1]
+        keys.update(sub.claims())
     taken = await store.claim_keys(conn, keys)
 
     replayed: dict[int, list[dict[str, Any]]] = {}  # requests whose Idempotency-Key answers for them
