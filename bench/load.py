@@ -60,21 +60,20 @@ class Http:
     async def post(self, url: str, body: Any) -> tuple[int, Any]:
         data = orjson.dumps(body)
         async with self._session.post(url, data=data, headers={"Content-Type": "application/json"}) as r:
-            raw = await r.read()
-            return r.status, orjson.loads(raw) if raw and r.content_type == "application/json" else None
+            return r.status, await _json(r)
 
     async def get(self, url: str, params: dict[str, str | int] | None = None) -> tuple[int, Any]:
         async with self._session.get(url, params=params) as r:
-            raw = await r.read()
-            return r.status, orjson.loads(raw) if raw and r.content_type == "application/json" else raw
+            return r.status, await _json(r)
 
     async def text(self, url: str) -> str:
         async with self._session.get(url) as r:
             return await r.text()
 
 
-def client(concurrency: int) -> Http:
-    return Http(concurrency)
+async def _json(r: aiohttp.ClientResponse) -> Any:
+    raw = await r.read()
+    return orjson.loads(raw) if raw and r.content_type == "application/json" else None
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -108,7 +107,7 @@ async def batch(a: argparse.Namespace) -> dict[str, Any]:
     errors = 0
     last: tuple[float, str, str] | None = None
     deadline = time.monotonic() + a.duration
-    async with client(a.concurrency) as http:
+    async with Http(a.concurrency) as http:
 
         async def worker(w: int) -> None:
             nonlocal accepted, errors, last
@@ -139,7 +138,7 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     lat: list[float] = []
     errors = 0
-    async with client(a.concurrency) as http:
+    async with Http(a.concurrency) as http:
         idle_wait_s, idle = await wait_idle(http, a.readers.split(","), a.drain_timeout)
         deadline = time.monotonic() + a.duration
 
@@ -179,7 +178,7 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
     sent = errors = missed = 0
     readers = a.readers.split(",")
     tasks: list[asyncio.Task[None]] = []
-    async with client(256) as http:
+    async with Http(256) as http:
         idle_wait_s, idle = await wait_idle(http, readers, a.drain_timeout)
 
         async def one(n: int, sample: bool) -> None:
@@ -229,7 +228,7 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
 async def seed(a: argparse.Namespace) -> dict[str, Any]:
     email = f"reader-{uuid.uuid4().hex[:8]}@example.com"
     last: dict[str, str] = {}
-    async with client(4) as http:
+    async with Http(4) as http:
         left = a.events
         while left > 0:
             n = min(1000, left)
@@ -270,7 +269,7 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
     lat: list[float] = []
     errors = 0
     url = f"{a.readers.split(',')[0]}/v1/customers/{a.customer}/timeline"
-    async with client(64) as http:
+    async with Http(64) as http:
         idle_wait_s, idle = await wait_idle(http, a.readers.split(","), a.drain_timeout)
 
         async def one() -> None:
