@@ -103,6 +103,17 @@ def unique_topic() -> str:
     return f"test.{uuid.uuid4().hex[:10]}"
 
 
+async def make_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
 @contextlib.contextmanager
 def running_stack(
     directory: Path, env: dict[str, str], services: Iterable[str] = SERVICES, **options: Any

@@ -12,9 +12,11 @@ import logging
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition
 from eventkit.app import Runtime
 from eventkit.consumer import BatchApplier
 from eventkit.telemetry import CONSUMER_LAG
+from eventkit.watermarks import PartitionEnds
 from faust.types import TP
 
 from analytics.projections import KpiProjection
@@ -67,22 +69,26 @@ async def run_kpi_stream(rt: Runtime) -> None:
 
     await app.start()
     log.info("KPI stream started")
-    lag = asyncio.create_task(report_lag(app, applier.service, applied_up_to))
+    ends = PartitionEnds(s.kafka_bootstrap_servers)
+    lag = asyncio.create_task(report_lag(app, ends, applier.service, applied_up_to))
     try:
         await asyncio.Event().wait()  # until cancelled at shutdown
     finally:
         lag.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lag
+        await ends.stop()
         await app.stop()
 
 
-async def report_lag(app: faust.App, service: str, applied_up_to: dict[TP, int]) -> None:
+async def report_lag(app: faust.App, ends: PartitionEnds, service: str, applied_up_to: dict[TP, int]) -> None:
     """crm_consumer_lag per assigned partition, as eventkit's consumer reports it for the others.
 
-    Lag is the partition's high watermark minus the next offset to apply. A partition with
-    nothing applied since the start counts from the consumer's fetch position, which is the
-    committed offset until messages flow.
+    Lag is the partition's end minus the next offset to apply. A partition with nothing applied
+    since the start counts from the consumer's fetch position, which is the committed offset
+    until messages flow. The end is read by a reader of its own: faust's consumer stops fetching
+    a partition while the stream's buffer of it is full, so the high watermark faust knows was
+    behind during a catch-up, and the lag read 0 while thousands of events were still to fold.
     """
     reported: set[TP] = set()
     while True:
@@ -95,14 +101,17 @@ async def report_lag(app: faust.App, service: str, applied_up_to: dict[TP, int])
                 if tp in reported:
                     CONSUMER_LAG.remove(service, tp.topic, str(tp.partition))
             reported &= assigned
+            if not assigned:
+                continue
+            high = await ends.read([TopicPartition(tp.topic, tp.partition) for tp in assigned])
             for tp in assigned:
-                high = consumer.highwater(tp)
+                end = high.get(TopicPartition(tp.topic, tp.partition))
                 position = applied_up_to.get(tp)
                 if position is None:
                     position = await consumer.position(tp)
-                if high is None or position is None:
+                if end is None or position is None:
                     continue
-                CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(max(0, high - position))
+                CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(max(0, end - position))
                 reported.add(tp)
         except Exception as exc:  # not started or rebalancing: the next round reports
             log.debug("consumer lag not available: %s", exc)

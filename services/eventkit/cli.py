@@ -35,6 +35,7 @@ from eventkit.consumer import validate
 from eventkit.envelope import DecodeError, Envelope, from_kafka
 from eventkit.settings import DEFAULT_PORTS, Settings
 from eventkit.timeline import apply_bulk
+from eventkit.watermarks import PartitionEnds
 
 SERVICES = tuple(DEFAULT_PORTS)
 
@@ -99,27 +100,14 @@ async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, s
     The end is a fetch's high watermark, not ListOffsets (unreliable on the embedded broker).
     Nothing joins a group or commits: the reader assigns partitions by hand.
     """
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=1024, fetch_max_wait_ms=100
-    )
-    await reader.start()
+    partition_ends = PartitionEnds(bootstrap)
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in ALL_EVENT_TOPICS
-            for p in sorted(reader.partitions_for_topic(topic) or await _partitions(reader, topic))
-        ]
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        ends: dict[TopicPartition, int] = {}
-        while len(ends) < len(partitions):
-            await reader.getmany(*[tp for tp in partitions if tp not in ends], timeout_ms=500)
-            for tp in partitions:
-                high = reader.highwater(tp)
-                if high is not None:
-                    ends[tp] = high
+        partitions = await partition_ends.partitions(ALL_EVENT_TOPICS)
+        ends = await partition_ends.read(partitions, timeout_s=25)
     finally:
-        await reader.stop()
+        await partition_ends.stop()
+    if silent := [f"{tp.topic}[{tp.partition}]" for tp in partitions if tp not in ends]:
+        raise KafkaError(f"no fetch answered for {', '.join(silent)}")
     out: dict[tuple[str, str], dict[int, int]] = {}
     for group in groups:
         member = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)

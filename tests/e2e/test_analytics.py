@@ -491,13 +491,21 @@ async def test_a_restart_mid_stream_neither_loses_nor_double_counts(stack: Stack
 
     async with api_client(timeout=10) as client:
         behind: dict[tuple[str, int], float] = {}
-        for _ in range(100):
-            behind = {tp: lag for tp, lag in (await kpi_stream_lag(client, analytics.url)).items() if lag}
-            if behind:
+        zero_while_behind = []
+        for _ in range(600):
+            lag = await kpi_stream_lag(client, analytics.url)
+            applied = await applied_count(dsn, sc.event_ids)  # read after the gauge: never fewer
+            if applied == len(sc.event_ids):
                 break
+            behind |= {tp: n for tp, n in lag.items() if n}
+            if lag and not any(lag.values()):
+                zero_while_behind.append(applied)
             await asyncio.sleep(0.1)
         # Reported per partition by the faust KPI stream while it catches up...
         assert behind and {topic for topic, _ in behind} <= set(ALL_EVENT_TOPICS)
+        # ...and never 0 while it is behind: everything was published before the restart, so a
+        # gauge at 0 means all of it was applied when the gauge was read.
+        assert not zero_while_behind, f"lag read 0 with {zero_while_behind[0]} of {len(sc.event_ids)} applied"
         got = await settled_outcome(stack, client, sc, dsn)
         # ...and back to zero on every partition of every topic once it has.
         partitions = await topic_partitions(bootstrap, ALL_EVENT_TOPICS)

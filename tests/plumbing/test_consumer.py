@@ -14,8 +14,7 @@ from eventkit.timeline import TimelineProjection, digest
 from prometheus_client import REGISTRY
 
 from contracts.topics import DEADLETTER
-from tests.conftest import unique_topic
-from tests.plumbing.test_outbox import make_topic
+from tests.conftest import make_topic, unique_topic
 
 TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
 

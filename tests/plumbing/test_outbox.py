@@ -12,21 +12,10 @@ from eventkit.envelope import from_kafka, new_event
 from eventkit.eventstore import Append, EventStore
 from eventkit.outbox import OutboxRelay
 
-from tests.conftest import unique_topic
+from tests.conftest import make_topic, unique_topic
 
 TP = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 store = EventStore("test")
-
-
-async def make_topic(bootstrap: str, name: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 async def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list:

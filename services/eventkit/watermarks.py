@@ -1,0 +1,76 @@
+"""Where partitions end: high watermarks as fetch responses report them.
+
+Not ListOffsets: the embedded broker's answers too low once batches hold several records (see
+README). The reader joins no group and commits nothing; a read fetches from the last end it saw,
+at most a kilobyte per partition, and between reads it fetches nothing.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Collection, Iterable
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+
+class PartitionEnds:
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap = bootstrap_servers
+        self._reader: AIOKafkaConsumer | None = None
+        self._ends: dict[TopicPartition, int] = {}
+
+    async def partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
+        """Every partition of these topics, as the broker's metadata has them now."""
+        reader = await self._start()
+        await reader._client.force_metadata_update()  # aiokafka has no public call for a refresh
+        return [TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())]
+
+    async def read(self, partitions: Collection[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+        """The current end of each partition (those the broker did not answer for within timeout_s
+        are left out)."""
+        reader = await self._start()
+        wanted = set(partitions)
+        if wanted != reader.assignment():
+            reader.assign(list(wanted))
+        for tp in wanted:
+            if tp in self._ends:
+                reader.seek(tp, self._ends[tp])  # from the last end seen: nothing before it again
+            else:
+                await reader.seek_to_beginning(tp)
+        reader.resume(*wanted)
+        asked_ms = int(1000 * time.time())  # aiokafka stamps each fetch response so, per partition
+        seen: dict[TopicPartition, int] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            while len(seen) < len(wanted) and loop.time() < deadline:
+                await reader.getmany(*(wanted - set(seen)), timeout_ms=100)
+                for tp in wanted - set(seen):
+                    high = reader.highwater(tp)
+                    answered = reader.last_poll_timestamp(tp)
+                    if high is not None and answered is not None and answered >= asked_ms:
+                        seen[tp] = high
+        finally:
+            # Between reads nothing is fetched: the broker is asked once per read, not all along.
+            reader.pause(*wanted)
+        self._ends.update(seen)
+        return seen
+
+    async def _start(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=1024,
+                fetch_max_wait_ms=100,
+            )
+            await reader.start()
+            self._reader = reader
+        return self._reader
+
+    async def stop(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader.stop(), 5)
