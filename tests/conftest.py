@@ -103,6 +103,13 @@ def unique_topic() -> str:
     return f"test.{uuid.uuid4().hex[:10]}"
 
 
+async def produce_batch(producer: AIOKafkaProducer, topic: str, partition: int, n: int) -> None:
+    """n messages sent together, so the broker stores them as one batch of several records (the
+    case in which the embedded broker's ListOffsets answers too low)."""
+    sends = [await producer.send(topic, b"x", partition=partition) for _ in range(n)]
+    await asyncio.gather(*sends)
+
+
 async def make_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 

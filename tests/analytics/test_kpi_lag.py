@@ -1,0 +1,66 @@
+"""The KPI stream's lag gauge against the real broker, with faust's consumer as a stand-in.
+
+faust stops fetching a partition while the stream's buffer of it is full, and then the high
+watermark it knows is old: the stand-in's is, and the gauge must not use it.
+"""
+
+import asyncio
+import contextlib
+from typing import Any
+
+from analytics.stream import report_lag
+from eventkit.watermarks import PartitionEnds
+from faust.types import TP
+from prometheus_client import REGISTRY
+
+from tests.conftest import eventually, make_topic, produce_batch, unique_topic
+
+
+class StaleConsumer:
+    """faust's consumer as report_lag sees it, during a catch-up with fetching paused."""
+
+    def __init__(self, topic: str, positions: dict[int, int], highwater: int) -> None:
+        self._positions = {TP(topic, p): n for p, n in positions.items()}
+        self._highwater = highwater
+
+    def assignment(self) -> set[TP]:
+        return set(self._positions)
+
+    async def position(self, tp: TP) -> int:
+        return self._positions[tp]
+
+    def highwater(self, tp: TP) -> int:
+        return self._highwater
+
+
+class App:
+    def __init__(self, consumer: StaleConsumer) -> None:
+        self.consumer = consumer
+
+
+async def test_lag_counts_from_the_partitions_real_end_not_fausts_last_seen(bootstrap: str, producer: Any) -> None:
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=2)
+    await produce_batch(producer, topic, 0, 10)
+    await produce_batch(producer, topic, 1, 4)
+    # Partition 0: 3 applied; partition 1: nothing applied since the start, committed at 1.
+    app = App(StaleConsumer(topic, {0: 3, 1: 1}, highwater=3))
+    ends = PartitionEnds(bootstrap)
+    task = asyncio.create_task(report_lag(app, ends, "test-kpi", {TP(topic, 0): 3}))  # type: ignore[arg-type]
+
+    def lag(partition: int) -> float | None:
+        return REGISTRY.get_sample_value(
+            "crm_consumer_lag", {"service": "test-kpi", "topic": topic, "partition": str(partition)}
+        )
+
+    async def reported() -> tuple[float, float] | None:
+        both = (lag(0), lag(1))
+        return both if None not in both else None  # type: ignore[return-value]
+
+    try:
+        assert await eventually(reported, 15, "the lag of both partitions") == (7, 3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ends.stop()
