@@ -33,12 +33,16 @@ from eventkit.telemetry import (
 log = logging.getLogger(__name__)
 _LEADER_LOCK = 7_300_002
 
+# The oldest pending rows by the outbox's index, then each one's event by the store's: a plain
+# join let the planner pick a parallel scan of the whole event store once statistics said the
+# outbox was large (or had just been vacuumed empty), at every poll. The LIMIT inside the
+# LATERAL keeps it from being flattened back into such a join.
 _PENDING = """
 SELECT e.position, e.event_id, e.type, e.source, e.subject, e.time, e.traceparent, e.topic,
        e.data::text AS data_json
-FROM outbox o JOIN events e USING (position)
+FROM (SELECT position FROM outbox ORDER BY position LIMIT $1) o
+CROSS JOIN LATERAL (SELECT * FROM events WHERE events.position = o.position LIMIT 1) e
 ORDER BY o.position
-LIMIT $1
 """
 
 # Forget the sent rows and raise the watermarks in one statement, so atomic without a
