@@ -154,6 +154,21 @@ async def resolve(conn: asyncpg.Connection, customer_id: str) -> tuple[str | Non
     return None, [customer_id, *(r["merged_id"] for r in rows)]
 
 
+# Newest `$2` of each member ($1) by its own index range, then of those together: with
+# `customer_id = ANY(...)` PostgreSQL read and sorted all of a customer's rows (2 ms of its CPU
+# per page of a 10,000-event customer) instead of stopping after a page. That each member's range
+# is walked backwards from its newest row, not read whole by a bitmap scan and sorted, rests on
+# the row estimate per customer (migration 005_timeline_statistics.sql).
+_PAGE = (
+    "SELECT t.customer_id, t.time, t.event_id, t.type, t.source, t.data FROM unnest($1::text[]) AS m(id),"
+    " LATERAL (SELECT customer_id, time, event_id, type, source, data FROM timeline"
+    " WHERE customer_id = m.id{cutoff} ORDER BY time DESC, event_id DESC LIMIT $2) AS t"
+    " ORDER BY t.time DESC, t.event_id DESC LIMIT $2"
+)
+PAGE_SQL = _PAGE.format(cutoff="")
+PAGE_BEFORE_SQL = _PAGE.format(cutoff=" AND (time, event_id) < ($3, $4)")  # older than ($3, $4)
+
+
 async def page(
     conn: asyncpg.Connection,
     customer_id: str,
@@ -165,18 +180,10 @@ async def page(
 
     `members` (from resolve) saves looking the aliases up again."""
     ids = list(members) if members is not None else await member_ids(conn, customer_id)
-    # Newest `limit + 1` of each member by its own index range, then of those together: with
-    # `customer_id = ANY(...)` PostgreSQL read and sorted all of a customer's rows (2 ms of its
-    # CPU per page of a 10,000-event customer) instead of stopping after a page.
-    cutoff = "" if before is None else " AND (time, event_id) < ($3, $4)"
-    args: tuple[Any, ...] = (ids, limit + 1) if before is None else (ids, limit + 1, before.time, before.event_id)
-    rows = await conn.fetch(
-        "SELECT t.customer_id, t.time, t.event_id, t.type, t.source, t.data FROM unnest($1::text[]) AS m(id),"
-        " LATERAL (SELECT customer_id, time, event_id, type, source, data FROM timeline"
-        f" WHERE customer_id = m.id{cutoff} ORDER BY time DESC, event_id DESC LIMIT $2) AS t"
-        " ORDER BY t.time DESC, t.event_id DESC LIMIT $2",
-        *args,
-    )
+    if before is None:
+        rows = await conn.fetch(PAGE_SQL, ids, limit + 1)
+    else:
+        rows = await conn.fetch(PAGE_BEFORE_SQL, ids, limit + 1, before.time, before.event_id)
     items = [
         {
             "event_id": str(r["event_id"]),

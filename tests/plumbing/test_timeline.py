@@ -1,11 +1,23 @@
 """The timeline projection against PostgreSQL: keyset pages, digest, merges as aliases."""
 
 import hashlib
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from eventkit.envelope import Envelope
-from eventkit.timeline import Cursor, TimelineProjection, digest, page, resolve, survivor_of
+from eventkit.timeline import (
+    PAGE_BEFORE_SQL,
+    PAGE_SQL,
+    Cursor,
+    TimelineProjection,
+    digest,
+    page,
+    resolve,
+    survivor_of,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TP = "00-" + "e" * 32 + "-" + "f" * 16 + "-01"
@@ -129,3 +141,29 @@ async def test_chained_merges_point_at_the_final_survivor(pool: asyncpg.Pool) ->
         assert await survivor_of(conn, "a") == "c"
         assert await survivor_of(conn, "b") == "c"
         assert (await digest(conn, "c"))[0] == 5
+
+
+def scanned_rows(plan: dict[str, Any], table: str) -> int:
+    """Rows the plan's scans of `table` returned, over all their loops."""
+    own = plan["Actual Rows"] * plan["Actual Loops"] if plan.get("Relation Name") == table else 0
+    return int(own + sum(scanned_rows(child, table) for child in plan.get("Plans", [])))
+
+
+async def test_a_page_of_a_big_customer_reads_a_page_not_the_whole_timeline(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        # Skewed like a real timeline: one customer with 5,000 events among 3,000 with 10 each,
+        # so the table's average is under a page.
+        await conn.execute(
+            "INSERT INTO timeline (customer_id, time, event_id, type, source, data)"
+            " SELECT 'big', $1::timestamptz + i * interval '1 second', gen_random_uuid(), 't', 's', '{}'::jsonb"
+            " FROM generate_series(1, 5000) i"
+            " UNION ALL SELECT 'small-' || i % 3000, $1::timestamptz + i * interval '1 second', gen_random_uuid(),"
+            " 't', 's', '{}'::jsonb FROM generate_series(1, 30000) i",
+            T0,
+        )
+        await conn.execute("ANALYZE timeline")
+        for sql, args in ((PAGE_SQL, ()), (PAGE_BEFORE_SQL, (T0 + timedelta(seconds=4000), uuid.UUID(int=0)))):
+            # Bound parameters, as the service sends them: the first executions get custom plans.
+            explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", ["big"], 51, *args)
+            plan = json.loads(explained)[0]["Plan"]
+            assert scanned_rows(plan, "timeline") == 51, json.dumps(plan, indent=1)
