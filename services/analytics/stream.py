@@ -16,7 +16,7 @@ from aiokafka.structs import TopicPartition
 from eventkit.app import Runtime
 from eventkit.consumer import BatchApplier
 from eventkit.telemetry import CONSUMER_LAG
-from eventkit.watermarks import PartitionEnds
+from eventkit.watermarks import PartitionEnds, committed_offsets
 from faust.types import TP
 
 from analytics.projections import KpiProjection
@@ -70,7 +70,7 @@ async def run_kpi_stream(rt: Runtime) -> None:
     await app.start()
     log.info("KPI stream started")
     ends = PartitionEnds(s.kafka_bootstrap_servers)
-    lag = asyncio.create_task(report_lag(app, ends, applier.service, applied_up_to))
+    lag = asyncio.create_task(report_lag(app, ends, applier.service, applied_up_to, group=app.conf.id))
     try:
         await asyncio.Event().wait()  # until cancelled at shutdown
     finally:
@@ -81,16 +81,20 @@ async def run_kpi_stream(rt: Runtime) -> None:
         await app.stop()
 
 
-async def report_lag(app: faust.App, ends: PartitionEnds, service: str, applied_up_to: dict[TP, int]) -> None:
+async def report_lag(
+    app: faust.App, ends: PartitionEnds, service: str, applied_up_to: dict[TP, int], group: str
+) -> None:
     """crm_consumer_lag per assigned partition, as eventkit's consumer reports it for the others.
 
     Lag is the partition's end minus the next offset to apply. A partition with nothing applied
-    since the start counts from the consumer's fetch position, which is the committed offset
-    until messages flow. The end is read by a reader of its own: faust's consumer stops fetching
-    a partition while the stream's buffer of it is full, so the high watermark faust knows was
-    behind during a catch-up, and the lag read 0 while thousands of events were still to fold.
+    since the start counts from the group's committed offset (faust's fetch position runs ahead
+    of what is applied once messages flow), or from the fetch position if it never committed.
+    The end is read by a reader of its own: faust's consumer stops fetching a partition while the
+    stream's buffer of it is full, so the high watermark faust knows was behind during a
+    catch-up, and the lag read 0 while thousands of events were still to fold.
     """
     reported: set[TP] = set()
+    started_at: dict[TP, int | None] = {}  # the group's committed offset, None if it never committed
     while True:
         await asyncio.sleep(LAG_INTERVAL_S)
         try:
@@ -98,15 +102,20 @@ async def report_lag(app: faust.App, ends: PartitionEnds, service: str, applied_
             assigned = consumer.assignment()
             for tp in (reported | set(applied_up_to)) - assigned:  # taken by a rebalance: not ours to report
                 applied_up_to.pop(tp, None)
+                started_at.pop(tp, None)
                 if tp in reported:
                     CONSUMER_LAG.remove(service, tp.topic, str(tp.partition))
             reported &= assigned
             if not assigned:
                 continue
-            high = await ends.read([TopicPartition(tp.topic, tp.partition) for tp in assigned])
+            kafka_tp = {tp: TopicPartition(tp.topic, tp.partition) for tp in assigned}  # aiokafka's own type
+            high = await ends.read(list(kafka_tp.values()))
+            if unasked := [tp for tp in assigned if tp not in applied_up_to and tp not in started_at]:
+                found = await committed_offsets(ends.bootstrap_servers, group, [kafka_tp[tp] for tp in unasked])
+                started_at |= {tp: found.get(kafka_tp[tp]) for tp in unasked}
             for tp in assigned:
-                end = high.get(TopicPartition(tp.topic, tp.partition))
-                position = applied_up_to.get(tp)
+                end = high.get(kafka_tp[tp])
+                position = applied_up_to.get(tp, started_at.get(tp))
                 if position is None:
                     position = await consumer.position(tp)
                 if end is None or position is None:

@@ -35,7 +35,7 @@ from eventkit.consumer import validate
 from eventkit.envelope import DecodeError, Envelope, from_kafka
 from eventkit.settings import DEFAULT_PORTS, Settings
 from eventkit.timeline import apply_bulk
-from eventkit.watermarks import PartitionEnds
+from eventkit.watermarks import PartitionEnds, committed_offsets
 
 SERVICES = tuple(DEFAULT_PORTS)
 
@@ -110,14 +110,9 @@ async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, s
         raise KafkaError(f"no fetch answered for {', '.join(silent)}")
     out: dict[tuple[str, str], dict[int, int]] = {}
     for group in groups:
-        member = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-        await member.start()
-        try:
-            for tp in partitions:
-                committed = await member.committed(tp) or 0
-                out.setdefault((group, tp.topic), {})[tp.partition] = max(0, ends[tp] - committed)
-        finally:
-            await member.stop()
+        committed = await committed_offsets(bootstrap, group, partitions)
+        for tp in partitions:
+            out.setdefault((group, tp.topic), {})[tp.partition] = max(0, ends[tp] - committed.get(tp, 0))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Where partitions end: high watermarks as fetch responses report them.
+"""Where partitions end (high watermarks as fetch responses report them), and where a consumer
+group stands in them (its committed offsets).
 
 Not ListOffsets: the embedded broker's answers too low once batches hold several records (see
 README). The reader joins no group and commits nothing; a read fetches from the last end it saw,
@@ -16,7 +17,7 @@ from aiokafka.structs import TopicPartition
 
 class PartitionEnds:
     def __init__(self, bootstrap_servers: str) -> None:
-        self._bootstrap = bootstrap_servers
+        self.bootstrap_servers = bootstrap_servers
         self._reader: AIOKafkaConsumer | None = None
         self._ends: dict[TopicPartition, int] = {}
 
@@ -60,7 +61,7 @@ class PartitionEnds:
     async def _start(self) -> AIOKafkaConsumer:
         if self._reader is None:
             reader = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+                bootstrap_servers=self.bootstrap_servers,
                 enable_auto_commit=False,
                 max_partition_fetch_bytes=1024,
                 fetch_max_wait_ms=100,
@@ -74,3 +75,21 @@ class PartitionEnds:
         if reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(reader.stop(), 5)
+
+
+async def committed_offsets(
+    bootstrap_servers: str, group_id: str, partitions: Collection[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The group's committed offset of each partition it has committed. Asked without joining
+    the group: the member assigns nothing and commits nothing."""
+    member = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    await member.start()
+    try:
+        out = {}
+        for tp in partitions:
+            offset = await member.committed(tp)
+            if offset is not None:
+                out[tp] = offset
+        return out
+    finally:
+        await member.stop()
