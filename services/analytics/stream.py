@@ -100,7 +100,7 @@ async def report_lag(
         try:
             consumer = app.consumer
             assigned = consumer.assignment()
-            for tp in (reported | set(applied_up_to)) - assigned:  # taken by a rebalance: not ours to report
+            for tp in (reported | set(applied_up_to) | set(started_at)) - assigned:  # taken by a rebalance
                 applied_up_to.pop(tp, None)
                 started_at.pop(tp, None)
                 if tp in reported:
