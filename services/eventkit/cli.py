@@ -156,12 +156,11 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
     applies the current one.
     """
     workers = workers or min(2, os.cpu_count() or 1)
-    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(), enable_auto_commit=False)
-    await consumer.start()
+    reader = PartitionEnds(_bootstrap())
     try:
-        partitions = [(t, p) for t in ALL_EVENT_TOPICS for p in sorted(await _partitions(consumer, t))]
+        partitions = [(tp.topic, tp.partition) for tp in await reader.partitions(ALL_EVENT_TOPICS)]
     finally:
-        await consumer.stop()
+        await reader.stop()
     conn = await db.connect(_database_url(service))
     try:
         async with conn.transaction():
@@ -318,11 +317,6 @@ def _fewer_collections() -> Iterator[None]:
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()
-    return consumer.partitions_for_topic(topic) or set()
 
 
 # --- dead letters ----------------------------------------------------------------------------------
