@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
@@ -265,6 +265,20 @@ class BatchApplier:
                 span.end()
 
 
+REVOKE_WAIT_S = 5.0  # how long a revocation waits for the batch being applied
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    def __init__(self, consumer: "IdempotentConsumer") -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._consumer.on_assigned(set(assigned))
+
+
 class IdempotentConsumer:
     def __init__(
         self,
@@ -302,11 +316,13 @@ class IdempotentConsumer:
         )
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._uncommitted: dict[TopicPartition, int] = {}  # applied, offset not yet committed
+        self._idle = asyncio.Event()  # clear while a batch is applied; a revocation waits for it
+        self._idle.set()
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._consumer.subscribe(self._topics)
+        self._consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
         await self._consumer.start()
 
     async def stop(self) -> None:
@@ -328,20 +344,45 @@ class IdempotentConsumer:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
             records = [r for tp in sorted(batches) for r in batches[tp]]
             if records:
-                await self.applier.handle_until_done(records)
-                for tp, recs in batches.items():
-                    self._positions[tp] = self._uncommitted[tp] = recs[-1].offset + 1
+                self._idle.clear()
+                try:
+                    await self.applier.handle_until_done(records)
+                    for tp, recs in batches.items():
+                        self._positions[tp] = self._uncommitted[tp] = recs[-1].offset + 1
+                finally:
+                    self._idle.set()
             if self._uncommitted and (not records or loop.time() >= next_commit):  # idle, or due
                 await self._commit()
                 next_commit = loop.time() + self._commit_interval_s
             await self._update_lag()
 
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before a rebalance hands partitions on: let the batch being applied finish (for a
+        while) and commit what is applied, so the next owner starts where this one stopped.
+        Without it the next owner redelivered up to a commit interval of work (skipped by the
+        dedup, but paid for again)."""
+        with contextlib.suppress(TimeoutError):  # a batch stuck on a database outage: hand on anyway
+            await asyncio.wait_for(self._idle.wait(), REVOKE_WAIT_S)
+        await self._commit()
+        for tp in revoked:
+            self._uncommitted.pop(tp, None)  # its batch finished after the wait: the next owner dedups it
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """After a rebalance: forget the positions and lag gauges of the partitions now read by
+        another instance, so none reports a partition it no longer reads."""
+        for tp in set(self._positions) - assigned:
+            del self._positions[tp]
+            with contextlib.suppress(KeyError):  # never reported
+                CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
+
     async def _commit(self) -> None:
-        """Commit the offsets after what has been applied (not merely fetched)."""
-        if not self._uncommitted:
-            return
-        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self._uncommitted.items()}
+        """Commit the offsets after what has been applied (not merely fetched), for the partitions
+        still assigned (a batch may finish after its partition was handed on)."""
+        assigned = self._consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self._uncommitted.items() if tp in assigned}
         self._uncommitted = {}
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:

@@ -243,3 +243,89 @@ async def test_projection_failure_parks_only_that_event(pool: asyncpg.Pool, boot
     assert count == 4
     assert [(r["event_id"], r["reason"]) for r in parked] == [(events[2].id, "apply_failed")]
     assert events[2].id not in applied  # a fixed projection can still apply it on re-drive
+
+
+def lag_partitions(service: str, topic: str) -> set[int]:
+    """The partitions for which this instance reports a lag gauge."""
+    return {
+        int(sample.labels["partition"])
+        for family in REGISTRY.collect()
+        if family.name == "crm_consumer_lag"
+        for sample in family.samples
+        if sample.labels.get("service") == service and sample.labels.get("topic") == topic
+    }
+
+
+async def test_a_rebalance_commits_what_was_applied_and_hands_the_lag_gauges_on(
+    pool: asyncpg.Pool, bootstrap: str, producer
+) -> None:
+    """A second instance joins while events flow. The first commits what it applied before its
+    partitions move (its commit interval is ten minutes, and a steady flow never lets it idle),
+    so neither instance is redelivered anything; and each reports lag only for what it reads."""
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=4)
+
+    def instance(service: str) -> IdempotentConsumer:
+        return IdempotentConsumer(
+            service=service,
+            bootstrap_servers=bootstrap,
+            group_id=f"g-{topic}",
+            topics=[topic],
+            pool=pool,
+            producer=producer,
+            projections=[TimelineProjection()],
+            waiters=Waiters(),
+            session_timeout_ms=6000,
+            commit_interval_ms=600_000,
+        )
+
+    first, second = instance("t-rebalance-a"), instance("t-rebalance-b")
+    sent: list[str] = []
+    flowing = asyncio.Event()
+    flowing.set()
+
+    async def flow() -> None:
+        while flowing.is_set():
+            event = interaction(f"cust-r{len(sent) % 16}", len(sent))
+            await send(producer, topic, [event])
+            sent.append(event.id)
+            await asyncio.sleep(0.01)
+
+    async def applied() -> int:
+        async with pool.acquire() as conn:
+            return await conn.fetchval("SELECT count(*) FROM applied_events WHERE event_id = ANY($1::uuid[])", sent)
+
+    await first.start()
+    tasks = [asyncio.create_task(flow()), asyncio.create_task(first.run())]
+    try:
+        for _ in range(100):  # the first has applied (and, once, committed) some of the flow
+            await asyncio.sleep(0.1)
+            if await applied() >= 50:
+                break
+        await second.start()
+        tasks.append(asyncio.create_task(second.run()))
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            if second.assignment() and first.assignment() and len(first.assignment() | second.assignment()) == 4:
+                break
+        assert second.assignment() and not first.assignment() & second.assignment()
+        await asyncio.sleep(1.0)  # both read on for a while
+        flowing.clear()
+        for _ in range(100):
+            if await applied() == len(sent):
+                break
+            await asyncio.sleep(0.1)
+        assert await applied() == len(sent)
+        for service in ("t-rebalance-a", "t-rebalance-b"):
+            assert metric("crm_events_duplicate_total", service=service, topic=topic) == 0, service
+        in_first = {tp.partition for tp in first.assignment()}
+        in_second = {tp.partition for tp in second.assignment()}
+        assert lag_partitions("t-rebalance-a", topic) <= in_first
+        assert lag_partitions("t-rebalance-b", topic) <= in_second
+    finally:
+        flowing.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await first.stop()
+        await second.stop()
