@@ -7,12 +7,14 @@ at most a kilobyte per partition, and between reads it fetches nothing.
 """
 
 import asyncio
-import contextlib
+import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+
+log = logging.getLogger(__name__)
 
 
 class PartitionEnds:
@@ -27,15 +29,28 @@ class PartitionEnds:
         await reader._client.force_metadata_update()  # aiokafka has no public call for a refresh
         return [TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())]
 
-    async def read(self, partitions: Collection[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+    async def topics(self) -> set[str]:
+        """Every topic the broker has now."""
+        reader = await self._start()
+        return set(await reader.topics())
+
+    async def read(
+        self,
+        partitions: Collection[TopicPartition],
+        timeout_s: float = 10.0,
+        start: Mapping[TopicPartition, int] | None = None,
+    ) -> dict[TopicPartition, int]:
         """The current end of each partition (those the broker did not answer for within timeout_s
-        are left out)."""
+        are left out). A fetch starts at `start`'s offset where given (an offset past the end is
+        read from the end), else at the last end seen."""
         reader = await self._start()
         wanted = set(partitions)
         if wanted != reader.assignment():
             reader.assign(list(wanted))
         for tp in wanted:
-            if tp in self._ends:
+            if start is not None and tp in start:
+                reader.seek(tp, start[tp])
+            elif tp in self._ends:
                 reader.seek(tp, self._ends[tp])  # from the last end seen: nothing before it again
             else:
                 await reader.seek_to_beginning(tp)
@@ -63,6 +78,7 @@ class PartitionEnds:
             reader = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap_servers,
                 enable_auto_commit=False,
+                auto_offset_reset="latest",  # an offset the broker no longer has: read from its end
                 max_partition_fetch_bytes=1024,
                 fetch_max_wait_ms=100,
             )
@@ -72,9 +88,19 @@ class PartitionEnds:
 
     async def stop(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader.stop(), 5)
+        self._ends = {}
+        if reader is None:
+            return
+        try:
+            await asyncio.wait_for(reader.stop(), 5)
+        except (asyncio.CancelledError, Exception) as exc:
+            # aiokafka's close awaits the fetch tasks it cancels and lets their CancelledError
+            # out (seen when the broker died mid-fetch): it must not end the caller as if the
+            # caller had been cancelled. A real cancellation of ours still goes through.
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise
+            log.info("partition end reader closed uncleanly: %s", type(exc).__name__)
 
 
 async def committed_offsets(

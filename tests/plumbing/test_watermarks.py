@@ -1,7 +1,9 @@
-"""PartitionEnds against the real broker: each partition's end, and its new end after more arrive."""
+"""PartitionEnds against the real broker: each partition's end, and its new end after more arrive;
+and BrokerWatch, which reads the ends through it to notice a broker that forgot."""
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
+from eventkit.amnesia import BrokerWatch
 from eventkit.watermarks import PartitionEnds
 
 from tests.conftest import make_topic, produce_batch, unique_topic
@@ -23,3 +25,23 @@ async def test_ends_of_each_partition_and_after_more_arrive(bootstrap: str, prod
         assert await ends.read(tps[:1]) == {tps[0]: 8}  # a smaller set: just those
     finally:
         await ends.stop()
+
+
+async def test_broker_watch_tells_a_forgotten_end_from_a_grown_one(bootstrap: str, producer: AIOKafkaProducer) -> None:
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=2)
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    await produce_batch(producer, topic, 0, 5)  # offsets 0-4
+    await produce_batch(producer, topic, 1, 3)  # offsets 0-2
+    watch = BrokerWatch(bootstrap, [topic], 2, 1, "t-watch")
+    try:
+        assert await watch.forgot({p0: 4, p1: 2}) is None  # both still hold what was acknowledged
+        # acknowledged up to 7 where the partition ends at 3: the broker forgot
+        assert await watch.forgot({p0: 4, p1: 7}) == f"{topic}[1] ends at 3, at or below acknowledged offset 7"
+        await produce_batch(producer, topic, 0, 5)  # offsets 5-9
+        # the same watch again: the end it saw before (5) must not stand in for the new one (10)
+        assert await watch.forgot({p0: 9, p1: 2}) is None
+        missing = TopicPartition(unique_topic(), 0)
+        assert await watch.forgot({p0: 9, missing: 0}) == f"topics missing: {missing.topic}"
+    finally:
+        await watch.stop()
