@@ -22,8 +22,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from eventkit.devstack import Stack
+from eventkit.watermarks import PartitionEnds
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 from tests.conftest import api_client, eventually, running_stack
@@ -115,19 +116,20 @@ async def database_hits(stack: Stack, needles: dict[str, str]) -> list[str]:
 
 async def topic_hits(stack: Stack, needles: dict[str, str]) -> tuple[list[str], int]:
     """Every record of every topic, value and headers, searched for each needle."""
+    reader = PartitionEnds(stack.broker.bootstrap)
+    try:
+        partitions = await reader.partitions((*ALL_EVENT_TOPICS, DEADLETTER))
+        ends = await reader.read(partitions)
+    finally:
+        await reader.stop()
+    assert partitions and set(ends) == set(partitions), "the broker did not say where every partition ends"
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.broker.bootstrap, enable_auto_commit=False)
     await consumer.start()
     hits: list[str] = []
     seen = 0
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (*ALL_EVENT_TOPICS, DEADLETTER)
-            for p in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
-        ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = {tp: await _high_watermark(consumer, tp) for tp in partitions}
         for tp, end in ends.items():
             while end and await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=2000)
@@ -143,19 +145,6 @@ async def topic_hits(stack: Stack, needles: dict[str, str]) -> tuple[list[str], 
     finally:
         await consumer.stop()
     return hits, seen
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()
-    return consumer.partitions_for_topic(topic) or set()
-
-
-async def _high_watermark(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
-    # The embedded broker's ListOffsets answers too low (see README); a fetch reports the true end.
-    await consumer.getmany(tp, timeout_ms=500)
-    end = consumer.highwater(tp)
-    await consumer.seek_to_beginning(tp)
-    return end or 0
 
 
 async def metrics_hits(stack: Stack, client: httpx.AsyncClient, needles: dict[str, str]) -> list[str]:
@@ -280,6 +269,12 @@ async def test_erasure_leaves_no_readable_personal_value_anywhere(stack: Stack, 
 
         # The export, before the erasure, holds every personal value, each from where it is kept.
         await wait_everywhere(stack, client, customer, merged["event_id"])  # reads each service audits
+
+        async def insights() -> dict[str, Any] | None:  # from the KPI stream, which reads on its own
+            r = await client.get(f"{stack.services['analytics'].url}/v1/customers/{customer}/insights")
+            return r.json() if r.status_code == 200 else None
+
+        await eventually(insights, what="analytics has the customer's insights")
         r = await client.get(f"{intake}/v1/customers/{customer}/export")
         assert r.status_code == 200, r.text
         doc = r.json()
