@@ -19,7 +19,9 @@ NotificationChannel = Literal["email", "sms", "webhook"]
 NOTIFICATION_CHANNELS: tuple[str, ...] = get_args(NotificationChannel)
 Audience = Literal["customer", "staff"]
 Purpose = Literal["service", "marketing"]
-# Quiet hours are not a suppression: they delay (scheduled.delayed_reason = "quiet_hours").
+# Quiet hours are not a suppression: they delay (scheduled.delayed_reason = "quiet_hours"). Set
+# after a message was scheduled, they hold it when it is due and it is scheduled again: the
+# latest scheduled event of a notification_id is its plan.
 # Non-critical customer messages over the frequency cap go into a digest (scheduled.digest_id)
 # rather than being suppressed, unless digests are switched off.
 SuppressionReason = Literal["no_consent", "blocked_channel", "cap", "duplicate", "no_address"]

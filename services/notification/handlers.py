@@ -409,14 +409,38 @@ async def message_of(ctx: NotificationContext, row: Row) -> Message | None:
     )
 
 
-async def still_allowed(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -> str | None:
-    """Consent may have changed since the message was scheduled (quiet hours can delay it for
-    hours): the customer's current answer counts. Returns the refusal, if any."""
+async def before_send(
+    conn: asyncpg.Connection, ctx: NotificationContext, row: Row
+) -> tuple[str | None, datetime | None]:
+    """Consent and quiet hours may have changed since the message was scheduled (quiet hours can
+    delay it for hours): the customer's current answers count. Returns the refusal, if any, and
+    else the end of the quiet hours the message now falls in, if it does."""
     if row.audience != "customer" or row.channel is None:
-        return None
+        return None, None
     ids = await store.customer_ids(conn, row.customer_id)
     profile = await customer_profile(conn, ctx, ids, addresses=False)
-    return domain.channel_refusal(profile, row.channel, row.purpose)
+    refusal = domain.channel_refusal(profile, row.channel, row.purpose)
+    quiet = profile.preferences.quiet_hours
+    if refusal is not None or quiet is None:
+        return refusal, None
+    return None, domain.quiet_hours_end(ctx.clock(), quiet)
+
+
+async def hold_for_quiet_hours(conn: asyncpg.Connection, ctx: NotificationContext, row: Row, until: datetime) -> None:
+    """Quiet hours set after the message was scheduled now cover it: it waits until they end, as
+    it would have had they been set before, and is scheduled again (a second scheduled event, with
+    the new deliver_at) so that whoever follows the message sees when it will go."""
+    await store.update(conn, row.notification_id, ctx.clock(), deliver_at=until, next_attempt_at=until)
+    scheduled = {
+        **_source(row),
+        "purpose": row.purpose,
+        "critical": row.critical,
+        "language": row.language or "en",
+        "deliver_at": until,
+        "delayed_reason": "quiet_hours",
+        "digest_id": row.notification_id if row.rule == domain.DIGEST_RULE else None,
+    }
+    await emit(conn, ctx, row, [(n.NOTIFICATION_SCHEDULED, scheduled)])
 
 
 async def record_success(conn: asyncpg.Connection, ctx: NotificationContext, row: Row, accepted: Accepted) -> None:

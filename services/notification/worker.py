@@ -7,7 +7,8 @@ Each round, in this order:
    Idempotency-Key (at least once, receiver deduplicates);
 2. pending messages (customer profile not seen yet) are decided again;
 3. due messages are claimed with FOR UPDATE SKIP LOCKED, consent is checked once more (a digest
-   is rendered now from the messages it still may carry), their sealed address and text are
+   is rendered now from the messages it still may carry), so are quiet hours (set since the
+   message was scheduled, they hold it until they end, and it is scheduled again), their sealed address and text are
    opened (a customer erased meanwhile: suppressed, no_address), and they are marked `sending`
    with a lease and committed BEFORE anything goes on the wire; the opened text stays in memory;
 4. the sends run concurrently; each outcome (sent/delivered, or failed with the next try after
@@ -74,9 +75,12 @@ async def _claim(conn: asyncpg.Connection, ctx: NotificationContext, limit: int)
         now = ctx.clock()
         claimed = []
         for row in await store.due(conn, ["scheduled", "retrying"], now, limit):
-            refusal = await handlers.still_allowed(conn, ctx, row)
+            refusal, quiet_until = await handlers.before_send(conn, ctx, row)
             if refusal is not None:
                 await handlers.suppress(conn, ctx, row, refusal, row.channel)
+                continue
+            if quiet_until is not None:
+                await handlers.hold_for_quiet_hours(conn, ctx, row, quiet_until)
                 continue
             if row.rule == domain.DIGEST_RULE and not await handlers.prepare_digest(conn, ctx, row):
                 continue

@@ -437,6 +437,42 @@ async def test_a_customer_retry_that_would_fall_in_quiet_hours_waits_until_they_
     assert (row["status"], row["attempts"]) == ("sent", 2)
 
 
+async def test_quiet_hours_set_after_scheduling_hold_the_message_until_they_end(
+    harness: Harness, smtp: SmtpServer
+) -> None:
+    """The message is scheduled at 21:30 in Berlin, when the customer has no quiet hours; before
+    it goes, they set 21:00-07:00. It does not go inside them: it is scheduled again for 07:00
+    (a second scheduled event saying so) and goes then, once."""
+    customer, case_id, email = ids()
+    await harness.deliver(created(customer, email))
+    harness.clock.now = datetime(2026, 3, 2, 20, 30, tzinfo=UTC)  # 21:30 in Berlin (CET)
+    await harness.deliver(resolved(customer, case_id))
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["deliver_at"]) == ("scheduled", harness.clock.now)  # due at once
+    quiet = {"start": "21:00", "end": "07:00", "time_zone": "Europe/Berlin"}
+    await harness.deliver(preferences(customer, quiet_hours=quiet))
+    await harness.run_loop()
+    assert [m for m in smtp.messages if m["To"] == email] == []
+    morning = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)  # 07:00 in Berlin
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["deliver_at"], row["next_attempt_at"], row["attempts"]) == (
+        "scheduled", morning, morning, 0
+    )  # fmt: skip
+    events = await harness.events(str(row["notification_id"]))
+    assert [t for t, _ in events] == [n.NOTIFICATION_SCHEDULED, n.NOTIFICATION_SCHEDULED]
+    assert events[0][1]["delayed_reason"] is None
+    assert events[1][1]["delayed_reason"] == "quiet_hours"
+    assert datetime.fromisoformat(events[1][1]["deliver_at"]) == morning
+    harness.clock.now = morning - timedelta(seconds=1)
+    await harness.run_loop()
+    assert [m for m in smtp.messages if m["To"] == email] == []
+    harness.clock.now = morning
+    await harness.run_loop()
+    assert len(smtp.with_header("X-CRM-Notification-Id", str(row["notification_id"]))) == 1
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["attempts"]) == ("sent", 1)
+
+
 async def test_without_marketing_consent_the_service_critical_message_goes_and_the_survey_does_not(
     harness: Harness, smtp: SmtpServer
 ) -> None:
