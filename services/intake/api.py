@@ -12,6 +12,7 @@ from eventkit.http import ApiError, OrjsonResponse
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.config import JsonDict
 
 from contracts.events import Channel, ConsentPurpose, Direction, InteractionKind, Preferences
 from intake import domain, handlers, store
@@ -38,8 +39,20 @@ class CustomerRef(BaseModel):
     external: list[ExternalId] = Field(default_factory=list, max_length=10)
 
 
+EXAMPLE_INTERACTION: JsonDict = {  # in the OpenAPI document, for readers and for schemathesis
+    "customer": {"email": "ana.garcia@example.com", "phone": "+34 612 345 678"},
+    "channel": "chat",
+    "direction": "inbound",
+    "kind": "complaint",
+    "occurred_at": "2026-11-30T09:15:00+01:00",
+    "content": "My router has been dropping the connection since yesterday.",
+    "metadata": {"chat_session": "c-20261130-0042"},
+    "client_event_id": "chat-c-20261130-0042-1",
+}
+
+
 class InteractionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_INTERACTION]})
     customer: CustomerRef
     channel: Channel
     direction: Direction
@@ -56,7 +69,13 @@ class InteractionIn(BaseModel):
 
 
 class BatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"items": [
+            {**EXAMPLE_INTERACTION, "client_event_id": "chat-c-20261130-0042-2"},
+            {**EXAMPLE_INTERACTION, "channel": "email", "kind": "message", "client_event_id": "mail-8841"},
+        ]}]},
+    )  # fmt: skip
     items: list[dict[str, Any]] = Field(min_length=1, description=f"1 to {MAX_BATCH} interactions")
 
 

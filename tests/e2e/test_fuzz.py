@@ -7,10 +7,12 @@ seeded with a customer who has a case, notifications and insights, and the gener
 and body ids are often theirs (schemathesis dictionaries).
 """
 
+import json
 import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +110,25 @@ BINDINGS = {
 }
 
 
+# Operations whose generated requests must also succeed at least once (their documented examples
+# do), so that the success answer's status and body are checked too, not only the refusals.
+MUST_SUCCEED = {"intake": ["POST /v1/interactions", "POST /v1/interactions:batch"]}
+
+
+def statuses(report: Path) -> dict[str, Counter[int]]:
+    """The response statuses per operation ("POST /v1/interactions"), from the ndjson report."""
+    seen: dict[str, Counter[int]] = {}
+    for line in report.read_text().splitlines():
+        event = json.loads(line).get("ScenarioFinished")
+        if event is None:
+            continue
+        recorder = event["recorder"]
+        for interaction in recorder.get("interactions", {}).values():
+            if interaction.get("response"):
+                seen.setdefault(recorder["label"], Counter())[interaction["response"]["status_code"]] += 1
+    return seen
+
+
 def _config_with(ids: dict[str, list[str]], directory: Path) -> Path:
     """schemathesis.toml plus the known ids as dictionaries bound to those parameters."""
     lines = [CONFIG.read_text(), ""]
@@ -150,3 +171,6 @@ def test_generated_requests_never_break_a_service(
     cases = re.search(r"Test cases:\s+(\d+) generated", output)
     assert cases is not None, output[-3000:]
     assert int(cases.group(1)) >= MIN_CASES, output[-3000:]
+    seen = statuses(tmp_path / "events.ndjson")
+    for operation in MUST_SUCCEED.get(service, []):
+        assert any(200 <= status < 300 for status in seen.get(operation, {})), (operation, seen.get(operation))
