@@ -46,27 +46,26 @@ class StoredEvent:
     topic: str
 
 
+# A row's version is v itself, or, for a stream appended to "at the end" (at_end), v after the
+# stream's current last version: read in the same statement, so appending costs one round trip.
 _INSERT = """
 WITH stored AS (
     INSERT INTO events (stream_id, version, event_id, type, source, subject, time, traceparent, topic, data)
-    SELECT s, v, i, t, src, sub, tm, tp, tpc, d::jsonb
+    SELECT s,
+           CASE WHEN at_end THEN coalesce((SELECT max(e.version) FROM events e WHERE e.stream_id = s), 0) + v
+                ELSE v END,
+           i, t, src, sub, tm, tp, tpc, d::jsonb
     FROM unnest($1::text[], $2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-                $7::timestamptz[], $8::text[], $9::text[], $10::text[])
-         AS x(s, v, i, t, src, sub, tm, tp, tpc, d)
-    RETURNING position
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bool[])
+         AS x(s, v, i, t, src, sub, tm, tp, tpc, d, at_end)
+    RETURNING position, stream_id, version
 ), queued AS (
     INSERT INTO outbox (position) SELECT position FROM stored
+), woken AS (
+    SELECT pg_notify($12, '')
 )
-SELECT pg_notify($11, '')
+SELECT stream_id, max(version) AS version FROM stored, woken GROUP BY stream_id
 """
-
-
-async def stream_versions(conn: asyncpg.Connection, stream_ids: Sequence[str]) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT stream_id, max(version) AS v FROM events WHERE stream_id = ANY($1::text[]) GROUP BY 1",
-        list(stream_ids),
-    )
-    return {r["stream_id"]: r["v"] for r in rows}
 
 
 _CONFLICT_KEY = re.compile(r"\(stream_id, version\)=\((.*), (\d+)\)")
@@ -85,12 +84,15 @@ class EventStore:
         stream is not at the expected version, also when another transaction got there first;
         the transaction is then aborted and must be rolled back (and retried whole, if at all).
         """
-        current = await stream_versions(conn, [a.stream_id for a in appends if a.expected_version is None])
-        cols: tuple[list[Any], ...] = tuple([] for _ in range(10))
-        new_versions: dict[str, int] = {}
+        cols: tuple[list[Any], ...] = tuple([] for _ in range(11))
+        # Per stream: the last version (or, at the end, the count) written so far in this call, so
+        # a second append to the same stream continues the first.
+        written: dict[str, int] = {}
+        at_end: dict[str, bool] = {}
         for a in appends:
-            base = a.expected_version if a.expected_version is not None else current.get(a.stream_id, 0)
-            base = new_versions.get(a.stream_id, base)
+            if a.stream_id not in written:
+                at_end[a.stream_id] = a.expected_version is None
+            base = written.get(a.stream_id, a.expected_version or 0)
             for offset, e in enumerate(a.events, start=1):
                 row = (
                     a.stream_id,
@@ -103,17 +105,18 @@ class EventStore:
                     e.traceparent,
                     a.topic,
                     json_text(e.data),
+                    at_end[a.stream_id],
                 )
                 for col, value in zip(cols, row, strict=True):
                     col.append(value)
-            new_versions[a.stream_id] = base + len(a.events)
+            written[a.stream_id] = base + len(a.events)
         if not cols[0]:
-            return new_versions
+            return {}
         try:
-            # One round trip: the rows, their outbox entries and the relay's wake-up call. No
-            # savepoint (two more round trips): a conflict aborts the caller's transaction, and
-            # every caller retries or fails the whole unit of work anyway.
-            await conn.execute(_INSERT, *cols, OUTBOX_CHANNEL)
+            # One round trip: the versions, the rows, their outbox entries and the relay's wake-up
+            # call. No savepoint (two more round trips): a conflict aborts the caller's
+            # transaction, and every caller retries or fails the whole unit of work anyway.
+            rows = await conn.fetch(_INSERT, *cols, OUTBOX_CHANNEL)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_stream_id_version_key":
                 raise
@@ -122,7 +125,7 @@ class EventStore:
             expected = next((a.expected_version for a in appends if a.stream_id == stream_id), None)
             raise ConcurrencyError(stream_id, expected) from exc
         self._stored.inc(len(cols[0]))
-        return new_versions
+        return {r["stream_id"]: r["version"] for r in rows}
 
     async def load(self, conn: asyncpg.Connection, stream_id: str) -> list[StoredEvent]:
         rows = await conn.fetch(
