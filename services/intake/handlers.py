@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from eventkit import crypto
+from eventkit import crypto, db
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore
 from eventkit.keyring import KeyErased
@@ -139,8 +139,7 @@ async def record_submissions(
     exclusive = False
     for attempt in range(ATTEMPTS):
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                await store.lock_identity(conn, exclusive)
+            async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive)):
                 return await _record(conn, events, vault, source, subs, exclusive)
         except _NeedsMerge:
             exclusive = True

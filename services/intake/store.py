@@ -17,11 +17,12 @@ from intake.vault import IDENTIFIER_FIELD, NAME_FIELD, Vault
 IDENTITY_LOCK = 7_300_101
 
 
+def identity_lock_sql(exclusive: bool) -> str:
+    return f"SELECT pg_advisory_xact_lock{'' if exclusive else '_shared'}({IDENTITY_LOCK})"
+
+
 async def lock_identity(conn: asyncpg.Connection, exclusive: bool) -> None:
-    if exclusive:
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", IDENTITY_LOCK)
-    else:
-        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", IDENTITY_LOCK)
+    await conn.execute(identity_lock_sql(exclusive))
 
 
 async def load_snapshot(
