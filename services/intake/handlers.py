@@ -304,16 +304,18 @@ async def _record(
                 todo.append((s, index, item))
 
     clock = _Clock()
+    stored_keys: dict[str, bytes | None] = {}
     snapshot = await store.load_snapshot(
         conn,
         vault,
         [ident for _, _, item in todo for ident in item.cmd.identifiers],
         [c for _, _, item in todo if (c := item.cmd.customer_id)],
+        stored_keys,
     )
     # Data keys of everyone this transaction may write about; new customers get theirs below.
     data_keys: dict[str, bytes]
     data_keys, _ = await vault.keys(
-        conn, {*snapshot.owner.values(), *snapshot.created, *snapshot.merged_into.values()}, create=True
+        conn, {*snapshot.owner.values(), *snapshot.created, *snapshot.merged_into.values()}, True, stored_keys
     )
     new_keys: dict[str, bytes] = {}
     resolver = domain.IdentityResolver(snapshot, clock.now, domain.new_customer_id)

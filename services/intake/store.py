@@ -26,19 +26,29 @@ async def lock_identity(conn: asyncpg.Connection, exclusive: bool) -> None:
 
 
 async def load_snapshot(
-    conn: asyncpg.Connection, vault: Vault, idents: Iterable[Ident], customer_ids: Iterable[str]
+    conn: asyncpg.Connection,
+    vault: Vault,
+    idents: Iterable[Ident],
+    customer_ids: Iterable[str],
+    stored_keys: dict[str, bytes | None] | None = None,
 ) -> IdentitySnapshot:
+    """What the database knows about these identifiers and customers. With `stored_keys`, the
+    wrapped data key of each identifier's owner is put there as well (None: erased; absent: it
+    has none yet), read in the same query, for Vault.keys to skip its own."""
     snapshot = IdentitySnapshot()
     by_index = {vault.index(i): i for i in set(idents)}
     rows = await conn.fetch(
-        "SELECT i.value, i.customer_id, c.created_at"
+        "SELECT i.value, i.customer_id, c.created_at, k.customer_id IS NOT NULL AS has_key, k.wrapped"
         " FROM customer_identifiers i JOIN customers c ON c.customer_id = i.customer_id"
+        " LEFT JOIN customer_keys k ON k.customer_id = i.customer_id"
         " WHERE i.value = ANY($1::text[])",
         sorted(by_index),
     )
     for r in rows:
         snapshot.owner[by_index[r["value"]].key] = r["customer_id"]
         snapshot.created[r["customer_id"]] = r["created_at"]
+        if stored_keys is not None and r["has_key"]:
+            stored_keys[r["customer_id"]] = r["wrapped"]
     ids = sorted(set(customer_ids))
     if ids:
         rows = await conn.fetch(

@@ -5,7 +5,7 @@ intake is the only service that stores data keys; the others fetch them over HTT
 the wrapped key, so every sealed copy of the customer's personal data becomes unreadable.
 """
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -33,22 +33,34 @@ class Vault:
         return crypto.blind_index(self._name_index, token)
 
     async def keys(
-        self, conn: asyncpg.Connection, customer_ids: Collection[str], create: bool
+        self,
+        conn: asyncpg.Connection,
+        customer_ids: Collection[str],
+        create: bool,
+        stored: Mapping[str, bytes | None] | None = None,
     ) -> tuple[dict[str, bytes], set[str]]:
-        """(data keys, erased ids); with `create`, ids without a key get one now."""
+        """(data keys, erased ids); with `create`, ids without a key get one now. `stored` holds
+        key rows already read in this transaction (customer id -> wrapped key, None if erased);
+        only the other ids are looked up."""
         ids = sorted(set(customer_ids))
         if not ids:
             return {}, set()
-        rows = await conn.fetch(
-            "SELECT customer_id, wrapped FROM customer_keys WHERE customer_id = ANY($1::text[])", ids
-        )
+        stored = stored or {}
+        rows: list[tuple[str, bytes | None]] = [(cid, stored[cid]) for cid in ids if cid in stored]
+        if unknown := [cid for cid in ids if cid not in stored]:
+            rows += [
+                (r["customer_id"], r["wrapped"])
+                for r in await conn.fetch(
+                    "SELECT customer_id, wrapped FROM customer_keys WHERE customer_id = ANY($1::text[])", unknown
+                )
+            ]
         found: dict[str, bytes] = {}
         erased: set[str] = set()
-        for r in rows:
-            if r["wrapped"] is None:
-                erased.add(r["customer_id"])
+        for cid, wrapped in rows:
+            if wrapped is None:
+                erased.add(cid)
             else:
-                found[r["customer_id"]] = crypto.unwrap_key(self._wrapping, r["customer_id"], r["wrapped"])
+                found[cid] = crypto.unwrap_key(self._wrapping, cid, wrapped)
         missing = [cid for cid in ids if cid not in found and cid not in erased]
         if create and missing:
             await self.store_new(conn, {cid: crypto.new_data_key() for cid in missing})
