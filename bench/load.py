@@ -249,8 +249,8 @@ async def wait_idle(http: Http, readers: list[str], limit_s: float) -> tuple[flo
     """(seconds waited, idle?): until no service has consumer lag (analytics' KPI stream
     included) or an outbox backlog, and no service applied anything over the last second, so a
     scenario is measured on a stack that has finished projecting what the earlier ones sent.
-    The second condition is not redundant: lag gauges are set once a second, and a partition
-    the KPI stream has applied nothing of since its start counts from faust's fetch position."""
+    The second condition is not redundant: lag gauges are set only once a second, so a gauge can
+    still read 0 for a moment after new events arrived."""
     start = time.monotonic()
     applied_before = -1.0
     while True:
