@@ -56,7 +56,7 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def make_consumer(pool, producer, bootstrap, topic, service, projections=None) -> IdempotentConsumer:
+def make_consumer(pool, producer, bootstrap, topic, service, projections=None, **options: int) -> IdempotentConsumer:
     return IdempotentConsumer(
         service=service,
         bootstrap_servers=bootstrap,
@@ -66,6 +66,7 @@ def make_consumer(pool, producer, bootstrap, topic, service, projections=None) -
         producer=producer,
         projections=projections if projections is not None else [TimelineProjection()],
         waiters=Waiters(),
+        **options,
     )
 
 
@@ -265,21 +266,10 @@ async def test_a_rebalance_commits_what_was_applied_and_hands_the_lag_gauges_on(
     topic = unique_topic()
     await make_topic(bootstrap, topic, partitions=4)
 
-    def instance(service: str) -> IdempotentConsumer:
-        return IdempotentConsumer(
-            service=service,
-            bootstrap_servers=bootstrap,
-            group_id=f"g-{topic}",
-            topics=[topic],
-            pool=pool,
-            producer=producer,
-            projections=[TimelineProjection()],
-            waiters=Waiters(),
-            session_timeout_ms=6000,
-            commit_interval_ms=600_000,
-        )
-
-    first, second = instance("t-rebalance-a"), instance("t-rebalance-b")
+    first, second = (
+        make_consumer(pool, producer, bootstrap, topic, service, session_timeout_ms=6000, commit_interval_ms=600_000)
+        for service in ("t-rebalance-a", "t-rebalance-b")
+    )
     sent: list[str] = []
     flowing = asyncio.Event()
     flowing.set()
