@@ -248,15 +248,20 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
         sealed_by=row.sealed_by,
         **stored,
     )
-    scheduled = {
+    scheduled = _scheduled(row, text.language, decision.deliver_at, decision.delayed_reason)
+    await emit(conn, ctx, row, [(n.NOTIFICATION_SCHEDULED, scheduled)])
+
+
+def _scheduled(row: Row, language: str, deliver_at: datetime, delayed_reason: str | None) -> dict[str, Any]:
+    """The data of a message's own scheduled event (those folded into a digest get theirs in fold_into_digest)."""
+    return {
         **_source(row),
         "purpose": row.purpose,
         "critical": row.critical,
-        "language": text.language,
-        "deliver_at": decision.deliver_at,
-        "delayed_reason": decision.delayed_reason,
+        "language": language,
+        "deliver_at": deliver_at,
+        "delayed_reason": delayed_reason,
     }
-    await emit(conn, ctx, row, [(n.NOTIFICATION_SCHEDULED, scheduled)])
 
 
 # --- digests: non-critical customer messages over the cap -------------------------------------------
@@ -431,15 +436,9 @@ async def hold_for_quiet_hours(conn: asyncpg.Connection, ctx: NotificationContex
     it would have had they been set before, and is scheduled again (a second scheduled event, with
     the new deliver_at) so that whoever follows the message sees when it will go."""
     await store.update(conn, row.notification_id, ctx.clock(), deliver_at=until, next_attempt_at=until)
-    scheduled = {
-        **_source(row),
-        "purpose": row.purpose,
-        "critical": row.critical,
-        "language": row.language or "en",
-        "deliver_at": until,
-        "delayed_reason": "quiet_hours",
-        "digest_id": row.notification_id if row.rule == domain.DIGEST_RULE else None,
-    }
+    scheduled = _scheduled(row, row.language or "en", until, "quiet_hours")
+    if row.rule == domain.DIGEST_RULE:
+        scheduled["digest_id"] = row.notification_id  # as on a digest's first scheduled event
     await emit(conn, ctx, row, [(n.NOTIFICATION_SCHEDULED, scheduled)])
 
 
