@@ -32,6 +32,7 @@ from eventkit.telemetry import (
 
 log = logging.getLogger(__name__)
 _LEADER_LOCK = 7_300_002
+BACKLOG_COUNT_INTERVAL_S = 1.0
 
 # The oldest pending rows by the outbox's index, then each one's event by the store's: a plain
 # join let the planner pick a parallel scan of the whole event store once statistics said the
@@ -76,6 +77,7 @@ class OutboxRelay:
         self._next_check = 0.0
         self._wake = asyncio.Event()
         self._backlog = OUTBOX_BACKLOG.labels(service)
+        self._counted_at = -BACKLOG_COUNT_INTERVAL_S  # when the backlog was last counted (loop time)
         self._published = OUTBOX_PUBLISHED.labels(service)
         self._republished = REPUBLISHED.labels(service)
         self._service = service
@@ -196,8 +198,12 @@ class OutboxRelay:
         )
         self._published.inc(len(rows))
         # A fetch short of a full batch held everything pending as of its snapshot, so nothing of
-        # that is left; only after a full one is there a backlog to count (a count walks the whole
-        # table, dead rows included, and every poll used to make one).
-        left = 0 if len(rows) < self._batch_size else await conn.fetchval("SELECT count(*) FROM outbox")
-        self._backlog.set(left)
+        # that is left; only after a full one is there a backlog to count. A count walks the whole
+        # table, dead rows included, and is one more round trip: while full fetches follow each
+        # other (a backlog being worked off) it is made at most once per BACKLOG_COUNT_INTERVAL_S.
+        if len(rows) < self._batch_size:
+            self._backlog.set(0)
+        elif (now := asyncio.get_running_loop().time()) - self._counted_at >= BACKLOG_COUNT_INTERVAL_S:
+            self._backlog.set(await conn.fetchval("SELECT count(*) FROM outbox"))
+            self._counted_at = now
         return len(rows)
