@@ -273,7 +273,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._consumer.on_revoked(set(revoked))
+        await self._consumer.on_revoked()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._consumer.on_assigned(set(assigned))
@@ -356,16 +356,14 @@ class IdempotentConsumer:
                 next_commit = loop.time() + self._commit_interval_s
             await self._update_lag()
 
-    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+    async def on_revoked(self) -> None:
         """Before a rebalance hands partitions on: let the batch being applied finish (for a
         while) and commit what is applied, so the next owner starts where this one stopped.
         Without it the next owner redelivered up to a commit interval of work (skipped by the
         dedup, but paid for again)."""
         with contextlib.suppress(TimeoutError):  # a batch stuck on a database outage: hand on anyway
             await asyncio.wait_for(self._idle.wait(), REVOKE_WAIT_S)
-        await self._commit()
-        for tp in revoked:
-            self._uncommitted.pop(tp, None)  # its batch finished after the wait: the next owner dedups it
+        await self._commit()  # a batch that finishes later is committed only where still assigned
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """After a rebalance: forget the positions and lag gauges of the partitions now read by
