@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
-from eventkit import db, timeline
+from eventkit import collector, db, timeline
 from eventkit.amnesia import BrokerWatch
 from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, current_principal, require
 from eventkit.consumer import IdempotentConsumer, Projection, Waiters
@@ -188,6 +188,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             for loop in rt.spec.background
         ),
     ]
+    collector.settle(s.service_name)
     log.info("%s ready on %s:%s", s.service_name, s.http_host, s.http_port)
     try:
         yield

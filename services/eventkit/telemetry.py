@@ -58,6 +58,15 @@ BROKER_AMNESIA = Counter(
 )
 REPUBLISHED = Counter("crm_outbox_republished_total", "Events queued again after broker amnesia", ["service"])
 EVENTS_STORED = Counter("crm_events_stored_total", "Events appended to this service's store", ["service"])
+GC_PAUSE = Histogram(
+    "crm_gc_pause_seconds",
+    "Cycle collector passes by generation; the whole process waits for each",
+    ["service", "generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+)
+GC_FROZEN = Gauge(
+    "crm_gc_frozen_objects", "Start-up objects the cycle collector no longer walks (gc.freeze)", ["service"]
+)
 
 
 # --- logs --------------------------------------------------------------------------------

@@ -1,0 +1,43 @@
+"""eventkit.collector: freeze after start-up, rarer passes, every pass timed."""
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+from eventkit import collector
+from prometheus_client import REGISTRY
+
+
+@pytest.fixture
+def restored() -> Iterator[None]:
+    threshold, callbacks = gc.get_threshold(), list(gc.callbacks)
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+    gc.callbacks[:] = callbacks
+
+
+def passes(service: str, generation: int) -> float:
+    value = REGISTRY.get_sample_value("crm_gc_pause_seconds_count", {"service": service, "generation": str(generation)})
+    assert value is not None, (service, generation)
+    return value
+
+
+def test_settle_freezes_the_heap_and_times_each_pass(restored: None) -> None:
+    collector.settle("test-collector")
+    assert gc.get_freeze_count() > 10_000  # the test process's modules, pytest's own objects...
+    assert REGISTRY.get_sample_value("crm_gc_frozen_objects", {"service": "test-collector"}) == gc.get_freeze_count()
+    assert gc.get_threshold() == collector.THRESHOLD
+    before = passes("test-collector", 2)
+    gc.collect()
+    assert passes("test-collector", 2) == before + 1
+
+
+def test_settling_again_keeps_one_meter(restored: None) -> None:
+    collector.settle("test-collector-a")
+    collector.settle("test-collector-b")
+    meters = [cb for cb in gc.callbacks if isinstance(cb, collector._PauseMeter)]
+    assert len(meters) == 1
+    before = passes("test-collector-a", 2), passes("test-collector-b", 2)
+    gc.collect()
+    assert (passes("test-collector-a", 2), passes("test-collector-b", 2)) == (before[0], before[1] + 1)
