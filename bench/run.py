@@ -387,7 +387,8 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
     )
     notes["single"] = f"{s['requests']:,} requests, {s['errors']} errors; {idle_note(s)}"
     notes["fresh"] = (
-        f"{f['sent']:,} sent at {f['rate']:.0f}/s, {f['samples']} samples, {f['missed']} missed or cut off,"
+        f"{f['sent']:,} sent at {f['rate']:.0f}/s (the first {f['warmup_s']:.0f} s not sampled: the ramp from idle),"
+        f" {f['samples']} samples, {f['missed']} missed or cut off,"
         f" {f['skipped_over_128_in_flight']:,} not sent (128 already in flight); {idle_note(f)}"
     )
     notes["read"] = (
