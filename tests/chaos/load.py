@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from eventkit.cli import group_lags
 from eventkit.devstack import Stack
 
 from tests.conftest import api_client
@@ -291,8 +292,26 @@ async def wait_all_converged(stack: Stack, customers: Collection[str], recovered
             if not lagging:
                 return time.monotonic() - recovered
             if time.monotonic() - recovered > CONVERGE_S:
-                raise AssertionError(f"not converged {CONVERGE_S} s after recovery: {last}")
+                raise AssertionError(
+                    f"not converged {CONVERGE_S} s after recovery: {last}; {await _where(stack, client)}"
+                )
             await asyncio.sleep(0.25)
+
+
+async def _where(stack: Stack, client: httpx.AsyncClient) -> str:
+    """For a failure message: each group's lag behind its committed offsets, and each consumer's
+    own lag gauges that are not 0, so a stuck consumer can be told from a slow one."""
+    groups = [f"crm-{name}" for name in stack.services]
+    try:
+        lags = await asyncio.wait_for(group_lags(stack.broker.bootstrap, groups), 30)
+        committed = str({f"{g}/{t}": {p: n for p, n in lag.items() if n} for (g, t), lag in lags.items()})
+    except Exception as exc:  # the message must not hide the failure it explains
+        committed = f"not read ({type(exc).__name__}: {exc})"
+    gauges = {}
+    for name, svc in stack.services.items():
+        lines = (await client.get(f"{svc.url}/metrics")).text.splitlines()
+        gauges[name] = [line for line in lines if line.startswith("crm_consumer_lag{") and not line.endswith(" 0.0")]
+    return f"committed lag {committed}; lag gauges not 0: {gauges}"
 
 
 async def assert_recovered(stack: Stack, load: MixedLoad, smtp: SmtpServer, recovered: float, figures: Figures) -> None:
