@@ -15,7 +15,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,6 +22,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from eventkit import entropy
 
 SEALED = "[sealed]"
 ERASED = "[erased]"
@@ -55,7 +56,7 @@ def derive_key(master: bytes, purpose: str) -> bytes:
 
 
 def _encrypt(key: bytes, aad: str, plaintext: bytes) -> bytes:
-    nonce = os.urandom(_NONCE_BYTES)
+    nonce = entropy.random_bytes(_NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad.encode())
 
 

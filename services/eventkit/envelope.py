@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from eventkit import entropy
+
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 Headers = Sequence[tuple[str, bytes]]
@@ -48,7 +50,7 @@ def new_event(
     time: datetime | None = None,
 ) -> Envelope:
     return Envelope(
-        id=str(uuid.uuid4()),
+        id=entropy.new_id(),
         type=type,
         source=source,
         subject=subject,

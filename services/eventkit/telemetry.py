@@ -7,7 +7,6 @@
 """
 
 import logging
-import secrets
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
+
+from eventkit import entropy
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -143,7 +144,7 @@ def current_traceparent() -> str:
     tp = carrier.get("traceparent")
     if tp:
         return tp
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    return f"00-{entropy.random_hex(16)}-{entropy.random_hex(8)}-00"
 
 
 def context_from_traceparent(traceparent: str) -> otel_context.Context:

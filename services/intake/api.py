@@ -152,9 +152,10 @@ def _to_item(body: InteractionIn, region: str) -> handlers.Item:
         metadata=body.metadata,
     )
     domain.check_interaction(cmd, datetime.now(UTC))
+    if not body.client_event_id:  # nothing to match a retry against: no digest (a model dump less)
+        return handlers.Item(cmd, "")
     digest = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
-    client_key = f"client:{body.channel}:{body.client_event_id}" if body.client_event_id else None
-    return handlers.Item(cmd, digest, client_key)
+    return handlers.Item(cmd, digest, f"client:{body.channel}:{body.client_event_id}")
 
 
 def _invalid(exc: domain.InvalidInput, index: int | None = None) -> ApiError:
@@ -247,7 +248,8 @@ async def post_interaction(
         item = _to_item(body, settings.phone_default_region)
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
-    answers = await _record(request, [item], _request_key(idempotency_key, body.model_dump(mode="json")))
+    request_key = _request_key(idempotency_key, body.model_dump(mode="json")) if idempotency_key is not None else None
+    answers = await _record(request, [item], request_key)
     return OrjsonResponse(answers[0], status_code=202)
 
 

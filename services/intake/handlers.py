@@ -42,7 +42,7 @@ class Item:
     """One interaction to record, already validated and normalised."""
 
     cmd: domain.RecordInteraction
-    request_hash: str
+    request_hash: str  # what a retry with the same client_key must match ("" without one)
     client_key: str | None = None  # from the body's client_event_id
 
 
