@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
@@ -12,8 +13,13 @@ log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
 
 
-async def ensure_topics(bootstrap_servers: str, partitions: int, replication_factor: int) -> None:
-    names = [*ALL_EVENT_TOPICS, DEADLETTER]
+async def ensure_topics(
+    bootstrap_servers: str,
+    partitions: int,
+    replication_factor: int,
+    names: Sequence[str] = (*ALL_EVENT_TOPICS, DEADLETTER),
+) -> None:
+    """Create the missing ones; warn about existing ones with another partition count."""
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
         try:
@@ -29,9 +35,22 @@ async def ensure_topics(bootstrap_servers: str, partitions: int, replication_fac
                     if code not in (0, TOPIC_ALREADY_EXISTS):
                         raise RuntimeError(f"creating topic {name} failed with error code {code}")
                 log.info("created topics %s", ", ".join(missing))
+            for name, count in (await partition_counts(admin, list(names))).items():
+                if count != partitions:
+                    # Any client asking for the metadata of a missing topic makes the embedded
+                    # broker (and Kafka with auto.create.topics.enable) create it with its default
+                    # count: after the embedded broker restarts empty, a consumer rejoining its
+                    # group can do that before the services recreate the topics. Events still
+                    # flow; a topic cannot be given partitions here (no CreatePartitions).
+                    log.warning("topic %s has %d partitions, not the %d configured", name, count, partitions)
             return
         except (OSError, TimeoutError, KafkaConnectionError) as exc:
             log.warning("broker not reachable for topic creation: %s", exc)
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions per topic, as the broker's metadata gives them (topics it does not know: absent)."""
+    return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names) if t["error_code"] == 0}
