@@ -13,6 +13,7 @@ message: the batch is retried until the database is back.
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -22,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
+from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from contracts.registry import REGISTRY
@@ -154,8 +156,11 @@ class BatchApplier:
         letters: list[DeadLetter] = []
         events: list[tuple[Message, Envelope]] = []
         seen: set[str] = set()
+        # Counted per batch: a labelled counter's labels().inc() per event cost ~1.2 µs each, in
+        # every consumer of every service.
+        for topic, n in Counter(r.topic for r in records).items():
+            EVENTS_CONSUMED.labels(self.service, topic).inc(n)
         for r in records:
-            EVENTS_CONSUMED.labels(self.service, r.topic).inc()
             try:
                 env = from_kafka(r.key, r.value, r.headers)
                 validate(env)
@@ -188,12 +193,15 @@ class BatchApplier:
         if letters:
             await deadletter.publish(self._producer, self.service, letters)
         now = datetime.now(UTC)
+        applied: Counter[str] = Counter()
         for r, env in events:
             if env.id in fresh:
-                EVENTS_APPLIED.labels(self.service, env.type).inc()
+                applied[env.type] += 1
                 self._freshness.observe(max(0.0, (now - env.time).total_seconds()))
             else:
                 EVENTS_DUPLICATE.labels(self.service, r.topic).inc()
+        for event_type, n in applied.items():
+            EVENTS_APPLIED.labels(self.service, event_type).inc(n)
         if self._waiters is not None:
             self._waiters.applied([env.id for _, env in events])
         if self._feed is not None:
@@ -316,6 +324,7 @@ class IdempotentConsumer:
         )
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._uncommitted: dict[TopicPartition, int] = {}  # applied, offset not yet committed
+        self._lag_gauges: dict[TopicPartition, Gauge] = {}  # crm_consumer_lag children, by partition
         self._idle = asyncio.Event()  # clear while a batch is applied; a revocation waits for it
         self._idle.set()
 
@@ -370,6 +379,7 @@ class IdempotentConsumer:
         another instance, so none reports a partition it no longer reads."""
         for tp in set(self._positions) - assigned:
             del self._positions[tp]
+            self._lag_gauges.pop(tp, None)
             with contextlib.suppress(KeyError):  # never reported
                 CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
 
@@ -405,4 +415,7 @@ class IdempotentConsumer:
                 self._positions[tp] = 0
                 self._uncommitted.pop(tp, None)  # an offset of the log the broker lost
                 continue
-            CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
+            gauge = self._lag_gauges.get(tp)
+            if gauge is None:  # looked up once: labels() costs ~1 µs, and this runs after every poll
+                gauge = self._lag_gauges[tp] = CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition))
+            gauge.set(max(0, high - position))
