@@ -52,5 +52,6 @@ async def ensure_topics(
 
 
 async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partitions per topic, as the broker's metadata gives them (topics it does not know: absent)."""
+    """Partitions per topic, from the broker's metadata. Asking names a topic, and a broker that
+    creates missing topics creates it: call this for topics that exist."""
     return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names) if t["error_code"] == 0}
