@@ -25,8 +25,9 @@ def passes(service: str, generation: int) -> float:
 
 def test_settle_freezes_the_heap_and_times_each_pass(restored: None) -> None:
     collector.settle("test-collector")
-    assert gc.get_freeze_count() > 10_000  # the test process's modules, pytest's own objects...
-    assert REGISTRY.get_sample_value("crm_gc_frozen_objects", {"service": "test-collector"}) == gc.get_freeze_count()
+    frozen = REGISTRY.get_sample_value("crm_gc_frozen_objects", {"service": "test-collector"})
+    # the count at settle time; frozen objects that reference counting frees since leave the count
+    assert frozen is not None and frozen >= gc.get_freeze_count() > 10_000  # this process's modules...
     assert gc.get_threshold() == collector.THRESHOLD
     before = passes("test-collector", 2)
     gc.collect()
