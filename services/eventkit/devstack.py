@@ -56,21 +56,31 @@ def _die_with_parent(sig: int) -> Callable[[], None] | None:
     return preexec
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port that is free now and outside the kernel's ephemeral range.
+    """A port that is free now, outside the kernel's ephemeral range, and not handed out before
+    by this process.
 
     Port 0 would hand out an ephemeral port, which an outgoing connection (say, to the broker)
-    may take before the service binds it; below 32768 that cannot happen.
+    may take before the service binds it; below 32768 that cannot happen. A Stack picks all its
+    ports before anything binds one, so "free now" alone can give two of them the same port (seen
+    once in a test run: the broker failed with "Address in use" while something else answered on
+    its port, and intake never became ready).
     """
     rng = random.SystemRandom()
     while True:
         port = rng.randint(20_000, 32_000)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
 
 
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
