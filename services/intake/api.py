@@ -1,6 +1,5 @@
 """Intake's HTTP routes: validate, call a handler, map domain errors to 4xx."""
 
-import asyncio
 import base64
 import hashlib
 from datetime import UTC, datetime
@@ -283,8 +282,7 @@ async def post_batch(
     valid: list[tuple[int, handlers.Item]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(body.items):
-        if index % handlers.YIELD_EVERY == handlers.YIELD_EVERY - 1:
-            await asyncio.sleep(0)  # see handlers.YIELD_EVERY
+        await handlers.give_way(index)
         try:
             valid.append((index, _to_item(_interaction.validate_python(raw), settings.phone_default_region)))
         except ValidationError as exc:

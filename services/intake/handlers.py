@@ -106,6 +106,12 @@ class _NeedsMerge(Exception):
 YIELD_EVERY = 50
 
 
+async def give_way(n: int) -> None:
+    """In a loop over items, at item n: let the rest of the event loop run every YIELD_EVERY."""
+    if n % YIELD_EVERY == YIELD_EVERY - 1:
+        await asyncio.sleep(0)
+
+
 def stream_of(customer_id: str) -> str:
     return f"customer-{customer_id}"
 
@@ -340,8 +346,7 @@ async def _record(
         return new_event(type_, customer_id, sealed, source, traceparent, time=clock.tick())
 
     for n, (s, index, item) in enumerate(todo):
-        if n % YIELD_EVERY == YIELD_EVERY - 1:
-            await asyncio.sleep(0)
+        await give_way(n)
         cmd, tp = item.cmd, subs[s].traceparent
         try:
             res = resolver.resolve(cmd.customer_id, cmd.identifiers)
@@ -434,8 +439,7 @@ async def change_consent(
     wanted: dict[tuple[str, str | None], bool],
 ) -> list[str]:
     """Set consent entries; one event per entry that actually changes. Returns the event ids."""
-    async with pool.acquire() as conn, conn.transaction():
-        await store.lock_identity(conn, exclusive=False)
+    async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive=False)):
         await _live_customer(conn, customer_id)
         current = await store.consent(conn, customer_id)
         changes = {
@@ -470,8 +474,7 @@ async def change_preferences(
 ) -> list[str]:
     if prefs.quiet_hours is not None:
         domain.check_time_zone(prefs.quiet_hours.time_zone, "quiet_hours.time_zone")
-    async with pool.acquire() as conn, conn.transaction():
-        await store.lock_identity(conn, exclusive=False)
+    async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive=False)):
         await _live_customer(conn, customer_id)
         data = domain.preferences_changed(customer_id, await store.preferences(conn, customer_id), prefs)
         if data is None:
@@ -488,8 +491,7 @@ async def change_profile(
 ) -> list[str]:
     """Set or clear the display name (already normalised); one crm.customer.profile_changed.v1 if it
     changed. The name is kept sealed under the customer's data key, found by its words' blind index."""
-    async with pool.acquire() as conn, conn.transaction():
-        await store.lock_identity(conn, exclusive=False)
+    async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive=False)):
         await _live_customer(conn, customer_id)
         keys, _ = await vault.keys(conn, [customer_id], create=True)
         key = keys.get(customer_id)
@@ -533,8 +535,7 @@ async def erase_customer(
 ) -> dict[str, Any]:
     """Crypto-shredding (SPEC §9): destroy the data keys of the customer and of everyone merged
     into it, forget their identifiers, and say so in `crm.customer.erased.v1`."""
-    async with pool.acquire() as conn, conn.transaction():
-        await store.lock_identity(conn, exclusive=True)
+    async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive=True)):
         await _live_customer(conn, customer_id)
         if await store.erased_at(conn, customer_id) is not None:
             raise AlreadyErased(customer_id)

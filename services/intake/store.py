@@ -21,10 +21,6 @@ def identity_lock_sql(exclusive: bool) -> str:
     return f"SELECT pg_advisory_xact_lock{'' if exclusive else '_shared'}({IDENTITY_LOCK})"
 
 
-async def lock_identity(conn: asyncpg.Connection, exclusive: bool) -> None:
-    await conn.execute(identity_lock_sql(exclusive))
-
-
 async def load_snapshot(
     conn: asyncpg.Connection,
     vault: Vault,
