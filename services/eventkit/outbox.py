@@ -127,6 +127,9 @@ class OutboxRelay:
             return
         log.warning("the broker forgot acknowledged events (%s): publishing the whole store again", reason)
         await self._watch.recover()
+        # The producer's metadata may still have the counts of topics just made anew: partitioning
+        # the republished events by them would leave partitions empty, or write past the end.
+        await self._producer.client.force_metadata_update()
         self._republished.inc(await self.republish_all(conn))
 
     @staticmethod
