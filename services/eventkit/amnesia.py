@@ -3,10 +3,13 @@
 The embedded broker keeps nothing on disk, and a real cluster can lose a topic too. The relay
 records, per partition, the highest offset the broker acknowledged (relay_watermarks, in the
 service's own database). If a topic is gone, a partition now ends at or before that offset, or
-a topic has another partition count than configured (a broker that forgot a topic makes it anew
-with its default count when any client asks for it), the broker forgot: the relay recreates the
-topics, with the configured count, and publishes every stored event again. Consumers drop the
-repeats by event id, so the only cost is the traffic.
+an offset was acknowledged in a partition the topic does not have, the broker forgot: the relay
+recreates the topics and publishes every stored event again. Consumers drop the repeats by event
+id, so the only cost is the traffic.
+
+The last is the embedded broker's: one that forgot a topic makes it anew with its default
+partition count when any client asks for it, and then acknowledges writes to the partitions past
+that count (batches a producer queued for them while it was away) that no reader ever sees.
 
 The ends are read by watermarks.PartitionEnds: from fetch responses stamped after the check
 began (an answer left from the previous check would hide a loss for a round, or, with the
@@ -21,7 +24,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from eventkit.telemetry import BROKER_AMNESIA
-from eventkit.topics import ensure_topics, remake_topics
+from eventkit.topics import ensure_topics
 from eventkit.watermarks import PartitionEnds
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,6 @@ class BrokerWatch:
         self._replication = replication_factor
         self._amnesia = BROKER_AMNESIA.labels(service)
         self._ends = PartitionEnds(bootstrap_servers)
-        self._published: set[str] = set()  # the topics of the last watermarks: what recover() may remake
 
     async def stop(self) -> None:
         await self._ends.stop()
@@ -46,15 +48,16 @@ class BrokerWatch:
         """Why the broker forgot acknowledged messages, or None if it did not (or cannot tell now)."""
         if not watermarks:
             return None
-        self._published = {tp.topic for tp in watermarks}
+        published = {tp.topic for tp in watermarks}
         try:
             present = await asyncio.wait_for(self._ends.topics(), 10)
-            missing = sorted(self._published - present)
+            missing = sorted(published - present)
             if missing:
                 return f"topics missing: {', '.join(missing)}"
-            counts = Counter(tp.topic for tp in await asyncio.wait_for(self._ends.partitions(self._published), 10))
-            if misshapen := sorted(t for t in self._published if counts[t] != self._partitions):
-                return ", ".join(f"{t} has {counts[t]} partitions, not {self._partitions}" for t in misshapen)
+            counts = Counter(tp.topic for tp in await asyncio.wait_for(self._ends.partitions(published), 10))
+            if beyond := sorted(tp for tp in watermarks if 0 < counts[tp.topic] <= tp.partition):
+                tp = beyond[0]
+                return f"{tp.topic}[{tp.partition}] was acknowledged, but {tp.topic} has {counts[tp.topic]} partitions"
             # From the acknowledged offset itself: a partition that still has it answers at once.
             ends = await self._ends.read(list(watermarks), timeout_s=5, start=watermarks)
         except (KafkaError, TimeoutError, OSError) as exc:
@@ -68,11 +71,6 @@ class BrokerWatch:
         return None
 
     async def recover(self) -> None:
-        """Recreate the topics, and make anew those published to that have another partition
-        count (made by the broker on its own); the caller republishes."""
+        """Recreate the topics; the caller republishes."""
         self._amnesia.inc()
         await ensure_topics(self._bootstrap, self._partitions, self._replication, names=self._topics)
-        if self._published:
-            counts = await remake_topics(self._bootstrap, sorted(self._published), self._partitions, self._replication)
-            if wrong := {t: n for t, n in counts.items() if n != self._partitions}:
-                log.error("topics still with another partition count than %d: %s", self._partitions, wrong)

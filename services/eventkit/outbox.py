@@ -127,8 +127,9 @@ class OutboxRelay:
             return
         log.warning("the broker forgot acknowledged events (%s): publishing the whole store again", reason)
         await self._watch.recover()
-        # The producer's metadata may still have the counts of topics just made anew: partitioning
-        # the republished events by them would leave partitions empty, or write past the end.
+        # The producer's metadata may still have the partition counts of the topics as they were
+        # before the broker forgot them: partitioning the republished events by those would write
+        # past the end of a topic the broker made anew with fewer partitions (see amnesia.py).
         await self._producer.client.force_metadata_update()
         self._republished.inc(await self.republish_all(conn))
 

@@ -1,16 +1,16 @@
 """eventkit.topics on the real broker: missing topics are created, a topic some client's
-metadata request created first (with the broker's default partition count) is reported, and the
-owner's BrokerWatch makes such a topic anew with the configured count. Also the embedded
-broker's difference that makes this matter: it acknowledges writes past such a topic's
-partitions, and no reader sees them."""
+metadata request created first (with the broker's default partition count) is reported, and
+BrokerWatch notices offsets acknowledged past such a topic's partitions. Also the two embedded
+broker differences behind that: it acknowledges writes past a topic's partitions, which no
+reader sees, and a group keeps its assignment when a topic gets more partitions."""
 
 import asyncio
 import logging
 from collections import Counter
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 from eventkit.amnesia import BrokerWatch
 from eventkit.topics import ensure_topics
@@ -89,23 +89,62 @@ async def test_the_embedded_broker_acknowledges_writes_past_the_partitions_it_ma
         await stale.stop()
 
 
-async def test_broker_watch_makes_anew_a_topic_with_another_count(bootstrap: str, producer: AIOKafkaProducer) -> None:
+async def test_broker_watch_notices_writes_past_the_partitions_of_a_topic(
+    bootstrap: str, producer: AIOKafkaProducer
+) -> None:
     topic = unique_topic()
     default = await made_by_a_subscriber(bootstrap, topic)
-    wanted = default + 2
-    p0 = TopicPartition(topic, 0)
+    p0, past = TopicPartition(topic, 0), TopicPartition(topic, default + 1)
     await produce_batch(producer, topic, 0, 3)  # offsets 0-2, acknowledged: the relay's watermark is 2
-    watch = BrokerWatch(bootstrap, [topic], wanted, 1, "t-remake")
+    watch = BrokerWatch(bootstrap, [topic], default + 2, 1, "t-past")
     try:
+        assert await watch.forgot({p0: 2}) is None  # the count alone is no loss: reported by ensure_topics
         # The ends alone would not tell: partition 0 still holds what was acknowledged.
-        assert await watch.forgot({p0: 2}) == f"{topic} has {default} partitions, not {wanted}"
-
-        await watch.recover()
-
-        assert await counts(bootstrap, [topic]) == {topic: wanted}
-        # made anew, so empty: the relay now publishes its whole store again
-        assert await watch.forgot({p0: 2}) == f"{topic}[0] ends at 0, at or below acknowledged offset 2"
-        await produce_batch(producer, topic, 0, 3)
-        assert await watch.forgot({p0: 2}) is None
+        assert await watch.forgot({p0: 2, past: 0}) == (
+            f"{topic}[{default + 1}] was acknowledged, but {topic} has {default} partitions"
+        )
     finally:
         await watch.stop()
+
+
+async def test_the_embedded_broker_keeps_a_groups_assignment_when_partitions_are_added(bootstrap: str) -> None:
+    # Why a topic with too few partitions is not deleted and made again with the configured count:
+    # the group's members see the new count and rejoin, and the broker hands back the assignment
+    # of before (an unchanged member rejoining a formed group keeps its generation), so the new
+    # partitions go unread. Apache Kafka rebalances and assigns them.
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=2)
+    assignments: list[set[int]] = []
+
+    class Recorder(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            assignments.append({tp.partition for tp in assigned})
+
+    member = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"g-{topic}")
+    member.subscribe([topic], listener=Recorder())
+    await member.start()
+    try:
+        for _ in range(100):
+            await member.getmany(timeout_ms=100)
+            if len(member.assignment()) == 2:
+                break
+        assert {tp.partition for tp in member.assignment()} == {0, 1}
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+            await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+        finally:
+            await admin.close()
+        await member._client.force_metadata_update()  # aiokafka has no public call for a refresh
+        for _ in range(50):  # five seconds of polling: the rejoin takes well under one
+            await member.getmany(timeout_ms=100)
+        assert member.partitions_for_topic(topic) == {0, 1, 2, 3}  # the member knows of four
+
+        assert assignments == [{0, 1}, {0, 1}]  # it rejoined, and got what it had
+        assert {tp.partition for tp in member.assignment()} == {0, 1}
+    finally:
+        await member.stop()
