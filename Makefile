@@ -22,9 +22,9 @@ run: $(STAMP)
 	$(PY) -m eventkit.devstack run
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check services contracts tests
-	$(VENV)/bin/ruff format --check services contracts tests
-	$(VENV)/bin/mypy services contracts
+	$(VENV)/bin/ruff check services contracts tests bench
+	$(VENV)/bin/ruff format --check services contracts tests bench
+	$(VENV)/bin/mypy services contracts bench
 
 test: lint
 	$(PY) -m contracts.generate --check

@@ -448,7 +448,24 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def machine(load_before: float, load_after: float) -> str:
+CALIBRATION_LOOPS = 5_000_000
+
+
+def python_speed() -> float:
+    """Millions of iterations a second of a fixed pure-Python loop, best of three: how fast one
+    core runs Python on this machine, so that runs on different machines can be compared (one
+    machine of this project ran the same code's batch at ~3.5x the CPU per event of another)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_LOOPS):
+            total += i & 7
+        best = min(best, time.perf_counter() - t0)
+    return CALIBRATION_LOOPS / best / 1e6
+
+
+def machine(load_before: float, load_after: float, speed: float) -> str:
     mem = psutil.virtual_memory().total / 2**30
     return "\n".join(
         [
@@ -457,6 +474,8 @@ def machine(load_before: float, load_after: float) -> str:
             f"- memory: {mem:.1f} GiB",
             f"- Python: {platform.python_version()} on {platform.platform()}",
             f"- 1-min load average: {load_before:.2f} before, {load_after:.2f} after",
+            f"- Python speed: {speed:.1f} M loop iterations/s on one core (bench.run.python_speed; compare"
+            " runs on different machines by it)",
         ]
     )
 
@@ -468,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     plan = QUICK if a.quick else FULL
     load_before = os.getloadavg()[0]
+    speed = python_speed()
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
         rows, notes = measure(plan, Path(tmp))
     load_after = os.getloadavg()[0]
@@ -482,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         keep = "\n" + old[i:] if i >= 0 else ""
     a.output.write_text(
         f"# Benchmarks\n\n`make bench` ({mode} run), embedded stack and all four services.\n\n"
-        f"## Machine\n\n{machine(load_before, load_after)}\n\n## Results\n\n{text}\n\n## Details\n\n{details}\n{keep}"
+        f"## Machine\n\n{machine(load_before, load_after, speed)}\n\n"
+        f"## Results\n\n{text}\n\n## Details\n\n{details}\n{keep}"
     )
     print(f"written to {a.output}", file=sys.stderr)
     return 0

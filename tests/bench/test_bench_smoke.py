@@ -26,5 +26,5 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
     for row in ROWS:
         assert f"| {row} |" in done.stdout, row
         assert f"| {row} |" in written, row
-    for fact in ("cores:", "memory:", "Python:", "date:", "1-min load average:"):
+    for fact in ("cores:", "memory:", "Python:", "date:", "1-min load average:", "Python speed:"):
         assert fact in written, fact
