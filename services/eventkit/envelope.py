@@ -29,7 +29,10 @@ class DecodeError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and building one
+# took ~3x as long (8.9 against 2.9 µs here); every event is built ~7 times on its way (created,
+# relayed, decoded by five consumers). Treat it as immutable all the same.
+@dataclass(slots=True)
 class Envelope:
     id: str
     type: str
