@@ -18,7 +18,6 @@ partition grown since, report one that did not happen), and nothing is fetched b
 
 import asyncio
 import logging
-from collections import Counter
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
@@ -50,12 +49,11 @@ class BrokerWatch:
             return None
         published = {tp.topic for tp in watermarks}
         try:
-            present = await asyncio.wait_for(self._ends.topics(), 10)
-            missing = sorted(published - present)
+            counts = await asyncio.wait_for(self._ends.partition_counts(), 10)
+            missing = sorted(published - counts.keys())
             if missing:
                 return f"topics missing: {', '.join(missing)}"
-            counts = Counter(tp.topic for tp in await asyncio.wait_for(self._ends.partitions(published), 10))
-            if beyond := sorted(tp for tp in watermarks if 0 < counts[tp.topic] <= tp.partition):
+            if beyond := sorted(tp for tp in watermarks if tp.partition >= counts[tp.topic]):
                 tp = beyond[0]
                 return f"{tp.topic}[{tp.partition}] was acknowledged, but {tp.topic} has {counts[tp.topic]} partitions"
             # From the acknowledged offset itself: a partition that still has it answers at once.

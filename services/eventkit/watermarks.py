@@ -29,10 +29,12 @@ class PartitionEnds:
         await reader._client.force_metadata_update()  # aiokafka has no public call for a refresh
         return [TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())]
 
-    async def topics(self) -> set[str]:
-        """Every topic the broker has now."""
+    async def partition_counts(self) -> dict[str, int]:
+        """Every topic the broker has now, with its partition count: from the metadata of all
+        topics, so none is named (a broker that auto-creates topics would create a missing one)."""
         reader = await self._start()
-        return set(await reader.topics())
+        cluster = await reader._client.fetch_all_metadata()  # what reader.topics() asks, counts kept
+        return {t: len(cluster.partitions_for_topic(t) or ()) for t in cluster.topics()}
 
     async def read(
         self,
