@@ -34,6 +34,7 @@ sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
 from eventkit.devstack import SERVICES, Stack  # noqa: E402
 
+from bench import pipeline  # noqa: E402
 from bench.rebuild import Message, read_log  # noqa: E402
 from bench.rebuild import seed as seed_log  # noqa: E402
 
@@ -72,12 +73,13 @@ class Plan:
     raw_s: float
     peer_cap_s: float
     rebuild_events: int
+    pipeline_events: int
 
 
 FULL = Plan(batch_s=60, single_s=20, fresh_s=20, read_events=10_000, read_s=10, raw_s=10, peer_cap_s=60,
-            rebuild_events=1_000_000)  # fmt: skip
+            rebuild_events=1_000_000, pipeline_events=150_000)  # fmt: skip
 QUICK = Plan(batch_s=5, single_s=3, fresh_s=3, read_events=500, read_s=3, raw_s=2, peer_cap_s=5,
-             rebuild_events=60_000)  # fmt: skip
+             rebuild_events=60_000, pipeline_events=5_000)  # fmt: skip
 PEER_DATABASE = "bench_eventsourcing"
 
 
@@ -349,8 +351,10 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         produce_one = asyncio.run(raw_produce_one_by_one(bootstrap, sample, plan.raw_s, 32))
         rows_sample = timeline_rows(sample)
         copy = asyncio.run(raw_copy(stack.postgres.dsn("crm_notification"), rows_sample, plan.raw_s))
+        pipe = pipeline.measure(bootstrap, stack.postgres.dsn("crm_notification"), sample, plan.pipeline_events)
         peer = peer_eventsourcing(stack, sample, max(b["accepted"], 1000), plan.peer_cap_s)
-        print(f"  raw: produce {produce:,.0f}/s, one by one {produce_one:,.0f}/s, COPY {copy:,.0f} rows/s;"
+        print(f"  raw: produce {produce:,.0f}/s, one by one {produce_one:,.0f}/s, COPY {copy:,.0f} rows/s,"
+              f" pipeline {pipe['rate']:,.0f} events/s;"
               f" peer {peer}", file=sys.stderr, flush=True)  # fmt: skip
         log = asyncio.run(seed_log(bootstrap, plan.rebuild_events))
         print(f"  rebuild log: {log}", file=sys.stderr, flush=True)
@@ -364,7 +368,8 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
     sizes = [len(m.value or b"") + len(m.key or b"") + sum(len(k) + len(v) for k, v in m.headers) for m in sample]
     rows = [
         Row(ROWS[0], fmt(b["rate"], "events/s"), "≥ 10,000 events/s",
-            f"produce {fmt(produce, 'msg/s')}; COPY {fmt(copy, 'rows/s')}", ratio(b["rate"], produce) + " of produce",
+            f"produce {fmt(produce, 'msg/s')}; COPY {fmt(copy, 'rows/s')}; pipeline {fmt(pipe['rate'], 'events/s')}",
+            f"{ratio(b['rate'], produce)} of produce; {ratio(b['rate'], pipe['rate'])} of pipeline",
             f"{fmt(peer.batch, 'events/s')} (1,000 per call); intake = {ratio(b['rate'], peer.batch)}x"),
         Row(ROWS[1], fmt(b["lag_s"], "s", 2), "< 5 s"),
         Row(ROWS[2], fmt(s["rate"], "req/s"), "≥ 1,500 req/s", f"send_and_wait x 32: {fmt(produce_one, 'msg/s')}",
@@ -400,6 +405,12 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         f" (on average {sum(sizes) / max(len(sizes), 1):,.0f} bytes with key and headers),"
         f" produced again to a scratch topic; their {len(rows_sample):,} timeline rows COPYed into a table shaped"
         f" like the timeline (primary key included); eventsourcing {peer.note}"
+    )
+    notes["raw pipeline"] = (
+        f"{pipe['events']:,} copies of those messages (new event ids), each COPYed into a store table and"
+        f" produced (1,000 at a time) to a scratch topic of {pipe['partitions']} partitions, and read by"
+        f" {pipeline.READERS} reader processes each COPYing them into a table of its own, all at once:"
+        f" {pipe['seconds']:.1f} s from the first COPY to the last reader's last (`bench/pipeline.py`)"
     )
     notes["rebuild"] = (
         f"the log topped up to {plan.rebuild_events:,} messages with copies of those (new event ids;"

@@ -1,0 +1,193 @@
+"""The raw pipeline: the data movement batch intake implies, done by the raw clients alone.
+
+    python -m bench.pipeline read --bootstrap HOST:PORT --dsn DSN --topic T --table TABLE --expect N
+
+Every accepted event is stored once and produced once, and then read by five consumers (the
+four timelines and analytics' KPI stream), each writing it to its own table. Here a writer
+COPYs each 1,000 messages into a store table and produces them (aiokafka, acks=all), while five
+reader processes, started first, each read the scratch topic (aiokafka, every partition
+assigned, no group) and COPY the rows into a table of their own. All tables are shaped like the
+timeline, primary key included. The figure is the messages over the time from the writer's
+start to the last reader's last COPY, everything sharing the machine as the services do. No
+HTTP, validation, identity, sealing, outbox, deduplication or projection logic: what is left
+when all of that costs nothing, so the batch figure's ratio to it says how much of the way the
+services' own work takes.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+
+from bench.rebuild import Message, with_new_id
+from contracts.topics import INTAKE
+
+ROOT = Path(__file__).resolve().parents[1]
+READERS = 5  # intake, case, notification and analytics' timelines, and analytics' KPI stream
+CHUNK = 1000  # messages per COPY and per produced round, as per batch request
+COLUMNS = ["customer_id", "time", "event_id", "type", "source", "data"]
+
+
+def row_of(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> tuple[Any, ...]:
+    """A timeline row from a message's CloudEvents headers and value, with nothing checked."""
+    h = dict(headers)
+    return (
+        h["ce_subject"].decode(),
+        datetime.fromisoformat(h["ce_time"].decode()),
+        uuid.UUID(h["ce_id"].decode()),
+        h["ce_type"].decode(),
+        h["ce_source"].decode(),
+        value or b"{}",
+    )
+
+
+async def _copy_connection(dsn: str) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    # binary jsonb is a version byte and the text, which the message value already is
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=lambda b: b"\x01" + b,
+                              decoder=lambda b: b[1:], format="binary")  # fmt: skip
+    return conn
+
+
+async def read(bootstrap: str, dsn: str, topic: str, table: str, expect: int) -> dict[str, float]:
+    """One reader: every partition of `topic` from the start into `table` until `expect` rows."""
+    conn = await _copy_connection(dsn)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        print("ready", flush=True)
+        copied = 0
+        done_at = time.time()
+        while copied < expect:
+            batches = await consumer.getmany(timeout_ms=200, max_records=CHUNK)
+            rows = [row_of(r.key, r.value, r.headers) for records in batches.values() for r in records]
+            if rows:
+                await conn.copy_records_to_table(table, records=rows, columns=COLUMNS)
+                copied += len(rows)
+                done_at = time.time()
+        return {"copied": copied, "done_at": done_at}
+    finally:
+        await consumer.stop()
+        await conn.close()
+
+
+async def _prepare(bootstrap: str, dsn: str, topic: str, tables: Sequence[str]) -> int:
+    """The scratch topic, with as many partitions as the services' topics, and empty tables."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([INTAKE])
+        partitions = len(described["partitions"])
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        for table in tables:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (LIKE timeline INCLUDING ALL)")
+    finally:
+        await conn.close()
+    return partitions
+
+
+async def _drop(dsn: str, tables: Sequence[str]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for table in tables:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+    finally:
+        await conn.close()
+
+
+async def write(bootstrap: str, dsn: str, topic: str, table: str, messages: Sequence[Message]) -> float:
+    """Store and produce `messages`, CHUNK at a time, one chunk's acks in flight while the next is
+    stored; return the time.time() it started."""
+    conn = await _copy_connection(dsn)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, enable_idempotence=False)
+    await producer.start()
+    try:
+        started = time.time()
+        in_flight: list[asyncio.Future[Any]] = []
+        for at in range(0, len(messages), CHUNK):
+            chunk = messages[at : at + CHUNK]
+            await conn.copy_records_to_table(
+                table, records=[row_of(m.key, m.value, m.headers) for m in chunk], columns=COLUMNS
+            )
+            await asyncio.gather(*in_flight)
+            in_flight = [await producer.send(topic, m.value, key=m.key, headers=list(m.headers)) for m in chunk]
+        await asyncio.gather(*in_flight)
+        return started
+    finally:
+        await producer.stop()
+        await conn.close()
+
+
+def measure(bootstrap: str, dsn: str, sample: Sequence[Message], count: int) -> dict[str, float]:
+    """The raw pipeline with `count` copies of `sample` (new event ids): events/s end to end."""
+    run = uuid.uuid4().hex[:8]
+    topic = f"bench.pipeline.{run}"
+    store = f"bench_pipe_{run}_store"
+    tables = [f"bench_pipe_{run}_{i}" for i in range(READERS)]
+    messages = [with_new_id(sample[i % len(sample)]) for i in range(count)]
+    partitions = asyncio.run(_prepare(bootstrap, dsn, topic, [store, *tables]))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    readers: list[subprocess.Popen[str]] = []
+    try:
+        for table in tables:
+            args = ["--bootstrap", bootstrap, "--dsn", dsn, "--topic", topic, "--table", table, "--expect", str(count)]
+            cmd = [sys.executable, "-m", "bench.pipeline", "read", *args]
+            readers.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True))
+        for reader in readers:
+            assert reader.stdout is not None
+            if reader.stdout.readline().strip() != "ready":
+                raise RuntimeError("a pipeline reader did not start")
+        started = asyncio.run(write(bootstrap, dsn, topic, store, messages))
+        results = []
+        for reader in readers:
+            out, _ = reader.communicate(timeout=600)
+            if reader.returncode != 0:
+                raise RuntimeError(f"a pipeline reader failed ({reader.returncode})")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for reader in readers:
+            if reader.poll() is None:
+                reader.kill()
+        asyncio.run(_drop(dsn, [store, *tables]))
+    seconds = max(r["done_at"] for r in results) - started
+    return {"events": count, "seconds": seconds, "rate": count / seconds, "partitions": partitions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["read"])
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--expect", type=int, required=True)
+    a = p.parse_args(argv)
+    print(json.dumps(asyncio.run(read(a.bootstrap, a.dsn, a.topic, a.table, a.expect))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
