@@ -56,9 +56,8 @@ def row_of(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, 
 
 async def _copy_connection(dsn: str) -> asyncpg.Connection:
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
-    # binary jsonb is a version byte and the text, which the message value already is
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=lambda b: b"\x01" + b,
-                              decoder=lambda b: b[1:], format="binary")  # fmt: skip
+    # a json column's binary form is its text, which the message value already is
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=lambda b: b, decoder=lambda b: b, format="binary")
     return conn
 
 

@@ -169,9 +169,6 @@ async def raw_copy(dsn: str, rows: list[tuple[Any, ...]], duration_s: float) -> 
     included), emptied between rounds; only the COPY is timed."""
     conn = await asyncpg.connect(dsn)
     try:
-        # binary jsonb is a version byte and the text
-        await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=lambda t: b"\x01" + t.encode(),
-                                  decoder=lambda b: b[1:].decode(), format="binary")  # fmt: skip
         await conn.execute("DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE timeline INCLUDING ALL)")
         copied = 0
         busy = 0.0

@@ -43,9 +43,10 @@ Record = asyncpg.Record
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "jsonb", schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads
-    )
+    for json_type in ("jsonb", "json"):  # event data is json (migration 006), the rest jsonb
+        await conn.set_type_codec(
+            json_type, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads
+        )
 
 
 async def connect(dsn: str) -> asyncpg.Connection:

@@ -54,7 +54,7 @@ WITH stored AS (
     SELECT s,
            CASE WHEN at_end THEN coalesce((SELECT max(e.version) FROM events e WHERE e.stream_id = s), 0) + v
                 ELSE v END,
-           i, t, src, sub, tm, tp, tpc, d::jsonb
+           i, t, src, sub, tm, tp, tpc, d::json
     FROM unnest($1::text[], $2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                 $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bool[])
          AS x(s, v, i, t, src, sub, tm, tp, tpc, d, at_end)

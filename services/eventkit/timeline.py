@@ -34,7 +34,7 @@ class TimelineProjection:
             return
         await conn.execute(
             "INSERT INTO timeline (customer_id, time, event_id, type, source, data)"
-            " SELECT c, t, i, ty, s, d::jsonb FROM unnest($1::text[], $2::timestamptz[], $3::uuid[],"
+            " SELECT c, t, i, ty, s, d::json FROM unnest($1::text[], $2::timestamptz[], $3::uuid[],"
             " $4::text[], $5::text[], $6::text[]) AS x(c, t, i, ty, s, d)"
             " ON CONFLICT DO NOTHING",
             [e.subject for e in events],
@@ -79,7 +79,7 @@ async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
     )
     await conn.execute(
         "INSERT INTO timeline (customer_id, time, event_id, type, source, data)"
-        " SELECT customer_id, time, event_id, type, source, data::jsonb FROM timeline_staging"
+        " SELECT customer_id, time, event_id, type, source, data::json FROM timeline_staging"
         " ORDER BY customer_id, time, event_id, n ON CONFLICT DO NOTHING"
     )
     for e in events:
