@@ -99,20 +99,26 @@ async def _prepare(bootstrap: str, dsn: str, topic: str, tables: Sequence[str]) 
         await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
-    conn = await asyncpg.connect(dsn)
-    try:
-        for table in tables:
-            await conn.execute(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (LIKE timeline INCLUDING ALL)")
-    finally:
-        await conn.close()
+    await _tables(dsn, tables, "DROP TABLE IF EXISTS {0}; CREATE TABLE {0} (LIKE timeline INCLUDING ALL)")
     return partitions
 
 
-async def _drop(dsn: str, tables: Sequence[str]) -> None:
+async def _clean_up(bootstrap: str, dsn: str, topic: str, tables: Sequence[str]) -> None:
+    """Drop the tables and the scratch topic (the embedded broker keeps every message in memory)."""
+    await _tables(dsn, tables, "DROP TABLE IF EXISTS {0}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
+async def _tables(dsn: str, tables: Sequence[str], statement: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         for table in tables:
-            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+            await conn.execute(statement.format(table))
     finally:
         await conn.close()
 
@@ -176,7 +182,7 @@ def measure(bootstrap: str, dsn: str, sample: Sequence[Message], count: int) -> 
         for reader in readers:
             if reader.poll() is None:
                 reader.kill()
-        asyncio.run(_drop(dsn, [store, *tables]))
+        asyncio.run(_clean_up(bootstrap, dsn, topic, [store, *tables]))
     seconds = max(r["done_at"] for r in results) - started
     return {"events": count, "seconds": seconds, "rate": count / seconds, "partitions": partitions}
 
