@@ -44,7 +44,7 @@ from eventkit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyri
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
 from eventkit.telemetry import configure_logging, configure_tracing
-from eventkit.topics import ensure_topics
+from eventkit.topics import ensure_topics, partition_for_key
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ async def _start_producer(settings: Settings) -> AIOKafkaProducer:
             acks="all",
             linger_ms=settings.kafka_linger_ms,
             max_batch_size=512 * 1024,
+            partitioner=partition_for_key,
             # No idempotent producer: the embedded broker lacks InitProducerId. Duplicates from
             # retries are absorbed by the consumers' applied-event records.
             enable_idempotence=False,
