@@ -30,9 +30,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.structs import TopicPartition
 
-from bench.rebuild import Message, with_new_id
+from bench.rebuild import Message, partitions_of, with_new_id
 from contracts.topics import INTAKE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +66,7 @@ async def read(bootstrap: str, dsn: str, topic: str, table: str, expect: int) ->
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = await partitions_of(consumer, [topic])
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         print("ready", flush=True)

@@ -16,6 +16,7 @@ import asyncio
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +37,10 @@ class Message:
     headers: tuple[tuple[str, bytes], ...]
 
 
-async def _event_partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of these topics, from fresh metadata (a consumer with nothing subscribed has none)."""
     await consumer._client.force_metadata_update()
-    return [
-        TopicPartition(topic, p)
-        for topic in ALL_EVENT_TOPICS
-        for p in sorted(consumer.partitions_for_topic(topic) or ())
-    ]
+    return [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
 
 async def read_log(bootstrap: str, limit: int) -> tuple[list[Message], int]:
@@ -51,7 +49,7 @@ async def read_log(bootstrap: str, limit: int) -> tuple[list[Message], int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=64 << 20)
     await consumer.start()
     try:
-        partitions = await _event_partitions(consumer)
+        partitions = await partitions_of(consumer, ALL_EVENT_TOPICS)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         messages: list[Message] = []
