@@ -9,6 +9,7 @@ a rebalance or a redelivery therefore neither loses nor counts anything twice.
 import asyncio
 import contextlib
 import logging
+import tempfile
 from typing import Any
 
 import faust
@@ -34,8 +35,13 @@ async def run_kpi_stream(rt: Runtime) -> None:
     s = rt.settings
     for noisy in ("faust", "mode", "aiokafka"):
         logging.getLogger(noisy).setLevel("WARNING")
+    # faust wants a data directory for table files, by default "<app id>-data" in the working
+    # directory (with `make run`, the checkout). The tables here are in memory and the state is
+    # in PostgreSQL, so a temporary one, removed at shutdown, is all it needs.
+    datadir = tempfile.TemporaryDirectory(prefix=f"crm-{s.service_name}-kpi-")
     app = faust.App(
         f"crm-{s.service_name}-kpi",  # the consumer group
+        datadir=datadir.name,
         broker=broker_url(s.kafka_bootstrap_servers),
         key_serializer="raw",
         value_serializer="raw",
@@ -79,6 +85,7 @@ async def run_kpi_stream(rt: Runtime) -> None:
             await lag
         await ends.stop()
         await app.stop()
+        datadir.cleanup()
 
 
 async def report_lag(
