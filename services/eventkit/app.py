@@ -25,11 +25,11 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
+from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
 from eventkit import collector, db, timeline
 from eventkit.amnesia import BrokerWatch
 from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, current_principal, require
-from eventkit.consumer import IdempotentConsumer, Projection, Waiters
+from eventkit.consumer import IdempotentConsumer, Projection, StoredEventsApplier, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import TimelineFeed, heartbeat_stream
 from eventkit.http import (
@@ -159,19 +159,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker_watch=watch,
         broker_check_interval_s=s.broker_check_interval_ms / 1000,
     )
+    projections: list[Projection] = [
+        timeline.TimelineProjection(),
+        KeyProjection(),
+        ErasureProjection(rt.keyring),
+        *rt.spec.projections,
+    ]
+    own_topic = PROJECTED_WHEN_STORED.get(rt.spec.name)
+    if own_topic is not None:  # its own events go to its projections as they are stored
+        rt.store.on_stored = StoredEventsApplier(s.service_name, projections).apply
+        rt.relay.feed = rt.feed  # and to its live timelines once committed (the consumer's job otherwise)
     rt.consumer = IdempotentConsumer(
         service=s.service_name,
         bootstrap_servers=s.kafka_bootstrap_servers,
         group_id=s.kafka_consumer_group,
-        topics=ALL_EVENT_TOPICS,
+        topics=[t for t in ALL_EVENT_TOPICS if t != own_topic],
         pool=rt.pool,
         producer=rt.producer,
-        projections=[
-            timeline.TimelineProjection(),
-            KeyProjection(),
-            ErasureProjection(rt.keyring),
-            *rt.spec.projections,
-        ],
+        projections=projections,
         waiters=rt.waiters,
         max_batch=s.consumer_max_batch,
         session_timeout_ms=s.kafka_session_timeout_ms,

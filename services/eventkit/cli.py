@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from contracts.topics import ALL_EVENT_TOPICS
+from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
 from eventkit import db
 from eventkit.consumer import validate
 from eventkit.envelope import DecodeError, Envelope, from_kafka
@@ -91,11 +91,14 @@ async def status() -> int:
 # The consumer groups of `make run` (KAFKA_CONSUMER_GROUP overrides a service's own); analytics
 # has a second one, its KPI stream.
 CONSUMER_GROUPS = (*(f"crm-{name}" for name in SERVICES), "crm-analytics-kpi")
+# A group does not read its service's own topic where the service projects it as it stores it.
+NOT_READ = {(f"crm-{name}", topic) for name, topic in PROJECTED_WHEN_STORED.items()}
 
 
 async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, str], dict[int, int]]:
     """Per group and topic, how many messages each partition's end is ahead of the group's
-    committed offset (a partition the group never committed counts from its start).
+    committed offset (a partition the group never committed counts from its start); not for a
+    group and topic in NOT_READ.
 
     The end is a fetch's high watermark, not ListOffsets (unreliable on the embedded broker).
     Nothing joins a group or commits: the reader assigns partitions by hand.
@@ -112,7 +115,8 @@ async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, s
     for group in groups:
         committed = await committed_offsets(bootstrap, group, partitions)
         for tp in partitions:
-            out.setdefault((group, tp.topic), {})[tp.partition] = max(0, ends[tp] - committed.get(tp, 0))
+            if (group, tp.topic) not in NOT_READ:
+                out.setdefault((group, tp.topic), {})[tp.partition] = max(0, ends[tp] - committed.get(tp, 0))
     return out
 
 

@@ -109,6 +109,34 @@ def validate(env: Envelope) -> None:
         raise DecodeError("invalid_data", fields) from exc
 
 
+class StoredEventsApplier:
+    """Applies the events a service stores to its own projections, in the storing transaction.
+
+    For a service whose own topic is in contracts.topics.PROJECTED_WHEN_STORED: its consumer
+    leaves that topic out, so the events are in the timeline (and every other projection) when
+    the write commits, not after the relay, the broker and a consumer transaction. The store
+    records them in applied_events (in its insert), like consumed ones, so a replay skips them.
+    Counted as applied before the commit: a transaction that then fails is counted too (rare).
+    """
+
+    def __init__(self, service: str, projections: Sequence[Projection]) -> None:
+        self.service = service
+        self._projections = list(projections)
+        self._freshness = FRESHNESS.labels(service)
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        """Inside the caller's transaction, right after the events were stored (EventStore.on_stored)."""
+        if not events:
+            return
+        for projection in self._projections:
+            await projection.apply(conn, events)
+        now = datetime.now(UTC)
+        for e in events:
+            self._freshness.observe(max(0.0, (now - e.time).total_seconds()))
+        for event_type, n in Counter(e.type for e in events).items():
+            EVENTS_APPLIED.labels(self.service, event_type).inc(n)
+
+
 class BatchApplier:
     """Applies batches of messages exactly once in effect; parks the ones that cannot be applied.
 

@@ -5,7 +5,7 @@ an event is published if and only if it was stored.
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,7 @@ class StoredEvent:
 
 # A row's version is v itself, or, for a stream appended to "at the end" (at_end), v after the
 # stream's current last version: read in the same statement, so appending costs one round trip.
-_INSERT = """
+_STORE = """
 WITH stored AS (
     INSERT INTO events (stream_id, version, event_id, type, source, subject, time, traceparent, topic, data)
     SELECT s,
@@ -58,24 +58,37 @@ WITH stored AS (
     FROM unnest($1::text[], $2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                 $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bool[])
          AS x(s, v, i, t, src, sub, tm, tp, tpc, d, at_end)
-    RETURNING position, stream_id, version
+    RETURNING position, stream_id, version, event_id
 ), queued AS (
     INSERT INTO outbox (position) SELECT position FROM stored
 ), woken AS (
     SELECT pg_notify($12, '')
+)"""
+_RESULT = "\nSELECT stream_id, max(version) AS version FROM stored, woken GROUP BY stream_id\n"
+_INSERT = _STORE + _RESULT
+# The same, for a store whose service applies its own events as they are stored (on_stored):
+# they are recorded as applied in the same round trip, as a consumer records what it applies.
+_INSERT_APPLIED = (
+    _STORE
+    + ", applied AS (INSERT INTO applied_events (event_id) SELECT event_id FROM stored ON CONFLICT DO NOTHING)"
+    + _RESULT
 )
-SELECT stream_id, max(version) AS version FROM stored, woken GROUP BY stream_id
-"""
 
 
 _CONFLICT_KEY = re.compile(r"\(stream_id, version\)=\((.*), (\d+)\)")
 
 
+# Called with the events just stored, inside the same transaction (a service projecting its
+# own events when they are stored: consumer.StoredEventsApplier).
+OnStored = Callable[[asyncpg.Connection, Sequence[Envelope]], Awaitable[None]]
+
+
 class EventStore:
     """One service's store; `service` only labels metrics."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, on_stored: OnStored | None = None) -> None:
         self._stored = EVENTS_STORED.labels(service)
+        self.on_stored = on_stored
 
     async def append(self, conn: asyncpg.Connection, appends: Sequence[Append]) -> dict[str, int]:
         """Store the events of every append in one statement; return each stream's new version.
@@ -116,7 +129,7 @@ class EventStore:
             # One round trip: the versions, the rows, their outbox entries and the relay's wake-up
             # call. No savepoint (two more round trips): a conflict aborts the caller's
             # transaction, and every caller retries or fails the whole unit of work anyway.
-            rows = await conn.fetch(_INSERT, *cols, OUTBOX_CHANNEL)
+            rows = await conn.fetch(_INSERT if self.on_stored is None else _INSERT_APPLIED, *cols, OUTBOX_CHANNEL)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_stream_id_version_key":
                 raise
@@ -125,6 +138,8 @@ class EventStore:
             expected = next((a.expected_version for a in appends if a.stream_id == stream_id), None)
             raise ConcurrencyError(stream_id, expected) from exc
         self._stored.inc(len(cols[0]))
+        if self.on_stored is not None:
+            await self.on_stored(conn, [e for a in appends for e in a.events])
         return {r["stream_id"]: r["version"] for r in rows}
 
     async def load(self, conn: asyncpg.Connection, stream_id: str) -> list[StoredEvent]:

@@ -31,6 +31,9 @@ class TimelineFeed:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
 
+    def wants(self, customer_id: str) -> bool:
+        return customer_id in self._subscribers
+
     def publish(self, events: Sequence[Envelope]) -> None:
         if not self._subscribers:
             return

@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata, TopicPartition
 from opentelemetry import trace
@@ -21,6 +22,7 @@ from eventkit.amnesia import BrokerWatch
 from eventkit.envelope import Envelope, kafka_headers
 from eventkit.eventstore import OUTBOX_CHANNEL
 from eventkit.faults import crash_point
+from eventkit.feed import TimelineFeed
 from eventkit.telemetry import (
     OUTBOX_BACKLOG,
     OUTBOX_PUBLISHED,
@@ -82,6 +84,9 @@ class OutboxRelay:
         self._republished = REPUBLISHED.labels(service)
         self._service = service
         self.is_leader = False
+        # Live timelines of this process that get what the relay reads (committed events): for a
+        # service whose consumer does not read its own topic (contracts PROJECTED_WHEN_STORED).
+        self.feed: TimelineFeed | None = None
 
     async def run(self) -> None:
         """Forever: become leader, then publish whatever is pending; survive database restarts."""
@@ -143,12 +148,26 @@ class OutboxRelay:
             )
         return int(status.split()[-1])
 
+    def _to_feed(self, rows: list[asyncpg.Record]) -> None:
+        assert self.feed is not None
+        wanted = [r for r in rows if self.feed.wants(r["subject"])]  # decoded only for a watcher
+        if wanted:
+            self.feed.publish([
+                Envelope(
+                    id=str(r["event_id"]), type=r["type"], source=r["source"], subject=r["subject"],
+                    time=r["time"], data=orjson.loads(r["data_json"]), traceparent=r["traceparent"],
+                )
+                for r in wanted
+            ])  # fmt: skip
+
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         """Publish one batch in position order; delete it from the outbox after every ack."""
         rows = await conn.fetch(_PENDING, self._batch_size)
         if not rows:
             self._backlog.set(0)
             return 0
+        if self.feed is not None:
+            self._to_feed(rows)
         crash_point("relay.before_send")
         # One PRODUCER span per trace in the batch (a request's events share one), so a trace
         # shows the hop through the outbox and Kafka; consumers continue from it. With tracing

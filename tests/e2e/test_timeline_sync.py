@@ -166,19 +166,22 @@ async def test_read_your_writes_and_pages(stack: Stack) -> None:
     assert len(ids) == len(set(ids)) == 14  # created + 13 interactions
 
 
-async def test_live_stream_sends_new_timeline_items(stack: Stack) -> None:
+@pytest.mark.parametrize("reader", ["case", "intake"])
+async def test_live_stream_sends_new_timeline_items(stack: Stack, reader: str) -> None:
+    """Live, not from the stream's catch-up poll (every 3 s): case's consumer publishes what it
+    applied; intake's own events, which its consumer does not read, come from its relay."""
     intake = stack.services["intake"].url
     rng = random.Random(8)
     email = f"live-{uuid.uuid4().hex[:8]}@example.com"
     async with api_client(timeout=10) as client:
         first = (await client.post(f"{intake}/v1/interactions", json=interaction(email, rng))).json()
         customer = first["customer_id"]
-        case = stack.services["case"].url
-        await client.get(f"{case}/v1/customers/{customer}/timeline", params={"wait_for": first["event_id"]})
+        url = stack.services[reader].url
+        await client.get(f"{url}/v1/customers/{customer}/timeline", params={"wait_for": first["event_id"]})
         received: list[str] = []
 
         async def listen() -> None:
-            async with client.stream("GET", f"{case}/v1/customers/{customer}/timeline/stream") as r:
+            async with client.stream("GET", f"{url}/v1/customers/{customer}/timeline/stream") as r:
                 assert r.headers["content-type"].startswith("text/event-stream")
                 async for line in r.aiter_lines():
                     if line.startswith("id: "):
@@ -192,8 +195,28 @@ async def test_live_stream_sends_new_timeline_items(stack: Stack) -> None:
                 f"{intake}/v1/interactions", json={**interaction(email, rng), "customer": {"id": customer}}
             )
         ).json()
-        await asyncio.wait_for(listener, 10)
+        await asyncio.wait_for(listener, 2.5)
     assert received == [second["event_id"]]
+
+
+async def test_intake_has_its_own_events_on_its_timeline_when_it_answers(stack: Stack) -> None:
+    """contracts PROJECTED_WHEN_STORED: intake projects its events in the transaction that stores
+    them, so its timeline has them when the POST answers, and its consumer leaves its own topic
+    to the other services."""
+    intake = stack.services["intake"].url
+    email = f"own-{uuid.uuid4().hex[:8]}@example.com"
+    async with api_client(timeout=10) as client:
+        posted = (await client.post(f"{intake}/v1/interactions", json=interaction(email, random.Random(10)))).json()
+        page = await client.get(f"{intake}/v1/customers/{posted['customer_id']}/timeline")  # no wait_for
+        assert page.status_code == 200, page.text
+        assert {e["event_id"] for e in page.json()["events"]} == set(posted["event_ids"])
+        metrics = (await client.get(f"{intake}/metrics")).text
+        ready = (await client.get(f"{intake}/readyz")).json()
+    assert ready["checks"]["consumer_assigned"], ready  # it still reads the other three topics
+    read = [
+        line for line in metrics.splitlines() if line.startswith(("crm_events_consumed_total{", "crm_consumer_lag{"))
+    ]
+    assert not [line for line in read if 'topic="crm.intake.v1"' in line], read
 
 
 async def test_one_post_shows_in_all_four_timelines_within_a_second(stack: Stack) -> None:

@@ -1,11 +1,15 @@
-"""Event store against PostgreSQL: optimistic concurrency, ordering, outbox enqueue."""
+"""Event store against PostgreSQL: optimistic concurrency, ordering, outbox enqueue, and the
+service's own projections applied as events are stored."""
 
 import asyncio
+from collections.abc import Sequence
 
 import asyncpg
 import pytest
-from eventkit.envelope import new_event
+from eventkit.consumer import StoredEventsApplier
+from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore
+from eventkit.timeline import TimelineProjection
 
 store = EventStore("test")
 
@@ -76,4 +80,55 @@ async def test_rolled_back_unit_of_work_stores_nothing(pool: asyncpg.Pool) -> No
             raise RuntimeError("handler failed after appending")
     async with pool.acquire() as conn:
         assert await store.load(conn, "s-6") == []
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+class Recording:
+    """A projection that records what it is given, and fails on request."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.fail = False
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        self.seen.extend(e.id for e in events)
+        if self.fail:
+            raise RuntimeError("projection failed")
+
+
+async def test_events_applied_as_stored_are_in_the_projections_and_recorded_when_the_write_commits(
+    pool: asyncpg.Pool,
+) -> None:
+    """contracts PROJECTED_WHEN_STORED: the service's own events go to its projections in the
+    transaction that stores them, and are recorded as applied there (a replay skips them)."""
+    recording = Recording()
+    applying = EventStore("test", on_stored=StoredEventsApplier("test", [TimelineProjection(), recording]).apply)
+    first, second = ev("c-own", 1), ev("c-own", 2)
+    async with pool.acquire() as conn, conn.transaction():
+        await applying.append(conn, [Append("s-7", 0, [first, second], "t")])
+    assert recording.seen == [first.id, second.id]
+    async with pool.acquire() as conn:
+        on_timeline = await conn.fetch("SELECT event_id FROM timeline WHERE customer_id = 'c-own' ORDER BY time")
+        assert [str(r["event_id"]) for r in on_timeline] == [first.id, second.id]
+        applied = await conn.fetch(
+            "SELECT event_id FROM applied_events WHERE event_id = ANY($1::uuid[])", [first.id, second.id]
+        )
+        assert {str(r["event_id"]) for r in applied} == {first.id, second.id}
+        # and a store without it records nothing as applied
+        await store.append(conn, [Append("s-8", 0, [third := ev("c-other")], "t")])
+        assert await conn.fetchval("SELECT count(*) FROM applied_events WHERE event_id = $1", third.id) == 0
+
+
+async def test_a_failing_projection_of_stored_events_rolls_the_write_back(pool: asyncpg.Pool) -> None:
+    recording = Recording()
+    recording.fail = True
+    applying = EventStore("test", on_stored=StoredEventsApplier("test", [TimelineProjection(), recording]).apply)
+    event = ev("c-failing")
+    with pytest.raises(RuntimeError):
+        async with pool.acquire() as conn, conn.transaction():
+            await applying.append(conn, [Append("s-9", 0, [event], "t")])
+    async with pool.acquire() as conn:
+        assert await store.load(conn, "s-9") == []
+        assert await conn.fetchval("SELECT count(*) FROM timeline WHERE event_id = $1", event.id) == 0
+        assert await conn.fetchval("SELECT count(*) FROM applied_events WHERE event_id = $1", event.id) == 0
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
