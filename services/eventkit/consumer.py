@@ -128,8 +128,14 @@ class StoredEventsApplier:
         """Inside the caller's transaction, right after the events were stored (EventStore.on_stored)."""
         if not events:
             return
-        for projection in self._projections:
-            await projection.apply(conn, events)
+        # In the trace of the request that stores them (of a group commit's first request, as
+        # its database spans are), where a consumer would continue the producer's.
+        with tracer().start_as_current_span(
+            f"{self.service} apply stored {events[0].type}",
+            attributes={"crm.service": self.service, "crm.batch_size": len(events)},
+        ):
+            for projection in self._projections:
+                await projection.apply(conn, events)
         now = datetime.now(UTC)
         for e in events:
             self._freshness.observe(max(0.0, (now - e.time).total_seconds()))

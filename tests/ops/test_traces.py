@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from eventkit.devstack import SERVICES, Stack
+from eventkit.devstack import Stack
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import api_client
@@ -80,7 +80,7 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
     def consumer_services() -> set[str]:
         return {s.service for s in otlp_receiver.in_trace(trace_id) if s.kind == Span.SPAN_KIND_CONSUMER}
 
-    expected = {f"crm-{name}" for name in SERVICES}
+    expected = {f"crm-{name}" for name in CONSUMERS}  # intake projects its own events as it stores them
     done = await asyncio.to_thread(
         otlp_receiver.wait_until, lambda: bool(server_spans()) and consumer_services() >= expected, 20
     )
@@ -109,6 +109,11 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
     for producer in producers:
         assert producer.name == "intake publish"
         assert producer.parent_span_id in intake_request_ids, f"{producer}\n{describe(spans)}"
+    # intake applies them to its own projections inside the request (contracts PROJECTED_WHEN_STORED)
+    applied_in_request = [s for s in spans if s.service == "crm-intake" and s.name.startswith("intake apply stored ")]
+    assert applied_in_request, f"no span of intake applying its own events\n{describe(spans)}"
+    assert {s.parent_span_id for s in applied_in_request} <= intake_request_ids, describe(spans)
+    assert not [s for s in spans if s.service == "crm-intake" and s.kind == Span.SPAN_KIND_CONSUMER], describe(spans)
     producer_ids = {s.span_id for s in producers}
     for name in CONSUMERS:
         consumer = [s for s in spans if s.service == f"crm-{name}" and s.kind == Span.SPAN_KIND_CONSUMER]
