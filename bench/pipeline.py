@@ -2,11 +2,12 @@
 
     python -m bench.pipeline read --bootstrap HOST:PORT --dsn DSN --topic T --table TABLE --expect N
 
-Every accepted event is stored once and produced once, and then read by five consumers (the
-four timelines and analytics' KPI stream), each writing it to its own table. Here a writer
-COPYs each 1,000 messages into a store table and produces them (aiokafka, acks=all), while five
-reader processes, started first, each read the scratch topic (aiokafka, every partition
-assigned, no group) and COPY the rows into a table of their own. All tables are shaped like the
+Every accepted event is stored once, written to intake's timeline in the same transaction
+(contracts PROJECTED_WHEN_STORED), produced once, and then read by four consumers (the other
+three timelines and analytics' KPI stream), each writing it to its own table. Here a writer
+COPYs each 1,000 messages into a store table and a timeline table and produces them (aiokafka,
+acks=all), while four reader processes, started first, each read the scratch topic (aiokafka,
+every partition assigned, no group) and COPY the rows into a table of their own. All tables are shaped like the
 timeline, primary key included. The figure is the messages over the time from the writer's
 start to the last reader's last COPY, everything sharing the machine as the services do. No
 HTTP, validation, identity, sealing, outbox, deduplication or projection logic: what is left
@@ -35,7 +36,7 @@ from bench.rebuild import Message, partitions_of, with_new_id
 from contracts.topics import INTAKE
 
 ROOT = Path(__file__).resolve().parents[1]
-READERS = 5  # intake, case, notification and analytics' timelines, and analytics' KPI stream
+READERS = 4  # case, notification and analytics' timelines, and analytics' KPI stream (intake's: the writer's)
 CHUNK = 1000  # messages per COPY and per produced round, as per batch request
 COLUMNS = ["customer_id", "time", "event_id", "type", "source", "data"]
 
@@ -119,9 +120,10 @@ async def _tables(dsn: str, tables: Sequence[str], statement: str) -> None:
         await conn.close()
 
 
-async def write(bootstrap: str, dsn: str, topic: str, table: str, messages: Sequence[Message]) -> float:
-    """Store and produce `messages`, CHUNK at a time, one chunk's acks in flight while the next is
-    stored; return the time.time() it started."""
+async def write(bootstrap: str, dsn: str, topic: str, tables: Sequence[str], messages: Sequence[Message]) -> float:
+    """Store `messages` in each of `tables` (the store, the writer's own timeline) and produce
+    them, CHUNK at a time, one chunk's acks in flight while the next is stored; return the
+    time.time() it started."""
     conn = await _copy_connection(dsn)
     # The services' producer settings (eventkit.app): the embedded broker stores each produced
     # batch as one object and lists them all on every fetch, so batches of aiokafka's default
@@ -136,9 +138,10 @@ async def write(bootstrap: str, dsn: str, topic: str, table: str, messages: Sequ
         in_flight: list[asyncio.Future[Any]] = []
         for at in range(0, len(messages), CHUNK):
             chunk = messages[at : at + CHUNK]
-            await conn.copy_records_to_table(
-                table, records=[row_of(m.key, m.value, m.headers) for m in chunk], columns=COLUMNS
-            )
+            rows = [row_of(m.key, m.value, m.headers) for m in chunk]
+            async with conn.transaction():  # one transaction, as intake stores and projects
+                for table in tables:
+                    await conn.copy_records_to_table(table, records=rows, columns=COLUMNS)
             await asyncio.gather(*in_flight)
             in_flight = [await producer.send(topic, m.value, key=m.key, headers=list(m.headers)) for m in chunk]
         await asyncio.gather(*in_flight)
@@ -152,10 +155,10 @@ def measure(bootstrap: str, dsn: str, sample: Sequence[Message], count: int) -> 
     """The raw pipeline with `count` copies of `sample` (new event ids): events/s end to end."""
     run = uuid.uuid4().hex[:8]
     topic = f"bench.pipeline.{run}"
-    store = f"bench_pipe_{run}_store"
+    store = [f"bench_pipe_{run}_store", f"bench_pipe_{run}_own"]
     tables = [f"bench_pipe_{run}_{i}" for i in range(READERS)]
     messages = [with_new_id(sample[i % len(sample)]) for i in range(count)]
-    partitions = asyncio.run(_prepare(bootstrap, dsn, topic, [store, *tables]))
+    partitions = asyncio.run(_prepare(bootstrap, dsn, topic, [*store, *tables]))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     readers: list[subprocess.Popen[str]] = []
     try:
@@ -178,7 +181,7 @@ def measure(bootstrap: str, dsn: str, sample: Sequence[Message], count: int) -> 
         for reader in readers:
             if reader.poll() is None:
                 reader.kill()
-        asyncio.run(_clean_up(bootstrap, dsn, topic, [store, *tables]))
+        asyncio.run(_clean_up(bootstrap, dsn, topic, [*store, *tables]))
     seconds = max(r["done_at"] for r in results) - started
     return {"events": count, "seconds": seconds, "rate": count / seconds, "partitions": partitions}
 

@@ -404,8 +404,9 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         f" like the timeline (primary key included); eventsourcing {peer.note}"
     )
     notes["raw pipeline"] = (
-        f"{pipe['events']:,} copies of those messages (new event ids), each COPYed into a store table and"
-        f" produced (1,000 at a time) to a scratch topic of {pipe['partitions']} partitions, and read by"
+        f"{pipe['events']:,} copies of those messages (new event ids), each COPYed into a store table and a"
+        f" timeline table (intake's, written as events are stored) and produced (1,000 at a time) to a"
+        f" scratch topic of {pipe['partitions']} partitions, and read by"
         f" {pipeline.READERS} reader processes each COPYing them into a table of its own, all at once:"
         f" {pipe['seconds']:.1f} s from the first COPY to the last reader's last (`bench/pipeline.py`)"
     )
