@@ -1,6 +1,8 @@
 """Live timeline: server-sent events of what this process's consumer just applied.
 
-Subscribers are in memory, per customer. The consumer publishes after each committed batch.
+Subscribers are in memory, per customer. The consumer publishes after each committed batch; a
+service's own events that it projects as it stores them (intake's) come from its relay, which
+reads them committed.
 Another instance of the service may be the one applying a customer's events (partitions are
 shared), so the stream also polls the customer's event count every few seconds and sends what
 it has not sent yet: live when local, a little later when not, never missing.
