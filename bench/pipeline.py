@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from eventkit.topics import partition_counts
 
 from bench.rebuild import Message, partitions_of, with_new_id
 from contracts.topics import INTAKE
@@ -91,8 +92,7 @@ async def _prepare(bootstrap: str, dsn: str, topic: str, tables: Sequence[str]) 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([INTAKE])
-        partitions = len(described["partitions"])
+        partitions = (await partition_counts(admin, [INTAKE]))[INTAKE]
         await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()

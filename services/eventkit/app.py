@@ -150,15 +150,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s.kafka_replication_factor,
         s.service_name,
     )
-    rt.relay = OutboxRelay(
-        s.database_url,
-        rt.producer,
-        s.service_name,
-        batch_size=s.outbox_batch_size,
-        poll_interval_s=s.outbox_poll_interval_ms / 1000,
-        broker_watch=watch,
-        broker_check_interval_s=s.broker_check_interval_ms / 1000,
-    )
     projections: list[Projection] = [
         timeline.TimelineProjection(),
         KeyProjection(),
@@ -168,7 +159,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     own_topic = PROJECTED_WHEN_STORED.get(rt.spec.name)
     if own_topic is not None:  # its own events go to its projections as they are stored
         rt.store.on_stored = StoredEventsApplier(s.service_name, projections).apply
-        rt.relay.feed = rt.feed  # and to its live timelines once committed (the consumer's job otherwise)
+    rt.relay = OutboxRelay(
+        s.database_url,
+        rt.producer,
+        s.service_name,
+        batch_size=s.outbox_batch_size,
+        poll_interval_s=s.outbox_poll_interval_ms / 1000,
+        broker_watch=watch,
+        broker_check_interval_s=s.broker_check_interval_ms / 1000,
+        # and to its live timelines once committed, which is the consumer's job otherwise
+        feed=rt.feed if own_topic is not None else None,
+    )
     rt.consumer = IdempotentConsumer(
         service=s.service_name,
         bootstrap_servers=s.kafka_bootstrap_servers,

@@ -69,6 +69,7 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         broker_watch: BrokerWatch | None = None,
         broker_check_interval_s: float = 2.0,
+        feed: TimelineFeed | None = None,
     ) -> None:
         self._dsn = dsn
         self._producer = producer
@@ -86,7 +87,7 @@ class OutboxRelay:
         self.is_leader = False
         # Live timelines of this process that get what the relay reads (committed events): for a
         # service whose consumer does not read its own topic (contracts PROJECTED_WHEN_STORED).
-        self.feed: TimelineFeed | None = None
+        self._feed = feed
 
     async def run(self) -> None:
         """Forever: become leader, then publish whatever is pending; survive database restarts."""
@@ -148,11 +149,11 @@ class OutboxRelay:
             )
         return int(status.split()[-1])
 
-    def _to_feed(self, rows: list[asyncpg.Record]) -> None:
-        assert self.feed is not None
-        wanted = [r for r in rows if self.feed.wants(r["subject"])]  # decoded only for a watcher
+    @staticmethod
+    def _to_feed(feed: TimelineFeed, rows: list[asyncpg.Record]) -> None:
+        wanted = [r for r in rows if feed.wants(r["subject"])]  # decoded only for a watcher
         if wanted:
-            self.feed.publish([
+            feed.publish([
                 Envelope(
                     id=str(r["event_id"]), type=r["type"], source=r["source"], subject=r["subject"],
                     time=r["time"], data=orjson.loads(r["data_json"]), traceparent=r["traceparent"],
@@ -166,8 +167,8 @@ class OutboxRelay:
         if not rows:
             self._backlog.set(0)
             return 0
-        if self.feed is not None:
-            self._to_feed(rows)
+        if self._feed is not None:
+            self._to_feed(self._feed, rows)
         crash_point("relay.before_send")
         # One PRODUCER span per trace in the batch (a request's events share one), so a trace
         # shows the hop through the outbox and Kafka; consumers continue from it. With tracing
