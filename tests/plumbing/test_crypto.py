@@ -1,9 +1,11 @@
 """Sealing personal fields (eventkit.crypto) and the key ring's cache, without any server."""
 
 import base64
+import copy
 import os
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventkit import crypto
 from eventkit.keyring import KeyErased, KeyRing, MemoryKeySource
 from hypothesis import given
@@ -49,8 +51,11 @@ def test_free_form_metadata_seals_every_string_but_the_readable_keys(metadata: d
 
     kept = {k: v for k, v in sealed["metadata"].items() if k not in METADATA_READABLE_KEYS}
     assert set(strings(kept)) <= {crypto.SEALED}
+    before = copy.deepcopy(sealed)
     assert crypto.unseal(sealed, {"c1": KEY}) == data
+    assert crypto.unseal(sealed, {"c1": AESGCM(KEY)}) == data  # the cipher instead of the key
     erased = crypto.unseal(sealed, {})
+    assert sealed == before  # unsealing copies what it restores; the sealed data stays as it was
     rest = {k: v for k, v in erased["metadata"].items() if k not in METADATA_READABLE_KEYS}
     assert set(strings(rest)) <= {crypto.ERASED, crypto.SEALED}  # SEALED: a value that was the marker itself
 
