@@ -74,6 +74,10 @@ class Waiters:
 
     def __init__(self) -> None:
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+        # True while this process's consumer reads every partition of every topic it follows:
+        # then no other instance of the service applies anything, so a waiter is woken here and
+        # need not keep asking the database (see timeline.wait_until_applied).
+        self.sole_reader = False
 
     def register(self, event_id: str) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -361,6 +365,7 @@ class IdempotentConsumer:
         self._lag_gauges: dict[TopicPartition, Gauge] = {}  # crm_consumer_lag children, by partition
         self._idle = asyncio.Event()  # clear while a batch is applied; a revocation waits for it
         self._idle.set()
+        self.waiters = waiters
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -404,13 +409,17 @@ class IdempotentConsumer:
         while) and commit what is applied, so the next owner starts where this one stopped.
         Without it the next owner redelivered up to a commit interval of work (skipped by the
         dedup, but paid for again)."""
+        self.waiters.sole_reader = False
         with contextlib.suppress(TimeoutError):  # a batch stuck on a database outage: hand on anyway
             await asyncio.wait_for(self._idle.wait(), REVOKE_WAIT_S)
         await self._commit()  # a batch that finishes later is committed only where still assigned
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """After a rebalance: forget the positions and lag gauges of the partitions now read by
-        another instance, so none reports a partition it no longer reads."""
+        another instance, so none reports a partition it no longer reads; and tell the waiters
+        whether this process now reads everything (the only instance of the service)."""
+        every = {TopicPartition(t, p) for t in self._topics for p in self._consumer.partitions_for_topic(t) or ()}
+        self.waiters.sole_reader = bool(every) and every <= assigned
         for tp in set(self._positions) - assigned:
             del self._positions[tp]
             self._lag_gauges.pop(tp, None)

@@ -212,6 +212,10 @@ async def digest(conn: asyncpg.Connection, customer_id: str, members: Sequence[s
     return row["n"], row["d"]
 
 
+SHARED_POLL_S = 0.05
+SOLE_READER_POLL_S = 1.0
+
+
 async def is_applied(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM applied_events WHERE event_id = $1", event_id))
 
@@ -219,8 +223,11 @@ async def is_applied(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
 async def wait_until_applied(pool: asyncpg.Pool, waiters: Waiters, event_id: uuid.UUID, timeout_s: float) -> bool:
     """True once event_id is applied here, False after timeout_s.
 
-    Woken at once by this process's consumer; polls the database as well, because another
-    instance of the service in the same consumer group may be the one applying it.
+    Woken at once by this process's consumer; polls the database as well, every 50 ms, because
+    another instance of the service in the same consumer group may be the one applying it. While
+    this process reads every partition (Waiters.sole_reader) there is no such instance, and it
+    asks only once a second, in case that changed meanwhile: a long-poll then costs one query
+    instead of one per 50 ms of waiting.
     """
     key = str(event_id)
     future = waiters.register(key)
@@ -234,7 +241,8 @@ async def wait_until_applied(pool: asyncpg.Pool, waiters: Waiters, event_id: uui
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            done, _ = await asyncio.wait({future}, timeout=min(remaining, 0.05))
+            interval = SOLE_READER_POLL_S if waiters.sole_reader else SHARED_POLL_S
+            done, _ = await asyncio.wait({future}, timeout=min(remaining, interval))
             if done:
                 return True
     finally:

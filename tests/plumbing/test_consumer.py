@@ -2,12 +2,13 @@
 poison messages are dead-lettered and the rest goes on."""
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from types import SimpleNamespace
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from eventkit import deadletter
+from eventkit import deadletter, timeline
 from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.timeline import TimelineProjection, digest
@@ -292,6 +293,7 @@ async def test_a_rebalance_commits_what_was_applied_and_hands_the_lag_gauges_on(
             await asyncio.sleep(0.1)
             if await applied() >= 50:
                 break
+        assert first.waiters.sole_reader  # alone, it reads every partition: its waiters need not poll
         await second.start()
         tasks.append(asyncio.create_task(second.run()))
         for _ in range(200):
@@ -299,6 +301,7 @@ async def test_a_rebalance_commits_what_was_applied_and_hands_the_lag_gauges_on(
             if second.assignment() and first.assignment() and len(first.assignment() | second.assignment()) == 4:
                 break
         assert second.assignment() and not first.assignment() & second.assignment()
+        assert not first.waiters.sole_reader and not second.waiters.sole_reader
         await asyncio.sleep(1.0)  # both read on for a while
         flowing.clear()
         for _ in range(100):
@@ -319,3 +322,34 @@ async def test_a_rebalance_commits_what_was_applied_and_hands_the_lag_gauges_on(
         await asyncio.gather(*tasks, return_exceptions=True)
         await first.stop()
         await second.stop()
+
+
+async def test_a_waiter_polls_the_database_rarely_while_its_process_reads_everything(
+    pool: asyncpg.Pool, monkeypatch
+) -> None:
+    """wait_until_applied asks the database every 50 ms when another instance may apply the
+    event, and only once a second (here: at the start and at the deadline) when none can."""
+    calls = 0
+    real = timeline.is_applied
+
+    async def counting(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
+        nonlocal calls
+        calls += 1
+        return await real(conn, event_id)
+
+    monkeypatch.setattr(timeline, "is_applied", counting)
+    waiters = Waiters()
+    assert await timeline.wait_until_applied(pool, waiters, uuid.uuid4(), 0.5) is False
+    shared = calls
+    calls = 0
+    waiters.sole_reader = True
+    assert await timeline.wait_until_applied(pool, waiters, uuid.uuid4(), 0.5) is False
+    assert calls == 2
+    assert shared >= 5
+
+    # Woken by its own consumer all the same, long before the deadline.
+    event_id = uuid.uuid4()
+    task = asyncio.create_task(timeline.wait_until_applied(pool, waiters, event_id, 10))
+    await asyncio.sleep(0.1)
+    waiters.applied([str(event_id)])
+    assert await asyncio.wait_for(task, 1) is True
