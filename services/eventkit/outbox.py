@@ -5,7 +5,8 @@ leave in position order and each customer's events keep their order on their par
 A crash after the broker acknowledged but before the rows were deleted publishes those events
 again on restart; consumers drop the repeats by event id (at-least-once out, exactly-once in effect).
 With a BrokerWatch, the relay also notices a broker that forgot acknowledged events (amnesia.py)
-and publishes the whole store again.
+and publishes the whole store again; once that is acknowledged, it reads its topics back and
+queues again what a subscriber would not get (a broker can hide what it acknowledged, amnesia.py).
 """
 
 import asyncio
@@ -15,6 +16,7 @@ import logging
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata, TopicPartition
 from opentelemetry import trace
 
@@ -27,6 +29,7 @@ from eventkit.telemetry import (
     OUTBOX_BACKLOG,
     OUTBOX_PUBLISHED,
     REPUBLISHED,
+    UNREAD_AFTER_REPUBLISH,
     context_from_traceparent,
     traceparent_of,
     tracer,
@@ -35,6 +38,8 @@ from eventkit.telemetry import (
 log = logging.getLogger(__name__)
 _LEADER_LOCK = 7_300_002
 BACKLOG_COUNT_INTERVAL_S = 1.0
+READ_BACK_TIMEOUT_S = 300.0  # a read of the topics that stalls this long (the broker went away) is tried again
+READ_BACK_ROUNDS = 5  # reads after one republish; each round queues again only what the last did not find
 
 # The oldest pending rows by the outbox's index, then each one's event by the store's: a plain
 # join let the planner pick a parallel scan of the whole event store once statistics said the
@@ -56,6 +61,15 @@ INSERT INTO relay_watermarks (topic, kafka_partition, kafka_offset)
 SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[])
 ON CONFLICT (topic, kafka_partition)
 DO UPDATE SET kafka_offset = greatest(relay_watermarks.kafka_offset, EXCLUDED.kafka_offset)
+"""
+
+# Stored events up to a position, on the topics read back, that the read did not return.
+_QUEUE_UNREAD = """
+INSERT INTO outbox (position)
+SELECT e.position FROM events e
+WHERE e.position <= $1 AND e.topic = ANY($2::text[])
+  AND NOT EXISTS (SELECT 1 FROM relay_read_back r WHERE r.event_id = e.event_id)
+ON CONFLICT DO NOTHING
 """
 
 
@@ -83,6 +97,11 @@ class OutboxRelay:
         self._counted_at = -BACKLOG_COUNT_INTERVAL_S  # when the backlog was last counted (loop time)
         self._published = OUTBOX_PUBLISHED.labels(service)
         self._republished = REPUBLISHED.labels(service)
+        self._unread = UNREAD_AFTER_REPUBLISH.labels(service)
+        # After a republish: the highest position it queued, until a read of the topics found
+        # everything up to it (read_back), and how many reads that took so far.
+        self._read_back_upto: int | None = None
+        self._read_back_rounds = 0
         self._service = service
         self.is_leader = False
         # Live timelines of this process that get what the relay reads (committed events): for a
@@ -110,9 +129,10 @@ class OutboxRelay:
             await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
             while True:
                 self._wake.clear()
-                await self._check_broker(conn)
+                await self.check_broker(conn)
                 published = await self.publish_pending(conn)
                 if published < self._batch_size:
+                    await self.read_back(conn)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         finally:
@@ -121,7 +141,7 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 2)
 
-    async def _check_broker(self, conn: asyncpg.Connection) -> None:
+    async def check_broker(self, conn: asyncpg.Connection) -> None:
         loop = asyncio.get_running_loop()
         if self._watch is None or loop.time() < self._next_check:
             return
@@ -137,17 +157,57 @@ class OutboxRelay:
         # before the broker forgot them: partitioning the republished events by those would write
         # past the end of a topic the broker made anew with fewer partitions (see amnesia.py).
         await self._producer.client.force_metadata_update()
-        self._republished.inc(await self.republish_all(conn))
+        queued, self._read_back_upto = await self.republish_all(conn)
+        self._read_back_rounds = 0
+        self._republished.inc(queued)
 
     @staticmethod
-    async def republish_all(conn: asyncpg.Connection) -> int:
-        """Queue every stored event again, in position order; forget the old watermarks."""
+    async def republish_all(conn: asyncpg.Connection) -> tuple[int, int | None]:
+        """Queue every stored event again, in position order; forget the old watermarks.
+        Returns how many were queued and the highest position among them."""
         async with conn.transaction():
             await conn.execute("DELETE FROM relay_watermarks")
             status = await conn.execute(
                 "INSERT INTO outbox (position) SELECT position FROM events ON CONFLICT DO NOTHING"
             )
-        return int(status.split()[-1])
+            upto = await conn.fetchval("SELECT max(position) FROM events")
+        return int(status.split()[-1]), upto
+
+    async def read_back(self, conn: asyncpg.Connection) -> None:
+        """Once a republish is acknowledged in full, read the topics back from the start and queue
+        again the events up to it that the read did not return; again after those, a few rounds."""
+        upto = self._read_back_upto
+        if self._watch is None or upto is None:
+            return
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE position <= $1)", upto):
+            return  # not all acknowledged yet
+        topics = [r["topic"] for r in await conn.fetch("SELECT DISTINCT topic FROM relay_watermarks")]
+        watch = self._watch
+        await conn.execute("CREATE TEMPORARY TABLE IF NOT EXISTS relay_read_back (event_id uuid)")
+        await conn.execute("TRUNCATE relay_read_back")
+
+        async def read() -> None:
+            async for ids in watch.event_ids(topics):
+                await conn.copy_records_to_table("relay_read_back", records=[(i,) for i in ids])
+
+        try:
+            await asyncio.wait_for(read(), READ_BACK_TIMEOUT_S)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.info("reading the topics back failed (%s): again next round", type(exc).__name__)
+            return
+        queued = int((await conn.execute(_QUEUE_UNREAD, upto, topics)).split()[-1])
+        await conn.execute("TRUNCATE relay_read_back")
+        self._read_back_rounds += 1
+        if not queued:
+            log.info("read %s back after the republish: every event up to position %d is there", topics, upto)
+            self._read_back_upto = None
+            return
+        self._unread.inc(queued)
+        log.warning("%d republished events acknowledged but not read back from %s: publishing them again",
+                    queued, topics)  # fmt: skip
+        if self._read_back_rounds >= READ_BACK_ROUNDS:
+            log.error("events still missing from %s after %d reads: not reading back again", topics, READ_BACK_ROUNDS)
+            self._read_back_upto = None
 
     @staticmethod
     def _to_feed(feed: TimelineFeed, rows: list[asyncpg.Record]) -> None:

@@ -58,6 +58,11 @@ BROKER_AMNESIA = Counter(
     "crm_broker_amnesia_total", "Times the broker was found to have forgotten acknowledged events", ["service"]
 )
 REPUBLISHED = Counter("crm_outbox_republished_total", "Events queued again after broker amnesia", ["service"])
+UNREAD_AFTER_REPUBLISH = Counter(
+    "crm_outbox_unread_total",
+    "Republished events the broker acknowledged but a read of the topic did not return; queued again",
+    ["service"],
+)
 EVENTS_STORED = Counter("crm_events_stored_total", "Events appended to this service's store", ["service"])
 GC_PAUSE = Histogram(
     "crm_gc_pause_seconds",

@@ -39,6 +39,7 @@ class Figures:
     converged_s: float | None = None
     duplicates_absorbed: int | None = None
     republished: int | None = None
+    unread_republished_again: int | None = None
     outcome: str = "incomplete"
 
     def kill(self, name: str) -> None:
@@ -61,6 +62,8 @@ class Figures:
             parts.append(f"duplicates absorbed {self.duplicates_absorbed}")
         if self.republished is not None:
             parts.append(f"republished {self.republished}")
+        if self.unread_republished_again is not None:
+            parts.append(f"not read back, published again {self.unread_republished_again}")
         return "; ".join(parts)
 
 

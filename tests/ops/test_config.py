@@ -47,6 +47,7 @@ OPERATIONS_METRICS = {
     "crm_events_stored_total",
     "crm_broker_amnesia_total",
     "crm_outbox_republished_total",
+    "crm_outbox_unread_total",
     "crm_kpi_last_24h",
     "crm_kpi_interactions_last_24h",
 }

@@ -2,15 +2,20 @@
 and a crash between ack and delete publishes again (at-least-once out)."""
 
 import asyncio
+import uuid
 from collections import defaultdict
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from eventkit import outbox
+from eventkit.amnesia import BrokerWatch
 from eventkit.envelope import from_kafka, new_event
 from eventkit.eventstore import Append, EventStore
 from eventkit.outbox import OutboxRelay
+from eventkit.telemetry import UNREAD_AFTER_REPUBLISH
 
 from tests.conftest import make_topic, unique_topic
 
@@ -125,3 +130,64 @@ async def test_relay_wakes_on_commit_and_only_one_leads(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def on_topic(watch: BrokerWatch, topic: str) -> set[uuid.UUID]:
+    """The event ids a subscriber reading the topic from the start gets."""
+    return {i async for ids in watch.event_ids([topic]) for i in ids}
+
+
+async def publish_everything(relay: OutboxRelay, conn: asyncpg.Connection) -> None:
+    """What the relay's loop does with its outbox: publish until empty, a failed send tried again."""
+    for _ in range(50):
+        try:
+            if not await relay.publish_pending(conn):
+                return
+        except KafkaError:
+            pass  # the loop starts again after a failure; the rows are still in the outbox
+    raise AssertionError("the outbox did not empty")
+
+
+async def test_after_a_republish_the_relay_reads_its_topic_back_and_publishes_again_what_the_broker_hid(
+    pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    # The embedded broker's way of hiding acknowledged writes (test_topics.py): a batch written to
+    # a topic it did not have, then the topic made, then writes at offsets inside that batch.
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=1)
+    watch = BrokerWatch(bootstrap, [topic], 1, 1, "t-read-back")
+    relay = OutboxRelay("unused", producer, "t-read-back", batch_size=1000)
+    # Republishes in small batches, so that one lands inside the batch written to no topic.
+    small = OutboxRelay("unused", producer, "t-read-back", batch_size=3, broker_watch=watch)
+    unread_before = UNREAD_AFTER_REPUBLISH.labels("t-read-back")._value.get()
+    try:
+        async with pool.acquire() as conn:
+            stored = await store_events(pool, topic, customers=1, per_customer=10)
+            await publish_everything(relay, conn)
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+            await admin.start()
+            try:
+                await admin.delete_topics([topic])  # the broker restarted empty
+                stored += await store_events(pool, topic, customers=1, per_customer=5)
+                await publish_everything(relay, conn)  # out before anyone made the topic: acknowledged
+                await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+            finally:
+                await admin.close()
+
+            await small.check_broker(conn)  # the partition ends below the acknowledged offset: republish
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == len(stored)
+            await publish_everything(small, conn)
+            ids = {uuid.UUID(e.id) for e in stored}
+            hidden = ids - await on_topic(watch, topic)
+            assert hidden  # acknowledged in the republish, and no reader gets them
+
+            await small.read_back(conn)  # the whole republish is acknowledged: read the topic back
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == len(hidden)  # those again
+            await publish_everything(small, conn)
+            await small.read_back(conn)  # now every event is there: nothing queued
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+            await small.read_back(conn)  # and no more reads after that
+            assert ids <= await on_topic(watch, topic)
+        assert UNREAD_AFTER_REPUBLISH.labels("t-read-back")._value.get() - unread_before == len(hidden)
+    finally:
+        await watch.stop()

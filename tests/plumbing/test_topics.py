@@ -5,12 +5,14 @@ broker differences behind that: it acknowledges writes past a topic's partitions
 reader sees, and a group keeps its assignment when a topic gets more partitions."""
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from eventkit.amnesia import BrokerWatch
 from eventkit.topics import ensure_topics
@@ -148,3 +150,56 @@ async def test_the_embedded_broker_keeps_a_groups_assignment_when_partitions_are
         assert {tp.partition for tp in member.assignment()} == {0, 1}
     finally:
         await member.stop()
+
+
+async def readable(bootstrap: str, topic: str, timeout_s: float = 3) -> set[bytes]:
+    """The values a subscriber reading from the start gets."""
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await reader.start()
+    got: set[bytes] = set()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            for records in (await reader.getmany(timeout_ms=200)).values():
+                got.update(r.value for r in records if r.value is not None)
+    finally:
+        await reader.stop()
+    return got
+
+
+async def test_the_embedded_broker_hides_writes_acknowledged_beside_those_to_a_topic_it_did_not_have(
+    bootstrap: str,
+) -> None:
+    # Why the relay reads its topics back after a republish (amnesia.py). After the embedded
+    # broker restarted empty, a producer's batches go out before any client made the topics anew:
+    # it acknowledges them (Apache Kafka answers UNKNOWN_TOPIC_OR_PARTITION) and keeps them; making
+    # the topic then starts its offsets at 0 again beside them, and later writes are acknowledged
+    # at offsets inside those batches, which a reader, going by offsets, skips.
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=1)
+    stale = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await stale.start()
+    try:
+        await stale.send_and_wait(topic, b"before", partition=0)  # the producer knows the topic
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])  # as after a restart: the broker has no such topic
+            early = [await stale.send(topic, f"early-{i}".encode(), partition=0) for i in range(5)]
+            assert [m.offset for m in await asyncio.gather(*early)] == [0, 1, 2, 3, 4]  # one batch, acknowledged
+            await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        finally:
+            await admin.close()
+        acknowledged: dict[bytes, int] = {}
+        for i in range(8):
+            value = f"late-{i}".encode()
+            # A write whose offset is where one of those batches starts fails outright.
+            with contextlib.suppress(KafkaError):
+                acknowledged[value] = (await stale.send_and_wait(topic, value, partition=0)).offset
+        assert min(acknowledged.values()) < 5  # the offsets began again at 0
+        hidden = set(acknowledged) - await readable(bootstrap, topic)
+        assert hidden, acknowledged  # acknowledged, and no reader gets them
+        assert all(acknowledged[v] < 5 for v in hidden)  # all inside the batch from before
+    finally:
+        await stale.stop()
