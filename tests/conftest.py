@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from eventkit import db
 from eventkit.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack, free_port
 
@@ -108,6 +109,28 @@ async def produce_batch(producer: AIOKafkaProducer, topic: str, partition: int, 
     case in which the embedded broker's ListOffsets answers too low)."""
     sends = [await producer.send(topic, b"x", partition=partition) for _ in range(n)]
     await asyncio.gather(*sends)
+
+
+async def read_from_start(
+    bootstrap: str,
+    topic: str,
+    timeout_s: float,
+    enough: Callable[[list[ConsumerRecord[bytes, bytes]]], bool] = lambda _: False,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """What a new subscriber reading the topic from the start gets within timeout_s (sooner, once
+    `enough` says so of what it has)."""
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await reader.start()
+    got: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not enough(got) and loop.time() < deadline:
+            for records in (await reader.getmany(timeout_ms=200)).values():
+                got.extend(records)
+    finally:
+        await reader.stop()
+    return got
 
 
 async def make_topic(bootstrap: str, name: str, partitions: int = 3) -> None:

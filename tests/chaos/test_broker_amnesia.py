@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
 from eventkit.devstack import EmbeddedBroker, Stack
 from eventkit.envelope import from_kafka
 
@@ -18,7 +18,7 @@ from tests.chaos.load import (
     metric_sums,
     rose_by,
 )
-from tests.conftest import eventually
+from tests.conftest import eventually, read_from_start
 from tests.notification.receivers import SmtpServer
 
 pytestmark = pytest.mark.e2e
@@ -26,18 +26,11 @@ pytestmark = pytest.mark.e2e
 
 async def ids_on_topic(bootstrap: str, topic: str, wanted: set[str], timeout_s: float = 30) -> set[str]:
     """The event ids on the topic, read from the start until they include `wanted` (or time is up)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    ids: set[str] = set()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not wanted <= ids and loop.time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=300)).values():
-                ids.update(from_kafka(r.key, r.value, r.headers).id for r in records)
-    finally:
-        await consumer.stop()
-    return ids
+
+    def ids(records: list[ConsumerRecord[bytes, bytes]]) -> set[str]:
+        return {from_kafka(r.key, r.value, r.headers).id for r in records}
+
+    return ids(await read_from_start(bootstrap, topic, timeout_s, lambda got: wanted <= ids(got)))
 
 
 async def test_broker_restart_forgetting_everything_under_load_loses_nothing(

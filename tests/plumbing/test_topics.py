@@ -18,7 +18,7 @@ from eventkit.amnesia import BrokerWatch
 from eventkit.topics import ensure_topics
 from eventkit.watermarks import PartitionEnds
 
-from tests.conftest import make_topic, produce_batch, unique_topic
+from tests.conftest import make_topic, produce_batch, read_from_start, unique_topic
 
 
 async def counts(bootstrap: str, names: list[str]) -> dict[str, int]:
@@ -152,22 +152,6 @@ async def test_the_embedded_broker_keeps_a_groups_assignment_when_partitions_are
         await member.stop()
 
 
-async def readable(bootstrap: str, topic: str, timeout_s: float = 3) -> set[bytes]:
-    """The values a subscriber reading from the start gets."""
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await reader.start()
-    got: set[bytes] = set()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            for records in (await reader.getmany(timeout_ms=200)).values():
-                got.update(r.value for r in records if r.value is not None)
-    finally:
-        await reader.stop()
-    return got
-
-
 async def test_the_embedded_broker_hides_writes_acknowledged_beside_those_to_a_topic_it_did_not_have(
     bootstrap: str,
 ) -> None:
@@ -198,7 +182,7 @@ async def test_the_embedded_broker_hides_writes_acknowledged_beside_those_to_a_t
             with contextlib.suppress(KafkaError):
                 acknowledged[value] = (await stale.send_and_wait(topic, value, partition=0)).offset
         assert min(acknowledged.values()) < 5  # the offsets began again at 0
-        hidden = set(acknowledged) - await readable(bootstrap, topic)
+        hidden = set(acknowledged) - {r.value for r in await read_from_start(bootstrap, topic, 3)}
         assert hidden, acknowledged  # acknowledged, and no reader gets them
         assert all(acknowledged[v] < 5 for v in hidden)  # all inside the batch from before
     finally:
