@@ -443,20 +443,36 @@ class IdempotentConsumer:
     async def handle(self, records: Sequence[Message]) -> None:
         await self.applier.handle(records)
 
+    def _fetch_position(self, tp: TopicPartition) -> int | None:
+        """Where the client fetches the partition next, if it knows (aiokafka's position() waits
+        for a position being reset, so it is read from the subscription state instead)."""
+        subscription = self._consumer._subscription.subscription
+        state = subscription.assignment.state_value(tp) if subscription is not None else None
+        return state.position if state is not None and state.has_valid_position else None
+
     async def _update_lag(self) -> None:
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             position = self._positions.get(tp)
-            if high is None or position is None:
+            if high is None:
                 continue
-            if high < position:
+            # The client's fetch position too: after a broker restart, a group rejoining starts
+            # from its committed offsets, and the embedded broker takes a commit of the offsets of
+            # before (a member it no longer knows, on the topic made anew), so the client can sit
+            # past the partition's new end, waiting for offsets that republished events fill with
+            # others, while what this process applied (position) reads as behind, not ahead.
+            fetching = self._fetch_position(tp)
+            ahead = max(p for p in (position, fetching, 0) if p is not None)
+            if high < ahead:
                 # The partition ends before what we already read: the broker lost it and it is being
                 # refilled (republished). Read it again from the start; applied events are skipped.
                 log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition,
-                            high, position)  # fmt: skip
+                            high, ahead)  # fmt: skip
                 await self._consumer.seek_to_beginning(tp)  # a coroutine: not awaited, it never seeks
                 self._positions[tp] = 0
                 self._uncommitted.pop(tp, None)  # an offset of the log the broker lost
+                continue
+            if position is None:
                 continue
             gauge = self._lag_gauges.get(tp)
             if gauge is None:  # looked up once: labels() costs ~1 µs, and this runs after every poll

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from eventkit import deadletter, timeline
 from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka
@@ -353,3 +354,39 @@ async def test_a_waiter_polls_the_database_rarely_while_its_process_reads_everyt
     await asyncio.sleep(0.1)
     waiters.applied([str(event_id)])
     assert await asyncio.wait_for(task, 1) is True
+
+
+async def test_a_group_offset_past_the_partitions_end_is_read_again_from_the_start(
+    pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    # After the embedded broker restarted empty, a member commits the offsets it had (the broker
+    # takes them for a group and topic it made anew), and the group rejoins from there: past the
+    # end of the partition the relays are filling again. The consumer must read it from the start.
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=1)
+    events = [interaction("cust-past", n) for n in range(5)]
+    await send(producer, topic, events)
+    tp = TopicPartition(topic, 0)
+    committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"g-{topic}", enable_auto_commit=False)
+    await committer.start()
+    try:
+        committer.assign([tp])
+        await committer.commit({tp: OffsetAndMetadata(40, "")})  # offsets of a log from before
+    finally:
+        await committer.stop()
+
+    consumer = make_consumer(pool, producer, bootstrap, topic, "t-past-end", session_timeout_ms=6000)
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(100):
+            async with pool.acquire() as conn:
+                if (await digest(conn, "cust-past"))[0] == len(events):
+                    break
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+    async with pool.acquire() as conn:
+        assert (await digest(conn, "cust-past"))[0] == len(events)  # not waiting at offset 40
