@@ -96,6 +96,8 @@ async def report_lag(
     Lag is the partition's end minus the next offset to apply. A partition with nothing applied
     since the start counts from the group's committed offset (faust's fetch position runs ahead
     of what is applied once messages flow), or from the fetch position if it never committed.
+    A partition that ends before faust's position is read again from the start, as eventkit's
+    consumer does (the broker lost it and it is being refilled; see _reread_if_past_end).
     The end is read by a reader of its own: faust's consumer stops fetching a partition while the
     stream's buffer of it is full, so the high watermark faust knows was behind during a
     catch-up, and the lag read 0 while thousands of events were still to fold.
@@ -122,6 +124,9 @@ async def report_lag(
                 started_at |= {tp: found.get(kafka_tp[tp]) for tp in unasked}
             for tp in assigned:
                 end = high.get(kafka_tp[tp])
+                if end is not None and await _reread_if_past_end(consumer, tp, end, applied_up_to.get(tp)):
+                    applied_up_to[tp] = 0
+                    continue
                 position = applied_up_to.get(tp, started_at.get(tp))
                 if position is None:
                     position = await consumer.position(tp)
@@ -131,3 +136,18 @@ async def report_lag(
                 reported.add(tp)
         except Exception as exc:  # not started or rebalancing: the next round reports
             log.debug("consumer lag not available: %s", exc)
+
+
+async def _reread_if_past_end(consumer: Any, tp: TP, end: int, applied: int | None) -> bool:
+    """Seek to the start of a partition that ends before what was applied or where faust fetches
+    next: after a broker restart that forgot everything, the group can rejoin from offsets a
+    member committed of the log before (the embedded broker takes them), and would wait there
+    while the relays fill the offsets before it with events not folded yet. Repeats are skipped
+    by kpi_applied_events."""
+    fetching = await consumer.position(tp)
+    ahead = max(p for p in (applied, fetching, 0) if p is not None)
+    if end >= ahead:
+        return False
+    log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition, end, ahead)
+    await consumer.seek(tp, 0)  # faust's seek also forgets what it read, so the repeats come through
+    return True

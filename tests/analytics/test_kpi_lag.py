@@ -25,6 +25,11 @@ class StaleConsumer:
     def __init__(self, topic: str, positions: dict[int, int], highwater: int) -> None:
         self._positions = {TP(topic, p): n for p, n in positions.items()}
         self._highwater = highwater
+        self.seeks: list[tuple[TP, int]] = []
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self._positions[tp] = offset
 
     def assignment(self) -> set[TP]:
         return set(self._positions)
@@ -75,6 +80,36 @@ async def test_lag_counts_from_the_real_end_to_what_is_applied_or_committed(boot
 
     try:
         assert await eventually(reported, 15, "the lag of both partitions") == (7, 3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ends.stop()
+
+
+async def test_a_partition_ending_before_the_position_is_read_again_from_the_start(
+    bootstrap: str, producer: Any
+) -> None:
+    # After a broker restart that forgot everything, faust's group can rejoin from offsets of
+    # the log before (the embedded broker takes a member's commit of them): past the end of the
+    # partition being refilled. Partition 0 is so; partition 1 is where it should be.
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=2)
+    await produce_batch(producer, topic, 0, 5)
+    await produce_batch(producer, topic, 1, 5)
+    consumer = StaleConsumer(topic, {0: 40, 1: 2}, highwater=5)
+    ends = PartitionEnds(bootstrap)
+    applied = {TP(topic, 1): 2}
+    task = asyncio.create_task(report_lag(App(consumer), ends, "test-kpi-past", applied, f"g-{topic}"))  # type: ignore[arg-type]
+
+    async def sought() -> list[tuple[TP, int]] | None:
+        return consumer.seeks or None
+
+    try:
+        assert await eventually(sought, 15, "a seek") == [(TP(topic, 0), 0)]
+        await asyncio.sleep(2.5)  # two more rounds: nothing else is sought
+        assert consumer.seeks == [(TP(topic, 0), 0)]
+        assert applied == {TP(topic, 0): 0, TP(topic, 1): 2}
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
