@@ -31,7 +31,7 @@ from eventkit.amnesia import BrokerWatch
 from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, current_principal, require
 from eventkit.consumer import IdempotentConsumer, Projection, StoredEventsApplier, Waiters
 from eventkit.eventstore import EventStore
-from eventkit.feed import TimelineFeed, heartbeat_stream
+from eventkit.feed import FeedOnLoop, TimelineFeed, heartbeat_stream
 from eventkit.http import (
     BodySizeLimit,
     OrjsonResponse,
@@ -41,6 +41,7 @@ from eventkit.http import (
     install_error_handlers,
 )
 from eventkit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyring
+from eventkit.loopthread import LoopThread
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
 from eventkit.telemetry import configure_logging, configure_tracing
@@ -143,13 +144,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if s.kafka_create_topics:
         await ensure_topics(s.kafka_bootstrap_servers, s.kafka_topic_partitions, s.kafka_replication_factor)
     rt.producer = await _start_producer(s)
-    watch = BrokerWatch(
-        s.kafka_bootstrap_servers,
-        [*ALL_EVENT_TOPICS, DEADLETTER],
-        s.kafka_topic_partitions,
-        s.kafka_replication_factor,
-        s.service_name,
-    )
     projections: list[Projection] = [
         timeline.TimelineProjection(),
         KeyProjection(),
@@ -159,17 +153,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     own_topic = PROJECTED_WHEN_STORED.get(rt.spec.name)
     if own_topic is not None:  # its own events go to its projections as they are stored
         rt.store.on_stored = StoredEventsApplier(s.service_name, projections).apply
-    rt.relay = OutboxRelay(
-        s.database_url,
-        rt.producer,
-        s.service_name,
-        batch_size=s.outbox_batch_size,
-        poll_interval_s=s.outbox_poll_interval_ms / 1000,
-        broker_watch=watch,
-        broker_check_interval_s=s.broker_check_interval_ms / 1000,
-        # and to its live timelines once committed, which is the consumer's job otherwise
-        feed=rt.feed if own_topic is not None else None,
-    )
+    # and to its live timelines once committed, which is the consumer's job otherwise
+    feed = FeedOnLoop(rt.feed, asyncio.get_running_loop()) if own_topic is not None else None
+    relay = LoopThread(f"{s.service_name}-outbox-relay", functools.partial(_relay, rt, feed))
     rt.consumer = IdempotentConsumer(
         service=s.service_name,
         bootstrap_servers=s.kafka_bootstrap_servers,
@@ -186,8 +172,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
     )
     await rt.consumer.start()
+    relay.start()
     rt.tasks = [
-        asyncio.create_task(rt.relay.run(), name="outbox-relay"),
         asyncio.create_task(_keep_running("consumer", rt.consumer.run), name="consumer"),
         asyncio.create_task(_keep_running("audit", rt.audit.run), name="audit"),
         *(
@@ -203,12 +189,41 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await relay.stop()
         with contextlib.suppress(Exception):
             await rt.audit.flush()
         await rt.consumer.stop()
-        await watch.stop()
         await rt.producer.stop()
         await rt.pool.close()
+
+
+async def _relay(rt: Runtime, feed: FeedOnLoop | None) -> None:
+    """The outbox relay, on a thread and event loop of its own (loopthread.py), with a producer
+    and broker check of its own too: aiokafka's clients belong to the loop they started on."""
+    s = rt.settings
+    producer = await _start_producer(s)
+    watch = BrokerWatch(
+        s.kafka_bootstrap_servers,
+        [*ALL_EVENT_TOPICS, DEADLETTER],
+        s.kafka_topic_partitions,
+        s.kafka_replication_factor,
+        s.service_name,
+    )
+    rt.relay = OutboxRelay(
+        s.database_url,
+        producer,
+        s.service_name,
+        batch_size=s.outbox_batch_size,
+        poll_interval_s=s.outbox_poll_interval_ms / 1000,
+        broker_watch=watch,
+        broker_check_interval_s=s.broker_check_interval_ms / 1000,
+        feed=feed,
+    )
+    try:
+        await rt.relay.run()
+    finally:
+        await watch.stop()
+        await producer.stop()
 
 
 async def _keep_running(name: str, loop: Callable[[], Awaitable[None]]) -> None:

@@ -10,7 +10,7 @@ it has not sent yet: live when local, a little later when not, never missing.
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -57,6 +57,29 @@ class TimelineFeed:
                 queues.discard(queue)
                 if not queues:
                     del self._subscribers[cid]
+
+
+class FeedSink(Protocol):
+    """What a publisher of applied events needs of a feed."""
+
+    def wants(self, customer_id: str) -> bool: ...
+
+    def publish(self, events: Sequence[Envelope]) -> None: ...
+
+
+class FeedOnLoop:
+    """A TimelineFeed of another thread's event loop, for a publisher on a thread of its own (the
+    relay, loopthread.py): its queues belong to that loop, so events are handed to it."""
+
+    def __init__(self, feed: TimelineFeed, loop: asyncio.AbstractEventLoop) -> None:
+        self._feed = feed
+        self._loop = loop
+
+    def wants(self, customer_id: str) -> bool:
+        return self._feed.wants(customer_id)  # a dict lookup: safe from any thread
+
+    def publish(self, events: Sequence[Envelope]) -> None:
+        self._loop.call_soon_threadsafe(self._feed.publish, list(events))
 
 
 def sse(event: str, data: Any, event_id: str | None = None) -> bytes:

@@ -24,7 +24,7 @@ from eventkit.amnesia import BrokerWatch
 from eventkit.envelope import Envelope, kafka_headers
 from eventkit.eventstore import OUTBOX_CHANNEL
 from eventkit.faults import crash_point
-from eventkit.feed import TimelineFeed
+from eventkit.feed import FeedSink
 from eventkit.telemetry import (
     OUTBOX_BACKLOG,
     OUTBOX_PUBLISHED,
@@ -83,7 +83,7 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         broker_watch: BrokerWatch | None = None,
         broker_check_interval_s: float = 2.0,
-        feed: TimelineFeed | None = None,
+        feed: FeedSink | None = None,
     ) -> None:
         self._dsn = dsn
         self._producer = producer
@@ -210,7 +210,7 @@ class OutboxRelay:
             self._read_back_upto = None
 
     @staticmethod
-    def _to_feed(feed: TimelineFeed, rows: list[asyncpg.Record]) -> None:
+    def _to_feed(feed: FeedSink, rows: list[asyncpg.Record]) -> None:
         wanted = [r for r in rows if feed.wants(r["subject"])]  # decoded only for a watcher
         if wanted:
             feed.publish([

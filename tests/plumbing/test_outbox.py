@@ -14,6 +14,8 @@ from eventkit import outbox
 from eventkit.amnesia import BrokerWatch
 from eventkit.envelope import from_kafka, new_event
 from eventkit.eventstore import Append, EventStore
+from eventkit.feed import FeedOnLoop, TimelineFeed
+from eventkit.loopthread import LoopThread
 from eventkit.outbox import OutboxRelay
 from eventkit.telemetry import UNREAD_AFTER_REPUBLISH
 
@@ -191,3 +193,36 @@ async def test_after_a_republish_the_relay_reads_its_topic_back_and_publishes_ag
         assert UNREAD_AFTER_REPUBLISH.labels("t-read-back")._value.get() - unread_before == len(hidden)
     finally:
         await watch.stop()
+
+
+async def test_a_relay_on_a_thread_of_its_own_publishes_and_feeds_this_loops_live_timeline(
+    pool: asyncpg.Pool, dsn: str, bootstrap: str
+) -> None:
+    # As a service runs it (app.py): its own thread, loop and producer; the live timeline's
+    # queues belong to the service's loop.
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    feed = TimelineFeed()
+    watching = feed.subscribe(["cust-0"])
+    on_this_loop = FeedOnLoop(feed, asyncio.get_running_loop())
+
+    async def relay_main() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+        await producer.start()
+        try:
+            await OutboxRelay(dsn, producer, "t-thread", poll_interval_s=0.05, feed=on_this_loop).run()
+        finally:
+            await producer.stop()
+
+    relay = LoopThread("t-relay", relay_main)
+    relay.start()
+    try:
+        stored = await store_events(pool, topic, customers=2, per_customer=5)
+        fed = [(await asyncio.wait_for(watching.get(), 10))["event_id"] for _ in range(5)]
+        assert fed == [e.id for e in stored if e.subject == "cust-0"]  # in order, only the watched customer
+        records = await read_all(bootstrap, topic, len(stored))
+        assert sorted(from_kafka(r.key, r.value, r.headers).id for r in records) == sorted(e.id for e in stored)
+    finally:
+        await relay.stop()
+    assert not relay.is_alive()
+    assert watching.empty()
