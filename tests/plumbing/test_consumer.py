@@ -72,6 +72,25 @@ def make_consumer(pool, producer, bootstrap, topic, service, projections=None, *
     )
 
 
+async def run_until_on_timeline(consumer: IdempotentConsumer, pool: asyncpg.Pool, customer: str, count: int) -> int:
+    """Run the consumer until the customer's timeline holds `count` events (10 s at most), then
+    stop it; how many it holds."""
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(100):
+            async with pool.acquire() as conn:
+                held = (await digest(conn, customer))[0]
+            if held == count:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+    return held
+
+
 class CountsEvents:
     """A projection that is not idempotent by itself: one row per apply, no key, no ON CONFLICT.
     Only the consumer's dedup keeps it at one row per event."""
@@ -130,18 +149,7 @@ async def test_poison_messages_are_dead_lettered_and_the_rest_applied(
     await send(producer, topic, [good[2]])
 
     consumer = make_consumer(pool, producer, bootstrap, topic, "t-poison")
-    await consumer.start()
-    task = asyncio.create_task(consumer.run())
-    try:
-        for _ in range(100):
-            async with pool.acquire() as conn:
-                if await conn.fetchval("SELECT count(*) FROM timeline") == 3:
-                    break
-            await asyncio.sleep(0.1)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await consumer.stop()
+    await run_until_on_timeline(consumer, pool, "cust-b", 3)
 
     async with pool.acquire() as conn:
         reasons = sorted(r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters"))
@@ -376,17 +384,4 @@ async def test_a_group_offset_past_the_partitions_end_is_read_again_from_the_sta
         await committer.stop()
 
     consumer = make_consumer(pool, producer, bootstrap, topic, "t-past-end", session_timeout_ms=6000)
-    await consumer.start()
-    task = asyncio.create_task(consumer.run())
-    try:
-        for _ in range(100):
-            async with pool.acquire() as conn:
-                if (await digest(conn, "cust-past"))[0] == len(events):
-                    break
-            await asyncio.sleep(0.1)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await consumer.stop()
-    async with pool.acquire() as conn:
-        assert (await digest(conn, "cust-past"))[0] == len(events)  # not waiting at offset 40
+    assert await run_until_on_timeline(consumer, pool, "cust-past", len(events)) == len(events)  # not at 40
