@@ -26,7 +26,7 @@ partition grown since, report one that did not happen), and nothing is fetched b
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
@@ -78,7 +78,7 @@ class BrokerWatch:
                 return f"{tp.topic}[{tp.partition}] ends at {end}, at or below acknowledged offset {acked}"
         return None
 
-    async def event_ids(self, topics: Collection[str], chunk: int = 10_000) -> AsyncIterator[list[uuid.UUID]]:
+    async def event_ids(self, topics: Collection[str], chunk: int = 10_000) -> AsyncGenerator[list[uuid.UUID], None]:
         """The id of every event on these topics, as a subscriber starting now would read them: from
         the start of each partition to the end its fetches report, in chunks."""
         partitions = await self._ends.partitions(topics)

@@ -187,8 +187,9 @@ class OutboxRelay:
         await conn.execute("TRUNCATE relay_read_back")
 
         async def read() -> None:
-            async for ids in watch.event_ids(topics):
-                await conn.copy_records_to_table("relay_read_back", records=[(i,) for i in ids])
+            async with contextlib.aclosing(watch.event_ids(topics)) as chunks:  # its reader stopped if cut off
+                async for ids in chunks:
+                    await conn.copy_records_to_table("relay_read_back", records=[(i,) for i in ids])
 
         try:
             await asyncio.wait_for(read(), READ_BACK_TIMEOUT_S)
