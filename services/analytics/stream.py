@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from aiokafka.structs import TopicPartition
 from eventkit.app import Runtime
-from eventkit.consumer import BatchApplier
+from eventkit.consumer import BatchApplier, GroupGenerations
 from eventkit.telemetry import CONSUMER_LAG
 from eventkit.watermarks import PartitionEnds, committed_offsets
 from faust.types import TP
@@ -73,10 +73,25 @@ async def run_kpi_stream(rt: Runtime) -> None:
             for m in messages:  # in offset order within a partition
                 applied_up_to[m.tp] = m.offset + 1
 
+    # Partitions to read from the start because the coordinator forgot the group (a broker
+    # restarted empty): sought by report_lag, after faust has sought its committed offsets.
+    forgotten: set[TP] = set()
+    generations = GroupGenerations()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(_sender: Any, assigned: set[TP], **_: Any) -> None:
+        generation = app.consumer_generation_id
+        if generations.forgot(generation) and assigned:
+            log.warning("the KPI group is at generation %d again: the coordinator forgot the group; "
+                        "rereading %d partitions from the start", generation, len(assigned))  # fmt: skip
+            forgotten.update(assigned)
+
     await app.start()
     log.info("KPI stream started")
     ends = PartitionEnds(s.kafka_bootstrap_servers)
-    lag = asyncio.create_task(report_lag(app, ends, applier.service, applied_up_to, group=app.conf.id))
+    lag = asyncio.create_task(
+        report_lag(app, ends, applier.service, applied_up_to, group=app.conf.id, forgotten=forgotten)
+    )
     try:
         await asyncio.Event().wait()  # until cancelled at shutdown
     finally:
@@ -89,7 +104,12 @@ async def run_kpi_stream(rt: Runtime) -> None:
 
 
 async def report_lag(
-    app: faust.App, ends: PartitionEnds, service: str, applied_up_to: dict[TP, int], group: str
+    app: faust.App,
+    ends: PartitionEnds,
+    service: str,
+    applied_up_to: dict[TP, int],
+    group: str,
+    forgotten: set[TP] | None = None,
 ) -> None:
     """crm_consumer_lag per assigned partition, as eventkit's consumer reports it for the others.
 
@@ -97,7 +117,8 @@ async def report_lag(
     since the start counts from the group's committed offset (faust's fetch position runs ahead
     of what is applied once messages flow), or from the fetch position if it never committed.
     A partition that ends before faust's position is read again from the start, as eventkit's
-    consumer does (the broker lost it and it is being refilled; see _reread_if_past_end).
+    consumer does (the broker lost it and it is being refilled; see _reread_if_past_end), and so
+    is every partition in `forgotten` (the coordinator forgot the group).
     The end is read by a reader of its own: faust's consumer stops fetching a partition while the
     stream's buffer of it is full, so the high watermark faust knows was behind during a
     catch-up, and the lag read 0 while thousands of events were still to fold.
@@ -117,6 +138,11 @@ async def report_lag(
             reported &= assigned
             if not assigned:
                 continue
+            for tp in (forgotten or set()) & assigned:
+                await consumer.seek(tp, 0)
+                applied_up_to[tp] = 0
+            if forgotten:
+                forgotten.clear()
             kafka_tp = {tp: TopicPartition(tp.topic, tp.partition) for tp in assigned}  # aiokafka's own type
             high = await ends.read(list(kafka_tp.values()))
             if unasked := [tp for tp in assigned if tp not in applied_up_to and tp not in started_at]:

@@ -314,6 +314,21 @@ class BatchApplier:
 REVOKE_WAIT_S = 5.0  # how long a revocation waits for the batch being applied
 
 
+class GroupGenerations:
+    """Tells, at each assignment, whether the group coordinator forgot the group: its generation
+    is no later than the last one this member had. Generations only grow while a group exists;
+    a broker restarted empty (or a deleted group) starts again from the first. Its committed
+    offsets are then gone or stale (the embedded broker takes a commit of the old ones), and the
+    topics are being published again from the services' stores: read them from the start."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def forgot(self, generation: int) -> bool:
+        last, self._last = self._last, generation
+        return last is not None and generation <= last
+
+
 class _CommitOnRevoke(ConsumerRebalanceListener):
     def __init__(self, consumer: "IdempotentConsumer") -> None:
         self._consumer = consumer
@@ -323,6 +338,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._consumer.on_assigned(set(assigned))
+        await self._consumer.reread_if_the_group_was_forgotten(set(assigned))
 
 
 class IdempotentConsumer:
@@ -361,6 +377,7 @@ class IdempotentConsumer:
             fetch_max_wait_ms=fetch_max_wait_ms,
         )
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
+        self._generations = GroupGenerations()
         self._uncommitted: dict[TopicPartition, int] = {}  # applied, offset not yet committed
         self._lag_gauges: dict[TopicPartition, Gauge] = {}  # crm_consumer_lag children, by partition
         self._idle = asyncio.Event()  # clear while a batch is applied; a revocation waits for it
@@ -412,7 +429,29 @@ class IdempotentConsumer:
         self.waiters.sole_reader = False
         with contextlib.suppress(TimeoutError):  # a batch stuck on a database outage: hand on anyway
             await asyncio.wait_for(self._idle.wait(), REVOKE_WAIT_S)
+        if self._generation() < 0:
+            # The coordinator no longer knew this member (aiokafka reset the generation): the
+            # commit would be refused by one that knows the group, and taken by one that forgot
+            # it (a broker restarted empty), as offsets of a log that is gone. Repeats are skipped.
+            self._uncommitted = {}
+            return
         await self._commit()  # a batch that finishes later is committed only where still assigned
+
+    def _generation(self) -> int:
+        return int(self._consumer._coordinator.generation)  # aiokafka has no public accessor
+
+    async def reread_if_the_group_was_forgotten(self, assigned: set[TopicPartition]) -> None:
+        """After a rebalance: if the coordinator forgot the group (GroupGenerations), read every
+        assigned partition from the start; the applied-events record skips what is applied."""
+        generation = self._generation()
+        if not self._generations.forgot(generation) or not assigned:
+            return
+        log.warning("the group is at generation %d again: the coordinator forgot the group; rereading %d "
+                    "partitions from the start", generation, len(assigned))  # fmt: skip
+        await self._consumer.seek_to_beginning(*assigned)
+        for tp in assigned:
+            self._positions[tp] = 0
+            self._uncommitted.pop(tp, None)
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """After a rebalance: forget the positions and lag gauges of the partitions now read by

@@ -115,3 +115,35 @@ async def test_a_partition_ending_before_the_position_is_read_again_from_the_sta
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await ends.stop()
+
+
+async def test_partitions_of_a_group_the_coordinator_forgot_are_read_again_from_the_start(
+    bootstrap: str, producer: Any
+) -> None:
+    # The KPI stream's assignment handler puts them in `forgotten` (GroupGenerations); the lag
+    # loop seeks them once faust has sought its committed offsets, whatever those are.
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=2)
+    await produce_batch(producer, topic, 0, 5)
+    await produce_batch(producer, topic, 1, 5)
+    consumer = StaleConsumer(topic, {0: 5, 1: 5}, highwater=5)
+    forgotten = {TP(topic, 0), TP(topic, 1)}
+    ends = PartitionEnds(bootstrap)
+    applied = {TP(topic, 0): 5, TP(topic, 1): 5}
+    task = asyncio.create_task(
+        report_lag(App(consumer), ends, "test-kpi-forgot", applied, f"g-{topic}", forgotten)  # type: ignore[arg-type]
+    )
+
+    async def sought() -> list[tuple[TP, int]] | None:
+        return sorted(consumer.seeks) if len(consumer.seeks) == 2 else None
+
+    try:
+        assert await eventually(sought, 15, "two seeks") == [(TP(topic, 0), 0), (TP(topic, 1), 0)]
+        assert not forgotten  # taken
+        await asyncio.sleep(2.5)
+        assert len(consumer.seeks) == 2  # once
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ends.stop()

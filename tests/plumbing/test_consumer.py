@@ -2,21 +2,25 @@
 poison messages are dead-lettered and the rest goes on."""
 
 import asyncio
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from types import SimpleNamespace
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from eventkit import deadletter, timeline
-from eventkit.consumer import IdempotentConsumer, Waiters
+from eventkit.consumer import GroupGenerations, IdempotentConsumer, Waiters
+from eventkit.devstack import EmbeddedBroker, free_port
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.timeline import TimelineProjection, digest
 from prometheus_client import REGISTRY
 
 from contracts.topics import DEADLETTER
-from tests.conftest import make_topic, unique_topic
+from tests.conftest import eventually, make_topic, unique_topic
 
 TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
 
@@ -385,3 +389,66 @@ async def test_a_group_offset_past_the_partitions_end_is_read_again_from_the_sta
 
     consumer = make_consumer(pool, producer, bootstrap, topic, "t-past-end", session_timeout_ms=6000)
     assert await run_until_on_timeline(consumer, pool, "cust-past", len(events)) == len(events)  # not at 40
+
+
+async def test_after_a_broker_restart_the_group_reads_every_partition_from_the_start(
+    pool: asyncpg.Pool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A broker of its own, restarted empty under a running consumer, the topic then filled again
+    # (new events first, then the old ones as the relays republish them). The group's new
+    # generation, no later than the last, tells the consumer the coordinator forgot the group, so
+    # it reads from the start whatever offsets the group has (none here; a stale commit the
+    # embedded broker took, where a member that had not noticed the restart made one).
+    broker = EmbeddedBroker(tmp_path / "broker.log", free_port())
+    broker.start()
+    topic = unique_topic()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False)
+    consumer: IdempotentConsumer | None = None
+    task: asyncio.Task[None] | None = None
+    before = [interaction("cust-restart", n) for n in range(10)]
+    during = [interaction("cust-restart", n) for n in range(10, 15)]
+
+    def applied(expected: int) -> Callable[[], Awaitable[int | None]]:
+        async def probe() -> int | None:
+            async with pool.acquire() as conn:
+                held = (await digest(conn, "cust-restart"))[0]
+            return held if held == expected else None
+
+        return probe
+
+    try:
+        await make_topic(broker.bootstrap, topic, partitions=1)
+        await producer.start()
+        await send(producer, topic, before)
+        consumer = make_consumer(pool, producer, broker.bootstrap, topic, "t-restart", session_timeout_ms=6000)
+        await consumer.start()
+        task = asyncio.create_task(consumer.run())
+        await eventually(applied(len(before)), 20, "the events before the restart")
+
+        with caplog.at_level(logging.WARNING, logger="eventkit.consumer"):
+            broker.kill()
+            broker.start()  # empty: no topic, no group, no offsets
+            await make_topic(broker.bootstrap, topic, partitions=1)
+            await send(producer, topic, during + before)
+            await eventually(applied(len(before) + len(during)), 30, "the events of the refilled partition")
+
+            async def forgotten() -> bool | None:
+                return any("the coordinator forgot the group" in r.getMessage() for r in caplog.records) or None
+
+            assert await eventually(forgotten, 20, "the consumer to tell the group was forgotten")
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if consumer is not None:
+            await consumer.stop()
+        await producer.stop()
+        broker.stop()
+
+
+def test_a_generation_no_later_than_the_last_means_the_coordinator_forgot_the_group() -> None:
+    generations = GroupGenerations()
+    assert [generations.forgot(g) for g in (0, 1, 2, 5)] == [False, False, False, False]  # rebalances
+    assert generations.forgot(0)  # a broker that restarted empty starts the group again
+    assert not generations.forgot(1)
+    assert generations.forgot(1)  # the only member, rejoining a group made anew: the same generation
