@@ -7,6 +7,7 @@ The stand-in's are so, and the gauge must use neither.
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -56,6 +57,27 @@ class App:
         self.consumer = consumer
 
 
+@contextlib.asynccontextmanager
+async def reporting(
+    bootstrap: str,
+    consumer: StaleConsumer,
+    service: str,
+    applied: dict[TP, int],
+    group: str,
+    forgotten: set[TP] | None = None,
+) -> AsyncIterator[None]:
+    """report_lag running over the stand-in, with partition ends read from the real broker."""
+    ends = PartitionEnds(bootstrap)
+    task = asyncio.create_task(report_lag(App(consumer), ends, service, applied, group, forgotten))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ends.stop()
+
+
 async def test_lag_counts_from_the_real_end_to_what_is_applied_or_committed(bootstrap: str, producer: Any) -> None:
     topic = unique_topic()
     await make_topic(bootstrap, topic, partitions=2)
@@ -65,9 +87,7 @@ async def test_lag_counts_from_the_real_end_to_what_is_applied_or_committed(boot
     # committed at 1, and faust has already fetched all 4 (its position runs ahead of the stream).
     group = f"test-kpi-{topic}"
     await commit(bootstrap, group, TopicPartition(topic, 1), 1)
-    app = App(StaleConsumer(topic, {0: 3, 1: 4}, highwater=3))
-    ends = PartitionEnds(bootstrap)
-    task = asyncio.create_task(report_lag(app, ends, "test-kpi", {TP(topic, 0): 3}, group))  # type: ignore[arg-type]
+    consumer = StaleConsumer(topic, {0: 3, 1: 4}, highwater=3)
 
     def lag(partition: int) -> float | None:
         return REGISTRY.get_sample_value(
@@ -78,13 +98,16 @@ async def test_lag_counts_from_the_real_end_to_what_is_applied_or_committed(boot
         both = (lag(0), lag(1))
         return both if None not in both else None  # type: ignore[return-value]
 
-    try:
+    async with reporting(bootstrap, consumer, "test-kpi", {TP(topic, 0): 3}, group):
         assert await eventually(reported, 15, "the lag of both partitions") == (7, 3)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await ends.stop()
+
+
+async def two_partitions_of_five(bootstrap: str, producer: Any) -> str:
+    topic = unique_topic()
+    await make_topic(bootstrap, topic, partitions=2)
+    await produce_batch(producer, topic, 0, 5)
+    await produce_batch(producer, topic, 1, 5)
+    return topic
 
 
 async def test_a_partition_ending_before_the_position_is_read_again_from_the_start(
@@ -93,28 +116,18 @@ async def test_a_partition_ending_before_the_position_is_read_again_from_the_sta
     # After a broker restart that forgot everything, faust's group can rejoin from offsets of
     # the log before (the embedded broker takes a member's commit of them): past the end of the
     # partition being refilled. Partition 0 is so; partition 1 is where it should be.
-    topic = unique_topic()
-    await make_topic(bootstrap, topic, partitions=2)
-    await produce_batch(producer, topic, 0, 5)
-    await produce_batch(producer, topic, 1, 5)
+    topic = await two_partitions_of_five(bootstrap, producer)
     consumer = StaleConsumer(topic, {0: 40, 1: 2}, highwater=5)
-    ends = PartitionEnds(bootstrap)
     applied = {TP(topic, 1): 2}
-    task = asyncio.create_task(report_lag(App(consumer), ends, "test-kpi-past", applied, f"g-{topic}"))  # type: ignore[arg-type]
 
     async def sought() -> list[tuple[TP, int]] | None:
         return consumer.seeks or None
 
-    try:
+    async with reporting(bootstrap, consumer, "test-kpi-past", applied, f"g-{topic}"):
         assert await eventually(sought, 15, "a seek") == [(TP(topic, 0), 0)]
         await asyncio.sleep(2.5)  # two more rounds: nothing else is sought
         assert consumer.seeks == [(TP(topic, 0), 0)]
         assert applied == {TP(topic, 0): 0, TP(topic, 1): 2}
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await ends.stop()
 
 
 async def test_partitions_of_a_group_the_coordinator_forgot_are_read_again_from_the_start(
@@ -122,28 +135,16 @@ async def test_partitions_of_a_group_the_coordinator_forgot_are_read_again_from_
 ) -> None:
     # The KPI stream's assignment handler puts them in `forgotten` (GroupGenerations); the lag
     # loop seeks them once faust has sought its committed offsets, whatever those are.
-    topic = unique_topic()
-    await make_topic(bootstrap, topic, partitions=2)
-    await produce_batch(producer, topic, 0, 5)
-    await produce_batch(producer, topic, 1, 5)
+    topic = await two_partitions_of_five(bootstrap, producer)
     consumer = StaleConsumer(topic, {0: 5, 1: 5}, highwater=5)
     forgotten = {TP(topic, 0), TP(topic, 1)}
-    ends = PartitionEnds(bootstrap)
     applied = {TP(topic, 0): 5, TP(topic, 1): 5}
-    task = asyncio.create_task(
-        report_lag(App(consumer), ends, "test-kpi-forgot", applied, f"g-{topic}", forgotten)  # type: ignore[arg-type]
-    )
 
     async def sought() -> list[tuple[TP, int]] | None:
         return sorted(consumer.seeks) if len(consumer.seeks) == 2 else None
 
-    try:
+    async with reporting(bootstrap, consumer, "test-kpi-forgot", applied, f"g-{topic}", forgotten):
         assert await eventually(sought, 15, "two seeks") == [(TP(topic, 0), 0), (TP(topic, 1), 0)]
         assert not forgotten  # taken
         await asyncio.sleep(2.5)
         assert len(consumer.seeks) == 2  # once
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await ends.stop()
