@@ -5,9 +5,9 @@ consumer between each of its steps (fetch the rows, send, take the acknowledgeme
 the acknowledgements the broker had sent in ~2.5 ms were taken ~20 ms later at 500 events/s
 (BENCHMARKS.md). On its own loop it runs when its sockets are ready, holding the interpreter lock
 for its own steps only: freshness at 500 events/s, on fresh stacks, p50 112 -> 99 ms and p99
-455 -> 289 ms (medians of 5-7 runs); single POST at 32 clients 600 -> 549 requests/s, within
-this machine's noise (ranges 538-746 and 475-660). A linger before each fetch (5 ms, for larger
-batches) made both worse. Whatever it shares with the service's loop must be safe across threads:
+455 -> 289 ms (medians of 5-7 runs); single POST at 32 clients ~8-14 % lower in every pair
+(the threads share the interpreter lock). A linger before each fetch (5 ms, for larger batches)
+made both worse. Whatever it shares with the service's loop must be safe across threads:
 prometheus metrics and logging are; a TimelineFeed is not (feed.FeedOnLoop).
 """
 
