@@ -81,7 +81,7 @@ async def run_kpi_stream(rt: Runtime) -> None:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(_sender: Any, assigned: set[TP], **_: Any) -> None:
         generation = app.consumer_generation_id
-        if generations.forgot(generation) and assigned:
+        if generations.forgot(generation, bool(assigned)):
             log.warning("the KPI group is at generation %d again: the coordinator forgot the group; "
                         "rereading %d partitions from the start", generation, len(assigned))  # fmt: skip
             forgotten.update(assigned)

@@ -323,10 +323,18 @@ class GroupGenerations:
 
     def __init__(self) -> None:
         self._last: int | None = None
+        self._pending = False  # forgotten at an assignment of no partitions: tell the next one
 
-    def forgot(self, generation: int) -> bool:
+    def forgot(self, generation: int, assigned: bool) -> bool:
+        """At an assignment of this generation (`assigned`: of any partition). The first one after
+        the restart can be of none (the topics not made anew yet); the next one has the news."""
         last, self._last = self._last, generation
-        return last is not None and generation <= last
+        if last is not None and generation <= last:
+            self._pending = True
+        if self._pending and assigned:
+            self._pending = False
+            return True
+        return False
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
@@ -444,7 +452,7 @@ class IdempotentConsumer:
         """After a rebalance: if the coordinator forgot the group (GroupGenerations), read every
         assigned partition from the start; the applied-events record skips what is applied."""
         generation = self._generation()
-        if not self._generations.forgot(generation) or not assigned:
+        if not self._generations.forgot(generation, bool(assigned)):
             return
         log.warning("the group is at generation %d again: the coordinator forgot the group; rereading %d "
                     "partitions from the start", generation, len(assigned))  # fmt: skip
