@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from aiokafka.structs import TopicPartition
 from eventkit.app import Runtime
-from eventkit.consumer import BatchApplier, GroupGenerations
+from eventkit.consumer import BatchApplier, GroupGenerations, past_end
 from eventkit.telemetry import CONSUMER_LAG
 from eventkit.watermarks import PartitionEnds, committed_offsets
 from faust.types import TP
@@ -170,9 +170,7 @@ async def _reread_if_past_end(consumer: Any, tp: TP, end: int, applied: int | No
     member committed of the log before (the embedded broker takes them), and would wait there
     while the relays fill the offsets before it with events not folded yet. Repeats are skipped
     by kpi_applied_events."""
-    fetching = await consumer.position(tp)
-    ahead = max(p for p in (applied, fetching, 0) if p is not None)
-    if end >= ahead:
+    if (ahead := past_end(end, applied, await consumer.position(tp))) is None:
         return False
     log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition, end, ahead)
     await consumer.seek(tp, 0)  # faust's seek also forgets what it read, so the repeats come through

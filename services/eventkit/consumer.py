@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -337,6 +337,14 @@ class GroupGenerations:
         return False
 
 
+def past_end(end: int, *positions: int | None) -> int | None:
+    """The furthest of these positions (what was applied, where the client fetches next) if the
+    partition ends before it: the broker lost the partition and it is being refilled, so it is to
+    be read again from the start. None if the partition reaches it (or nothing is known)."""
+    ahead = max((p for p in positions if p is not None), default=0)
+    return ahead if end < ahead else None
+
+
 class _CommitOnRevoke(ConsumerRebalanceListener):
     def __init__(self, consumer: "IdempotentConsumer") -> None:
         self._consumer = consumer
@@ -456,10 +464,14 @@ class IdempotentConsumer:
             return
         log.warning("the group is at generation %d again: the coordinator forgot the group; rereading %d "
                     "partitions from the start", generation, len(assigned))  # fmt: skip
-        await self._consumer.seek_to_beginning(*assigned)
-        for tp in assigned:
+        await self._read_from_start(assigned)
+
+    async def _read_from_start(self, partitions: Collection[TopicPartition]) -> None:
+        """Fetch these partitions from the start again; applied events are skipped."""
+        await self._consumer.seek_to_beginning(*partitions)  # a coroutine: not awaited, it never seeks
+        for tp in partitions:
             self._positions[tp] = 0
-            self._uncommitted.pop(tp, None)
+            self._uncommitted.pop(tp, None)  # an offset of the log the broker lost
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """After a rebalance: forget the positions and lag gauges of the partitions now read by
@@ -508,16 +520,10 @@ class IdempotentConsumer:
             # before (a member it no longer knows, on the topic made anew), so the client can sit
             # past the partition's new end, waiting for offsets that republished events fill with
             # others, while what this process applied (position) reads as behind, not ahead.
-            fetching = self._fetch_position(tp)
-            ahead = max(p for p in (position, fetching, 0) if p is not None)
-            if high < ahead:
-                # The partition ends before what we already read: the broker lost it and it is being
-                # refilled (republished). Read it again from the start; applied events are skipped.
+            if (ahead := past_end(high, position, self._fetch_position(tp))) is not None:
                 log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition,
                             high, ahead)  # fmt: skip
-                await self._consumer.seek_to_beginning(tp)  # a coroutine: not awaited, it never seeks
-                self._positions[tp] = 0
-                self._uncommitted.pop(tp, None)  # an offset of the log the broker lost
+                await self._read_from_start([tp])
                 continue
             if position is None:
                 continue

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from eventkit import deadletter, timeline
-from eventkit.consumer import GroupGenerations, IdempotentConsumer, Waiters
+from eventkit.consumer import GroupGenerations, IdempotentConsumer, Waiters, past_end
 from eventkit.devstack import EmbeddedBroker, free_port
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.timeline import TimelineProjection, digest
@@ -456,3 +456,10 @@ def test_a_generation_no_later_than_the_last_means_the_coordinator_forgot_the_gr
     assert not generations.forgot(0, False)
     assert generations.forgot(1, True)
     assert not generations.forgot(2, True)
+
+
+def test_past_end_is_the_furthest_known_position_beyond_the_partitions_end() -> None:
+    assert past_end(5, 3, 7) == 7  # applied 3, the client fetching at 7 (a stale committed offset)
+    assert past_end(5, None, 7) == 7  # nothing applied yet
+    assert past_end(7, 3, 7) is None  # caught up
+    assert past_end(0, None, None) is None  # nothing known
