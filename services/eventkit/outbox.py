@@ -99,7 +99,9 @@ class OutboxRelay:
         self._republished = REPUBLISHED.labels(service)
         self._unread = UNREAD_AFTER_REPUBLISH.labels(service)
         # After a republish: the highest position it queued, until a read of the topics found
-        # everything up to it (read_back), and how many reads that took so far.
+        # everything up to it (read_back), and how many reads that took so far. Kept in
+        # relay_read_back_due too; this is its copy for the leader (resume), so that the check
+        # after every publish is no round trip.
         self._read_back_upto: int | None = None
         self._read_back_rounds = 0
         self._service = service
@@ -126,6 +128,7 @@ class OutboxRelay:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
                 await asyncio.sleep(self._poll_interval_s)
             self.is_leader = True
+            await self.resume(conn)
             await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
             while True:
                 self._wake.clear()
@@ -163,15 +166,30 @@ class OutboxRelay:
 
     @staticmethod
     async def republish_all(conn: asyncpg.Connection) -> tuple[int, int | None]:
-        """Queue every stored event again, in position order; forget the old watermarks.
-        Returns how many were queued and the highest position among them."""
+        """Queue every stored event again, in position order; forget the old watermarks; make a
+        read back due. Returns how many were queued and the highest position among them."""
         async with conn.transaction():
             await conn.execute("DELETE FROM relay_watermarks")
             status = await conn.execute(
                 "INSERT INTO outbox (position) SELECT position FROM events ON CONFLICT DO NOTHING"
             )
             upto = await conn.fetchval("SELECT max(position) FROM events")
+            if upto is not None:
+                await conn.execute(
+                    "INSERT INTO relay_read_back_due (upto) VALUES ($1)"
+                    " ON CONFLICT (only_row) DO UPDATE SET upto = EXCLUDED.upto, rounds = 0",
+                    upto,
+                )
         return int(status.split()[-1]), upto
+
+    async def resume(self, conn: asyncpg.Connection) -> None:
+        """On becoming leader: take over a read back that the last leader left due."""
+        row = await conn.fetchrow("SELECT upto, rounds FROM relay_read_back_due")
+        self._read_back_upto, self._read_back_rounds = (row["upto"], row["rounds"]) if row else (None, 0)
+
+    async def _read_back_done(self, conn: asyncpg.Connection) -> None:
+        await conn.execute("DELETE FROM relay_read_back_due")
+        self._read_back_upto = None
 
     async def read_back(self, conn: asyncpg.Connection) -> None:
         """Once a republish is acknowledged in full, read the topics back from the start and queue
@@ -196,19 +214,21 @@ class OutboxRelay:
         except (KafkaError, TimeoutError, OSError) as exc:
             log.info("reading the topics back failed (%s): again next round", type(exc).__name__)
             return
-        queued = int((await conn.execute(_QUEUE_UNREAD, upto, topics)).split()[-1])
+        async with conn.transaction():  # the events queued again and the round counted, or neither
+            queued = int((await conn.execute(_QUEUE_UNREAD, upto, topics)).split()[-1])
+            await conn.execute("UPDATE relay_read_back_due SET rounds = rounds + 1")
         await conn.execute("TRUNCATE relay_read_back")
         self._read_back_rounds += 1
         if not queued:
             log.info("read %s back after the republish: every event up to position %d is there", topics, upto)
-            self._read_back_upto = None
+            await self._read_back_done(conn)
             return
         self._unread.inc(queued)
         log.warning("%d republished events acknowledged but not read back from %s: publishing them again",
                     queued, topics)  # fmt: skip
         if self._read_back_rounds >= READ_BACK_ROUNDS:
             log.error("events still missing from %s after %d reads: not reading back again", topics, READ_BACK_ROUNDS)
-            self._read_back_upto = None
+            await self._read_back_done(conn)
 
     @staticmethod
     def _to_feed(feed: FeedSink, rows: list[asyncpg.Record]) -> None:

@@ -178,17 +178,25 @@ async def test_after_a_republish_the_relay_reads_its_topic_back_and_publishes_ag
 
             await small.check_broker(conn)  # the partition ends below the acknowledged offset: republish
             assert await conn.fetchval("SELECT count(*) FROM outbox") == len(stored)
+            assert await conn.fetchval("SELECT upto FROM relay_read_back_due") == await conn.fetchval(
+                "SELECT max(position) FROM events"
+            )
             await publish_everything(small, conn)
             ids = {uuid.UUID(e.id) for e in stored}
             hidden = ids - await on_topic(watch, topic)
             assert hidden  # acknowledged in the republish, and no reader gets them
 
-            await small.read_back(conn)  # the whole republish is acknowledged: read the topic back
+            # The relay that republished is killed before its read; the next leader takes it over.
+            restarted = OutboxRelay("unused", producer, "t-read-back", batch_size=3, broker_watch=watch)
+            await restarted.resume(conn)
+            await restarted.read_back(conn)  # the whole republish is acknowledged: read the topic back
             assert await conn.fetchval("SELECT count(*) FROM outbox") == len(hidden)  # those again
-            await publish_everything(small, conn)
-            await small.read_back(conn)  # now every event is there: nothing queued
+            assert await conn.fetchval("SELECT rounds FROM relay_read_back_due") == 1
+            await publish_everything(restarted, conn)
+            await restarted.read_back(conn)  # now every event is there: nothing queued
             assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
-            await small.read_back(conn)  # and no more reads after that
+            assert await conn.fetchval("SELECT count(*) FROM relay_read_back_due") == 0  # no longer due
+            await restarted.read_back(conn)  # and no more reads after that
             assert ids <= await on_topic(watch, topic)
         assert UNREAD_AFTER_REPUBLISH.labels("t-read-back")._value.get() - unread_before == len(hidden)
     finally:
