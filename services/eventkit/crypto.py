@@ -55,9 +55,12 @@ def derive_key(master: bytes, purpose: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(master)
 
 
-def _encrypt(key: bytes, aad: str, plaintext: bytes) -> bytes:
+def _encrypt(key: bytes | AESGCM, aad: str, plaintext: bytes) -> bytes:
+    """`key` may be the cipher made from it, as in _decrypt: making one costs more than using it
+    (~0.9 against ~0.6 µs for a short field), and an event seals several fields under one key."""
     nonce = entropy.random_bytes(_NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad.encode())
+    cipher = key if isinstance(key, AESGCM) else AESGCM(key)
+    return nonce + cipher.encrypt(nonce, plaintext, aad.encode())
 
 
 def _decrypt(key: bytes | AESGCM, aad: str, blob: bytes) -> bytes:
@@ -78,7 +81,7 @@ def unwrap_key(wrapping_key: bytes, customer_id: str, wrapped: bytes) -> bytes:
     return _decrypt(wrapping_key, f"data-key|{customer_id}", wrapped)
 
 
-def encrypt_text(data_key: bytes, aad: str, text: str) -> str:
+def encrypt_text(data_key: bytes | AESGCM, aad: str, text: str) -> str:
     """A printable token; `aad` binds it to its place (customer and field), so it cannot be moved."""
     return _TOKEN_PREFIX + base64.urlsafe_b64encode(_encrypt(data_key, aad, text.encode())).decode()
 
@@ -187,6 +190,7 @@ def seal(data: Mapping[str, Any], patterns: Iterable[str], owner: str, data_key:
         del out["sealed"]  # a model's empty default, not worth carrying
     readable = {p[1:] for p in patterns if p.startswith("!")}
     fields: dict[str, str] = {}
+    cipher: AESGCM | None = None  # made at the first field to seal, for all of them
     for pattern in patterns:
         if pattern.startswith("!"):
             continue
@@ -194,7 +198,8 @@ def seal(data: Mapping[str, Any], patterns: Iterable[str], owner: str, data_key:
             value = _get(out, path)
             dotted = _dotted(path)
             if isinstance(value, str) and value != SEALED and dotted not in readable:
-                fields[dotted] = encrypt_text(data_key, f"{owner}|{dotted}", value)
+                cipher = cipher or AESGCM(data_key)
+                fields[dotted] = encrypt_text(cipher, f"{owner}|{dotted}", value)
                 _set(out, path, SEALED)
     if fields:
         out["sealed"] = {"key": owner, "fields": fields}
