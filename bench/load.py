@@ -25,6 +25,8 @@ import aiohttp
 import orjson
 import uvloop
 
+from bench import cpu
+
 CONTENT = "Bench interaction: the customer asked about the delivery date of order 4711 and a refund. " * 2
 
 
@@ -125,6 +127,8 @@ async def batch(a: argparse.Namespace) -> dict[str, Any]:
                 out = body["items"][-1]
                 last = (time.monotonic(), out["customer_id"], out["event_id"])
 
+        pids = cpu.parse_pids(a.cpu_pids)
+        cpu_before = cpu.reading(pids)
         start = time.monotonic()
         await asyncio.gather(*(worker(w) for w in range(a.concurrency)))
         elapsed = time.monotonic() - start
@@ -133,7 +137,10 @@ async def batch(a: argparse.Namespace) -> dict[str, Any]:
             # waits for the backlog to drain too, so the next scenario starts on an idle stack
             ok = await wait_all(http, a.readers.split(","), last[1], last[2], a.drain_timeout)
             lag = time.monotonic() - last[0] if ok else None
-    return {"accepted": accepted, "errors": errors, "elapsed_s": elapsed, "rate": accepted / elapsed, "lag_s": lag}
+        # to the end of the drain: what the projections did after the last batch is part of its cost
+        cpu_s = cpu.spent(cpu_before, cpu.reading(pids))
+    return {"accepted": accepted, "errors": errors, "elapsed_s": elapsed, "rate": accepted / elapsed, "lag_s": lag,
+            "cpu_s": cpu_s, "cpu_window_s": time.monotonic() - start}  # fmt: skip
 
 
 async def single(a: argparse.Namespace) -> dict[str, Any]:
@@ -160,10 +167,15 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
                 else:
                     errors += 1
 
+        pids = cpu.parse_pids(a.cpu_pids)
+        cpu_before = cpu.reading(pids)
         start = time.monotonic()
         await asyncio.gather(*(worker(w) for w in range(a.concurrency)))
         elapsed = time.monotonic() - start
+        cpu_s = cpu.spent(cpu_before, cpu.reading(pids))
     return {
+        "cpu_s": cpu_s,
+        "cpu_window_s": elapsed,
         "requests": len(lat),
         "errors": errors,
         "rate": len(lat) / elapsed,
@@ -197,6 +209,8 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
                 else:
                     missed += 1
 
+        pids = cpu.parse_pids(a.cpu_pids)
+        cpu_before = cpu.reading(pids)
         start = time.monotonic()
         # The first seconds of paced load from idle are a ramp, not the steady state the figure
         # is about: the client opens its connections and the services' loops and pools wake up
@@ -218,7 +232,11 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
         for t in late:
             t.cancel()
         missed += len(late)
+        cpu_s = cpu.spent(cpu_before, cpu.reading(pids))
+        cpu_window_s = time.monotonic() - start
     return {
+        "cpu_s": cpu_s,
+        "cpu_window_s": cpu_window_s,
         "sent": sent,
         "errors": errors,
         "rate": sent / elapsed,
@@ -331,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=500)
     p.add_argument("--customer", default="")
     p.add_argument("--drain-timeout", type=float, default=300)
+    p.add_argument("--cpu-pids", default="", help="batch, single, fresh: name=pid,... whose CPU over the run to report")
     a = p.parse_args(argv)
     result = uvloop.run(MODES[a.mode](a))
     print(json.dumps(result))

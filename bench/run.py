@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
 from eventkit.devstack import SERVICES, Stack  # noqa: E402
 
-from bench import pipeline  # noqa: E402
+from bench import cpu, pipeline  # noqa: E402
 from bench.rebuild import Message, read_log  # noqa: E402
 from bench.rebuild import seed as seed_log  # noqa: E402
 
@@ -87,13 +87,61 @@ def load(stack: Stack, mode: str, timeout_s: float, *args: str) -> dict[str, Any
     """Run one `bench.load` mode in its own process and return its JSON answer."""
     readers = ",".join(stack.services[name].url for name in SERVICES)
     env = {**os.environ, "BENCH_API_KEY": stack.admin_key, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "bench.load", mode, "--intake", stack.services["intake"].url, "--readers", readers]
+    cmd = [sys.executable, "-m", "bench.load", mode, "--intake", stack.services["intake"].url, "--readers", readers,
+           "--cpu-pids", cpu.format_pids(stack_pids(stack))]  # fmt: skip
     out = subprocess.run([*cmd, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
     if out.returncode != 0:
         raise RuntimeError(f"bench.load {mode} failed: {out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  {mode}: {result}", file=sys.stderr, flush=True)
     return result
+
+
+def stack_pids(stack: Stack) -> dict[str, int]:
+    """The processes whose CPU a scenario reports: PostgreSQL (its backends are its children),
+    the broker and each service."""
+    # Servers started elsewhere (the stack's external mode) have no process here to read.
+    procs = {"postgres": getattr(stack.postgres, "proc", None), "broker": getattr(stack.broker, "proc", None)}
+    procs.update({name: svc.proc for name, svc in stack.services.items()})
+    return {name: proc.pid for name, proc in procs.items() if proc is not None}
+
+
+@dataclass
+class CpuCost:
+    """What one unit of a scenario's work cost in CPU, all processes together (bench/cpu.py)."""
+
+    scenario: str
+    unit: str  # "event", "request"
+    units: int
+    cpu_s: dict[str, float]  # by process, over the scenario's window
+    window_s: float
+    measured: float  # the scenario's rate, units/s
+    target: float | None = None  # the rate SPEC §13 asks for, where it asks for one
+
+    def per_unit_us(self) -> float:
+        return sum(self.cpu_s.values()) / max(self.units, 1) * 1e6
+
+
+def cpu_table(costs: Sequence[CpuCost], cores: int) -> str:
+    """Per scenario: CPU per unit, all processes and by process; how busy the cores were; the
+    rate that cost allows with every core busy; and what the target would allow per unit."""
+    lines = [
+        "| scenario | CPU per unit, all processes | by process (µs per unit) | cores busy"
+        f" | at most on {cores} cores | measured | target needs at most |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in costs:
+        per_unit = c.per_unit_us()
+        split = ", ".join(f"{name} {seconds / max(c.units, 1) * 1e6:,.0f}"
+                          for name, seconds in sorted(c.cpu_s.items(), key=lambda kv: -kv[1]))  # fmt: skip
+        busy = sum(c.cpu_s.values()) / max(c.window_s * cores, 1e-9)
+        ceiling = cores / (per_unit / 1e6) if per_unit else None
+        needs = f"{cores / c.target * 1e6:,.0f} µs per {c.unit} ({c.target:,.0f}/s)" if c.target else ""
+        lines.append(
+            f"| {c.scenario} | {per_unit:,.0f} µs | {split} | {busy:.0%} | {fmt(ceiling, c.unit + 's/s')}"
+            f" | {fmt(c.measured, c.unit + 's/s')} | {needs} |"
+        )
+    return "\n".join(lines)
 
 
 async def raw_produce(bootstrap: str, sample: Sequence[Message], duration_s: float) -> float:
@@ -307,7 +355,7 @@ def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str
     return elapsed, int(m.group(1).replace(",", "")), int(m.group(2)), progress
 
 
-def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
+def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[str, str]]:
     env = {
         "RATE_LIMIT_PER_KEY_RPS": "1000000",
         "RATE_LIMIT_PER_KEY_BURST": "1000000",
@@ -382,6 +430,11 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         Row(ROWS[9], fmt(r["p99_ms"], "ms", 1), "< 10 ms"),
         *(Row(f"RSS {name}", fmt(rss.get(name), "MiB")) for name in SERVICES),
     ]  # fmt: skip
+    costs = [
+        CpuCost("intake batch", "event", b["accepted"], b["cpu_s"], b["cpu_window_s"], b["rate"], 10_000),
+        CpuCost("single POST at 32 clients", "request", s["requests"], s["cpu_s"], s["cpu_window_s"], s["rate"], 1_500),
+        CpuCost("single POST paced (freshness)", "request", f["sent"], f["cpu_s"], f["cpu_window_s"], f["rate"]),
+    ]
     notes["batch"] = (
         f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches; single, fresh and"
         f" read, the raw limits and the rebuild each started after {', '.join(f'{v:.0f} s' for v in vacuum_s)}"
@@ -416,7 +469,7 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
         f" `crm replay notification` replayed {replayed:,} ({not_applicable} not applicable) in {replay_s:.1f} s"
         f" wall, process start included; its own last line: `{progress.strip()}`"
     )
-    return rows, notes
+    return rows, costs, notes
 
 
 def vacuum(stack: Stack, also: Sequence[str] = ()) -> float:
@@ -456,6 +509,13 @@ def table(rows: list[Row]) -> str:
     lines += [f"| {r.name} | {r.value} | {r.target} | {r.limit} | {r.ratio} | {r.peer} |" for r in rows]
     return "\n".join(lines)
 
+
+CPU_HEADING = "### CPU per unit of work, same run"
+CPU_INTRO = (
+    "Every process shares the machine's cores, so a figure can go no further than the CPU one unit of"
+    " work costs in all of them together allows (user + system time of each process and its children,"
+    " over the scenario's window; the batch's to the end of its drain; bench/cpu.py)."
+)
 
 CALIBRATION_LOOPS = 5_000_000
 
@@ -498,10 +558,12 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     speed = python_speed()
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
-        rows, notes = measure(plan, Path(tmp))
+        rows, costs, notes = measure(plan, Path(tmp))
     load_after = os.getloadavg()[0]
     text = table(rows)
+    costs_text = cpu_table(costs, os.cpu_count() or 1)
     print(text)
+    print(f"\n{costs_text}")
     details = "\n".join(f"- {k}: {v}" for k, v in notes.items())
     mode = "quick (smoke test; figures not meaningful)" if a.quick else "full"
     keep = ""
@@ -512,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     a.output.write_text(
         f"# Benchmarks\n\n`make bench` ({mode} run), embedded stack and all four services.\n\n"
         f"## Machine\n\n{machine(load_before, load_after, speed)}\n\n"
-        f"## Results\n\n{text}\n\n## Details\n\n{details}\n{keep}"
+        f"## Results\n\n{text}\n\n{CPU_HEADING}\n\n{CPU_INTRO}\n\n{costs_text}\n\n## Details\n\n{details}\n{keep}"
     )
     print(f"written to {a.output}", file=sys.stderr)
     return 0

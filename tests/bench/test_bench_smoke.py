@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import ROWS
+from bench.run import CPU_HEADING, ROWS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,5 +26,10 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
     for row in ROWS:
         assert f"| {row} |" in done.stdout, row
         assert f"| {row} |" in written, row
+    assert CPU_HEADING in written
+    for scenario in ("intake batch", "single POST at 32 clients", "single POST paced (freshness)"):
+        line = next(line for line in written.splitlines() if line.startswith(f"| {scenario} |"))
+        assert "postgres" in line and "broker" in line and "load generator" in line, line
+        assert all(f"{name} " in line for name in ("intake", "case", "notification", "analytics")), line
     for fact in ("cores:", "memory:", "Python:", "date:", "1-min load average:", "Python speed:"):
         assert fact in written, fact
