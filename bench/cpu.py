@@ -9,6 +9,7 @@ and `bench.run` prints the cost per unit, split by process, beside the ceiling i
 
 import contextlib
 import os
+import resource
 from collections.abc import Mapping
 
 import psutil
@@ -31,6 +32,13 @@ def cpu_seconds(pid: int) -> float:
             t = process.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
     return total
+
+
+def children_seconds() -> float:
+    """User + system CPU of this process's children that ended and were waited for (a command run
+    with subprocess.run, and whatever it waited for in turn)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse_pids(text: str) -> dict[str, int]:

@@ -313,6 +313,8 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
                 errors += 1
 
         tasks: list[asyncio.Task[None]] = []
+        pids = cpu.parse_pids(a.cpu_pids)
+        cpu_before = cpu.reading(pids)
         start = time.monotonic()
         for n in range(int(a.rate * a.duration)):
             delay = start + n / a.rate - time.monotonic()
@@ -321,7 +323,10 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - start
+        cpu_s = cpu.spent(cpu_before, cpu.reading(pids))
     return {
+        "cpu_s": cpu_s,
+        "cpu_window_s": elapsed,
         "requests": len(lat),
         "errors": errors,
         "rate": len(lat) / elapsed,
@@ -349,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=500)
     p.add_argument("--customer", default="")
     p.add_argument("--drain-timeout", type=float, default=300)
-    p.add_argument("--cpu-pids", default="", help="batch, single, fresh: name=pid,... whose CPU over the run to report")
+    p.add_argument("--cpu-pids", default="", help="name=pid,... whose CPU over the measured window to report")
     a = p.parse_args(argv)
     result = uvloop.run(MODES[a.mode](a))
     print(json.dumps(result))

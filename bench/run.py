@@ -133,7 +133,7 @@ def cpu_table(costs: Sequence[CpuCost], cores: int) -> str:
     for c in costs:
         per_unit = c.per_unit_us()
         split = ", ".join(f"{name} {seconds / max(c.units, 1) * 1e6:,.0f}"
-                          for name, seconds in sorted(c.cpu_s.items(), key=lambda kv: -kv[1]))  # fmt: skip
+                          for name, seconds in sorted(c.cpu_s.items(), key=lambda kv: -kv[1]) if seconds)  # fmt: skip
         busy = sum(c.cpu_s.values()) / max(c.window_s * cores, 1e-9)
         ceiling = cores / (per_unit / 1e6) if per_unit else None
         needs = f"{cores / c.target * 1e6:,.0f} µs per {c.unit} ({c.target:,.0f}/s)" if c.target else ""
@@ -333,26 +333,31 @@ def ratio(a: float | None, b: float | None) -> str:
     return "" if not a or not b else f"{a / b:.2f}"
 
 
-def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str]:
+def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str, dict[str, float]]:
     """`crm replay notification` as an operator runs it, in its own process: (wall seconds of the
-    whole command, messages replayed, messages not applicable, its last progress line)."""
+    whole command, messages replayed, messages not applicable, its last progress line, CPU
+    seconds of the replay with its workers, PostgreSQL and the broker)."""
     env = {
         **os.environ,
         "CRM_NOTIFICATION_DATABASE_URL": stack.postgres.dsn("crm_notification"),
         "KAFKA_BOOTSTRAP_SERVERS": stack.broker.bootstrap,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "services"), str(ROOT)]),
     }
+    servers = {name: pid for name, pid in stack_pids(stack).items() if name in ("postgres", "broker")}
+    servers_before, children_before = cpu.reading(servers), cpu.children_seconds()
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "eventkit.cli", "replay", "notification"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
     elapsed = time.monotonic() - t0
+    # the replay and its worker processes: this process's only children meanwhile, all ended
+    cpu_s = {"crm replay": cpu.children_seconds() - children_before, **cpu.spent(servers_before, cpu.reading(servers))}
     if out.returncode != 0:
         raise RuntimeError(f"crm replay failed: {out.stderr[-2000:]}")
     m = re.search(r"replayed ([\d,]+) messages .*\((\d+) not applicable\)", out.stdout)
     if m is None:
         raise RuntimeError(f"crm replay said: {out.stdout[-500:]}")
     progress = out.stderr.replace("\r", "\n").strip().splitlines()[-1]
-    return elapsed, int(m.group(1).replace(",", "")), int(m.group(2)), progress
+    return elapsed, int(m.group(1).replace(",", "")), int(m.group(2)), progress, cpu_s
 
 
 def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[str, str]]:
@@ -404,7 +409,7 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[
         log = asyncio.run(seed_log(bootstrap, plan.rebuild_events))
         print(f"  rebuild log: {log}", file=sys.stderr, flush=True)
         vacuum_s.append(vacuum(stack, [PEER_DATABASE]))
-        replay_s, replayed, not_applicable, progress = replay_rebuild(stack, 1800)
+        replay_s, replayed, not_applicable, progress, replay_cpu = replay_rebuild(stack, 1800)
         rebuild = replayed / replay_s
         print(f"  rebuild: {replayed:,} in {replay_s:.1f} s", file=sys.stderr, flush=True)
     finally:
@@ -434,6 +439,8 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[
         CpuCost("intake batch", "event", b["accepted"], b["cpu_s"], b["cpu_window_s"], b["rate"], 10_000),
         CpuCost("single POST at 32 clients", "request", s["requests"], s["cpu_s"], s["cpu_window_s"], s["rate"], 1_500),
         CpuCost("single POST paced (freshness)", "request", f["sent"], f["cpu_s"], f["cpu_window_s"], f["rate"]),
+        CpuCost("timeline read at 200/s", "request", r["requests"], r["cpu_s"], r["cpu_window_s"], r["rate"]),
+        CpuCost("rebuild (crm replay)", "event", replayed, replay_cpu, replay_s, rebuild, 50_000),
     ]
     notes["batch"] = (
         f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches; single, fresh and"

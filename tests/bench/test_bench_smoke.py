@@ -27,9 +27,13 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
         assert f"| {row} |" in done.stdout, row
         assert f"| {row} |" in written, row
     assert CPU_HEADING in written
-    for scenario in ("intake batch", "single POST at 32 clients", "single POST paced (freshness)"):
-        line = next(line for line in written.splitlines() if line.startswith(f"| {scenario} |"))
+    lines = written.splitlines()
+    for scenario in ("intake batch", "single POST at 32 clients", "single POST paced (freshness)",
+                     "timeline read at 200/s"):  # fmt: skip
+        line = next(line for line in lines if line.startswith(f"| {scenario} |"))
         assert "postgres" in line and "broker" in line and "load generator" in line, line
         assert all(f"{name} " in line for name in ("intake", "case", "notification", "analytics")), line
+    rebuild = next(line for line in lines if line.startswith("| rebuild (crm replay) |"))
+    assert "crm replay" in rebuild.split("|")[3] and "postgres" in rebuild, rebuild
     for fact in ("cores:", "memory:", "Python:", "date:", "1-min load average:", "Python speed:"):
         assert fact in written, fact

@@ -64,3 +64,9 @@ def test_a_process_gone_reads_as_no_cpu() -> None:
 def test_pids_go_to_the_load_generator_and_back_with_its_own_added() -> None:
     pids = cpu.parse_pids(cpu.format_pids({"intake": 11, "postgres": 12}))
     assert pids == {"intake": 11, "postgres": 12, cpu.LOAD_GENERATOR: psutil.Process().pid}
+
+
+def test_children_seconds_counts_a_command_that_ran_to_its_end() -> None:
+    before = cpu.children_seconds()
+    subprocess.run([sys.executable, "-c", BURN], check=True)
+    assert cpu.children_seconds() - before >= 0.29
