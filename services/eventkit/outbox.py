@@ -99,11 +99,9 @@ class OutboxRelay:
         self._republished = REPUBLISHED.labels(service)
         self._unread = UNREAD_AFTER_REPUBLISH.labels(service)
         # After a republish: the highest position it queued, until a read of the topics found
-        # everything up to it (read_back), and how many reads that took so far. Kept in
-        # relay_read_back_due too; this is its copy for the leader (resume), so that the check
-        # after every publish is no round trip.
+        # everything up to it (read_back). Kept in relay_read_back_due with the reads made so far;
+        # this is the leader's copy (resume), so that the check after every publish is no round trip.
         self._read_back_upto: int | None = None
-        self._read_back_rounds = 0
         self._service = service
         self.is_leader = False
         # Live timelines of this process that get what the relay reads (committed events): for a
@@ -161,7 +159,6 @@ class OutboxRelay:
         # past the end of a topic the broker made anew with fewer partitions (see amnesia.py).
         await self._producer.client.force_metadata_update()
         queued, self._read_back_upto = await self.republish_all(conn)
-        self._read_back_rounds = 0
         self._republished.inc(queued)
 
     @staticmethod
@@ -184,8 +181,7 @@ class OutboxRelay:
 
     async def resume(self, conn: asyncpg.Connection) -> None:
         """On becoming leader: take over a read back that the last leader left due."""
-        row = await conn.fetchrow("SELECT upto, rounds FROM relay_read_back_due")
-        self._read_back_upto, self._read_back_rounds = (row["upto"], row["rounds"]) if row else (None, 0)
+        self._read_back_upto = await conn.fetchval("SELECT upto FROM relay_read_back_due")
 
     async def _read_back_done(self, conn: asyncpg.Connection) -> None:
         await conn.execute("DELETE FROM relay_read_back_due")
@@ -216,9 +212,8 @@ class OutboxRelay:
             return
         async with conn.transaction():  # the events queued again and the round counted, or neither
             queued = int((await conn.execute(_QUEUE_UNREAD, upto, topics)).split()[-1])
-            await conn.execute("UPDATE relay_read_back_due SET rounds = rounds + 1")
+            rounds = await conn.fetchval("UPDATE relay_read_back_due SET rounds = rounds + 1 RETURNING rounds")
         await conn.execute("TRUNCATE relay_read_back")
-        self._read_back_rounds += 1
         if not queued:
             log.info("read %s back after the republish: every event up to position %d is there", topics, upto)
             await self._read_back_done(conn)
@@ -226,7 +221,7 @@ class OutboxRelay:
         self._unread.inc(queued)
         log.warning("%d republished events acknowledged but not read back from %s: publishing them again",
                     queued, topics)  # fmt: skip
-        if self._read_back_rounds >= READ_BACK_ROUNDS:
+        if rounds >= READ_BACK_ROUNDS:
             log.error("events still missing from %s after %d reads: not reading back again", topics, READ_BACK_ROUNDS)
             await self._read_back_done(conn)
 
