@@ -34,7 +34,7 @@ from aiokafka.structs import TopicPartition
 
 from eventkit.telemetry import BROKER_AMNESIA
 from eventkit.topics import ensure_topics
-from eventkit.watermarks import PartitionEnds
+from eventkit.watermarks import PartitionEnds, drop_read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,7 @@ class BrokerWatch:
                             ids.append(uuid.UUID(ce_id.decode()))  # type: ignore[union-attr]
                         except (AttributeError, UnicodeDecodeError, ValueError):
                             continue  # not an event of ours: nothing to compare with the store
-                for tp in list(pending):
-                    high = reader.highwater(tp)
-                    if high is not None and await reader.position(tp) >= high:
-                        pending.discard(tp)
+                await drop_read_to_end(reader, pending)
                 if len(ids) >= chunk:
                     yield ids
                     ids = []

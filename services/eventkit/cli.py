@@ -35,7 +35,7 @@ from eventkit.consumer import validate
 from eventkit.envelope import DecodeError, Envelope, from_kafka
 from eventkit.settings import DEFAULT_PORTS, Settings
 from eventkit.timeline import apply_bulk
-from eventkit.watermarks import PartitionEnds, committed_offsets
+from eventkit.watermarks import PartitionEnds, committed_offsets, drop_read_to_end
 
 SERVICES = tuple(DEFAULT_PORTS)
 
@@ -260,10 +260,7 @@ async def _replay_share(
                     applying = None
                 if events:
                     applying = asyncio.create_task(_apply_batch(conn, events))
-                for tp in list(pending):
-                    high = consumer.highwater(tp)
-                    if high is not None and await consumer.position(tp) >= high:
-                        pending.discard(tp)
+                await drop_read_to_end(consumer, pending)
                 done += sum(len(r) for r in batches.values())
                 counters[2 * slot] = done
                 counters[2 * slot + 1] = sum(consumer.highwater(tp) or 0 for tp in partitions)

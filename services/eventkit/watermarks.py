@@ -121,3 +121,13 @@ async def committed_offsets(
         return out
     finally:
         await member.stop()
+
+
+async def drop_read_to_end(consumer: AIOKafkaConsumer, pending: set[TopicPartition]) -> None:
+    """Remove from `pending` each partition the consumer has read to its end, as its fetches
+    report the end (its high watermark; not ListOffsets, see above): for a read from the start
+    of a log up to where it ends now."""
+    for tp in list(pending):
+        high = consumer.highwater(tp)
+        if high is not None and await consumer.position(tp) >= high:
+            pending.discard(tp)
