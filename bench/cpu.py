@@ -58,3 +58,14 @@ def reading(pids: Mapping[str, int]) -> dict[str, float]:
 def spent(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
     """CPU seconds each process spent between two readings."""
     return {name: max(after[name] - before.get(name, 0.0), 0.0) for name in after}
+
+
+class Meter:
+    """The CPU each of these processes spent from the meter's making to each call of spent()."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self._pids = dict(pids)
+        self._start = reading(self._pids)
+
+    def spent(self) -> dict[str, float]:
+        return spent(self._start, reading(self._pids))

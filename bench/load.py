@@ -127,8 +127,7 @@ async def batch(a: argparse.Namespace) -> dict[str, Any]:
                 out = body["items"][-1]
                 last = (time.monotonic(), out["customer_id"], out["event_id"])
 
-        pids = cpu.parse_pids(a.cpu_pids)
-        cpu_before = cpu.reading(pids)
+        meter = cpu.Meter(cpu.parse_pids(a.cpu_pids))
         start = time.monotonic()
         await asyncio.gather(*(worker(w) for w in range(a.concurrency)))
         elapsed = time.monotonic() - start
@@ -138,7 +137,7 @@ async def batch(a: argparse.Namespace) -> dict[str, Any]:
             ok = await wait_all(http, a.readers.split(","), last[1], last[2], a.drain_timeout)
             lag = time.monotonic() - last[0] if ok else None
         # to the end of the drain: what the projections did after the last batch is part of its cost
-        cpu_s = cpu.spent(cpu_before, cpu.reading(pids))
+        cpu_s = meter.spent()
     return {"accepted": accepted, "errors": errors, "elapsed_s": elapsed, "rate": accepted / elapsed, "lag_s": lag,
             "cpu_s": cpu_s, "cpu_window_s": time.monotonic() - start}  # fmt: skip
 
@@ -167,12 +166,11 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
                 else:
                     errors += 1
 
-        pids = cpu.parse_pids(a.cpu_pids)
-        cpu_before = cpu.reading(pids)
+        meter = cpu.Meter(cpu.parse_pids(a.cpu_pids))
         start = time.monotonic()
         await asyncio.gather(*(worker(w) for w in range(a.concurrency)))
         elapsed = time.monotonic() - start
-        cpu_s = cpu.spent(cpu_before, cpu.reading(pids))
+        cpu_s = meter.spent()
     return {
         "cpu_s": cpu_s,
         "cpu_window_s": elapsed,
@@ -209,8 +207,7 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
                 else:
                     missed += 1
 
-        pids = cpu.parse_pids(a.cpu_pids)
-        cpu_before = cpu.reading(pids)
+        meter = cpu.Meter(cpu.parse_pids(a.cpu_pids))
         start = time.monotonic()
         # The first seconds of paced load from idle are a ramp, not the steady state the figure
         # is about: the client opens its connections and the services' loops and pools wake up
@@ -232,7 +229,7 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
         for t in late:
             t.cancel()
         missed += len(late)
-        cpu_s = cpu.spent(cpu_before, cpu.reading(pids))
+        cpu_s = meter.spent()
         cpu_window_s = time.monotonic() - start
     return {
         "cpu_s": cpu_s,
@@ -313,8 +310,7 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
                 errors += 1
 
         tasks: list[asyncio.Task[None]] = []
-        pids = cpu.parse_pids(a.cpu_pids)
-        cpu_before = cpu.reading(pids)
+        meter = cpu.Meter(cpu.parse_pids(a.cpu_pids))
         start = time.monotonic()
         for n in range(int(a.rate * a.duration)):
             delay = start + n / a.rate - time.monotonic()
@@ -323,7 +319,7 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - start
-        cpu_s = cpu.spent(cpu_before, cpu.reading(pids))
+        cpu_s = meter.spent()
     return {
         "cpu_s": cpu_s,
         "cpu_window_s": elapsed,

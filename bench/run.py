@@ -344,13 +344,13 @@ def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str
         "PYTHONPATH": os.pathsep.join([str(ROOT / "services"), str(ROOT)]),
     }
     servers = {name: pid for name, pid in stack_pids(stack).items() if name in ("postgres", "broker")}
-    servers_before, children_before = cpu.reading(servers), cpu.children_seconds()
+    servers_meter, children_before = cpu.Meter(servers), cpu.children_seconds()
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "eventkit.cli", "replay", "notification"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
     elapsed = time.monotonic() - t0
     # the replay and its worker processes: this process's only children meanwhile, all ended
-    cpu_s = {"crm replay": cpu.children_seconds() - children_before, **cpu.spent(servers_before, cpu.reading(servers))}
+    cpu_s = {"crm replay": cpu.children_seconds() - children_before, **servers_meter.spent()}
     if out.returncode != 0:
         raise RuntimeError(f"crm replay failed: {out.stderr[-2000:]}")
     m = re.search(r"replayed ([\d,]+) messages .*\((\d+) not applicable\)", out.stdout)

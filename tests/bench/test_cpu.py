@@ -47,12 +47,12 @@ def test_a_child_that_ended_counts_once_its_parent_waited_for_it() -> None:
         assert cpu.cpu_seconds(pid) >= 0.29
 
 
-def test_a_living_child_counts_and_spent_is_what_happened_between_readings() -> None:
+def test_a_living_child_counts_and_a_meter_gives_what_was_spent_since_it_was_made() -> None:
     with parent(BURN + "time.sleep(30)\n", "") as pid:
         until(lambda: cpu.cpu_seconds(pid) >= 0.29)  # the child burnt its 0.3 s and sleeps on
-        before = cpu.reading({"tree": pid})
+        meter = cpu.Meter({"tree": pid})
         time.sleep(0.3)
-        assert cpu.spent(before, cpu.reading({"tree": pid}))["tree"] < 0.1  # all idle since
+        assert meter.spent()["tree"] < 0.1  # all idle since
 
 
 def test_a_process_gone_reads_as_no_cpu() -> None:
