@@ -18,7 +18,7 @@ poll_interval_s = settings.case_timer_poll_interval_ms / 1000
 keyring = remote_keyring(settings)
 context = CaseContext(
     source=settings.source,
-    events=EventStore("case"),
+    events=EventStore("case", max_event_bytes=settings.event_max_bytes),
     policy=settings.policy(),
     calendar=settings.calendar(),
     rules=settings.rules(),

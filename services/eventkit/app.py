@@ -249,7 +249,11 @@ class HealthOut(BaseModel):
 
 class ReadyOut(BaseModel):
     ready: bool
-    checks: dict[str, bool] = Field(description="database, broker, consumer_assigned")
+    checks: dict[str, bool] = Field(
+        description="database, broker, consumer_assigned, and outbox_flowing: no stored event has waited"
+        " longer than OUTBOX_STUCK_AFTER_S to be published"
+    )
+    outbox_oldest_age_s: float | None = Field(default=None, description="how long the oldest unpublished event waited")
 
 
 class TimelineItem(BaseModel):
@@ -309,17 +313,28 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
-    checks: dict[str, bool] = {"database": False, "broker": False, "consumer_assigned": False}
+    checks: dict[str, bool] = {"database": False, "broker": False, "consumer_assigned": False, "outbox_flowing": False}
+    oldest_age: float | None = None
     if rt.pool is not None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0), rt.pool.acquire() as conn:
                 checks["database"] = await conn.fetchval("SELECT true")
+                oldest_age = await conn.fetchval(_OUTBOX_HEAD_AGE)
+                checks["outbox_flowing"] = oldest_age is None or oldest_age <= rt.settings.outbox_stuck_after_s
     if rt.producer is not None:
         checks["broker"] = bool(rt.producer.client.cluster.brokers())
     if rt.consumer is not None:
         checks["consumer_assigned"] = bool(rt.consumer.assignment())
     ready = all(checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+    body = {"ready": ready, "checks": checks, "outbox_oldest_age_s": oldest_age}
+    return JSONResponse(body, 200 if ready else 503)
+
+
+# How long the event at the head of the outbox has waited (NULL: none waits). Parked events are
+# out of the outbox: they are counted by crm_outbox_parked_events and alerted on, not held against readiness.
+_OUTBOX_HEAD_AGE = (
+    "SELECT extract(epoch FROM clock_timestamp() - queued_at)::float8 FROM outbox ORDER BY position LIMIT 1"
+)
 
 
 @common.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
@@ -495,7 +510,9 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         # hold customer ids); FastAPI's own tracing would add a second one.
         telemetry={"tracing": False},
     )
-    app.state.runtime = Runtime(settings=settings, spec=spec, store=EventStore(spec.name))
+    app.state.runtime = Runtime(
+        settings=settings, spec=spec, store=EventStore(spec.name, max_event_bytes=settings.event_max_bytes)
+    )
     install_error_handlers(app)
     document_errors(app, current_principal)
     origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]

@@ -6,6 +6,8 @@
     crm replay <service>            rebuild the service's timeline projection from the log, with progress
     crm deadletters <service>       what the service's consumer parked, and why
     crm redrive <service> [ID ...]  put parked messages back on their topic (all not yet redriven if no ID)
+    crm parked <service>            events the broker refused for good, kept out of the service's outbox
+    crm unpark <service> [EVENT_ID ...]  queue parked events again, once the cause is mended (all if no ID)
 
 Database and service addresses default to those of `make run`; override per service with
 CRM_<SERVICE>_DATABASE_URL and CRM_<SERVICE>_URL, and the broker with KAFKA_BOOTSTRAP_SERVERS.
@@ -20,6 +22,7 @@ import os
 import queue
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -30,7 +33,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
-from eventkit import db
+from eventkit import db, outbox
 from eventkit.consumer import validate
 from eventkit.envelope import DecodeError, Envelope, from_kafka
 from eventkit.settings import DEFAULT_PORTS, Settings
@@ -60,7 +63,7 @@ def _sum_metric(text: str, name: str) -> float:
 
 
 async def status() -> int:
-    print(f"{'service':<13} {'ready':<6} {'lag':>8} {'dead letters':>13} {'outbox':>8}  url")
+    print(f"{'service':<13} {'ready':<6} {'lag':>8} {'dead letters':>13} {'outbox':>8} {'parked':>7}  url")
     worst = 0
     async with httpx.AsyncClient(timeout=3) as client:
         for name in SERVICES:
@@ -69,13 +72,15 @@ async def status() -> int:
                 ready = (await client.get(f"{url}/readyz")).json().get("ready", False)
                 metrics = (await client.get(f"{url}/metrics")).text
             except httpx.HTTPError:
-                print(f"{name:<13} {'down':<6} {'-':>8} {'-':>13} {'-':>8}  {url}")
+                print(f"{name:<13} {'down':<6} {'-':>8} {'-':>13} {'-':>8} {'-':>7}  {url}")
                 worst = 1
                 continue
             lag = _sum_metric(metrics, "crm_consumer_lag")
             dead = _sum_metric(metrics, "crm_events_deadlettered_total")
             backlog = _sum_metric(metrics, "crm_outbox_backlog")
-            print(f"{name:<13} {'yes' if ready else 'no':<6} {lag:>8.0f} {dead:>13.0f} {backlog:>8.0f}  {url}")
+            held = _sum_metric(metrics, "crm_outbox_parked_events")
+            print(f"{name:<13} {'yes' if ready else 'no':<6} {lag:>8.0f} {dead:>13.0f} {backlog:>8.0f} {held:>7.0f}"
+                  f"  {url}")  # fmt: skip
             worst = worst or (0 if ready else 1)
     try:
         lags = await asyncio.wait_for(group_lags(_bootstrap(), CONSUMER_GROUPS), 30)
@@ -365,6 +370,32 @@ async def redrive(service: str, ids: Sequence[int]) -> int:
         await conn.close()
 
 
+# --- parked events ---------------------------------------------------------------------------------
+
+
+async def parked(service: str, limit: int) -> int:
+    conn = await db.connect(_database_url(service))
+    try:
+        rows = await outbox.parked_events(conn, limit)
+    finally:
+        await conn.close()
+    for r in rows:
+        print(f"{r['event_id']} {r['parked_at']:%Y-%m-%d %H:%M:%S} {r['topic']} {r['type']}"
+              f" {r['data_bytes']} bytes {r['reason']}: {r['detail'][:120]}")  # fmt: skip
+    print(f"{len(rows)} parked events shown")
+    return 0
+
+
+async def unpark(service: str, event_ids: Sequence[str]) -> int:
+    conn = await db.connect(_database_url(service))
+    try:
+        queued = await outbox.unpark(conn, event_ids)
+    finally:
+        await conn.close()
+    print(f"queued {queued} parked events again; those still refused are parked again")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="crm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -382,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("redrive", help="put dead letters back on their topic")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("ids", nargs="*", type=int)
+    p = sub.add_parser("parked", help="list the events a service's relay parked")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("unpark", help="queue parked events again")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("event_ids", nargs="*", type=uuid.UUID)
     args = parser.parse_args(argv)
     if args.command == "run":
         from eventkit.devstack import main as devstack_main
@@ -395,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         return uvloop.run(replay(args.service, args.batch_size, args.workers))
     if args.command == "deadletters":
         return asyncio.run(deadletters(args.service, args.limit))
+    if args.command == "parked":
+        return asyncio.run(parked(args.service, args.limit))
+    if args.command == "unpark":
+        return asyncio.run(unpark(args.service, [str(i) for i in args.event_ids]))
     return asyncio.run(redrive(args.service, args.ids))
 
 

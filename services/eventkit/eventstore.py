@@ -1,7 +1,9 @@
 """Append-only event store in PostgreSQL with optimistic concurrency per stream.
 
 Appending also enqueues the events in the transactional outbox, in the same transaction, so
-an event is published if and only if it was stored.
+an event is published if and only if it was stored. An event larger than the store's limit, as it
+will be published (data, headers and key), is refused before anything is written (EventTooLarge):
+one a broker would refuse must not be stored and promised to subscribers.
 """
 
 import re
@@ -16,6 +18,34 @@ from eventkit.envelope import Envelope
 from eventkit.telemetry import EVENTS_STORED
 
 OUTBOX_CHANNEL = "eventkit_outbox"
+
+
+# Below the producer's max_request_size (1 MiB, Kafka's default message.max.bytes too) with room
+# for the record batch around it; Settings.event_max_bytes overrides it.
+DEFAULT_MAX_EVENT_BYTES = 512 * 1024
+# What travels beside the data: the key and the CloudEvents headers' names and fixed values, and
+# the record's own framing; the variable header values are added per event.
+_FIXED_OVERHEAD_BYTES = 512
+
+
+class EventTooLarge(Exception):
+    """An event whose encoded size is over the limit (HTTP 413 event_too_large). `index`: the
+    request item it came from, where the caller knows it."""
+
+    def __init__(self, event_type: str, event_id: str, size: int, limit: int) -> None:
+        super().__init__(f"a {event_type} event would be {size} bytes encoded; the limit is {limit}")
+        self.event_type = event_type
+        self.event_id = event_id
+        self.size = size
+        self.limit = limit
+        self.index: int | None = None
+
+
+def encoded_size(e: Envelope, data_json: str) -> int:
+    """The bytes the event takes on the topic, near enough: data, key, header values, framing."""
+    # The subject is the key and ce_subject; the traceparent goes as ce_traceparent and traceparent.
+    fields = (e.id, e.type, e.source, e.subject, e.subject, e.traceparent, e.traceparent, *e.extensions.values())
+    return len(data_json.encode()) + sum(len(f.encode()) for f in fields) + _FIXED_OVERHEAD_BYTES
 
 
 class ConcurrencyError(Exception):
@@ -86,9 +116,12 @@ OnStored = Callable[[asyncpg.Connection, Sequence[Envelope]], Awaitable[None]]
 class EventStore:
     """One service's store; `service` only labels metrics."""
 
-    def __init__(self, service: str, on_stored: OnStored | None = None) -> None:
+    def __init__(
+        self, service: str, on_stored: OnStored | None = None, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
         self._stored = EVENTS_STORED.labels(service)
         self.on_stored = on_stored
+        self.max_event_bytes = max_event_bytes
 
     async def append(self, conn: asyncpg.Connection, appends: Sequence[Append]) -> dict[str, int]:
         """Store the events of every append in one statement; return each stream's new version.
@@ -96,7 +129,9 @@ class EventStore:
         Runs inside the caller's transaction (the unit of work). Raises ConcurrencyError when a
         stream is not at the expected version, also when another transaction got there first;
         the transaction is then aborted and must be rolled back (and retried whole, if at all).
+        Raises EventTooLarge, before writing anything, for an event over max_event_bytes.
         """
+        limit = self.max_event_bytes
         cols: tuple[list[Any], ...] = tuple([] for _ in range(11))
         # Per stream: the last version (or, at the end, the count) written so far in this call, so
         # a second append to the same stream continues the first.
@@ -107,6 +142,9 @@ class EventStore:
                 at_end[a.stream_id] = a.expected_version is None
             base = written.get(a.stream_id, a.expected_version or 0)
             for offset, e in enumerate(a.events, start=1):
+                data_json = json_text(e.data)
+                if (size := encoded_size(e, data_json)) > limit:
+                    raise EventTooLarge(e.type, e.id, size, limit)
                 row = (
                     a.stream_id,
                     base + offset,
@@ -117,7 +155,7 @@ class EventStore:
                     e.time,
                     e.traceparent,
                     a.topic,
-                    json_text(e.data),
+                    data_json,
                     at_end[a.stream_id],
                 )
                 for col, value in zip(cols, row, strict=True):

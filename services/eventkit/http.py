@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventkit.db import TRANSIENT_ERRORS
-from eventkit.eventstore import ConcurrencyError
+from eventkit.eventstore import ConcurrencyError, EventTooLarge
 from eventkit.keyring import KeyErased, KeysUnavailable
 from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS, context_from_traceparent, tracer
 
@@ -150,6 +150,19 @@ def install_error_handlers(app: FastAPI) -> None:
             409,
         )
 
+    @app.exception_handler(EventTooLarge)
+    async def _event_too_large(request: Request, exc: EventTooLarge) -> JSONResponse:
+        reason = f"the {exc.event_type} event would be {exc.size} bytes sealed and encoded; the limit is {exc.limit}"
+        body: dict[str, Any] = {
+            "error": "event_too_large",
+            "message": "the event this request makes is over the event size limit",
+            "errors": [{"field": "body", "reason": reason}],
+            "limit": exc.limit,
+        }
+        if exc.index is not None:
+            body["index"] = exc.index
+        return JSONResponse(body, 413)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -194,7 +207,8 @@ _ERROR_ANSWERS: dict[int, str] = {
     400: "malformed_json: the body is not valid JSON",
     401: "unauthenticated: no API key, or not a valid one (unknown or revoked)",
     403: "forbidden: the key lacks the scope; `required` names the ones that would do",
-    413: "body_too_large: the body is over this route's limit",
+    413: "body_too_large: the body is over this route's limit; event_too_large: an event it makes, sealed and"
+    " encoded, is over the event size limit (`limit` bytes; `index`: the batch item)",
     422: "validation_failed: `errors` names each field and why",
     429: "rate_limited: too many requests for this key; retry after Retry-After seconds",
     503: "unavailable: storage or a service it needs is unavailable; retry after Retry-After seconds",

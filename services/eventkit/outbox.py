@@ -7,16 +7,28 @@ again on restart; consumers drop the repeats by event id (at-least-once out, exa
 With a BrokerWatch, the relay also notices a broker that forgot acknowledged events (amnesia.py)
 and publishes the whole store again; once that is acknowledged, it reads its topics back and
 queues again what a subscriber would not get (a broker can hide what it acknowledged, amnesia.py).
+An event the broker refuses for good (too large, corrupt: REFUSED_FOR_GOOD) is parked, kept in
+outbox_parked until an operator puts it back (`crm unpark`), and the relay goes on with the others:
+no single event can hold up publication. Any other failure retries the whole batch.
 """
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.structs import RecordMetadata, TopicPartition
 from opentelemetry import trace
 
@@ -27,6 +39,9 @@ from eventkit.faults import crash_point
 from eventkit.feed import FeedSink
 from eventkit.telemetry import (
     OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PARKED,
+    OUTBOX_PARKED_NOW,
     OUTBOX_PUBLISHED,
     REPUBLISHED,
     UNREAD_AFTER_REPUBLISH,
@@ -47,8 +62,8 @@ READ_BACK_ROUNDS = 5  # reads after one republish; each round queues again only 
 # LATERAL keeps it from being flattened back into such a join.
 _PENDING = """
 SELECT e.position, e.event_id, e.type, e.source, e.subject, e.time, e.traceparent, e.topic,
-       e.data::text AS data_json
-FROM (SELECT position FROM outbox ORDER BY position LIMIT $1) o
+       e.data::text AS data_json, o.queued_at
+FROM (SELECT position, queued_at FROM outbox ORDER BY position LIMIT $1) o
 CROSS JOIN LATERAL (SELECT * FROM events WHERE events.position = o.position LIMIT 1) e
 ORDER BY o.position
 """
@@ -63,14 +78,40 @@ ON CONFLICT (topic, kafka_partition)
 DO UPDATE SET kafka_offset = greatest(relay_watermarks.kafka_offset, EXCLUDED.kafka_offset)
 """
 
-# Stored events up to a position, on the topics read back, that the read did not return.
+# Take refused events out of the queue and keep them, with why.
+_PARK = """
+WITH parked AS (DELETE FROM outbox WHERE position = ANY($1::bigint[]) RETURNING position)
+INSERT INTO outbox_parked (position, reason, detail)
+SELECT p.position, x.reason, x.detail
+FROM parked p JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS x(position, reason, detail) USING (position)
+ON CONFLICT (position) DO UPDATE SET parked_at = now(), reason = EXCLUDED.reason, detail = EXCLUDED.detail
+"""
+
+# Stored events up to a position, on the topics read back, that the read did not return (parked
+# ones stay parked: they were never on the topic).
 _QUEUE_UNREAD = """
 INSERT INTO outbox (position)
 SELECT e.position FROM events e
 WHERE e.position <= $1 AND e.topic = ANY($2::text[])
   AND NOT EXISTS (SELECT 1 FROM relay_read_back r WHERE r.event_id = e.event_id)
+  AND NOT EXISTS (SELECT 1 FROM outbox_parked p WHERE p.position = e.position)
 ON CONFLICT DO NOTHING
 """
+
+# Errors about one event that no retry mends: its size, its bytes, its topic's name. Anything else
+# (the broker away, a leader moving, no authorization) holds the whole batch until it passes.
+REFUSED_FOR_GOOD: tuple[type[Exception], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTopicError,
+    ValueError,  # raised while the message is made (a header that does not encode): before any I/O
+)
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    return isinstance(exc, REFUSED_FOR_GOOD)
 
 
 class OutboxRelay:
@@ -96,6 +137,11 @@ class OutboxRelay:
         self._backlog = OUTBOX_BACKLOG.labels(service)
         self._counted_at = -BACKLOG_COUNT_INTERVAL_S  # when the backlog was last counted (loop time)
         self._published = OUTBOX_PUBLISHED.labels(service)
+        self._parked = OUTBOX_PARKED.labels(service)
+        self._oldest_age = OUTBOX_OLDEST_AGE.labels(service)
+        self._parked_now = OUTBOX_PARKED_NOW.labels(service)
+        self._oldest_age.set(0)
+        self._parked_now.set(0)
         self._republished = REPUBLISHED.labels(service)
         self._unread = UNREAD_AFTER_REPUBLISH.labels(service)
         # After a republish: the highest position it queued, until a read of the topics found
@@ -147,6 +193,7 @@ class OutboxRelay:
         if self._watch is None or loop.time() < self._next_check:
             return
         self._next_check = loop.time() + self._check_interval_s
+        await self.count_parked(conn)
         rows = await conn.fetch("SELECT topic, kafka_partition, kafka_offset FROM relay_watermarks")
         marks = {TopicPartition(r["topic"], r["kafka_partition"]): r["kafka_offset"] for r in rows}
         reason = await self._watch.forgot(marks)
@@ -168,7 +215,9 @@ class OutboxRelay:
         async with conn.transaction():
             await conn.execute("DELETE FROM relay_watermarks")
             status = await conn.execute(
-                "INSERT INTO outbox (position) SELECT position FROM events ON CONFLICT DO NOTHING"
+                "INSERT INTO outbox (position) SELECT position FROM events e"
+                " WHERE NOT EXISTS (SELECT 1 FROM outbox_parked p WHERE p.position = e.position)"
+                " ON CONFLICT DO NOTHING"
             )
             upto = await conn.fetchval("SELECT max(position) FROM events")
             if upto is not None:
@@ -182,6 +231,11 @@ class OutboxRelay:
     async def resume(self, conn: asyncpg.Connection) -> None:
         """On becoming leader: take over a read back that the last leader left due."""
         self._read_back_upto = await conn.fetchval("SELECT upto FROM relay_read_back_due")
+        await self.count_parked(conn)
+
+    async def count_parked(self, conn: asyncpg.Connection) -> None:
+        """The parked events now (`crm unpark` takes them out from another process)."""
+        self._parked_now.set(await conn.fetchval("SELECT count(*) FROM outbox_parked"))
 
     async def _read_back_done(self, conn: asyncpg.Connection) -> None:
         await conn.execute("DELETE FROM relay_read_back_due")
@@ -238,11 +292,17 @@ class OutboxRelay:
             ])  # fmt: skip
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
-        """Publish one batch in position order; delete it from the outbox after every ack."""
+        """Publish one batch in position order; delete it from the outbox after every ack. Park
+        what the broker refuses for good; any other failure leaves the whole batch for a retry."""
         rows = await conn.fetch(_PENDING, self._batch_size)
         if not rows:
             self._backlog.set(0)
+            self._oldest_age.set(0)
             return 0
+        # The head's wait, set before sending: a relay that fails on every try still shows it.
+        self._oldest_age.set(
+            max(0.0, (datetime.now(rows[0]["queued_at"].tzinfo) - rows[0]["queued_at"]).total_seconds())
+        )
         if self._feed is not None:
             self._to_feed(self._feed, rows)
         crash_point("relay.before_send")
@@ -259,8 +319,9 @@ class OutboxRelay:
             for tp in {row["traceparent"] for row in rows}
         }
         outgoing = {tp: traceparent_of(span, tp) for tp, span in spans.items()}
-        acks = []
-        for row in rows:
+        acks: list[asyncio.Future[RecordMetadata]] = []
+        refused: dict[int, BaseException] = {}  # row index -> why it cannot be sent at all
+        for i, row in enumerate(rows):
             # The stored JSON goes out as it is: no decode and re-encode on the way.
             envelope = Envelope(
                 id=str(row["event_id"]),
@@ -271,39 +332,94 @@ class OutboxRelay:
                 data={},
                 traceparent=outgoing[row["traceparent"]],
             )
-            acks.append(
-                await self._producer.send(
+            try:
+                ack = await self._producer.send(
                     row["topic"],
                     value=row["data_json"].encode(),
                     key=row["subject"].encode(),
                     headers=kafka_headers(envelope),
                 )
-            )
+            except REFUSED_FOR_GOOD as exc:
+                refused[i] = exc
+                continue
+            acks.append(ack)
         try:
-            sent: list[RecordMetadata] = await asyncio.gather(*acks)  # raises if a send failed: all is retried
+            outcomes: list[RecordMetadata | BaseException] = await asyncio.gather(*acks, return_exceptions=True)
         finally:
             for span in spans.values():
                 span.end()
+        results: list[RecordMetadata | BaseException] = []
+        sent_outcomes = iter(outcomes)
+        for i in range(len(rows)):
+            results.append(refused[i] if i in refused else next(sent_outcomes))
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if retry := next((f for f in failures if not refused_for_good(f)), None):
+            raise retry  # the broker away or the like: the whole batch again, in order
         crash_point("relay.after_ack")
+        sent = [r for r in results if isinstance(r, RecordMetadata)]
         highest: dict[tuple[str, int], int] = {}
         for meta in sent:
             key = (meta.topic, meta.partition)
             highest[key] = max(highest.get(key, -1), meta.offset)
-        await conn.execute(
-            _ACKNOWLEDGE,
-            [r["position"] for r in rows],
-            [t for t, _ in highest],
-            [p for _, p in highest],
-            list(highest.values()),
-        )
-        self._published.inc(len(rows))
+        async with conn.transaction():  # acknowledged and parked together, or neither
+            if failures:
+                await self._park(conn, rows, results)
+            await conn.execute(
+                _ACKNOWLEDGE,
+                [r["position"] for r, res in zip(rows, results, strict=True) if isinstance(res, RecordMetadata)],
+                [t for t, _ in highest],
+                [p for _, p in highest],
+                list(highest.values()),
+            )
+        self._published.inc(len(sent))
         # A fetch short of a full batch held everything pending as of its snapshot, so nothing of
         # that is left; only after a full one is there a backlog to count. A count walks the whole
         # table, dead rows included, and is one more round trip: while full fetches follow each
         # other (a backlog being worked off) it is made at most once per BACKLOG_COUNT_INTERVAL_S.
         if len(rows) < self._batch_size:
             self._backlog.set(0)
+            self._oldest_age.set(0)
         elif (now := asyncio.get_running_loop().time()) - self._counted_at >= BACKLOG_COUNT_INTERVAL_S:
             self._backlog.set(await conn.fetchval("SELECT count(*) FROM outbox"))
             self._counted_at = now
         return len(rows)
+
+    async def _park(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], results: Sequence[object]) -> None:
+        parked = [(row, res) for row, res in zip(rows, results, strict=True) if isinstance(res, BaseException)]
+        await conn.execute(
+            _PARK,
+            [row["position"] for row, _ in parked],
+            [type(exc).__name__ for _, exc in parked],
+            [str(exc)[:500] for _, exc in parked],
+        )
+        self._parked.inc(len(parked))
+        await self.count_parked(conn)
+        for row, exc in parked:  # ids and types only: no event data in the log
+            log.error(
+                "parked event %s (%s, position %d) that %s refused for good: %s; `crm unpark` puts it back",
+                row["event_id"], row["type"], row["position"], row["topic"], type(exc).__name__,
+            )  # fmt: skip
+
+
+async def parked_events(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """The parked events, newest first: id, type, topic, size, when and why (no data)."""
+    return await conn.fetch(
+        "SELECT e.event_id, e.type, e.topic, e.position, octet_length(e.data::text) AS data_bytes,"
+        " p.parked_at, p.reason, p.detail"
+        " FROM outbox_parked p JOIN events e USING (position) ORDER BY p.position DESC LIMIT $1",
+        limit,
+    )
+
+
+async def unpark(conn: asyncpg.Connection, event_ids: Sequence[str]) -> int:
+    """Queue parked events again (all of them if no ids), in their stored order, and wake the
+    relay; once the cause is mended (a broker or producer limit raised) they are published."""
+    async with conn.transaction():
+        status = await conn.execute(
+            "WITH back AS (DELETE FROM outbox_parked p USING events e WHERE e.position = p.position"
+            " AND (cardinality($1::uuid[]) = 0 OR e.event_id = ANY($1::uuid[])) RETURNING p.position)"
+            " INSERT INTO outbox (position) SELECT position FROM back ON CONFLICT DO NOTHING",
+            list(event_ids),
+        )
+        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+    return int(status.split()[-1])

@@ -7,6 +7,8 @@ KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventkit.eventstore import DEFAULT_MAX_EVENT_BYTES
+
 DEFAULT_PORTS: dict[str, int] = {"intake": 8001, "case": 8002, "notification": 8003, "analytics": 8004}
 
 
@@ -19,6 +21,9 @@ class Settings(BaseSettings):
     database_url: str = ""  # "": postgresql://postgres@127.0.0.1:5432/crm_<service>
     database_pool_size: int = 10
     max_body_bytes: int = 1024 * 1024  # routes may allow more (intake's batch)
+    # The largest event, as published (data sealed and encoded, headers, key): 413 event_too_large
+    # over it. Keep it under the producer's and the broker's message limits (1 MiB by default).
+    event_max_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_create_topics: bool = True
@@ -37,6 +42,8 @@ class Settings(BaseSettings):
     outbox_batch_size: int = 1000
     outbox_poll_interval_ms: int = 500
     broker_check_interval_ms: int = 2000  # how often the relay checks the broker still has what it acked
+    # /readyz fails while the event at the head of the outbox has waited longer than this.
+    outbox_stuck_after_s: float = 120.0
 
     # Origins allowed to call this service from a browser (the agent console on another port).
     cors_allow_origins: str = ",".join(

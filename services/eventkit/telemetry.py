@@ -58,6 +58,23 @@ BROKER_AMNESIA = Counter(
     "crm_broker_amnesia_total", "Times the broker was found to have forgotten acknowledged events", ["service"]
 )
 REPUBLISHED = Counter("crm_outbox_republished_total", "Events queued again after broker amnesia", ["service"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "crm_outbox_oldest_age_seconds",
+    "How long the event at the head of the outbox has waited to be published (0: nothing waits)",
+    ["service"],
+)
+OUTBOX_PARKED = Counter(
+    "crm_outbox_parked_total", "Events the broker refused for good, taken out of the outbox and kept", ["service"]
+)
+OUTBOX_PARKED_NOW = Gauge(
+    "crm_outbox_parked_events", "Events parked now: stored, not on the topic, waiting for `crm unpark`", ["service"]
+)
+AUDIT_UNWRITABLE = Counter(
+    "crm_audit_unwritable_total", "Audit records the database refused even alone; logged, not kept", ["service"]
+)
+AUDIT_DROPPED = Counter(
+    "crm_audit_dropped_total", "Audit records dropped because the queue to the database was full", ["service"]
+)
 UNREAD_AFTER_REPUBLISH = Counter(
     "crm_outbox_unread_total",
     "Republished events the broker acknowledged but a read of the topic did not return; queued again",

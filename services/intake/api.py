@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import orjson
 from eventkit.app import runtime
 from eventkit.auth import Caller, require, require_channels
+from eventkit.eventstore import EventTooLarge
 from eventkit.http import ApiError, OrjsonResponse
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -195,10 +196,13 @@ def group_commit(request: Request) -> handlers.GroupCommit:
 async def _record(
     request: Request, items: list[handlers.Item], request_key: tuple[str, str] | None
 ) -> list[dict[str, Any]]:
+    batch = len(items) > 1 or request.url.path.endswith(":batch")
     try:
         return await group_commit(request).record(items, request_key)
+    except EventTooLarge as exc:
+        exc.index = exc.index if batch else None
+        raise
     except handlers.ItemErrors as exc:
-        batch = len(items) > 1 or request.url.path.endswith(":batch")
         raise ApiError(
             422,
             "validation_failed",
@@ -231,7 +235,7 @@ IdempotencyKey = Annotated[
         202: {"model": AcceptedOut},
         400: {"description": "malformed JSON"},
         409: {"description": "Idempotency-Key or client_event_id reused for a different request"},
-        413: {"description": "content or body too large"},
+        413: {"description": "content, body or the event it makes too large (event_too_large)"},
         **ERASED,
     },
 )
@@ -260,7 +264,7 @@ async def post_interaction(
     responses={
         202: {"model": BatchOut},
         409: {"description": "Idempotency-Key or client_event_id reused for a different request (`index`)"},
-        413: {"description": f"more than {MAX_BATCH} items, or body too large"},
+        413: {"description": f"more than {MAX_BATCH} items, body too large, or an item's event too large (`index`)"},
         **ERASED,
     },
 )

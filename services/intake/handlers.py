@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from eventkit import crypto, db
 from eventkit.envelope import Envelope, new_event
-from eventkit.eventstore import Append, ConcurrencyError, EventStore
+from eventkit.eventstore import Append, ConcurrencyError, EventStore, EventTooLarge
 from eventkit.keyring import KeyErased
 from eventkit.telemetry import current_traceparent
 from prometheus_client import Histogram
@@ -385,7 +385,11 @@ async def _record(
     for merge, tp in merges:
         await store.apply_merge(conn, merge, clock.now)
         appends.extend(await _merge_consent(conn, merge, functools.partial(event, traceparent=tp)))
-    await events.append(conn, appends)
+    try:
+        await events.append(conn, appends)
+    except EventTooLarge as exc:  # name the request's item that made it
+        exc.index = next((i for (_, i), a in answers_by_index.items() if exc.event_id in a["event_ids"]), None)
+        raise
 
     results: list[list[dict[str, Any]]] = []
     to_store: dict[str, Any] = {}

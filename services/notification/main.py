@@ -21,7 +21,7 @@ delivery_batch = settings.notification_delivery_concurrency
 keyring = remote_keyring(settings)  # the runtime's ring too (ServiceSpec.keyring): one cache, one forget
 context = NotificationContext(
     source=settings.source,
-    events=EventStore("notification"),
+    events=EventStore("notification", max_event_bytes=settings.event_max_bytes),
     book=domain.load_rulebook(settings.notification_rules_file),
     keyring=keyring,
     directory=settings.directory(),

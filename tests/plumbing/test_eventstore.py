@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import asyncpg
 import pytest
 from eventkit.consumer import StoredEventsApplier
+from eventkit.db import json_text
 from eventkit.envelope import Envelope, new_event
-from eventkit.eventstore import Append, ConcurrencyError, EventStore
+from eventkit.eventstore import Append, ConcurrencyError, EventStore, EventTooLarge, encoded_size
 from eventkit.timeline import TimelineProjection
 
 store = EventStore("test")
@@ -132,3 +133,29 @@ async def test_a_failing_projection_of_stored_events_rolls_the_write_back(pool: 
         assert await conn.fetchval("SELECT count(*) FROM timeline WHERE event_id = $1", event.id) == 0
         assert await conn.fetchval("SELECT count(*) FROM applied_events WHERE event_id = $1", event.id) == 0
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_an_event_over_the_size_limit_is_refused_before_anything_is_written(pool: asyncpg.Pool) -> None:
+    limited = EventStore("test", max_event_bytes=4096)
+    small, multibyte = ev("c-big", 1), ev("c-big", 2)
+    # 1,500 characters of 3 bytes each: under the limit counted in characters, over it in bytes
+    multibyte.data["text"] = "€" * 1500
+    with pytest.raises(EventTooLarge) as info:
+        async with pool.acquire() as conn, conn.transaction():
+            await limited.append(conn, [Append("s-big", None, [small, multibyte], "t")])
+    assert info.value.event_id == multibyte.id
+    assert info.value.size > 4096 and info.value.limit == 4096
+    assert info.value.size == encoded_size(multibyte, json_text(multibyte.data))
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = 's-big'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    async with pool.acquire() as conn, conn.transaction():  # at the limit's side of it: stored
+        assert await limited.append(conn, [Append("s-big", None, [small], "t")]) == {"s-big": 1}
+
+
+def test_the_encoded_size_counts_data_key_and_headers_in_bytes() -> None:
+    e = ev("ü" * 10)
+    data = json_text(e.data)
+    base = encoded_size(ev("u" * 10), data)
+    assert encoded_size(e, data) == base + 20  # 2-byte characters, in the key and in ce_subject
+    assert encoded_size(e, data + "é") == encoded_size(e, data) + 2

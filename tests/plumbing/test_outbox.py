@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from eventkit import outbox
 from eventkit.amnesia import BrokerWatch
 from eventkit.envelope import from_kafka, new_event
@@ -17,7 +17,7 @@ from eventkit.eventstore import Append, EventStore
 from eventkit.feed import FeedOnLoop, TimelineFeed
 from eventkit.loopthread import LoopThread
 from eventkit.outbox import OutboxRelay
-from eventkit.telemetry import UNREAD_AFTER_REPUBLISH
+from eventkit.telemetry import OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PARKED_NOW, UNREAD_AFTER_REPUBLISH
 
 from tests.conftest import make_topic, unique_topic
 
@@ -234,3 +234,108 @@ async def test_a_relay_on_a_thread_of_its_own_publishes_and_feeds_this_loops_liv
         await relay.stop()
     assert not relay.is_alive()
     assert watching.empty()
+
+
+# --- one event the broker refuses for good ---------------------------------------------------------
+
+# A store as it was before events were limited: what a database written then may hold.
+unlimited = EventStore("test", max_event_bytes=10 * 1024 * 1024)
+
+
+async def store_with_a_poison_event(pool: asyncpg.Pool, topic: str) -> tuple[list, object]:
+    """Customers' events around one of 1.2 MB (over the producer's 1 MiB): it comes first."""
+    async with pool.acquire() as conn, conn.transaction():
+        poison = new_event("crm.test.happened.v1", "cust-0", {"blob": "x" * 1_200_000}, "/crm/test", TP)
+        await unlimited.append(conn, [Append("stream-0", None, [poison], topic)])
+    stored = await store_events(pool, topic, customers=3, per_customer=5)
+    return stored, poison
+
+
+async def test_an_event_the_broker_refuses_for_good_is_parked_and_the_others_go_out_in_order(
+    pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    stored, poison = await store_with_a_poison_event(pool, topic)
+    parked_before = OUTBOX_PARKED.labels("t-park")._value.get()
+    relay = OutboxRelay("unused", producer, "t-park", batch_size=4)
+    async with pool.acquire() as conn:
+        await publish_everything(relay, conn)  # once stalled for good on the first event
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+        rows = await outbox.parked_events(conn, 10)
+    assert [str(r["event_id"]) for r in rows] == [poison.id]  # type: ignore[attr-defined]
+    assert rows[0]["reason"] == "MessageSizeTooLargeError"
+    assert OUTBOX_PARKED.labels("t-park")._value.get() - parked_before == 1
+    assert OUTBOX_PARKED_NOW.labels("t-park")._value.get() == 1
+
+    records = await read_all(bootstrap, topic, len(stored))
+    by_customer: dict[str, list[int]] = defaultdict(list)
+    for r in records:
+        env = from_kafka(r.key, r.value, r.headers)
+        by_customer[env.subject].append(env.data["n"])
+    assert by_customer == {f"cust-{c}": list(range(5)) for c in range(3)}  # each customer's order kept
+
+
+async def test_a_relay_started_on_a_store_that_holds_a_poison_event_heals_and_unpark_publishes_it(
+    pool: asyncpg.Pool, dsn: str, bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    # A data directory written before events were limited: the relay of a restarted service goes on.
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    stored, poison = await store_with_a_poison_event(pool, topic)
+    relay = OutboxRelay(dsn, producer, "t-heal", poll_interval_s=0.05)
+    task = asyncio.create_task(relay.run())
+    try:
+        records = await read_all(bootstrap, topic, len(stored))
+        assert sorted(from_kafka(r.key, r.value, r.headers).id for r in records) == sorted(e.id for e in stored)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    # Once the cause is mended (here: a producer that takes larger messages), `crm unpark` sends it.
+    big = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, max_request_size=4 * 1024 * 1024
+    )
+    await big.start()
+    try:
+        async with pool.acquire() as conn:
+            assert await outbox.unpark(conn, []) == 1
+            assert await conn.fetchval("SELECT count(*) FROM outbox_parked") == 0
+            await publish_everything(OutboxRelay("unused", big, "t-heal"), conn)
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    finally:
+        await big.stop()
+    records = await read_all(bootstrap, topic, len(stored) + 1)
+    assert poison.id in {from_kafka(r.key, r.value, r.headers).id for r in records}  # type: ignore[attr-defined]
+
+
+async def test_a_republish_of_the_whole_store_leaves_parked_events_parked(
+    pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    stored, _ = await store_with_a_poison_event(pool, topic)
+    relay = OutboxRelay("unused", producer, "t-park")
+    async with pool.acquire() as conn:
+        await publish_everything(relay, conn)
+        queued, _ = await OutboxRelay.republish_all(conn)
+        assert queued == len(stored)  # all but the parked one
+        await publish_everything(relay, conn)
+        assert await conn.fetchval("SELECT count(*) FROM outbox_parked") == 1
+
+
+async def test_the_outbox_head_age_is_measured_while_the_relay_cannot_publish(pool: asyncpg.Pool) -> None:
+    class BrokerAway:  # a producer whose every send fails as when the broker is unreachable
+        async def send(self, *args: object, **kwargs: object) -> None:
+            raise KafkaConnectionError("broker away")
+
+    topic = unique_topic()
+    await store_events(pool, topic, customers=1, per_customer=1)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE outbox SET queued_at = now() - interval '10 minutes'")
+        relay = OutboxRelay("unused", BrokerAway(), "t-stuck")  # type: ignore[arg-type]
+        with pytest.raises(KafkaConnectionError):
+            await relay.publish_pending(conn)
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1  # not parked: it may pass
+        assert await conn.fetchval("SELECT count(*) FROM outbox_parked") == 0
+    assert OUTBOX_OLDEST_AGE.labels("t-stuck")._value.get() >= 600
