@@ -174,7 +174,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc, BodyTooLarge):
             return JSONResponse(exc.body, 413)
-        unreadable = _unreadable_body(exc.__cause__)
+        unreadable = _unreadable_body(exc.__cause__) if exc.status_code == 400 else None
         if unreadable is not None:
             return unreadable
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
