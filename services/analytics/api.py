@@ -6,9 +6,10 @@ from typing import Annotated, Any, Literal
 from eventkit.app import runtime
 from eventkit.auth import require
 from eventkit.http import ApiError
+from eventkit.inputs import Rfc3339
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from analytics import domain, store
 from contracts.case import CaseType, Priority
@@ -124,8 +125,8 @@ class InsightsOut(BaseModel):
 )
 async def get_kpis(
     request: Request,
-    from_: Annotated[AwareDatetime, Query(alias="from", description="inclusive, RFC 3339")],
-    to: Annotated[AwareDatetime, Query(description="exclusive, RFC 3339")],
+    from_: Annotated[Rfc3339, Query(alias="from", description="inclusive, RFC 3339")],
+    to: Annotated[Rfc3339, Query(description="exclusive, RFC 3339")],
     window: Literal["hour", "day"] = "day",
     channel: Channel | None = None,
     region: Annotated[str | None, Query(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")] = None,

@@ -4,6 +4,7 @@ Every command carries the version the agent decided on, as `If-Match: "<version>
 `expected_version` in the body; responses carry the new version in the body and the ETag.
 """
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -12,6 +13,7 @@ import orjson
 from eventkit.app import runtime
 from eventkit.auth import require
 from eventkit.http import ApiError, audit_customer, decode_cursor
+from eventkit.inputs import INT64_MAX, SafeLine, SafeText
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,8 +24,11 @@ from contracts.case import CaseType, Priority, Status
 
 router = APIRouter(tags=["cases"], dependencies=[require("agent")])
 
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
-Reason = Annotated[str | None, Field(default=None, max_length=500)]
+Name = Annotated[SafeLine, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+Reason = Annotated[SafeText | None, Field(default=None, max_length=500)]
+# A version in If-Match: ASCII digits only (str.isdigit() also takes "²" and "٣", which int()
+# then refuses or reads), and within PostgreSQL's bigint.
+_VERSION = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 def case_context(request: Request) -> CaseContext:
@@ -50,7 +55,7 @@ def _expected_version(if_match: str | None, body_version: int | None) -> int:
     header_version = None
     if if_match is not None:
         text = if_match.strip().removeprefix("W/").strip('"')
-        if not text.isdigit():
+        if not _VERSION.fullmatch(text):
             raise ApiError(
                 422,
                 "validation_failed",
@@ -80,7 +85,7 @@ IfMatch = Annotated[str | None, Header(alias="If-Match", description='The case v
 
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    expected_version: int | None = Field(default=None, ge=0, description="Or send If-Match")
+    expected_version: int | None = Field(default=None, ge=0, le=INT64_MAX, description="Or send If-Match")
 
 
 class AssignIn(Command):
@@ -100,7 +105,7 @@ class PriorityIn(Command):
 
 class NoteIn(Command):
     author: Name
-    text: str = Field(min_length=1, max_length=10_000)
+    text: SafeText = Field(min_length=1, max_length=10_000)
 
 
 class LinkIn(Command):
@@ -109,11 +114,11 @@ class LinkIn(Command):
 
 class OpenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    customer_id: str = Field(min_length=1, max_length=64)
+    customer_id: SafeLine = Field(min_length=1, max_length=64)
     type: CaseType
     priority: Priority = "normal"
     team: Name = "support"
-    title: str | None = Field(default=None, max_length=200)
+    title: SafeLine | None = Field(default=None, max_length=200)
     case_id: uuid.UUID | None = Field(
         default=None, description="Choose the id to make retries safe: opening it again answers 200 with that case"
     )

@@ -36,6 +36,7 @@ from eventkit.http import (
     BodySizeLimit,
     OrjsonResponse,
     RequestMetrics,
+    SafeUrl,
     decode_cursor,
     document_errors,
     install_error_handlers,
@@ -525,6 +526,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             expose_headers=["ETag", "Location", "Retry-After"],
         )
     app.add_middleware(BodySizeLimit, default_bytes=settings.max_body_bytes, per_path=spec.body_limits)
+    app.add_middleware(SafeUrl)
     app.add_middleware(RequestMetrics, service=spec.name)
     app.include_router(common)
     for router in spec.routers:

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import asyncpg
 import orjson
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.eventstore import ConcurrencyError, EventTooLarge
+from eventkit.inputs import unsafe_reason
 from eventkit.keyring import KeyErased, KeysUnavailable
 from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS, context_from_traceparent, tracer
 
@@ -127,6 +129,24 @@ def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return errors
 
 
+def _unreadable_body(cause: BaseException | None) -> JSONResponse | None:
+    """FastAPI answers 400 "There was an error parsing the body" for whatever json.loads raised
+    besides a syntax error; say which it was, in our shape."""
+    if isinstance(cause, UnicodeDecodeError):
+        reason = "the body is not UTF-8 text"
+        errors = [{"field": "body", "reason": reason, "type": "json_invalid"}]
+        return JSONResponse({"error": "malformed_json", "message": reason, "errors": errors}, 400)
+    if isinstance(cause, RecursionError):  # deeper than Python's JSON reader goes
+        reason = "JSON nested too deeply"
+        errors = [{"field": "body", "reason": reason, "type": "too_deep"}]
+        return JSONResponse({"error": "validation_failed", "message": reason, "errors": errors}, 422)
+    if isinstance(cause, ValueError):  # an integer of more digits than Python converts (4300)
+        reason = f"a value cannot be read: {cause}"[:200]
+        errors = [{"field": "body", "reason": reason, "type": "value_error"}]
+        return JSONResponse({"error": "validation_failed", "message": reason, "errors": errors}, 422)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -165,6 +185,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyTooLarge):
+            return JSONResponse(exc.body, 413)
+        unreadable = _unreadable_body(exc.__cause__) if exc.status_code == 400 else None
+        if unreadable is not None:
+            return unreadable
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"error": reason, "message": str(exc.detail)}, exc.status_code, exc.headers)
 
@@ -325,8 +350,14 @@ class RequestMetrics:
                 HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while reading a body over the limit. An HTTPException, so that FastAPI passes it on
+    instead of turning it into its own 400 "error parsing the body" (chunked bodies)."""
+
+    def __init__(self, limit: int) -> None:
+        reason = f"request bodies here are limited to {limit} bytes"
+        super().__init__(413, reason)
+        self.body = {"error": "body_too_large", "message": reason, "errors": [{"field": "body", "reason": reason}]}
 
 
 class BodySizeLimit:
@@ -355,7 +386,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -365,21 +396,53 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
+        except BodyTooLarge:  # read outside a FastAPI route, which would have answered it
             if not started:
                 await self._reject(send, limit)
 
     @staticmethod
     async def _reject(send: Send, limit: int) -> None:
-        reason = f"request bodies here are limited to {limit} bytes"
-        body = orjson.dumps(
-            {"error": "body_too_large", "message": reason, "errors": [{"field": "body", "reason": reason}]}
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 413, BodyTooLarge(limit).body)
+
+
+async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = orjson.dumps(content)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class SafeUrl:
+    """422 for a path or query parameter holding NUL or another control character, before any
+    route (and before authentication, so such text never reaches the audit log or a query).
+    Invalid UTF-8 in a percent-escape is already read as U+FFFD, so no surrogate gets this far."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = _url_problem(scope["path"], scope.get("query_string", b""))
+            if problem is not None:
+                field, reason = problem
+                errors = [{"field": field, "reason": reason, "type": "unsafe_text"}]
+                await _send_json(send, 422, {"error": "validation_failed", "message": reason, "errors": errors})
+                return
+        await self.app(scope, receive, send)
+
+
+def _url_problem(path: str, query: bytes) -> tuple[str, str] | None:
+    if (reason := unsafe_reason(path, one_line=True)) is not None:
+        return "path", f"the path {reason}"
+    if b"%" not in query and not any(b < 0x20 or b == 0x7F for b in query):
+        return None  # the common case: nothing escaped, nothing to decode
+    for name, value in parse_qsl(query.decode(errors="replace"), keep_blank_values=True, errors="replace"):
+        for text in (name, value):
+            if (reason := unsafe_reason(text, one_line=True)) is not None:
+                return f"query.{name}", reason
+    return None

@@ -16,6 +16,7 @@ from eventkit.auth import hash_key, new_key, require
 from eventkit.envelope import new_event
 from eventkit.eventstore import Append
 from eventkit.http import ApiError
+from eventkit.inputs import SafeLine
 from eventkit.telemetry import current_traceparent
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -32,7 +33,7 @@ router = APIRouter(tags=["admin"], dependencies=[require("admin")])
 
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100)
+    name: SafeLine = Field(min_length=1, max_length=100)
     scopes: list[Annotated[str, Field(pattern=SCOPE_PATTERN)]] = Field(min_length=1, max_length=12)
 
 

@@ -10,9 +10,10 @@ from eventkit.app import runtime
 from eventkit.auth import Caller, require, require_channels
 from eventkit.eventstore import EventTooLarge
 from eventkit.http import ApiError, OrjsonResponse
+from eventkit.inputs import JsonLimits, JsonTooComplex, Rfc3339, SafeLine, SafeText, check_json_tree, unsafe_reason
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.config import JsonDict
 
 from contracts.events import Channel, ConsentPurpose, Direction, InteractionKind, Preferences
@@ -27,16 +28,16 @@ MAX_BATCH = 1000
 class ExternalId(BaseModel):
     model_config = ConfigDict(extra="forbid")
     channel: Channel
-    id: str = Field(min_length=1, max_length=200)
+    id: SafeLine = Field(min_length=1, max_length=200)
 
 
 class CustomerRef(BaseModel):
     """Who it is: a known customer id, and/or identifiers (all of them are linked to the customer)."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str | None = Field(default=None, min_length=1, max_length=64)
-    email: str | None = Field(default=None, min_length=3, max_length=320)
-    phone: str | None = Field(default=None, min_length=3, max_length=40, description="E.164 or national")
+    id: SafeLine | None = Field(default=None, min_length=1, max_length=64)
+    email: str | None = Field(default=None, min_length=3, max_length=320)  # domain.normalise_email checks it
+    phone: SafeLine | None = Field(default=None, min_length=3, max_length=40, description="E.164 or national")
     external: list[ExternalId] = Field(default_factory=list, max_length=10)
 
 
@@ -58,10 +59,13 @@ class InteractionIn(BaseModel):
     channel: Channel
     direction: Direction
     kind: InteractionKind
-    occurred_at: AwareDatetime
-    content: str | None = Field(default=None, description=f"Up to {domain.MAX_CONTENT_CHARS} characters")
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    client_event_id: str | None = Field(
+    occurred_at: Rfc3339 = Field(description="RFC 3339 with an offset; numbers are refused")
+    content: SafeText | None = Field(default=None, description=f"Up to {domain.MAX_CONTENT_CHARS} characters")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form JSON; by default at most 8 levels deep, 256 keys in all, keys up to 128 characters",
+    )
+    client_event_id: SafeLine | None = Field(
         default=None,
         min_length=1,
         max_length=128,
@@ -132,7 +136,11 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "customer_not
 _interaction = TypeAdapter(InteractionIn)
 
 
-def _to_item(body: InteractionIn, region: str) -> handlers.Item:
+def metadata_limits(settings: IntakeSettings) -> JsonLimits:
+    return JsonLimits(settings.metadata_max_depth, settings.metadata_max_keys, settings.metadata_max_key_chars)
+
+
+def _to_item(body: InteractionIn, region: str, limits: JsonLimits) -> handlers.Item:
     ref = body.customer
     idents: list[domain.Ident] = []
     if ref.email is not None:
@@ -152,6 +160,10 @@ def _to_item(body: InteractionIn, region: str) -> handlers.Item:
         metadata=body.metadata,
     )
     domain.check_interaction(cmd, datetime.now(UTC))
+    try:
+        check_json_tree(body.metadata, "metadata", limits)
+    except JsonTooComplex as exc:
+        raise domain.InvalidInput(exc.field, exc.reason) from exc
     if not body.client_event_id:  # nothing to match a retry against: no digest (a model dump less)
         return handlers.Item(cmd, "")
     digest = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -169,12 +181,13 @@ def _invalid(exc: domain.InvalidInput, index: int | None = None) -> ApiError:
 def _request_key(idempotency_key: str | None, body: Any) -> tuple[str, str] | None:
     if idempotency_key is None:
         return None
-    if not 1 <= len(idempotency_key) <= 200:
+    reason = "1 to 200 characters" if not 1 <= len(idempotency_key) <= 200 else unsafe_reason(idempotency_key)
+    if reason is not None:
         raise ApiError(
             422,
             "validation_failed",
-            "Idempotency-Key must be 1 to 200 characters",
-            errors=[{"field": "header.Idempotency-Key", "reason": "1 to 200 characters"}],
+            f"Idempotency-Key: {reason}",
+            errors=[{"field": "header.Idempotency-Key", "reason": reason}],
         )
     digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"request:{idempotency_key}", digest
@@ -248,7 +261,7 @@ async def post_interaction(
     require_channels(principal, {body.channel})
     settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
     try:
-        item = _to_item(body, settings.phone_default_region)
+        item = _to_item(body, settings.phone_default_region, metadata_limits(settings))
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
     request_key = _request_key(idempotency_key, body.model_dump(mode="json")) if idempotency_key is not None else None
@@ -283,12 +296,13 @@ async def post_batch(
         )
     rt = runtime(request)
     settings: IntakeSettings = rt.settings  # type: ignore[assignment]
+    limits = metadata_limits(settings)
     valid: list[tuple[int, handlers.Item]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(body.items):
         await handlers.give_way(index)
         try:
-            valid.append((index, _to_item(_interaction.validate_python(raw), settings.phone_default_region)))
+            valid.append((index, _to_item(_interaction.validate_python(raw), settings.phone_default_region, limits)))
         except ValidationError as exc:
             errors.extend(
                 {"index": index, "field": ".".join(map(str, e["loc"])), "reason": e["msg"]}
@@ -469,7 +483,7 @@ async def put_profile(request: Request, customer_id: str, body: ProfileIn) -> Re
 
 class DataKeysIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    customer_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=1000)
+    customer_ids: list[Annotated[SafeLine, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=1000)
     create: bool = Field(default=False, description="make a key for an id that has none yet (to seal new data)")
 
 

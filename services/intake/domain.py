@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import email_validator
 import phonenumbers
 
 from contracts.events import (
@@ -73,20 +74,19 @@ class Ident:
 
 
 def normalise_email(raw: str, field: str = "customer.email") -> Ident:
-    email = raw.strip().lower()
-    local, at, domain = email.partition("@")
-    if (
-        any(c.isspace() for c in email)
-        or not at
-        or not local
-        or "@" in domain
-        or "." not in domain
-        or domain.startswith(".")
-        or domain.endswith(".")
-        or ".." in domain
-        or len(email) > 254
-    ):
-        raise InvalidInput(field, "not an email address")
+    """One address, one spelling: checked and normalised by email-validator (syntax only, no DNS),
+    so `a()@x.io`, control characters and NUL are refused and a Unicode domain and its IDNA form
+    are the same identity; then lower-cased whole, as identities always were."""
+    text = raw.strip(" \t\r\n")  # pasted with a line end or spaces around: still the address
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in text):
+        raise InvalidInput(field, "not an email address: it contains control characters")
+    try:
+        checked = email_validator.validate_email(text, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise InvalidInput(field, f"not an email address: {exc}") from exc
+    email = checked.normalized.lower()
+    if len(email) > 254:
+        raise InvalidInput(field, "not an email address: longer than 254 characters")
     return Ident("email", email)
 
 

@@ -18,3 +18,9 @@ class IntakeSettings(Settings):
     # Wraps every customer's data key (32 bytes, base64). Required: without it nothing personal
     # could be stored. `make run` makes one in .data/master.key; production reads a secret store.
     master_key: str
+    # Interaction metadata (docs/limits.md): objects and arrays nested at most this deep (the
+    # metadata object itself is level 1), at most this many keys in the whole tree, each key at
+    # most this many characters. Over any of them: 422 naming the field.
+    metadata_max_depth: int = 8
+    metadata_max_keys: int = 256
+    metadata_max_key_chars: int = 128

@@ -26,6 +26,8 @@ from tests.conftest import ADMIN_KEY, auth_headers, running_stack
 
 pytestmark = pytest.mark.e2e
 MIN_CASES = 500
+MIN_HOSTILE_CASES = 50
+ROOT = Path(__file__).parents[2]
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
@@ -174,3 +176,39 @@ def test_generated_requests_never_break_a_service(
     seen = statuses(tmp_path / "events.ndjson")
     for operation in MUST_SUCCEED.get(service, []):
         assert any(200 <= status < 300 for status in seen.get(operation, {})), (operation, seen.get(operation))
+
+
+@pytest.mark.parametrize("service", ["intake", "case", "notification", "analytics"])
+def test_hostile_values_never_break_a_service(
+    fuzz_stack: Stack, known_ids: dict[str, list[str]], service: str, tmp_path: Path
+) -> None:
+    """The same generated requests with one hostile value each (tests/e2e/hostile_hooks.py): lone
+    surrogates, NUL and control characters, non-ASCII and overlong digits, numbers for text and
+    dates, JSON nested hundreds deep. Every answer a 4xx or success: no 5xx, no dropped connection."""
+    svc = fuzz_stack.services[service]
+    config = _config_with(known_ids, tmp_path)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config),
+            "run", f"{svc.url}/openapi.json",
+            "--header", f"Authorization: Bearer {ADMIN_KEY}",
+            "--checks", "not_a_server_error",
+            "--max-examples", "40",
+            "--phases", "fuzzing",
+            "--mode", "positive",  # valid requests, so the one hostile value is what is tested
+            "--exclude-path-regex", r".*/stream$",
+            "--seed", "20261207",
+            "--workers", "1",
+            "--max-failures", "20",
+        ],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={
+            "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+            "SCHEMATHESIS_HOOKS": "tests.e2e.hostile_hooks", "PYTHONPATH": str(ROOT),
+        },
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    cases = re.search(r"Test cases:\s+(\d+) generated", output)
+    assert cases is not None, output[-3000:]
+    assert int(cases.group(1)) >= MIN_HOSTILE_CASES, output[-3000:]

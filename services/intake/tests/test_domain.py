@@ -69,3 +69,29 @@ def test_interaction_payload_matches_the_contract() -> None:
         "metadata": {},
         "sealed": None,  # the domain builds the clear payload; the handler seals it (SPEC §9)
     }
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a()@x.io",  # comments are not addresses: one mailbox must not have two spellings
+        "a\x00b@x.io",
+        "a\x01b@x.io",
+        "a@x.io\x00",
+        "a\u200b@x.io",  # zero-width space
+        "a@[1.2.3.4]",
+        "a@localhost",
+        "a..b@x.io",
+        '"a b"@x.io',
+        "a\ud800@x.io",
+    ],
+)
+def test_email_validator_refuses_what_is_not_one_mailbox(raw: str) -> None:
+    with pytest.raises(domain.InvalidInput) as info:
+        domain.normalise_email(raw, "query.email")
+    assert info.value.field == "query.email"
+    assert info.value.reason.startswith("not an email address")
+
+
+def test_a_unicode_domain_and_its_idna_spelling_are_one_identity() -> None:
+    assert domain.normalise_email("Ana@XN--MNCHEN-3YA.de") == domain.normalise_email("ana@münchen.de")
