@@ -405,9 +405,10 @@ async def get_digest(request: Request, customer_id: str) -> Response:
     dependencies=[Depends(stream_caller)],
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "one `data:` line of JSON per timeline item"},
-        401: {"description": ""},
-        403: {"description": ""},
-        429: {"description": ""},
+        401: {"description": "unauthenticated: no valid key, or the ticket is forged, expired, used or another's"},
+        403: {"description": "forbidden: the key lacks the agent scope"},
+        429: {"description": "rate_limited: too many requests for this key; retry after Retry-After seconds"},
+        503: {"description": "unavailable: the key could not be checked; retry after Retry-After seconds"},
         **MERGED,
     },
 )
