@@ -1,17 +1,10 @@
-// crm agent console: plain JavaScript, no build step. Service URLs default to this host on ports
-// 8001-8004 (intake: the origin that served this page) and can be overridden with
-// ?intake=&case=&notification=&analytics= (full origins, e.g. http://127.0.0.1:8002).
+// crm agent console: plain JavaScript, no build step. Where the four services answer comes only
+// from config.json beside this page (same origin, from the server's settings), never from the
+// page's own URL: a link naming another origin must not get the API key sent there.
 "use strict";
 
-const SERVICES = { intake: 8001, case: 8002, notification: 8003, analytics: 8004 };
-const params = new URLSearchParams(location.search);
-const urls = {};
-for (const [name, port] of Object.entries(SERVICES)) {
-  const given = params.get(name);
-  const fallback = name === "intake" && location.protocol.startsWith("http")
-    ? location.origin : `${location.protocol}//${location.hostname}:${port}`;
-  urls[name] = (given || fallback).replace(/\/+$/, "");
-}
+const SERVICES = ["intake", "case", "notification", "analytics"];
+const urls = {}; // filled by loadConfig() before anything is sent
 const KEY = "crm.console.key";
 const PAGE = 20;
 const $ = (id) => document.getElementById(id);
@@ -35,7 +28,19 @@ function describe(status, body) {
   return message ? `${message} (${status})` : `Request failed with ${status}`;
 }
 
+async function loadConfig() {
+  const response = await fetch("config.json", { cache: "no-store", credentials: "omit" });
+  if (!response.ok) throw new Error(`console configuration not available (${response.status})`);
+  const config = await response.json();
+  for (const name of SERVICES) {
+    const url = new URL(config.services[name]); // throws on anything but an absolute URL
+    if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error(`bad URL for ${name}`);
+    urls[name] = url.origin;
+  }
+}
+
 async function api(service, path, { method = "GET", body, headers = {} } = {}) {
+  if (!urls[service]) throw new ApiError(0, { message: `${service}: console configuration not loaded` });
   const init = { method, headers: { ...headers } };
   if (state.key) init.headers.Authorization = `Bearer ${state.key}`;
   if (body !== undefined) {
@@ -130,6 +135,7 @@ async function find(by, value) {
 function closeCustomer() {
   if (state.source) state.source.close();
   state.source = null;
+  clearTimeout(state.streamRetry);
   clearInterval(state.syncTimer);
   state.customer = null;
   $("customer").hidden = true;
@@ -152,7 +158,7 @@ async function openCustomer(id) {
   renderProfile(customer, null);
   $("profile-h").focus(); // keyboard users land on the customer they opened
   await Promise.all([loadInsights(customer), loadTimeline(), loadCases()]);
-  startStream();
+  startStream(); // not awaited: the page works while the stream connects
   startSync();
 }
 
@@ -260,12 +266,32 @@ const olderPages = new IntersectionObserver((entries) => {
   }
 });
 
-function startStream() {
-  const url = `${urls.case}/v1/customers/${encodeURIComponent(state.customer)}/timeline/stream?access_token=${encodeURIComponent(state.key)}`;
+// The stream cannot carry the key in a header (EventSource sends none), and a URL must not carry
+// it: each connection opens with a fresh single-use ticket from case, asked for with the header.
+// A ticket works once, so on any error the page closes the stream and opens a new one itself.
+async function startStream() {
+  const id = state.customer;
+  let ticket;
+  try {
+    ({ ticket } = await api("case", "/v1/stream-tickets", { method: "POST", body: { customer_id: id } }));
+  } catch (exc) {
+    if (exc.status === 401) { signOut(false); showError(exc); return; }
+    $("live").textContent = "reconnecting...";
+    state.streamRetry = setTimeout(() => { if (id === state.customer) startStream(); }, 2000);
+    return;
+  }
+  if (id !== state.customer || state.source) return;
+  const url = `${urls.case}/v1/customers/${encodeURIComponent(id)}/timeline/stream?ticket=${encodeURIComponent(ticket)}`;
   const source = new EventSource(url);
   state.source = source;
   source.onopen = () => { $("live").textContent = "live"; };
-  source.onerror = () => { $("live").textContent = "reconnecting..."; };
+  source.onerror = () => {
+    source.close();
+    if (state.source !== source) return;
+    state.source = null;
+    $("live").textContent = "reconnecting...";
+    state.streamRetry = setTimeout(() => { if (id === state.customer && !state.source) startStream(); }, 1000);
+  };
   source.addEventListener("timeline", (ev) => {
     const item = JSON.parse(ev.data);
     if (state.seen.has(item.event_id)) return;
@@ -282,7 +308,7 @@ function startStream() {
 async function syncOnce() {
   const id = state.customer;
   if (!id) return;
-  const results = await Promise.all(Object.keys(SERVICES).map(async (name) => {
+  const results = await Promise.all(SERVICES.map(async (name) => {
     try { return [name, await api(name, `/v1/customers/${encodeURIComponent(id)}/timeline/digest`)]; }
     catch (exc) { return [name, null, exc]; }
   }));
@@ -369,7 +395,8 @@ function onSubmit(id, fn) {
   $(id).addEventListener("submit", (ev) => { ev.preventDefault(); guarded(() => fn(ev.target)); });
 }
 
-onSubmit("signin-form", (f) => signIn(f.key.value.trim()));
+const configured = loadConfig();
+onSubmit("signin-form", async (f) => { await configured; await signIn(f.key.value.trim()); });
 onSubmit("find-form", (f) => find(f.by.value, f.value.value.trim()));
 onSubmit("reply-form", async (f) => {
   await api("intake", "/v1/interactions", { method: "POST", body: {
@@ -387,6 +414,7 @@ $("load-more").addEventListener("click", () => guarded(loadTimeline));
 olderPages.observe($("timeline-end"));
 $("signout").addEventListener("click", () => signOut());
 
-if (state.key) {
-  guarded(() => signIn(state.key));
-}
+guarded(async () => {
+  await configured;
+  if (state.key) await signIn(state.key);
+});

@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -32,6 +32,7 @@ from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, c
 from eventkit.consumer import IdempotentConsumer, Projection, StoredEventsApplier, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import FeedOnLoop, TimelineFeed, heartbeat_stream
+from eventkit.headers import SecurityHeaders
 from eventkit.http import (
     BodySizeLimit,
     OrjsonResponse,
@@ -45,6 +46,8 @@ from eventkit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyri
 from eventkit.loopthread import LoopThread
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
+from eventkit.streamtickets import StreamTickets, stream_caller
+from eventkit.streamtickets import router as stream_tickets_router
 from eventkit.telemetry import configure_logging, configure_tracing
 from eventkit.topics import ensure_topics, partition_for_key
 
@@ -68,6 +71,8 @@ class ServiceSpec:
     # the ring before the app exists passes it (keyring); otherwise one asking intake over HTTP.
     key_source: Callable[["Runtime"], KeySource] | None = None
     keyring: KeyRing | None = None
+    # URL prefix -> Content-Security-Policy (a page it serves); JSON routes get headers.API_POLICY.
+    content_security: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,9 +87,11 @@ class Runtime:
     auth: Authenticator = field(init=False)
     audit: AuditLog = field(init=False)
     keyring: KeyRing = field(init=False)
+    tickets: StreamTickets = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.tickets = StreamTickets(s.service_name, s.stream_ticket_secret, s.stream_ticket_seconds)
         limiter = RateLimiter(s.rate_limit_per_key_rps, s.rate_limit_per_key_burst)
         self.auth = Authenticator(lambda: self.pool, s.auth_bootstrap_admin_key, limiter, s.auth_required)
         self.audit = AuditLog(lambda: self.pool)
@@ -409,11 +416,15 @@ async def get_digest(request: Request, customer_id: str) -> Response:
 @common.get(
     "/v1/customers/{customer_id}/timeline/stream",
     tags=["timeline"],
-    summary="Server-sent events: each new timeline item as this service applies it (key also as ?access_token=)",
+    summary="Server-sent events: each new timeline item as this service applies it (key or ?ticket=)",
     response_class=StreamingResponse,
-    dependencies=[require("agent")],
+    dependencies=[Depends(stream_caller)],
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "one `data:` line of JSON per timeline item"},
+        401: {"description": "unauthenticated: no valid key, or the ticket is forged, expired, used or another's"},
+        403: {"description": "forbidden: the key lacks the agent scope"},
+        429: {"description": "rate_limited: too many requests for this key; retry after Retry-After seconds"},
+        503: {"description": "unavailable: the key could not be checked; retry after Retry-After seconds"},
         **MERGED,
     },
 )
@@ -525,10 +536,12 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
             expose_headers=["ETag", "Location", "Retry-After"],
         )
+    app.add_middleware(SecurityHeaders, policies=spec.content_security)
     app.add_middleware(BodySizeLimit, default_bytes=settings.max_body_bytes, per_path=spec.body_limits)
     app.add_middleware(SafeUrl)
     app.add_middleware(RequestMetrics, service=spec.name)
     app.include_router(common)
+    app.include_router(stream_tickets_router)
     for router in spec.routers:
         app.include_router(router)
     for prefix, directory in spec.static.items():

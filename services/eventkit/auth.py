@@ -1,7 +1,7 @@
 """Who is calling, what they may do, how often, and a record of it (SPEC §9).
 
-- API keys: `Authorization: Bearer <key>` (or `?access_token=<key>` where a browser cannot set
-  headers, as for server-sent events). Keys are random; services store and compare SHA-256
+- API keys: `Authorization: Bearer <key>`, never in a URL (a browser's live timeline opens with
+  a short-lived ticket instead: streamtickets.py). Keys are random; services store and compare SHA-256
   hashes only, projected from crm.auth.* events, so a key created or revoked at intake is known
   to every service. A bootstrap admin key from settings gets the first keys made.
 - Scopes: `channel:<name>` may post interactions of that channel; `agent` reads timelines and
@@ -175,7 +175,7 @@ class Authenticator:
 
     async def authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")
-        key = header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("access_token")
+        key = header[7:].strip() if header[:7].lower() == "bearer " else None
         if not key:
             if not self.required:
                 return Principal("anonymous", "authentication disabled", frozenset({"admin"}))

@@ -377,6 +377,7 @@ class Stack:
             svc.env["KEY_SERVICE_URL"] = self.services["intake"].url  # the data key vault
             for other, other_svc in self.services.items():  # intake's export calls the others
                 svc.env[f"{other.upper()}_URL"] = other_svc.url
+                svc.env.setdefault(f"CONSOLE_{other.upper()}_URL", other_svc.url)  # where the console calls them
         # The master key that wraps the customers' data keys, kept beside the data it protects
         # (development only; production takes it from a secret store).
         self.services["intake"].env.setdefault("MASTER_KEY", _master_key(self.data_dir))

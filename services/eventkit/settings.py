@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     auth_bootstrap_admin_key: str | None = None  # an admin key known to every service, to make the first keys
     rate_limit_per_key_rps: float = 200.0
     rate_limit_per_key_burst: float = 400.0
+    # Live timeline tickets (streamtickets.py): a secret shared by the replicas of one service
+    # (not set: random per process, enough for one process per service) and their lifetime.
+    stream_ticket_secret: str | None = None
+    stream_ticket_seconds: int = 60
 
     # Data keys (SPEC §9): intake holds the vault; the others ask it with a key of scope `keys`
     # (the bootstrap admin key when KEY_SERVICE_API_KEY is not set) and cache what they get.

@@ -5,6 +5,7 @@ from pathlib import Path
 from eventkit.app import ServiceSpec, create_app, serve
 from eventkit.crypto import parse_master_key
 
+from intake import console
 from intake.admin import router as admin_router
 from intake.api import router
 from intake.handlers import expire_idempotency_keys
@@ -19,11 +20,12 @@ app = create_app(
         name="intake",
         title="crm intake",
         description="Interactions from every channel, resolved to one customer, stored and published.",
-        routers=[router, admin_router],
+        routers=[router, admin_router, console.router],
         migrations=[Path(__file__).parent / "migrations"],
         body_limits={"/v1/interactions:batch": 16 * 1024 * 1024},
         background=[expire_idempotency_keys],
-        static={"/console": Path(__file__).resolve().parents[1] / "console"},
+        static={console.PREFIX: console.FILES},
+        content_security=console.content_security(settings),
         key_source=lambda rt: VaultKeySource(lambda: rt.db, vault),
     ),
     settings,

@@ -2,6 +2,8 @@
 
 from eventkit.settings import Settings
 
+from intake.console import Origin
+
 
 class IntakeSettings(Settings):
     phone_default_region: str = "US"  # how to read phone numbers written without a +country code
@@ -12,6 +14,13 @@ class IntakeSettings(Settings):
     case_url: str = "http://127.0.0.1:8002"
     notification_url: str = "http://127.0.0.1:8003"
     analytics_url: str = "http://127.0.0.1:8004"
+    # Where the agent console (served here at /console/) calls the four services from the browser:
+    # their public origins, served to the page as /console/config.json and its CSP connect-src.
+    # `make run` sets them to the ports in use.
+    console_intake_url: Origin = "http://127.0.0.1:8001"
+    console_case_url: Origin = "http://127.0.0.1:8002"
+    console_notification_url: Origin = "http://127.0.0.1:8003"
+    console_analytics_url: Origin = "http://127.0.0.1:8004"
     # How long an Idempotency-Key or client_event_id answers with the first answer; older keys
     # are forgotten (hourly), so a retry after that would be a new request.
     idempotency_ttl_hours: float = 72.0

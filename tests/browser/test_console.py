@@ -1,7 +1,8 @@
 """The agent console in a real Chromium against the four services as processes.
 
-The page comes from intake on a free port and calls the other services on theirs; the stack is
-started with CORS_ALLOW_ORIGINS naming intake's origin, so no service code changes for the test.
+The page comes from intake on a free port and calls the other services on theirs, which it learns
+from intake's /console/config.json (the stack sets CONSOLE_<SERVICE>_URL); the stack is started
+with CORS_ALLOW_ORIGINS naming intake's origin.
 """
 
 import asyncio
@@ -66,8 +67,7 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def console_url(stack: Stack) -> str:
-    query = urlencode({name: svc.url for name, svc in stack.services.items()})
-    return f"{stack.services['intake'].url}/console/?{query}"
+    return f"{stack.services['intake'].url}/console/"
 
 
 def interaction(email: str, content: str, direction: str = "inbound") -> dict[str, Any]:
@@ -332,3 +332,60 @@ async def test_console_finds_by_name_and_phone_from_the_keyboard_and_scrolls_to_
         await expect(badge).to_have_text("case: behind by 3", timeout=5_000)
         await page.unroute(case_digest_url)
         await expect(badge).to_have_text("case: in sync", timeout=5_000)
+
+
+async def test_a_hostile_link_gets_no_key_and_the_stream_url_holds_none(chromium: str, console_stack: Stack) -> None:
+    """/console/?intake=http://evil... : every request goes to the configured services, the key in
+    headers only; the live stream opens with a ticket; the page runs under its CSP without a report."""
+    from playwright.async_api import async_playwright, expect
+
+    intake = console_stack.services["intake"].url
+    case = console_stack.services["case"].url
+    evil = "http://evil.invalid:9"
+    email = f"hostile-{uuid.uuid4().hex[:8]}@example.com"
+    async with api_client(timeout=10) as client:
+        r = await client.post(f"{intake}/v1/interactions", json=interaction(email, "hostile link"))
+        assert r.status_code == 202, r.text
+        customer_id, first_event = r.json()["customer_id"], r.json()["event_id"]
+        r = await client.get(
+            f"{case}/v1/customers/{customer_id}/timeline", params={"wait_for": first_event, "timeout_ms": 20_000}
+        )
+        assert r.status_code == 200, r.text
+
+    requests: list[tuple[str, dict[str, str]]] = []
+    csp_reports: list[str] = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+            page.set_default_timeout(15_000)
+            page.on("request", lambda req: requests.append((req.url, req.headers)))
+            page.on(
+                "console",
+                lambda msg: csp_reports.append(msg.text) if "Content Security Policy" in msg.text else None,
+            )
+            hostile = urlencode({name: evil for name in SERVICES})
+            await page.goto(f"{intake}/console/?{hostile}")
+            await page.get_by_label("API key").fill(ADMIN_KEY)
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#workspace")).to_be_visible()
+            await page.get_by_label("Search by").select_option("email")
+            await page.get_by_label("Value").fill(email)
+            await page.get_by_role("button", name="Find").click()
+            await expect(page.locator("#customer-id")).to_have_text(customer_id)
+            await expect(page.locator("#live")).to_have_text("live")
+            await expect(page.locator("#sync .badge")).to_have_count(len(SERVICES))
+            await expect(page.locator("#error")).to_be_hidden()
+        finally:
+            await browser.close()
+
+    allowed = tuple(svc.url + "/" for svc in console_stack.services.values())
+    assert requests
+    strays = [url for url, _ in requests if not url.startswith(allowed)]
+    assert not strays, f"requests outside the configured services: {strays}"
+    with_key = [url for url, headers in requests if ADMIN_KEY in headers.get("authorization", "")]
+    assert any(url.startswith(f"{case}/") for url in with_key)  # the key does go, in the header
+    assert not [url for url, _ in requests if ADMIN_KEY in url or "access_token" in url]
+    streams = [url for url, _ in requests if url.startswith(f"{case}/v1/customers/{customer_id}/timeline/stream")]
+    assert streams and all("?ticket=" in url for url in streams)
+    assert not csp_reports, csp_reports

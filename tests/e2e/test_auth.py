@@ -23,6 +23,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/customers/{customer_id}/timeline"): {"agent"},
     ("GET", "/v1/customers/{customer_id}/timeline/digest"): {"agent"},
     ("GET", "/v1/customers/{customer_id}/timeline/stream"): {"agent"},
+    ("POST", "/v1/stream-tickets"): {"agent"},
     ("POST", "/v1/interactions"): {"agent", "channel:web"},
     ("POST", "/v1/interactions:batch"): {"agent", "channel:web"},
     ("GET", "/v1/customers"): {"agent"},
