@@ -177,3 +177,13 @@ async def test_an_agent_verifies_a_claimed_identifier(pool: asyncpg.Pool) -> Non
     assert await handlers.verify_identifiers(pool, store, vault, "/test", customer, [claimed]) == []
     with pytest.raises(handlers.IdentifierNotFound):  # another customer's address is not theirs to verify
         await handlers.verify_identifiers(pool, store, vault, "/test", customer, [others_mail])
+
+
+async def test_erasure_forgets_the_suggestions_naming_the_customer(pool: asyncpg.Pool) -> None:
+    older, younger, a, b = await two_customers(pool)
+    await record(pool, claim(a, b))
+    [suggestion] = await handlers.list_suggestions(pool, vault, "pending", older, 10)
+    await handlers.erase_customer(pool, store, vault, "/test", younger)
+    assert await handlers.list_suggestions(pool, vault, None, older, 10) == []
+    with pytest.raises(handlers.SuggestionNotFound):
+        await handlers.decide_suggestion(pool, store, vault, "/test", suggestion["suggestion_id"], True, "k")
