@@ -13,7 +13,10 @@ from contracts.events import EventData, EventType
 
 KEY_CREATED = "crm.auth.key_created.v1"
 KEY_REVOKED = "crm.auth.key_revoked.v1"
-SCOPE_PATTERN = r"^(agent|ops|admin|keys|identity:verify|channel:(web|chat|email|phone|sms|social|kiosk|in_person|survey))$"
+# identity:verify: the key's identifiers are verified, not claimed (SPEC §14, docs/identity-trust.md).
+SCOPE_PATTERN = (
+    r"^(agent|ops|admin|keys|identity:verify|channel:(web|chat|email|phone|sms|social|kiosk|in_person|survey))$"
+)
 
 
 class KeyCreated(EventData):
