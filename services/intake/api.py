@@ -138,21 +138,16 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "customer_not
 _interaction = TypeAdapter(InteractionIn)
 
 
-def _idents(ref: "CustomerRef | IdentifiersIn", region: str, prefix: str = "customer") -> list[domain.Ident]:
-    idents: list[domain.Ident] = []
-    if ref.email is not None:
-        idents.append(domain.normalise_email(ref.email, f"{prefix}.email"))
-    if ref.phone is not None:
-        idents.append(domain.normalise_phone(ref.phone, region, f"{prefix}.phone"))
-    for n, ext in enumerate(ref.external):
-        idents.append(domain.normalise_external(ext.channel, ext.id, f"{prefix}.external.{n}.id"))
-    return idents
-
-
 def _to_item(body: InteractionIn, region: str, verified: bool = False) -> handlers.Item:
     """`verified`: the caller's key may verify identities; without it the identifiers are claims."""
     ref = body.customer
-    idents = _idents(ref, region)
+    idents: list[domain.Ident] = []
+    if ref.email is not None:
+        idents.append(domain.normalise_email(ref.email))
+    if ref.phone is not None:
+        idents.append(domain.normalise_phone(ref.phone, region))
+    for n, ext in enumerate(ref.external):
+        idents.append(domain.normalise_external(ext.channel, ext.id, f"customer.external.{n}.id"))
     cmd = domain.RecordInteraction(
         channel=body.channel,
         direction=body.direction,
@@ -525,8 +520,14 @@ class IdentifiersIn(BaseModel):
 async def verify_identifiers(request: Request, customer_id: str, body: IdentifiersIn) -> Response:
     rt = runtime(request)
     settings: IntakeSettings = rt.settings  # type: ignore[assignment]
+    idents: list[domain.Ident] = []
     try:
-        idents = _idents(body, settings.phone_default_region, "body")
+        if body.email is not None:
+            idents.append(domain.normalise_email(body.email, "body.email"))
+        if body.phone is not None:
+            idents.append(domain.normalise_phone(body.phone, settings.phone_default_region, "body.phone"))
+        for n, ext in enumerate(body.external):
+            idents.append(domain.normalise_external(ext.channel, ext.id, f"body.external.{n}.id"))
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
     if not idents:
