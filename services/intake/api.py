@@ -40,6 +40,12 @@ class CustomerRef(BaseModel):
     email: str | None = Field(default=None, min_length=3, max_length=320)
     phone: str | None = Field(default=None, min_length=3, max_length=40, description="E.164 or national")
     external: list[ExternalId] = Field(default_factory=list, max_length=10)
+    identity_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="HMAC-SHA256 of this reference by the channel's back end: its identifiers are then"
+        " verified, not claimed (docs/identity-trust.md)",
+    )
 
 
 EXAMPLE_INTERACTION: JsonDict = {  # in the OpenAPI document, for readers and for schemathesis
@@ -138,8 +144,11 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "customer_not
 _interaction = TypeAdapter(InteractionIn)
 
 
-def _to_item(body: InteractionIn, region: str, verified: bool = False) -> handlers.Item:
-    """`verified`: the caller's key may verify identities; without it the identifiers are claims."""
+def _to_item(
+    body: InteractionIn, region: str, verified: bool = False, secrets: dict[str, str] | None = None
+) -> handlers.Item:
+    """`verified`: the caller's key may verify identities; without it the identifiers are claims,
+    unless the channel's back end signed the reference (`secrets`: identity secret per channel)."""
     ref = body.customer
     idents: list[domain.Ident] = []
     if ref.email is not None:
@@ -148,6 +157,9 @@ def _to_item(body: InteractionIn, region: str, verified: bool = False) -> handle
         idents.append(domain.normalise_phone(ref.phone, region))
     for n, ext in enumerate(ref.external):
         idents.append(domain.normalise_external(ext.channel, ext.id, f"customer.external.{n}.id"))
+    if ref.identity_hash is not None:
+        domain.check_identity_hash(secrets or {}, body.channel, ref.id, idents, ref.identity_hash)
+        verified = True
     cmd = domain.RecordInteraction(
         channel=body.channel,
         direction=body.direction,
@@ -253,7 +265,9 @@ async def post_interaction(
     require_channels(principal, {body.channel})
     settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
     try:
-        item = _to_item(body, settings.phone_default_region, principal.allows(VERIFY_SCOPE))
+        item = _to_item(
+            body, settings.phone_default_region, principal.allows(VERIFY_SCOPE), settings.identity_hmac_secrets
+        )
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
     request_key = _request_key(idempotency_key, body.model_dump(mode="json")) if idempotency_key is not None else None
@@ -294,7 +308,12 @@ async def post_batch(
     for index, raw in enumerate(body.items):
         await handlers.give_way(index)
         try:
-            item = _to_item(_interaction.validate_python(raw), settings.phone_default_region, verified)
+            item = _to_item(
+                _interaction.validate_python(raw),
+                settings.phone_default_region,
+                verified,
+                settings.identity_hmac_secrets,
+            )
             valid.append((index, item))
         except ValidationError as exc:
             errors.extend(

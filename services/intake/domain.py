@@ -10,10 +10,12 @@
 - An accepted interaction becomes `crm.interaction.recorded.v1` on the survivor.
 """
 
+import hashlib
+import hmac
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -247,6 +249,27 @@ class IdentityResolver:
             s.owner[ident.key] = target
             s.trust[ident.key] = CLAIMED
         return Resolution(target, None, (), added, CLAIMED, tuple(suggestions))
+
+
+def identity_hash(secret: str, customer_id: str | None, idents: Iterable[Ident]) -> str:
+    """What a channel's own back end signs to vouch for a customer reference (as chat widgets'
+    identity verification does): HMAC-SHA256, hex, under the channel's identity secret, of the
+    reference's normalised identifiers as keys ("email:ann@example.com", "phone:+14155552671",
+    "external:chat:u-42") and "id:<customer id>" if it names one, sorted, joined by newlines."""
+    lines = sorted({i.key for i in idents} | ({f"id:{customer_id}"} if customer_id else set()))
+    return hmac.new(secret.encode(), "\n".join(lines).encode(), hashlib.sha256).hexdigest()
+
+
+def check_identity_hash(
+    secrets: Mapping[str, str], channel: str, customer_id: str | None, idents: Iterable[Ident], given: str
+) -> None:
+    """A reference signed by the channel's back end is verified; a wrong signature is refused,
+    never read as a claim, so a broken signer shows at once."""
+    secret = secrets.get(channel)
+    if not secret:
+        raise InvalidInput("customer.identity_hash", f"channel {channel} has no identity secret")
+    if not hmac.compare_digest(identity_hash(secret, customer_id, idents), given.lower()):
+        raise InvalidInput("customer.identity_hash", "does not match the customer reference")
 
 
 def merged_consent(

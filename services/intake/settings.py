@@ -18,3 +18,7 @@ class IntakeSettings(Settings):
     # Wraps every customer's data key (32 bytes, base64). Required: without it nothing personal
     # could be stored. `make run` makes one in .data/master.key; production reads a secret store.
     master_key: str
+    # Per channel, the secret its back end signs customer references with (customer.identity_hash,
+    # docs/identity-trust.md): a signed reference is verified, as from a key with identity:verify.
+    # JSON, e.g. {"chat": "<secret>"}; none by default.
+    identity_hmac_secrets: dict[str, str] = {}

@@ -9,6 +9,8 @@ requests; agents accept or reject suggestions and verify identifiers.
 """
 
 import asyncio
+import hashlib
+import hmac
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from tests.notification.receivers import SmtpServer, smtp_server
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("intake", "case", "notification")
+WEB_IDENTITY_SECRET = "web-widget-identity-secret"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,12 @@ def smtp() -> Iterator[SmtpServer]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
-    env = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port), "NOTIFICATION_POLL_INTERVAL_MS": "100"}
+    env = {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp.port),
+        "NOTIFICATION_POLL_INTERVAL_MS": "100",
+        "IDENTITY_HMAC_SECRETS": f'{{"web": "{WEB_IDENTITY_SECRET}"}}',
+    }
     with running_stack(tmp_path_factory.mktemp("trust-stack"), env, SERVICES) as s:
         yield s
 
@@ -318,3 +326,27 @@ async def test_an_address_is_reached_only_once_verified_by_an_agent(
         "no email: suppressed no_address",
         address,
     ]
+
+
+def signed(lines: list[str]) -> str:
+    """What the web front end's back end computes for a reference (docs/identity-trust.md)."""
+    return hmac.new(WEB_IDENTITY_SECRET.encode(), "\n".join(sorted(lines)).encode(), hashlib.sha256).hexdigest()
+
+
+async def test_a_reference_signed_by_the_channels_back_end_is_verified(stack: Stack, keys: dict[str, str]) -> None:
+    a_mail, b_mail = mail("signed-a"), mail("signed-b")
+    older = (await post(stack, keys["web"], {"email": a_mail}))["customer_id"]
+    younger = (await post(stack, keys["web"], {"email": b_mail}))["customer_id"]
+    forged = {"email": b_mail, "id": older, "identity_hash": signed([f"email:{a_mail}", f"id:{older}"])}
+    async with api_client(keys["web"], timeout=20) as client:
+        r = await client.post(f"{stack.services['intake'].url}/v1/interactions", json=body(forged))
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"] == [
+        {"field": "customer.identity_hash", "reason": "does not match the customer reference"}
+    ]
+    assert (await customer(stack, younger)).status_code == 200  # a refused signature did nothing
+    # Signed by the channel's back end: as from a key with identity:verify, the two merge at once.
+    ok = {"email": b_mail, "id": older, "identity_hash": signed([f"email:{b_mail}", f"id:{older}"])}
+    assert (await post(stack, keys["web"], ok))["customer_id"] == older
+    assert (await customer(stack, younger)).status_code == 308
+    assert await trust(stack, older) == {a_mail: "claimed", b_mail: "verified"}

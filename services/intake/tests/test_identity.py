@@ -1,5 +1,7 @@
 """Identity resolution and identifier normalisation: pure, in memory."""
 
+import hashlib
+import hmac
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -208,3 +210,19 @@ def test_external_ids_are_per_channel() -> None:
     b = domain.normalise_external("social", "u-1")
     assert a.value == b.value == "u-1"
     assert a.key != b.key
+
+
+def test_a_channel_signed_reference_is_checked_against_its_identifiers() -> None:
+    # What a widget's back end computes: the identifiers' keys and the id, sorted, one per line.
+    signed = hmac.new(b"s3cret", b"email:ann@example.com\nid:c-1", hashlib.sha256).hexdigest()
+    assert domain.identity_hash("s3cret", "c-1", [EMAIL]) == signed
+    domain.check_identity_hash({"web": "s3cret"}, "web", "c-1", [EMAIL], signed.upper())  # hex in any case
+    for secrets, channel, cid, idents, reason in [
+        ({"web": "s3cret"}, "web", "c-1", [EMAIL, PHONE], "does not match"),  # an identifier added
+        ({"web": "s3cret"}, "web", "c-2", [EMAIL], "does not match"),  # another customer
+        ({"web": "other"}, "web", "c-1", [EMAIL], "does not match"),  # another secret
+        ({"web": "s3cret"}, "chat", "c-1", [EMAIL], "no identity secret"),  # another channel's secret
+    ]:
+        with pytest.raises(InvalidInput) as info:
+            domain.check_identity_hash(secrets, channel, cid, idents, signed)
+        assert info.value.field == "customer.identity_hash" and reason in info.value.reason
