@@ -21,6 +21,14 @@ InteractionKind = Literal[
 ]
 IdentifierKind = Literal["email", "phone", "external"]
 ConsentPurpose = Literal["marketing", "service", "third_party_sharing"]
+# SPEC §14: identifiers a channel key gives are claims; a key with scope identity:verify (or admin)
+# and an agent's confirmation make them verified. Absent (events from before trust existed): they
+# were all trusted then, and are read as verified, so replays keep what was there.
+Trust = Literal["claimed", "verified"]
+TRUST_DESCRIPTION = (
+    "claimed: given by a channel key, not proven; verified: by a key allowed to verify identities"
+    " (identity:verify, admin) or confirmed by an agent. Absent in events from before trust: verified."
+)
 
 
 class EventData(BaseModel):
@@ -55,6 +63,12 @@ class Identifier(BaseModel):
 class CustomerCreated(SealedData):
     customer_id: str = Field(min_length=1, max_length=64)
     identifiers: list[Identifier]
+    trust: Trust | None = Field(default=None, description=TRUST_DESCRIPTION)
+    inbound: bool | None = Field(
+        default=None,
+        description="Created by an inbound interaction: the customer used these identifiers themselves,"
+        " so messages may answer them even while they are claimed.",
+    )
 
 
 class InteractionRecorded(SealedData):
@@ -88,6 +102,38 @@ class ConsentChanged(EventData):
 class IdentifiersAdded(SealedData):
     customer_id: str = Field(min_length=1, max_length=64)
     identifiers: list[Identifier] = Field(min_length=1)
+    trust: Trust | None = Field(default=None, description=TRUST_DESCRIPTION)
+
+
+class IdentifiersVerified(SealedData):
+    customer_id: str = Field(min_length=1, max_length=64)
+    identifiers: list[Identifier] = Field(min_length=1, description="Identifiers of the customer, claimed until now.")
+    by: Literal["agent", "key"] = Field(
+        description="agent: confirmed by an agent; key: named by a key allowed to verify identities."
+    )
+
+
+class MergeSuggested(SealedData):
+    """On the timeline of both customers: identifiers claimed together belong to two customers."""
+
+    suggestion_id: str = Field(min_length=1, max_length=64)
+    customer_id: str = Field(min_length=1, max_length=64, description="Whose timeline this copy is on.")
+    survivor_id: str = Field(min_length=1, max_length=64, description="Who would survive (the older record).")
+    merged_id: str = Field(min_length=1, max_length=64)
+    linked_by: Identifier = Field(description="The identifier that named the other customer.")
+    reason: str
+
+
+class MergeSuggestionDecided(EventData):
+    """On the timeline of both customers: an agent accepted (the customers merge: crm.customer.merged.v1
+    follows) or rejected the suggestion."""
+
+    suggestion_id: str = Field(min_length=1, max_length=64)
+    customer_id: str = Field(min_length=1, max_length=64, description="Whose timeline this copy is on.")
+    survivor_id: str = Field(min_length=1, max_length=64)
+    merged_id: str = Field(min_length=1, max_length=64)
+    decision: Literal["accepted", "rejected"]
+    decided_by: str = Field(min_length=1, max_length=64, description="The key id of the agent who decided.")
 
 
 class QuietHours(BaseModel):
@@ -149,6 +195,8 @@ PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "crm.customer.created.v1": ("identifiers.*.value",),
     "crm.customer.identifiers_added.v1": ("identifiers.*.value",),
     "crm.customer.merged.v1": ("linked_by.value",),
+    "crm.customer.identifiers_verified.v1": ("identifiers.*.value",),
+    "crm.customer.merge_suggested.v1": ("linked_by.value",),
     "crm.interaction.recorded.v1": ("content", "metadata.**", *(f"!metadata.{k}" for k in METADATA_READABLE_KEYS)),
     "crm.customer.profile_changed.v1": ("name",),
 }
@@ -173,6 +221,24 @@ INTAKE_EVENT_TYPES: tuple[EventType, ...] = (
         topics.INTAKE,
         IdentifiersAdded,
         "A known customer was seen with identifiers not yet linked to them.",
+    ),
+    EventType(
+        "crm.customer.identifiers_verified.v1",
+        topics.INTAKE,
+        IdentifiersVerified,
+        "Claimed identifiers of a customer became verified (an agent confirmed them, or a verifying key named them).",
+    ),
+    EventType(
+        "crm.customer.merge_suggested.v1",
+        topics.INTAKE,
+        MergeSuggested,
+        "Claimed identifiers name two customers: an agent decides whether to merge them (one copy per customer).",
+    ),
+    EventType(
+        "crm.customer.merge_suggestion_decided.v1",
+        topics.INTAKE,
+        MergeSuggestionDecided,
+        "An agent accepted or rejected a merge suggestion (one copy per customer).",
     ),
     EventType(
         "crm.customer.preferences_changed.v1",

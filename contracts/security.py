@@ -13,13 +13,16 @@ from contracts.events import EventData, EventType
 
 KEY_CREATED = "crm.auth.key_created.v1"
 KEY_REVOKED = "crm.auth.key_revoked.v1"
-SCOPE_PATTERN = r"^(agent|ops|admin|keys|channel:(web|chat|email|phone|sms|social|kiosk|in_person|survey))$"
+# identity:verify: the key's identifiers are verified, not claimed (SPEC §14, docs/identity-trust.md).
+SCOPE_PATTERN = (
+    r"^(agent|ops|admin|keys|identity:verify|channel:(web|chat|email|phone|sms|social|kiosk|in_person|survey))$"
+)
 
 
 class KeyCreated(EventData):
     key_id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[str] = Field(min_length=1, description="agent, ops, admin, keys or channel:<channel>")
+    scopes: list[str] = Field(min_length=1, description="agent, ops, admin, keys, identity:verify or channel:<channel>")
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 

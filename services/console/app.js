@@ -97,6 +97,7 @@ async function signIn(key) {
   $("signin").hidden = true;
   $("workspace").hidden = false;
   $("find-value").focus();
+  await loadSuggestions();
 }
 
 function signOut(clear = true) {
@@ -127,6 +128,32 @@ async function find(by, value) {
     const button = el("button", { type: "button" }, `${label} (${c.customer_id})`);
     button.addEventListener("click", () => guarded(() => openCustomer(c.customer_id)));
     list.append(el("li", {}, button));
+  }
+}
+
+// --- merge suggestions (docs/identity-trust.md) ------------------------------------------------------
+
+async function loadSuggestions() {
+  const found = await api("intake", "/v1/merge-suggestions?status=pending&limit=50");
+  const list = $("suggestions");
+  list.replaceChildren();
+  if (!found.items.length) {
+    list.append(el("li", {}, "No pending suggestions."));
+    return;
+  }
+  for (const s of found.items) {
+    const by = s.linked_by;
+    const text = `${s.merged_id} into ${s.survivor_id}, named by ${by.kind}${by.channel ? "/" + by.channel : ""}: ${by.value} `;
+    const item = el("li", { dataset: { suggestion: s.suggestion_id } }, text);
+    for (const [label, action] of [["Accept", "accept"], ["Reject", "reject"]]) {
+      const button = el("button", { type: "button", "aria-label": `${label} merging ${s.merged_id} into ${s.survivor_id}` }, label);
+      button.addEventListener("click", () => guarded(async () => {
+        await api("intake", `/v1/merge-suggestions/${encodeURIComponent(s.suggestion_id)}:${action}`, { method: "POST" });
+        await loadSuggestions();
+      }));
+      item.append(button);
+    }
+    list.append(item);
   }
 }
 
@@ -171,7 +198,8 @@ function renderProfile(customer, insights, insightsNote) {
   const p = customer.preferences || {};
   const rows = [
     ["Name", customer.name || "not given"],
-    ["Identifiers", customer.identifiers.map((i) => `${i.kind}${i.channel ? "/" + i.channel : ""}: ${i.value}`).join(", ") || "none"],
+    ["Identifiers", customer.identifiers.map((i) => `${i.kind}${i.channel ? "/" + i.channel : ""}: ${i.value}`
+      + (i.trust === "claimed" ? " (claimed)" : "")).join(", ") || "none"],
     ["Merged ids", customer.merged_ids.join(", ") || "none"],
     ["VIP", p.vip ? "yes" : "no"],
     ["Preferences", [p.preferred_channel && `channel ${p.preferred_channel}`, p.language && `language ${p.language}`,
@@ -411,6 +439,7 @@ onSubmit("open-case-form", async (f) => {
   f.title.value = "";
 });
 $("load-more").addEventListener("click", () => guarded(loadTimeline));
+$("suggestions-refresh").addEventListener("click", () => guarded(loadSuggestions));
 olderPages.observe($("timeline-end"));
 $("signout").addEventListener("click", () => signOut());
 

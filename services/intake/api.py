@@ -3,7 +3,7 @@
 import base64
 import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from eventkit.app import runtime
@@ -23,6 +23,9 @@ from intake.vault import vault_of
 
 router = APIRouter()
 MAX_BATCH = 1000
+# Keys with this scope (and admin keys) verify the identifiers they give; others only claim them
+# (SPEC §14, docs/identity-trust.md).
+VERIFY_SCOPE = "identity:verify"
 
 
 class ExternalId(BaseModel):
@@ -39,6 +42,12 @@ class CustomerRef(BaseModel):
     email: str | None = Field(default=None, min_length=3, max_length=320)  # domain.normalise_email checks it
     phone: SafeLine | None = Field(default=None, min_length=3, max_length=40, description="E.164 or national")
     external: list[ExternalId] = Field(default_factory=list, max_length=10)
+    identity_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="HMAC-SHA256 of this reference by the channel's back end: its identifiers are then"
+        " verified, not claimed (docs/identity-trust.md)",
+    )
 
 
 EXAMPLE_INTERACTION: JsonDict = {  # in the OpenAPI document, for readers and for schemathesis
@@ -100,6 +109,10 @@ class IdentifierOut(BaseModel):
     channel: str | None
 
 
+class CustomerIdentifierOut(IdentifierOut):
+    trust: str = Field(description="claimed (a channel key said so) or verified; see docs/identity-trust.md")
+
+
 class ConsentOut(BaseModel):
     purpose: str
     channel: str | None = Field(description="None: every channel")
@@ -112,7 +125,7 @@ class CustomerOut(BaseModel):
     created_at: str
     erased_at: str | None
     name: str | None
-    identifiers: list[IdentifierOut]
+    identifiers: list[CustomerIdentifierOut]
     merged_ids: list[str] = Field(description="Customers merged into this one")
     preferences: Preferences
     consent: list[ConsentOut]
@@ -140,7 +153,15 @@ def metadata_limits(settings: IntakeSettings) -> JsonLimits:
     return JsonLimits(settings.metadata_max_depth, settings.metadata_max_keys, settings.metadata_max_key_chars)
 
 
-def _to_item(body: InteractionIn, region: str, limits: JsonLimits) -> handlers.Item:
+def _to_item(
+    body: InteractionIn,
+    region: str,
+    limits: JsonLimits,
+    verified: bool = False,
+    secrets: dict[str, str] | None = None,
+) -> handlers.Item:
+    """`verified`: the caller's key may verify identities; without it the identifiers are claims,
+    unless the channel's back end signed the reference (`secrets`: identity secret per channel)."""
     ref = body.customer
     idents: list[domain.Ident] = []
     if ref.email is not None:
@@ -149,6 +170,9 @@ def _to_item(body: InteractionIn, region: str, limits: JsonLimits) -> handlers.I
         idents.append(domain.normalise_phone(ref.phone, region))
     for n, ext in enumerate(ref.external):
         idents.append(domain.normalise_external(ext.channel, ext.id, f"customer.external.{n}.id"))
+    if ref.identity_hash is not None:
+        domain.check_identity_hash(secrets or {}, body.channel, ref.id, idents, ref.identity_hash)
+        verified = True
     cmd = domain.RecordInteraction(
         channel=body.channel,
         direction=body.direction,
@@ -158,6 +182,7 @@ def _to_item(body: InteractionIn, region: str, limits: JsonLimits) -> handlers.I
         identifiers=tuple(idents),
         content=body.content,
         metadata=body.metadata,
+        verified=verified,
     )
     domain.check_interaction(cmd, datetime.now(UTC))
     try:
@@ -261,7 +286,13 @@ async def post_interaction(
     require_channels(principal, {body.channel})
     settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
     try:
-        item = _to_item(body, settings.phone_default_region, metadata_limits(settings))
+        item = _to_item(
+            body,
+            settings.phone_default_region,
+            metadata_limits(settings),
+            principal.allows(VERIFY_SCOPE),
+            settings.identity_hmac_secrets,
+        )
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
     request_key = _request_key(idempotency_key, body.model_dump(mode="json")) if idempotency_key is not None else None
@@ -297,12 +328,20 @@ async def post_batch(
     rt = runtime(request)
     settings: IntakeSettings = rt.settings  # type: ignore[assignment]
     limits = metadata_limits(settings)
+    verified = principal.allows(VERIFY_SCOPE)
     valid: list[tuple[int, handlers.Item]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(body.items):
         await handlers.give_way(index)
         try:
-            valid.append((index, _to_item(_interaction.validate_python(raw), settings.phone_default_region, limits)))
+            item = _to_item(
+                _interaction.validate_python(raw),
+                settings.phone_default_region,
+                limits,
+                verified,
+                settings.identity_hmac_secrets,
+            )
+            valid.append((index, item))
         except ValidationError as exc:
             errors.extend(
                 {"index": index, "field": ".".join(map(str, e["loc"])), "reason": e["msg"]}
@@ -502,3 +541,137 @@ async def lookup_data_keys(request: Request, body: DataKeysIn) -> Response:
         {"keys": {cid: base64.b64encode(k).decode() for cid, k in keys.items()}, "erased": sorted(erased)},
         headers={"Cache-Control": "no-store"},
     )
+
+
+# --- identity trust: agents verify identifiers and decide merge suggestions (SPEC §14) --------------
+
+
+class IdentifiersIn(BaseModel):
+    """Identifiers of the customer to confirm as theirs (each must already be linked to them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: str | None = Field(default=None, min_length=3, max_length=320)
+    phone: str | None = Field(default=None, min_length=3, max_length=40, description="E.164 or national")
+    external: list[ExternalId] = Field(default_factory=list, max_length=10)
+
+
+@router.post(
+    "/v1/customers/{customer_id}/identifiers:verify",
+    tags=["customers"],
+    response_model=ChangedOut,
+    summary="An agent confirms claimed identifiers of the customer: they become verified",
+    dependencies=[require("agent")],
+    responses={404: {"description": "customer_not_found or identifier_not_found"}, **ERASED, **MERGED},
+)
+async def verify_identifiers(request: Request, customer_id: str, body: IdentifiersIn) -> Response:
+    rt = runtime(request)
+    settings: IntakeSettings = rt.settings  # type: ignore[assignment]
+    idents: list[domain.Ident] = []
+    try:
+        if body.email is not None:
+            idents.append(domain.normalise_email(body.email, "body.email"))
+        if body.phone is not None:
+            idents.append(domain.normalise_phone(body.phone, settings.phone_default_region, "body.phone"))
+        for n, ext in enumerate(body.external):
+            idents.append(domain.normalise_external(ext.channel, ext.id, f"body.external.{n}.id"))
+    except domain.InvalidInput as exc:
+        raise _invalid(exc) from exc
+    if not idents:
+        raise ApiError(422, "validation_failed", "give email, phone or external",
+                       errors=[{"field": "body", "reason": "give at least one identifier"}])  # fmt: skip
+    call = handlers.verify_identifiers(rt.db, rt.store, vault_of(rt), settings.source, customer_id, idents)
+    try:
+        return await _customer_call(request, customer_id, _changed(customer_id, call))
+    except handlers.IdentifierNotFound as exc:
+        fields = [*(["body.email"] if body.email else []), *(["body.phone"] if body.phone else []),
+                  *(f"body.external.{n}.id" for n in range(len(body.external)))]  # fmt: skip
+        raise ApiError(
+            404, "identifier_not_found", "this identifier is not one of the customer's",
+            errors=[{"field": fields[exc.index], "reason": "not linked to this customer"}],
+        ) from exc  # fmt: skip
+
+
+class SuggestionOut(BaseModel):
+    suggestion_id: str
+    survivor_id: str = Field(description="Who survives if accepted (the older record, when suggested)")
+    merged_id: str
+    linked_by: IdentifierOut = Field(description="The claimed identifier that named the other customer")
+    status: Literal["pending", "accepted", "rejected"]
+    created_at: str
+    decided_at: str | None
+    decided_by: str | None = Field(description="Key id of the agent who decided")
+
+
+class SuggestionsOut(BaseModel):
+    items: list[SuggestionOut]
+
+
+class DecisionOut(BaseModel):
+    suggestion_id: str
+    status: Literal["accepted", "rejected"]
+    survivor_id: str = Field(description="After an acceptance, the one customer both ids now answer for")
+    merged_id: str
+    event_ids: list[str]
+
+
+@router.get(
+    "/v1/merge-suggestions",
+    tags=["customers"],
+    response_model=SuggestionsOut,
+    summary="Merges that claims suggested, newest first, for an agent to accept or reject",
+    dependencies=[require("agent")],
+)
+async def list_merge_suggestions(
+    request: Request,
+    status: Annotated[Literal["pending", "accepted", "rejected"] | None, Query()] = "pending",
+    customer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Response:
+    rt = runtime(request)
+    items = await handlers.list_suggestions(rt.db, vault_of(rt), status, customer_id, limit)
+    return JSONResponse({"items": items})
+
+
+async def _decide(request: Request, suggestion_id: str, accept: bool, principal: Any) -> Response:
+    rt = runtime(request)
+    try:
+        out = await handlers.decide_suggestion(
+            rt.db, rt.store, vault_of(rt), rt.settings.source, suggestion_id, accept, principal.key_id
+        )
+    except handlers.SuggestionNotFound as exc:
+        raise ApiError(404, "suggestion_not_found", f"no merge suggestion {suggestion_id}") from exc
+    except handlers.SuggestionDecided as exc:
+        raise ApiError(409, "suggestion_decided", f"this suggestion was {exc.status} already",
+                       decided=exc.status) from exc  # fmt: skip
+    return JSONResponse(out)
+
+
+DECIDE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "suggestion_not_found"},
+    409: {"description": "suggestion_decided: accepted or rejected already"},
+    **ERASED,
+}
+
+
+@router.post(
+    "/v1/merge-suggestions/{suggestion_id}:accept",
+    tags=["customers"],
+    response_model=DecisionOut,
+    summary="Merge the two customers (crm.customer.merged.v1, the older survives)",
+    dependencies=[require("agent")],
+    responses=DECIDE_RESPONSES,
+)
+async def accept_merge_suggestion(request: Request, suggestion_id: str, principal: Caller) -> Response:
+    return await _decide(request, suggestion_id, True, principal)
+
+
+@router.post(
+    "/v1/merge-suggestions/{suggestion_id}:reject",
+    tags=["customers"],
+    response_model=DecisionOut,
+    summary="Keep the two customers apart; the pair is not suggested again",
+    dependencies=[require("agent")],
+    responses=DECIDE_RESPONSES,
+)
+async def reject_merge_suggestion(request: Request, suggestion_id: str, principal: Caller) -> Response:
+    return await _decide(request, suggestion_id, False, principal)

@@ -4,13 +4,18 @@
 - Identity resolution: the identifiers (and customer id) of one request name zero customers
   (create one), one (that's them; link any new identifiers) or several (merge them into the
   oldest, one `crm.customer.merged.v1` per merged customer). Nothing is rewritten silently.
+- Identity trust (SPEC §14, docs/identity-trust.md): a request from a key that may not verify
+  identities only claims. Its new identifiers are linked as claimed, and where it names several
+  customers none is merged: each other one becomes a merge suggestion an agent decides.
 - An accepted interaction becomes `crm.interaction.recorded.v1` on the survivor.
 """
 
+import hashlib
+import hmac
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +29,10 @@ from contracts.events import (
     CustomerMerged,
     Identifier,
     IdentifiersAdded,
+    IdentifiersVerified,
     InteractionRecorded,
+    MergeSuggested,
+    MergeSuggestionDecided,
     Preferences,
     PreferencesChanged,
     ProfileChanged,
@@ -38,6 +46,11 @@ CUSTOMER_ERASED = "crm.customer.erased.v1"
 CONSENT_CHANGED = "crm.consent.changed.v1"
 PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
 PROFILE_CHANGED = "crm.customer.profile_changed.v1"
+IDENTIFIERS_VERIFIED = "crm.customer.identifiers_verified.v1"
+MERGE_SUGGESTED = "crm.customer.merge_suggested.v1"
+MERGE_SUGGESTION_DECIDED = "crm.customer.merge_suggestion_decided.v1"
+CLAIMED = "claimed"
+VERIFIED = "verified"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_CONTENT_CHARS = 10_000
 
@@ -120,6 +133,7 @@ class IdentitySnapshot:
     """
 
     owner: dict[str, str] = field(default_factory=dict)  # Ident.key -> customer id
+    trust: dict[str, str] = field(default_factory=dict)  # Ident.key -> CLAIMED | VERIFIED
     merged_into: dict[str, str] = field(default_factory=dict)  # merged id -> survivor id
     created: dict[str, datetime] = field(default_factory=dict)  # live customers named so far
 
@@ -137,11 +151,27 @@ class Merge:
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """Claimed identifiers named two customers: they may be one person; an agent decides."""
+
+    survivor_id: str  # the older record, who would survive the merge
+    merged_id: str
+    linked_by: Ident
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return min(self.survivor_id, self.merged_id), max(self.survivor_id, self.merged_id)
+
+
+@dataclass(frozen=True)
 class Resolution:
     customer_id: str
     created: tuple[Ident, ...] | None  # the identifiers of a customer created now, else None
     merges: tuple[Merge, ...]
     added: tuple[Ident, ...]  # identifiers newly linked to an existing customer
+    trust: str = VERIFIED  # of the identifiers created or added now
+    suggestions: tuple[Suggestion, ...] = ()  # claims that named other customers: no merge
+    verified: tuple[Ident, ...] = ()  # claimed identifiers of the customer that a verifying request named
 
 
 class IdentityResolver:
@@ -153,8 +183,11 @@ class IdentityResolver:
         self.now = now
         self.new_id = new_id
 
-    def resolve(self, customer_id: str | None, idents: Iterable[Ident]) -> Resolution:
+    def resolve(self, customer_id: str | None, idents: Iterable[Ident], verified: bool = False) -> Resolution:
+        """`verified`: the request comes from a key allowed to verify identities. Without it the
+        identifiers are claims: linked as claimed, never merging, never upgrading trust."""
         s = self.snapshot
+        trust = VERIFIED if verified else CLAIMED
         idents = list(dict.fromkeys(idents))
         named: list[str] = []  # live customers this request names, in order
         linked_by: dict[str, Ident] = {}
@@ -174,7 +207,10 @@ class IdentityResolver:
             s.created[new] = self.now
             for ident in idents:
                 s.owner[ident.key] = new
-            return Resolution(new, tuple(idents), (), ())
+                s.trust[ident.key] = trust
+            return Resolution(new, tuple(idents), (), (), trust)
+        if not verified:
+            return self._claim(named, linked_by, idents, customer_id is not None)
 
         survivor = min(named, key=lambda c: (s.created[c], c))  # the oldest record survives
         merges = []
@@ -189,7 +225,51 @@ class IdentityResolver:
         added = tuple(i for i in idents if i.key not in s.owner)
         for ident in added:
             s.owner[ident.key] = survivor
-        return Resolution(survivor, None, tuple(merges), added)
+            s.trust[ident.key] = VERIFIED
+        upgraded = tuple(i for i in idents if i not in added and s.trust.get(i.key) == CLAIMED)
+        for ident in upgraded:
+            s.trust[ident.key] = VERIFIED
+        return Resolution(survivor, None, tuple(merges), added, VERIFIED, (), upgraded)
+
+    def _claim(self, named: list[str], linked_by: dict[str, Ident], idents: list[Ident], by_id: bool) -> Resolution:
+        """A claim that names customers: the interaction goes to the customer the request names by
+        id (else the oldest named); every other named customer becomes a suggestion, never a merge."""
+        s = self.snapshot
+        target = named[0] if by_id else min(named, key=lambda c: (s.created[c], c))
+        suggestions = []
+        for other in named:
+            if other == target:
+                continue
+            older, younger = sorted((target, other), key=lambda c: (s.created[c], c))
+            # The identifier that named the other customer (the target may be named by id alone).
+            tie = linked_by.get(other) or linked_by[target]
+            suggestions.append(Suggestion(older, younger, tie))
+        added = tuple(i for i in idents if i.key not in s.owner)
+        for ident in added:
+            s.owner[ident.key] = target
+            s.trust[ident.key] = CLAIMED
+        return Resolution(target, None, (), added, CLAIMED, tuple(suggestions))
+
+
+def identity_hash(secret: str, customer_id: str | None, idents: Iterable[Ident]) -> str:
+    """What a channel's own back end signs to vouch for a customer reference (as chat widgets'
+    identity verification does): HMAC-SHA256, hex, under the channel's identity secret, of the
+    reference's normalised identifiers as keys ("email:ann@example.com", "phone:+14155552671",
+    "external:chat:u-42") and "id:<customer id>" if it names one, sorted, joined by newlines."""
+    lines = sorted({i.key for i in idents} | ({f"id:{customer_id}"} if customer_id else set()))
+    return hmac.new(secret.encode(), "\n".join(lines).encode(), hashlib.sha256).hexdigest()
+
+
+def check_identity_hash(
+    secrets: Mapping[str, str], channel: str, customer_id: str | None, idents: Iterable[Ident], given: str
+) -> None:
+    """A reference signed by the channel's back end is verified; a wrong signature is refused,
+    never read as a claim, so a broken signer shows at once."""
+    secret = secrets.get(channel)
+    if not secret:
+        raise InvalidInput("customer.identity_hash", f"channel {channel} has no identity secret")
+    if not hmac.compare_digest(identity_hash(secret, customer_id, idents), given.lower()):
+        raise InvalidInput("customer.identity_hash", "does not match the customer reference")
 
 
 def merged_consent(
@@ -220,6 +300,7 @@ class RecordInteraction:
     identifiers: tuple[Ident, ...] = ()
     content: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    verified: bool = False  # from a key allowed to verify identities (identity:verify, admin)
 
 
 def check_interaction(cmd: RecordInteraction, now: datetime) -> None:
@@ -235,22 +316,68 @@ def new_customer_id() -> str:
     return str(uuid.uuid4())
 
 
-def customer_created(customer_id: str, idents: Iterable[Ident]) -> dict[str, Any]:
-    data = CustomerCreated(customer_id=customer_id, identifiers=[i.to_contract() for i in idents])
+def customer_created(
+    customer_id: str, idents: Iterable[Ident], trust: str = VERIFIED, inbound: bool = False
+) -> dict[str, Any]:
+    data = CustomerCreated(
+        customer_id=customer_id,
+        identifiers=[i.to_contract() for i in idents],
+        trust=trust,  # type: ignore[arg-type]
+        inbound=inbound,
+    )
     return data.model_dump(mode="json")
 
 
-def identifiers_added(customer_id: str, idents: Iterable[Ident]) -> dict[str, Any]:
-    data = IdentifiersAdded(customer_id=customer_id, identifiers=[i.to_contract() for i in idents])
+def identifiers_added(customer_id: str, idents: Iterable[Ident], trust: str = VERIFIED) -> dict[str, Any]:
+    data = IdentifiersAdded(
+        customer_id=customer_id,
+        identifiers=[i.to_contract() for i in idents],
+        trust=trust,  # type: ignore[arg-type]
+    )
     return data.model_dump(mode="json")
 
 
-def customer_merged(merge: Merge) -> dict[str, Any]:
+def identifiers_verified(customer_id: str, idents: Iterable[Ident], by: str) -> dict[str, Any]:
+    data = IdentifiersVerified(
+        customer_id=customer_id,
+        identifiers=[i.to_contract() for i in idents],
+        by=by,  # type: ignore[arg-type]
+    )
+    return data.model_dump(mode="json")
+
+
+def merge_suggested(suggestion_id: str, customer_id: str, suggestion: Suggestion) -> dict[str, Any]:
+    data = MergeSuggested(
+        suggestion_id=suggestion_id,
+        customer_id=customer_id,
+        survivor_id=suggestion.survivor_id,
+        merged_id=suggestion.merged_id,
+        linked_by=suggestion.linked_by.to_contract(),
+        reason="identifiers claimed together belong to two customers",
+    )
+    return data.model_dump(mode="json")
+
+
+def merge_suggestion_decided(
+    suggestion_id: str, customer_id: str, survivor_id: str, merged_id: str, decision: str, decided_by: str
+) -> dict[str, Any]:
+    data = MergeSuggestionDecided(
+        suggestion_id=suggestion_id,
+        customer_id=customer_id,
+        survivor_id=survivor_id,
+        merged_id=merged_id,
+        decision=decision,  # type: ignore[arg-type]
+        decided_by=decided_by,
+    )
+    return data.model_dump(mode="json")
+
+
+def customer_merged(merge: Merge, reason: str = "identifiers given together belong to two customers") -> dict[str, Any]:
     data = CustomerMerged(
         survivor_id=merge.survivor_id,
         merged_id=merge.merged_id,
         linked_by=merge.linked_by.to_contract(),
-        reason="identifiers given together belong to two customers",
+        reason=reason,
     )
     return data.model_dump(mode="json")
 

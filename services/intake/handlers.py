@@ -3,12 +3,17 @@
 Single and batch interactions share one path: a batch is accepted as one durable write, all
 or nothing. Identity writes hold a shared lock; a request that turns out to need a merge
 starts again holding it exclusively, so merges never race the linking of identifiers.
+
+Identity trust (docs/identity-trust.md): a claim that names two customers stores a merge
+suggestion (one per pair of customers, ever) with an event on both timelines; an agent's
+acceptance merges them under the exclusive lock, like any merge.
 """
 
 import asyncio
 import contextvars
 import functools
 import random
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,6 +103,28 @@ class AlreadyErased(Exception):
 class _NeedsMerge(Exception):
     pass
 
+
+class IdentifierNotFound(Exception):
+    """An identifier to verify is not one of the customer's."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+class SuggestionNotFound(Exception):
+    pass
+
+
+class SuggestionDecided(Exception):
+    """The suggestion was accepted or rejected already."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+SUGGESTION_FIELD = "merge_suggestions.linked_by"
 
 # A batch of 1,000 items is ~100 ms of Python between two awaits; the outbox relay and the
 # consumers share the event loop and waited that long at each of their own awaits, so under
@@ -278,7 +305,7 @@ async def item_errors(
     errors: list[tuple[int, InvalidInput]] = []
     for index, item in items:
         try:
-            resolver.resolve(item.cmd.customer_id, item.cmd.identifiers)
+            resolver.resolve(item.cmd.customer_id, item.cmd.identifiers, item.cmd.verified)
         except InvalidInput as exc:
             errors.append((index, exc))
     return errors
@@ -333,8 +360,10 @@ async def _record(
     new_keys: dict[str, bytes] = {}
     resolver = domain.IdentityResolver(snapshot, clock.now, domain.new_customer_id)
     created: list[tuple[str, datetime]] = []
-    links: list[tuple[domain.Ident, str]] = []
+    links: list[tuple[domain.Ident, str, str]] = []
     merges: list[tuple[domain.Merge, str]] = []
+    verified: list[domain.Ident] = []
+    suggested: dict[tuple[str, str], tuple[domain.Suggestion, str]] = {}  # pair -> first suggestion, trace
     appends: list[Append] = []
     errors: list[tuple[int, InvalidInput]] = []
 
@@ -349,7 +378,7 @@ async def _record(
         await give_way(n)
         cmd, tp = item.cmd, subs[s].traceparent
         try:
-            res = resolver.resolve(cmd.customer_id, cmd.identifiers)
+            res = resolver.resolve(cmd.customer_id, cmd.identifiers, cmd.verified)
         except InvalidInput as exc:
             errors.append((index, exc))
             continue
@@ -360,14 +389,22 @@ async def _record(
         if res.created is not None:
             data_keys[cid] = new_keys[cid] = crypto.new_data_key()
             created.append((cid, clock.now))
-            links.extend((ident, cid) for ident in res.created)
-            new.append(event(domain.CUSTOMER_CREATED, cid, domain.customer_created(cid, res.created), tp))
+            links.extend((ident, cid, res.trust) for ident in res.created)
+            data = domain.customer_created(cid, res.created, res.trust, cmd.direction == "inbound")
+            new.append(event(domain.CUSTOMER_CREATED, cid, data, tp))
         for merge in res.merges:
             merges.append((merge, tp))
             new.append(event(domain.CUSTOMER_MERGED, cid, domain.customer_merged(merge), tp))
         if res.added:
-            links.extend((ident, cid) for ident in res.added)
-            new.append(event(domain.IDENTIFIERS_ADDED, cid, domain.identifiers_added(cid, res.added), tp))
+            links.extend((ident, cid, res.trust) for ident in res.added)
+            new.append(event(domain.IDENTIFIERS_ADDED, cid, domain.identifiers_added(cid, res.added, res.trust), tp))
+        if res.verified:
+            verified.extend(res.verified)
+            new.append(
+                event(domain.IDENTIFIERS_VERIFIED, cid, domain.identifiers_verified(cid, res.verified, "key"), tp)
+            )
+        for suggestion in res.suggestions:
+            suggested.setdefault(suggestion.pair, (suggestion, tp))
         interaction = event(domain.INTERACTION_RECORDED, cid, domain.interaction_recorded(cid, cmd), tp)
         new.append(interaction)
         appends.append(Append(stream_of(cid), None, new, INTAKE))
@@ -382,9 +419,11 @@ async def _record(
     await store.insert_customers(conn, created)
     await vault.store_new(conn, new_keys)
     await store.insert_identifiers(conn, vault, links, data_keys)
+    await store.verify_identifiers(conn, vault, verified)
     for merge, tp in merges:
         await store.apply_merge(conn, merge, clock.now)
         appends.extend(await _merge_consent(conn, merge, functools.partial(event, traceparent=tp)))
+    appends.extend(await _suggest(conn, snapshot, data_keys, suggested, source, clock))
     try:
         await events.append(conn, appends)
     except EventTooLarge as exc:  # name the request's item that made it
@@ -404,6 +443,48 @@ async def _record(
             to_store[sub.request_key[0]] = {"items": answers}
     await store.answer_keys(conn, to_store)
     return results
+
+
+async def _suggest(
+    conn: asyncpg.Connection,
+    snapshot: domain.IdentitySnapshot,
+    data_keys: dict[str, bytes],
+    suggested: dict[tuple[str, str], tuple[domain.Suggestion, str]],
+    source: str,
+    clock: _Clock,
+) -> list[Append]:
+    """Store the suggestions for pairs never suggested before; one event on each customer's timeline.
+    The tying identifier is sealed under its owner's data key, in the row and in both events."""
+    known = await store.known_pairs(conn, suggested)
+    rows: list[tuple[str, domain.Suggestion, str, str]] = []
+    appends: list[Append] = []
+    for pair, (suggestion, tp) in sorted(suggested.items()):
+        if pair in known:
+            continue
+        owner = snapshot.find(snapshot.owner[suggestion.linked_by.key])
+        key = data_keys.get(owner)
+        if key is None:
+            raise KeyErased(owner)
+        sid = str(uuid.uuid4())
+        rows.append(
+            (
+                sid,
+                suggestion,
+                crypto.encrypt_text(key, f"{owner}|{SUGGESTION_FIELD}", suggestion.linked_by.value),
+                owner,
+            )
+        )
+        for customer in (suggestion.survivor_id, suggestion.merged_id):
+            data = crypto.seal(
+                domain.merge_suggested(sid, customer, suggestion),
+                PERSONAL_FIELDS[domain.MERGE_SUGGESTED],
+                owner,
+                key,
+            )
+            e = new_event(domain.MERGE_SUGGESTED, customer, data, source, tp, time=clock.tick())
+            appends.append(Append(stream_of(customer), None, [e], INTAKE))
+    await store.insert_suggestions(conn, rows, clock.now)
+    return appends
 
 
 async def _merge_consent(conn: asyncpg.Connection, merge: domain.Merge, event: Any) -> list[Append]:
@@ -521,17 +602,140 @@ async def get_customer(pool: asyncpg.Pool, vault: Vault, customer_id: str) -> di
             raise CustomerNotFound(customer_id)
         sealed = found.pop("sealed_identifiers")
         sealed_name = found.pop("sealed_name")
-        keys, _ = await vault.keys(conn, {customer_id, *(owner for _, _, _, owner in sealed)}, create=False)
+        keys, _ = await vault.keys(conn, {customer_id, *(owner for _, _, _, owner, _ in sealed)}, create=False)
     found["name"] = crypto.open_token(sealed_name, customer_id, NAME_FIELD, dict(keys))
     found["identifiers"] = [
         {
             "kind": kind,
             "value": crypto.open_token(token, owner, IDENTIFIER_FIELD, dict(keys)),
             "channel": channel,
+            "trust": trust,
         }
-        for kind, channel, token, owner in sealed
+        for kind, channel, token, owner, trust in sealed
     ]
     return found
+
+
+async def verify_identifiers(
+    pool: asyncpg.Pool, events: EventStore, vault: Vault, source: str, customer_id: str, idents: Sequence[domain.Ident]
+) -> list[str]:
+    """An agent confirms identifiers of the customer: the claimed ones become verified, in one
+    crm.customer.identifiers_verified.v1. Returns the event ids (none when all were verified)."""
+    async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive=False)):
+        await _live_customer(conn, customer_id)
+        claimed: list[domain.Ident] = []
+        for index, ident in enumerate(idents):
+            found = await store.identifier_trust(conn, vault, ident)
+            if found is None or found[0] != customer_id:
+                raise IdentifierNotFound(index)
+            if found[1] == domain.CLAIMED and ident not in claimed:
+                claimed.append(ident)
+        if not claimed:
+            return []
+        keys, _ = await vault.keys(conn, [customer_id], create=True)
+        key = keys.get(customer_id)
+        if key is None:
+            raise KeyErased(customer_id)
+        await store.verify_identifiers(conn, vault, claimed)
+        data = domain.identifiers_verified(customer_id, claimed, "agent")
+        sealed = crypto.seal(data, PERSONAL_FIELDS[domain.IDENTIFIERS_VERIFIED], customer_id, key)
+        e = new_event(domain.IDENTIFIERS_VERIFIED, customer_id, sealed, source, current_traceparent())
+        await events.append(conn, [Append(stream_of(customer_id), None, [e], INTAKE)])
+        return [e.id]
+
+
+def _suggestion_out(row: Any, keys: dict[str, bytes | None]) -> dict[str, Any]:
+    owner = row["linked_sealed_by"]
+    return {
+        "suggestion_id": row["suggestion_id"],
+        "survivor_id": row["survivor_id"],
+        "merged_id": row["merged_id"],
+        "linked_by": {
+            "kind": row["linked_kind"],
+            "value": crypto.open_token(row["linked_sealed"], owner, SUGGESTION_FIELD, keys),
+            "channel": row["linked_channel"] or None,
+        },
+        "status": row["status"],
+        "created_at": row["created_at"].isoformat(),
+        "decided_at": row["decided_at"].isoformat() if row["decided_at"] else None,
+        "decided_by": row["decided_by"],
+    }
+
+
+async def list_suggestions(
+    pool: asyncpg.Pool, vault: Vault, status: str | None, customer_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        ids: list[str] = []
+        if customer_id is not None:  # a survivor's list includes what was suggested for its merged ids
+            ids = [customer_id, *await store.merged_ids(conn, customer_id)]
+        rows = await store.suggestions(conn, status, ids, limit)
+        keys, _ = await vault.keys(conn, {r["linked_sealed_by"] for r in rows}, create=False)
+    return [_suggestion_out(r, dict(keys)) for r in rows]
+
+
+async def decide_suggestion(
+    pool: asyncpg.Pool, events: EventStore, vault: Vault, source: str, suggestion_id: str, accept: bool, by: str
+) -> dict[str, Any]:
+    """Accept (the two customers, as they are now, merge into the older) or reject a pending
+    suggestion. Under the exclusive identity lock, like every merge."""
+    async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive=True)):
+        row = await store.suggestion(conn, suggestion_id)
+        if row is None:
+            raise SuggestionNotFound(suggestion_id)
+        if row["status"] != "pending":
+            raise SuggestionDecided(row["status"])
+        # Either may have been merged into someone else since: decide about who they are now.
+        live = [await store.survivor_of(conn, row["customer_a"]), await store.survivor_of(conn, row["customer_b"])]
+        ids = [c for c in live if c is not None]
+        created = await store.created_at(conn, ids)
+        ordered = sorted(set(ids), key=lambda c: (created[c], c))
+        survivor, merged = ordered[0], ordered[-1]  # the same when they were merged meanwhile
+        owner = row["linked_sealed_by"]
+        keys, _ = await vault.keys(conn, {survivor, merged, owner}, create=False)
+        if keys.get(survivor) is None or keys.get(merged) is None:
+            raise KeyErased(survivor if keys.get(survivor) is None else merged)
+        clock = _Clock()
+        tp = current_traceparent()
+        status = "accepted" if accept else "rejected"
+
+        def event(type_: str, customer_id: str, data: dict[str, Any]) -> Envelope:
+            key = keys[customer_id]
+            assert key is not None
+            sealed = crypto.seal(data, PERSONAL_FIELDS.get(type_, ()), customer_id, key)
+            return new_event(type_, customer_id, sealed, source, tp, time=clock.tick())
+
+        # Accepted: one timeline from now on, the survivor's; rejected: both keep theirs.
+        on = [survivor] if accept or survivor == merged else [survivor, merged]
+        appends = [
+            Append(
+                stream_of(c),
+                None,
+                [event(domain.MERGE_SUGGESTION_DECIDED, c,
+                       domain.merge_suggestion_decided(suggestion_id, c, survivor, merged, status, by))],
+                INTAKE,
+            )
+            for c in on
+        ]  # fmt: skip
+        merge_event: Envelope | None = None
+        if accept and survivor != merged:
+            value = crypto.open_token(row["linked_sealed"], owner, SUGGESTION_FIELD, dict(keys)) or crypto.ERASED
+            linked = domain.Ident(row["linked_kind"], value, row["linked_channel"] or None)
+            merge = domain.Merge(survivor, merged, linked)
+            reason = f"an agent accepted merge suggestion {suggestion_id}"
+            merge_event = event(domain.CUSTOMER_MERGED, survivor, domain.customer_merged(merge, reason))
+            appends.append(Append(stream_of(survivor), None, [merge_event], INTAKE))
+            await store.apply_merge(conn, merge, clock.now)
+            appends.extend(await _merge_consent(conn, merge, event))
+        await store.decide_suggestion(conn, suggestion_id, status, by, clock.now)
+        await events.append(conn, appends)
+        return {
+            "suggestion_id": suggestion_id,
+            "status": status,
+            "survivor_id": survivor,
+            "merged_id": merged,
+            "event_ids": [e.id for a in appends for e in a.events],
+        }
 
 
 async def erase_customer(

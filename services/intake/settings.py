@@ -33,3 +33,7 @@ class IntakeSettings(Settings):
     metadata_max_depth: int = 8
     metadata_max_keys: int = 256
     metadata_max_key_chars: int = 128
+    # Per channel, the secret its back end signs customer references with (customer.identity_hash,
+    # docs/identity-trust.md): a signed reference is verified, as from a key with identity:verify.
+    # JSON, e.g. {"chat": "<secret>"}; none by default.
+    identity_hmac_secrets: dict[str, str] = {}

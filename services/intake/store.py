@@ -9,7 +9,7 @@ from eventkit import crypto
 from eventkit.db import json_text
 
 from contracts.events import Preferences
-from intake.domain import Ident, IdentitySnapshot, Merge, name_tokens
+from intake.domain import Ident, IdentitySnapshot, Merge, Suggestion, name_tokens
 from intake.vault import IDENTIFIER_FIELD, NAME_FIELD, Vault
 
 # Identity writes hold this lock shared; a merge holds it exclusively, so a merge never races
@@ -34,7 +34,7 @@ async def load_snapshot(
     snapshot = IdentitySnapshot()
     by_index = {vault.index(i): i for i in set(idents)}
     rows = await conn.fetch(
-        "SELECT i.value, i.customer_id, c.created_at, k.customer_id IS NOT NULL AS has_key, k.wrapped"
+        "SELECT i.value, i.customer_id, i.trust, c.created_at, k.customer_id IS NOT NULL AS has_key, k.wrapped"
         " FROM customer_identifiers i JOIN customers c ON c.customer_id = i.customer_id"
         " LEFT JOIN customer_keys k ON k.customer_id = i.customer_id"
         " WHERE i.value = ANY($1::text[])",
@@ -42,6 +42,7 @@ async def load_snapshot(
     )
     for r in rows:
         snapshot.owner[by_index[r["value"]].key] = r["customer_id"]
+        snapshot.trust[by_index[r["value"]].key] = r["trust"]
         snapshot.created[r["customer_id"]] = r["created_at"]
         if stored_keys is not None and r["has_key"]:
             stored_keys[r["customer_id"]] = r["wrapped"]
@@ -72,22 +73,119 @@ async def insert_customers(conn: asyncpg.Connection, created: Sequence[tuple[str
 
 
 async def insert_identifiers(
-    conn: asyncpg.Connection, vault: Vault, links: Sequence[tuple[Ident, str]], keys: dict[str, bytes]
+    conn: asyncpg.Connection, vault: Vault, links: Sequence[tuple[Ident, str, str]], keys: dict[str, bytes]
 ) -> None:
-    """Store the blind index and the sealed value, never the identifier itself.
+    """Store (identifier, customer, trust): the blind index and the sealed value, never the
+    identifier itself.
 
     Raises UniqueViolationError if an identifier was claimed meanwhile (the caller retries)."""
     if links:
         await conn.execute(
-            "INSERT INTO customer_identifiers (kind, value, channel, customer_id, sealed, sealed_by)"
-            " SELECT k, v, ch, c, s, c FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])"
-            " AS x(k, v, ch, c, s)",
-            [i.kind for i, _ in links],
-            [vault.index(i) for i, _ in links],
-            [i.channel or "" for i, _ in links],
-            [c for _, c in links],
-            [crypto.encrypt_text(keys[c], f"{c}|{IDENTIFIER_FIELD}", i.value) for i, c in links],
+            "INSERT INTO customer_identifiers (kind, value, channel, customer_id, sealed, sealed_by, trust)"
+            " SELECT k, v, ch, c, s, c, t"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+            " AS x(k, v, ch, c, s, t)",
+            [i.kind for i, _, _ in links],
+            [vault.index(i) for i, _, _ in links],
+            [i.channel or "" for i, _, _ in links],
+            [c for _, c, _ in links],
+            [crypto.encrypt_text(keys[c], f"{c}|{IDENTIFIER_FIELD}", i.value) for i, c, _ in links],
+            [t for _, _, t in links],
         )
+
+
+async def verify_identifiers(conn: asyncpg.Connection, vault: Vault, idents: Sequence[Ident]) -> None:
+    if idents:
+        await conn.execute(
+            "UPDATE customer_identifiers SET trust = 'verified' WHERE value = ANY($1::text[])",
+            [vault.index(i) for i in idents],
+        )
+
+
+async def identifier_trust(conn: asyncpg.Connection, vault: Vault, ident: Ident) -> tuple[str, str] | None:
+    """(owner, trust) of one identifier, or None when nobody has it."""
+    row = await conn.fetchrow(
+        "SELECT customer_id, trust FROM customer_identifiers WHERE value = $1", vault.index(ident)
+    )
+    return (row["customer_id"], row["trust"]) if row else None
+
+
+# --- merge suggestions ---------------------------------------------------------------------------
+
+
+async def known_pairs(conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (a, b) pairs, a < b, that already have a suggestion, whatever its status."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return set()
+    rows = await conn.fetch(
+        "SELECT customer_a, customer_b FROM merge_suggestions s"
+        " JOIN unnest($1::text[], $2::text[]) AS p(a, b) ON s.customer_a = p.a AND s.customer_b = p.b",
+        [a for a, _ in wanted],
+        [b for _, b in wanted],
+    )
+    return {(r["customer_a"], r["customer_b"]) for r in rows}
+
+
+async def insert_suggestions(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, Suggestion, str, str]], at: datetime
+) -> None:
+    """(suggestion id, suggestion, sealed identifier, its key owner). A pair suggested meanwhile by
+    another transaction raises UniqueViolationError (the caller decides again)."""
+    if rows:
+        await conn.executemany(
+            "INSERT INTO merge_suggestions (suggestion_id, customer_a, customer_b, survivor_id, merged_id,"
+            " linked_kind, linked_channel, linked_sealed, linked_sealed_by, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            [
+                (sid, *s.pair, s.survivor_id, s.merged_id, s.linked_by.kind, s.linked_by.channel or "", token, by, at)
+                for sid, s, token, by in rows
+            ],
+        )
+
+
+SUGGESTION_COLUMNS = (
+    "suggestion_id, customer_a, customer_b, survivor_id, merged_id, linked_kind, linked_channel,"
+    " linked_sealed, linked_sealed_by, status, created_at, decided_at, decided_by"
+)
+
+
+async def suggestions(
+    conn: asyncpg.Connection, status: str | None, customer_ids: Sequence[str], limit: int
+) -> list[asyncpg.Record]:
+    """Newest first; with customer_ids, only those naming one of them."""
+    return await conn.fetch(
+        f"SELECT {SUGGESTION_COLUMNS} FROM merge_suggestions"
+        " WHERE ($1::text IS NULL OR status = $1)"
+        " AND (cardinality($2::text[]) = 0 OR customer_a = ANY($2::text[]) OR customer_b = ANY($2::text[]))"
+        " ORDER BY created_at DESC, suggestion_id LIMIT $3",
+        status,
+        list(customer_ids),
+        limit,
+    )
+
+
+async def suggestion(conn: asyncpg.Connection, suggestion_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {SUGGESTION_COLUMNS} FROM merge_suggestions WHERE suggestion_id = $1 FOR UPDATE", suggestion_id
+    )
+
+
+async def decide_suggestion(conn: asyncpg.Connection, suggestion_id: str, status: str, by: str, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE merge_suggestions SET status = $2, decided_by = $3, decided_at = $4 WHERE suggestion_id = $1",
+        suggestion_id,
+        status,
+        by,
+        at,
+    )
+
+
+async def created_at(conn: asyncpg.Connection, customer_ids: Sequence[str]) -> dict[str, datetime]:
+    rows = await conn.fetch(
+        "SELECT customer_id, created_at FROM customers WHERE customer_id = ANY($1::text[])", list(customer_ids)
+    )
+    return {r["customer_id"]: r["created_at"] for r in rows}
 
 
 async def apply_merge(conn: asyncpg.Connection, merge: Merge, at: datetime) -> None:
@@ -111,6 +209,10 @@ async def merged_ids(conn: asyncpg.Connection, survivor_id: str) -> list[str]:
 async def forget_customers(conn: asyncpg.Connection, customer_ids: Sequence[str], at: datetime) -> None:
     """Erasure: their identifiers and names go (a later contact with the same email is a new customer)."""
     await conn.execute("DELETE FROM customer_identifiers WHERE customer_id = ANY($1::text[])", list(customer_ids))
+    await conn.execute(
+        "DELETE FROM merge_suggestions WHERE customer_a = ANY($1::text[]) OR customer_b = ANY($1::text[])",
+        list(customer_ids),
+    )
     await conn.execute("DELETE FROM customer_name_tokens WHERE customer_id = ANY($1::text[])", list(customer_ids))
     await conn.execute("DELETE FROM customer_names WHERE customer_id = ANY($1::text[])", list(customer_ids))
     await conn.execute("UPDATE customers SET erased_at = $2 WHERE customer_id = ANY($1::text[])", customer_ids, at)
@@ -212,7 +314,7 @@ async def set_name(
 
 
 async def customer(conn: asyncpg.Connection, customer_id: str) -> dict[str, Any] | None:
-    """The profile; identifiers still sealed, as (kind, channel, token, key owner) in sealed_identifiers,
+    """The profile; identifiers still sealed, as (kind, channel, token, key owner, trust) in sealed_identifiers,
     the name as its token in sealed_name."""
     row = await conn.fetchrow(
         "SELECT customer_id, created_at, erased_at FROM customers WHERE customer_id = $1 AND merged_into IS NULL",
@@ -221,7 +323,7 @@ async def customer(conn: asyncpg.Connection, customer_id: str) -> dict[str, Any]
     if row is None:
         return None
     idents = await conn.fetch(
-        "SELECT kind, channel, sealed, sealed_by FROM customer_identifiers WHERE customer_id = $1"
+        "SELECT kind, channel, sealed, sealed_by, trust FROM customer_identifiers WHERE customer_id = $1"
         " ORDER BY kind, channel, value",
         customer_id,
     )
@@ -229,7 +331,9 @@ async def customer(conn: asyncpg.Connection, customer_id: str) -> dict[str, Any]
         "customer_id": customer_id,
         "created_at": row["created_at"].isoformat(),
         "erased_at": row["erased_at"].isoformat() if row["erased_at"] else None,
-        "sealed_identifiers": [(r["kind"], r["channel"] or None, r["sealed"], r["sealed_by"]) for r in idents],
+        "sealed_identifiers": [
+            (r["kind"], r["channel"] or None, r["sealed"], r["sealed_by"], r["trust"]) for r in idents
+        ],
         "sealed_name": await sealed_name(conn, customer_id),
         "merged_ids": await merged_ids(conn, customer_id),
         "preferences": (await preferences(conn, customer_id)).model_dump(mode="json"),

@@ -174,7 +174,8 @@ async def customer_profile(
         return profile
     owners = {c.owner for c in contacts if c.owner is not None}
     keys = await ctx.keyring.keys(owners) if owners else {}
-    opened = [(c, privacy.open_contact(c.value, c.owner, keys)) for c in contacts]
+    # Only addresses messages may go to (docs/identity-trust.md); claimed ones are never chosen.
+    opened = [(c, privacy.open_contact(c.value, c.owner, keys)) for c in contacts if c.deliverable]
     readable = sorted(((c, v) for c, v in opened if v is not None), key=lambda cv: cv[1])
     readable.sort(key=lambda cv: cv[0].added_at, reverse=True)  # stable: equal instants by address
     return dataclasses.replace(

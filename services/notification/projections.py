@@ -1,7 +1,9 @@
 """notification's projections, applied by the idempotent consumer inside its transaction.
 
 - ProfileProjection: addresses (email, phone) from crm.customer.created.v1 and
-  crm.customer.identifiers_added.v1, consent from crm.consent.changed.v1, preferences from
+  crm.customer.identifiers_added.v1, deliverable only when verified or used by the customer
+  themselves (SPEC §14, docs/identity-trust.md; crm.customer.identifiers_verified.v1 makes a
+  claimed one deliverable), consent from crm.consent.changed.v1, preferences from
   crm.customer.preferences_changed.v1. Merges are followed through the timeline's aliases
   (the timeline projection records them earlier in the same transaction).
   Addresses are stored sealed under the data key that sealed them in the event (privacy.py);
@@ -33,7 +35,15 @@ IDENTIFIERS_ADDED = "crm.customer.identifiers_added.v1"
 CONSENT_CHANGED = "crm.consent.changed.v1"
 PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
 CUSTOMER_ERASED = "crm.customer.erased.v1"
+IDENTIFIERS_VERIFIED = "crm.customer.identifiers_verified.v1"
 _CONTACT_KINDS = ("email", "phone")
+
+
+def deliverable(data: dict[str, object]) -> bool:
+    """May messages go to the addresses of this created/added event? Verified ones, and those the
+    customer used themselves (the inbound interaction that created them). No trust field: an
+    event from before trust existed, when every identifier was trusted."""
+    return data.get("trust") in (None, "verified") or data.get("inbound") is True
 
 
 def _owner(e: Envelope) -> str:
@@ -50,7 +60,7 @@ class ProfileProjection:
             await self._apply(conn, events)
 
     async def _apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        owners = {_owner(e) for e in events if e.type in (CUSTOMER_CREATED, IDENTIFIERS_ADDED)}
+        owners = {_owner(e) for e in events if e.type in (CUSTOMER_CREATED, IDENTIFIERS_ADDED, IDENTIFIERS_VERIFIED)}
         keys = await self.keyring.keys(owners, create=True) if owners else {}  # one lookup per batch
         for e in events:
             data = e.data
@@ -67,12 +77,39 @@ class ProfileProjection:
                     and isinstance(i.get("value"), str)
                     and i["value"] not in (crypto.SEALED, crypto.ERASED)
                 ]
-                await store.add_contacts(conn, data["customer_id"], owner, sealed, e.time)
+                await store.add_contacts(conn, data["customer_id"], owner, sealed, e.time, deliverable(data))
+            elif e.type == IDENTIFIERS_VERIFIED:
+                await self._verified(conn, e, keys)
             elif e.type == CONSENT_CHANGED:
                 channel = data.get("channel") or ALL_CHANNELS
                 await store.set_consent(conn, data["customer_id"], data["purpose"], channel, data["granted"], e.time)
             elif e.type == PREFERENCES_CHANGED:
                 await store.set_preferences(conn, data["customer_id"], data["preferences"], e.time)
+
+    async def _verified(self, conn: asyncpg.Connection, e: Envelope, keys: dict[str, bytes | None]) -> None:
+        """Make the verified addresses deliverable wherever they are stored for this customer: under
+        the survivor or a merged id, sealed by whichever key sealed them (the lookup is per key)."""
+        owner = _owner(e)
+        if keys.get(owner) is None:
+            return  # erased
+        plain = crypto.unseal(e.data, {owner: keys[owner]})
+        verified = [
+            (i["kind"], i["value"])
+            for i in plain.get("identifiers", [])
+            if i.get("kind") in _CONTACT_KINDS and isinstance(i.get("value"), str)
+        ]
+        if not verified:
+            return
+        ids = await store.customer_ids(conn, e.data["customer_id"])
+        owners = {c.owner for c in await store.contacts(conn, ids) if c.owner is not None}
+        contact_keys = await self.keyring.keys(owners) if owners else {}
+        found = [
+            (o, kind, privacy.sealed_contact(k, o, kind, value)[2])
+            for o, k in contact_keys.items()
+            if k is not None
+            for kind, value in verified
+        ]
+        await store.make_deliverable(conn, ids, found)
 
 
 class RulesReactor:

@@ -30,27 +30,45 @@ class Contact:
     value: str
     owner: str | None
     added_at: datetime
+    deliverable: bool = True  # verified, or used by the customer themselves (docs/identity-trust.md)
 
 
 async def add_contacts(
-    conn: asyncpg.Connection, customer_id: str, owner: str, sealed: Sequence[tuple[str, str, str]], at: datetime
+    conn: asyncpg.Connection,
+    customer_id: str,
+    owner: str,
+    sealed: Sequence[tuple[str, str, str]],
+    at: datetime,
+    deliverable: bool = True,
 ) -> None:
-    """`sealed`: (kind, token, lookup); the lookup keeps one row per address and customer."""
+    """`sealed`: (kind, token, lookup); the lookup keeps one row per address and customer. An
+    address seen again stays deliverable if it was; a claim never takes that away or gives it."""
     if sealed:
         await conn.executemany(
-            "INSERT INTO notification_contacts (customer_id, kind, value, owner, lookup, added_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            [(customer_id, kind, token, owner, lookup, at) for kind, token, lookup in sealed],
+            "INSERT INTO notification_contacts (customer_id, kind, value, owner, lookup, added_at, deliverable)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id, kind, lookup) DO UPDATE"
+            " SET deliverable = notification_contacts.deliverable OR EXCLUDED.deliverable",
+            [(customer_id, kind, token, owner, lookup, at, deliverable) for kind, token, lookup in sealed],
         )
 
 
 async def contacts(conn: asyncpg.Connection, ids: Sequence[str]) -> list[Contact]:
     rows = await conn.fetch(
-        "SELECT kind, value, owner, added_at FROM notification_contacts WHERE customer_id = ANY($1::text[])"
-        " ORDER BY added_at DESC",
+        "SELECT kind, value, owner, added_at, deliverable FROM notification_contacts"
+        " WHERE customer_id = ANY($1::text[]) ORDER BY added_at DESC",
         list(ids),
     )
-    return [Contact(r["kind"], r["value"], r["owner"], r["added_at"]) for r in rows]
+    return [Contact(r["kind"], r["value"], r["owner"], r["added_at"], r["deliverable"]) for r in rows]
+
+
+async def make_deliverable(conn: asyncpg.Connection, ids: Sequence[str], found: Sequence[tuple[str, str, str]]) -> None:
+    """`found`: (owner, kind, lookup) of addresses now verified, among the contacts of `ids`."""
+    if found:
+        await conn.executemany(
+            "UPDATE notification_contacts SET deliverable = true"
+            " WHERE customer_id = ANY($1::text[]) AND owner = $2 AND kind = $3 AND lookup = $4",
+            [(list(ids), owner, kind, lookup) for owner, kind, lookup in found],
+        )
 
 
 async def set_consent(

@@ -389,3 +389,48 @@ async def test_a_hostile_link_gets_no_key_and_the_stream_url_holds_none(chromium
     streams = [url for url, _ in requests if url.startswith(f"{case}/v1/customers/{customer_id}/timeline/stream")]
     assert streams and all("?ticket=" in url for url in streams)
     assert not csp_reports, csp_reports
+
+
+async def test_console_lists_merge_suggestions_and_an_agent_accepts_one(chromium: str, console_stack: Stack) -> None:
+    """Two customers named together by a channel key are not merged: the console lists the
+    suggestion, the agent accepts it, and the merged id then redirects to the survivor."""
+    from playwright.async_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    intake = console_stack.services["intake"].url
+    a_mail, b_mail = (f"pair-{uuid.uuid4().hex[:8]}@example.com" for _ in range(2))
+    async with api_client(timeout=20) as admin:
+        r = await admin.post(f"{intake}/v1/admin/keys", json={"name": "web", "scopes": ["channel:web"]})
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]
+        w = await admin.get(
+            f"{intake}/v1/customers/none/timeline", params={"wait_for": r.json()["event_id"], "timeout_ms": 15000}
+        )
+        assert w.status_code == 200
+    async with api_client(key, timeout=20) as web:
+
+        async def post(customer: dict[str, str]) -> str:
+            r = await web.post(f"{intake}/v1/interactions", json={**by_ref(customer, "hello"), "channel": "web"})
+            assert r.status_code == 202, r.text
+            return str(r.json()["customer_id"])
+
+        older, younger = await post({"email": a_mail}), await post({"email": b_mail})
+        assert await post({"email": b_mail, "id": older}) == older  # a claim: no merge
+    async with api_client(timeout=20) as agent:
+        r = await agent.get(f"{intake}/v1/merge-suggestions", params={"customer_id": younger})
+        [suggestion] = r.json()["items"]
+
+    async with console_page(chromium, console_stack) as page:
+        item = page.locator(f'#suggestions li[data-suggestion="{suggestion["suggestion_id"]}"]')
+        await expect(item).to_contain_text(f"{younger} into {older}")
+        await expect(item).to_contain_text(b_mail)
+        await page.screenshot(path=str(ARTIFACTS / "console-merge-suggestions.png"), full_page=True)
+        await item.get_by_role("button", name=f"Accept merging {younger} into {older}").click()
+        await expect(item).to_have_count(0)
+        await expect(page.locator("#error")).to_be_hidden()
+
+    async with api_client(timeout=20) as agent:
+        r = await agent.get(f"{intake}/v1/customers/{younger}", follow_redirects=False)
+        assert r.status_code == 308
+        r = await agent.get(f"{intake}/v1/merge-suggestions", params={"customer_id": older, "status": "accepted"})
+        assert [s["suggestion_id"] for s in r.json()["items"]] == [suggestion["suggestion_id"]]

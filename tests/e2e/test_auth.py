@@ -31,6 +31,10 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("PUT", "/v1/customers/{customer_id}/consent"): {"agent"},
     ("PUT", "/v1/customers/{customer_id}/preferences"): {"agent"},
     ("PUT", "/v1/customers/{customer_id}/profile"): {"agent"},
+    ("POST", "/v1/customers/{customer_id}/identifiers:verify"): {"agent"},
+    ("GET", "/v1/merge-suggestions"): {"agent"},
+    ("POST", "/v1/merge-suggestions/{suggestion_id}:accept"): {"agent"},
+    ("POST", "/v1/merge-suggestions/{suggestion_id}:reject"): {"agent"},
     ("GET", "/v1/notifications"): {"agent", "ops"},
     ("GET", "/v1/notifications/{notification_id}"): {"agent", "ops"},
     ("GET", "/v1/kpis"): {"ops"},
@@ -66,7 +70,7 @@ async def make_key(stack: Stack, name: str, scopes: list[str]) -> dict[str, Any]
 async def call(client: httpx.AsyncClient, method: str, url: str, path: str, key: str | None) -> int:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     concrete = path.replace("{customer_id}", "nobody").replace("{case_id}", "nocase").replace(
-        "{notification_id}", "none").replace("{key_id}", "nokey")  # fmt: skip
+        "{notification_id}", "none").replace("{key_id}", "nokey").replace("{suggestion_id}", "nosug")  # fmt: skip
     body: Any = None
     if (method, path) == ("POST", "/v1/interactions"):
         body = web_interaction()

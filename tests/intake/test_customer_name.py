@@ -138,7 +138,7 @@ async def test_a_merged_customers_name_finds_the_survivor(pool: asyncpg.Pool) ->
     await handlers.change_profile(pool, events, vault, "/test", newer, "Katherine Johnson")
     both = domain.RecordInteraction(
         channel="email", direction="inbound", kind="message", occurred_at=datetime.now(UTC),
-        identifiers=tuple(domain.normalise_email(e) for e in emails),
+        identifiers=tuple(domain.normalise_email(e) for e in emails), verified=True,
     )  # fmt: skip
     merged = await handlers.record_interactions(pool, events, vault, "/t", [handlers.Item(both, "both")])
     assert merged[0]["customer_id"] == older  # the oldest survives

@@ -1,5 +1,7 @@
 """Identity resolution and identifier normalisation: pure, in memory."""
 
+import hashlib
+import hmac
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -41,19 +43,19 @@ def test_identifiers_of_two_customers_merge_into_the_oldest() -> None:
         owner={EMAIL.key: "young", PHONE.key: "old"}, created={"young": T0 + timedelta(hours=1), "old": T0}
     )
     r = resolver(snap)
-    res = r.resolve(None, [EMAIL, PHONE, CHAT])
+    res = r.resolve(None, [EMAIL, PHONE, CHAT], verified=True)
     assert res.customer_id == "old"
     assert res.merges == (domain.Merge("old", "young", EMAIL),)  # the merged one's identifier tied them
     assert res.added == (CHAT,)
     assert snap.find("young") == "old"
     # later requests that name the merged customer land on the survivor, without a second merge
-    again = r.resolve("young", [EMAIL])
+    again = r.resolve("young", [EMAIL], verified=True)
     assert (again.customer_id, again.merges) == ("old", ())
 
 
 def test_a_customer_id_and_someone_elses_identifier_merge() -> None:
     snap = IdentitySnapshot(owner={PHONE.key: "b"}, created={"a": T0, "b": T0 + timedelta(minutes=1)})
-    res = resolver(snap).resolve("a", [PHONE])
+    res = resolver(snap).resolve("a", [PHONE], verified=True)
     assert res.customer_id == "a"
     assert res.merges == (domain.Merge("a", "b", PHONE),)
 
@@ -63,15 +65,74 @@ def test_three_customers_in_one_request_all_merge_into_the_oldest() -> None:
         owner={EMAIL.key: "b", PHONE.key: "c", CHAT.key: "a"},
         created={"a": T0, "b": T0 + timedelta(hours=1), "c": T0 + timedelta(hours=2)},
     )
-    res = resolver(snap).resolve(None, [EMAIL, PHONE, CHAT])
+    res = resolver(snap).resolve(None, [EMAIL, PHONE, CHAT], verified=True)
     assert res.customer_id == "a"
     assert {(m.merged_id, m.linked_by) for m in res.merges} == {("b", EMAIL), ("c", PHONE)}
 
 
 def test_unknown_customer_id_is_an_error_on_that_field() -> None:
-    with pytest.raises(InvalidInput) as info:
-        resolver().resolve("ghost", [EMAIL])
-    assert info.value.field == "customer.id"
+    for verified in (False, True):
+        with pytest.raises(InvalidInput) as info:
+            resolver().resolve("ghost", [EMAIL], verified=verified)
+        assert info.value.field == "customer.id"
+
+
+# --- identity trust (SPEC §14): a channel key's identifiers are claims -------------------------
+
+
+def test_a_claim_creates_a_customer_whose_identifiers_are_claimed() -> None:
+    r = resolver()
+    res = r.resolve(None, [EMAIL, PHONE])
+    assert (res.customer_id, res.created, res.trust) == ("new-1", (EMAIL, PHONE), domain.CLAIMED)
+    assert r.snapshot.trust == {EMAIL.key: domain.CLAIMED, PHONE.key: domain.CLAIMED}
+    assert r.resolve(None, [EMAIL], verified=True).trust == domain.VERIFIED
+
+
+def test_a_claimed_address_on_a_customer_id_is_added_as_claimed() -> None:
+    """The takeover of issue 23: {"id": victim, "email": attacker} from a channel key."""
+    snap = IdentitySnapshot(owner={EMAIL.key: "victim"}, trust={EMAIL.key: domain.VERIFIED}, created={"victim": T0})
+    attacker = Ident("email", "mallory@example.com")
+    res = resolver(snap).resolve("victim", [attacker])
+    assert (res.customer_id, res.merges, res.added, res.trust) == ("victim", (), (attacker,), domain.CLAIMED)
+    assert snap.trust[attacker.key] == domain.CLAIMED and snap.trust[EMAIL.key] == domain.VERIFIED
+
+
+def test_a_claim_naming_two_customers_suggests_and_never_merges() -> None:
+    snap = IdentitySnapshot(
+        owner={EMAIL.key: "young", PHONE.key: "old"}, created={"young": T0 + timedelta(hours=1), "old": T0}
+    )
+    r = resolver(snap)
+    res = r.resolve(None, [EMAIL, PHONE, CHAT])
+    assert (res.customer_id, res.merges) == ("old", ())
+    assert res.suggestions == (domain.Suggestion("old", "young", EMAIL),)
+    assert res.added == (CHAT,) and snap.trust[CHAT.key] == domain.CLAIMED
+    assert snap.merged_into == {} and set(snap.created) == {"old", "young"}  # both still live
+    assert r.resolve(None, [EMAIL]).customer_id == "young"  # later items of a batch see no merge
+
+
+def test_a_claim_by_id_stays_on_that_customer_and_suggests_the_other() -> None:
+    snap = IdentitySnapshot(owner={PHONE.key: "b"}, created={"a": T0 + timedelta(hours=1), "b": T0})
+    res = resolver(snap).resolve("a", [PHONE])
+    assert (res.customer_id, res.merges, res.added) == ("a", (), ())
+    [suggestion] = res.suggestions
+    assert suggestion == domain.Suggestion("b", "a", PHONE)  # the older would survive
+    assert suggestion.pair == ("a", "b")
+
+
+def test_a_claim_on_a_merged_id_lands_on_the_survivor_as_a_claim() -> None:
+    snap = IdentitySnapshot(merged_into={"gone": "live"}, created={"live": T0})
+    res = resolver(snap).resolve("gone", [EMAIL])
+    assert (res.customer_id, res.added, res.trust, res.suggestions) == ("live", (EMAIL,), domain.CLAIMED, ())
+
+
+def test_a_verifying_request_upgrades_claimed_identifiers_it_names() -> None:
+    snap = IdentitySnapshot(
+        owner={EMAIL.key: "a", PHONE.key: "a"}, trust={EMAIL.key: domain.CLAIMED, PHONE.key: domain.VERIFIED},
+        created={"a": T0},
+    )  # fmt: skip
+    assert resolver(snap).resolve("a", [EMAIL, PHONE]).verified == ()  # a claim upgrades nothing
+    res = resolver(snap).resolve("a", [EMAIL, PHONE], verified=True)
+    assert res.verified == (EMAIL,) and snap.trust[EMAIL.key] == domain.VERIFIED
 
 
 def test_merge_consent_keeps_the_most_restrictive_answer() -> None:
@@ -150,3 +211,19 @@ def test_external_ids_are_per_channel() -> None:
     b = domain.normalise_external("social", "u-1")
     assert a.value == b.value == "u-1"
     assert a.key != b.key
+
+
+def test_a_channel_signed_reference_is_checked_against_its_identifiers() -> None:
+    # What a widget's back end computes: the identifiers' keys and the id, sorted, one per line.
+    signed = hmac.new(b"s3cret", b"email:ann@example.com\nid:c-1", hashlib.sha256).hexdigest()
+    assert domain.identity_hash("s3cret", "c-1", [EMAIL]) == signed
+    domain.check_identity_hash({"web": "s3cret"}, "web", "c-1", [EMAIL], signed.upper())  # hex in any case
+    for secrets, channel, cid, idents, reason in [
+        ({"web": "s3cret"}, "web", "c-1", [EMAIL, PHONE], "does not match"),  # an identifier added
+        ({"web": "s3cret"}, "web", "c-2", [EMAIL], "does not match"),  # another customer
+        ({"web": "other"}, "web", "c-1", [EMAIL], "does not match"),  # another secret
+        ({"web": "s3cret"}, "chat", "c-1", [EMAIL], "no identity secret"),  # another channel's secret
+    ]:
+        with pytest.raises(InvalidInput) as info:
+            domain.check_identity_hash(secrets, channel, cid, idents, signed)
+        assert info.value.field == "customer.identity_hash" and reason in info.value.reason

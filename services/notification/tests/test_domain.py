@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from contracts.events import Preferences, QuietHours
 from notification import domain
+from notification.projections import deliverable
 
 BOOK = domain.load_rulebook()
 CAP = domain.Cap(3, timedelta(days=1))
@@ -275,3 +276,14 @@ def test_a_rulebook_without_a_digest_section_uses_the_built_in_default() -> None
                 "templates": {"digest": {"en": {"subject": "s", "body": "b"}}},
             }
         ).check()
+
+
+# --- identity trust (docs/identity-trust.md): which addresses messages may go to -----------------
+
+
+def test_only_verified_or_self_used_addresses_are_deliverable() -> None:
+    assert deliverable({"trust": "verified"})
+    assert deliverable({"trust": "claimed", "inbound": True})  # the customer wrote in from it
+    assert not deliverable({"trust": "claimed", "inbound": False})  # a channel said so
+    assert not deliverable({"trust": "claimed"})  # identifiers_added: a claim on an existing customer
+    assert deliverable({})  # an event from before trust existed: trusted, as it was
