@@ -94,7 +94,7 @@ class Runtime:
         self.tickets = StreamTickets(s.service_name, s.stream_ticket_secret, s.stream_ticket_seconds)
         limiter = RateLimiter(s.rate_limit_per_key_rps, s.rate_limit_per_key_burst)
         self.auth = Authenticator(lambda: self.pool, s.auth_bootstrap_admin_key, limiter, s.auth_required)
-        self.audit = AuditLog(lambda: self.pool)
+        self.audit = AuditLog(lambda: self.pool, s.service_name)
         if self.spec.keyring is not None:
             self.keyring = self.spec.keyring
         elif self.spec.key_source is not None:

@@ -28,8 +28,10 @@ import orjson
 from fastapi import Depends, Request
 
 from contracts.security import KEY_CREATED, KEY_REVOKED
+from eventkit.db import TRANSIENT_ERRORS
 from eventkit.envelope import Envelope
 from eventkit.http import ApiError
+from eventkit.telemetry import AUDIT_DROPPED, AUDIT_UNWRITABLE
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 5.0  # how long a key lookup is trusted; revocation takes effect within this
@@ -98,37 +100,83 @@ class RateLimiter:
         return (1 - tokens) / self.rate
 
 
-class AuditLog:
-    """Appends audit records in batches (every `interval_s`), off the request's path."""
+# What an audit record may hold of what a caller sent (path parameters): enough to tell the
+# target, never so much that one request makes a large row.
+AUDIT_VALUE_CHARS = 200
+AUDIT_QUEUE_LIMIT = 100_000
 
-    def __init__(self, pool_getter: Callable[[], asyncpg.Pool | None], interval_s: float = 0.25) -> None:
+
+def audit_text(value: str) -> str:
+    """A value PostgreSQL stores as text: no NUL, no unpaired surrogate, at most AUDIT_VALUE_CHARS."""
+    value = value[:AUDIT_VALUE_CHARS].replace("\x00", "\ufffd")
+    return value.encode("utf-8", "replace").decode("utf-8")  # an unpaired surrogate becomes "?"
+
+
+_AuditRecord = tuple[datetime, str, str, str, str | None, str | None, int]
+_AUDIT_COLUMNS = ["at", "key_id", "method", "route", "customer_id", "target", "status"]
+
+
+class AuditLog:
+    """Appends audit records in batches (every `interval_s`), off the request's path.
+
+    Nothing a caller sends can stop it: values are made storable before they are queued; a batch
+    the database refuses is written row by row, and a row refused alone is counted and logged
+    (route and status only) instead of blocking the others. While the database is away records
+    wait, up to AUDIT_QUEUE_LIMIT; past it they are dropped, counted and logged."""
+
+    def __init__(self, pool_getter: Callable[[], asyncpg.Pool | None], service: str, interval_s: float = 0.25) -> None:
         self._pool = pool_getter
         self._interval_s = interval_s
-        self._pending: list[tuple[datetime, str, str, str, str | None, str | None, int]] = []
+        self._pending: list[_AuditRecord] = []
+        self._unwritable = AUDIT_UNWRITABLE.labels(service)
+        self._dropped = AUDIT_DROPPED.labels(service)
+        self._dropped_since_logged = 0
 
     def record(
         self, key_id: str, method: str, route: str, customer_id: str | None, target: dict[str, str], status: int
     ) -> None:
         """`target`: the route's other path parameters (case_id, key_id...), kept as JSON text."""
-        if len(self._pending) < 100_000:
-            text = orjson.dumps(target).decode() if target else None
-            self._pending.append((datetime.now(UTC), key_id, method, route, customer_id, text, status))
+        if len(self._pending) >= AUDIT_QUEUE_LIMIT:
+            self._dropped.inc()
+            self._dropped_since_logged += 1
+            return
+        text = orjson.dumps({audit_text(k): audit_text(v) for k, v in target.items()}).decode() if target else None
+        customer = audit_text(customer_id) if customer_id is not None else None
+        self._pending.append(
+            (datetime.now(UTC), audit_text(key_id), method[:16], audit_text(route), customer, text, status)
+        )
 
     async def flush(self) -> None:
+        if self._dropped_since_logged:
+            log.error("audit queue full: %d records dropped", self._dropped_since_logged)
+            self._dropped_since_logged = 0
         pool = self._pool()
         if not self._pending or pool is None:
             return
         batch, self._pending = self._pending, []
         try:
             async with pool.acquire() as conn:
-                await conn.copy_records_to_table(
-                    "audit_log",
-                    records=batch,
-                    columns=["at", "key_id", "method", "route", "customer_id", "target", "status"],
-                )
+                try:
+                    await conn.copy_records_to_table("audit_log", records=batch, columns=_AUDIT_COLUMNS)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception:  # something in the batch it will not take: each row on its own
+                    batch = await self._one_by_one(conn, batch)
         except Exception:
-            self._pending = batch + self._pending  # try again next round
+            self._pending = batch + self._pending  # the database away: try again next round
             raise
+
+    async def _one_by_one(self, conn: asyncpg.Connection, batch: list[_AuditRecord]) -> list[_AuditRecord]:
+        """Write each row alone; returns what is left unwritten if the database goes away meanwhile."""
+        for n, row in enumerate(batch):
+            try:
+                await conn.copy_records_to_table("audit_log", records=[row], columns=_AUDIT_COLUMNS)
+            except TRANSIENT_ERRORS:
+                return batch[n:]
+            except Exception as exc:
+                self._unwritable.inc()
+                log.error("audit record unwritable (%s): %s %s -> %d", type(exc).__name__, row[2], row[3], row[6])
+        return []
 
     async def run(self) -> None:
         while True:
