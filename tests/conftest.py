@@ -27,6 +27,7 @@ from eventkit.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack,
 os.environ.setdefault("CRM_ADMIN_KEY", f"crm_test_{secrets.token_urlsafe(24)}")
 os.environ.setdefault("RATE_LIMIT_PER_KEY_RPS", "1000000")
 os.environ.setdefault("RATE_LIMIT_PER_KEY_BURST", "1000000")
+os.environ.setdefault("AUTH_FAILURES_PER_ADDRESS_BURST", "1000000")  # the auth tests send many bad keys
 ADMIN_KEY = os.environ["CRM_ADMIN_KEY"]
 
 

@@ -93,7 +93,8 @@ class Runtime:
         s = self.settings
         self.tickets = StreamTickets(s.service_name, s.stream_ticket_secret, s.stream_ticket_seconds)
         limiter = RateLimiter(s.rate_limit_per_key_rps, s.rate_limit_per_key_burst)
-        self.auth = Authenticator(lambda: self.pool, s.auth_bootstrap_admin_key, limiter, s.auth_required)
+        failures = RateLimiter(s.auth_failures_per_address_rps, s.auth_failures_per_address_burst)
+        self.auth = Authenticator(lambda: self.pool, s.auth_bootstrap_admin_key, limiter, failures, s.auth_required)
         self.audit = AuditLog(lambda: self.pool, s.service_name)
         if self.spec.keyring is not None:
             self.keyring = self.spec.keyring

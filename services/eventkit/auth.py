@@ -91,13 +91,23 @@ class RateLimiter:
     def take(self, key_id: str) -> float:
         """0 if allowed now; else the seconds until the next request would be."""
         now = time.monotonic()
-        tokens, last = self._buckets.get(key_id, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = self._tokens(key_id, now)
         if tokens >= 1:
             self._buckets[key_id] = (tokens - 1, now)
             return 0.0
         self._buckets[key_id] = (tokens, now)
         return (1 - tokens) / self.rate
+
+    def wait(self, key_id: str) -> float:
+        """What take would answer, taking nothing."""
+        tokens = self._tokens(key_id, time.monotonic())
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def _tokens(self, key_id: str, now: float) -> float:
+        if len(self._buckets) > 100_000:  # many callers (addresses): forget them all, not the memory
+            self._buckets.clear()
+        tokens, last = self._buckets.get(key_id, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
 
 
 # What an audit record may hold of what a caller sent (path parameters): enough to tell the
@@ -193,11 +203,15 @@ class Authenticator:
         pool_getter: Callable[[], asyncpg.Pool | None],
         bootstrap_admin_key: str | None,
         limiter: RateLimiter,
+        failures: RateLimiter,
         required: bool = True,
     ) -> None:
         self._pool = pool_getter
         self._bootstrap = hash_key(bootstrap_admin_key) if bootstrap_admin_key else None
         self._limiter = limiter
+        # Invalid keys per client address: past its burst, that address gets 429 before any key
+        # it sends is looked up, so guessing keys is slow and costs the database nothing.
+        self._failures = failures
         self.required = required
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
@@ -228,8 +242,15 @@ class Authenticator:
             if not self.required:
                 return Principal("anonymous", "authentication disabled", frozenset({"admin"}))
             raise ApiError(401, "unauthenticated", "send an API key: Authorization: Bearer <key>")
+        address = request.client.host if request.client else "unknown"
+        if wait := self._failures.wait(address):
+            raise ApiError(
+                429, "too_many_failed_logins", f"too many invalid keys from this address; retry in {wait:.0f} s",
+                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            )  # fmt: skip
         principal = await self.principal_for(key)
         if principal is None:
+            self._failures.take(address)
             raise ApiError(401, "unauthenticated", "this API key is not valid (unknown or revoked)")
         wait = self._limiter.take(principal.key_id)
         if wait:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     auth_bootstrap_admin_key: str | None = None  # an admin key known to every service, to make the first keys
     rate_limit_per_key_rps: float = 200.0
     rate_limit_per_key_burst: float = 400.0
+    # Invalid keys per client address (uvicorn's proxy headers decide what the address is behind a
+    # proxy): past the burst, 429 too_many_failed_logins until the bucket refills.
+    auth_failures_per_address_rps: float = 1 / 6
+    auth_failures_per_address_burst: float = 20.0
     # Live timeline tickets (streamtickets.py): a secret shared by the replicas of one service
     # (not set: random per process, enough for one process per service) and their lifetime.
     stream_ticket_secret: str | None = None

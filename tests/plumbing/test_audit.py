@@ -2,9 +2,12 @@
 lost without being counted. And failed logins, limited per client address."""
 
 import asyncpg
+import pytest
 from eventkit import auth
-from eventkit.auth import AUDIT_VALUE_CHARS, AuditLog, audit_text
+from eventkit.auth import AUDIT_VALUE_CHARS, AuditLog, Authenticator, RateLimiter, audit_text
+from eventkit.http import ApiError
 from eventkit.telemetry import AUDIT_DROPPED, AUDIT_UNWRITABLE
+from starlette.requests import Request
 
 
 def test_audit_text_is_storable_and_bounded() -> None:
@@ -54,3 +57,30 @@ async def test_records_wait_while_the_database_is_away_and_past_the_limit_are_co
     await audit.flush()
     async with pool.acquire() as conn:
         assert [r["route"] for r in await conn.fetch("SELECT route FROM audit_log ORDER BY id")] == ["/0", "/1", "/2"]
+
+
+# --- failed logins -------------------------------------------------------------------------------
+
+
+def request_from(address: str, key: str) -> Request:
+    headers = [(b"authorization", f"Bearer {key}".encode())]
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": headers, "client": (address, 5000)})
+
+
+async def test_invalid_keys_are_limited_per_client_address(pool: asyncpg.Pool) -> None:
+    good = "crm_good_" + "g" * 30
+    authenticator = Authenticator(lambda: pool, good, RateLimiter(1000, 1000), RateLimiter(0.001, 3))
+    for n in range(3):
+        with pytest.raises(ApiError) as info:
+            await authenticator.authenticate(request_from("10.0.0.1", f"guess-{n}"))
+        assert info.value.status == 401
+    with pytest.raises(ApiError) as info:  # the fourth guess is not even looked up
+        await authenticator.authenticate(request_from("10.0.0.1", "guess-3"))
+    assert info.value.status == 429 and info.value.body["error"] == "too_many_failed_logins"
+    assert int((info.value.headers or {})["Retry-After"]) >= 1
+    with pytest.raises(ApiError) as info:  # nor is a good key from that address, for now
+        await authenticator.authenticate(request_from("10.0.0.1", good))
+    assert info.value.status == 429
+    # another address is not held up by it, and valid keys never count as failures
+    for _ in range(5):
+        assert (await authenticator.authenticate(request_from("10.0.0.2", good))).key_id == "bootstrap-admin"
