@@ -89,6 +89,16 @@ def test_prometheus_configs_pass_promtool(prometheus_bin: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_alert_rules_pass_promtool_and_their_unit_tests(prometheus_bin: str) -> None:
+    promtool = shutil.which("promtool") or str(Path(prometheus_bin).with_name("promtool"))
+    rules = PROMETHEUS_CONFIG.parent
+    for command in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
+        result = subprocess.run([promtool, *command], capture_output=True, text=True, timeout=60, cwd=rules)
+        assert result.returncode == 0, result.stdout + result.stderr
+    for config in (PROMETHEUS_CONFIG, PROMETHEUS_COMPOSE_CONFIG):
+        assert load_prometheus_config(config)["rule_files"] == ["alerts.yml"]
+
+
 def test_provisioning_loads_the_dashboards_from_prometheus() -> None:
     (datasource,) = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yaml").read_text())[
         "datasources"

@@ -29,6 +29,7 @@ from contracts.topics import CASE, INTAKE
 from tests.conftest import api_client
 from tests.e2e.test_analytics import Script, publish, region_code
 from tests.ops.dashboards import (
+    PROMETHEUS_CONFIG,
     load_prometheus_config,
     panel_queries,
     parse_label_values,
@@ -46,6 +47,8 @@ def derived_config(stack: Stack) -> dict[str, Any]:
     config = load_prometheus_config()
     config["global"]["scrape_interval"] = f"{SCRAPE_INTERVAL_S}s"
     config["global"]["evaluation_interval"] = f"{SCRAPE_INTERVAL_S}s"
+    # The alert rules load too (a rule that does not parse keeps Prometheus from starting).
+    config["rule_files"] = [str(PROMETHEUS_CONFIG.parent / f) for f in config["rule_files"]]
     moved = 0
     for scrape in config["scrape_configs"]:
         for static in scrape["static_configs"]:
