@@ -16,11 +16,14 @@ Which event types are signed is the caller's to say (contracts name them); nothi
 an event name.
 """
 
+import argparse
 import base64
 import binascii
 import logging
+import sys
 from collections.abc import Collection, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import orjson
@@ -123,3 +126,21 @@ class EventVerifier:
         # Ids and the reason only: the data may hold a key's hash, never logged.
         log.warning("refused %s %s: %s", event.type, event.id, reason)
         raise DecodeError(reason, detail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m eventkit.signing [--key-id ID] [--prefix CRM_]`: a new signing key pair, printed
+    as environment settings (intake's private key, and the public keys every service trusts)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--key-id", default=datetime.now(UTC).strftime("%Y-%m"), help="default: this month")
+    parser.add_argument("--prefix", default="", help="before each name, e.g. CRM_ for docker-compose's .env")
+    args = parser.parse_args(argv)
+    private, public = generate_key_pair()
+    print(f"{args.prefix}AUTH_EVENT_SIGNING_KEY_ID={args.key_id}")
+    print(f"{args.prefix}AUTH_EVENT_SIGNING_KEY={private}")
+    print(f"{args.prefix}AUTH_EVENT_PUBLIC_KEYS={orjson.dumps({args.key_id: public}).decode()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

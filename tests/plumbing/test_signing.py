@@ -1,6 +1,7 @@
 """Signed events (SPEC §14): what grants access is applied only with a signature that verifies."""
 
 import hashlib
+import json
 from dataclasses import replace
 
 import asyncpg
@@ -10,6 +11,7 @@ from eventkit.auth import KeyProjection
 from eventkit.consumer import BatchApplier
 from eventkit.envelope import DecodeError, Envelope, from_kafka, new_event, to_kafka
 from eventkit.signing import EventSigner, EventVerifier, generate_key_pair, public_key_of, signed_bytes
+from eventkit.signing import main as signing_main
 from prometheus_client import REGISTRY
 
 from contracts.security import KEY_CREATED, KEY_REVOKED, SIGNED_TYPES
@@ -106,3 +108,11 @@ async def test_the_consumer_dead_letters_a_forged_key_and_applies_a_signed_one(
     assert [(r["event_id"], r["event_type"], r["reason"]) for r in parked] == [(forged.id, KEY_CREATED, "unsigned")]
     labels = {"service": "t-signed", "topic": topic, "reason": "unsigned"}
     assert REGISTRY.get_sample_value("crm_events_deadlettered_total", labels) == 1
+
+
+def test_the_key_pair_command_prints_settings_that_fit_together(capsys: pytest.CaptureFixture[str]) -> None:
+    assert signing_main(["--key-id", "2027-01", "--prefix", "CRM_"]) == 0
+    lines = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["CRM_AUTH_EVENT_SIGNING_KEY_ID"] == "2027-01"
+    public_keys = json.loads(lines["CRM_AUTH_EVENT_PUBLIC_KEYS"])
+    assert public_keys == {"2027-01": public_key_of(lines["CRM_AUTH_EVENT_SIGNING_KEY"])}
