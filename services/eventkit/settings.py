@@ -4,9 +4,9 @@ Every service process reads the same names (one process is one service), so poin
 service at a real Kafka cluster and PostgreSQL is a matter of setting
 KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.
 
-CRM_ENV says where a service runs. Only `development` (set by `make run` and the tests) accepts
-the development defaults; anything else is production, where a service refuses to start while
-a secret is missing, weak or a development default (startup_problems).
+CRM_ENV says where a service runs: `production` (the default), where a service refuses to start
+while a secret is missing, weak or a development default (startup_problems), or `development`
+(set by `make run` and the tests), which accepts the development defaults.
 """
 
 import ssl
