@@ -2,6 +2,10 @@
 
 They travel on crm.intake.v1 (intake manages keys), with subject `key:<key_id>`, and carry
 only a SHA-256 of the key: a key is random (256 bits), so its hash does not reveal it.
+
+They grant and withdraw access, so they are signed (SPEC §14): intake signs each with its
+Ed25519 signing key (eventkit/signing.py says what the signature covers) and every service
+applies only those that verify under its trusted public keys (AUTH_EVENT_PUBLIC_KEYS).
 """
 
 from typing import Literal
@@ -13,20 +17,33 @@ from contracts.events import EventData, EventType
 
 KEY_CREATED = "crm.auth.key_created.v1"
 KEY_REVOKED = "crm.auth.key_revoked.v1"
+# The events a service acts on for authorization: applied only when their signature verifies.
+SIGNED_TYPES: frozenset[str] = frozenset({KEY_CREATED, KEY_REVOKED})
 # identity:verify: the key's identifiers are verified, not claimed (SPEC §14, docs/identity-trust.md).
 SCOPE_PATTERN = (
     r"^(agent|ops|admin|keys|identity:verify|channel:(web|chat|email|phone|sms|social|kiosk|in_person|survey))$"
 )
 
 
-class KeyCreated(EventData):
+class Signed(EventData):
+    # Optional in the schema (events written before signing have neither), required by the
+    # services that apply them: an event without them is refused.
+    signature: str | None = Field(
+        default=None, max_length=128, description="Ed25519 signature (base64url) by intake's signing key"
+    )
+    signing_key_id: str | None = Field(
+        default=None, max_length=64, description="Which of intake's signing keys made the signature"
+    )
+
+
+class KeyCreated(Signed):
     key_id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] = Field(min_length=1, description="agent, ops, admin, keys, identity:verify or channel:<channel>")
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class KeyRevoked(EventData):
+class KeyRevoked(Signed):
     key_id: str = Field(min_length=1, max_length=64)
     reason: Literal["revoked"] = "revoked"
 

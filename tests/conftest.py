@@ -6,6 +6,7 @@ ports in a temporary directory, so tests never touch a running `make run`.
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import time
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from eventkit import db
 from eventkit.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack, free_port
+from eventkit.signing import generate_key_pair
 
 # Every stack the tests start gets this admin key (services read AUTH_BOOTSTRAP_ADMIN_KEY, set by
 # the Stack from CRM_ADMIN_KEY) and a rate limit no test reaches; the auth tests make other keys.
@@ -29,6 +31,14 @@ os.environ.setdefault("RATE_LIMIT_PER_KEY_RPS", "1000000")
 os.environ.setdefault("RATE_LIMIT_PER_KEY_BURST", "1000000")
 os.environ.setdefault("AUTH_FAILURES_PER_ADDRESS_BURST", "1000000")  # the auth tests send many bad keys
 ADMIN_KEY = os.environ["CRM_ADMIN_KEY"]
+# Development defaults are accepted only with CRM_ENV=development; API key events are signed by
+# a key pair made for the session (in-process services read these; stacks pass them on).
+os.environ.setdefault("CRM_ENV", "development")
+if "AUTH_EVENT_SIGNING_KEY" not in os.environ:
+    _private, _public = generate_key_pair()
+    os.environ["AUTH_EVENT_SIGNING_KEY_ID"] = "test"
+    os.environ["AUTH_EVENT_SIGNING_KEY"] = _private
+    os.environ["AUTH_EVENT_PUBLIC_KEYS"] = json.dumps({"test": _public})
 
 
 def auth_headers(key: str = ADMIN_KEY) -> dict[str, str]:

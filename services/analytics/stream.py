@@ -16,9 +16,11 @@ import faust
 from aiokafka.structs import TopicPartition
 from eventkit.app import Runtime
 from eventkit.consumer import BatchApplier, GroupGenerations, past_end
+from eventkit.settings import KafkaSecurity
 from eventkit.telemetry import CONSUMER_LAG
 from eventkit.watermarks import PartitionEnds, committed_offsets
 from faust.types import TP
+from faust.types.auth import CredentialsT
 
 from analytics.projections import KpiProjection
 from contracts.topics import ALL_EVENT_TOPICS
@@ -29,6 +31,21 @@ LAG_INTERVAL_S = 1.0
 
 def broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
+
+
+def broker_credentials(s: KafkaSecurity) -> CredentialsT | None:
+    """The same Kafka authentication as eventkit's clients (KAFKA_SECURITY_PROTOCOL...), for faust."""
+    options = s.kafka_client_options()
+    if s.kafka_security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=s.kafka_sasl_username,
+            password=s.kafka_sasl_password,
+            ssl_context=options.get("ssl_context"),
+            mechanism=s.kafka_sasl_mechanism,
+        )
+    if s.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
 
 
 async def run_kpi_stream(rt: Runtime) -> None:
@@ -43,6 +60,7 @@ async def run_kpi_stream(rt: Runtime) -> None:
         f"crm-{s.service_name}-kpi",  # the consumer group
         datadir=datadir.name,
         broker=broker_url(s.kafka_bootstrap_servers),
+        broker_credentials=broker_credentials(s),
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,

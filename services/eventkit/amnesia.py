@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from eventkit.settings import kafka_options
 from eventkit.telemetry import BROKER_AMNESIA
 from eventkit.topics import ensure_topics
 from eventkit.watermarks import PartitionEnds, drop_read_to_end
@@ -87,6 +88,7 @@ class BrokerWatch:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 << 20,
+            **kafka_options(),
         )
         await reader.start()
         try:

@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
 from eventkit import collector, db, timeline
 from eventkit.amnesia import BrokerWatch
@@ -46,6 +47,7 @@ from eventkit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyri
 from eventkit.loopthread import LoopThread
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import Settings
+from eventkit.signing import EventVerifier
 from eventkit.streamtickets import StreamTickets, stream_caller
 from eventkit.streamtickets import router as stream_tickets_router
 from eventkit.telemetry import configure_logging, configure_tracing
@@ -132,6 +134,7 @@ async def _start_producer(settings: Settings) -> AIOKafkaProducer:
             # retries are absorbed by the consumers' applied-event records.
             enable_idempotence=False,
             request_timeout_ms=15_000,
+            **settings.kafka_client_options(),
         )
         try:
             await producer.start()
@@ -146,6 +149,7 @@ async def _start_producer(settings: Settings) -> AIOKafkaProducer:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     rt: Runtime = app.state.runtime
     s = rt.settings
+    refuse_bad_settings(s)
     rt.pool = await db.connect_with_retry(s.database_url, s.database_pool_size)
     applied = await db.migrate(rt.pool, [db.EVENTKIT_MIGRATIONS, *rt.spec.migrations])
     if applied:
@@ -179,6 +183,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed=rt.feed,
         commit_interval_ms=s.consumer_commit_interval_ms,
         fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+        # What grants access is applied only if signed by a trusted key (SPEC §14). The service's
+        # own stored events (intake's) are not checked: they were made here.
+        checks=[EventVerifier(s.auth_event_public_keys, SIGNED_TYPES)],
     )
     await rt.consumer.start()
     relay.start()
@@ -550,9 +557,25 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     return app
 
 
+class StartupRefused(RuntimeError):
+    """Settings a service must not run with (Settings.startup_problems)."""
+
+
+def refuse_bad_settings(settings: Settings) -> None:
+    problems = settings.startup_problems()
+    if problems:
+        message = f"{settings.service_name} refuses to start (CRM_ENV={settings.crm_env}): " + "; ".join(problems)
+        log.error("%s", message)
+        raise StartupRefused(message)
+
+
 def serve(app: FastAPI) -> None:
     """Run one service in the foreground; SIGINT/SIGTERM stop it gracefully."""
     settings: Settings = app.state.runtime.settings
+    try:
+        refuse_bad_settings(settings)
+    except StartupRefused as exc:  # before uvicorn: a clear message and exit status, not a traceback
+        raise SystemExit(str(exc)) from None
     uvicorn.run(
         app,
         host=settings.http_host,

@@ -36,7 +36,7 @@ from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
 from eventkit import db, outbox
 from eventkit.consumer import validate
 from eventkit.envelope import DecodeError, Envelope, from_kafka
-from eventkit.settings import DEFAULT_PORTS, Settings
+from eventkit.settings import DEFAULT_PORTS, Settings, kafka_options
 from eventkit.timeline import apply_bulk
 from eventkit.watermarks import PartitionEnds, committed_offsets, drop_read_to_end
 
@@ -243,6 +243,7 @@ async def _replay_share(
         max_poll_records=batch_size,
         fetch_max_bytes=64 << 20,
         max_partition_fetch_bytes=16 << 20,
+        **kafka_options(),
     )
     await consumer.start()
     applying: asyncio.Task[None] | None = None
@@ -349,7 +350,7 @@ async def deadletters(service: str, limit: int) -> int:
 
 async def redrive(service: str, ids: Sequence[int]) -> int:
     conn = await db.connect(_database_url(service))
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(), acks="all", enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(), acks="all", enable_idempotence=False, **kafka_options())
     await producer.start()
     try:
         query = (

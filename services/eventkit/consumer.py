@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -32,6 +32,7 @@ from eventkit.db import TRANSIENT_ERRORS
 from eventkit.deadletter import DeadLetter
 from eventkit.envelope import DecodeError, Envelope, from_kafka
 from eventkit.feed import TimelineFeed
+from eventkit.settings import kafka_options
 from eventkit.telemetry import (
     CONSUMER_LAG,
     EVENTS_APPLIED,
@@ -67,6 +68,11 @@ class Projection(Protocol):
     """A read model. apply() gets events not applied before, in log order, inside the transaction."""
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None: ...
+
+
+# A check a service passes in (a signature verifier, say): raises DecodeError for an event that
+# must not be applied; it is dead-lettered with that reason like an undecodable one.
+Check = Callable[[Envelope], None]
 
 
 class Waiters:
@@ -164,9 +170,11 @@ class BatchApplier:
         waiters: Waiters | None = None,
         applied_table: str = "applied_events",
         feed: TimelineFeed | None = None,
+        checks: Sequence[Check] = (),
     ) -> None:
         self.service = service
         self._pool = pool
+        self._checks = list(checks)
         self._producer = producer
         self._projections = list(projections)
         self._waiters = waiters
@@ -204,6 +212,12 @@ class BatchApplier:
                 validate(env)
             except DecodeError as exc:
                 letters.append(DeadLetter(r, exc.reason, str(exc)))
+                continue
+            try:
+                for check in self._checks:
+                    check(env)
+            except DecodeError as exc:
+                letters.append(DeadLetter(r, exc.reason, str(exc), env.id, env.type))
                 continue
             if env.id in seen:  # the same event twice in one batch
                 EVENTS_DUPLICATE.labels(self.service, r.topic).inc()
@@ -374,14 +388,16 @@ class IdempotentConsumer:
         feed: TimelineFeed | None = None,
         commit_interval_ms: int = 500,
         fetch_max_wait_ms: int = 50,
+        checks: Sequence[Check] = (),
     ) -> None:
         self.service = service
         self._commit_interval_s = commit_interval_ms / 1000
         self._topics = list(topics)
         self._max_batch = max_batch
         self.applier = BatchApplier(
-            service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed
-        )
+            service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed,
+            checks=checks,
+        )  # fmt: skip
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -391,6 +407,7 @@ class IdempotentConsumer:
             heartbeat_interval_ms=max(1000, session_timeout_ms // 5),
             max_poll_records=max_batch,
             fetch_max_wait_ms=fetch_max_wait_ms,
+            **kafka_options(),
         )
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._generations = GroupGenerations()

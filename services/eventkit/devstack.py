@@ -30,9 +30,11 @@ from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from eventkit.db import ensure_database, with_database
 from eventkit.settings import DEFAULT_PORTS
+from eventkit.signing import generate_key_pair, public_key_of
 
 SERVICES: tuple[str, ...] = ("intake", "case", "notification", "analytics")
 ROOT = Path(__file__).resolve().parents[2]
@@ -381,6 +383,18 @@ class Stack:
         # The master key that wraps the customers' data keys, kept beside the data it protects
         # (development only; production takes it from a secret store).
         self.services["intake"].env.setdefault("MASTER_KEY", _master_key(self.data_dir))
+        # The key pair that signs API key events (SPEC §14): intake signs, every service verifies.
+        # Kept in the data directory like the master key, so keys made in an earlier run still verify.
+        intake_env = self.services["intake"].env
+        if "AUTH_EVENT_SIGNING_KEY" not in intake_env:
+            intake_env["AUTH_EVENT_SIGNING_KEY_ID"] = DEV_SIGNING_KEY_ID
+            intake_env["AUTH_EVENT_SIGNING_KEY"] = _signing_key(self.data_dir)
+        public_keys = orjson.dumps(
+            {intake_env["AUTH_EVENT_SIGNING_KEY_ID"]: public_key_of(intake_env["AUTH_EVENT_SIGNING_KEY"])}
+        ).decode()
+        for svc in self.services.values():
+            svc.env.setdefault("AUTH_EVENT_PUBLIC_KEYS", public_keys)
+            svc.env.setdefault("CRM_ENV", "development")  # the development defaults are accepted here only
 
     def _service_env(self, name: str, port: int, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTKIT_CRASH")}
@@ -438,6 +452,18 @@ def _master_key(data_dir: Path) -> str:
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+DEV_SIGNING_KEY_ID = "dev"
+
+
+def _signing_key(data_dir: Path) -> str:
+    path = data_dir / "auth-signing.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(generate_key_pair()[0] + "\n")
         path.chmod(0o600)
     return path.read_text().strip()
 

@@ -3,17 +3,58 @@
 Every service process reads the same names (one process is one service), so pointing a
 service at a real Kafka cluster and PostgreSQL is a matter of setting
 KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.
+
+CRM_ENV says where a service runs: `production` (the default), where a service refuses to start
+while a secret is missing, weak or a development default (startup_problems), or `development`
+(set by `make run` and the tests), which accepts the development defaults.
 """
+
+import ssl
+from typing import Any, Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventkit.eventstore import DEFAULT_MAX_EVENT_BYTES
+from eventkit.signing import load_public_key
 
 DEFAULT_PORTS: dict[str, int] = {"intake": 8001, "case": 8002, "notification": 8003, "analytics": 8004}
+# Secrets written in this repository (defaults, examples): never accepted in production.
+DEVELOPMENT_SECRETS = frozenset({"dev-webhook-secret", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+MIN_SECRET_CHARS = 32
 
 
-class Settings(BaseSettings):
+class KafkaSecurity(BaseSettings):
+    """How the Kafka clients authenticate; PLAINTEXT (the embedded broker) unless told."""
+
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None  # SSL, SASL_SSL: the CA to trust (default: the system's)
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for every aiokafka client (producer, consumer, admin)."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = ssl.create_default_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_security_protocol.startswith("SASL_"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password
+        return options
+
+
+def kafka_options() -> dict[str, Any]:
+    """The Kafka client options from the environment, for code that has no Settings at hand."""
+    return KafkaSecurity().kafka_client_options()
+
+
+class Settings(KafkaSecurity):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    crm_env: Literal["development", "production"] = "production"
 
     service_name: str = "intake"
     http_host: str = "127.0.0.1"
@@ -70,6 +111,10 @@ class Settings(BaseSettings):
     key_service_api_key: str | None = None
     key_cache_seconds: float = 60.0
 
+    # Trusted public keys of the signers of events that grant access (crm.auth.*; SPEC §14), as
+    # JSON: {"<key id>": "<raw Ed25519 public key, base64>"}. Events signed otherwise are refused.
+    auth_event_public_keys: dict[str, str] = {}
+
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
 
@@ -86,7 +131,46 @@ class Settings(BaseSettings):
             settings.kafka_consumer_group = f"crm-{name}"
         return settings
 
+    def startup_problems(self) -> list[str]:
+        """Why this service must not start as configured; [] if it may. Services add their own."""
+        problems: list[str] = []
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            problems.append(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME "
+                            "and KAFKA_SASL_PASSWORD")  # fmt: skip
+        for key_id, public_key in self.auth_event_public_keys.items():
+            try:
+                load_public_key(public_key)
+            except ValueError as exc:
+                problems.append(f"AUTH_EVENT_PUBLIC_KEYS[{key_id!r}]: {exc}")
+        if self.crm_env != "production":
+            return problems
+        if not self.auth_required:
+            problems.append("AUTH_REQUIRED=false is for development only")
+        if self.database_url == f"postgresql://postgres@127.0.0.1:5432/crm_{self.service_name}":
+            problems.append("DATABASE_URL is not set (the development default has no password)")
+        if not self.auth_event_public_keys:
+            problems.append("AUTH_EVENT_PUBLIC_KEYS is not set: no API key made at intake could be trusted")
+        problems += secret_problems("AUTH_BOOTSTRAP_ADMIN_KEY", self.auth_bootstrap_admin_key, required=False)
+        problems += secret_problems("KEY_SERVICE_API_KEY", self.key_service_api_key, required=False)
+        if self.service_name != "intake" and not (self.key_service_api_key or self.auth_bootstrap_admin_key):
+            problems.append("KEY_SERVICE_API_KEY (or AUTH_BOOTSTRAP_ADMIN_KEY) is not set: no data key could be read")
+        problems += secret_problems("KAFKA_SASL_PASSWORD", self.kafka_sasl_password, required=False)
+        return problems
+
     @property
     def source(self) -> str:
         """The CloudEvents `source` of everything this service produces."""
         return f"/crm/{self.service_name}"
+
+
+def secret_problems(name: str, value: str | None, required: bool = True) -> list[str]:
+    """What is wrong with a production secret: missing (if required), a development default, short."""
+    if not value:
+        return [f"{name} is not set"] if required else []
+    if value in DEVELOPMENT_SECRETS:
+        return [f"{name} is a development default"]
+    if len(value) < MIN_SECRET_CHARS:
+        return [f"{name} is shorter than {MIN_SECRET_CHARS} characters"]
+    return []

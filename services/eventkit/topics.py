@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
+from eventkit.settings import kafka_options
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
@@ -35,7 +36,7 @@ async def ensure_topics(
 ) -> None:
     """Create the missing ones; warn about existing ones with another partition count."""
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **kafka_options())
         try:
             await admin.start()
             existing = set(await admin.list_topics())

@@ -14,6 +14,8 @@ from collections.abc import Collection, Iterable, Mapping
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from eventkit.settings import kafka_options
+
 log = logging.getLogger(__name__)
 
 
@@ -83,6 +85,7 @@ class PartitionEnds:
                 auto_offset_reset="latest",  # an offset the broker no longer has: read from its end
                 max_partition_fetch_bytes=1024,
                 fetch_max_wait_ms=100,
+                **kafka_options(),
             )
             await reader.start()
             self._reader = reader
@@ -110,7 +113,9 @@ async def committed_offsets(
 ) -> dict[TopicPartition, int]:
     """The group's committed offset of each partition it has committed. Asked without joining
     the group: the member assigns nothing and commits nothing."""
-    member = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    member = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False, **kafka_options()
+    )
     await member.start()
     try:
         out = {}

@@ -13,10 +13,11 @@ import httpx
 from eventkit import timeline
 from eventkit.app import audit_page, runtime
 from eventkit.auth import hash_key, new_key, require
-from eventkit.envelope import new_event
+from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append
 from eventkit.http import ApiError
 from eventkit.inputs import SafeLine
+from eventkit.signing import EventSigner
 from eventkit.telemetry import current_traceparent
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -107,13 +108,26 @@ async def create_key(request: Request, body: KeyIn) -> Response:
     rt = runtime(request)
     key_id, key = new_key()
     data = KeyCreated(key_id=key_id, name=body.name, scopes=sorted(set(body.scopes)), key_sha256=hash_key(key))
-    event = new_event(
-        KEY_CREATED, f"key:{key_id}", data.model_dump(mode="json"), rt.settings.source, current_traceparent()
+    event = _signed(
+        rt.settings,
+        new_event(KEY_CREATED, f"key:{key_id}", _unsigned(data), rt.settings.source, current_traceparent()),
     )
     async with rt.db.acquire() as conn, conn.transaction():
         await rt.store.append(conn, [Append(f"key-{key_id}", 0, [event], INTAKE)])
     body_out = {"key_id": key_id, "key": key, "name": body.name, "scopes": data.scopes, "event_id": event.id}
     return JSONResponse(body_out, status_code=201)
+
+
+def _unsigned(data: KeyCreated | KeyRevoked) -> dict[str, Any]:
+    return data.model_dump(mode="json", exclude={"signature", "signing_key_id"})
+
+
+def _signed(settings: Any, event: Envelope) -> Envelope:
+    """Signed with intake's signing key, so that the other services trust it (SPEC §14)."""
+    s: IntakeSettings = settings
+    if not s.auth_event_signing_key or not s.auth_event_signing_key_id:  # refused at startup; in case
+        raise ApiError(503, "signing_key_missing", "intake has no AUTH_EVENT_SIGNING_KEY to sign keys with")
+    return EventSigner(s.auth_event_signing_key_id, s.auth_event_signing_key).sign(event)
 
 
 @router.get("/v1/admin/keys", summary="API keys (never the keys themselves)", responses={200: {"model": KeysOut}})
@@ -155,9 +169,10 @@ async def revoke_key(request: Request, key_id: str) -> Response:
             raise ApiError(404, "key_not_found", f"no key {key_id}")
         if known > 1:
             raise ApiError(409, "already_revoked", f"key {key_id} is revoked already")
-        event = new_event(
-            KEY_REVOKED, f"key:{key_id}", KeyRevoked(key_id=key_id).model_dump(mode="json"), rt.settings.source,
-            current_traceparent(),
+        event = _signed(
+            rt.settings,
+            new_event(KEY_REVOKED, f"key:{key_id}", _unsigned(KeyRevoked(key_id=key_id)), rt.settings.source,
+                      current_traceparent()),
         )  # fmt: skip
         await rt.store.append(conn, [Append(f"key-{key_id}", 1, [event], INTAKE)])
     return JSONResponse({"key_id": key_id, "revoked": True, "event_id": event.id})

@@ -1,6 +1,7 @@
 """intake's own settings, on top of the shared ones."""
 
-from eventkit.settings import Settings
+from eventkit.settings import Settings, secret_problems
+from eventkit.signing import public_key_of
 
 from intake.console import Origin
 
@@ -37,3 +38,31 @@ class IntakeSettings(Settings):
     # docs/identity-trust.md): a signed reference is verified, as from a key with identity:verify.
     # JSON, e.g. {"chat": "<secret>"}; none by default.
     identity_hmac_secrets: dict[str, str] = {}
+    # Signs the events that grant or withdraw access (crm.auth.*, SPEC §14): a raw Ed25519
+    # private key in base64, and the id the others know its public key by (AUTH_EVENT_PUBLIC_KEYS).
+    # `make run` and the tests make a pair; production reads a secret store.
+    auth_event_signing_key: str | None = None
+    auth_event_signing_key_id: str = ""
+
+    def startup_problems(self) -> list[str]:
+        problems = super().startup_problems()
+        if not self.auth_event_signing_key or not self.auth_event_signing_key_id:
+            problems.append(
+                "AUTH_EVENT_SIGNING_KEY and AUTH_EVENT_SIGNING_KEY_ID are not set: no API key could be made"
+            )
+        else:
+            try:
+                public = public_key_of(self.auth_event_signing_key)
+            except ValueError as exc:
+                problems.append(f"AUTH_EVENT_SIGNING_KEY: {exc}")
+            else:
+                if self.auth_event_public_keys.get(self.auth_event_signing_key_id) != public:
+                    problems.append(
+                        f"AUTH_EVENT_PUBLIC_KEYS has no public key {self.auth_event_signing_key_id!r} matching "
+                        "AUTH_EVENT_SIGNING_KEY: the keys intake makes would be refused"
+                    )
+        if self.crm_env == "production":
+            problems += secret_problems("MASTER_KEY", self.master_key)
+            if not self.auth_bootstrap_admin_key:
+                problems.append("AUTH_BOOTSTRAP_ADMIN_KEY is not set: nobody could make the first keys")
+        return problems

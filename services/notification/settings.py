@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from eventkit.settings import Settings
+from eventkit.settings import Settings, secret_problems
 from pydantic import BaseModel, ConfigDict, Field
 
 from notification import domain
@@ -29,7 +29,7 @@ class NotificationSettings(Settings):
     smtp_from: str = "crm@example.com"
     smtp_timeout_s: float = Field(default=10, gt=0)
     # signed webhooks (staff) and the SMS provider's webhook
-    webhook_secret: str = "dev-webhook-secret"  # HMAC-SHA256 key; set a real one outside development
+    webhook_secret: str = "dev-webhook-secret"  # HMAC-SHA256 key; refused outside development
     webhook_timeout_s: float = Field(default=10, gt=0)
     sms_provider_url: str | None = None
     # staff recipients of owner/team rules
@@ -57,6 +57,12 @@ class NotificationSettings(Settings):
     notification_send_lease_ms: int = Field(default=60_000, ge=100)  # a send still "sending" after this crashed
     notification_profile_wait_ms: int = Field(default=30_000, ge=0)  # wait for the customer's profile events
     notification_delivery_concurrency: int = Field(default=10, ge=1)
+
+    def startup_problems(self) -> list[str]:
+        problems = super().startup_problems()
+        if self.crm_env == "production":
+            problems += secret_problems("WEBHOOK_SECRET", self.webhook_secret)
+        return problems
 
     def directory(self) -> domain.StaffDirectory:
         return domain.StaffDirectory(
