@@ -235,7 +235,8 @@ _ERROR_ANSWERS: dict[int, str] = {
     413: "body_too_large: the body is over this route's limit; event_too_large: an event it makes, sealed and"
     " encoded, is over the event size limit (`limit` bytes; `index`: the batch item)",
     422: "validation_failed: `errors` names each field and why",
-    429: "rate_limited: too many requests for this key; retry after Retry-After seconds",
+    429: "rate_limited: too many requests for this key; too_many_failed_logins: too many invalid keys from"
+    " this address; retry after Retry-After seconds",
     503: "unavailable: storage or a service it needs is unavailable; retry after Retry-After seconds",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
