@@ -23,7 +23,7 @@ import queue
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -45,6 +45,15 @@ SERVICES = tuple(DEFAULT_PORTS)
 
 def _database_url(service: str) -> str:
     return os.environ.get(f"CRM_{service.upper()}_DATABASE_URL") or Settings.for_service(service).database_url
+
+
+@contextlib.asynccontextmanager
+async def _database(service: str) -> AsyncIterator[db.Connection]:
+    conn = await db.connect(_database_url(service))
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def _service_url(service: str) -> str:
@@ -330,15 +339,12 @@ def _fewer_collections() -> Iterator[None]:
 
 
 async def deadletters(service: str, limit: int) -> int:
-    conn = await db.connect(_database_url(service))
-    try:
+    async with _database(service) as conn:
         rows = await conn.fetch(
             "SELECT id, recorded_at, topic, kafka_partition, kafka_offset, event_type, reason, detail, redriven_at"
             " FROM dead_letters ORDER BY id DESC LIMIT $1",
             limit,
         )
-    finally:
-        await conn.close()
     for r in rows:
         state = f"redriven {r['redriven_at']:%Y-%m-%d %H:%M}" if r["redriven_at"] else "parked"
         where = f"{r['topic']}[{r['kafka_partition']}]@{r['kafka_offset']}"
@@ -375,11 +381,8 @@ async def redrive(service: str, ids: Sequence[int]) -> int:
 
 
 async def parked(service: str, limit: int) -> int:
-    conn = await db.connect(_database_url(service))
-    try:
+    async with _database(service) as conn:
         rows = await outbox.parked_events(conn, limit)
-    finally:
-        await conn.close()
     for r in rows:
         print(f"{r['event_id']} {r['parked_at']:%Y-%m-%d %H:%M:%S} {r['topic']} {r['type']}"
               f" {r['data_bytes']} bytes {r['reason']}: {r['detail'][:120]}")  # fmt: skip
@@ -388,11 +391,8 @@ async def parked(service: str, limit: int) -> int:
 
 
 async def unpark(service: str, event_ids: Sequence[str]) -> int:
-    conn = await db.connect(_database_url(service))
-    try:
+    async with _database(service) as conn:
         queued = await outbox.unpark(conn, event_ids)
-    finally:
-        await conn.close()
     print(f"queued {queued} parked events again; those still refused are parked again")
     return 0
 
