@@ -66,8 +66,8 @@ class CustomerCreated(SealedData):
     trust: Trust | None = Field(default=None, description=TRUST_DESCRIPTION)
     inbound: bool | None = Field(
         default=None,
-        description="Created by an inbound interaction: the customer used these identifiers themselves,"
-        " so messages may answer them even while they are claimed.",
+        description="Created by an inbound interaction naming a single address (email or phone): the"
+        " customer used it themselves, so messages may answer it even while it is claimed.",
     )
 
 

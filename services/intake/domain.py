@@ -185,22 +185,31 @@ class IdentityResolver:
 
     def resolve(self, customer_id: str | None, idents: Iterable[Ident], verified: bool = False) -> Resolution:
         """`verified`: the request comes from a key allowed to verify identities. Without it the
-        identifiers are claims: linked as claimed, never merging, never upgrading trust."""
+        identifiers are claims: linked as claimed, never merging, never upgrading trust.
+
+        Even a verifying request only vouches for the person it speaks for, not for links others
+        claimed: a customer it names only through an identifier claimed on that customer is not
+        merged or upgraded (a suggestion at most), or a claim followed by a verified post of the
+        same address would hand the customer to whoever made the claim."""
         s = self.snapshot
         trust = VERIFIED if verified else CLAIMED
         idents = list(dict.fromkeys(idents))
         named: list[str] = []  # live customers this request names, in order
+        proven: list[str] = []  # of those, the ones named by id or by a verified identifier
         linked_by: dict[str, Ident] = {}
         if customer_id is not None:
             live = s.find(customer_id)
             if live not in s.created:
                 raise InvalidInput("customer.id", "unknown customer")
             named.append(live)
+            proven.append(live)
         for ident in idents:
             if ident.key in s.owner:
                 owner = s.find(s.owner[ident.key])
                 if owner not in named:
                     named.append(owner)
+                if s.trust.get(ident.key, VERIFIED) == VERIFIED and owner not in proven:
+                    proven.append(owner)
                 linked_by.setdefault(owner, ident)
         if not named:
             new = self.new_id()
@@ -209,12 +218,12 @@ class IdentityResolver:
                 s.owner[ident.key] = new
                 s.trust[ident.key] = trust
             return Resolution(new, tuple(idents), (), (), trust)
-        if not verified:
+        if not verified or not proven:
             return self._claim(named, linked_by, idents, customer_id is not None)
 
-        survivor = min(named, key=lambda c: (s.created[c], c))  # the oldest record survives
+        survivor = min(proven, key=lambda c: (s.created[c], c))  # the oldest record survives
         merges = []
-        for other in named:
+        for other in proven:
             if other == survivor:
                 continue
             # Name the identifier that tied them: the merged one's, else the survivor's.
@@ -222,14 +231,22 @@ class IdentityResolver:
             merges.append(Merge(survivor, other, tie))
             s.merged_into[other] = survivor
             del s.created[other]
+        suggestions = []
+        for other in named:
+            if other not in proven:  # named only by what was claimed on it
+                older, younger = sorted((survivor, other), key=lambda c: (s.created[c], c))
+                suggestions.append(Suggestion(older, younger, linked_by[other]))
         added = tuple(i for i in idents if i.key not in s.owner)
         for ident in added:
             s.owner[ident.key] = survivor
             s.trust[ident.key] = VERIFIED
-        upgraded = tuple(i for i in idents if i not in added and s.trust.get(i.key) == CLAIMED)
+        upgraded = tuple(
+            i for i in idents
+            if i not in added and s.trust.get(i.key) == CLAIMED and s.find(s.owner[i.key]) == survivor
+        )  # fmt: skip
         for ident in upgraded:
             s.trust[ident.key] = VERIFIED
-        return Resolution(survivor, None, tuple(merges), added, VERIFIED, (), upgraded)
+        return Resolution(survivor, None, tuple(merges), added, VERIFIED, tuple(suggestions), upgraded)
 
     def _claim(self, named: list[str], linked_by: dict[str, Ident], idents: list[Ident], by_id: bool) -> Resolution:
         """A claim that names customers: the interaction goes to the customer the request names by
@@ -314,6 +331,13 @@ def check_interaction(cmd: RecordInteraction, now: datetime) -> None:
 
 def new_customer_id() -> str:
     return str(uuid.uuid4())
+
+
+def used_themselves(direction: str, created: Iterable[Ident]) -> bool:
+    """Did the customer use the address they were created with themselves? Only an inbound
+    interaction naming a single address (email or phone) says so: with two, a claim could put an
+    address of the claimant's beside the customer's own, and the customer's messages would reach it."""
+    return direction == "inbound" and sum(i.kind in ("email", "phone") for i in created) == 1
 
 
 def customer_created(

@@ -390,7 +390,9 @@ async def _record(
             data_keys[cid] = new_keys[cid] = crypto.new_data_key()
             created.append((cid, clock.now))
             links.extend((ident, cid, res.trust) for ident in res.created)
-            data = domain.customer_created(cid, res.created, res.trust, cmd.direction == "inbound")
+            data = domain.customer_created(
+                cid, res.created, res.trust, domain.used_themselves(cmd.direction, res.created)
+            )
             new.append(event(domain.CUSTOMER_CREATED, cid, data, tp))
         for merge in res.merges:
             merges.append((merge, tp))

@@ -345,8 +345,16 @@ async def test_a_reference_signed_by_the_channels_back_end_is_verified(stack: St
         {"field": "customer.identity_hash", "reason": "does not match the customer reference"}
     ]
     assert (await customer(stack, younger)).status_code == 200  # a refused signature did nothing
-    # Signed by the channel's back end: as from a key with identity:verify, the two merge at once.
-    ok = {"email": b_mail, "id": older, "identity_hash": signed([f"email:{b_mail}", f"id:{older}"])}
+    # Signed by the channel's back end: as from a key with identity:verify. It vouches for the
+    # person (older) and a new address of theirs, which is linked verified at once...
+    c_mail = mail("signed-c")
+    ok = {"email": c_mail, "id": older, "identity_hash": signed([f"email:{c_mail}", f"id:{older}"])}
     assert (await post(stack, keys["web"], ok))["customer_id"] == older
-    assert (await customer(stack, younger)).status_code == 308
-    assert await trust(stack, older) == {a_mail: "claimed", b_mail: "verified"}
+    assert await trust(stack, older) == {a_mail: "claimed", c_mail: "verified"}
+    # ...but not for a link somebody claimed: b_mail, claimed on younger, merges nothing.
+    claimed_link = {"email": b_mail, "id": older, "identity_hash": signed([f"email:{b_mail}", f"id:{older}"])}
+    assert (await post(stack, keys["web"], claimed_link))["customer_id"] == older
+    assert (await customer(stack, younger)).status_code == 200
+    assert await trust(stack, younger) == {b_mail: "claimed"}
+    [suggestion] = await suggestions(stack, keys["agent"], customer_id=younger)
+    assert (suggestion["survivor_id"], suggestion["merged_id"]) == (older, younger)

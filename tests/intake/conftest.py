@@ -18,8 +18,11 @@ store = EventStore("intake-test")
 vault = Vault(os.urandom(32))
 
 
-def item(email: str, content: str, client_id: str | None = None, customer_id: str | None = None) -> handlers.Item:
-    """A chat message from `email` (or from the customer `customer_id`, by id alone)."""
+def item(
+    email: str, content: str, client_id: str | None = None, customer_id: str | None = None, verified: bool = False
+) -> handlers.Item:
+    """A chat message from `email` (or from the customer `customer_id`, by id alone); `verified`:
+    from a key that verifies identities."""
     cmd = domain.RecordInteraction(
         channel="chat",
         direction="inbound",
@@ -28,6 +31,7 @@ def item(email: str, content: str, client_id: str | None = None, customer_id: st
         identifiers=(domain.normalise_email(email),) if customer_id is None else (),
         customer_id=customer_id,
         content=content,
+        verified=verified,
     )
     digest = hashlib.sha256(f"{email}|{content}|{customer_id}".encode()).hexdigest()
     return handlers.Item(cmd, digest, f"client:chat:{client_id}" if client_id else None)

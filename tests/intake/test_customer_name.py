@@ -131,7 +131,7 @@ async def test_a_merged_customers_name_finds_the_survivor(pool: asyncpg.Pool) ->
     for email in emails:
         cmd = domain.RecordInteraction(
             channel="email", direction="inbound", kind="message", occurred_at=datetime.now(UTC),
-            identifiers=(domain.normalise_email(email),),
+            identifiers=(domain.normalise_email(email),), verified=True,
         )  # fmt: skip
         ids.append((await handlers.record_interactions(pool, events, vault, "/t", [handlers.Item(cmd, email)]))[0])
     older, newer = ids[0]["customer_id"], ids[1]["customer_id"]

@@ -84,8 +84,8 @@ async def test_concurrent_merges_leave_identifiers_on_live_customers(intake_dsn:
     try:
         run = uuid.uuid4().hex[:8]
         emails = [f"{run}-{n}@example.com" for n in range(6)]
-        for e in emails:
-            await handlers.record_interactions(pool, store, vault, "/test", [item(e, "hello")])
+        for e in emails:  # verified addresses: a claimed one links no merge (test_identity_trust.py)
+            await handlers.record_interactions(pool, store, vault, "/test", [item(e, "hello", verified=True)])
 
         def linking(a: str, b: str) -> handlers.Item:
             it = item(a, "link")

@@ -85,7 +85,9 @@ def test_a_claim_creates_a_customer_whose_identifiers_are_claimed() -> None:
     res = r.resolve(None, [EMAIL, PHONE])
     assert (res.customer_id, res.created, res.trust) == ("new-1", (EMAIL, PHONE), domain.CLAIMED)
     assert r.snapshot.trust == {EMAIL.key: domain.CLAIMED, PHONE.key: domain.CLAIMED}
-    assert r.resolve(None, [EMAIL], verified=True).trust == domain.VERIFIED
+    # a verifying request naming it only through that claim upgrades nothing (see the takeover below)
+    later = r.resolve(None, [EMAIL], verified=True)
+    assert (later.customer_id, later.verified, r.snapshot.trust[EMAIL.key]) == ("new-1", (), domain.CLAIMED)
 
 
 def test_a_claimed_address_on_a_customer_id_is_added_as_claimed() -> None:
@@ -133,6 +135,33 @@ def test_a_verifying_request_upgrades_claimed_identifiers_it_names() -> None:
     assert resolver(snap).resolve("a", [EMAIL, PHONE]).verified == ()  # a claim upgrades nothing
     res = resolver(snap).resolve("a", [EMAIL, PHONE], verified=True)
     assert res.verified == (EMAIL,) and snap.trust[EMAIL.key] == domain.VERIFIED
+
+
+def test_a_verifying_request_does_not_take_over_a_customer_through_a_claimed_link() -> None:
+    """A channel key claims mallory's address on the victim; mallory then signs in somewhere that
+    verifies her address: she owns the address, not the victim's record."""
+    mallory, mallory_phone = Ident("email", "mallory@example.com"), Ident("phone", "+14155550000")
+    snap = IdentitySnapshot(
+        owner={mallory.key: "victim", EMAIL.key: "victim", mallory_phone.key: "m"},
+        trust={mallory.key: domain.CLAIMED, EMAIL.key: domain.VERIFIED, mallory_phone.key: domain.VERIFIED},
+        created={"victim": T0, "m": T0 + timedelta(hours=1)},
+    )
+    alone = resolver(snap).resolve(None, [mallory], verified=True)
+    assert (alone.customer_id, alone.merges, alone.verified) == ("victim", (), ())  # a claim: nothing upgraded
+    assert snap.trust[mallory.key] == domain.CLAIMED
+    # with her own verified phone: her record, no merge, no upgrade; the link becomes a suggestion
+    res = resolver(snap).resolve(None, [mallory, mallory_phone], verified=True)
+    assert (res.customer_id, res.merges, res.verified) == ("m", (), ())
+    assert res.suggestions == (domain.Suggestion("victim", "m", mallory),)
+    assert snap.trust[mallory.key] == domain.CLAIMED and set(snap.created) == {"victim", "m"}
+
+
+def test_only_a_single_address_of_an_inbound_interaction_counts_as_used_by_the_customer() -> None:
+    assert domain.used_themselves("inbound", [EMAIL])
+    assert domain.used_themselves("inbound", [PHONE, CHAT])  # an external id is no address
+    assert not domain.used_themselves("inbound", [EMAIL, PHONE])  # one could be the claimant's
+    assert not domain.used_themselves("outbound", [EMAIL])
+    assert not domain.used_themselves("inbound", [CHAT])
 
 
 def test_merge_consent_keeps_the_most_restrictive_answer() -> None:
