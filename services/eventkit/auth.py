@@ -172,6 +172,8 @@ class AuditLog:
                     raise
                 except Exception:  # something in the batch it will not take: each row on its own
                     batch = await self._one_by_one(conn, batch)
+                    if batch:  # the database went away meanwhile: the rest waits for the next round
+                        raise ConnectionError("database lost while writing audit rows one by one") from None
         except Exception:
             self._pending = batch + self._pending  # the database away: try again next round
             raise

@@ -84,3 +84,20 @@ async def test_invalid_keys_are_limited_per_client_address(pool: asyncpg.Pool) -
     # another address is not held up by it, and valid keys never count as failures
     for _ in range(5):
         assert (await authenticator.authenticate(request_from("10.0.0.2", good))).key_id == "bootstrap-admin"
+
+
+async def test_rows_left_when_the_database_goes_away_during_the_row_by_row_retry_wait(
+    monkeypatch, pool: asyncpg.Pool
+) -> None:
+    audit = AuditLog(lambda: pool, "t-audit-lost")
+    for route in ("/a", "/b", "/c"):
+        audit.record("k1", "GET", route, None, {}, 200)
+    audit.record("k1", "GET", "/bad", None, {}, 2**40)
+
+    async def away(self, conn, batch):  # the first row written, then the database gone
+        return batch[1:]
+
+    monkeypatch.setattr(AuditLog, "_one_by_one", away)
+    with pytest.raises(ConnectionError):
+        await audit.flush()
+    assert [r[3] for r in audit._pending] == ["/b", "/c", "/bad"]  # kept for the next round
