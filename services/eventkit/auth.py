@@ -98,11 +98,6 @@ class RateLimiter:
         self._buckets[key_id] = (tokens, now)
         return (1 - tokens) / self.rate
 
-    def wait(self, key_id: str) -> float:
-        """What take would answer, taking nothing."""
-        tokens = self._tokens(key_id, time.monotonic())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-
     def _tokens(self, key_id: str, now: float) -> float:
         if len(self._buckets) > 100_000:  # many callers (addresses): forget them all, not the memory
             self._buckets.clear()
@@ -244,15 +239,16 @@ class Authenticator:
             if not self.required:
                 return Principal("anonymous", "authentication disabled", frozenset({"admin"}))
             raise ApiError(401, "unauthenticated", "send an API key: Authorization: Bearer <key>")
-        address = request.client.host if request.client else "unknown"
-        if wait := self._failures.wait(address):
-            raise ApiError(
-                429, "too_many_failed_logins", f"too many invalid keys from this address; retry in {wait:.0f} s",
-                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
-            )  # fmt: skip
         principal = await self.principal_for(key)
         if principal is None:
-            self._failures.take(address)
+            # Guessing is limited per client address; valid keys are never held up by it (many
+            # clients may share one address behind a proxy or NAT).
+            address = request.client.host if request.client else "unknown"
+            if wait := self._failures.take(address):
+                raise ApiError(
+                    429, "too_many_failed_logins", f"too many invalid keys from this address; retry in {wait:.0f} s",
+                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                )  # fmt: skip
             raise ApiError(401, "unauthenticated", "this API key is not valid (unknown or revoked)")
         wait = self._limiter.take(principal.key_id)
         if wait:
