@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,23 @@ class ServiceSpec:
 
 
 @dataclass
+class OutboxHead:
+    """What readiness probes saw of the outbox's head: stuck only when the head has waited past
+    the threshold and stayed the same for as long, so that a backlog being worked off (all the
+    replicas of a service share one outbox) never takes the service out of rotation."""
+
+    stuck_after_s: float
+    position: int | None = None
+    since: float = 0.0  # monotonic time this process first saw that head
+
+    def flowing(self, position: int | None, age: float | None, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if position != self.position:
+            self.position, self.since = position, now
+        return age is None or age <= self.stuck_after_s or now - self.since <= self.stuck_after_s
+
+
+@dataclass
 class Runtime:
     """What routes and handlers need at run time; app.state.runtime."""
 
@@ -89,6 +107,7 @@ class Runtime:
     auth: Authenticator = field(init=False)
     audit: AuditLog = field(init=False)
     keyring: KeyRing = field(init=False)
+    outbox_head: OutboxHead = field(init=False)
     tickets: StreamTickets = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,6 +117,7 @@ class Runtime:
         failures = RateLimiter(s.auth_failures_per_address_rps, s.auth_failures_per_address_burst)
         self.auth = Authenticator(lambda: self.pool, s.auth_bootstrap_admin_key, limiter, failures, s.auth_required)
         self.audit = AuditLog(lambda: self.pool, s.service_name)
+        self.outbox_head = OutboxHead(s.outbox_stuck_after_s)
         if self.spec.keyring is not None:
             self.keyring = self.spec.keyring
         elif self.spec.key_source is not None:
@@ -266,8 +286,9 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     ready: bool
     checks: dict[str, bool] = Field(
-        description="database, broker, consumer_assigned, and outbox_flowing: no stored event has waited"
-        " longer than OUTBOX_STUCK_AFTER_S to be published"
+        description="database, broker, consumer_assigned, and outbox_flowing: the event at the head of"
+        " the outbox has not waited longer than OUTBOX_STUCK_AFTER_S, or the head has moved meanwhile"
+        " (a backlog being worked off is flowing)"
     )
     outbox_oldest_age_s: float | None = Field(default=None, description="how long the oldest unpublished event waited")
 
@@ -335,8 +356,9 @@ async def readyz(request: Request) -> JSONResponse:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0), rt.pool.acquire() as conn:
                 checks["database"] = await conn.fetchval("SELECT true")
-                oldest_age = await conn.fetchval(_OUTBOX_HEAD_AGE)
-                checks["outbox_flowing"] = oldest_age is None or oldest_age <= rt.settings.outbox_stuck_after_s
+                head = await conn.fetchrow(_OUTBOX_HEAD)
+                oldest_age = head["age"] if head else None
+                checks["outbox_flowing"] = rt.outbox_head.flowing(head and head["position"], oldest_age)
     if rt.producer is not None:
         checks["broker"] = bool(rt.producer.client.cluster.brokers())
     if rt.consumer is not None:
@@ -346,10 +368,12 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, 200 if ready else 503)
 
 
-# How long the event at the head of the outbox has waited (NULL: none waits). Parked events are
-# out of the outbox: they are counted by crm_outbox_parked_events and alerted on, not held against readiness.
-_OUTBOX_HEAD_AGE = (
-    "SELECT extract(epoch FROM clock_timestamp() - queued_at)::float8 FROM outbox ORDER BY position LIMIT 1"
+# The event at the head of the outbox and how long it has waited (no row: none waits). Parked
+# events are out of the outbox: counted by crm_outbox_parked_events and alerted on, not held
+# against readiness.
+_OUTBOX_HEAD = (
+    "SELECT position, extract(epoch FROM clock_timestamp() - queued_at)::float8 AS age"
+    " FROM outbox ORDER BY position LIMIT 1"
 )
 
 

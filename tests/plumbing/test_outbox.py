@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from eventkit import outbox
 from eventkit.amnesia import BrokerWatch
+from eventkit.app import OutboxHead
 from eventkit.envelope import from_kafka, new_event
 from eventkit.eventstore import Append, EventStore
 from eventkit.feed import FeedOnLoop, TimelineFeed
@@ -339,3 +340,13 @@ async def test_the_outbox_head_age_is_measured_while_the_relay_cannot_publish(po
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 1  # not parked: it may pass
         assert await conn.fetchval("SELECT count(*) FROM outbox_parked") == 0
     assert OUTBOX_OLDEST_AGE.labels("t-stuck")._value.get() >= 600
+
+
+def test_readiness_calls_the_outbox_stuck_only_when_its_head_waited_and_stayed() -> None:
+    head = OutboxHead(stuck_after_s=120)
+    assert head.flowing(None, None, now=0)  # nothing waits
+    assert head.flowing(7, 500.0, now=10)  # an old head, first seen now: it may be moving
+    assert head.flowing(7, 600.0, now=100)  # the same head, seen for less than the threshold
+    assert not head.flowing(7, 650.0, now=131)  # the same head for over 120 s: stuck
+    assert head.flowing(8, 650.0, now=140)  # it moved: a backlog being worked off is flowing
+    assert head.flowing(8, 30.0, now=400)  # a head that waited under the threshold is fine
