@@ -157,6 +157,9 @@ class Settings(KafkaSecurity):
         if self.service_name != "intake" and not (self.key_service_api_key or self.auth_bootstrap_admin_key):
             problems.append("KEY_SERVICE_API_KEY (or AUTH_BOOTSTRAP_ADMIN_KEY) is not set: no data key could be read")
         problems += secret_problems("KAFKA_SASL_PASSWORD", self.kafka_sasl_password, required=False)
+        # Without it each process signs with a random secret of its own: a ticket from one replica
+        # fails on another, and a weak one can be found from a ticket seen in a log.
+        problems += secret_problems("STREAM_TICKET_SECRET", self.stream_ticket_secret)
         return problems
 
     @property

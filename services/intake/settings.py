@@ -63,6 +63,8 @@ class IntakeSettings(Settings):
                     )
         if self.crm_env == "production":
             problems += secret_problems("MASTER_KEY", self.master_key)
+            for channel, secret in self.identity_hmac_secrets.items():  # a weak one forges verified identities
+                problems += secret_problems(f"IDENTITY_HMAC_SECRETS[{channel!r}]", secret)
             if not self.auth_bootstrap_admin_key:
                 problems.append("AUTH_BOOTSTRAP_ADMIN_KEY is not set: nobody could make the first keys")
         return problems

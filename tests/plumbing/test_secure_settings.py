@@ -37,6 +37,7 @@ def production(**overrides: Any) -> dict[str, Any]:
         "master_key": base64.b64encode(os.urandom(32)).decode(),
         "auth_event_signing_key": PRIVATE,
         "auth_event_signing_key_id": "k1",
+        "stream_ticket_secret": "t" * 40,
         **overrides,
     }
 
@@ -71,6 +72,8 @@ def test_production_refuses_development_defaults_and_missing_secrets(monkeypatch
         ({"auth_bootstrap_admin_key": "crm_admin_x"}, "AUTH_BOOTSTRAP_ADMIN_KEY is shorter than 32 characters"),
         ({"auth_required": False}, "AUTH_REQUIRED=false is for development only"),
         ({"kafka_security_protocol": "SASL_SSL"}, "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_USERNAME"),
+        ({"stream_ticket_secret": None}, "STREAM_TICKET_SECRET is not set"),
+        ({"stream_ticket_secret": "short"}, "STREAM_TICKET_SECRET is shorter than"),
     ],
 )
 def test_notification_in_production(overrides: dict[str, Any], problem: str | None) -> None:
@@ -90,6 +93,8 @@ def test_notification_in_production(overrides: dict[str, Any], problem: str | No
         ({"auth_event_signing_key": None}, "AUTH_EVENT_SIGNING_KEY and AUTH_EVENT_SIGNING_KEY_ID are not set"),
         ({"auth_event_public_keys": {"k1": generate_key_pair()[1]}}, "AUTH_EVENT_PUBLIC_KEYS has no public key 'k1'"),
         ({"auth_event_public_keys": {"k1": "nonsense"}}, "AUTH_EVENT_PUBLIC_KEYS['k1']: not a raw Ed25519"),
+        ({"identity_hmac_secrets": {"chat": "short"}}, "IDENTITY_HMAC_SECRETS['chat'] is shorter than"),
+        ({"identity_hmac_secrets": {"chat": "c" * 40}}, None),
     ],
 )
 def test_intake_in_production(overrides: dict[str, Any], problem: str | None) -> None:
