@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from contracts.registry import REGISTRY
 from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
 from eventkit import collector, db, timeline
@@ -206,6 +207,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What grants access is applied only if signed by a trusted key (SPEC §14). The service's
         # own stored events (intake's) are not checked: they were made here.
         checks=[EventVerifier(s.auth_event_public_keys, SIGNED_TYPES)],
+        home_topics={name: t.topic for name, t in REGISTRY.items()},
     )
     await rt.consumer.start()
     relay.start()

@@ -171,10 +171,14 @@ class BatchApplier:
         applied_table: str = "applied_events",
         feed: TimelineFeed | None = None,
         checks: Sequence[Check] = (),
+        home_topics: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
         self._pool = pool
         self._checks = list(checks)
+        # Event type -> the one topic it may come from: each domain's broker ACL then holds for its
+        # types, so a producer allowed only its own topic cannot pass off another domain's events.
+        self._home_topics = home_topics or {}
         self._producer = producer
         self._projections = list(projections)
         self._waiters = waiters
@@ -214,6 +218,9 @@ class BatchApplier:
                 letters.append(DeadLetter(r, exc.reason, str(exc)))
                 continue
             try:
+                home = self._home_topics.get(env.type, r.topic)
+                if home != r.topic:
+                    raise DecodeError("wrong_topic", f"{env.type} belongs on {home}, not {r.topic}")
                 for check in self._checks:
                     check(env)
             except DecodeError as exc:
@@ -389,6 +396,7 @@ class IdempotentConsumer:
         commit_interval_ms: int = 500,
         fetch_max_wait_ms: int = 50,
         checks: Sequence[Check] = (),
+        home_topics: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
         self._commit_interval_s = commit_interval_ms / 1000
@@ -396,7 +404,7 @@ class IdempotentConsumer:
         self._max_batch = max_batch
         self.applier = BatchApplier(
             service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed,
-            checks=checks,
+            checks=checks, home_topics=home_topics,
         )  # fmt: skip
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,

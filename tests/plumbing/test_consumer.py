@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import asyncpg
 import pytest
@@ -62,7 +63,7 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def make_consumer(pool, producer, bootstrap, topic, service, projections=None, **options: int) -> IdempotentConsumer:
+def make_consumer(pool, producer, bootstrap, topic, service, projections=None, **options: Any) -> IdempotentConsumer:
     return IdempotentConsumer(
         service=service,
         bootstrap_servers=bootstrap,
@@ -136,6 +137,25 @@ async def test_redelivered_batch_changes_nothing(pool: asyncpg.Pool, bootstrap: 
     assert applied == 10
     assert metric("crm_events_applied_total", service="t-redeliver", type="crm.interaction.recorded.v1") == 10
     assert metric("crm_events_duplicate_total", service="t-redeliver", topic=topic) == 16
+
+
+async def test_an_event_from_a_topic_not_its_domains_is_dead_lettered(
+    pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    # A service whose broker user may write only its own topic publishes another domain's type
+    # there (crm.customer.erased.v1 is intake's): refused, as the ACL intends, and the rest applied.
+    topic, intakes = unique_topic(), unique_topic()
+    await make_topic(bootstrap, topic)
+    await make_topic(bootstrap, DEADLETTER)
+    forged = new_event("crm.customer.erased.v1", "cust-w", {"customer_id": "cust-w", "erased_ids": ["cust-w"]},
+                       "/crm/analytics", TP)  # fmt: skip
+    await send(producer, topic, [interaction("cust-w", 0), forged, interaction("cust-w", 1)])
+    homes = {"crm.interaction.recorded.v1": topic, "crm.customer.erased.v1": intakes}
+    consumer = make_consumer(pool, producer, bootstrap, topic, "t-home", home_topics=homes)
+    assert await run_until_on_timeline(consumer, pool, "cust-w", 2) == 2
+    async with pool.acquire() as conn:
+        parked = await conn.fetch("SELECT reason, event_id FROM dead_letters")
+    assert [(r["reason"], r["event_id"]) for r in parked] == [("wrong_topic", forged.id)]
 
 
 async def test_poison_messages_are_dead_lettered_and_the_rest_applied(
