@@ -7,7 +7,7 @@ again on restart; consumers drop the repeats by event id (at-least-once out, exa
 With a BrokerWatch, the relay also notices a broker that forgot acknowledged events (amnesia.py)
 and publishes the whole store again; once that is acknowledged, it reads its topics back and
 queues again what a subscriber would not get (a broker can hide what it acknowledged, amnesia.py).
-An event the broker refuses for good (too large, corrupt: REFUSED_FOR_GOOD) is parked, kept in
+An event the broker refuses for good (too large: REFUSED_FOR_GOOD) is parked, kept in
 outbox_parked until an operator puts it back (`crm unpark`), and the relay goes on with the others:
 no single event can hold up publication. Any other failure retries the whole batch.
 """
@@ -23,7 +23,6 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
-    CorruptRecordException,
     InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
@@ -99,13 +98,13 @@ WHERE e.position <= $1 AND e.topic = ANY($2::text[])
 ON CONFLICT DO NOTHING
 """
 
-# Errors about one event that no retry mends: its size, its bytes, its topic's name. Anything else
-# (the broker away, a leader moving, no authorization) holds the whole batch until it passes.
+# Errors about one event that no retry mends: its size, its topic's name. Anything else (the broker
+# away, a leader moving, no authorization, a corrupt record: a CRC error on the way) holds the
+# whole batch until it passes.
 REFUSED_FOR_GOOD: tuple[type[Exception], ...] = (
     MessageSizeTooLargeError,
     RecordTooLargeError,
     RecordListTooLargeError,
-    CorruptRecordException,
     InvalidTopicError,
     ValueError,  # raised while the message is made (a header that does not encode): before any I/O
 )
@@ -319,36 +318,26 @@ class OutboxRelay:
         }
         outgoing = {tp: traceparent_of(span, tp) for tp, span in spans.items()}
         acks: list[asyncio.Future[RecordMetadata]] = []
-        for row in rows:
-            # The stored JSON goes out as it is: no decode and re-encode on the way.
-            envelope = Envelope(
-                id=str(row["event_id"]),
-                type=row["type"],
-                source=row["source"],
-                subject=row["subject"],
-                time=row["time"],
-                data={},
-                traceparent=outgoing[row["traceparent"]],
-            )
+        unsendable: set[int] = set()  # rows refused before they were sent: about themselves alone
+        for i, row in enumerate(rows):
             try:
-                ack = await self._producer.send(
-                    row["topic"],
-                    value=row["data_json"].encode(),
-                    key=row["subject"].encode(),
-                    headers=kafka_headers(envelope),
-                )
-            except REFUSED_FOR_GOOD as exc:  # refused before it was sent: its answer is the refusal
+                ack = await self._send(row, outgoing[row["traceparent"]])
+            except REFUSED_FOR_GOOD as exc:  # its answer is the refusal
                 ack = asyncio.get_running_loop().create_future()
                 ack.set_exception(exc)
+                unsendable.add(i)
             acks.append(ack)
         try:
             results: list[RecordMetadata | BaseException] = await asyncio.gather(*acks, return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if retry := next((f for f in failures if not refused_for_good(f)), None):
+                raise retry  # the broker away or the like: the whole batch again, in order
+            if len(failures) > len(unsendable):  # refused by the broker, perhaps for a batchmate
+                await self._resend_alone(rows, outgoing, results, unsendable)
+                failures = [r for r in results if isinstance(r, BaseException)]
         finally:
             for span in spans.values():
                 span.end()
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if retry := next((f for f in failures if not refused_for_good(f)), None):
-            raise retry  # the broker away or the like: the whole batch again, in order
         crash_point("relay.after_ack")
         sent = [r for r in results if isinstance(r, RecordMetadata)]
         highest: dict[tuple[str, int], int] = {}
@@ -381,6 +370,38 @@ class OutboxRelay:
             self._backlog.set(await conn.fetchval("SELECT count(*) FROM outbox"))
             self._counted_at = now
         return len(rows)
+
+    async def _send(self, row: asyncpg.Record, traceparent: str) -> "asyncio.Future[RecordMetadata]":
+        # The stored JSON goes out as it is: no decode and re-encode on the way.
+        envelope = Envelope(
+            id=str(row["event_id"]),
+            type=row["type"],
+            source=row["source"],
+            subject=row["subject"],
+            time=row["time"],
+            data={},
+            traceparent=traceparent,
+        )
+        return await self._producer.send(
+            row["topic"], value=row["data_json"].encode(), key=row["subject"].encode(), headers=kafka_headers(envelope)
+        )
+
+    async def _resend_alone(
+        self,
+        rows: Sequence[asyncpg.Record],
+        outgoing: dict[str, str],
+        results: list[RecordMetadata | BaseException],
+        unsendable: set[int],
+    ) -> None:
+        """A broker refuses a whole produce batch (say, over its message size limit) for one event
+        in it: send each refused row again on its own, so that only the event at fault is parked."""
+        for i, result in enumerate(results):
+            if i in unsendable or not isinstance(result, BaseException):
+                continue
+            try:
+                results[i] = await (await self._send(rows[i], outgoing[rows[i]["traceparent"]]))
+            except REFUSED_FOR_GOOD as exc:
+                results[i] = exc
 
     async def _park(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], results: Sequence[object]) -> None:
         parked = [(row, res) for row, res in zip(rows, results, strict=True) if isinstance(res, BaseException)]

@@ -6,10 +6,12 @@ import uuid
 from collections import defaultdict
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
+from aiokafka.structs import RecordMetadata
 from eventkit import outbox
 from eventkit.amnesia import BrokerWatch
 from eventkit.app import OutboxHead
@@ -350,3 +352,43 @@ def test_readiness_calls_the_outbox_stuck_only_when_its_head_waited_and_stayed()
     assert not head.flowing(7, 650.0, now=131)  # the same head for over 120 s: stuck
     assert head.flowing(8, 650.0, now=140)  # it moved: a backlog being worked off is flowing
     assert head.flowing(8, 30.0, now=400)  # a head that waited under the threshold is fine
+
+
+async def test_a_batch_the_broker_refuses_for_one_event_parks_only_that_event(pool: asyncpg.Pool) -> None:
+    """A broker refuses a whole produce batch over its message size limit: every future of the
+    batch fails. Sent again one by one, only the event at fault is refused and parked."""
+
+    class BatchRefusingBroker:  # the broker's answers; what the relay does with them is under test
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+            self.pending: list[tuple[asyncio.Future[RecordMetadata], bytes]] = []
+
+        async def send(self, topic: str, value: bytes, key: bytes, headers: list) -> asyncio.Future[RecordMetadata]:
+            future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+            self.pending.append((future, value))
+            asyncio.get_running_loop().call_soon(self.flush, topic)
+            return future
+
+        def flush(self, topic: str) -> None:  # one produce request per turn of the loop
+            batch, self.pending = self.pending, []
+            too_large = any(b"blob" in value for _, value in batch)
+            for future, value in batch:
+                if too_large:
+                    future.set_exception(MessageSizeTooLargeError())
+                else:
+                    self.sent.append(value.decode())
+                    future.set_result(RecordMetadata(topic, 0, None, len(self.sent), 0, None, 0))  # type: ignore[arg-type]
+
+    topic = unique_topic()
+    async with pool.acquire() as conn, conn.transaction():
+        events = [new_event("crm.test.happened.v1", "cust-0", {"n": n}, "/crm/test", TP) for n in range(3)]
+        events.insert(1, new_event("crm.test.happened.v1", "cust-0", {"blob": "x"}, "/crm/test", TP))
+        await store.append(conn, [Append("stream-0", None, events, topic)])
+    broker = BatchRefusingBroker()
+    relay = OutboxRelay("unused", broker, "t-batch")  # type: ignore[arg-type]
+    async with pool.acquire() as conn:
+        assert await relay.publish_pending(conn) == 4
+        parked = [str(r["event_id"]) for r in await outbox.parked_events(conn, 10)]
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    assert parked == [events[1].id]
+    assert [orjson.loads(v)["n"] for v in broker.sent] == [0, 1, 2]  # the others went out, in order
