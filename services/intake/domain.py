@@ -89,7 +89,7 @@ class Ident:
 def normalise_email(raw: str, field: str = "customer.email") -> Ident:
     """One address, one spelling: checked and normalised by email-validator (syntax only, no DNS),
     so `a()@x.io`, control characters and NUL are refused and a Unicode domain and its IDNA form
-    are the same identity; then lower-cased whole, as identities always were."""
+    are the same identity (kept in the IDNA form); then lower-cased whole, as identities always were."""
     text = raw.strip(" \t\r\n")  # pasted with a line end or spaces around: still the address
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in text):
         raise InvalidInput(field, "not an email address: it contains control characters")
@@ -97,7 +97,9 @@ def normalise_email(raw: str, field: str = "customer.email") -> Ident:
         checked = email_validator.validate_email(text, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:
         raise InvalidInput(field, f"not an email address: {exc}") from exc
-    email = checked.normalized.lower()
+    # The ASCII (IDNA) spelling where there is one: what mail servers take without SMTPUTF8, and
+    # how addresses with an IDNA domain were stored before they were checked.
+    email = (checked.ascii_email or checked.normalized).lower()
     if len(email) > 254:
         raise InvalidInput(field, "not an email address: longer than 254 characters")
     return Ident("email", email)

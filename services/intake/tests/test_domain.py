@@ -95,3 +95,4 @@ def test_email_validator_refuses_what_is_not_one_mailbox(raw: str) -> None:
 
 def test_a_unicode_domain_and_its_idna_spelling_are_one_identity() -> None:
     assert domain.normalise_email("Ana@XN--MNCHEN-3YA.de") == domain.normalise_email("ana@münchen.de")
+    assert domain.normalise_email("ana@münchen.de").value == "ana@xn--mnchen-3ya.de"  # the ASCII spelling
