@@ -4,12 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint contracts clean help bench
+.PHONY: run test lint contracts docs clean help bench
 
 help:
 	@echo "make run        start the embedded stack and the four services (Ctrl-C stops all)"
-	@echo "make test       lint, contract drift check and the whole test suite"
-	@echo "make contracts  regenerate contracts/schemas, contracts/asyncapi.yaml and contracts/openapi"
+	@echo "make test       lint, contract drift check, docs build and the whole test suite"
+	@echo "make contracts  regenerate contracts/schemas, asyncapi.yaml, openapi/ and the generated docs pages"
+	@echo "make docs       build the docs site (docs/, mkdocs.yml) into site/"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
@@ -28,6 +29,7 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m contracts.generate --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -36,5 +38,8 @@ bench: $(STAMP)
 contracts: $(STAMP)
 	$(PY) -m contracts.generate
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -2,7 +2,7 @@
 
     python -m bench.rebuild --bootstrap HOST:PORT --events 1000000
 
-SPEC §13 times a replay "into an empty projection from 1,000,000 events"; the load phases of
+docs/product.md §13 times a replay "into an empty projection from 1,000,000 events"; the load phases of
 `make bench` leave far fewer on the topics. Going through intake to make the rest would take
 longer than the whole bench, so the log is topped up directly with aiokafka (the way the raw
 produce limit is measured): copies of the messages the services themselves produced in this

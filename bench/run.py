@@ -1,4 +1,4 @@
-"""`make bench`: the SPEC §13 figures on this machine, beside the raw limits of the same run.
+"""`make bench`: the docs/product.md §13 figures on this machine, beside the raw limits of the same run.
 
     python -m bench.run [--quick] [--output BENCHMARKS.md]
 
@@ -116,7 +116,7 @@ class CpuCost:
     cpu_s: dict[str, float]  # by process, over the scenario's window
     window_s: float
     measured: float  # the scenario's rate, units/s
-    target: float | None = None  # the rate SPEC §13 asks for, where it asks for one
+    target: float | None = None  # the rate docs/product.md §13 asks for, where it asks for one
 
     def per_unit_us(self) -> float:
         return sum(self.cpu_s.values()) / max(self.units, 1) * 1e6

@@ -109,7 +109,7 @@ CASE_ESCALATED = "crm.case.escalated.v1"
 CASE_FOLLOWUP_REQUESTED = "crm.case.followup_requested.v1"
 CASE_SURVEY_RECORDED = "crm.case.survey_recorded.v1"
 
-# Free text agents write may name people: sealed under the customer's data key (SPEC §9).
+# Free text agents write may name people: sealed under the customer's data key (docs/product.md §9).
 CASE_PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     CASE_OPENED: ("title",),
     CASE_STATUS_CHANGED: ("reason",),

@@ -21,7 +21,7 @@ InteractionKind = Literal[
 ]
 IdentifierKind = Literal["email", "phone", "external"]
 ConsentPurpose = Literal["marketing", "service", "third_party_sharing"]
-# SPEC §14: identifiers a channel key gives are claims; a key with scope identity:verify (or admin)
+# docs/product.md §14: identifiers a channel key gives are claims; a key with scope identity:verify (or admin)
 # and an agent's confirmation make them verified. Absent (events from before trust existed): they
 # were all trusted then, and are read as verified, so replays keep what was there.
 Trust = Literal["claimed", "verified"]
@@ -190,7 +190,7 @@ METADATA_READABLE_KEYS: tuple[str, ...] = ("case_type", "survey", "score", "amou
 
 # The personal fields of each type (dotted paths, * for every list item, ** for every string at
 # any depth below, ! for a path kept readable): sealed under the customer's data key by the
-# producer, readable only while that key exists (SPEC §9).
+# producer, readable only while that key exists (docs/product.md §9).
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "crm.customer.created.v1": ("identifiers.*.value",),
     "crm.customer.identifiers_added.v1": ("identifiers.*.value",),

@@ -1,5 +1,6 @@
-"""Generate contracts/schemas/*.json, contracts/asyncapi.yaml and the services' OpenAPI snapshots
-(contracts/openapi/<service>.json) from the models and the apps.
+"""Generate contracts/schemas/*.json, contracts/asyncapi.yaml, the services' OpenAPI snapshots
+(contracts/openapi/<service>.json) and the docs pages made from them (docs/events.md,
+docs/api/<service>.md) from the models and the apps.
 
 python -m contracts.generate          # rewrite the files
 python -m contracts.generate --check  # exit 1 if the checked-in files differ (CI)
@@ -16,12 +17,14 @@ from typing import Any
 import yaml
 
 from contracts import topics
+from contracts.docs import render_api_md, render_events_md
 from contracts.registry import REGISTRY
 
 HERE = Path(__file__).parent
 SCHEMA_DIR = HERE / "schemas"
 ASYNCAPI = HERE / "asyncapi.yaml"
 OPENAPI_DIR = HERE / "openapi"
+DOCS_DIR = HERE.parent / "docs"
 SERVICES = ("intake", "case", "notification", "analytics")
 
 # CloudEvents 1.0 Kafka protocol binding, binary mode: attributes travel as ce_* headers.
@@ -147,7 +150,11 @@ def render_openapi(service: str) -> str:
 def expected_files() -> dict[Path, str]:
     files = {SCHEMA_DIR / f"{name}.json": render_schema(name) for name in REGISTRY}
     files[ASYNCAPI] = render_asyncapi()
-    files.update({OPENAPI_DIR / f"{service}.json": render_openapi(service) for service in SERVICES})
+    files[DOCS_DIR / "events.md"] = render_events_md({name: schema_for(name) for name in REGISTRY})
+    for service in SERVICES:
+        openapi = render_openapi(service)
+        files[OPENAPI_DIR / f"{service}.json"] = openapi
+        files[DOCS_DIR / "api" / f"{service}.md"] = render_api_md(service, json.loads(openapi))
     return files
 
 
@@ -160,9 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in stale:
             print(f"out of date: {p.relative_to(HERE.parent)} (run python -m contracts.generate)")
         return 1 if stale else 0
-    SCHEMA_DIR.mkdir(exist_ok=True)
-    OPENAPI_DIR.mkdir(exist_ok=True)
     for p, text in expected_files().items():
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     return 0
 

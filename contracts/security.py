@@ -3,7 +3,7 @@
 They travel on crm.intake.v1 (intake manages keys), with subject `key:<key_id>`, and carry
 only a SHA-256 of the key: a key is random (256 bits), so its hash does not reveal it.
 
-They grant and withdraw access, so they are signed (SPEC §14): intake signs each with its
+They grant and withdraw access, so they are signed (docs/product.md §14): intake signs each with its
 Ed25519 signing key (eventkit/signing.py says what the signature covers) and every service
 applies only those that verify under its trusted public keys (AUTH_EVENT_PUBLIC_KEYS).
 """
@@ -19,7 +19,7 @@ KEY_CREATED = "crm.auth.key_created.v1"
 KEY_REVOKED = "crm.auth.key_revoked.v1"
 # The events a service acts on for authorization: applied only when their signature verifies.
 SIGNED_TYPES: frozenset[str] = frozenset({KEY_CREATED, KEY_REVOKED})
-# identity:verify: the key's identifiers are verified, not claimed (SPEC §14, docs/identity-trust.md).
+# identity:verify: the key's identifiers are verified, not claimed (docs/product.md §14, docs/identity-trust.md).
 SCOPE_PATTERN = (
     r"^(agent|ops|admin|keys|identity:verify|channel:(web|chat|email|phone|sms|social|kiosk|in_person|survey))$"
 )

@@ -151,7 +151,7 @@ async def kpis(conn: asyncpg.Connection, q: KpiQuery) -> dict[str, Any]:
         for bucket in buckets.values():
             n = bucket["notifications"]
             # Sent is the channel accepting the message; delivered (a receipt) exists for webhooks
-            # only, so it is counted but does not enter the rate (see README, analytics).
+            # only, so it is counted but does not enter the rate (see docs/services/analytics.md).
             n["delivery_rate_pct"] = _pct(n["sent"], n["sent"] + n["failed"])
             n["suppression_rate_pct"] = _pct(n["suppressed"], n["scheduled"] + n["suppressed"])
     totals = buckets.pop(None, _empty())

@@ -89,7 +89,7 @@ async def commit(
 
 
 async def _sealed(keys: KeyRing, customer_id: str, drafts: Sequence[Draft]) -> list[dict[str, Any]]:
-    """The drafts' data with free text sealed under the customer's data key (SPEC §9). For an
+    """The drafts' data with free text sealed under the customer's data key (docs/product.md §9). For an
     erased customer the text is not kept at all: it reads "[erased]", and the case goes on."""
 
     def personal(d: Draft) -> tuple[str, ...]:

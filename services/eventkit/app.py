@@ -204,7 +204,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed=rt.feed,
         commit_interval_ms=s.consumer_commit_interval_ms,
         fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
-        # What grants access is applied only if signed by a trusted key (SPEC §14). The service's
+        # What grants access is applied only if signed by a trusted key (docs/product.md §14). The service's
         # own stored events (intake's) are not checked: they were made here.
         checks=[EventVerifier(s.auth_event_public_keys, SIGNED_TYPES)],
         home_topics={name: t.topic for name, t in REGISTRY.items()},

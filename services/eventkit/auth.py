@@ -1,4 +1,4 @@
-"""Who is calling, what they may do, how often, and a record of it (SPEC §9).
+"""Who is calling, what they may do, how often, and a record of it (docs/product.md §9).
 
 - API keys: `Authorization: Bearer <key>`, never in a URL (a browser's live timeline opens with
   a short-lived ticket instead: streamtickets.py). Keys are random; services store and compare SHA-256

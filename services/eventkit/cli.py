@@ -261,7 +261,7 @@ async def _replay_share(
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         # Read until caught up with each partition's high watermark, as fetches report it (the
-        # embedded broker's ListOffsets is not reliable; see README). Events arriving meanwhile are
+        # embedded broker's ListOffsets is not reliable; see docs/broker.md). Events arriving meanwhile are
         # applied by the service's own consumer as well; the projection takes each once.
         pending = set(partitions)
         done = skipped = 0

@@ -1,4 +1,4 @@
-"""Per-customer encryption of personal fields (SPEC §9): seal, unseal, wrap keys, blind indexes.
+"""Per-customer encryption of personal fields (docs/product.md §9): seal, unseal, wrap keys, blind indexes.
 
 Each customer has a random 256-bit data key. A personal field of an event (message content, an
 email, a note) is sealed with AES-256-GCM under the data key of the customer it belongs to: the

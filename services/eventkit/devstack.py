@@ -383,7 +383,7 @@ class Stack:
         # The master key that wraps the customers' data keys, kept beside the data it protects
         # (development only; production takes it from a secret store).
         self.services["intake"].env.setdefault("MASTER_KEY", _master_key(self.data_dir))
-        # The key pair that signs API key events (SPEC §14): intake signs, every service verifies.
+        # The key pair that signs API key events (docs/product.md §14): intake signs, every service verifies.
         # Kept in the data directory like the master key, so keys made in an earlier run still verify.
         intake_env = self.services["intake"].env
         if "AUTH_EVENT_SIGNING_KEY" not in intake_env:

@@ -91,7 +91,7 @@ class Settings(KafkaSecurity):
         f"http://{host}:{port}" for host in ("127.0.0.1", "localhost") for port in (8001, 8002, 8003, 8004)
     )
 
-    # Authentication (SPEC §9): every route but health, readiness, metrics and docs needs a key.
+    # Authentication (docs/product.md §9): every route but health, readiness, metrics and docs needs a key.
     auth_required: bool = True
     auth_bootstrap_admin_key: str | None = None  # an admin key known to every service, to make the first keys
     rate_limit_per_key_rps: float = 200.0
@@ -105,13 +105,13 @@ class Settings(KafkaSecurity):
     stream_ticket_secret: str | None = None
     stream_ticket_seconds: int = 60
 
-    # Data keys (SPEC §9): intake holds the vault; the others ask it with a key of scope `keys`
+    # Data keys (docs/product.md §9): intake holds the vault; the others ask it with a key of scope `keys`
     # (the bootstrap admin key when KEY_SERVICE_API_KEY is not set) and cache what they get.
     key_service_url: str = "http://127.0.0.1:8001"
     key_service_api_key: str | None = None
     key_cache_seconds: float = 60.0
 
-    # Trusted public keys of the signers of events that grant access (crm.auth.*; SPEC §14), as
+    # Trusted public keys of the signers of events that grant access (crm.auth.*; docs/product.md §14), as
     # JSON: {"<key id>": "<raw Ed25519 public key, base64>"}. Events signed otherwise are refused.
     auth_event_public_keys: dict[str, str] = {}
 

@@ -1,6 +1,6 @@
 """Signed events: what a service acts on for authorization is not taken on the broker's word.
 
-Anyone who can write to a topic could otherwise forge an event that grants access (SPEC §14).
+Anyone who can write to a topic could otherwise forge an event that grants access (docs/product.md §14).
 The producer signs such events with an Ed25519 private key; every consumer verifies them
 against the public keys it is configured with, and refuses (dead-letters) what fails.
 

@@ -3,7 +3,7 @@
 - JSON log lines with the current trace and span ids.
 - OpenTelemetry traces; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set. W3C traceparent
   travels in Kafka headers (see envelope.py) so one trace spans POST, outbox and consumers.
-- Prometheus metrics (SPEC §11). Labels never carry personal data: no customer ids, no content.
+- Prometheus metrics (docs/product.md §11). Labels never carry personal data: no customer ids, no content.
 """
 
 import logging

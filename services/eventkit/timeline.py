@@ -1,4 +1,4 @@
-"""The synchronized customer timeline (SPEC §5), the same projection in every service.
+"""The synchronized customer timeline (docs/product.md §5), the same projection in every service.
 
 Each service builds it in its own database from every topic. A merge is an event, so nothing
 is moved: the merged id becomes an alias of the survivor, and reads gather the survivor's and

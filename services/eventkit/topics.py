@@ -57,7 +57,7 @@ async def ensure_topics(
                     # count: after the embedded broker restarts empty, a consumer rejoining its
                     # group can do that before the services recreate the topics. Events still
                     # flow. Not deleted and made again: the embedded broker's groups then keep
-                    # their old assignment, and the new partitions go unread (see README); nor
+                    # their old assignment, and the new partitions go unread (see docs/broker.md); nor
                     # can partitions be added there (no CreatePartitions).
                     log.warning("topic %s has %d partitions, not the %d configured", name, count, partitions)
             return

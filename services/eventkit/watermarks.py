@@ -2,7 +2,7 @@
 group stands in them (its committed offsets).
 
 Not ListOffsets: the embedded broker's answers too low once batches hold several records (see
-README). The reader joins no group and commits nothing; a read fetches from the last end it saw,
+docs/broker.md). The reader joins no group and commits nothing; a read fetches from the last end it saw,
 at most a kilobyte per partition, and between reads it fetches nothing.
 """
 

@@ -123,7 +123,7 @@ def _unsigned(data: KeyCreated | KeyRevoked) -> dict[str, Any]:
 
 
 def _signed(settings: Any, event: Envelope) -> Envelope:
-    """Signed with intake's signing key, so that the other services trust it (SPEC §14)."""
+    """Signed with intake's signing key, so that the other services trust it (docs/product.md §14)."""
     s: IntakeSettings = settings
     if not s.auth_event_signing_key or not s.auth_event_signing_key_id:  # refused at startup; in case
         raise ApiError(503, "signing_key_missing", "intake has no AUTH_EVENT_SIGNING_KEY to sign keys with")

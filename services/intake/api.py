@@ -24,7 +24,7 @@ from intake.vault import vault_of
 router = APIRouter()
 MAX_BATCH = 1000
 # Keys with this scope (and admin keys) verify the identifiers they give; others only claim them
-# (SPEC §14, docs/identity-trust.md).
+# (docs/product.md §14, docs/identity-trust.md).
 VERIFY_SCOPE = "identity:verify"
 
 
@@ -517,7 +517,7 @@ async def put_profile(request: Request, customer_id: str, body: ProfileIn) -> Re
     return await _customer_call(request, customer_id, _changed(customer_id, call))
 
 
-# --- the data key vault, for the other services (SPEC §9) ------------------------------------------
+# --- the data key vault, for the other services (docs/product.md §9) ------------------------------------------
 
 
 class DataKeysIn(BaseModel):
@@ -543,7 +543,7 @@ async def lookup_data_keys(request: Request, body: DataKeysIn) -> Response:
     )
 
 
-# --- identity trust: agents verify identifiers and decide merge suggestions (SPEC §14) --------------
+# --- identity trust: agents verify identifiers and decide merge suggestions (docs/product.md §14) --------------
 
 
 class IdentifiersIn(BaseModel):

@@ -4,7 +4,7 @@
 - Identity resolution: the identifiers (and customer id) of one request name zero customers
   (create one), one (that's them; link any new identifiers) or several (merge them into the
   oldest, one `crm.customer.merged.v1` per merged customer). Nothing is rewritten silently.
-- Identity trust (SPEC §14, docs/identity-trust.md): a request from a key that may not verify
+- Identity trust (docs/product.md §14, docs/identity-trust.md): a request from a key that may not verify
   identities only claims. Its new identifiers are linked as claimed, and where it names several
   customers none is merged: each other one becomes a merge suggestion an agent decides.
 - An accepted interaction becomes `crm.interaction.recorded.v1` on the survivor.

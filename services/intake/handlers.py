@@ -743,7 +743,7 @@ async def decide_suggestion(
 async def erase_customer(
     pool: asyncpg.Pool, events: EventStore, vault: Vault, source: str, customer_id: str
 ) -> dict[str, Any]:
-    """Crypto-shredding (SPEC §9): destroy the data keys of the customer and of everyone merged
+    """Crypto-shredding (docs/product.md §9): destroy the data keys of the customer and of everyone merged
     into it, forget their identifiers, and say so in `crm.customer.erased.v1`."""
     async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive=True)):
         await _live_customer(conn, customer_id)

@@ -38,7 +38,7 @@ class IntakeSettings(Settings):
     # docs/identity-trust.md): a signed reference is verified, as from a key with identity:verify.
     # JSON, e.g. {"chat": "<secret>"}; none by default.
     identity_hmac_secrets: dict[str, str] = {}
-    # Signs the events that grant or withdraw access (crm.auth.*, SPEC §14): a raw Ed25519
+    # Signs the events that grant or withdraw access (crm.auth.*, docs/product.md §14): a raw Ed25519
     # private key in base64, and the id the others know its public key by (AUTH_EVENT_PUBLIC_KEYS).
     # `make run` and the tests make a pair; production reads a secret store.
     auth_event_signing_key: str | None = None

@@ -1,4 +1,4 @@
-"""The data key vault (SPEC §9): one random key per customer, wrapped under the master key.
+"""The data key vault (docs/product.md §9): one random key per customer, wrapped under the master key.
 
 intake is the only service that stores data keys; the others fetch them over HTTP
 (/internal/v1/data-keys:lookup, scope `keys`) and keep them in memory briefly. Erasure destroys

@@ -494,7 +494,7 @@ async def recover_interrupted(conn: asyncpg.Connection, ctx: NotificationContext
         await record_failure(conn, ctx, row, DeliveryError(OUTCOME_UNKNOWN))
 
 
-# --- erasure (SPEC §9) -------------------------------------------------------------------------------
+# --- erasure (docs/product.md §9) -------------------------------------------------------------------------------
 
 UNSENT = ("pending", "scheduled", "retrying", "digested")
 _PERSONAL = {**PERSONAL_FIELDS, **CASE_PERSONAL_FIELDS}

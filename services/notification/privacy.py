@@ -1,4 +1,4 @@
-"""SPEC §9 in notification: a customer's addresses and messages are kept sealed under their data key.
+"""docs/product.md §9 in notification: a customer's addresses and messages are kept sealed under their data key.
 
 - Contacts: each address is a token with AAD "<owner>|notification_contacts.value", owner being
   the customer whose data key sealed it (the key intake sealed the identifier with), plus a

@@ -2,7 +2,7 @@
 
 - ProfileProjection: addresses (email, phone) from crm.customer.created.v1 and
   crm.customer.identifiers_added.v1, deliverable only when verified or used by the customer
-  themselves (SPEC §14, docs/identity-trust.md; crm.customer.identifiers_verified.v1 makes a
+  themselves (docs/product.md §14, docs/identity-trust.md; crm.customer.identifiers_verified.v1 makes a
   claimed one deliverable), consent from crm.consent.changed.v1, preferences from
   crm.customer.preferences_changed.v1. Merges are followed through the timeline's aliases
   (the timeline projection records them earlier in the same transaction).

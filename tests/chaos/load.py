@@ -20,7 +20,7 @@ from tests.conftest import api_client
 from tests.e2e.conftest import Accepted, digests, interaction, metric_total, timeline_ids
 from tests.notification.receivers import SmtpServer
 
-CONVERGE_S = 30  # SPEC §12: all four digests equal within 30 s after recovery
+CONVERGE_S = 30  # docs/product.md §12: all four digests equal within 30 s after recovery
 CASE_EFFECTS = ("crm.case.opened.v1", "crm.case.interaction_linked.v1")
 
 

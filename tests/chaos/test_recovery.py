@@ -1,4 +1,4 @@
-"""SPEC §12 under fire: SIGKILL of each service in turn under a steady load of interactions and
+"""docs/product.md §12 under fire: SIGKILL of each service in turn under a steady load of interactions and
 case commands, a PostgreSQL restart, and two instances of a service sharing the work while one
 dies. Nothing accepted is lost, nothing is applied twice, and all four digests agree within 30 s
 after recovery."""

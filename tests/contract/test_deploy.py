@@ -68,7 +68,7 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
     assert result.returncode == 0, result.stderr
 
 
-# --- security of the deployments (SPEC §14) -------------------------------------------------------
+# --- security of the deployments (docs/product.md §14) -------------------------------------------------------
 
 SECRET_SETTINGS = ("PASSWORD", "SECRET", "_KEY", "DATABASE_URL", "AUTH_EVENT_PUBLIC_KEYS")
 

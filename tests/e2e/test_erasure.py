@@ -1,4 +1,4 @@
-"""Erasure by crypto-shredding (SPEC §9), end to end on the real stack.
+"""Erasure by crypto-shredding (docs/product.md §9), end to end on the real stack.
 
 A customer with a distinctive email, phone and message text goes through a whole scenario: a
 merge, a complaint that opens a case, a note, a resolution with a reason, emails to a real SMTP

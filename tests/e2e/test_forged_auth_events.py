@@ -1,4 +1,4 @@
-"""Hostile input on the broker (SPEC §14): whoever can write to crm.intake.v1 cannot mint or
+"""Hostile input on the broker (docs/product.md §14): whoever can write to crm.intake.v1 cannot mint or
 revoke an API key. Forged crm.auth.* events are dead-lettered with the reason by every service
 that reads the topic, and the key they claim answers 401 everywhere."""
 

@@ -1,4 +1,4 @@
-"""Identity trust end to end (issue 23 part 4, SPEC §14, docs/identity-trust.md): intake, case and
+"""Identity trust end to end (issue 23 part 4, docs/product.md §14, docs/identity-trust.md): intake, case and
 notification as real processes on the embedded stack, a real SMTP server in the test.
 
 With only a `channel:web` key an attacker could attach their address to a victim, merge two

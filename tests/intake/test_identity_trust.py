@@ -1,4 +1,4 @@
-"""Identity trust in intake's handlers on a real PostgreSQL (SPEC §14, docs/identity-trust.md):
+"""Identity trust in intake's handlers on a real PostgreSQL (docs/product.md §14, docs/identity-trust.md):
 claims never merge nor add verified identifiers, suggestions are stored once per pair (also under
 concurrency), agents accept, reject and verify."""
 

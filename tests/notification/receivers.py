@@ -1,7 +1,7 @@
 """Real receivers for notification tests: an SMTP server (aiosmtpd) and an HTTP webhook server,
 each in its own thread, recording what reached them.
 
-The webhook server checks every request as a real receiver must (README, "Webhook signature"),
+The webhook server checks every request as a real receiver must (docs/services/notification.md, "Webhook signature"),
 with its own code rather than notification's verify_signature, so a signing bug on the sending
 side fails through the real delivery path: a wrong or missing HMAC-SHA256 over
 "<timestamp>.<raw body>", or a timestamp more than 5 minutes off its own clock, answers 401.

@@ -740,7 +740,7 @@ async def test_consent_withdrawn_before_a_digest_goes_drops_the_messages_it_no_l
     assert mail["Subject"] == "Your updates (1)" and "How did we do" not in mail.get_content()
 
 
-# --- privacy (SPEC §9): sealed at rest, erased by crypto-shredding -----------------------------------
+# --- privacy (docs/product.md §9): sealed at rest, erased by crypto-shredding -----------------------------------
 
 
 def secret_email() -> str:

@@ -168,7 +168,7 @@ def test_every_metric_a_dashboard_uses_is_exported_by_the_services() -> None:
     used |= {m for _, q in variable_queries() for m in _metric_names(q)}
     assert used, "no metric found in any query"
     assert used <= known | {"up"}, f"unknown metrics: {sorted(used - known - {'up'})}"
-    # Every metric of the README's list (and the broker-amnesia pair) is on some dashboard.
+    # Every metric of docs/observability.md's list (and the broker-amnesia pair) is on some dashboard.
     assert used >= OPERATIONS_METRICS, sorted(OPERATIONS_METRICS - used)
 
 

@@ -141,7 +141,7 @@ async def test_one_server_span_per_request(ops_stack: Stack, otlp_receiver: Otlp
 
 
 async def test_spans_carry_no_personal_value(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
-    """SPEC §9: a complaint with an email, a phone, a text and metadata of its own goes through
+    """docs/product.md §9: a complaint with an email, a phone, a text and metadata of its own goes through
     intake and every consumer (the case it opens too); no span name or attribute value, in its
     trace or any other, holds any of them."""
     tag = uuid.uuid4().hex[:10]

@@ -1,4 +1,4 @@
-"""Production settings (SPEC §14): development secrets are refused outside CRM_ENV=development,
+"""Production settings (docs/product.md §14): development secrets are refused outside CRM_ENV=development,
 and the Kafka authentication settings reach every client the services make."""
 
 import base64

@@ -1,4 +1,4 @@
-"""Signed events (SPEC §14): what grants access is applied only with a signature that verifies."""
+"""Signed events (docs/product.md §14): what grants access is applied only with a signature that verifies."""
 
 import hashlib
 import json

@@ -67,7 +67,7 @@ def test_interaction_payload_matches_the_contract() -> None:
         "occurred_at": "2026-06-01T12:00:00Z",
         "content": "late delivery",
         "metadata": {},
-        "sealed": None,  # the domain builds the clear payload; the handler seals it (SPEC §9)
+        "sealed": None,  # the domain builds the clear payload; the handler seals it (docs/product.md §9)
     }
 
 

@@ -77,7 +77,7 @@ def test_unknown_customer_id_is_an_error_on_that_field() -> None:
         assert info.value.field == "customer.id"
 
 
-# --- identity trust (SPEC §14): a channel key's identifiers are claims -------------------------
+# --- identity trust (docs/product.md §14): a channel key's identifiers are claims -------------------------
 
 
 def test_a_claim_creates_a_customer_whose_identifiers_are_claimed() -> None:
