@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 from aiokafka.structs import TopicPartition
-from eventkit.app import Runtime
+from eventkit.app import Runtime, acceptance
 from eventkit.consumer import BatchApplier, GroupGenerations, past_end
 from eventkit.settings import KafkaSecurity
 from eventkit.telemetry import CONSUMER_LAG
@@ -79,6 +79,7 @@ async def run_kpi_stream(rt: Runtime) -> None:
         producer=rt.producer,
         projections=[KpiProjection(rt.store, s.source)],
         applied_table="kpi_applied_events",
+        acceptance=acceptance(s),  # what the service's own consumer applies, no more
     )
 
     applied_up_to: dict[TP, int] = {}  # next offset after the last applied message, for the lag gauge

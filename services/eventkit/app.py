@@ -32,7 +32,7 @@ from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
 from eventkit import collector, db, timeline
 from eventkit.amnesia import BrokerWatch
 from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, current_principal, require
-from eventkit.consumer import IdempotentConsumer, Projection, StoredEventsApplier, Waiters
+from eventkit.consumer import Acceptance, IdempotentConsumer, Projection, StoredEventsApplier, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.feed import FeedOnLoop, TimelineFeed, heartbeat_stream
 from eventkit.headers import SecurityHeaders
@@ -206,8 +206,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         # What grants access is applied only if signed by a trusted key (docs/product.md §14). The service's
         # own stored events (intake's) are not checked: they were made here.
-        checks=[EventVerifier(s.auth_event_public_keys, SIGNED_TYPES)],
-        home_topics={name: t.topic for name, t in REGISTRY.items()},
+        acceptance=acceptance(s),
     )
     await rt.consumer.start()
     relay.start()
@@ -233,6 +232,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await rt.consumer.stop()
         await rt.producer.stop()
         await rt.pool.close()
+
+
+def acceptance(settings: Settings) -> Acceptance:
+    """What this service's consumer applies (and `crm replay` with it): events read from their
+    type's own topic, signed where the type must be."""
+    return Acceptance(
+        checks=[EventVerifier(settings.auth_event_public_keys, SIGNED_TYPES)],
+        home_topics={name: t.topic for name, t in REGISTRY.items()},
+    )
 
 
 async def _relay(rt: Runtime, feed: FeedOnLoop | None) -> None:

@@ -34,8 +34,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
 from eventkit import db, outbox
-from eventkit.consumer import validate
-from eventkit.envelope import DecodeError, Envelope, from_kafka
+from eventkit.consumer import Acceptance
+from eventkit.envelope import Envelope
 from eventkit.settings import DEFAULT_PORTS, Settings, kafka_options
 from eventkit.timeline import apply_bulk
 from eventkit.watermarks import PartitionEnds, committed_offsets, drop_read_to_end
@@ -245,6 +245,9 @@ def _replay_worker(
 async def _replay_share(
     service: str, share: list[tuple[str, int]], batch_size: int, counters: Any, slot: int
 ) -> tuple[int, int]:
+    from eventkit.app import acceptance  # the service's own rules (its wiring), in this worker only
+
+    rules = acceptance(Settings.for_service(service))
     conn = await db.connect(_database_url(service))  # its own: apply_bulk keeps a temporary table
     consumer = AIOKafkaConsumer(
         bootstrap_servers=_bootstrap(),
@@ -268,7 +271,7 @@ async def _replay_share(
         with _fewer_collections():
             while pending:
                 batches = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_size)
-                events, not_ours = _decode(r for records in batches.values() for r in records)
+                events, not_ours = _decode((r for records in batches.values() for r in records), rules)
                 skipped += not_ours
                 if applying is not None:
                     await applying  # batches land in the order they were read; raises its error
@@ -291,18 +294,16 @@ async def _replay_share(
         await conn.close()
 
 
-def _decode(records: Iterable[ConsumerRecord[bytes, bytes]]) -> tuple[list[Envelope], int]:
+def _decode(records: Iterable[ConsumerRecord[bytes, bytes]], rules: Acceptance) -> tuple[list[Envelope], int]:
     """The events the consumers would apply, and how many they would dead-letter instead."""
     events: list[Envelope] = []
     skipped = 0
     for r in records:
-        try:
-            env = from_kafka(r.key, r.value, r.headers)
-            validate(env)
-        except DecodeError:
+        env = rules.accept(r)
+        if isinstance(env, Envelope):
+            events.append(env)
+        else:
             skipped += 1  # a dead letter: the consumer parked it; replay does too
-            continue
-        events.append(env)
     return events, skipped
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -119,6 +120,33 @@ def validate(env: Envelope) -> None:
         raise DecodeError("invalid_data", fields) from exc
 
 
+@dataclass(frozen=True)
+class Acceptance:
+    """Which messages a consumer applies, the same for `crm replay`: a CloudEvent of a known type
+    with a valid payload (validate), read from its type's own topic (`home_topics`: each domain's
+    broker ACL then holds for its types), passing every check (signatures...). Anything else is a
+    dead letter."""
+
+    checks: Sequence[Check] = ()
+    home_topics: Mapping[str, str] = field(default_factory=dict)
+
+    def accept(self, r: Message) -> Envelope | DeadLetter:
+        try:
+            env = from_kafka(r.key, r.value, r.headers)
+            validate(env)
+        except DecodeError as exc:
+            return DeadLetter(r, exc.reason, str(exc))
+        try:
+            home = self.home_topics.get(env.type, r.topic)
+            if home != r.topic:
+                raise DecodeError("wrong_topic", f"{env.type} belongs on {home}, not {r.topic}")
+            for check in self.checks:
+                check(env)
+        except DecodeError as exc:
+            return DeadLetter(r, exc.reason, str(exc), env.id, env.type)
+        return env
+
+
 class StoredEventsApplier:
     """Applies the events a service stores to its own projections, in the storing transaction.
 
@@ -170,15 +198,11 @@ class BatchApplier:
         waiters: Waiters | None = None,
         applied_table: str = "applied_events",
         feed: TimelineFeed | None = None,
-        checks: Sequence[Check] = (),
-        home_topics: Mapping[str, str] | None = None,
+        acceptance: Acceptance = Acceptance(),
     ) -> None:
         self.service = service
         self._pool = pool
-        self._checks = list(checks)
-        # Event type -> the one topic it may come from: each domain's broker ACL then holds for its
-        # types, so a producer allowed only its own topic cannot pass off another domain's events.
-        self._home_topics = home_topics or {}
+        self._acceptance = acceptance
         self._producer = producer
         self._projections = list(projections)
         self._waiters = waiters
@@ -211,20 +235,9 @@ class BatchApplier:
         for topic, n in Counter(r.topic for r in records).items():
             EVENTS_CONSUMED.labels(self.service, topic).inc(n)
         for r in records:
-            try:
-                env = from_kafka(r.key, r.value, r.headers)
-                validate(env)
-            except DecodeError as exc:
-                letters.append(DeadLetter(r, exc.reason, str(exc)))
-                continue
-            try:
-                home = self._home_topics.get(env.type, r.topic)
-                if home != r.topic:
-                    raise DecodeError("wrong_topic", f"{env.type} belongs on {home}, not {r.topic}")
-                for check in self._checks:
-                    check(env)
-            except DecodeError as exc:
-                letters.append(DeadLetter(r, exc.reason, str(exc), env.id, env.type))
+            env = self._acceptance.accept(r)
+            if isinstance(env, DeadLetter):
+                letters.append(env)
                 continue
             if env.id in seen:  # the same event twice in one batch
                 EVENTS_DUPLICATE.labels(self.service, r.topic).inc()
@@ -395,8 +408,7 @@ class IdempotentConsumer:
         feed: TimelineFeed | None = None,
         commit_interval_ms: int = 500,
         fetch_max_wait_ms: int = 50,
-        checks: Sequence[Check] = (),
-        home_topics: Mapping[str, str] | None = None,
+        acceptance: Acceptance = Acceptance(),
     ) -> None:
         self.service = service
         self._commit_interval_s = commit_interval_ms / 1000
@@ -404,7 +416,7 @@ class IdempotentConsumer:
         self._max_batch = max_batch
         self.applier = BatchApplier(
             service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed,
-            checks=checks, home_topics=home_topics,
+            acceptance=acceptance,
         )  # fmt: skip
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from eventkit import deadletter, timeline
-from eventkit.consumer import GroupGenerations, IdempotentConsumer, Waiters, past_end
+from eventkit.consumer import Acceptance, GroupGenerations, IdempotentConsumer, Waiters, past_end
 from eventkit.devstack import EmbeddedBroker, free_port
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.timeline import TimelineProjection, digest
@@ -151,7 +151,7 @@ async def test_an_event_from_a_topic_not_its_domains_is_dead_lettered(
                        "/crm/analytics", TP)  # fmt: skip
     await send(producer, topic, [interaction("cust-w", 0), forged, interaction("cust-w", 1)])
     homes = {"crm.interaction.recorded.v1": topic, "crm.customer.erased.v1": intakes}
-    consumer = make_consumer(pool, producer, bootstrap, topic, "t-home", home_topics=homes)
+    consumer = make_consumer(pool, producer, bootstrap, topic, "t-home", acceptance=Acceptance(home_topics=homes))
     assert await run_until_on_timeline(consumer, pool, "cust-w", 2) == 2
     async with pool.acquire() as conn:
         parked = await conn.fetch("SELECT reason, event_id FROM dead_letters")

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from eventkit.auth import KeyProjection
-from eventkit.consumer import BatchApplier
+from eventkit.consumer import Acceptance, BatchApplier
 from eventkit.envelope import DecodeError, Envelope, from_kafka, new_event, to_kafka
 from eventkit.signing import EventSigner, EventVerifier, generate_key_pair, public_key_of, signed_bytes
 from eventkit.signing import main as signing_main
@@ -97,7 +97,7 @@ async def test_the_consumer_dead_letters_a_forged_key_and_applies_a_signed_one(
         pool=pool,
         producer=producer,
         projections=[KeyProjection()],
-        checks=[EventVerifier({"a": PUBLIC}, SIGNED_TYPES)],
+        acceptance=Acceptance(checks=[EventVerifier({"a": PUBLIC}, SIGNED_TYPES)]),
     )
     await applier.handle(await fetch(bootstrap, topic, 2))
 
