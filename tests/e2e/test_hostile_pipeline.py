@@ -4,10 +4,10 @@ stored; one already in a store (written before the limit) is parked and the rest
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,21 +19,15 @@ from eventkit.eventstore import DEFAULT_MAX_EVENT_BYTES, Append, EventStore
 
 from contracts.topics import INTAKE
 from tests.conftest import api_client, eventually
+from tests.e2e.conftest import interaction
 
 pytestmark = pytest.mark.e2e
 TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
 
 
 def body(email: str, **metadata: Any) -> dict[str, Any]:
-    return {
-        "customer": {"email": email},
-        "channel": "web",
-        "direction": "inbound",
-        "kind": "message",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "content": "hello",
-        "metadata": metadata,
-    }
+    """An interaction from `email` (no complaint or request: no case joins the timelines)."""
+    return {**interaction(email, random.Random(email)), "metadata": metadata}
 
 
 async def on_every_timeline(stack: Stack, client: httpx.AsyncClient, customer_id: str, event_id: str) -> None:
