@@ -4,7 +4,8 @@ Prometheus server (Debian's prometheus package) scraping the four services on th
 Prometheus gets the shipped infra/prometheus/prometheus.yml with only the targets moved to the
 test stack's ports and a 1 s scrape interval. Traffic covers every metric: interactions,
 timeline reads (with a 504 wait timeout), a 422, a garbage message on crm.intake.v1 (a dead
-letter in every service) and one event published twice (a duplicate in every service).
+letter in every service) and one event published twice (a duplicate in every service), and once
+more on a topic not its own (a wrong_topic dead letter).
 """
 
 import asyncio
@@ -157,21 +158,25 @@ async def error_requests(stack: Stack, client: httpx.AsyncClient) -> None:
 
 
 async def poison_and_duplicate(stack: Stack) -> None:
-    """A garbage message (dead letter everywhere) and an already applied event sent again, on a
-    topic every service reads (intake does not read its own, which it projects as it stores it:
-    an event of it sent again on crm.case.v1 is a duplicate to intake too)."""
+    """A garbage message (dead letter everywhere) and an already applied event sent again on its
+    own topic (an event read from another topic is dead-lettered as wrong_topic). crm.case.v1 is
+    read by all four services (intake reads every topic but its own), and the complaints and
+    requests of the traffic have opened cases on it."""
     bootstrap = stack.broker.bootstrap
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer.topics()  # fetches the metadata
-        partitions = consumer.partitions_for_topic(INTAKE) or set()
-        assert partitions, f"{INTAKE} has no partitions"
-        consumer.assign([TopicPartition(INTAKE, p) for p in partitions])
+        partitions = consumer.partitions_for_topic(CASE) or set()
+        assert partitions, f"{CASE} has no partitions"
+        consumer.assign([TopicPartition(CASE, p) for p in partitions])
         await consumer.seek_to_beginning()
-        batches = await consumer.getmany(timeout_ms=5000, max_records=1)
-        records = [r for recs in batches.values() for r in recs]
-        assert records, f"no event on {INTAKE} to send twice"
+        records: list[Any] = []
+        for _ in range(6):  # a case opens a moment after its interaction
+            batches = await consumer.getmany(timeout_ms=5000, max_records=1)
+            if records := [r for recs in batches.values() for r in recs]:
+                break
+        assert records, f"no event on {CASE} to send twice"
     finally:
         await consumer.stop()
     (original,) = records[:1]
@@ -181,6 +186,8 @@ async def poison_and_duplicate(stack: Stack) -> None:
     try:
         await producer.send_and_wait(CASE, value=b"\x00not a cloudevent\xff", key=b"ops-poison")
         await producer.send_and_wait(CASE, value=original.value, key=original.key, headers=list(original.headers))
+        # and on a topic not its own: refused everywhere as wrong_topic, never applied twice
+        await producer.send_and_wait(INTAKE, value=original.value, key=original.key, headers=list(original.headers))
     finally:
         await producer.stop()
 
@@ -236,6 +243,10 @@ async def test_every_dashboard_panel_returns_data(ops_stack: Stack, prometheus: 
             client, prometheus, "sum by (service) (crm_events_deadlettered_total) > 0", len(SERVICES), 20
         )
         assert {s["metric"]["service"] for s in dead} >= set(SERVICES)  # (+ analytics-kpi, the KPI stream)
+        wrong = await wait_for_series(
+            client, prometheus, 'sum by (service) (crm_events_deadlettered_total{reason="wrong_topic"}) > 0', 3, 20
+        )
+        assert {s["metric"]["service"] for s in wrong} >= {"case", "notification", "analytics"}  # readers of intake's
         dups = await wait_for_series(
             client, prometheus, "sum by (service) (crm_events_duplicate_total) > 0", len(SERVICES), 20
         )
