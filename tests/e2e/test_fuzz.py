@@ -143,36 +143,46 @@ def _config_with(ids: dict[str, list[str]], directory: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("service", ["intake", "case", "notification", "analytics"])
-def test_generated_requests_never_break_a_service(
-    fuzz_stack: Stack, known_ids: dict[str, list[str]], service: str, tmp_path: Path
+def run_schemathesis(
+    url: str, config: Path, workdir: Path, options: list[str], min_cases: int, hooks: str = ""
 ) -> None:
-    svc = fuzz_stack.services[service]
-    config = _config_with(known_ids, tmp_path)
+    """schemathesis against one service's OpenAPI, as the admin; it must pass and generate at
+    least `min_cases` test cases. `hooks`: a module of schemathesis hooks, importable from ROOT."""
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config),
-            "run", f"{svc.url}/openapi.json",
+            "run", f"{url}/openapi.json",
             "--header", f"Authorization: Bearer {ADMIN_KEY}",
-            # Every answer must be documented: its status, its content type and its body's schema.
-            "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-            "--max-examples", "150",
-            "--phases", "examples,coverage,fuzzing",
             "--exclude-path-regex", r".*/stream$",  # an endless event stream: nothing to conform to
-            "--seed", "20261122",
             "--workers", "1",
             "--max-failures", "20",
-            "--report", "ndjson", "--report-ndjson-path", str(tmp_path / "events.ndjson"),
+            *options,
         ],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SCHEMATHESIS_HOOKS": ""},
+        capture_output=True, text=True, timeout=900, cwd=workdir,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "SCHEMATHESIS_HOOKS": hooks,
+             **({"PYTHONPATH": str(ROOT)} if hooks else {})},
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     cases = re.search(r"Test cases:\s+(\d+) generated", output)
     assert cases is not None, output[-3000:]
-    assert int(cases.group(1)) >= MIN_CASES, output[-3000:]
+    assert int(cases.group(1)) >= min_cases, output[-3000:]
+
+
+@pytest.mark.parametrize("service", ["intake", "case", "notification", "analytics"])
+def test_generated_requests_never_break_a_service(
+    fuzz_stack: Stack, known_ids: dict[str, list[str]], service: str, tmp_path: Path
+) -> None:
+    options = [
+        # Every answer must be documented: its status, its content type and its body's schema.
+        "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        "--max-examples", "150",
+        "--phases", "examples,coverage,fuzzing",
+        "--seed", "20261122",
+        "--report", "ndjson", "--report-ndjson-path", str(tmp_path / "events.ndjson"),
+    ]  # fmt: skip
+    url = fuzz_stack.services[service].url
+    run_schemathesis(url, _config_with(known_ids, tmp_path), tmp_path, options, MIN_CASES)
     seen = statuses(tmp_path / "events.ndjson")
     for operation in MUST_SUCCEED.get(service, []):
         assert any(200 <= status < 300 for status in seen.get(operation, {})), (operation, seen.get(operation))
@@ -185,30 +195,14 @@ def test_hostile_values_never_break_a_service(
     """The same generated requests with one hostile value each (tests/e2e/hostile_hooks.py): lone
     surrogates, NUL and control characters, non-ASCII and overlong digits, numbers for text and
     dates, JSON nested hundreds deep. Every answer a 4xx or success: no 5xx, no dropped connection."""
-    svc = fuzz_stack.services[service]
-    config = _config_with(known_ids, tmp_path)
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config),
-            "run", f"{svc.url}/openapi.json",
-            "--header", f"Authorization: Bearer {ADMIN_KEY}",
-            "--checks", "not_a_server_error",
-            "--max-examples", "40",
-            "--phases", "fuzzing",
-            "--mode", "positive",  # valid requests, so the one hostile value is what is tested
-            "--exclude-path-regex", r".*/stream$",
-            "--seed", "20261207",
-            "--workers", "1",
-            "--max-failures", "20",
-        ],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={
-            "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-            "SCHEMATHESIS_HOOKS": "tests.e2e.hostile_hooks", "PYTHONPATH": str(ROOT),
-        },
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    cases = re.search(r"Test cases:\s+(\d+) generated", output)
-    assert cases is not None, output[-3000:]
-    assert int(cases.group(1)) >= MIN_HOSTILE_CASES, output[-3000:]
+    options = [
+        "--checks", "not_a_server_error",
+        "--max-examples", "40",
+        "--phases", "fuzzing",
+        "--mode", "positive",  # valid requests, so the one hostile value is what is tested
+        "--seed", "20261207",
+    ]  # fmt: skip
+    url = fuzz_stack.services[service].url
+    run_schemathesis(
+        url, _config_with(known_ids, tmp_path), tmp_path, options, MIN_HOSTILE_CASES, "tests.e2e.hostile_hooks"
+    )
