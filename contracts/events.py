@@ -188,72 +188,85 @@ class EventType:
 # what the interaction was, not who the person is: they stay readable for case and analytics.
 METADATA_READABLE_KEYS: tuple[str, ...] = ("case_type", "survey", "score", "amount")
 
+# intake's event types: import these names, never spell the strings elsewhere.
+CUSTOMER_CREATED = "crm.customer.created.v1"
+INTERACTION_RECORDED = "crm.interaction.recorded.v1"
+CUSTOMER_MERGED = "crm.customer.merged.v1"
+CONSENT_CHANGED = "crm.consent.changed.v1"
+IDENTIFIERS_ADDED = "crm.customer.identifiers_added.v1"
+IDENTIFIERS_VERIFIED = "crm.customer.identifiers_verified.v1"
+MERGE_SUGGESTED = "crm.customer.merge_suggested.v1"
+MERGE_SUGGESTION_DECIDED = "crm.customer.merge_suggestion_decided.v1"
+PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
+PROFILE_CHANGED = "crm.customer.profile_changed.v1"
+CUSTOMER_ERASED = "crm.customer.erased.v1"
+
 # The personal fields of each type (dotted paths, * for every list item, ** for every string at
 # any depth below, ! for a path kept readable): sealed under the customer's data key by the
 # producer, readable only while that key exists (docs/product.md §9).
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
-    "crm.customer.created.v1": ("identifiers.*.value",),
-    "crm.customer.identifiers_added.v1": ("identifiers.*.value",),
-    "crm.customer.merged.v1": ("linked_by.value",),
-    "crm.customer.identifiers_verified.v1": ("identifiers.*.value",),
-    "crm.customer.merge_suggested.v1": ("linked_by.value",),
-    "crm.interaction.recorded.v1": ("content", "metadata.**", *(f"!metadata.{k}" for k in METADATA_READABLE_KEYS)),
-    "crm.customer.profile_changed.v1": ("name",),
+    CUSTOMER_CREATED: ("identifiers.*.value",),
+    IDENTIFIERS_ADDED: ("identifiers.*.value",),
+    CUSTOMER_MERGED: ("linked_by.value",),
+    IDENTIFIERS_VERIFIED: ("identifiers.*.value",),
+    MERGE_SUGGESTED: ("linked_by.value",),
+    INTERACTION_RECORDED: ("content", "metadata.**", *(f"!metadata.{k}" for k in METADATA_READABLE_KEYS)),
+    PROFILE_CHANGED: ("name",),
 }
 
 INTAKE_EVENT_TYPES: tuple[EventType, ...] = (
-    EventType("crm.customer.created.v1", topics.INTAKE, CustomerCreated, "A customer became known."),
+    EventType(CUSTOMER_CREATED, topics.INTAKE, CustomerCreated, "A customer became known."),
     EventType(
-        "crm.interaction.recorded.v1",
+        INTERACTION_RECORDED,
         topics.INTAKE,
         InteractionRecorded,
         "A contact on any channel, inbound or outbound.",
     ),
     EventType(
-        "crm.customer.merged.v1",
+        CUSTOMER_MERGED,
         topics.INTAKE,
         CustomerMerged,
         "Two customer records turned out to be one person; the merged id now points to the survivor.",
     ),
-    EventType("crm.consent.changed.v1", topics.INTAKE, ConsentChanged, "Consent for a purpose and channel."),
+    EventType(CONSENT_CHANGED, topics.INTAKE, ConsentChanged, "Consent for a purpose and channel."),
     EventType(
-        "crm.customer.identifiers_added.v1",
+        IDENTIFIERS_ADDED,
         topics.INTAKE,
         IdentifiersAdded,
         "A known customer was seen with identifiers not yet linked to them.",
     ),
     EventType(
-        "crm.customer.identifiers_verified.v1",
+        IDENTIFIERS_VERIFIED,
         topics.INTAKE,
         IdentifiersVerified,
         "Claimed identifiers of a customer became verified (an agent confirmed them, or a verifying key named them).",
     ),
     EventType(
-        "crm.customer.merge_suggested.v1",
+        MERGE_SUGGESTED,
         topics.INTAKE,
         MergeSuggested,
         "Claimed identifiers name two customers: an agent decides whether to merge them (one copy per customer).",
     ),
     EventType(
-        "crm.customer.merge_suggestion_decided.v1",
+        MERGE_SUGGESTION_DECIDED,
         topics.INTAKE,
         MergeSuggestionDecided,
         "An agent accepted or rejected a merge suggestion (one copy per customer).",
     ),
     EventType(
-        "crm.customer.preferences_changed.v1",
+        PREFERENCES_CHANGED,
         topics.INTAKE,
         PreferencesChanged,
         "Preferred channel, language, quiet hours, VIP flag or region changed.",
     ),
     EventType(
-        "crm.customer.profile_changed.v1",
+        PROFILE_CHANGED,
         topics.INTAKE,
         ProfileChanged,
         "The customer's profile (display name) changed; the whole new profile, not just the changes.",
     ),
     EventType(
-        "crm.customer.erased.v1",
+        CUSTOMER_ERASED,
         topics.INTAKE,
         CustomerErased,
         "The customer's data keys were destroyed: their personal data reads as erased everywhere from now on.",

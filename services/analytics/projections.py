@@ -20,6 +20,7 @@ from eventkit.telemetry import current_traceparent
 from analytics import domain
 from contracts import analytics as contract
 from contracts import case as case_contract
+from contracts.events import CUSTOMER_MERGED, INTERACTION_RECORDED, PREFERENCES_CHANGED
 from contracts.topics import ANALYTICS
 
 UNKNOWN = "unknown"
@@ -58,7 +59,7 @@ class KpiProjection:
         notifications: list[tuple[str, str, datetime, str, str | None, str]] = []
         for e in events:
             cid = aliases.get(e.subject, e.subject)
-            if e.type == "crm.customer.merged.v1":
+            if e.type == CUSTOMER_MERGED:
                 await self._merge(conn, customers, aliases, e)
                 continue
             customer = customers.get(cid)
@@ -70,14 +71,14 @@ class KpiProjection:
             if customer.as_of is None or e.time > customer.as_of:
                 customer.as_of = e.time
                 customer.dirty = True
-            if e.type == "crm.customer.preferences_changed.v1":
+            if e.type == PREFERENCES_CHANGED:
                 prefs = e.data["preferences"]
                 customer.region = prefs.get("region")
                 if customer.region:
                     await _complete_region(conn, cid, customer.region)
                 customer.profile = replace(customer.profile, vip=bool(prefs.get("vip")))
                 customer.dirty = True
-            elif e.type == "crm.interaction.recorded.v1":
+            elif e.type == INTERACTION_RECORDED:
                 response = self._interaction(customer, e, counts, channels)
                 if response is not None:
                     nps.append(response)

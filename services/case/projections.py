@@ -20,11 +20,9 @@ from eventkit.envelope import Envelope
 
 from case import domain, handlers, store
 from case.handlers import CaseContext
+from contracts.events import INTERACTION_RECORDED, PREFERENCES_CHANGED
 
 log = logging.getLogger(__name__)
-
-INTERACTION_RECORDED = "crm.interaction.recorded.v1"
-PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
 
 
 class CaseRulesProjection:

@@ -15,6 +15,7 @@ import asyncpg
 from eventkit.envelope import format_time
 
 from case import domain
+from contracts.events import INTERACTION_RECORDED
 
 _CUSTOMER_LOCK = 7_300_101  # advisory lock namespace: one customer's rules at a time
 
@@ -79,10 +80,10 @@ class Interaction:
 async def interaction(conn: asyncpg.Connection, ids: Sequence[str], event_id: str) -> Interaction | None:
     """An interaction of this customer, as the timeline projection recorded it."""
     row = await conn.fetchrow(
-        "SELECT customer_id, data FROM timeline"
-        " WHERE customer_id = ANY($1) AND event_id = $2 AND type = 'crm.interaction.recorded.v1'",
+        "SELECT customer_id, data FROM timeline WHERE customer_id = ANY($1) AND event_id = $2 AND type = $3",
         list(ids),
         event_id,
+        INTERACTION_RECORDED,
     )
     if row is None:
         return None
@@ -93,7 +94,7 @@ async def interaction(conn: asyncpg.Connection, ids: Sequence[str], event_id: st
 async def interaction_owner(conn: asyncpg.Connection, event_id: str) -> str | None:
     """Whose interaction it is, whoever that is (to tell 'not found' from 'someone else's')."""
     result: str | None = await conn.fetchval(
-        "SELECT customer_id FROM timeline WHERE event_id = $1 AND type = 'crm.interaction.recorded.v1'", event_id
+        "SELECT customer_id FROM timeline WHERE event_id = $1 AND type = $2", event_id, INTERACTION_RECORDED
     )
     return result
 

@@ -93,7 +93,7 @@ class ExportOut(BaseModel):
 
 
 class ErasureOut(BaseModel):
-    event_id: str = Field(description="crm.customer.erased.v1")
+    event_id: str = Field(description="The crm.customer.erased.v1 event")
     customer_id: str
     erased_ids: list[str] = Field(description="The customer and every id merged into it")
 

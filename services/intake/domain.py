@@ -38,17 +38,6 @@ from contracts.events import (
     ProfileChanged,
 )
 
-CUSTOMER_CREATED = "crm.customer.created.v1"
-CUSTOMER_MERGED = "crm.customer.merged.v1"
-IDENTIFIERS_ADDED = "crm.customer.identifiers_added.v1"
-INTERACTION_RECORDED = "crm.interaction.recorded.v1"
-CUSTOMER_ERASED = "crm.customer.erased.v1"
-CONSENT_CHANGED = "crm.consent.changed.v1"
-PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
-PROFILE_CHANGED = "crm.customer.profile_changed.v1"
-IDENTIFIERS_VERIFIED = "crm.customer.identifiers_verified.v1"
-MERGE_SUGGESTED = "crm.customer.merge_suggested.v1"
-MERGE_SUGGESTION_DECIDED = "crm.customer.merge_suggestion_decided.v1"
 CLAIMED = "claimed"
 VERIFIED = "verified"
 MAX_CLOCK_SKEW = timedelta(minutes=5)

@@ -28,7 +28,21 @@ from eventkit.keyring import KeyErased
 from eventkit.telemetry import current_traceparent
 from prometheus_client import Histogram
 
-from contracts.events import PERSONAL_FIELDS, Preferences
+from contracts.events import (
+    CONSENT_CHANGED,
+    CUSTOMER_CREATED,
+    CUSTOMER_ERASED,
+    CUSTOMER_MERGED,
+    IDENTIFIERS_ADDED,
+    IDENTIFIERS_VERIFIED,
+    INTERACTION_RECORDED,
+    MERGE_SUGGESTED,
+    MERGE_SUGGESTION_DECIDED,
+    PERSONAL_FIELDS,
+    PREFERENCES_CHANGED,
+    PROFILE_CHANGED,
+    Preferences,
+)
 from contracts.topics import INTAKE
 from intake import domain, store
 from intake.domain import InvalidInput
@@ -393,21 +407,19 @@ async def _record(
             data = domain.customer_created(
                 cid, res.created, res.trust, domain.used_themselves(cmd.direction, res.created)
             )
-            new.append(event(domain.CUSTOMER_CREATED, cid, data, tp))
+            new.append(event(CUSTOMER_CREATED, cid, data, tp))
         for merge in res.merges:
             merges.append((merge, tp))
-            new.append(event(domain.CUSTOMER_MERGED, cid, domain.customer_merged(merge), tp))
+            new.append(event(CUSTOMER_MERGED, cid, domain.customer_merged(merge), tp))
         if res.added:
             links.extend((ident, cid, res.trust) for ident in res.added)
-            new.append(event(domain.IDENTIFIERS_ADDED, cid, domain.identifiers_added(cid, res.added, res.trust), tp))
+            new.append(event(IDENTIFIERS_ADDED, cid, domain.identifiers_added(cid, res.added, res.trust), tp))
         if res.verified:
             verified.extend(res.verified)
-            new.append(
-                event(domain.IDENTIFIERS_VERIFIED, cid, domain.identifiers_verified(cid, res.verified, "key"), tp)
-            )
+            new.append(event(IDENTIFIERS_VERIFIED, cid, domain.identifiers_verified(cid, res.verified, "key"), tp))
         for suggestion in res.suggestions:
             suggested.setdefault(suggestion.pair, (suggestion, tp))
-        interaction = event(domain.INTERACTION_RECORDED, cid, domain.interaction_recorded(cid, cmd), tp)
+        interaction = event(INTERACTION_RECORDED, cid, domain.interaction_recorded(cid, cmd), tp)
         new.append(interaction)
         appends.append(Append(stream_of(cid), None, new, INTAKE))
         answers_by_index[s, index] = {
@@ -479,11 +491,11 @@ async def _suggest(
         for customer in (suggestion.survivor_id, suggestion.merged_id):
             data = crypto.seal(
                 domain.merge_suggested(sid, customer, suggestion),
-                PERSONAL_FIELDS[domain.MERGE_SUGGESTED],
+                PERSONAL_FIELDS[MERGE_SUGGESTED],
                 owner,
                 key,
             )
-            e = new_event(domain.MERGE_SUGGESTED, customer, data, source, tp, time=clock.tick())
+            e = new_event(MERGE_SUGGESTED, customer, data, source, tp, time=clock.tick())
             appends.append(Append(stream_of(customer), None, [e], INTAKE))
     await store.insert_suggestions(conn, rows, clock.now)
     return appends
@@ -499,7 +511,7 @@ async def _merge_consent(conn: asyncpg.Connection, merge: domain.Merge, event: A
     await store.set_consent(conn, merge.survivor_id, changes, datetime.now(UTC))
     new = [
         event(
-            domain.CONSENT_CHANGED,
+            CONSENT_CHANGED,
             merge.survivor_id,
             domain.consent_changed(
                 merge.survivor_id, purpose, None if channel == store.ALL_CHANNELS else channel, granted
@@ -541,7 +553,7 @@ async def change_consent(
         await store.set_consent(conn, customer_id, changes, clock.now)
         new = [
             new_event(
-                domain.CONSENT_CHANGED,
+                CONSENT_CHANGED,
                 customer_id,
                 domain.consent_changed(
                     customer_id, purpose, None if channel == store.ALL_CHANNELS else channel, granted
@@ -568,7 +580,7 @@ async def change_preferences(
             return []
         clock = _Clock()
         await store.set_preferences(conn, customer_id, prefs, clock.now)
-        e = new_event(domain.PREFERENCES_CHANGED, customer_id, data, source, current_traceparent(), time=clock.tick())
+        e = new_event(PREFERENCES_CHANGED, customer_id, data, source, current_traceparent(), time=clock.tick())
         await events.append(conn, [Append(stream_of(customer_id), None, [e], INTAKE)])
         return [e.id]
 
@@ -590,8 +602,8 @@ async def change_profile(
             return []
         clock = _Clock()
         await store.set_name(conn, vault, customer_id, name, key, clock.now)
-        sealed = crypto.seal(data, PERSONAL_FIELDS[domain.PROFILE_CHANGED], customer_id, key)
-        e = new_event(domain.PROFILE_CHANGED, customer_id, sealed, source, current_traceparent(), time=clock.tick())
+        sealed = crypto.seal(data, PERSONAL_FIELDS[PROFILE_CHANGED], customer_id, key)
+        e = new_event(PROFILE_CHANGED, customer_id, sealed, source, current_traceparent(), time=clock.tick())
         await events.append(conn, [Append(stream_of(customer_id), None, [e], INTAKE)])
         return [e.id]
 
@@ -640,8 +652,8 @@ async def verify_identifiers(
             raise KeyErased(customer_id)
         await store.verify_identifiers(conn, vault, claimed)
         data = domain.identifiers_verified(customer_id, claimed, "agent")
-        sealed = crypto.seal(data, PERSONAL_FIELDS[domain.IDENTIFIERS_VERIFIED], customer_id, key)
-        e = new_event(domain.IDENTIFIERS_VERIFIED, customer_id, sealed, source, current_traceparent())
+        sealed = crypto.seal(data, PERSONAL_FIELDS[IDENTIFIERS_VERIFIED], customer_id, key)
+        e = new_event(IDENTIFIERS_VERIFIED, customer_id, sealed, source, current_traceparent())
         await events.append(conn, [Append(stream_of(customer_id), None, [e], INTAKE)])
         return [e.id]
 
@@ -713,7 +725,7 @@ async def decide_suggestion(
             Append(
                 stream_of(c),
                 None,
-                [event(domain.MERGE_SUGGESTION_DECIDED, c,
+                [event(MERGE_SUGGESTION_DECIDED, c,
                        domain.merge_suggestion_decided(suggestion_id, c, survivor, merged, status, by))],
                 INTAKE,
             )
@@ -725,7 +737,7 @@ async def decide_suggestion(
             linked = domain.Ident(row["linked_kind"], value, row["linked_channel"] or None)
             merge = domain.Merge(survivor, merged, linked)
             reason = f"an agent accepted merge suggestion {suggestion_id}"
-            merge_event = event(domain.CUSTOMER_MERGED, survivor, domain.customer_merged(merge, reason))
+            merge_event = event(CUSTOMER_MERGED, survivor, domain.customer_merged(merge, reason))
             appends.append(Append(stream_of(survivor), None, [merge_event], INTAKE))
             await store.apply_merge(conn, merge, clock.now)
             appends.extend(await _merge_consent(conn, merge, event))
@@ -754,7 +766,7 @@ async def erase_customer(
         await vault.destroy(conn, ids, now)
         await store.forget_customers(conn, ids, now)
         e = new_event(
-            domain.CUSTOMER_ERASED,
+            CUSTOMER_ERASED,
             customer_id,
             {"customer_id": customer_id, "erased_ids": ids},
             source,

@@ -26,16 +26,18 @@ from eventkit import crypto
 from eventkit.envelope import Envelope
 from eventkit.keyring import KeyRing
 
+from contracts.events import (
+    CONSENT_CHANGED,
+    CUSTOMER_CREATED,
+    CUSTOMER_ERASED,
+    IDENTIFIERS_ADDED,
+    IDENTIFIERS_VERIFIED,
+    PREFERENCES_CHANGED,
+)
 from notification import handlers, privacy, store
 from notification.domain import ALL_CHANNELS
 from notification.handlers import NotificationContext
 
-CUSTOMER_CREATED = "crm.customer.created.v1"
-IDENTIFIERS_ADDED = "crm.customer.identifiers_added.v1"
-CONSENT_CHANGED = "crm.consent.changed.v1"
-PREFERENCES_CHANGED = "crm.customer.preferences_changed.v1"
-CUSTOMER_ERASED = "crm.customer.erased.v1"
-IDENTIFIERS_VERIFIED = "crm.customer.identifiers_verified.v1"
 _CONTACT_KINDS = ("email", "phone")
 
 

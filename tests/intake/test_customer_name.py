@@ -15,6 +15,7 @@ from eventkit.keyring import KeyErased
 from intake import domain, handlers, store
 from intake.vault import Vault
 
+from contracts.events import PROFILE_CHANGED
 from tests.conftest import fresh_database
 
 MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
@@ -58,7 +59,7 @@ async def profile_events(pool: asyncpg.Pool, customer_id: str) -> list[dict]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT data FROM events WHERE type = $1 AND stream_id = $2 ORDER BY position",
-            domain.PROFILE_CHANGED,
+            PROFILE_CHANGED,
             handlers.stream_of(customer_id),
         )
     return [r["data"] for r in rows]

@@ -13,6 +13,7 @@ from eventkit.telemetry import context_from_traceparent
 from intake import domain, handlers
 from opentelemetry import context as otel_context
 
+from contracts.events import INTERACTION_RECORDED
 from tests.intake.conftest import item, store, vault
 
 
@@ -101,7 +102,7 @@ async def test_the_same_key_twice_at_once_is_one_event_and_one_answer(
         assert await conn.fetchval("SELECT count(*) FROM events WHERE event_id = $1", second[0]["event_id"]) == 1
         n = await conn.fetchval(
             "SELECT count(*) FROM events WHERE type = $1 AND subject = $2",
-            domain.INTERACTION_RECORDED,
+            INTERACTION_RECORDED,
             second[0]["customer_id"],
         )
     assert n == 1

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from intake import domain, handlers
 
+from contracts.events import CUSTOMER_MERGED, INTERACTION_RECORDED
 from tests.intake.conftest import item, store, vault
 
 
@@ -36,7 +37,7 @@ def test_a_retry_never_makes_a_second_event(intake_dsn: str, ops: list[tuple[int
     async def scenario() -> None:
         pool = await db.create_pool(intake_dsn, 2)
         try:
-            before = await count(intake_dsn, domain.INTERACTION_RECORDED)
+            before = await count(intake_dsn, INTERACTION_RECORDED)
             first: dict[tuple[str, int], tuple[int, dict]] = {}
             for key_no, body_no, how in ops:
                 key = (how, key_no)
@@ -56,7 +57,7 @@ def test_a_retry_never_makes_a_second_event(intake_dsn: str, ops: list[tuple[int
                     assert first[key] == (body_no, answer)  # the first answer, word for word
                 else:
                     first[key] = (body_no, answer)
-            assert await count(intake_dsn, domain.INTERACTION_RECORDED) - before == len(first)
+            assert await count(intake_dsn, INTERACTION_RECORDED) - before == len(first)
         finally:
             await pool.close()
 
@@ -111,7 +112,7 @@ async def test_concurrent_merges_leave_identifiers_on_live_customers(intake_dsn:
             merges = await conn.fetchval(
                 "SELECT count(*) FROM events WHERE type = $1 AND data->>'merged_id' IN"
                 " (SELECT customer_id FROM customers WHERE merged_into IS NOT NULL)",
-                domain.CUSTOMER_MERGED,
+                CUSTOMER_MERGED,
             )
         assert {r["merged_into"] for r in owners} == {None}
         assert len({r["customer_id"] for r in owners}) == 1
@@ -158,7 +159,7 @@ async def test_item_errors_names_unknown_customers_and_records_nothing(intake_ds
                 it.request_hash,
             )
 
-        before = await count(intake_dsn, domain.INTERACTION_RECORDED)
+        before = await count(intake_dsn, INTERACTION_RECORDED)
         errors = await handlers.item_errors(
             pool,
             vault,
@@ -169,6 +170,6 @@ async def test_item_errors_names_unknown_customers_and_records_nothing(intake_ds
             (3, "customer.id", "unknown customer"),
             (7, "customer.id", "unknown customer"),
         ]
-        assert await count(intake_dsn, domain.INTERACTION_RECORDED) == before
+        assert await count(intake_dsn, INTERACTION_RECORDED) == before
     finally:
         await pool.close()

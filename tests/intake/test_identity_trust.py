@@ -13,6 +13,7 @@ import pytest
 from eventkit import db
 from intake import domain, handlers
 
+from contracts.events import CUSTOMER_MERGED, IDENTIFIERS_VERIFIED, MERGE_SUGGESTED, MERGE_SUGGESTION_DECIDED
 from tests.intake.conftest import store, vault
 
 
@@ -96,9 +97,9 @@ async def test_a_claim_naming_two_customers_suggests_once_and_merges_nothing(poo
     [suggestion] = await handlers.list_suggestions(pool, vault, "pending", younger, 10)
     assert (suggestion["survivor_id"], suggestion["merged_id"]) == (older, younger)
     assert suggestion["linked_by"] == {"kind": "email", "value": b.value, "channel": None}
-    assert (await types_of(pool, older)).count(domain.MERGE_SUGGESTED) == 1
-    assert (await types_of(pool, younger)).count(domain.MERGE_SUGGESTED) == 1
-    assert domain.CUSTOMER_MERGED not in await types_of(pool, older)
+    assert (await types_of(pool, older)).count(MERGE_SUGGESTED) == 1
+    assert (await types_of(pool, younger)).count(MERGE_SUGGESTED) == 1
+    assert CUSTOMER_MERGED not in await types_of(pool, older)
 
 
 async def test_concurrent_claims_never_merge_and_suggest_each_pair_once(pool: asyncpg.Pool) -> None:
@@ -130,7 +131,7 @@ async def test_a_verifying_request_still_merges_and_verifies(pool: asyncpg.Pool)
     [answer] = await record(pool, claim(a, b, extra, verified=True))
     assert answer["customer_id"] == older and await merged_into(pool, younger) == older
     assert await trust_of(pool, extra) == (older, "verified")
-    assert domain.IDENTIFIERS_VERIFIED in await types_of(pool, older)
+    assert IDENTIFIERS_VERIFIED in await types_of(pool, older)
 
 
 async def test_accepting_a_suggestion_merges_with_the_agents_reason(pool: asyncpg.Pool) -> None:
@@ -143,11 +144,11 @@ async def test_accepting_a_suggestion_merges_with_the_agents_reason(pool: asyncp
     assert await merged_into(pool, younger) == older
     async with pool.acquire() as conn:
         merged = await conn.fetchrow("SELECT data FROM events WHERE type = $1 AND subject = $2",
-                                     domain.CUSTOMER_MERGED, older)  # fmt: skip
+                                     CUSTOMER_MERGED, older)  # fmt: skip
     assert merged is not None
     assert f"accepted merge suggestion {sid}" in str(merged["data"])
     types = await types_of(pool, older)
-    assert types.index(domain.MERGE_SUGGESTION_DECIDED) < types.index(domain.CUSTOMER_MERGED)
+    assert types.index(MERGE_SUGGESTION_DECIDED) < types.index(CUSTOMER_MERGED)
     [listed] = await handlers.list_suggestions(pool, vault, "accepted", older, 10)
     assert (listed["status"], listed["decided_by"]) == ("accepted", "agent-key")
     with pytest.raises(handlers.SuggestionDecided):
