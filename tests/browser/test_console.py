@@ -8,7 +8,7 @@ with CORS_ALLOW_ORIGINS naming intake's origin.
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,8 +195,11 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
 
 
 @asynccontextmanager
-async def console_page(chromium: str, stack: Stack, height: int = 900) -> AsyncIterator[Any]:
-    """A signed-in console page in a fresh headless Chromium."""
+async def console_page(
+    chromium: str, stack: Stack, height: int = 900, query: str = "", watch: Callable[[Any], None] | None = None
+) -> AsyncIterator[Any]:
+    """A signed-in console page in a fresh headless Chromium. `query`: appended to the console's
+    URL; `watch`: called with the page before it loads (to listen to its requests, say)."""
     from playwright.async_api import async_playwright, expect
 
     async with async_playwright() as p:
@@ -204,7 +207,9 @@ async def console_page(chromium: str, stack: Stack, height: int = 900) -> AsyncI
         try:
             page = await (await browser.new_context(viewport={"width": 1280, "height": height})).new_page()
             page.set_default_timeout(15_000)
-            await page.goto(console_url(stack))
+            if watch is not None:
+                watch(page)
+            await page.goto(console_url(stack) + (f"?{query}" if query else ""))
             await page.get_by_label("API key").fill(ADMIN_KEY)
             await page.get_by_role("button", name="Sign in").click()
             await expect(page.locator("#workspace")).to_be_visible()
@@ -337,7 +342,7 @@ async def test_console_finds_by_name_and_phone_from_the_keyboard_and_scrolls_to_
 async def test_a_hostile_link_gets_no_key_and_the_stream_url_holds_none(chromium: str, console_stack: Stack) -> None:
     """/console/?intake=http://evil... : every request goes to the configured services, the key in
     headers only; the live stream opens with a ticket; the page runs under its CSP without a report."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     intake = console_stack.services["intake"].url
     case = console_stack.services["case"].url
@@ -354,30 +359,20 @@ async def test_a_hostile_link_gets_no_key_and_the_stream_url_holds_none(chromium
 
     requests: list[tuple[str, dict[str, str]]] = []
     csp_reports: list[str] = []
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
-            page.set_default_timeout(15_000)
-            page.on("request", lambda req: requests.append((req.url, req.headers)))
-            page.on(
-                "console",
-                lambda msg: csp_reports.append(msg.text) if "Content Security Policy" in msg.text else None,
-            )
-            hostile = urlencode({name: evil for name in SERVICES})
-            await page.goto(f"{intake}/console/?{hostile}")
-            await page.get_by_label("API key").fill(ADMIN_KEY)
-            await page.get_by_role("button", name="Sign in").click()
-            await expect(page.locator("#workspace")).to_be_visible()
-            await page.get_by_label("Search by").select_option("email")
-            await page.get_by_label("Value").fill(email)
-            await page.get_by_role("button", name="Find").click()
-            await expect(page.locator("#customer-id")).to_have_text(customer_id)
-            await expect(page.locator("#live")).to_have_text("live")
-            await expect(page.locator("#sync .badge")).to_have_count(len(SERVICES))
-            await expect(page.locator("#error")).to_be_hidden()
-        finally:
-            await browser.close()
+
+    def watch(page: Any) -> None:
+        page.on("request", lambda req: requests.append((req.url, req.headers)))
+        page.on("console", lambda msg: csp_reports.append(msg.text) if "Content Security Policy" in msg.text else None)
+
+    hostile = urlencode({name: evil for name in SERVICES})
+    async with console_page(chromium, console_stack, query=hostile, watch=watch) as page:
+        await page.get_by_label("Search by").select_option("email")
+        await page.get_by_label("Value").fill(email)
+        await page.get_by_role("button", name="Find").click()
+        await expect(page.locator("#customer-id")).to_have_text(customer_id)
+        await expect(page.locator("#live")).to_have_text("live")
+        await expect(page.locator("#sync .badge")).to_have_count(len(SERVICES))
+        await expect(page.locator("#error")).to_be_hidden()
 
     allowed = tuple(svc.url + "/" for svc in console_stack.services.values())
     assert requests
