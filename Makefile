@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m eventkit.devstack run
+	$(PY) -m crmtools.devstack run
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services contracts tests bench

@@ -125,7 +125,7 @@ async def write(bootstrap: str, dsn: str, topic: str, tables: Sequence[str], mes
     them, CHUNK at a time, one chunk's acks in flight while the next is stored; return the
     time.time() it started."""
     conn = await _copy_connection(dsn)
-    # The services' producer settings (eventkit.app): the embedded broker stores each produced
+    # The services' producer settings (servicekit.app): the embedded broker stores each produced
     # batch as one object and lists them all on every fetch, so batches of aiokafka's default
     # 16 KiB made this figure fall with the run's length (6,400 events/s for 60,000 messages,
     # 3,000 for 150,000).

@@ -32,7 +32,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
-from eventkit.devstack import SERVICES, Stack  # noqa: E402
+from crmtools.devstack import SERVICES, Stack  # noqa: E402
 
 from bench import cpu, pipeline  # noqa: E402
 from bench.rebuild import Message, read_log  # noqa: E402
@@ -346,7 +346,7 @@ def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str
     servers = {name: pid for name, pid in stack_pids(stack).items() if name in ("postgres", "broker")}
     servers_meter, children_before = cpu.Meter(servers), cpu.children_seconds()
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "eventkit.cli", "replay", "notification"], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "crmtools.cli", "replay", "notification"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
     elapsed = time.monotonic() - t0
     # the replay and its worker processes: this process's only children meanwhile, all ended

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from crmtools.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack, free_port
 from eventkit import db
-from eventkit.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack, free_port
 from eventkit.signing import generate_key_pair
 
 # Every stack the tests start gets this admin key (services read AUTH_BOOTSTRAP_ADMIN_KEY, set by

@@ -3,13 +3,13 @@
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from eventkit.app import runtime
-from eventkit.auth import require
-from eventkit.http import ApiError
-from eventkit.inputs import Rfc3339
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from servicekit.app import runtime
+from servicekit.auth import require
+from servicekit.http import ApiError
+from servicekit.inputs import Rfc3339
 
 from analytics import domain, store
 from contracts.case import CaseType, Priority

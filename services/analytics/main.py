@@ -3,7 +3,7 @@ faust agent (stream.py) in the same process."""
 
 from pathlib import Path
 
-from eventkit.app import ServiceSpec, create_app, serve
+from servicekit.app import ServiceSpec, create_app, serve
 
 from analytics.api import router
 from analytics.metrics import refresh_kpi_gauges

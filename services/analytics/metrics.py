@@ -6,8 +6,8 @@ Labels are channels and priorities only; nothing personal.
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from eventkit.app import Runtime
 from prometheus_client import Gauge
+from servicekit.app import Runtime
 
 from analytics import store
 

@@ -1,6 +1,6 @@
 """analytics' own settings, on top of the shared ones."""
 
-from eventkit.settings import Settings
+from servicekit.settings import Settings
 
 
 class AnalyticsSettings(Settings):

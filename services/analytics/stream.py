@@ -14,13 +14,13 @@ from typing import Any
 
 import faust
 from aiokafka.structs import TopicPartition
-from eventkit.app import Runtime, acceptance
 from eventkit.consumer import BatchApplier, GroupGenerations, past_end
-from eventkit.settings import KafkaSecurity
+from eventkit.partition_ends import PartitionEnds, committed_offsets
 from eventkit.telemetry import CONSUMER_LAG
-from eventkit.watermarks import PartitionEnds, committed_offsets
 from faust.types import TP
 from faust.types.auth import CredentialsT
+from servicekit.app import Runtime, acceptance
+from servicekit.settings import KafkaSecurity
 
 from analytics.projections import KpiProjection
 from contracts.topics import ALL_EVENT_TOPICS

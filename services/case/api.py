@@ -10,13 +10,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from eventkit.app import runtime
-from eventkit.auth import require
-from eventkit.http import ApiError, audit_customer, decode_cursor
-from eventkit.inputs import INT64_MAX, SafeLine, SafeText
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from servicekit.app import runtime
+from servicekit.auth import require
+from servicekit.http import ApiError, audit_customer, decode_cursor
+from servicekit.inputs import INT64_MAX, SafeLine, SafeText
 
 from case import domain, handlers, store
 from case.handlers import CaseContext, Outcome

@@ -13,8 +13,8 @@ import asyncpg
 from eventkit import crypto
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore, StoredEvent
-from eventkit.keyring import KeyErased, KeyRing
 from eventkit.telemetry import current_traceparent
+from servicekit.keyring import KeyErased, KeyRing
 
 from case import domain, store
 from case.domain import CaseState, CommandRejected, Draft

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from eventkit.app import Runtime, ServiceSpec, create_app, serve
 from eventkit.eventstore import EventStore
-from eventkit.keyring import remote_keyring
+from servicekit.app import Runtime, ServiceSpec, create_app, serve
+from servicekit.keyring import remote_keyring
 
 from case import timers
 from case.api import router

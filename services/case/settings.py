@@ -9,8 +9,8 @@ CASE_RULES='{"complaint": {"type": "complaint", "priority": "normal", "team": "s
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-from eventkit.settings import Settings
 from pydantic import BaseModel, ConfigDict, Field
+from servicekit.settings import Settings
 
 from case import domain
 from contracts.case import CaseType, Priority

@@ -26,14 +26,14 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
 from prometheus_client import Gauge
 from pydantic import ValidationError
+from servicekit.settings import kafka_options
 
 from contracts.registry import REGISTRY
 from eventkit import deadletter
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.deadletter import DeadLetter
 from eventkit.envelope import DecodeError, Envelope, from_kafka
-from eventkit.feed import TimelineFeed
-from eventkit.settings import kafka_options
+from eventkit.live import TimelineFeed
 from eventkit.telemetry import (
     CONSUMER_LAG,
     EVENTS_APPLIED,

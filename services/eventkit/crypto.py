@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from eventkit import entropy
+from eventkit import random_bytes
 
 SEALED = "[sealed]"
 ERASED = "[erased]"
@@ -58,7 +58,7 @@ def derive_key(master: bytes, purpose: str) -> bytes:
 def _encrypt(key: bytes | AESGCM, aad: str, plaintext: bytes) -> bytes:
     """`key` may be the cipher made from it, as in _decrypt: making one costs more than using it
     (~0.9 against ~0.6 µs for a short field), and an event seals several fields under one key."""
-    nonce = entropy.random_bytes(_NONCE_BYTES)
+    nonce = random_bytes.random_bytes(_NONCE_BYTES)
     cipher = key if isinstance(key, AESGCM) else AESGCM(key)
     return nonce + cipher.encrypt(nonce, plaintext, aad.encode())
 

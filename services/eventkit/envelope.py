@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from eventkit import entropy
+from eventkit import random_bytes
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -53,7 +53,7 @@ def new_event(
     time: datetime | None = None,
 ) -> Envelope:
     return Envelope(
-        id=entropy.new_id(),
+        id=random_bytes.new_id(),
         type=type,
         source=source,
         subject=subject,

@@ -4,9 +4,9 @@ One relay per database is active at a time (a PostgreSQL advisory lock elects it
 leave in position order and each customer's events keep their order on their partition.
 A crash after the broker acknowledged but before the rows were deleted publishes those events
 again on restart; consumers drop the repeats by event id (at-least-once out, exactly-once in effect).
-With a BrokerWatch, the relay also notices a broker that forgot acknowledged events (amnesia.py)
+With a BrokerWatch, the relay also notices a broker that forgot acknowledged events (forgetful_broker.py)
 and publishes the whole store again; once that is acknowledged, it reads its topics back and
-queues again what a subscriber would not get (a broker can hide what it acknowledged, amnesia.py).
+queues again what a subscriber would not get (a broker can hide what it acknowledged, forgetful_broker.py).
 An event the broker refuses for good (too large: REFUSED_FOR_GOOD) is parked, kept in
 outbox_parked until an operator puts it back (`crm unpark`), and the relay goes on with the others:
 no single event can hold up publication. Any other failure retries the whole batch.
@@ -32,11 +32,11 @@ from aiokafka.errors import (
 from aiokafka.structs import RecordMetadata, TopicPartition
 from opentelemetry import trace
 
-from eventkit.amnesia import BrokerWatch
+from eventkit.crash_points import crash_point
 from eventkit.envelope import Envelope, kafka_headers
 from eventkit.eventstore import OUTBOX_CHANNEL
-from eventkit.faults import crash_point
-from eventkit.feed import FeedSink
+from eventkit.forgetful_broker import BrokerWatch
+from eventkit.live import FeedSink
 from eventkit.telemetry import (
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_AGE,

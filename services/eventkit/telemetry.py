@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 
-from eventkit import entropy
+from eventkit import random_bytes
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -166,7 +166,7 @@ def current_traceparent() -> str:
     tp = carrier.get("traceparent")
     if tp:
         return tp
-    return f"00-{entropy.random_hex(16)}-{entropy.random_hex(8)}-00"
+    return f"00-{random_bytes.random_hex(16)}-{random_bytes.random_hex(8)}-00"
 
 
 def context_from_traceparent(traceparent: str) -> otel_context.Context:

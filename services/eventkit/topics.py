@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from servicekit.settings import kafka_options
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
-from eventkit.settings import kafka_options
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36

@@ -10,18 +10,18 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
-from eventkit import timeline
-from eventkit.app import audit_page, runtime
-from eventkit.auth import hash_key, new_key, require
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append
-from eventkit.http import ApiError
-from eventkit.inputs import SafeLine
 from eventkit.signing import EventSigner
 from eventkit.telemetry import current_traceparent
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from servicekit import timeline
+from servicekit.app import audit_page, runtime
+from servicekit.auth import hash_key, new_key, require
+from servicekit.http import ApiError
+from servicekit.inputs import SafeLine
 
 from contracts.security import KEY_CREATED, KEY_REVOKED, SCOPE_PATTERN, KeyCreated, KeyRevoked
 from contracts.topics import INTAKE

@@ -6,15 +6,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from eventkit.app import runtime
-from eventkit.auth import Caller, require, require_channels
 from eventkit.eventstore import EventTooLarge
-from eventkit.http import ApiError, OrjsonResponse
-from eventkit.inputs import JsonLimits, JsonTooComplex, Rfc3339, SafeLine, SafeText, check_json_tree, unsafe_reason
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.config import JsonDict
+from servicekit.app import runtime
+from servicekit.auth import Caller, require, require_channels
+from servicekit.http import ApiError, OrjsonResponse
+from servicekit.inputs import JsonLimits, JsonTooComplex, Rfc3339, SafeLine, SafeText, check_json_tree, unsafe_reason
 
 from contracts.events import Channel, ConsentPurpose, Direction, InteractionKind, Preferences
 from intake import domain, handlers, store

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from eventkit.headers import page_policy
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
+from servicekit.security_headers import page_policy
 
 FILES = Path(__file__).resolve().parents[1] / "console"
 PREFIX = "/console"

@@ -24,9 +24,9 @@ import asyncpg
 from eventkit import crypto, db
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore, EventTooLarge
-from eventkit.keyring import KeyErased
 from eventkit.telemetry import current_traceparent
 from prometheus_client import Histogram
+from servicekit.keyring import KeyErased
 
 from contracts.events import (
     CONSENT_CHANGED,

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from eventkit.app import ServiceSpec, create_app, serve
 from eventkit.crypto import parse_master_key
+from servicekit.app import ServiceSpec, create_app, serve
 
 from intake import console
 from intake.admin import router as admin_router

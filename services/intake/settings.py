@@ -1,7 +1,7 @@
 """intake's own settings, on top of the shared ones."""
 
-from eventkit.settings import Settings, secret_problems
 from eventkit.signing import public_key_of
+from servicekit.settings import Settings, secret_problems
 
 from intake.console import Origin
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 from eventkit import crypto
-from eventkit.app import Runtime
+from servicekit.app import Runtime
 
 from intake.domain import Ident
 

@@ -3,12 +3,12 @@
 import uuid
 from typing import Annotated, Any, Literal
 
-from eventkit.app import runtime
-from eventkit.auth import require
-from eventkit.http import ApiError
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from servicekit.app import runtime
+from servicekit.auth import require
+from servicekit.http import ApiError
 
 from notification import handlers, privacy, store
 

@@ -20,8 +20,8 @@ import asyncpg
 from eventkit import crypto
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, EventStore
-from eventkit.keyring import KeyErased, KeyRing
 from prometheus_client import Counter
+from servicekit.keyring import KeyErased, KeyRing
 
 from contracts import notification as n
 from contracts.case import CASE_PERSONAL_FIELDS

@@ -3,9 +3,9 @@
 from datetime import timedelta
 from pathlib import Path
 
-from eventkit.app import Runtime, ServiceSpec, create_app, serve
 from eventkit.eventstore import EventStore
-from eventkit.keyring import remote_keyring
+from servicekit.app import Runtime, ServiceSpec, create_app, serve
+from servicekit.keyring import remote_keyring
 
 from notification import domain, worker
 from notification.api import router

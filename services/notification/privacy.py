@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 
 from eventkit import crypto
-from eventkit.keyring import KeysUnavailable
+from servicekit.keyring import KeysUnavailable
 
 CONTACT_COLUMN = "notification_contacts.value"
 _LOOKUP_PURPOSE = "notification-contact-lookup"

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import asyncpg
 from eventkit import crypto
 from eventkit.envelope import Envelope
-from eventkit.keyring import KeyRing
+from servicekit.keyring import KeyRing
 
 from contracts.events import (
     CONSENT_CHANGED,

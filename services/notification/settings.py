@@ -7,8 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from eventkit.settings import Settings, secret_problems
 from pydantic import BaseModel, ConfigDict, Field
+from servicekit.settings import Settings, secret_problems
 
 from notification import domain
 

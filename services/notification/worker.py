@@ -22,9 +22,9 @@ import asyncio
 import logging
 
 import asyncpg
+from eventkit.crash_points import crash_point
 from eventkit.db import TRANSIENT_ERRORS
-from eventkit.faults import crash_point
-from eventkit.keyring import KeysUnavailable
+from servicekit.keyring import KeysUnavailable
 
 from notification import domain, handlers, store
 from notification.delivery import Accepted, DeliveryError, Message, Sender

@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from analytics.stream import report_lag
-from eventkit.watermarks import PartitionEnds
+from eventkit.partition_ends import PartitionEnds
 from faust.types import TP
 from prometheus_client import REGISTRY
 

@@ -16,13 +16,13 @@ from aiokafka.structs import ConsumerRecord
 from case import domain, handlers, store, timers
 from case.handlers import CaseContext
 from case.projections import CaseRulesProjection
+from crmtools.devstack import EmbeddedPostgres
 from eventkit import db
 from eventkit.consumer import IdempotentConsumer, Waiters
-from eventkit.devstack import EmbeddedPostgres
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.eventstore import ConcurrencyError, EventStore
-from eventkit.keyring import KeyRing, MemoryKeySource
-from eventkit.timeline import TimelineProjection
+from servicekit.keyring import KeyRing, MemoryKeySource
+from servicekit.timeline import TimelineProjection
 
 from contracts import case as c
 from contracts.topics import INTAKE

@@ -7,7 +7,7 @@ nothing a passing test prints), so `make test` shows what each fault cost.
 from collections.abc import Iterator
 
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 from tests.chaos.load import Figures
 from tests.conftest import running_stack

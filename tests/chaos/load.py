@@ -13,8 +13,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-from eventkit.cli import group_lags
-from eventkit.devstack import Stack
+from crmtools.cli import group_lags
+from crmtools.devstack import Stack
 
 from tests.conftest import api_client
 from tests.e2e.conftest import Accepted, digests, interaction, metric_total, timeline_ids

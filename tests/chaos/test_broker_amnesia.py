@@ -7,7 +7,7 @@ import time
 
 import pytest
 from aiokafka.structs import ConsumerRecord
-from eventkit.devstack import EmbeddedBroker, Stack
+from crmtools.devstack import EmbeddedBroker, Stack
 from eventkit.envelope import from_kafka
 
 from contracts.topics import INTAKE

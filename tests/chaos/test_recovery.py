@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from eventkit.devstack import ServiceProcess, Stack, free_port
+from crmtools.devstack import ServiceProcess, Stack, free_port
 
 from tests.chaos.load import (
     AgentClient,

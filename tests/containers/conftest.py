@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eventkit.devstack import ExternalBroker, ExternalPostgres, Stack, free_port
+from crmtools.devstack import ExternalBroker, ExternalPostgres, Stack, free_port
 
 from tests.conftest import running_stack
 

@@ -1,7 +1,7 @@
 """The foundation's end-to-end scenario on real Apache Kafka (see conftest.py)."""
 
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 from tests.e2e.conftest import Accepted, post_all, wait_converged
 from tests.e2e.test_timeline_sync import assert_exact, workload

@@ -175,13 +175,6 @@ def test_no_schema_breaks_a_consumer_of_any_earlier_version() -> None:
     assert checked >= len(REGISTRY)
 
 
-# eventkit still names the two types it acts on itself; they are to be passed in (issue 24).
-EVENT_NAMES_OUTSIDE_CONTRACTS_ALLOWED = {
-    ("services/eventkit/keyring.py", "crm.customer.erased.v1"),
-    ("services/eventkit/timeline.py", "crm.customer.merged.v1"),
-}
-
-
 def test_services_import_event_names_from_contracts_instead_of_spelling_them() -> None:
     root = Path(__file__).resolve().parents[2]
     spelled = {
@@ -190,4 +183,4 @@ def test_services_import_event_names_from_contracts_instead_of_spelling_them() -
         if "tests" not in path.parts
         for name in re.findall(r"[\"'](crm\.[a-z_]+\.[a-z_.]+\.v\d+)[\"']", path.read_text())
     }
-    assert spelled == EVENT_NAMES_OUTSIDE_CONTRACTS_ALLOWED, sorted(spelled - EVENT_NAMES_OUTSIDE_CONTRACTS_ALLOWED)
+    assert spelled == set(), sorted(spelled)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from eventkit.settings import DEFAULT_PORTS, Settings
+from servicekit.settings import DEFAULT_PORTS, Settings
 
 from contracts import topics
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 from eventkit.envelope import Envelope, from_kafka, to_kafka
 
 from contracts import notification as n

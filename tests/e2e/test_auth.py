@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from eventkit.devstack import ServiceProcess, Stack, free_port
+from crmtools.devstack import ServiceProcess, Stack, free_port
 
 from tests.conftest import api_client, eventually
 from tests.e2e.conftest import interaction

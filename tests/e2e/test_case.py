@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 from tests.conftest import api_client, eventually, running_stack
 from tests.e2e.conftest import digests, timeline_ids

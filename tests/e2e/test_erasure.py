@@ -23,8 +23,8 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from eventkit.devstack import Stack
-from eventkit.watermarks import PartitionEnds
+from crmtools.devstack import Stack
+from eventkit.partition_ends import PartitionEnds
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 from tests.conftest import api_client, eventually, running_stack

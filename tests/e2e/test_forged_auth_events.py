@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.signing import EventSigner, generate_key_pair
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 from tests.conftest import ADMIN_KEY, auth_headers, running_stack
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from eventkit.devstack import Stack
-from eventkit.streamtickets import StreamTickets
+from crmtools.devstack import Stack
+from servicekit.streamtickets import StreamTickets
 
 from tests.conftest import ADMIN_KEY, api_client, running_stack
 from tests.e2e.test_auth import make_key

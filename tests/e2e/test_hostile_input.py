@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 from tests.conftest import api_client
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from eventkit.devstack import SERVICES, Stack
+from crmtools.devstack import SERVICES, Stack
 from eventkit.envelope import new_event
 from eventkit.eventstore import DEFAULT_MAX_EVENT_BYTES, Append, EventStore
 
@@ -94,7 +94,7 @@ async def test_a_poison_event_already_stored_is_parked_and_later_events_reach_ev
         assert ready.status_code == 200 and ready.json()["checks"]["outbox_flowing"], ready.text
 
     env = {**os.environ, "CRM_INTAKE_DATABASE_URL": dsn}
-    crm = [sys.executable, "-m", "eventkit.cli"]
+    crm = [sys.executable, "-m", "crmtools.cli"]
     listed = await asyncio.to_thread(
         subprocess.run, [*crm, "parked", "intake"], env=env, capture_output=True, text=True, timeout=60
     )

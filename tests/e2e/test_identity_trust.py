@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 from tests.conftest import api_client, eventually, running_stack
 from tests.notification.receivers import SmtpServer, smtp_server

@@ -1,4 +1,4 @@
-"""`make run`'s entry point, `python -m eventkit.devstack run`, as a newcomer would use it: it
+"""`make run`'s entry point, `python -m crmtools.devstack run`, as a newcomer would use it: it
 starts everything and prints the URLs and the admin key; one POST shows on all four timelines;
 Ctrl-C stops it with no process left behind; a second run starts again on the same data.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from eventkit import devstack
-from eventkit.devstack import SERVICES, free_port
+from crmtools import devstack
+from crmtools.devstack import SERVICES, free_port
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 180  # four services, PostgreSQL and the broker on a shared 2-core machine
@@ -29,12 +29,12 @@ STOP_TIMEOUT_S = 30  # Ctrl-C to exit: services, broker, then PostgreSQL's fast 
 
 
 class Runner:
-    """One `python -m eventkit.devstack run` process; its output is read all the time (the
+    """One `python -m crmtools.devstack run` process; its output is read all the time (the
     services log to it, and a full pipe would block them)."""
 
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "eventkit.devstack", "run"],
+            [sys.executable, "-m", "crmtools.devstack", "run"],
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,

@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 from eventkit.envelope import new_event, to_kafka
 
 from contracts.topics import CASE

@@ -11,8 +11,8 @@ import uuid
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from eventkit.cli import group_lags
-from eventkit.devstack import ROOT, Stack
+from crmtools.cli import group_lags
+from crmtools.devstack import ROOT, Stack
 from eventkit.envelope import new_event, to_kafka
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +35,7 @@ def cli_env(stack: Stack) -> dict[str, str]:
 
 def crm(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "eventkit.cli", *args], env=cli_env(stack), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "crmtools.cli", *args], env=cli_env(stack), capture_output=True, text=True, timeout=120
     )
 
 
@@ -195,7 +195,7 @@ async def test_status_lists_every_service_and_each_groups_lag_per_partition(stac
 
 
 async def test_every_service_freezes_its_start_up_heap_and_times_collector_passes(stack: Stack) -> None:
-    """eventkit.collector: the start-up heap is frozen (the collector's full passes no longer walk
+    """servicekit.gc_tuning: the start-up heap is frozen (the collector's full passes no longer walk
     it) and every pass of the collector is timed, per service process."""
     async with api_client(timeout=10) as client:
         for name, svc in stack.services.items():

@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from eventkit.cli import group_lags
-from eventkit.devstack import Stack
+from crmtools.cli import group_lags
+from crmtools.devstack import Stack
 from eventkit.envelope import new_event, to_kafka
 
 from contracts.topics import ALL_EVENT_TOPICS, INTAKE

@@ -12,7 +12,7 @@ import uuid
 
 import httpx
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 from tests.conftest import api_client
 from tests.e2e.conftest import (

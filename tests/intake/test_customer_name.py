@@ -8,12 +8,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from crmtools.devstack import EmbeddedPostgres
 from eventkit import crypto, db
-from eventkit.devstack import EmbeddedPostgres
 from eventkit.eventstore import EventStore
-from eventkit.keyring import KeyErased
 from intake import domain, handlers, store
 from intake.vault import Vault
+from servicekit.keyring import KeyErased
 
 from contracts.events import PROFILE_CHANGED
 from tests.conftest import fresh_database

@@ -16,16 +16,16 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from crmtools.devstack import EmbeddedPostgres
 from eventkit import crypto, db
 from eventkit.consumer import BatchApplier, Waiters
-from eventkit.devstack import EmbeddedPostgres
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.eventstore import EventStore
-from eventkit.keyring import ErasureProjection, KeyRing, KeySource, KeysUnavailable, MemoryKeySource
-from eventkit.timeline import TimelineProjection
 from notification import delivery, domain, handlers, store, worker
 from notification.handlers import NotificationContext
 from notification.projections import ErasureReactor, ProfileProjection, RulesReactor
+from servicekit.keyring import ErasureProjection, KeyRing, KeySource, KeysUnavailable, MemoryKeySource
+from servicekit.timeline import TimelineProjection
 
 from contracts import notification as n
 from contracts.case import CASE_PERSONAL_FIELDS

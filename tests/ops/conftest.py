@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 from tests import debian
 from tests.conftest import running_stack

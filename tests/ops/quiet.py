@@ -3,7 +3,7 @@
 import asyncio
 
 import httpx
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 
 
 def metric_sum(text: str, name: str) -> float:

@@ -13,8 +13,8 @@ import analytics.metrics  # noqa: F401  (registers the KPI gauges)
 import eventkit.telemetry  # noqa: F401  (registers the crm_* metrics)
 import prometheus_client
 import yaml
-from eventkit.devstack import SERVICES
-from eventkit.settings import DEFAULT_PORTS
+from crmtools.devstack import SERVICES
+from servicekit.settings import DEFAULT_PORTS
 
 from tests.ops.dashboards import (
     BUILTINS,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from eventkit.devstack import Stack
+from crmtools.devstack import Stack
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import api_client

@@ -3,10 +3,10 @@ lost without being counted. And failed logins, limited per client address."""
 
 import asyncpg
 import pytest
-from eventkit import auth
-from eventkit.auth import AUDIT_VALUE_CHARS, AuditLog, Authenticator, RateLimiter, audit_text
-from eventkit.http import ApiError
 from eventkit.telemetry import AUDIT_DROPPED, AUDIT_UNWRITABLE
+from servicekit import auth
+from servicekit.auth import AUDIT_VALUE_CHARS, AuditLog, Authenticator, RateLimiter, audit_text
+from servicekit.http import ApiError
 from starlette.requests import Request
 
 

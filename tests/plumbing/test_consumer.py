@@ -13,12 +13,13 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
-from eventkit import deadletter, timeline
+from crmtools.devstack import EmbeddedBroker, free_port
+from eventkit import deadletter
 from eventkit.consumer import Acceptance, GroupGenerations, IdempotentConsumer, Waiters, past_end
-from eventkit.devstack import EmbeddedBroker, free_port
 from eventkit.envelope import Envelope, new_event, to_kafka
-from eventkit.timeline import TimelineProjection, digest
 from prometheus_client import REGISTRY
+from servicekit import timeline
+from servicekit.timeline import TimelineProjection, digest
 
 from contracts.topics import DEADLETTER
 from tests.conftest import eventually, make_topic, unique_topic

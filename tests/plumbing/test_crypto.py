@@ -7,9 +7,9 @@ import os
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventkit import crypto
-from eventkit.keyring import KeyErased, KeyRing, MemoryKeySource
 from hypothesis import given
 from hypothesis import strategies as st
+from servicekit.keyring import KeyErased, KeyRing, MemoryKeySource
 
 from contracts.events import METADATA_READABLE_KEYS, PERSONAL_FIELDS
 

@@ -10,7 +10,7 @@ from eventkit.consumer import StoredEventsApplier
 from eventkit.db import json_text
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, ConcurrencyError, EventStore, EventTooLarge, encoded_size
-from eventkit.timeline import TimelineProjection
+from servicekit.timeline import TimelineProjection
 
 store = EventStore("test")
 

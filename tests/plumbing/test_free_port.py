@@ -2,7 +2,7 @@
 
 import socket
 
-from eventkit.devstack import free_port
+from crmtools.devstack import free_port
 
 
 def test_ports_are_free_and_never_handed_out_twice() -> None:

@@ -1,4 +1,4 @@
-"""eventkit.http in process: bodies over the limit while streaming, bodies json.loads cannot read,
+"""servicekit.http in process: bodies over the limit while streaming, bodies json.loads cannot read,
 and control characters in the URL, each answered in the shared error shape (no stack)."""
 
 from collections.abc import AsyncIterator
@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from eventkit.http import BodySizeLimit, SafeUrl, install_error_handlers
 from fastapi import FastAPI
 from pydantic import BaseModel
+from servicekit.http import BodySizeLimit, SafeUrl, install_error_handlers
 
 LIMIT = 16 * 1024
 

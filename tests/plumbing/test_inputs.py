@@ -1,12 +1,13 @@
-"""eventkit.inputs: the rules for input that parses but must not be accepted (no I/O)."""
+"""servicekit.inputs: the rules for input that parses but must not be accepted (no I/O)."""
 
 import math
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from eventkit.http import _url_problem
-from eventkit.inputs import (
+from pydantic import TypeAdapter, ValidationError
+from servicekit.http import _url_problem
+from servicekit.inputs import (
     INT64_MAX,
     INT64_MIN,
     JsonLimits,
@@ -17,7 +18,6 @@ from eventkit.inputs import (
     check_json_tree,
     unsafe_reason,
 )
-from pydantic import TypeAdapter, ValidationError
 
 FREE = TypeAdapter(SafeText)
 LINE = TypeAdapter(SafeLine)

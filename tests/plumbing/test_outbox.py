@@ -13,14 +13,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 from eventkit import outbox
-from eventkit.amnesia import BrokerWatch
-from eventkit.app import OutboxHead
 from eventkit.envelope import from_kafka, new_event
 from eventkit.eventstore import Append, EventStore
-from eventkit.feed import FeedOnLoop, TimelineFeed
-from eventkit.loopthread import LoopThread
+from eventkit.forgetful_broker import BrokerWatch
+from eventkit.live import FeedOnLoop, TimelineFeed
 from eventkit.outbox import OutboxRelay
 from eventkit.telemetry import OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PARKED_NOW, UNREAD_AFTER_REPUBLISH
+from eventkit.thread_loop import LoopThread
+from servicekit.app import OutboxHead
 
 from tests.conftest import make_topic, unique_topic
 

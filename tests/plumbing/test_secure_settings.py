@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 from analytics.stream import broker_credentials
-from eventkit import app as app_module
-from eventkit import topics, watermarks
-from eventkit.app import StartupRefused, refuse_bad_settings
+from eventkit import partition_ends, topics
 from eventkit.consumer import IdempotentConsumer, Waiters
-from eventkit.settings import Settings, kafka_options
 from eventkit.signing import generate_key_pair
 from faust.types.auth import SASLMechanism
 from intake.settings import IntakeSettings
 from notification.settings import NotificationSettings
+from servicekit import app as app_module
+from servicekit.app import StartupRefused, refuse_bad_settings
+from servicekit.settings import Settings, kafka_options
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE, PUBLIC = generate_key_pair()
@@ -225,9 +225,9 @@ async def test_sasl_settings_reach_every_kafka_client(monkeypatch: pytest.Monkey
     assert_sasl(admin.made[0])
     # the readers of partition ends and committed offsets
     reader = Captures()
-    monkeypatch.setattr(watermarks, "AIOKafkaConsumer", reader)
+    monkeypatch.setattr(partition_ends, "AIOKafkaConsumer", reader)
     with pytest.raises(_Stop):
-        await watermarks.committed_offsets("127.0.0.1:1", "g", [])
+        await partition_ends.committed_offsets("127.0.0.1:1", "g", [])
     assert_sasl(reader.made[0])
 
 

@@ -1,7 +1,7 @@
-"""Security headers (eventkit.headers) on a bare ASGI app: every response, the policy by path."""
+"""Security headers (servicekit.security_headers) on a bare ASGI app: every response, the policy by path."""
 
 import httpx
-from eventkit.headers import API_POLICY, DOCS_POLICY, SecurityHeaders, page_policy
+from servicekit.security_headers import API_POLICY, DOCS_POLICY, SecurityHeaders, page_policy
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route

@@ -7,12 +7,12 @@ from dataclasses import replace
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from eventkit.auth import KeyProjection
 from eventkit.consumer import Acceptance, BatchApplier
 from eventkit.envelope import DecodeError, Envelope, from_kafka, new_event, to_kafka
 from eventkit.signing import EventSigner, EventVerifier, generate_key_pair, public_key_of, signed_bytes
 from eventkit.signing import main as signing_main
 from prometheus_client import REGISTRY
+from servicekit.auth import KeyProjection
 
 from contracts.security import KEY_CREATED, KEY_REVOKED, SIGNED_TYPES
 from contracts.topics import DEADLETTER

@@ -1,11 +1,11 @@
-"""Stream tickets (eventkit.streamtickets): signed, bound, short-lived, single use."""
+"""Stream tickets (servicekit.streamtickets): signed, bound, short-lived, single use."""
 
 import base64
 from collections.abc import Callable
 
 import orjson
 import pytest
-from eventkit.streamtickets import StreamTickets, TicketRefused
+from servicekit.streamtickets import StreamTickets, TicketRefused
 
 
 class Clock:

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 from eventkit.envelope import Envelope
-from eventkit.timeline import (
+from servicekit.timeline import (
     PAGE_BEFORE_SQL,
     PAGE_SQL,
     Cursor,

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 from eventkit.envelope import Envelope
-from eventkit.timeline import TimelineProjection, apply_bulk
+from servicekit.timeline import TimelineProjection, apply_bulk
 
 from tests.plumbing.test_timeline import ev, merged
 

@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
-from eventkit.amnesia import BrokerWatch
+from eventkit.forgetful_broker import BrokerWatch
+from eventkit.partition_ends import PartitionEnds
 from eventkit.topics import ensure_topics
-from eventkit.watermarks import PartitionEnds
 
 from tests.conftest import make_topic, produce_batch, read_from_start, unique_topic
 

@@ -24,8 +24,8 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from eventkit.auth import Principal, require
-from eventkit.http import ApiError
+from servicekit.auth import Principal, require
+from servicekit.http import ApiError
 
 PURPOSE = "timeline-stream"
 MAX_TICKET_CHARS = 1024

@@ -12,10 +12,9 @@ while a secret is missing, weak or a development default (startup_problems), or 
 import ssl
 from typing import Any, Literal
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from eventkit.eventstore import DEFAULT_MAX_EVENT_BYTES
 from eventkit.signing import load_public_key
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORTS: dict[str, int] = {"intake": 8001, "case": 8002, "notification": 8003, "analytics": 8004}
 # Secrets written in this repository (defaults, examples): never accepted in production.

@@ -18,12 +18,13 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-
 from eventkit.consumer import Waiters
 from eventkit.db import json_text
 from eventkit.envelope import Envelope, format_time
 
-MERGED = "crm.customer.merged.v1"
+from contracts.events import CUSTOMER_MERGED
+
+MERGED = CUSTOMER_MERGED
 NOT_ON_TIMELINE = ("crm.auth.",)  # events about API keys, not about a customer
 
 

@@ -1,7 +1,7 @@
 """The embedded stack: PostgreSQL 18 and a Kafka-protocol broker from PyPI wheels, plus the
 four services as real processes. `make run` uses it, and so do the end-to-end tests.
 
-    python -m eventkit.devstack run [--data-dir .data]
+    python -m crmtools.devstack run [--data-dir .data]
 
 Every child runs in its own process group (Ctrl-C reaches only this runner, which then stops
 services, broker and database in that order) and, on Linux, gets a parent-death signal, so no
@@ -31,10 +31,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-
 from eventkit.db import ensure_database, with_database
-from eventkit.settings import DEFAULT_PORTS
 from eventkit.signing import generate_key_pair, public_key_of
+from servicekit.settings import DEFAULT_PORTS
 
 SERVICES: tuple[str, ...] = ("intake", "case", "notification", "analytics")
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,13 +25,13 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
+from eventkit.db import TRANSIENT_ERRORS
+from eventkit.envelope import Envelope
+from eventkit.telemetry import AUDIT_DROPPED, AUDIT_UNWRITABLE
 from fastapi import Depends, Request
 
 from contracts.security import KEY_CREATED, KEY_REVOKED
-from eventkit.db import TRANSIENT_ERRORS
-from eventkit.envelope import Envelope
-from eventkit.http import ApiError
-from eventkit.telemetry import AUDIT_DROPPED, AUDIT_UNWRITABLE
+from servicekit.http import ApiError
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 5.0  # how long a key lookup is trusted; revocation takes effect within this

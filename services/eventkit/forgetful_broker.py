@@ -18,7 +18,7 @@ those writes, so later batches get offsets inside them, and a reader, which goes
 skips their records. No check of the ends can tell. So after publishing the store again the
 relay reads its topics back from the start (event_ids) and queues again whatever is not there.
 
-The ends are read by watermarks.PartitionEnds: from fetch responses stamped after the check
+The ends are read by partition_ends.PartitionEnds: from fetch responses stamped after the check
 began (an answer left from the previous check would hide a loss for a round, or, with the
 partition grown since, report one that did not happen), and nothing is fetched between checks.
 """
@@ -31,11 +31,11 @@ from collections.abc import AsyncGenerator, Collection
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
+from servicekit.settings import kafka_options
 
-from eventkit.settings import kafka_options
+from eventkit.partition_ends import PartitionEnds, drop_read_to_end
 from eventkit.telemetry import BROKER_AMNESIA
 from eventkit.topics import ensure_topics
-from eventkit.watermarks import PartitionEnds, drop_read_to_end
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,16 @@ import asyncpg
 import orjson
 import uvicorn
 from aiokafka import AIOKafkaProducer
+from eventkit import db
+from eventkit.consumer import Acceptance, IdempotentConsumer, Projection, StoredEventsApplier, Waiters
+from eventkit.eventstore import EventStore
+from eventkit.forgetful_broker import BrokerWatch
+from eventkit.live import FeedOnLoop, TimelineFeed, heartbeat_stream
+from eventkit.outbox import OutboxRelay
+from eventkit.signing import EventVerifier
+from eventkit.telemetry import configure_logging, configure_tracing
+from eventkit.thread_loop import LoopThread
+from eventkit.topics import ensure_topics, partition_for_key
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
@@ -29,14 +39,9 @@ from pydantic import BaseModel, Field
 from contracts.registry import REGISTRY
 from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
-from eventkit import collector, db, timeline
-from eventkit.amnesia import BrokerWatch
-from eventkit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, current_principal, require
-from eventkit.consumer import Acceptance, IdempotentConsumer, Projection, StoredEventsApplier, Waiters
-from eventkit.eventstore import EventStore
-from eventkit.feed import FeedOnLoop, TimelineFeed, heartbeat_stream
-from eventkit.headers import SecurityHeaders
-from eventkit.http import (
+from servicekit import gc_tuning, timeline
+from servicekit.auth import AuditLog, Authenticator, KeyProjection, RateLimiter, current_principal, require
+from servicekit.http import (
     BodySizeLimit,
     OrjsonResponse,
     RequestMetrics,
@@ -45,15 +50,11 @@ from eventkit.http import (
     document_errors,
     install_error_handlers,
 )
-from eventkit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyring
-from eventkit.loopthread import LoopThread
-from eventkit.outbox import OutboxRelay
-from eventkit.settings import Settings
-from eventkit.signing import EventVerifier
-from eventkit.streamtickets import StreamTickets, stream_caller
-from eventkit.streamtickets import router as stream_tickets_router
-from eventkit.telemetry import configure_logging, configure_tracing
-from eventkit.topics import ensure_topics, partition_for_key
+from servicekit.keyring import ErasureProjection, KeyRing, KeySource, remote_keyring
+from servicekit.security_headers import SecurityHeaders
+from servicekit.settings import Settings
+from servicekit.streamtickets import StreamTickets, stream_caller
+from servicekit.streamtickets import router as stream_tickets_router
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             for loop in rt.spec.background
         ),
     ]
-    collector.settle(s.service_name)
+    gc_tuning.settle(s.service_name)
     log.info("%s ready on %s:%s", s.service_name, s.http_host, s.http_port)
     try:
         yield
@@ -244,7 +245,7 @@ def acceptance(settings: Settings) -> Acceptance:
 
 
 async def _relay(rt: Runtime, feed: FeedOnLoop | None) -> None:
-    """The outbox relay, on a thread and event loop of its own (loopthread.py), with a producer
+    """The outbox relay, on a thread and event loop of its own (eventkit.thread_loop), with a producer
     and broker check of its own too: aiokafka's clients belong to the loop they started on."""
     s = rt.settings
     producer = await _start_producer(s)

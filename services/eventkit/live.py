@@ -69,7 +69,7 @@ class FeedSink(Protocol):
 
 class FeedOnLoop:
     """A TimelineFeed of another thread's event loop, for a publisher on a thread of its own (the
-    relay, loopthread.py): its queues belong to that loop, so events are handed to it."""
+    relay, thread_loop.py): its queues belong to that loop, so events are handed to it."""
 
     def __init__(self, feed: TimelineFeed, loop: asyncio.AbstractEventLoop) -> None:
         self._feed = feed

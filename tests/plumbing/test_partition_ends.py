@@ -3,8 +3,8 @@ and BrokerWatch, which reads the ends through it to notice a broker that forgot.
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
-from eventkit.amnesia import BrokerWatch
-from eventkit.watermarks import PartitionEnds
+from eventkit.forgetful_broker import BrokerWatch
+from eventkit.partition_ends import PartitionEnds
 
 from tests.conftest import make_topic, produce_batch, unique_topic
 

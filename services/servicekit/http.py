@@ -14,6 +14,9 @@ from urllib.parse import parse_qsl
 
 import asyncpg
 import orjson
+from eventkit.db import TRANSIENT_ERRORS
+from eventkit.eventstore import ConcurrencyError, EventTooLarge
+from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS, context_from_traceparent, tracer
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
@@ -24,11 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from eventkit.db import TRANSIENT_ERRORS
-from eventkit.eventstore import ConcurrencyError, EventTooLarge
-from eventkit.inputs import unsafe_reason
-from eventkit.keyring import KeyErased, KeysUnavailable
-from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS, context_from_traceparent, tracer
+from servicekit.inputs import unsafe_reason
+from servicekit.keyring import KeyErased, KeysUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import httpx
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from eventkit import crypto
+
+from contracts.events import CUSTOMER_ERASED
 
 
 class KeysUnavailable(Exception):
@@ -139,7 +140,7 @@ def remote_keyring(settings: Any) -> KeyRing:
     return KeyRing(HttpKeySource(settings.key_service_url, api_key), ttl_s=settings.key_cache_seconds)
 
 
-ERASED_TYPE = "crm.customer.erased.v1"
+ERASED_TYPE = CUSTOMER_ERASED
 
 
 class ErasureProjection:

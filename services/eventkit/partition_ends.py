@@ -13,8 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
-
-from eventkit.settings import kafka_options
+from servicekit.settings import kafka_options
 
 log = logging.getLogger(__name__)
 

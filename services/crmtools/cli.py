@@ -31,14 +31,14 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
-
-from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
 from eventkit import db, outbox
 from eventkit.consumer import Acceptance
 from eventkit.envelope import Envelope
-from eventkit.settings import DEFAULT_PORTS, Settings, kafka_options
-from eventkit.timeline import apply_bulk
-from eventkit.watermarks import PartitionEnds, committed_offsets, drop_read_to_end
+from eventkit.partition_ends import PartitionEnds, committed_offsets, drop_read_to_end
+from servicekit.settings import DEFAULT_PORTS, Settings, kafka_options
+from servicekit.timeline import apply_bulk
+
+from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
 
 SERVICES = tuple(DEFAULT_PORTS)
 
@@ -245,7 +245,7 @@ def _replay_worker(
 async def _replay_share(
     service: str, share: list[tuple[str, int]], batch_size: int, counters: Any, slot: int
 ) -> tuple[int, int]:
-    from eventkit.app import acceptance  # the service's own rules (its wiring), in this worker only
+    from servicekit.app import acceptance  # the service's own rules (its wiring), in this worker only
 
     rules = acceptance(Settings.for_service(service))
     conn = await db.connect(_database_url(service))  # its own: apply_bulk keeps a temporary table
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("event_ids", nargs="*", type=uuid.UUID)
     args = parser.parse_args(argv)
     if args.command == "run":
-        from eventkit.devstack import main as devstack_main
+        from crmtools.devstack import main as devstack_main
 
         return devstack_main(["run"])
     if args.command == "status":
