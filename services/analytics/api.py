@@ -6,12 +6,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
-from servicekit.app import runtime
 from servicekit.auth import require
 from servicekit.http import ApiError
 from servicekit.inputs import Rfc3339
 
 from analytics import domain, store
+from analytics.deps import AnalyticsRuntime
 from contracts.case import CaseType, Priority
 from contracts.events import Channel
 
@@ -125,6 +125,7 @@ class InsightsOut(BaseModel):
 )
 async def get_kpis(
     request: Request,
+    rt: AnalyticsRuntime,
     from_: Annotated[Rfc3339, Query(alias="from", description="inclusive, RFC 3339")],
     to: Annotated[Rfc3339, Query(description="exclusive, RFC 3339")],
     window: Literal["hour", "day"] = "day",
@@ -148,7 +149,7 @@ async def get_kpis(
             errors=[{"field": "query.to", "reason": "range too long for this window"}],
         )
     q = store.KpiQuery(from_, to, window, channel, region, case_type, priority)
-    async with runtime(request).db.acquire() as conn:
+    async with rt.db.acquire() as conn:
         result = await store.kpis(conn, q)
     filters = {"channel": channel, "region": region, "case_type": case_type, "priority": priority}
     return {"from": from_.isoformat(), "to": to.isoformat(), "window": window, "filters": filters, **result}
@@ -165,8 +166,8 @@ async def get_kpis(
         404: {"description": "customer_not_found: analytics knows nothing of this customer (yet)"},
     },
 )
-async def get_insights(request: Request, customer_id: str) -> Response:
-    async with runtime(request).db.acquire() as conn:
+async def get_insights(request: Request, rt: AnalyticsRuntime, customer_id: str) -> Response:
+    async with rt.db.acquire() as conn:
         survivor = await store.survivor_of(conn, customer_id)
         if survivor is not None:
             return RedirectResponse(request.url.path.replace(customer_id, survivor, 1), status_code=308)

@@ -20,6 +20,7 @@ app = create_app(
         background=[run_kpi_stream, refresh_kpi_gauges],
     ),
     AnalyticsSettings.for_service("analytics"),
+    None,
 )
 
 if __name__ == "__main__":

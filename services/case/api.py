@@ -13,13 +13,13 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from servicekit.app import runtime
 from servicekit.auth import require
 from servicekit.http import ApiError, audit_customer, decode_cursor
 from servicekit.inputs import INT64_MAX, SafeLine, SafeText
 
 from case import domain, handlers, store
-from case.handlers import CaseContext, Outcome
+from case.deps import CaseRuntime
+from case.handlers import Outcome
 from contracts.case import CaseType, Priority, Status
 
 router = APIRouter(tags=["cases"], dependencies=[require("agent")])
@@ -29,11 +29,6 @@ Reason = Annotated[SafeText | None, Field(default=None, max_length=500)]
 # A version in If-Match: ASCII digits only (str.isdigit() also takes "²" and "٣", which int()
 # then refuses or reads), and within PostgreSQL's bigint.
 _VERSION = re.compile(r"[0-9]{1,18}", re.ASCII)
-
-
-def case_context(request: Request) -> CaseContext:
-    ctx: CaseContext = request.app.state.case
-    return ctx
 
 
 def _json(body: Any, status: int = 200, version: int | None = None) -> Response:
@@ -262,7 +257,7 @@ _COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/v1/cases", summary="List and filter cases, newest first", responses={200: {"model": CaseListOut}})
 async def list_cases(
-    request: Request,
+    rt: CaseRuntime,
     status: Annotated[list[Status] | None, Query()] = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
     type: Annotated[list[CaseType] | None, Query()] = None,
@@ -287,7 +282,6 @@ async def list_cases(
         "breached": breached,
         "escalated": escalated,
     }
-    rt = runtime(request)
     rows, next_cursor = await handlers.list_cases(rt.db, rt.keyring, filters, limit, cursor)
     return _json({"cases": rows, "next_before": next_cursor.encode() if next_cursor else None})
 
@@ -303,11 +297,11 @@ async def list_cases(
         409: {"description": "case_id_taken: another customer's case has this id"},
     },
 )
-async def open_case(request: Request, body: OpenIn) -> Response:
-    ctx = case_context(request)
+async def open_case(rt: CaseRuntime, body: OpenIn) -> Response:
+    ctx = rt.context
     try:
         outcome = await handlers.open_case(
-            runtime(request).db,
+            rt.db,
             ctx,
             body.customer_id,
             body.type,
@@ -328,10 +322,10 @@ async def open_case(request: Request, body: OpenIn) -> Response:
     summary="One case with SLA state and its full history",
     responses={200: {"model": CaseDetailOut}, 404: {"description": "case_not_found"}},
 )
-async def get_case(request: Request, case_id: str) -> Response:
-    ctx = case_context(request)
+async def get_case(request: Request, rt: CaseRuntime, case_id: str) -> Response:
+    ctx = rt.context
     try:
-        state, stored = await handlers.get_case(runtime(request).db, ctx, case_id)
+        state, stored = await handlers.get_case(rt.db, ctx, case_id)
     except handlers.CaseNotFound as exc:
         raise _not_found(case_id) from exc
     audit_customer(request, state.customer_id)
@@ -353,41 +347,41 @@ async def get_case(request: Request, case_id: str) -> Response:
 
 
 @router.post("/v1/cases/{case_id}/assign", summary="Give the case to an owner", responses=_COMMAND_ERRORS)
-async def assign(request: Request, case_id: str, body: AssignIn, if_match: IfMatch = None) -> Response:
+async def assign(request: Request, rt: CaseRuntime, case_id: str, body: AssignIn, if_match: IfMatch = None) -> Response:
     version = _expected_version(if_match, body.expected_version)
-    call = handlers.assign(runtime(request).db, case_context(request), case_id, version, body.owner, body.team)
+    call = handlers.assign(rt.db, rt.context, case_id, version, body.owner, body.team)
     return await _run(request, case_id, call)
 
 
 @router.post("/v1/cases/{case_id}/status", summary="Move the case along its lifecycle", responses=_COMMAND_ERRORS)
-async def change_status(request: Request, case_id: str, body: StatusIn, if_match: IfMatch = None) -> Response:
+async def change_status(
+    request: Request, rt: CaseRuntime, case_id: str, body: StatusIn, if_match: IfMatch = None
+) -> Response:
     version = _expected_version(if_match, body.expected_version)
-    call = handlers.change_status(
-        runtime(request).db, case_context(request), case_id, version, body.status, body.reason
-    )
+    call = handlers.change_status(rt.db, rt.context, case_id, version, body.status, body.reason)
     return await _run(request, case_id, call)
 
 
 @router.post("/v1/cases/{case_id}/priority", summary="Set the priority", responses=_COMMAND_ERRORS)
-async def set_priority(request: Request, case_id: str, body: PriorityIn, if_match: IfMatch = None) -> Response:
+async def set_priority(
+    request: Request, rt: CaseRuntime, case_id: str, body: PriorityIn, if_match: IfMatch = None
+) -> Response:
     version = _expected_version(if_match, body.expected_version)
-    call = handlers.set_priority(
-        runtime(request).db, case_context(request), case_id, version, body.priority, body.reason
-    )
+    call = handlers.set_priority(rt.db, rt.context, case_id, version, body.priority, body.reason)
     return await _run(request, case_id, call)
 
 
 @router.post("/v1/cases/{case_id}/notes", summary="Add a note", responses=_COMMAND_ERRORS)
-async def add_note(request: Request, case_id: str, body: NoteIn, if_match: IfMatch = None) -> Response:
+async def add_note(request: Request, rt: CaseRuntime, case_id: str, body: NoteIn, if_match: IfMatch = None) -> Response:
     version = _expected_version(if_match, body.expected_version)
-    call = handlers.add_note(runtime(request).db, case_context(request), case_id, version, body.author, body.text)
+    call = handlers.add_note(rt.db, rt.context, case_id, version, body.author, body.text)
     return await _run(request, case_id, call)
 
 
 @router.post("/v1/cases/{case_id}/interactions", summary="Link an interaction", responses=_COMMAND_ERRORS)
-async def link_interaction(request: Request, case_id: str, body: LinkIn, if_match: IfMatch = None) -> Response:
+async def link_interaction(
+    request: Request, rt: CaseRuntime, case_id: str, body: LinkIn, if_match: IfMatch = None
+) -> Response:
     version = _expected_version(if_match, body.expected_version)
-    call = handlers.link_interaction(
-        runtime(request).db, case_context(request), case_id, version, str(body.interaction_event_id)
-    )
+    call = handlers.link_interaction(rt.db, rt.context, case_id, version, str(body.interaction_event_id))
     return await _run(request, case_id, call)

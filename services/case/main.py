@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from eventkit.eventstore import EventStore
-from servicekit.app import Runtime, ServiceSpec, create_app, serve
+from servicekit.app import ServiceSpec, create_app, serve
 from servicekit.keyring import remote_keyring
+from servicekit.runtime import Runtime
 
 from case import timers
 from case.api import router
@@ -13,7 +14,6 @@ from case.projections import CaseRulesProjection
 from case.settings import CaseSettings
 
 settings = CaseSettings.for_service("case")
-assert isinstance(settings, CaseSettings)
 poll_interval_s = settings.case_timer_poll_interval_ms / 1000
 keyring = remote_keyring(settings)
 context = CaseContext(
@@ -26,9 +26,9 @@ context = CaseContext(
 )
 
 
-async def sla_timers(rt: Runtime) -> None:
+async def sla_timers(rt: Runtime[CaseSettings, CaseContext]) -> None:
     """The durable SLA timer loop (restarted by the runtime if it fails)."""
-    await timers.run(context, rt.db, poll_interval_s)
+    await timers.run(rt.context, rt.db, poll_interval_s)
 
 
 app = create_app(
@@ -43,8 +43,8 @@ app = create_app(
         keyring=keyring,
     ),
     settings,
+    context,
 )
-app.state.case = context
 
 if __name__ == "__main__":
     serve(app)

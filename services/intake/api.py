@@ -11,15 +11,14 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.config import JsonDict
-from servicekit.app import runtime
 from servicekit.auth import Caller, require, require_channels
 from servicekit.http import ApiError, OrjsonResponse
 from servicekit.inputs import JsonLimits, JsonTooComplex, Rfc3339, SafeLine, SafeText, check_json_tree, unsafe_reason
 
 from contracts.events import Channel, ConsentPurpose, Direction, InteractionKind, Preferences
 from intake import domain, handlers, store
+from intake.deps import IntakeRuntime, group_commit
 from intake.settings import IntakeSettings
-from intake.vault import vault_of
 
 router = APIRouter()
 MAX_BATCH = 1000
@@ -218,25 +217,12 @@ def _request_key(idempotency_key: str | None, body: Any) -> tuple[str, str] | No
     return f"request:{idempotency_key}", digest
 
 
-def group_commit(request: Request) -> handlers.GroupCommit:
-    """The service's one GroupCommit, made on first use (the pool exists only once started)."""
-    state = request.app.state
-    committer: handlers.GroupCommit | None = getattr(state, "group_commit", None)
-    if committer is None:
-        rt = runtime(request)
-        settings: IntakeSettings = rt.settings  # type: ignore[assignment]
-        committer = state.group_commit = handlers.GroupCommit(
-            rt.db, rt.store, vault_of(rt), settings.source, in_flight=settings.write_transactions
-        )
-    return committer
-
-
 async def _record(
-    request: Request, items: list[handlers.Item], request_key: tuple[str, str] | None
+    request: Request, rt: IntakeRuntime, items: list[handlers.Item], request_key: tuple[str, str] | None
 ) -> list[dict[str, Any]]:
     batch = len(items) > 1 or request.url.path.endswith(":batch")
     try:
-        return await group_commit(request).record(items, request_key)
+        return await group_commit(rt).record(items, request_key)
     except EventTooLarge as exc:
         exc.index = exc.index if batch else None
         raise
@@ -279,12 +265,13 @@ IdempotencyKey = Annotated[
 )
 async def post_interaction(
     request: Request,
+    rt: IntakeRuntime,
     body: InteractionIn,
     principal: Caller,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     require_channels(principal, {body.channel})
-    settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
+    settings = rt.settings
     try:
         item = _to_item(
             body,
@@ -296,7 +283,7 @@ async def post_interaction(
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
     request_key = _request_key(idempotency_key, body.model_dump(mode="json")) if idempotency_key is not None else None
-    answers = await _record(request, [item], request_key)
+    answers = await _record(request, rt, [item], request_key)
     return OrjsonResponse(answers[0], status_code=202)
 
 
@@ -314,6 +301,7 @@ async def post_interaction(
 )
 async def post_batch(
     request: Request,
+    rt: IntakeRuntime,
     body: BatchIn,
     principal: Caller,
     idempotency_key: IdempotencyKey = None,
@@ -325,8 +313,7 @@ async def post_batch(
             f"a batch holds at most {MAX_BATCH} items, this one has {len(body.items)}",
             errors=[{"field": "items", "reason": f"at most {MAX_BATCH} items"}],
         )
-    rt = runtime(request)
-    settings: IntakeSettings = rt.settings  # type: ignore[assignment]
+    settings = rt.settings
     limits = metadata_limits(settings)
     verified = principal.allows(VERIFY_SCOPE)
     valid: list[tuple[int, handlers.Item]] = []
@@ -356,12 +343,12 @@ async def post_batch(
         # so one answer names every bad item.
         errors.extend(
             {"index": index, "field": e.field, "reason": e.reason}
-            for index, e in await handlers.item_errors(rt.db, vault_of(rt), valid)
+            for index, e in await handlers.item_errors(rt.db, rt.context.vault, valid)
         )
         errors.sort(key=lambda e: e["index"])  # stable: an item's own errors keep their order
         raise ApiError(422, "validation_failed", "some items are not valid; nothing was recorded", errors=errors)
     items = [item for _, item in valid]
-    answers = await _record(request, items, _request_key(idempotency_key, body.items))
+    answers = await _record(request, rt, items, _request_key(idempotency_key, body.items))
     return OrjsonResponse({"items": answers}, status_code=202)
 
 
@@ -409,7 +396,7 @@ async def _customer_call(request: Request, customer_id: str, call: Any) -> Respo
     responses={200: {"model": CustomersOut}},
 )
 async def find_customers(
-    request: Request,
+    rt: IntakeRuntime,
     email: Annotated[str | None, Query(max_length=320)] = None,
     phone: Annotated[str | None, Query(max_length=40)] = None,
     name: Annotated[
@@ -419,7 +406,7 @@ async def find_customers(
     q: Annotated[str | None, Query(min_length=4, max_length=64, description="a customer id or its start")] = None,
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> Response:
-    settings: IntakeSettings = runtime(request).settings  # type: ignore[assignment]
+    settings = rt.settings
     idents: list[domain.Ident] = []
     try:
         if email:
@@ -435,10 +422,9 @@ async def find_customers(
     if not idents and not q and not words:
         raise ApiError(422, "validation_failed", "give email, phone, name or q",
                        errors=[{"field": "query", "reason": "give email, phone, name or q"}])  # fmt: skip
-    rt = runtime(request)
     async with rt.db.acquire() as conn:
-        ids = await store.find_customers(conn, vault_of(rt), idents, q, limit, words)
-    return JSONResponse({"items": [await handlers.get_customer(rt.db, vault_of(rt), cid) for cid in ids]})
+        ids = await store.find_customers(conn, rt.context.vault, idents, q, limit, words)
+    return JSONResponse({"items": [await handlers.get_customer(rt.db, rt.context.vault, cid) for cid in ids]})
 
 
 @router.get(
@@ -448,9 +434,8 @@ async def find_customers(
     dependencies=[require("agent")],
     responses={200: {"model": CustomerOut}, **MERGED, **NOT_FOUND},
 )
-async def get_customer(request: Request, customer_id: str) -> Response:
-    rt = runtime(request)
-    return await _customer_call(request, customer_id, handlers.get_customer(rt.db, vault_of(rt), customer_id))
+async def get_customer(request: Request, rt: IntakeRuntime, customer_id: str) -> Response:
+    return await _customer_call(request, customer_id, handlers.get_customer(rt.db, rt.context.vault, customer_id))
 
 
 async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
@@ -465,8 +450,7 @@ async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
     dependencies=[require("agent")],
     responses={**MERGED, **NOT_FOUND},
 )
-async def put_consent(request: Request, customer_id: str, body: ConsentIn) -> Response:
-    rt = runtime(request)
+async def put_consent(request: Request, rt: IntakeRuntime, customer_id: str, body: ConsentIn) -> Response:
     wanted: dict[tuple[str, str | None], bool] = {(c.purpose, c.channel): c.granted for c in body.consents}
     call = handlers.change_consent(rt.db, rt.store, rt.settings.source, customer_id, wanted)
     return await _customer_call(request, customer_id, _changed(customer_id, call))
@@ -480,8 +464,7 @@ async def put_consent(request: Request, customer_id: str, body: ConsentIn) -> Re
     dependencies=[require("agent")],
     responses={**MERGED, **NOT_FOUND},
 )
-async def put_preferences(request: Request, customer_id: str, body: Preferences) -> Response:
-    rt = runtime(request)
+async def put_preferences(request: Request, rt: IntakeRuntime, customer_id: str, body: Preferences) -> Response:
     call = handlers.change_preferences(rt.db, rt.store, rt.settings.source, customer_id, body)
     return await _customer_call(request, customer_id, _changed(customer_id, call))
 
@@ -507,13 +490,12 @@ class ProfileIn(BaseModel):
     responses={**ERASED, **MERGED, **NOT_FOUND},
     dependencies=[require("agent")],
 )
-async def put_profile(request: Request, customer_id: str, body: ProfileIn) -> Response:
-    rt = runtime(request)
+async def put_profile(request: Request, rt: IntakeRuntime, customer_id: str, body: ProfileIn) -> Response:
     try:
         name = domain.normalise_name(body.name, "body.name")
     except domain.InvalidInput as exc:
         raise _invalid(exc) from exc
-    call = handlers.change_profile(rt.db, rt.store, vault_of(rt), rt.settings.source, customer_id, name)
+    call = handlers.change_profile(rt.db, rt.store, rt.context.vault, rt.settings.source, customer_id, name)
     return await _customer_call(request, customer_id, _changed(customer_id, call))
 
 
@@ -533,10 +515,9 @@ class DataKeysIn(BaseModel):
     dependencies=[require("keys")],
     responses={200: {"model": DataKeysOut}},
 )
-async def lookup_data_keys(request: Request, body: DataKeysIn) -> Response:
-    rt = runtime(request)
+async def lookup_data_keys(rt: IntakeRuntime, body: DataKeysIn) -> Response:
     async with rt.db.acquire() as conn:
-        keys, erased = await vault_of(rt).keys(conn, body.customer_ids, body.create)
+        keys, erased = await rt.context.vault.keys(conn, body.customer_ids, body.create)
     return JSONResponse(
         {"keys": {cid: base64.b64encode(k).decode() for cid, k in keys.items()}, "erased": sorted(erased)},
         headers={"Cache-Control": "no-store"},
@@ -563,9 +544,8 @@ class IdentifiersIn(BaseModel):
     dependencies=[require("agent")],
     responses={404: {"description": "customer_not_found or identifier_not_found"}, **ERASED, **MERGED},
 )
-async def verify_identifiers(request: Request, customer_id: str, body: IdentifiersIn) -> Response:
-    rt = runtime(request)
-    settings: IntakeSettings = rt.settings  # type: ignore[assignment]
+async def verify_identifiers(request: Request, rt: IntakeRuntime, customer_id: str, body: IdentifiersIn) -> Response:
+    settings = rt.settings
     idents: list[domain.Ident] = []
     try:
         if body.email is not None:
@@ -579,7 +559,7 @@ async def verify_identifiers(request: Request, customer_id: str, body: Identifie
     if not idents:
         raise ApiError(422, "validation_failed", "give email, phone or external",
                        errors=[{"field": "body", "reason": "give at least one identifier"}])  # fmt: skip
-    call = handlers.verify_identifiers(rt.db, rt.store, vault_of(rt), settings.source, customer_id, idents)
+    call = handlers.verify_identifiers(rt.db, rt.store, rt.context.vault, settings.source, customer_id, idents)
     try:
         return await _customer_call(request, customer_id, _changed(customer_id, call))
     except handlers.IdentifierNotFound as exc:
@@ -622,21 +602,19 @@ class DecisionOut(BaseModel):
     dependencies=[require("agent")],
 )
 async def list_merge_suggestions(
-    request: Request,
+    rt: IntakeRuntime,
     status: Annotated[Literal["pending", "accepted", "rejected"] | None, Query()] = "pending",
     customer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
-    rt = runtime(request)
-    items = await handlers.list_suggestions(rt.db, vault_of(rt), status, customer_id, limit)
+    items = await handlers.list_suggestions(rt.db, rt.context.vault, status, customer_id, limit)
     return JSONResponse({"items": items})
 
 
-async def _decide(request: Request, suggestion_id: str, accept: bool, principal: Any) -> Response:
-    rt = runtime(request)
+async def _decide(rt: IntakeRuntime, suggestion_id: str, accept: bool, principal: Any) -> Response:
     try:
         out = await handlers.decide_suggestion(
-            rt.db, rt.store, vault_of(rt), rt.settings.source, suggestion_id, accept, principal.key_id
+            rt.db, rt.store, rt.context.vault, rt.settings.source, suggestion_id, accept, principal.key_id
         )
     except handlers.SuggestionNotFound as exc:
         raise ApiError(404, "suggestion_not_found", f"no merge suggestion {suggestion_id}") from exc
@@ -661,8 +639,8 @@ DECIDE_RESPONSES: dict[int | str, dict[str, Any]] = {
     dependencies=[require("agent")],
     responses=DECIDE_RESPONSES,
 )
-async def accept_merge_suggestion(request: Request, suggestion_id: str, principal: Caller) -> Response:
-    return await _decide(request, suggestion_id, True, principal)
+async def accept_merge_suggestion(rt: IntakeRuntime, suggestion_id: str, principal: Caller) -> Response:
+    return await _decide(rt, suggestion_id, True, principal)
 
 
 @router.post(
@@ -673,5 +651,5 @@ async def accept_merge_suggestion(request: Request, suggestion_id: str, principa
     dependencies=[require("agent")],
     responses=DECIDE_RESPONSES,
 )
-async def reject_merge_suggestion(request: Request, suggestion_id: str, principal: Caller) -> Response:
-    return await _decide(request, suggestion_id, False, principal)
+async def reject_merge_suggestion(rt: IntakeRuntime, suggestion_id: str, principal: Caller) -> Response:
+    return await _decide(rt, suggestion_id, False, principal)

@@ -8,11 +8,12 @@ from servicekit.app import ServiceSpec, create_app, serve
 from intake import console
 from intake.admin import router as admin_router
 from intake.api import router
+from intake.deps import IntakeContext
 from intake.handlers import expire_idempotency_keys
 from intake.settings import IntakeSettings
 from intake.vault import Vault, VaultKeySource
 
-settings: IntakeSettings = IntakeSettings.for_service("intake")  # type: ignore[assignment]
+settings = IntakeSettings.for_service("intake")
 vault = Vault(parse_master_key(settings.master_key))
 
 app = create_app(
@@ -29,6 +30,7 @@ app = create_app(
         key_source=lambda rt: VaultKeySource(lambda: rt.db, vault),
     ),
     settings,
+    IntakeContext(vault),
 )
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """intake's own settings, on top of the shared ones."""
 
 from eventkit.signing import public_key_of
+from servicekit.inputs import Origin
 from servicekit.settings import Settings, secret_problems
-
-from intake.console import Origin
 
 
 class IntakeSettings(Settings):

@@ -10,7 +10,6 @@ from datetime import datetime
 
 import asyncpg
 from eventkit import crypto
-from servicekit.app import Runtime
 
 from intake.domain import Ident
 
@@ -100,10 +99,3 @@ class VaultKeySource:
     async def lookup(self, customer_ids: Sequence[str], create: bool) -> tuple[dict[str, bytes], set[str]]:
         async with self._pool().acquire() as conn:
             return await self.vault.keys(conn, customer_ids, create)
-
-
-def vault_of(rt: Runtime) -> Vault:
-    """intake's vault, behind its KeyRing (see main.py)."""
-    source = rt.keyring.source
-    assert isinstance(source, VaultKeySource), "intake's keyring reads its own vault"
-    return source.vault

@@ -3,14 +3,14 @@
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from servicekit.app import runtime
 from servicekit.auth import require
 from servicekit.http import ApiError
 
 from notification import handlers, privacy, store
+from notification.deps import NotificationRuntime
 
 router = APIRouter(tags=["notifications"], dependencies=[require("agent", "ops")])
 
@@ -75,12 +75,11 @@ class CustomerNotificationsOut(BaseModel):
     responses={200: {"model": NotificationsOut}},
 )
 async def list_notifications(
-    request: Request,
+    rt: NotificationRuntime,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     status: Annotated[Status | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    rt = runtime(request)
     async with rt.db.acquire() as conn:
         # A merged customer's id lists the survivor's messages (made under either id).
         ids = await store.customer_ids(conn, customer_id) if customer_id is not None else None
@@ -96,12 +95,11 @@ async def list_notifications(
     summary="One notification",
     responses={200: {"model": NotificationOut}, 404: {"description": "not_found"}},
 )
-async def get_notification(request: Request, notification_id: str) -> Response:
+async def get_notification(rt: NotificationRuntime, notification_id: str) -> Response:
     try:
         uuid.UUID(notification_id)
     except ValueError as exc:
         raise ApiError(404, "not_found", f"no notification {notification_id}") from exc
-    rt = runtime(request)
     async with rt.db.acquire() as conn:
         found = await store.one(conn, notification_id)
     if found is None:
@@ -117,10 +115,9 @@ async def get_notification(request: Request, notification_id: str) -> Response:
     dependencies=[require("admin")],
     responses={200: {"model": CustomerNotificationsOut}},
 )
-async def export_customer(request: Request, customer_id: Annotated[str, Path(max_length=64)]) -> Response:
+async def export_customer(rt: NotificationRuntime, customer_id: Annotated[str, Path(max_length=64)]) -> Response:
     """Addresses, consent, preferences and every message (address, subject, body, source event
     data) of the customer and the ids merged into it; "[erased]" or no address once erased."""
-    rt = runtime(request)
     async with rt.db.acquire() as conn:
         ids = await store.customer_ids(conn, customer_id)
         profile, contacts = await store.profile(conn, ids)

@@ -4,8 +4,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from eventkit.eventstore import EventStore
-from servicekit.app import Runtime, ServiceSpec, create_app, serve
+from servicekit.app import ServiceSpec, create_app, serve
 from servicekit.keyring import remote_keyring
+from servicekit.runtime import Runtime
 
 from notification import domain, worker
 from notification.api import router
@@ -15,7 +16,6 @@ from notification.projections import ErasureReactor, ProfileProjection, RulesRea
 from notification.settings import NotificationSettings
 
 settings = NotificationSettings.for_service("notification")
-assert isinstance(settings, NotificationSettings)
 poll_interval_s = settings.notification_poll_interval_ms / 1000
 delivery_batch = settings.notification_delivery_concurrency
 keyring = remote_keyring(settings)  # the runtime's ring too (ServiceSpec.keyring): one cache, one forget
@@ -52,9 +52,9 @@ senders = Senders(
 )
 
 
-async def deliveries(rt: Runtime) -> None:
+async def deliveries(rt: Runtime[NotificationSettings, NotificationContext]) -> None:
     """The durable delivery loop (restarted by the runtime if it fails)."""
-    await worker.run(context, rt.db, senders, poll_interval_s, delivery_batch)
+    await worker.run(rt.context, rt.db, senders, poll_interval_s, delivery_batch)
 
 
 app = create_app(
@@ -69,8 +69,8 @@ app = create_app(
         keyring=keyring,
     ),
     settings,
+    context,
 )
-app.state.notification = context
 
 if __name__ == "__main__":
     serve(app)

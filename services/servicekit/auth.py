@@ -296,3 +296,41 @@ def require_channels(principal: Principal, channels: set[str]) -> None:
             f"this key may not write interactions of channel {', '.join(missing)}",
             required=[f"channel:{c}" for c in missing],
         )
+
+
+async def audit_page(
+    conn: asyncpg.Connection, key_id: str | None, customer_id: str | None, limit: int, before: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Audit rows newest first, and the cursor of the next page (None on the last one)."""
+    rows = await conn.fetch(
+        "SELECT id, at, key_id, method, route, customer_id, target, status FROM audit_log"
+        " WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR customer_id = $2)"
+        " AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $3",
+        key_id,
+        customer_id,
+        limit,
+        before,
+    )
+    items = [
+        {k: v for k, v in r.items() if k != "id"}
+        | {"at": r["at"].isoformat(), "target": orjson.loads(r["target"]) if r["target"] else None}
+        for r in rows
+    ]
+    return items, rows[-1]["id"] if len(rows) == limit else None
+
+
+async def key_listing(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every API key this service knows, newest first (never the key itself)."""
+    rows = await conn.fetch(
+        "SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at DESC"
+    )
+    return [
+        {
+            "key_id": r["key_id"],
+            "name": r["name"],
+            "scopes": list(r["scopes"]),
+            "created_at": r["created_at"].isoformat(),
+            "revoked_at": r["revoked_at"].isoformat() if r["revoked_at"] else None,
+        }
+        for r in rows
+    ]

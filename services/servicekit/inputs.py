@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 from pydantic_core import PydanticCustomError
@@ -136,3 +137,17 @@ def check_json_tree(tree: dict[str, Any], field: str, limits: JsonLimits) -> Non
                 raise JsonTooComplex(path, "not a finite number")
         else:  # pragma: no cover - JSON has no other types
             raise JsonTooComplex(path, "not a JSON value")
+
+
+def origin(url: str) -> str:
+    """An http(s) origin as written in settings (a trailing / is dropped); ValueError otherwise."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query or parts.fragment:
+        raise ValueError(f"not an http(s) origin like https://crm.example.com:8443: {url!r}")
+    if parts.username or parts.password:
+        raise ValueError(f"an origin carries no user or password: {url!r}")
+    return url
+
+
+Origin = Annotated[str, AfterValidator(origin)]

@@ -10,7 +10,7 @@ while a secret is missing, weak or a development default (startup_problems), or 
 """
 
 import ssl
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from eventkit.eventstore import DEFAULT_MAX_EVENT_BYTES
 from eventkit.signing import load_public_key
@@ -118,7 +118,7 @@ class Settings(KafkaSecurity):
     otel_exporter_otlp_endpoint: str | None = None
 
     @classmethod
-    def for_service(cls, name: str) -> "Settings":
+    def for_service(cls, name: str) -> Self:
         # SERVICE_NAME in the environment must not turn one service into another.
         settings = cls()
         settings.service_name = name

@@ -4,9 +4,10 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from intake.console import FILES, content_security, origin, service_urls
+from intake.console import FILES, content_security, service_urls
 from intake.settings import IntakeSettings
 from pydantic import ValidationError
+from servicekit.inputs import origin
 
 
 def settings(**env: str) -> IntakeSettings:

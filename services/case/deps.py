@@ -1,0 +1,11 @@
+"""What case's routes get at run time: `rt: CaseRuntime`, its settings and CaseContext typed."""
+
+from typing import Annotated
+
+from fastapi import Depends
+from servicekit.runtime import Runtime, runtime
+
+from case.handlers import CaseContext
+from case.settings import CaseSettings
+
+CaseRuntime = Annotated[Runtime[CaseSettings, CaseContext], Depends(runtime)]

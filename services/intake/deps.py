@@ -1,0 +1,29 @@
+"""What intake's routes get at run time: `rt: IntakeRuntime`, its settings and IntakeContext typed."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from servicekit.runtime import Runtime, runtime
+
+from intake.handlers import GroupCommit
+from intake.settings import IntakeSettings
+from intake.vault import Vault
+
+
+@dataclass
+class IntakeContext:
+    vault: Vault  # the one place data keys live (behind the runtime's KeyRing too)
+    group_commit: GroupCommit | None = None  # made on first use: the pool exists only once started
+
+
+IntakeRuntime = Annotated[Runtime[IntakeSettings, IntakeContext], Depends(runtime)]
+
+
+def group_commit(rt: Runtime[IntakeSettings, IntakeContext]) -> GroupCommit:
+    """The service's one GroupCommit: interaction writes in flight share transactions."""
+    if rt.context.group_commit is None:
+        rt.context.group_commit = GroupCommit(
+            rt.db, rt.store, rt.context.vault, rt.settings.source, in_flight=rt.settings.write_transactions
+        )
+    return rt.context.group_commit
