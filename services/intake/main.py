@@ -6,8 +6,9 @@ from eventkit.crypto import parse_master_key
 from servicekit.app import ServiceSpec, create_app, serve
 
 from intake import console
-from intake.admin import router as admin_router
+from intake.admin_api import router as admin_router
 from intake.api import router
+from intake.customer_api import router as customer_router
 from intake.deps import IntakeContext
 from intake.handlers import expire_idempotency_keys
 from intake.settings import IntakeSettings
@@ -21,7 +22,7 @@ app = create_app(
         name="intake",
         title="crm intake",
         description="Interactions from every channel, resolved to one customer, stored and published.",
-        routers=[router, admin_router, console.router],
+        routers=[router, customer_router, admin_router, console.router],
         migrations=[Path(__file__).parent / "migrations"],
         body_limits={"/v1/interactions:batch": 16 * 1024 * 1024},
         background=[expire_idempotency_keys],
