@@ -19,13 +19,13 @@ import yaml
 from contracts import topics
 from contracts.docs import render_api_md, render_events_md
 from contracts.registry import REGISTRY
+from contracts.services import SERVICE_NAMES
 
 HERE = Path(__file__).parent
 SCHEMA_DIR = HERE / "schemas"
 ASYNCAPI = HERE / "asyncapi.yaml"
 OPENAPI_DIR = HERE / "openapi"
 DOCS_DIR = HERE.parent / "docs"
-SERVICES = ("intake", "case", "notification", "analytics")
 
 # CloudEvents 1.0 Kafka protocol binding, binary mode: attributes travel as ce_* headers.
 ENVELOPE_HEADERS: dict[str, dict[str, Any]] = {
@@ -151,7 +151,7 @@ def expected_files() -> dict[Path, str]:
     files = {SCHEMA_DIR / f"{name}.json": render_schema(name) for name in REGISTRY}
     files[ASYNCAPI] = render_asyncapi()
     files[DOCS_DIR / "events.md"] = render_events_md({name: schema_for(name) for name in REGISTRY})
-    for service in SERVICES:
+    for service in SERVICE_NAMES:
         openapi = render_openapi(service)
         files[OPENAPI_DIR / f"{service}.json"] = openapi
         files[DOCS_DIR / "api" / f"{service}.md"] = render_api_md(service, json.loads(openapi))

@@ -16,7 +16,9 @@ from eventkit.eventstore import DEFAULT_MAX_EVENT_BYTES
 from eventkit.signing import load_public_key
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_PORTS: dict[str, int] = {"intake": 8001, "case": 8002, "notification": 8003, "analytics": 8004}
+from contracts.services import SERVICES
+
+DEFAULT_PORTS: dict[str, int] = {s.name: s.port for s in SERVICES}
 # Secrets written in this repository (defaults, examples): never accepted in production.
 DEVELOPMENT_SECRETS = frozenset({"dev-webhook-secret", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
 MIN_SECRET_CHARS = 32
