@@ -1,11 +1,10 @@
 """CPython's cycle collector, tuned for a long-running service, and its pauses as a metric.
 
 At start-up a service builds ~100,000 objects that live as long as the process (modules, pydantic
-models, routes, clients). At the default settings every full pass of the collector walked all of
-them again, and found nothing: 36-200 ms with the process stopped, every second or two under
-load; the slowest freshness samples at 500 events/s were those pauses. Frozen after start-up
-(gc.freeze), a full pass walks only what was made since: 3-18 ms. With the rarer passes below,
-the services' CPU per batch event fell by ~15 %.
+models, routes, clients). At the default settings every full pass of the collector walks all of
+them again and finds nothing, with the process stopped. Frozen after start-up (gc.freeze), a
+full pass walks only what was made since; passes are rarer too (the pauses and the CPU saved
+are in BENCHMARKS.md, "The cycle collector").
 
 Reference counting still frees almost everything at once; the collector only finds cycles, and
 still does, just less often.

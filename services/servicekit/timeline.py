@@ -63,12 +63,9 @@ async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
     a temporary table, so not a pooled one).
 
     The rows go in by binary COPY to a staging table and one INSERT ... SELECT ... ON CONFLICT DO
-    NOTHING in key order, which touches fewer index pages at random than log order. PostgreSQL
-    backend CPU per row, 300k bench rows into an empty table: 8.5 µs with apply()'s unnest, 8.1
-    staged in log order, 7.7 staged in key order (COLLATE "C" made no difference); the replay's
-    own CPU for the COPY is lower than for the arrays too (2.0 vs 3.4 µs). The position in the
-    batch breaks ties, so of two rows with one key the first wins, as with apply(). Merges are
-    recorded after the rows, in order.
+    NOTHING in key order, which touches fewer index pages at random than log order (the figures
+    are in BENCHMARKS.md). The position in the batch breaks ties, so of two rows with one key the
+    first wins, as with apply(). Merges are recorded after the rows, in order.
     """
     events = [e for e in events if not e.type.startswith(NOT_ON_TIMELINE)]
     if not events:
