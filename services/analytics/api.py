@@ -4,10 +4,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from servicekit.auth import require
-from servicekit.http import ApiError
+from servicekit.http import ApiError, survivor_redirect
 from servicekit.inputs import Rfc3339
 
 from analytics import domain, store
@@ -170,7 +170,7 @@ async def get_insights(request: Request, rt: AnalyticsRuntime, customer_id: str)
     async with rt.db.acquire() as conn:
         survivor = await store.survivor_of(conn, customer_id)
         if survivor is not None:
-            return RedirectResponse(request.url.path.replace(customer_id, survivor, 1), status_code=308)
+            return survivor_redirect(request, customer_id, survivor)
         row = await store.insights(conn, customer_id)
     if row is None:
         raise ApiError(404, "customer_not_found", f"analytics knows no customer {customer_id}")

@@ -8,7 +8,7 @@ applied there (pass the returned event_id as wait_for to any timeline to be sure
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from servicekit.auth import key_listing, require
 from servicekit.http import ApiError
@@ -16,6 +16,7 @@ from servicekit.inputs import SafeLine
 
 from contracts.security import SCOPE_PATTERN
 from intake import handlers, keys
+from intake.customer_api import customer_call
 from intake.deps import IntakeRuntime
 from intake.export import Unavailable, customer_export
 
@@ -145,20 +146,18 @@ async def revoke_key(rt: IntakeRuntime, key_id: str) -> Response:
     },
 )
 async def export(request: Request, rt: IntakeRuntime, customer_id: str) -> Response:
-    try:
-        profile = await handlers.get_customer(rt.db, rt.context.vault, customer_id)
-    except handlers.CustomerMoved as exc:
-        return RedirectResponse(request.url.path.replace(customer_id, exc.survivor_id, 1), status_code=308)
-    except handlers.CustomerNotFound as exc:
-        raise ApiError(404, "customer_not_found", f"no customer {customer_id}") from exc
-    await rt.audit.flush()  # intake's own audit rows up to this request
     # The caller's (admin) key: every service checks it and records the reads in its audit log.
     authorization = request.headers.get("authorization", "")
-    try:
-        document = await customer_export(rt.db, rt.keyring, rt.settings, profile, customer_id, authorization)
-    except Unavailable as exc:
-        raise ApiError(503, "unavailable", f"{exc}; try again", headers={"Retry-After": "1"}) from exc
-    return JSONResponse(document)
+
+    async def document() -> dict[str, Any]:
+        profile = await handlers.get_customer(rt.db, rt.context.vault, customer_id)
+        await rt.audit.flush()  # intake's own audit rows up to this request
+        try:
+            return await customer_export(rt.db, rt.keyring, rt.settings, profile, customer_id, authorization)
+        except Unavailable as exc:
+            raise ApiError(503, "unavailable", f"{exc}; try again", headers={"Retry-After": "1"}) from exc
+
+    return await customer_call(request, customer_id, document())
 
 
 @router.post(
@@ -174,13 +173,12 @@ async def export(request: Request, rt: IntakeRuntime, customer_id: str) -> Respo
     },
 )
 async def erase(request: Request, rt: IntakeRuntime, customer_id: str) -> Response:
-    try:
-        done = await handlers.erase_customer(rt.db, rt.store, rt.context.vault, rt.settings.source, customer_id)
-    except handlers.CustomerMoved as exc:
-        return RedirectResponse(request.url.path.replace(customer_id, exc.survivor_id, 1), status_code=308)
-    except handlers.CustomerNotFound as exc:
-        raise ApiError(404, "customer_not_found", f"no customer {customer_id}") from exc
-    except handlers.AlreadyErased as exc:
-        raise ApiError(409, "already_erased", f"customer {customer_id} is erased already") from exc
-    rt.keyring.forget(done["erased_ids"])
-    return JSONResponse(done, 202)
+    async def erasure() -> dict[str, Any]:
+        try:
+            done = await handlers.erase_customer(rt.db, rt.store, rt.context.vault, rt.settings.source, customer_id)
+        except handlers.AlreadyErased as exc:
+            raise ApiError(409, "already_erased", f"customer {customer_id} is erased already") from exc
+        rt.keyring.forget(done["erased_ids"])
+        return done
+
+    return await customer_call(request, customer_id, erasure(), 202)

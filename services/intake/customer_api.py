@@ -5,10 +5,10 @@ import base64
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from servicekit.auth import Caller, require
-from servicekit.http import ApiError
+from servicekit.http import ApiError, survivor_redirect
 from servicekit.inputs import SafeLine
 
 from contracts.events import Channel, ConsentPurpose, Preferences
@@ -73,18 +73,14 @@ class ChangedOut(BaseModel):
     event_ids: list[str] = Field(description="One event per actual change; empty when nothing changed")
 
 
-def _moved(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:
-    url = request.url.path.replace(f"/customers/{merged_id}", f"/customers/{survivor_id}", 1)
-    return RedirectResponse(url + (f"?{request.url.query}" if request.url.query else ""), status_code=308)
-
-
-async def _customer_call(request: Request, customer_id: str, call: Any) -> Response:
+async def customer_call(request: Request, customer_id: str, call: Any, status: int = 200) -> Response:
+    """The answer of a call about one customer: 404 if unknown, 308 to the survivor if merged."""
     try:
-        return JSONResponse(await call)
+        return JSONResponse(await call, status)
     except handlers.CustomerNotFound as exc:
         raise ApiError(404, "customer_not_found", f"no customer {customer_id}") from exc
     except handlers.CustomerMoved as exc:
-        return _moved(request, customer_id, exc.survivor_id)
+        return survivor_redirect(request, customer_id, exc.survivor_id)
     except domain.InvalidInput as exc:
         raise invalid_input(exc) from exc
 
@@ -136,7 +132,7 @@ async def find_customers(
     responses={200: {"model": CustomerOut}, **MERGED, **NOT_FOUND},
 )
 async def get_customer(request: Request, rt: IntakeRuntime, customer_id: str) -> Response:
-    return await _customer_call(request, customer_id, handlers.get_customer(rt.db, rt.context.vault, customer_id))
+    return await customer_call(request, customer_id, handlers.get_customer(rt.db, rt.context.vault, customer_id))
 
 
 async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
@@ -154,7 +150,7 @@ async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
 async def put_consent(request: Request, rt: IntakeRuntime, customer_id: str, body: ConsentIn) -> Response:
     wanted: dict[tuple[str, str | None], bool] = {(c.purpose, c.channel): c.granted for c in body.consents}
     call = handlers.change_consent(rt.db, rt.store, rt.settings.source, customer_id, wanted)
-    return await _customer_call(request, customer_id, _changed(customer_id, call))
+    return await customer_call(request, customer_id, _changed(customer_id, call))
 
 
 @router.put(
@@ -167,7 +163,7 @@ async def put_consent(request: Request, rt: IntakeRuntime, customer_id: str, bod
 )
 async def put_preferences(request: Request, rt: IntakeRuntime, customer_id: str, body: Preferences) -> Response:
     call = handlers.change_preferences(rt.db, rt.store, rt.settings.source, customer_id, body)
-    return await _customer_call(request, customer_id, _changed(customer_id, call))
+    return await customer_call(request, customer_id, _changed(customer_id, call))
 
 
 class ProfileIn(BaseModel):
@@ -197,7 +193,7 @@ async def put_profile(request: Request, rt: IntakeRuntime, customer_id: str, bod
     except domain.InvalidInput as exc:
         raise invalid_input(exc) from exc
     call = handlers.change_profile(rt.db, rt.store, rt.context.vault, rt.settings.source, customer_id, name)
-    return await _customer_call(request, customer_id, _changed(customer_id, call))
+    return await customer_call(request, customer_id, _changed(customer_id, call))
 
 
 # --- the data key vault, for the other services (docs/product.md §9) ------------------------------------------
@@ -262,7 +258,7 @@ async def verify_identifiers(request: Request, rt: IntakeRuntime, customer_id: s
                        errors=[{"field": "body", "reason": "give at least one identifier"}])  # fmt: skip
     call = handlers.verify_identifiers(rt.db, rt.store, rt.context.vault, settings.source, customer_id, idents)
     try:
-        return await _customer_call(request, customer_id, _changed(customer_id, call))
+        return await customer_call(request, customer_id, _changed(customer_id, call))
     except handlers.IdentifierNotFound as exc:
         fields = [*(["body.email"] if body.email else []), *(["body.phone"] if body.phone else []),
                   *(f"body.external.{n}.id" for n in range(len(body.external)))]  # fmt: skip
@@ -325,20 +321,23 @@ async def _decide(rt: IntakeRuntime, suggestion_id: str, accept: bool, principal
     return JSONResponse(out)
 
 
-DECIDE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "suggestion_not_found"},
-    409: {"description": "suggestion_decided: accepted or rejected already"},
-    **ERASED,
+# What accepting and rejecting share.
+DECISION: dict[str, Any] = {
+    "tags": ["customers"],
+    "response_model": DecisionOut,
+    "dependencies": [require("agent")],
+    "responses": {
+        404: {"description": "suggestion_not_found"},
+        409: {"description": "suggestion_decided: accepted or rejected already"},
+        **ERASED,
+    },
 }
 
 
 @router.post(
     "/v1/merge-suggestions/{suggestion_id}:accept",
-    tags=["customers"],
-    response_model=DecisionOut,
     summary="Merge the two customers (crm.customer.merged.v1, the older survives)",
-    dependencies=[require("agent")],
-    responses=DECIDE_RESPONSES,
+    **DECISION,
 )
 async def accept_merge_suggestion(rt: IntakeRuntime, suggestion_id: str, principal: Caller) -> Response:
     return await _decide(rt, suggestion_id, True, principal)
@@ -346,11 +345,8 @@ async def accept_merge_suggestion(rt: IntakeRuntime, suggestion_id: str, princip
 
 @router.post(
     "/v1/merge-suggestions/{suggestion_id}:reject",
-    tags=["customers"],
-    response_model=DecisionOut,
     summary="Keep the two customers apart; the pair is not suggested again",
-    dependencies=[require("agent")],
-    responses=DECIDE_RESPONSES,
+    **DECISION,
 )
 async def reject_merge_suggestion(rt: IntakeRuntime, suggestion_id: str, principal: Caller) -> Response:
     return await _decide(rt, suggestion_id, False, principal)

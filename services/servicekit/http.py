@@ -20,7 +20,7 @@ from eventkit.telemetry import HTTP_LATENCY, HTTP_REQUESTS, context_from_tracepa
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
@@ -447,3 +447,11 @@ def _url_problem(path: str, query: bytes) -> tuple[str, str] | None:
             if (reason := unsafe_reason(text, one_line=True)) is not None:
                 return f"query.{name}", reason
     return None
+
+
+def survivor_redirect(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:
+    """A merged customer's URLs answer 308 with the survivor's, query string kept."""
+    url = request.url.path.replace(f"/customers/{merged_id}", f"/customers/{survivor_id}", 1)
+    if request.url.query:
+        url = f"{url}?{request.url.query}"
+    return RedirectResponse(url, status_code=308)

@@ -9,13 +9,13 @@ from typing import Annotated, Any, Literal
 
 from eventkit.live import heartbeat_stream
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from servicekit import timeline
 from servicekit.auth import audit_page, require
-from servicekit.http import OrjsonResponse, decode_cursor
+from servicekit.http import OrjsonResponse, decode_cursor, survivor_redirect
 from servicekit.runtime import runtime
 from servicekit.streamtickets import stream_caller
 
@@ -156,7 +156,7 @@ async def get_timeline(
     async with rt.db.acquire() as conn:
         survivor, members = await timeline.resolve(conn, customer_id)
         if survivor is not None:
-            return _redirect(request, customer_id, survivor)
+            return survivor_redirect(request, customer_id, survivor)
         items, next_cursor = await timeline.page(conn, customer_id, limit, cursor, members)
     items = await rt.keyring.unseal_items(items)
     body = {
@@ -183,7 +183,7 @@ async def get_digest(request: Request, customer_id: str) -> Response:
     async with rt.db.acquire() as conn:
         survivor, members = await timeline.resolve(conn, customer_id)
         if survivor is not None:
-            return _redirect(request, customer_id, survivor)
+            return survivor_redirect(request, customer_id, survivor)
         count, digest = await timeline.digest(conn, customer_id, members)
     return JSONResponse({"customer_id": customer_id, "events": count, "digest": digest})
 
@@ -208,7 +208,7 @@ async def stream_timeline(request: Request, customer_id: str) -> Response:
     async with rt.db.acquire() as conn:
         survivor, members = await timeline.resolve(conn, customer_id)
         if survivor is not None:
-            return _redirect(request, customer_id, survivor)
+            return survivor_redirect(request, customer_id, survivor)
         _, seen_before = await timeline.digest(conn, customer_id, members)
     queue = rt.feed.subscribe(members)
     state = {"digest": seen_before}
@@ -253,11 +253,3 @@ async def get_audit(
     async with rt.db.acquire() as conn:
         items, next_before = await audit_page(conn, key_id, customer_id, limit, before)
     return JSONResponse({"items": items, "next_before": next_before})
-
-
-def _redirect(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:
-    """A merged customer's URLs answer 308 with the survivor's, query string kept."""
-    url = request.url.path.replace(f"/customers/{merged_id}", f"/customers/{survivor_id}", 1)
-    if request.url.query:
-        url = f"{url}?{request.url.query}"
-    return RedirectResponse(url, status_code=308)
