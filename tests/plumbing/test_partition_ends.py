@@ -5,6 +5,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from eventkit.forgetful_broker import BrokerWatch
 from eventkit.partition_ends import PartitionEnds
+from servicekit.settings import kafka_options
 
 from tests.conftest import make_topic, produce_batch, unique_topic
 
@@ -15,7 +16,7 @@ async def test_ends_of_each_partition_and_after_more_arrive(bootstrap: str, prod
     tps = [TopicPartition(topic, p) for p in range(3)]
     await produce_batch(producer, topic, 0, 5)
     await produce_batch(producer, topic, 2, 2)
-    ends = PartitionEnds(bootstrap)
+    ends = PartitionEnds(bootstrap, client_options=kafka_options())
     try:
         assert await ends.read(tps) == {tps[0]: 5, tps[1]: 0, tps[2]: 2}
         await produce_batch(producer, topic, 0, 3)
