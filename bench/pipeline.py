@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from eventkit.topics import partition_counts
+from eventkit.auto_created_topics import partition_counts
 
 from bench.rebuild import Message, partitions_of, with_new_id
 from contracts.topics import INTAKE

@@ -197,15 +197,18 @@ async def raw_produce_one_by_one(bootstrap: str, sample: Sequence[Message], dura
 
 def timeline_rows(sample: Sequence[Message]) -> list[tuple[Any, ...]]:
     """The timeline rows of the sample, as the projection writes them (what does not decode is left out)."""
-    from eventkit.consumer import validate
+    from eventkit.acceptance import validate
     from eventkit.db import json_text
     from eventkit.envelope import DecodeError, from_kafka
 
+    from contracts.registry import REGISTRY
+
+    schemas = {name: t.model for name, t in REGISTRY.items()}
     rows = []
     for m in sample:
         try:
             e = from_kafka(m.key, m.value, m.headers)
-            validate(e)
+            validate(e, schemas)
         except DecodeError:
             continue
         rows.append((e.subject, e.time, uuid.UUID(e.id), e.type, e.source, json_text(e.data)))

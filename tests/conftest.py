@@ -23,6 +23,9 @@ from aiokafka.structs import ConsumerRecord
 from crmtools.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack, free_port
 from eventkit import db
 from eventkit.signing import generate_key_pair
+from pydantic import BaseModel
+
+from contracts.registry import REGISTRY
 
 # Every stack the tests start gets this admin key (services read AUTH_BOOTSTRAP_ADMIN_KEY, set by
 # the Stack from CRM_ADMIN_KEY) and a rate limit no test reaches; the auth tests make other keys.
@@ -39,6 +42,11 @@ if "AUTH_EVENT_SIGNING_KEY" not in os.environ:
     os.environ["AUTH_EVENT_SIGNING_KEY_ID"] = "test"
     os.environ["AUTH_EVENT_SIGNING_KEY"] = _private
     os.environ["AUTH_EVENT_PUBLIC_KEYS"] = json.dumps({"test": _public})
+
+
+# Every event type of the contracts with its payload model, for an eventkit Acceptance (the
+# services' wiring passes eventkit the same).
+SCHEMAS: dict[str, type[BaseModel]] = {name: t.model for name, t in REGISTRY.items()}
 
 
 def auth_headers(key: str = ADMIN_KEY) -> dict[str, str]:

@@ -14,8 +14,9 @@ from typing import Any
 
 import faust
 from aiokafka.structs import TopicPartition
-from eventkit.consumer import BatchApplier, GroupGenerations, past_end
+from eventkit.consumer import BatchApplier
 from eventkit.partition_ends import PartitionEnds, committed_offsets
+from eventkit.stale_commits import GroupGenerations, past_end
 from eventkit.telemetry import CONSUMER_LAG
 from faust.types import TP
 from faust.types.auth import CredentialsT
@@ -23,7 +24,7 @@ from servicekit.app import Runtime, acceptance
 from servicekit.settings import KafkaSecurity
 
 from analytics.projections import KpiProjection
-from contracts.topics import ALL_EVENT_TOPICS
+from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 
 log = logging.getLogger(__name__)
 LAG_INTERVAL_S = 1.0
@@ -80,6 +81,7 @@ async def run_kpi_stream(rt: Runtime) -> None:
         projections=[KpiProjection(rt.store, s.source)],
         applied_table="kpi_applied_events",
         acceptance=acceptance(s),  # what the service's own consumer applies, no more
+        deadletter_topic=DEADLETTER,
     )
 
     applied_up_to: dict[TP, int] = {}  # next offset after the last applied message, for the lag gauge
@@ -107,7 +109,7 @@ async def run_kpi_stream(rt: Runtime) -> None:
 
     await app.start()
     log.info("KPI stream started")
-    ends = PartitionEnds(s.kafka_bootstrap_servers)
+    ends = PartitionEnds(s.kafka_bootstrap_servers, client_options=s.kafka_client_options())
     lag = asyncio.create_task(
         report_lag(app, ends, applier.service, applied_up_to, group=app.conf.id, forgotten=forgotten)
     )
@@ -165,7 +167,9 @@ async def report_lag(
             kafka_tp = {tp: TopicPartition(tp.topic, tp.partition) for tp in assigned}  # aiokafka's own type
             high = await ends.read(list(kafka_tp.values()))
             if unasked := [tp for tp in assigned if tp not in applied_up_to and tp not in started_at]:
-                found = await committed_offsets(ends.bootstrap_servers, group, [kafka_tp[tp] for tp in unasked])
+                found = await committed_offsets(
+                    ends.bootstrap_servers, group, [kafka_tp[tp] for tp in unasked], client_options=ends.client_options
+                )
                 started_at |= {tp: found.get(kafka_tp[tp]) for tp in unasked}
             for tp in assigned:
                 end = high.get(kafka_tp[tp])

@@ -32,8 +32,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from eventkit import db, outbox
-from eventkit.consumer import Acceptance
+from eventkit.acceptance import Acceptance
 from eventkit.envelope import Envelope
+from eventkit.no_idempotence import PRODUCER_OPTIONS
 from eventkit.partition_ends import PartitionEnds, committed_offsets, drop_read_to_end
 from servicekit.settings import DEFAULT_PORTS, Settings, kafka_options
 from servicekit.timeline import apply_bulk
@@ -117,7 +118,7 @@ async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, s
     The end is a fetch's high watermark, not ListOffsets (unreliable on the embedded broker).
     Nothing joins a group or commits: the reader assigns partitions by hand.
     """
-    partition_ends = PartitionEnds(bootstrap)
+    partition_ends = PartitionEnds(bootstrap, client_options=kafka_options())
     try:
         partitions = await partition_ends.partitions(ALL_EVENT_TOPICS)
         ends = await partition_ends.read(partitions, timeout_s=25)
@@ -127,7 +128,7 @@ async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, s
         raise KafkaError(f"no fetch answered for {', '.join(silent)}")
     out: dict[tuple[str, str], dict[int, int]] = {}
     for group in groups:
-        committed = await committed_offsets(bootstrap, group, partitions)
+        committed = await committed_offsets(bootstrap, group, partitions, client_options=kafka_options())
         for tp in partitions:
             if (group, tp.topic) not in NOT_READ:
                 out.setdefault((group, tp.topic), {})[tp.partition] = max(0, ends[tp] - committed.get(tp, 0))
@@ -174,7 +175,7 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
     applies the current one.
     """
     workers = workers or min(2, os.cpu_count() or 1)
-    reader = PartitionEnds(_bootstrap())
+    reader = PartitionEnds(_bootstrap(), client_options=kafka_options())
     try:
         partitions = [(tp.topic, tp.partition) for tp in await reader.partitions(ALL_EVENT_TOPICS)]
     finally:
@@ -357,7 +358,7 @@ async def deadletters(service: str, limit: int) -> int:
 
 async def redrive(service: str, ids: Sequence[int]) -> int:
     conn = await db.connect(_database_url(service))
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(), acks="all", enable_idempotence=False, **kafka_options())
+    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(), **PRODUCER_OPTIONS, **kafka_options())
     await producer.start()
     try:
         query = (

@@ -5,19 +5,20 @@ before in applied_events and apply just those to every projection. Offsets are c
 Kafka only after that transaction (at most every commit interval, 500 ms), so a crash anywhere
 redelivers, and a redelivered event finds its id already recorded and changes nothing.
 
-A message that cannot be decoded, has an unknown type, or makes a projection fail is a dead
-letter (see deadletter.py); the rest of the batch goes on. A database outage is not a poison
-message: the batch is retried until the database is back.
+A message the caller's rules do not accept (acceptance.py: it does not decode, has an unknown
+type...) or that makes a projection fail is a dead letter (deadletter.py); the rest of the batch
+goes on. A database outage is not a poison message: the batch is retried until the database is
+back. A broker that forgot the group or took a stale commit is answered by rereading from the
+start (stale_commits.py).
 """
 
 import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -25,15 +26,14 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
 from prometheus_client import Gauge
-from pydantic import ValidationError
-from servicekit.settings import kafka_options
 
-from contracts.registry import REGISTRY
 from eventkit import deadletter
+from eventkit.acceptance import Acceptance, Message
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.deadletter import DeadLetter
-from eventkit.envelope import DecodeError, Envelope, from_kafka
+from eventkit.envelope import Envelope
 from eventkit.live import TimelineFeed
+from eventkit.stale_commits import GroupGenerations, fetch_position, generation, membership_lost, past_end
 from eventkit.telemetry import (
     CONSUMER_LAG,
     EVENTS_APPLIED,
@@ -48,32 +48,10 @@ log = logging.getLogger(__name__)
 MAX_TRACES_PER_BATCH = 64
 
 
-class Message(Protocol):
-    """What a batch is made of: an aiokafka ConsumerRecord, or a faust Message, alike."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None: ...
-
-
 class Projection(Protocol):
     """A read model. apply() gets events not applied before, in log order, inside the transaction."""
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None: ...
-
-
-# A check a service passes in (a signature verifier, say): raises DecodeError for an event that
-# must not be applied; it is dead-lettered with that reason like an undecodable one.
-Check = Callable[[Envelope], None]
 
 
 class Waiters:
@@ -107,52 +85,12 @@ class Waiters:
                     future.set_result(None)
 
 
-def validate(env: Envelope) -> None:
-    """Known type and a payload that matches its model, or DecodeError."""
-    event_type = REGISTRY.get(env.type)
-    if event_type is None:
-        raise DecodeError("unknown_type", env.type)
-    try:
-        event_type.model.model_validate(env.data)
-    except ValidationError as exc:
-        # include_input=False: the offending values may be personal data.
-        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
-        raise DecodeError("invalid_data", fields) from exc
-
-
-@dataclass(frozen=True)
-class Acceptance:
-    """Which messages a consumer applies, the same for `crm replay`: a CloudEvent of a known type
-    with a valid payload (validate), read from its type's own topic (`home_topics`: each domain's
-    broker ACL then holds for its types), passing every check (signatures...). Anything else is a
-    dead letter."""
-
-    checks: Sequence[Check] = ()
-    home_topics: Mapping[str, str] = field(default_factory=dict)
-
-    def accept(self, r: Message) -> Envelope | DeadLetter:
-        try:
-            env = from_kafka(r.key, r.value, r.headers)
-            validate(env)
-        except DecodeError as exc:
-            return DeadLetter(r, exc.reason, str(exc))
-        try:
-            home = self.home_topics.get(env.type, r.topic)
-            if home != r.topic:
-                raise DecodeError("wrong_topic", f"{env.type} belongs on {home}, not {r.topic}")
-            for check in self.checks:
-                check(env)
-        except DecodeError as exc:
-            return DeadLetter(r, exc.reason, str(exc), env.id, env.type)
-        return env
-
-
 class StoredEventsApplier:
     """Applies the events a service stores to its own projections, in the storing transaction.
 
-    For a service whose own topic is in contracts.topics.PROJECTED_WHEN_STORED: its consumer
-    leaves that topic out, so the events are in the timeline (and every other projection) when
-    the write commits, not after the relay, the broker and a consumer transaction. The store
+    For a service that projects its own topic as it stores its events: its consumer leaves that
+    topic out, so the events are in the timeline (and every other projection) when the write
+    commits, not after the relay, the broker and a consumer transaction. The store
     records them in applied_events (in its insert), like consumed ones, so a replay skips them.
     Counted as applied before the commit: a transaction that then fails is counted too (rare).
     """
@@ -185,7 +123,8 @@ class BatchApplier:
     """Applies batches of messages exactly once in effect; parks the ones that cannot be applied.
 
     `applied_table` is the dedup record (one per consumer group of a service database), written
-    in the same transaction as the projections' changes.
+    in the same transaction as the projections' changes. What cannot be applied goes to
+    `deadletter_topic`.
     """
 
     def __init__(
@@ -195,14 +134,16 @@ class BatchApplier:
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         projections: Sequence[Projection],
+        acceptance: Acceptance,
+        deadletter_topic: str,
         waiters: Waiters | None = None,
         applied_table: str = "applied_events",
         feed: TimelineFeed | None = None,
-        acceptance: Acceptance = Acceptance(),
     ) -> None:
         self.service = service
         self._pool = pool
         self._acceptance = acceptance
+        self._deadletter_topic = deadletter_topic
         self._producer = producer
         self._projections = list(projections)
         self._waiters = waiters
@@ -263,7 +204,7 @@ class BatchApplier:
                         await deadletter.record(conn, letters)
 
         if letters:
-            await deadletter.publish(self._producer, self.service, letters)
+            await deadletter.publish(self._producer, self._deadletter_topic, self.service, letters)
         now = datetime.now(UTC)
         applied: Counter[str] = Counter()
         for r, env in events:
@@ -348,37 +289,6 @@ class BatchApplier:
 REVOKE_WAIT_S = 5.0  # how long a revocation waits for the batch being applied
 
 
-class GroupGenerations:
-    """Tells, at each assignment, whether the group coordinator forgot the group: its generation
-    is no later than the last one this member had. Generations only grow while a group exists;
-    a broker restarted empty (or a deleted group) starts again from the first. Its committed
-    offsets are then gone or stale (the embedded broker takes a commit of the old ones), and the
-    topics are being published again from the services' stores: read them from the start."""
-
-    def __init__(self) -> None:
-        self._last: int | None = None
-        self._pending = False  # forgotten at an assignment of no partitions: tell the next one
-
-    def forgot(self, generation: int, assigned: bool) -> bool:
-        """At an assignment of this generation (`assigned`: of any partition). The first one after
-        the restart can be of none (the topics not made anew yet); the next one has the news."""
-        last, self._last = self._last, generation
-        if last is not None and generation <= last:
-            self._pending = True
-        if self._pending and assigned:
-            self._pending = False
-            return True
-        return False
-
-
-def past_end(end: int, *positions: int | None) -> int | None:
-    """The furthest of these positions (what was applied, where the client fetches next) if the
-    partition ends before it: the broker lost the partition and it is being refilled, so it is to
-    be read again from the start. None if the partition reaches it (or nothing is known)."""
-    ahead = max((p for p in positions if p is not None), default=0)
-    return ahead if end < ahead else None
-
-
 class _CommitOnRevoke(ConsumerRebalanceListener):
     def __init__(self, consumer: "IdempotentConsumer") -> None:
         self._consumer = consumer
@@ -408,15 +318,18 @@ class IdempotentConsumer:
         feed: TimelineFeed | None = None,
         commit_interval_ms: int = 500,
         fetch_max_wait_ms: int = 50,
-        acceptance: Acceptance = Acceptance(),
+        acceptance: Acceptance,
+        deadletter_topic: str,
+        client_options: Mapping[str, Any],
     ) -> None:
+        """`client_options`: keyword arguments for the Kafka client (security_protocol, sasl_*...)."""
         self.service = service
         self._commit_interval_s = commit_interval_ms / 1000
         self._topics = list(topics)
         self._max_batch = max_batch
         self.applier = BatchApplier(
             service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed,
-            acceptance=acceptance,
+            acceptance=acceptance, deadletter_topic=deadletter_topic,
         )  # fmt: skip
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -427,7 +340,7 @@ class IdempotentConsumer:
             heartbeat_interval_ms=max(1000, session_timeout_ms // 5),
             max_poll_records=max_batch,
             fetch_max_wait_ms=fetch_max_wait_ms,
-            **kafka_options(),
+            **client_options,
         )
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, for the lag gauge
         self._generations = GroupGenerations()
@@ -482,25 +395,19 @@ class IdempotentConsumer:
         self.waiters.sole_reader = False
         with contextlib.suppress(TimeoutError):  # a batch stuck on a database outage: hand on anyway
             await asyncio.wait_for(self._idle.wait(), REVOKE_WAIT_S)
-        if self._generation() < 0:
-            # The coordinator no longer knew this member (aiokafka reset the generation): the
-            # commit would be refused by one that knows the group, and taken by one that forgot
-            # it (a broker restarted empty), as offsets of a log that is gone. Repeats are skipped.
+        if membership_lost(self._consumer):  # a stale commit (stale_commits.py); repeats are skipped
             self._uncommitted = {}
             return
         await self._commit()  # a batch that finishes later is committed only where still assigned
 
-    def _generation(self) -> int:
-        return int(self._consumer._coordinator.generation)  # aiokafka has no public accessor
-
     async def reread_if_the_group_was_forgotten(self, assigned: set[TopicPartition]) -> None:
         """After a rebalance: if the coordinator forgot the group (GroupGenerations), read every
         assigned partition from the start; the applied-events record skips what is applied."""
-        generation = self._generation()
-        if not self._generations.forgot(generation, bool(assigned)):
+        now = generation(self._consumer)
+        if not self._generations.forgot(now, bool(assigned)):
             return
         log.warning("the group is at generation %d again: the coordinator forgot the group; rereading %d "
-                    "partitions from the start", generation, len(assigned))  # fmt: skip
+                    "partitions from the start", now, len(assigned))  # fmt: skip
         await self._read_from_start(assigned)
 
     async def _read_from_start(self, partitions: Collection[TopicPartition]) -> None:
@@ -539,25 +446,16 @@ class IdempotentConsumer:
     async def handle(self, records: Sequence[Message]) -> None:
         await self.applier.handle(records)
 
-    def _fetch_position(self, tp: TopicPartition) -> int | None:
-        """Where the client fetches the partition next, if it knows (aiokafka's position() waits
-        for a position being reset, so it is read from the subscription state instead)."""
-        subscription = self._consumer._subscription.subscription
-        state = subscription.assignment.state_value(tp) if subscription is not None else None
-        return state.position if state is not None and state.has_valid_position else None
-
     async def _update_lag(self) -> None:
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             position = self._positions.get(tp)
             if high is None:
                 continue
-            # The client's fetch position too: after a broker restart, a group rejoining starts
-            # from its committed offsets, and the embedded broker takes a commit of the offsets of
-            # before (a member it no longer knows, on the topic made anew), so the client can sit
-            # past the partition's new end, waiting for offsets that republished events fill with
-            # others, while what this process applied (position) reads as behind, not ahead.
-            if (ahead := past_end(high, position, self._fetch_position(tp))) is not None:
+            # The client's fetch position too: after a broker restart that took a stale commit
+            # (stale_commits.py) the client can sit past the partition's new end, while what this
+            # process applied (position) reads as behind, not ahead.
+            if (ahead := past_end(high, position, fetch_position(self._consumer, tp))) is not None:
                 log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition,
                             high, ahead)  # fmt: skip
                 await self._read_from_start([tp])

@@ -1,7 +1,8 @@
 """Dead letters: a message a consumer cannot decode or apply is parked, never retried forever.
 
-It goes to crm.deadletter.v1 with its original key, value and headers plus dlq_* headers that
-say why, is recorded in the service's dead_letters table, and is counted in a metric.
+It goes to the dead-letter topic the caller names, with its original key, value and headers plus
+dlq_* headers that say why, is recorded in the service's dead_letters table, and is counted in a
+metric.
 """
 
 from collections.abc import Mapping
@@ -11,7 +12,6 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from contracts.topics import DEADLETTER
 from eventkit.telemetry import EVENTS_DEADLETTERED
 
 
@@ -60,7 +60,7 @@ async def record(conn: asyncpg.Connection, letters: list[DeadLetter]) -> None:
     )
 
 
-async def publish(producer: AIOKafkaProducer, service: str, letters: list[DeadLetter]) -> None:
+async def publish(producer: AIOKafkaProducer, topic: str, service: str, letters: list[DeadLetter]) -> None:
     """Send to the dead-letter topic and wait for the acks (before the offsets are committed)."""
     acks = []
     for d in letters:
@@ -74,7 +74,7 @@ async def publish(producer: AIOKafkaProducer, service: str, letters: list[DeadLe
             ("dlq_partition", str(r.partition).encode()),
             ("dlq_offset", str(r.offset).encode()),
         ]
-        acks.append(await producer.send(DEADLETTER, value=r.value, key=r.key, headers=headers))
+        acks.append(await producer.send(topic, value=r.value, key=r.key, headers=headers))
         EVENTS_DEADLETTERED.labels(service, r.topic, d.reason).inc()
     for ack in acks:
         await ack

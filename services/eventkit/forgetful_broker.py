@@ -26,12 +26,12 @@ partition grown since, report one that did not happen), and nothing is fetched b
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Collection, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
-from servicekit.settings import kafka_options
 
 from eventkit.partition_ends import PartitionEnds, drop_read_to_end
 from eventkit.telemetry import BROKER_AMNESIA
@@ -42,14 +42,24 @@ log = logging.getLogger(__name__)
 
 class BrokerWatch:
     def __init__(
-        self, bootstrap_servers: str, topics: list[str], partitions: int, replication_factor: int, service: str
+        self,
+        bootstrap_servers: str,
+        topics: list[str],
+        partitions: int,
+        replication_factor: int,
+        service: str,
+        *,
+        client_options: Mapping[str, Any],
     ) -> None:
+        """`topics`: every topic to recreate when the broker forgot (the relay's and the others');
+        `client_options`: keyword arguments for the Kafka clients."""
         self._bootstrap = bootstrap_servers
+        self._client_options = client_options
         self._topics = topics
         self._partitions = partitions
         self._replication = replication_factor
         self._amnesia = BROKER_AMNESIA.labels(service)
-        self._ends = PartitionEnds(bootstrap_servers)
+        self._ends = PartitionEnds(bootstrap_servers, client_options=client_options)
 
     async def stop(self) -> None:
         await self._ends.stop()
@@ -88,7 +98,7 @@ class BrokerWatch:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 << 20,
-            **kafka_options(),
+            **self._client_options,
         )
         await reader.start()
         try:
@@ -116,4 +126,6 @@ class BrokerWatch:
     async def recover(self) -> None:
         """Recreate the topics; the caller republishes."""
         self._amnesia.inc()
-        await ensure_topics(self._bootstrap, self._partitions, self._replication, names=self._topics)
+        await ensure_topics(
+            self._bootstrap, self._partitions, self._replication, self._topics, client_options=self._client_options
+        )

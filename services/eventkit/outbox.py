@@ -203,7 +203,7 @@ class OutboxRelay:
         await self._watch.recover()
         # The producer's metadata may still have the partition counts of the topics as they were
         # before the broker forgot them: partitioning the republished events by those would write
-        # past the end of a topic the broker made anew with fewer partitions (see amnesia.py).
+        # past the end of a topic the broker made anew with fewer partitions (see forgetful_broker.py).
         await self._producer.client.force_metadata_update()
         queued, self._read_back_upto = await self.republish_all(conn)
         self._republished.inc(queued)

@@ -2,7 +2,8 @@
 group stands in them (its committed offsets).
 
 Not ListOffsets: the embedded broker's answers too low once batches hold several records (see
-docs/broker.md). The reader joins no group and commits nothing; a read fetches from the last end it saw,
+docs/broker.md; tests/plumbing/test_partition_ends.py); the high watermark of a fetch response is
+right on both brokers. The reader joins no group and commits nothing; a read fetches from the last end it saw,
 at most a kilobyte per partition, and between reads it fetches nothing.
 """
 
@@ -10,17 +11,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
-from servicekit.settings import kafka_options
 
 log = logging.getLogger(__name__)
 
 
 class PartitionEnds:
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, *, client_options: Mapping[str, Any]) -> None:
+        """`client_options`: keyword arguments for the Kafka client (security_protocol, sasl_*...)."""
         self.bootstrap_servers = bootstrap_servers
+        self.client_options = client_options
         self._reader: AIOKafkaConsumer | None = None
         self._ends: dict[TopicPartition, int] = {}
 
@@ -84,7 +87,7 @@ class PartitionEnds:
                 auto_offset_reset="latest",  # an offset the broker no longer has: read from its end
                 max_partition_fetch_bytes=1024,
                 fetch_max_wait_ms=100,
-                **kafka_options(),
+                **self.client_options,
             )
             await reader.start()
             self._reader = reader
@@ -108,12 +111,16 @@ class PartitionEnds:
 
 
 async def committed_offsets(
-    bootstrap_servers: str, group_id: str, partitions: Collection[TopicPartition]
+    bootstrap_servers: str,
+    group_id: str,
+    partitions: Collection[TopicPartition],
+    *,
+    client_options: Mapping[str, Any],
 ) -> dict[TopicPartition, int]:
     """The group's committed offset of each partition it has committed. Asked without joining
     the group: the member assigns nothing and commits nothing."""
     member = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False, **kafka_options()
+        bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False, **client_options
     )
     await member.start()
     try:

@@ -3,14 +3,14 @@
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
-from servicekit.settings import kafka_options
 
-from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
+from eventkit.auto_created_topics import warn_of_other_counts
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
@@ -32,11 +32,14 @@ async def ensure_topics(
     bootstrap_servers: str,
     partitions: int,
     replication_factor: int,
-    names: Sequence[str] = (*ALL_EVENT_TOPICS, DEADLETTER),
+    names: Sequence[str],
+    *,
+    client_options: Mapping[str, Any],
 ) -> None:
-    """Create the missing ones; warn about existing ones with another partition count."""
+    """Create the missing ones of these topics; warn about existing ones with another partition
+    count (auto_created_topics.py). `client_options`: keyword arguments for the Kafka client."""
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **kafka_options())
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **client_options)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -50,30 +53,10 @@ async def ensure_topics(
                     if code not in (0, TOPIC_ALREADY_EXISTS):
                         raise RuntimeError(f"creating topic {name} failed with error code {code}")
                 log.info("created topics %s", ", ".join(missing))
-            for name, count in (await partition_counts(admin, list(names))).items():
-                if count != partitions:
-                    # Any client asking for the metadata of a missing topic makes the embedded
-                    # broker (and Kafka with auto.create.topics.enable) create it with its default
-                    # count: after the embedded broker restarts empty, a consumer rejoining its
-                    # group can do that before the services recreate the topics. Events still
-                    # flow. Not deleted and made again: the embedded broker's groups then keep
-                    # their old assignment, and the new partitions go unread (see docs/broker.md); nor
-                    # can partitions be added there (no CreatePartitions).
-                    log.warning("topic %s has %d partitions, not the %d configured", name, count, partitions)
+            await warn_of_other_counts(admin, names, partitions)
             return
         except (OSError, TimeoutError, KafkaConnectionError) as exc:
             log.warning("broker not reachable for topic creation: %s", exc)
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
-
-
-async def partition_counts(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, int]:
-    """Partitions of each of these topics that exists, from the metadata of all topics: asking
-    for a topic by name makes a broker that auto-creates topics create it."""
-    wanted = set(names)
-    return {
-        t["topic"]: len(t["partitions"])
-        for t in await admin.describe_topics()
-        if t["error_code"] == 0 and t["topic"] in wanted
-    }

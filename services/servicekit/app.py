@@ -14,10 +14,12 @@ from typing import Any
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from eventkit import db
-from eventkit.consumer import Acceptance, IdempotentConsumer, Projection, StoredEventsApplier
+from eventkit.acceptance import Acceptance
+from eventkit.consumer import IdempotentConsumer, Projection, StoredEventsApplier
 from eventkit.eventstore import EventStore
 from eventkit.forgetful_broker import BrokerWatch
 from eventkit.live import FeedOnLoop
+from eventkit.no_idempotence import PRODUCER_OPTIONS
 from eventkit.outbox import OutboxRelay
 from eventkit.signing import EventVerifier
 from eventkit.telemetry import configure_logging, configure_tracing
@@ -53,14 +55,11 @@ async def _start_producer(settings: Settings) -> AIOKafkaProducer:
     while True:
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
-            acks="all",
             linger_ms=settings.kafka_linger_ms,
             max_batch_size=512 * 1024,
             partitioner=partition_for_key,
-            # No idempotent producer: the embedded broker lacks InitProducerId. Duplicates from
-            # retries are absorbed by the consumers' applied-event records.
-            enable_idempotence=False,
             request_timeout_ms=15_000,
+            **PRODUCER_OPTIONS,  # no idempotent producer on the embedded broker (no_idempotence.py)
             **settings.kafka_client_options(),
         )
         try:
@@ -82,7 +81,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
     if s.kafka_create_topics:
-        await ensure_topics(s.kafka_bootstrap_servers, s.kafka_topic_partitions, s.kafka_replication_factor)
+        await ensure_topics(
+            s.kafka_bootstrap_servers,
+            s.kafka_topic_partitions,
+            s.kafka_replication_factor,
+            [*ALL_EVENT_TOPICS, DEADLETTER],
+            client_options=s.kafka_client_options(),
+        )
     rt.producer = await _start_producer(s)
     projections: list[Projection] = [
         timeline.TimelineProjection(),
@@ -113,6 +118,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What grants access is applied only if signed by a trusted key (docs/product.md §14). The service's
         # own stored events (intake's) are not checked: they were made here.
         acceptance=acceptance(s),
+        deadletter_topic=DEADLETTER,
+        client_options=s.kafka_client_options(),
     )
     await rt.consumer.start()
     relay.start()
@@ -144,6 +151,7 @@ def acceptance(settings: Settings) -> Acceptance:
     """What this service's consumer applies (and `crm replay` with it): events read from their
     type's own topic, signed where the type must be."""
     return Acceptance(
+        schemas={name: t.model for name, t in REGISTRY.items()},
         checks=[EventVerifier(settings.auth_event_public_keys, SIGNED_TYPES)],
         home_topics={name: t.topic for name, t in REGISTRY.items()},
     )
@@ -160,6 +168,7 @@ async def _relay(rt: Runtime[Settings, Any], feed: FeedOnLoop | None) -> None:
         s.kafka_topic_partitions,
         s.kafka_replication_factor,
         s.service_name,
+        client_options=s.kafka_client_options(),
     )
     rt.relay = OutboxRelay(
         s.database_url,

@@ -16,6 +16,7 @@ from analytics.stream import report_lag
 from eventkit.partition_ends import PartitionEnds
 from faust.types import TP
 from prometheus_client import REGISTRY
+from servicekit.settings import kafka_options
 
 from tests.conftest import eventually, make_topic, produce_batch, unique_topic
 
@@ -67,7 +68,7 @@ async def reporting(
     forgotten: set[TP] | None = None,
 ) -> AsyncIterator[None]:
     """report_lag running over the stand-in, with partition ends read from the real broker."""
-    ends = PartitionEnds(bootstrap)
+    ends = PartitionEnds(bootstrap, client_options=kafka_options())
     task = asyncio.create_task(report_lag(App(consumer), ends, service, applied, group, forgotten))  # type: ignore[arg-type]
     try:
         yield

@@ -18,6 +18,7 @@ from case.handlers import CaseContext
 from case.projections import CaseRulesProjection
 from crmtools.devstack import EmbeddedPostgres
 from eventkit import db
+from eventkit.acceptance import Acceptance
 from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.eventstore import ConcurrencyError, EventStore
@@ -25,8 +26,8 @@ from servicekit.keyring import KeyRing, MemoryKeySource
 from servicekit.timeline import TimelineProjection
 
 from contracts import case as c
-from contracts.topics import INTAKE
-from tests.conftest import fresh_database
+from contracts.topics import DEADLETTER, INTAKE
+from tests.conftest import SCHEMAS, fresh_database
 
 MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
 TP = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
@@ -102,6 +103,9 @@ class Consumer:
             producer=producer,
             projections=[TimelineProjection(), CaseRulesProjection(ctx)],
             waiters=Waiters(),
+            acceptance=Acceptance(SCHEMAS),
+            deadletter_topic=DEADLETTER,
+            client_options={},
         )
 
     async def deliver(self, *events: Envelope) -> None:

@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from crmtools.devstack import Stack
 from eventkit.partition_ends import PartitionEnds
+from servicekit.settings import kafka_options
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 from tests.conftest import api_client, eventually, running_stack
@@ -116,7 +117,7 @@ async def database_hits(stack: Stack, needles: dict[str, str]) -> list[str]:
 
 async def topic_hits(stack: Stack, needles: dict[str, str]) -> tuple[list[str], int]:
     """Every record of every topic, value and headers, searched for each needle."""
-    reader = PartitionEnds(stack.broker.bootstrap)
+    reader = PartitionEnds(stack.broker.bootstrap, client_options=kafka_options())
     try:
         partitions = await reader.partitions((*ALL_EVENT_TOPICS, DEADLETTER))
         ends = await reader.read(partitions)

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from crmtools.devstack import EmbeddedPostgres
 from eventkit import crypto, db
+from eventkit.acceptance import Acceptance
 from eventkit.consumer import BatchApplier, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.eventstore import EventStore
@@ -30,7 +31,8 @@ from servicekit.timeline import TimelineProjection
 from contracts import notification as n
 from contracts.case import CASE_PERSONAL_FIELDS
 from contracts.events import PERSONAL_FIELDS
-from tests.conftest import fresh_database
+from contracts.topics import DEADLETTER
+from tests.conftest import SCHEMAS, fresh_database
 from tests.notification.receivers import SmtpServer, WebhookServer, smtp_server, webhook_server
 
 MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
@@ -128,6 +130,8 @@ class Harness:
                 RulesReactor(self.ctx),
                 ErasureReactor(self.ctx),
             ],
+            acceptance=Acceptance(SCHEMAS),
+            deadletter_topic=DEADLETTER,
             waiters=Waiters(),
         )
         self.offset = 0

@@ -2,27 +2,24 @@
 poison messages are dead-lettered and the rest goes on."""
 
 import asyncio
-import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
-from crmtools.devstack import EmbeddedBroker, free_port
 from eventkit import deadletter
-from eventkit.consumer import Acceptance, GroupGenerations, IdempotentConsumer, Waiters, past_end
+from eventkit.acceptance import Acceptance
+from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka
 from prometheus_client import REGISTRY
 from servicekit import timeline
+from servicekit.settings import kafka_options
 from servicekit.timeline import TimelineProjection, digest
 
 from contracts.topics import DEADLETTER
-from tests.conftest import eventually, make_topic, unique_topic
+from tests.conftest import SCHEMAS, make_topic, unique_topic
 
 TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
 
@@ -65,6 +62,8 @@ def metric(name: str, **labels: str) -> float:
 
 
 def make_consumer(pool, producer, bootstrap, topic, service, projections=None, **options: Any) -> IdempotentConsumer:
+    """A consumer of the contracts' event types from any topic, dead-lettering to DEADLETTER."""
+    options = {"acceptance": Acceptance(SCHEMAS), "deadletter_topic": DEADLETTER, **options}
     return IdempotentConsumer(
         service=service,
         bootstrap_servers=bootstrap,
@@ -74,6 +73,7 @@ def make_consumer(pool, producer, bootstrap, topic, service, projections=None, *
         producer=producer,
         projections=projections if projections is not None else [TimelineProjection()],
         waiters=Waiters(),
+        client_options=kafka_options(),
         **options,
     )
 
@@ -152,7 +152,9 @@ async def test_an_event_from_a_topic_not_its_domains_is_dead_lettered(
                        "/crm/analytics", TP)  # fmt: skip
     await send(producer, topic, [interaction("cust-w", 0), forged, interaction("cust-w", 1)])
     homes = {"crm.interaction.recorded.v1": topic, "crm.customer.erased.v1": intakes}
-    consumer = make_consumer(pool, producer, bootstrap, topic, "t-home", acceptance=Acceptance(home_topics=homes))
+    consumer = make_consumer(
+        pool, producer, bootstrap, topic, "t-home", acceptance=Acceptance(SCHEMAS, home_topics=homes)
+    )
     assert await run_until_on_timeline(consumer, pool, "cust-w", 2) == 2
     async with pool.acquire() as conn:
         parked = await conn.fetch("SELECT reason, event_id FROM dead_letters")
@@ -387,100 +389,3 @@ async def test_a_waiter_polls_the_database_rarely_while_its_process_reads_everyt
     await asyncio.sleep(0.1)
     waiters.applied([str(event_id)])
     assert await asyncio.wait_for(task, 1) is True
-
-
-async def test_a_group_offset_past_the_partitions_end_is_read_again_from_the_start(
-    pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
-) -> None:
-    # After the embedded broker restarted empty, a member commits the offsets it had (the broker
-    # takes them for a group and topic it made anew), and the group rejoins from there: past the
-    # end of the partition the relays are filling again. The consumer must read it from the start.
-    topic = unique_topic()
-    await make_topic(bootstrap, topic, partitions=1)
-    events = [interaction("cust-past", n) for n in range(5)]
-    await send(producer, topic, events)
-    tp = TopicPartition(topic, 0)
-    committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"g-{topic}", enable_auto_commit=False)
-    await committer.start()
-    try:
-        committer.assign([tp])
-        await committer.commit({tp: OffsetAndMetadata(40, "")})  # offsets of a log from before
-    finally:
-        await committer.stop()
-
-    consumer = make_consumer(pool, producer, bootstrap, topic, "t-past-end", session_timeout_ms=6000)
-    assert await run_until_on_timeline(consumer, pool, "cust-past", len(events)) == len(events)  # not at 40
-
-
-async def test_after_a_broker_restart_the_group_reads_every_partition_from_the_start(
-    pool: asyncpg.Pool, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # A broker of its own, restarted empty under a running consumer, the topic then filled again
-    # (new events first, then the old ones as the relays republish them). The group's new
-    # generation, no later than the last, tells the consumer the coordinator forgot the group, so
-    # it reads from the start whatever offsets the group has (none here; a stale commit the
-    # embedded broker took, where a member that had not noticed the restart made one).
-    broker = EmbeddedBroker(tmp_path / "broker.log", free_port())
-    broker.start()
-    topic = unique_topic()
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False)
-    consumer: IdempotentConsumer | None = None
-    task: asyncio.Task[None] | None = None
-    before = [interaction("cust-restart", n) for n in range(10)]
-    during = [interaction("cust-restart", n) for n in range(10, 15)]
-
-    def applied(expected: int) -> Callable[[], Awaitable[int | None]]:
-        async def probe() -> int | None:
-            async with pool.acquire() as conn:
-                held = (await digest(conn, "cust-restart"))[0]
-            return held if held == expected else None
-
-        return probe
-
-    try:
-        await make_topic(broker.bootstrap, topic, partitions=1)
-        await producer.start()
-        await send(producer, topic, before)
-        consumer = make_consumer(pool, producer, broker.bootstrap, topic, "t-restart", session_timeout_ms=6000)
-        await consumer.start()
-        task = asyncio.create_task(consumer.run())
-        await eventually(applied(len(before)), 20, "the events before the restart")
-
-        with caplog.at_level(logging.WARNING, logger="eventkit.consumer"):
-            broker.kill()
-            broker.start()  # empty: no topic, no group, no offsets
-            await make_topic(broker.bootstrap, topic, partitions=1)
-            await send(producer, topic, during + before)
-            await eventually(applied(len(before) + len(during)), 30, "the events of the refilled partition")
-
-            async def forgotten() -> bool | None:
-                return any("the coordinator forgot the group" in r.getMessage() for r in caplog.records) or None
-
-            assert await eventually(forgotten, 20, "the consumer to tell the group was forgotten")
-    finally:
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if consumer is not None:
-            await consumer.stop()
-        await producer.stop()
-        broker.stop()
-
-
-def test_a_generation_no_later_than_the_last_means_the_coordinator_forgot_the_group() -> None:
-    generations = GroupGenerations()
-    assert [generations.forgot(g, True) for g in (0, 1, 2, 5)] == [False, False, False, False]  # rebalances
-    assert generations.forgot(0, True)  # a broker that restarted empty starts the group again
-    assert not generations.forgot(1, True)
-    assert generations.forgot(1, True)  # the only member, rejoining a group made anew: the same generation
-    # The first assignment after a restart can be of no partitions (no topics yet): the next tells.
-    assert not generations.forgot(0, False)
-    assert generations.forgot(1, True)
-    assert not generations.forgot(2, True)
-
-
-def test_past_end_is_the_furthest_known_position_beyond_the_partitions_end() -> None:
-    assert past_end(5, 3, 7) == 7  # applied 3, the client fetching at 7 (a stale committed offset)
-    assert past_end(5, None, 7) == 7  # nothing applied yet
-    assert past_end(7, 3, 7) is None  # caught up
-    assert past_end(0, None, None) is None  # nothing known

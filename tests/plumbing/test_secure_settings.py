@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from analytics.stream import broker_credentials
 from eventkit import partition_ends, topics
+from eventkit.acceptance import Acceptance
 from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.signing import generate_key_pair
 from faust.types.auth import SASLMechanism
@@ -205,6 +206,9 @@ async def test_sasl_settings_reach_every_kafka_client(monkeypatch: pytest.Monkey
         producer=None,  # type: ignore[arg-type]
         projections=[],
         waiters=Waiters(),
+        acceptance=Acceptance({}),
+        deadletter_topic="dl",
+        client_options=kafka_options(),  # what the service wiring passes (Settings.kafka_client_options)
     )
     client = consumer._consumer._client
     assert (client._security_protocol, client._sasl_mechanism, client._sasl_plain_username) == (
@@ -221,13 +225,13 @@ async def test_sasl_settings_reach_every_kafka_client(monkeypatch: pytest.Monkey
     admin = Captures()
     monkeypatch.setattr(topics, "AIOKafkaAdminClient", admin)
     with pytest.raises(_Stop):
-        await topics.ensure_topics("127.0.0.1:1", 1, 1)
+        await topics.ensure_topics("127.0.0.1:1", 1, 1, ["t"], client_options=kafka_options())
     assert_sasl(admin.made[0])
     # the readers of partition ends and committed offsets
     reader = Captures()
     monkeypatch.setattr(partition_ends, "AIOKafkaConsumer", reader)
     with pytest.raises(_Stop):
-        await partition_ends.committed_offsets("127.0.0.1:1", "g", [])
+        await partition_ends.committed_offsets("127.0.0.1:1", "g", [], client_options=kafka_options())
     assert_sasl(reader.made[0])
 
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from eventkit.consumer import Acceptance, BatchApplier
+from eventkit.acceptance import Acceptance
+from eventkit.consumer import BatchApplier
 from eventkit.envelope import DecodeError, Envelope, from_kafka, new_event, to_kafka
 from eventkit.signing import EventSigner, EventVerifier, generate_key_pair, public_key_of, signed_bytes
 from eventkit.signing import main as signing_main
@@ -16,7 +17,7 @@ from servicekit.auth import KeyProjection
 
 from contracts.security import KEY_CREATED, KEY_REVOKED, SIGNED_TYPES
 from contracts.topics import DEADLETTER
-from tests.conftest import make_topic, unique_topic
+from tests.conftest import SCHEMAS, make_topic, unique_topic
 from tests.plumbing.test_consumer import fetch, interaction, send
 
 TP = "00-" + "5" * 32 + "-" + "6" * 16 + "-01"
@@ -97,7 +98,8 @@ async def test_the_consumer_dead_letters_a_forged_key_and_applies_a_signed_one(
         pool=pool,
         producer=producer,
         projections=[KeyProjection()],
-        acceptance=Acceptance(checks=[EventVerifier({"a": PUBLIC}, SIGNED_TYPES)]),
+        acceptance=Acceptance(SCHEMAS, checks=[EventVerifier({"a": PUBLIC}, SIGNED_TYPES)]),
+        deadletter_topic=DEADLETTER,
     )
     await applier.handle(await fetch(bootstrap, topic, 2))
 

@@ -1,4 +1,4 @@
-"""eventkit.topics on the real broker: missing topics are created, a topic some client's
+"""eventkit.topics and auto_created_topics on the real broker: missing topics are created, a topic some client's
 metadata request created first (with the broker's default partition count) is reported, and
 BrokerWatch notices offsets acknowledged past such a topic's partitions. Also the two embedded
 broker differences behind that: it acknowledges writes past a topic's partitions, which no
@@ -17,6 +17,7 @@ from aiokafka.structs import TopicPartition
 from eventkit.forgetful_broker import BrokerWatch
 from eventkit.partition_ends import PartitionEnds
 from eventkit.topics import ensure_topics
+from servicekit.settings import kafka_options
 
 from tests.conftest import make_topic, produce_batch, read_from_start, unique_topic
 
@@ -24,7 +25,7 @@ from tests.conftest import make_topic, produce_batch, read_from_start, unique_to
 async def counts(bootstrap: str, names: list[str]) -> dict[str, int]:
     """Partitions per topic, read from the metadata of all topics (asking for named ones would
     create them)."""
-    reader = PartitionEnds(bootstrap)
+    reader = PartitionEnds(bootstrap, client_options=kafka_options())
     try:
         found = await reader.partitions(names)
     finally:
@@ -55,8 +56,8 @@ async def test_a_topic_a_subscriber_created_first_is_reported(bootstrap: str, ca
     assert missing not in await counts(bootstrap, [missing])  # reading the metadata created nothing
     wanted = default + 2
 
-    with caplog.at_level(logging.WARNING, logger="eventkit.topics"):
-        await ensure_topics(bootstrap, wanted, 1, names=[early, missing])
+    with caplog.at_level(logging.WARNING, logger="eventkit.auto_created_topics"):
+        await ensure_topics(bootstrap, wanted, 1, [early, missing], client_options=kafka_options())
 
     assert await counts(bootstrap, [early, missing]) == {early: default, missing: wanted}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -98,7 +99,7 @@ async def test_broker_watch_notices_writes_past_the_partitions_of_a_topic(
     default = await made_by_a_subscriber(bootstrap, topic)
     p0, past = TopicPartition(topic, 0), TopicPartition(topic, default + 1)
     await produce_batch(producer, topic, 0, 3)  # offsets 0-2, acknowledged: the relay's watermark is 2
-    watch = BrokerWatch(bootstrap, [topic], default + 2, 1, "t-past")
+    watch = BrokerWatch(bootstrap, [topic], default + 2, 1, "t-past", client_options=kafka_options())
     try:
         assert await watch.forgot({p0: 2}) is None  # the count alone is no loss: reported by ensure_topics
         # The ends alone would not tell: partition 0 still holds what was acknowledged.
@@ -155,7 +156,7 @@ async def test_the_embedded_broker_keeps_a_groups_assignment_when_partitions_are
 async def test_the_embedded_broker_hides_writes_acknowledged_beside_those_to_a_topic_it_did_not_have(
     bootstrap: str,
 ) -> None:
-    # Why the relay reads its topics back after a republish (amnesia.py). After the embedded
+    # Why the relay reads its topics back after a republish (forgetful_broker.py). After the embedded
     # broker restarted empty, a producer's batches go out before any client made the topics anew:
     # it acknowledges them (Apache Kafka answers UNKNOWN_TOPIC_OR_PARTITION) and keeps them; making
     # the topic then starts its offsets at 0 again beside them, and later writes are acknowledged
