@@ -20,7 +20,7 @@ from eventkit.live import FeedOnLoop, TimelineFeed
 from eventkit.outbox import OutboxRelay
 from eventkit.telemetry import OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PARKED_NOW, UNREAD_AFTER_REPUBLISH
 from eventkit.thread_loop import LoopThread
-from servicekit.app import OutboxHead
+from servicekit.runtime import OutboxHead
 from servicekit.settings import kafka_options
 
 from tests.conftest import make_topic, unique_topic
