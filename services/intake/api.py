@@ -18,6 +18,7 @@ from servicekit.inputs import JsonLimits, JsonTooComplex, Rfc3339, SafeLine, Saf
 
 from contracts.events import Channel, ConsentPurpose, Direction, InteractionKind, Preferences
 from intake import domain, handlers, store
+from intake.errors import invalid as _invalid
 from intake.settings import IntakeSettings
 from intake.vault import vault_of
 
@@ -193,14 +194,6 @@ def _to_item(
         return handlers.Item(cmd, "")
     digest = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
     return handlers.Item(cmd, digest, f"client:{body.channel}:{body.client_event_id}")
-
-
-def _invalid(exc: domain.InvalidInput, index: int | None = None) -> ApiError:
-    error: dict[str, Any] = {"field": exc.field, "reason": exc.reason}
-    if index is not None:
-        error = {"index": index, **error}
-    code = "content_too_large" if exc.status == 413 else "validation_failed"
-    return ApiError(exc.status, code, str(exc), errors=[error])
 
 
 def _request_key(idempotency_key: str | None, body: Any) -> tuple[str, str] | None:

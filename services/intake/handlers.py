@@ -711,7 +711,7 @@ async def decide_suggestion(
             raise KeyErased(survivor if keys.get(survivor) is None else merged)
         clock = _Clock()
         tp = current_traceparent()
-        status = "accepted" if accept else "rejected"
+        status: domain.SuggestionDecision = "accepted" if accept else "rejected"
 
         def event(type_: str, customer_id: str, data: dict[str, Any]) -> Envelope:
             key = keys[customer_id]

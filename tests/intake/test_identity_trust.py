@@ -13,7 +13,7 @@ import pytest
 from eventkit import db
 from intake import domain, handlers
 
-from contracts.events import CUSTOMER_MERGED, IDENTIFIERS_VERIFIED, MERGE_SUGGESTED, MERGE_SUGGESTION_DECIDED
+from contracts.events import CUSTOMER_MERGED, IDENTIFIERS_VERIFIED, MERGE_SUGGESTED, MERGE_SUGGESTION_DECIDED, Direction
 from tests.intake.conftest import store, vault
 
 
@@ -31,7 +31,7 @@ def email(name: str) -> domain.Ident:
 
 
 def claim(
-    *idents: domain.Ident, customer_id: str | None = None, verified: bool = False, direction: str = "inbound"
+    *idents: domain.Ident, customer_id: str | None = None, verified: bool = False, direction: Direction = "inbound"
 ) -> handlers.Item:
     cmd = domain.RecordInteraction(
         channel="web", direction=direction, kind="message", occurred_at=datetime.now(UTC),
