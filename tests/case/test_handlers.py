@@ -17,7 +17,7 @@ from case import domain, handlers, rules, sla, store, timers
 from case.calendar import BusinessCalendar
 from case.handlers import CaseContext
 from case.policies import CaseRulesPolicy
-from crmtools.devstack import EmbeddedPostgres
+from crmtools.infra import EmbeddedPostgres
 from eventkit import db
 from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from crmtools.devstack import EmbeddedPostgres
+from crmtools.infra import EmbeddedPostgres
 from eventkit.eventstore import EventStore
 from intake import domain, recording
 from intake.vault import Vault

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from crmtools.devstack import EmbeddedPostgres
+from crmtools.infra import EmbeddedPostgres
 from eventkit import crypto, db
 from eventkit.eventstore import EventStore
 from intake import customer_events, domain, handlers, recording, store

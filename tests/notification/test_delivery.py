@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from crmtools.devstack import EmbeddedPostgres
+from crmtools.infra import EmbeddedPostgres
 from eventkit import crypto, db
 from eventkit.consumer import BatchApplier, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka

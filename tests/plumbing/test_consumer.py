@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
-from crmtools.devstack import EmbeddedBroker, free_port
+from crmtools.infra import EmbeddedBroker
+from crmtools.processes import free_port
 from eventkit import deadletter
 from eventkit.consumer import Acceptance, GroupGenerations, IdempotentConsumer, Waiters, past_end
 from eventkit.envelope import Envelope, new_event, to_kafka
