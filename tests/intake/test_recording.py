@@ -1,4 +1,4 @@
-"""intake's handlers against a real PostgreSQL: idempotency and identity under retries and races."""
+"""Recording interactions against a real PostgreSQL: idempotency and identity under retries and races."""
 
 import asyncio
 import uuid
