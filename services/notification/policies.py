@@ -34,8 +34,8 @@ class RulesPolicy:
 
 
 class ErasurePolicy:
-    """After the projections, so a batch holding a customer's events and their erasure
-    ends erased whatever the order."""
+    """Applied last (after the profile projection and the rules policy), so a batch holding a
+    customer's events and their erasure ends erased whatever the order."""
 
     def __init__(self, ctx: NotificationContext) -> None:
         self.ctx = ctx
