@@ -20,7 +20,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from crmtools.devstack import SERVICES, EmbeddedBroker, EmbeddedPostgres, Stack, free_port
+from crmtools.devstack import SERVICES, Stack
+from crmtools.infra import EmbeddedBroker, EmbeddedPostgres
+from crmtools.processes import free_port
 from eventkit import db
 from eventkit.signing import generate_key_pair
 from pydantic import BaseModel

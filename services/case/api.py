@@ -17,8 +17,10 @@ from servicekit.auth import require
 from servicekit.http import ApiError, audit_customer, decode_cursor
 from servicekit.inputs import INT64_MAX, SafeLine, SafeText
 
-from case import domain, handlers, store
+from case import handlers, sla, store, views
 from case.deps import CaseRuntime
+from case.domain import CommandRejected
+from case.errors import api_error
 from case.handlers import Outcome
 from contracts.case import CaseType, Priority, Status
 
@@ -34,10 +36,6 @@ _VERSION = re.compile(r"[0-9]{1,18}", re.ASCII)
 def _json(body: Any, status: int = 200, version: int | None = None) -> Response:
     headers = {"ETag": f'"{version}"'} if version is not None else None
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-def _rejected(exc: domain.CommandRejected) -> ApiError:
-    return ApiError(exc.status, exc.error, str(exc), **exc.extra)
 
 
 def _not_found(case_id: str) -> ApiError:
@@ -144,7 +142,7 @@ class SurveyOut(BaseModel):
 
 
 class CaseOut(BaseModel):
-    """A case as agents see it (domain.to_view)."""
+    """A case as agents see it (views.to_view)."""
 
     case_id: str
     customer_id: str
@@ -231,7 +229,7 @@ class CaseListOut(BaseModel):
 
 
 def _outcome(outcome: Outcome, status: int = 200) -> Response:
-    body = {**domain.to_view(outcome.state), "event_ids": outcome.event_ids}
+    body = {**views.to_view(outcome.state), "event_ids": outcome.event_ids}
     return _json(body, status, outcome.state.version)
 
 
@@ -242,8 +240,8 @@ async def _run(request: Request, case_id: str, call: Any) -> Response:
         return _outcome(outcome)
     except handlers.CaseNotFound as exc:
         raise _not_found(case_id) from exc
-    except domain.CommandRejected as exc:
-        raise _rejected(exc) from exc
+    except CommandRejected as exc:
+        raise api_error(exc) from exc
 
 
 _COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -330,8 +328,8 @@ async def get_case(request: Request, rt: CaseRuntime, case_id: str) -> Response:
         raise _not_found(case_id) from exc
     audit_customer(request, state.customer_id)
     body = {
-        **domain.to_view(state),
-        "sla": domain.sla_view(state, ctx.policy, ctx.calendar, ctx.clock()),
+        **views.to_view(state),
+        "sla": sla.sla_view(state, ctx.policy, ctx.calendar, ctx.clock()),
         "history": [
             {
                 "event_id": s.event.id,

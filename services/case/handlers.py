@@ -16,8 +16,10 @@ from eventkit.eventstore import Append, ConcurrencyError, EventStore, StoredEven
 from eventkit.telemetry import current_traceparent
 from servicekit.keyring import KeyErased, KeyRing
 
-from case import domain, store
-from case.domain import CaseState, CommandRejected, Draft
+from case import domain, sla, store
+from case.calendar import BusinessCalendar
+from case.domain import CaseState, Draft
+from case.rules import CaseRules, OpenRule
 from contracts.case import CASE_PERSONAL_FIELDS
 from contracts.topics import CASE
 
@@ -28,9 +30,9 @@ class CaseContext:
 
     source: str
     events: EventStore
-    policy: domain.SlaPolicy
-    calendar: domain.BusinessCalendar
-    rules: domain.CaseRules
+    policy: sla.SlaPolicy
+    calendar: BusinessCalendar
+    rules: CaseRules
     keys: KeyRing  # data keys, to seal what agents write (titles, reasons, notes)
     clock: domain.Clock = domain.system_clock
 
@@ -66,7 +68,7 @@ async def commit(
     state: CaseState,
     drafts: Sequence[Draft],
     traceparent: str,
-    fired: Sequence[domain.Alert] = (),
+    fired: Sequence[sla.Alert] = (),
 ) -> list[Envelope]:
     """Append the drafts at the state's version, fold them in, and rewrite the row and timers."""
     if not drafts:
@@ -83,7 +85,7 @@ async def commit(
     for e in envelopes:
         state.apply(e.type, e.data, e.time)
     await store.save_case(conn, state)
-    scheduled = domain.scheduled_alerts(state, ctx.policy, ctx.calendar)
+    scheduled = sla.scheduled_alerts(state, ctx.policy, ctx.calendar)
     await store.sync_timers(conn, state.case_id, scheduled, fired, now)
     return envelopes
 
@@ -158,7 +160,7 @@ async def open_case(
             return Outcome(existing, [], created=False)
         vip = await store.is_vip(conn, ids)
         state = CaseState(case_id)
-        rule = domain.OpenRule(type_, priority, team)
+        rule = OpenRule(type_, priority, team)
         drafts = domain.open_case(case_id, ids[0], rule, vip, opened_by=None, title=title)
         envelopes = await commit(conn, ctx, state, drafts, current_traceparent())
         return Outcome(state, [e.id for e in envelopes])
@@ -208,14 +210,12 @@ async def link_interaction(
         found = await store.interaction(conn, await store.customer_ids(conn, state.customer_id), interaction_event_id)
         if found is None:
             if await store.interaction_owner(conn, interaction_event_id) is not None:
-                raise CommandRejected(
-                    422,
+                raise domain.Invalid(
                     "interaction_of_another_customer",
                     "that interaction belongs to another customer",
                     errors=[{"field": "interaction_event_id", "reason": "another customer's interaction"}],
                 )
-            raise CommandRejected(
-                404,
+            raise domain.NotFound(
                 "interaction_not_found",
                 "no such interaction has reached the case service (yet)",
                 errors=[{"field": "interaction_event_id", "reason": "unknown interaction event id"}],

@@ -10,7 +10,7 @@ from servicekit.runtime import Runtime
 from case import timers
 from case.api import router
 from case.handlers import CaseContext
-from case.projections import CaseRulesProjection
+from case.policies import CaseRulesPolicy
 from case.settings import CaseSettings
 
 settings = CaseSettings.for_service("case")
@@ -36,7 +36,7 @@ app = create_app(
         name="case",
         title="crm case",
         description="Cases (tickets): lifecycle, owners, priorities, SLA clocks in business hours, follow-ups.",
-        projections=[CaseRulesProjection(context)],
+        projections=[CaseRulesPolicy(context)],
         routers=[router],
         migrations=[Path(__file__).parent / "migrations"],
         background=[sla_timers],

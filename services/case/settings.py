@@ -12,7 +12,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from servicekit.settings import Settings
 
-from case import domain
+from case.calendar import BusinessCalendar
+from case.rules import CaseRules, OpenRule
+from case.sla import DEFAULT_POLICY, DEFAULT_TARGETS, SlaPolicy, Targets
 from contracts.case import CaseType, Priority
 from contracts.events import InteractionKind
 
@@ -48,8 +50,7 @@ def _minutes(hhmm: str) -> int:
 
 class CaseSettings(Settings):
     case_sla_policy: dict[Priority, TargetsIn] = {
-        p: TargetsIn(first_response=t.first_response, resolution=t.resolution)  # type: ignore[misc]
-        for p, t in domain.DEFAULT_POLICY.targets.items()
+        p: TargetsIn(first_response=t.first_response, resolution=t.resolution) for p, t in DEFAULT_TARGETS.items()
     }
     case_sla_warning_share: float = Field(default=0.8, gt=0, lt=1)
     case_business_calendar: CalendarIn | Literal["24x7"] = CalendarIn()
@@ -61,20 +62,20 @@ class CaseSettings(Settings):
     case_followup_delay_s: float = Field(default=86_400, ge=0)
     case_timer_poll_interval_ms: int = Field(default=1000, ge=10)
 
-    def policy(self) -> domain.SlaPolicy:
-        targets = dict(domain.DEFAULT_POLICY.targets)  # priorities not named keep the defaults
-        targets.update({p: domain.Targets(t.first_response, t.resolution) for p, t in self.case_sla_policy.items()})
-        return domain.SlaPolicy(
+    def policy(self) -> SlaPolicy:
+        targets = dict(DEFAULT_POLICY.targets)  # priorities not named keep the defaults
+        targets.update({p: Targets(t.first_response, t.resolution) for p, t in self.case_sla_policy.items()})
+        return SlaPolicy(
             targets,
             self.case_sla_warning_share,
         )
 
-    def calendar(self) -> domain.BusinessCalendar:
+    def calendar(self) -> BusinessCalendar:
         cal = self.case_business_calendar
         if cal == "24x7":
-            return domain.BusinessCalendar.always_open()
+            return BusinessCalendar.always_open()
         assert isinstance(cal, CalendarIn)
-        return domain.BusinessCalendar(
+        return BusinessCalendar(
             time_zone=cal.time_zone,
             working_days=frozenset(_DAYS.index(d) for d in cal.working_days),
             start_minute=_minutes(cal.hours[0]),
@@ -82,9 +83,9 @@ class CaseSettings(Settings):
             holidays=frozenset(cal.holidays),
         )
 
-    def rules(self) -> domain.CaseRules:
-        return domain.CaseRules(
-            open_on={kind: domain.OpenRule(r.type, r.priority, r.team) for kind, r in self.case_rules.items()},
+    def rules(self) -> CaseRules:
+        return CaseRules(
+            open_on={kind: OpenRule(r.type, r.priority, r.team) for kind, r in self.case_rules.items()},
             followup_delay=timedelta(seconds=self.case_followup_delay_s),
             escalation_queues=dict(self.case_escalation_queues),
         )

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from eventkit.envelope import format_time
 
-from case import domain
+from case import domain, sla
 from contracts.events import INTERACTION_RECORDED
 
 _CUSTOMER_LOCK = 7_300_101  # advisory lock namespace: one customer's rules at a time
@@ -232,8 +232,8 @@ async def list_cases(
 async def sync_timers(
     conn: asyncpg.Connection,
     case_id: str,
-    scheduled: Sequence[domain.Alert],
-    fired: Sequence[domain.Alert],
+    scheduled: Sequence[sla.Alert],
+    fired: Sequence[sla.Alert],
     now: datetime,
 ) -> None:
     """Unfired timers become exactly the scheduled alerts; fired ones are marked fired."""

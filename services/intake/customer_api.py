@@ -12,8 +12,8 @@ from servicekit.http import ApiError, survivor_redirect
 from servicekit.inputs import SafeLine
 
 from contracts.events import Channel, ConsentPurpose, Preferences
-from intake import domain, handlers, store
-from intake.api import ERASED, MERGED, NOT_FOUND, ExternalId, invalid_input
+from intake import domain, errors, handlers, store, suggestions
+from intake.api import ERASED, MERGED, NOT_FOUND, ExternalId
 from intake.deps import IntakeRuntime
 
 router = APIRouter()
@@ -82,7 +82,7 @@ async def customer_call(request: Request, customer_id: str, call: Any, status: i
     except handlers.CustomerMoved as exc:
         return survivor_redirect(request, customer_id, exc.survivor_id)
     except domain.InvalidInput as exc:
-        raise invalid_input(exc) from exc
+        raise errors.invalid(exc) from exc
 
 
 @router.get(
@@ -111,7 +111,7 @@ async def find_customers(
         if phone:
             idents.append(domain.normalise_phone(phone, settings.phone_default_region, "query.phone"))
     except domain.InvalidInput as exc:
-        raise invalid_input(exc) from exc
+        raise errors.invalid(exc) from exc
     words = domain.name_tokens(name or "")
     if name and not words:
         raise ApiError(422, "validation_failed", "the name has no words to search for",
@@ -191,7 +191,7 @@ async def put_profile(request: Request, rt: IntakeRuntime, customer_id: str, bod
     try:
         name = domain.normalise_name(body.name, "body.name")
     except domain.InvalidInput as exc:
-        raise invalid_input(exc) from exc
+        raise errors.invalid(exc) from exc
     call = handlers.change_profile(rt.db, rt.store, rt.context.vault, rt.settings.source, customer_id, name)
     return await customer_call(request, customer_id, _changed(customer_id, call))
 
@@ -252,7 +252,7 @@ async def verify_identifiers(request: Request, rt: IntakeRuntime, customer_id: s
         for n, ext in enumerate(body.external):
             idents.append(domain.normalise_external(ext.channel, ext.id, f"body.external.{n}.id"))
     except domain.InvalidInput as exc:
-        raise invalid_input(exc) from exc
+        raise errors.invalid(exc) from exc
     if not idents:
         raise ApiError(422, "validation_failed", "give email, phone or external",
                        errors=[{"field": "body", "reason": "give at least one identifier"}])  # fmt: skip
@@ -304,18 +304,18 @@ async def list_merge_suggestions(
     customer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
-    items = await handlers.list_suggestions(rt.db, rt.context.vault, status, customer_id, limit)
+    items = await suggestions.list_suggestions(rt.db, rt.context.vault, status, customer_id, limit)
     return JSONResponse({"items": items})
 
 
 async def _decide(rt: IntakeRuntime, suggestion_id: str, accept: bool, principal: Any) -> Response:
     try:
-        out = await handlers.decide_suggestion(
+        out = await suggestions.decide_suggestion(
             rt.db, rt.store, rt.context.vault, rt.settings.source, suggestion_id, accept, principal.key_id
         )
-    except handlers.SuggestionNotFound as exc:
+    except suggestions.SuggestionNotFound as exc:
         raise ApiError(404, "suggestion_not_found", f"no merge suggestion {suggestion_id}") from exc
-    except handlers.SuggestionDecided as exc:
+    except suggestions.SuggestionDecided as exc:
         raise ApiError(409, "suggestion_decided", f"this suggestion was {exc.status} already",
                        decided=exc.status) from exc  # fmt: skip
     return JSONResponse(out)

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends
 from servicekit.runtime import Runtime, runtime
 
-from intake.handlers import GroupCommit
+from intake.group_commit import GroupCommit
 from intake.settings import IntakeSettings
 from intake.vault import Vault
 

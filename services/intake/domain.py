@@ -18,40 +18,50 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, Literal
 
 import email_validator
 import phonenumbers
 
 from contracts.events import (
+    Channel,
     ConsentChanged,
     CustomerCreated,
     CustomerMerged,
+    Direction,
     Identifier,
+    IdentifierKind,
     IdentifiersAdded,
     IdentifiersVerified,
+    InteractionKind,
     InteractionRecorded,
     MergeSuggested,
     MergeSuggestionDecided,
     Preferences,
     PreferencesChanged,
     ProfileChanged,
+    Trust,
 )
 
-CLAIMED = "claimed"
-VERIFIED = "verified"
+CLAIMED: Final = "claimed"
+VERIFIED: Final = "verified"
+VerifiedBy = Literal["agent", "key"]  # who verified identifiers: an agent, or a verifying key
+SuggestionDecision = Literal["accepted", "rejected"]
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_CONTENT_CHARS = 10_000
 
 
 class InvalidInput(ValueError):
-    """A command that breaks a rule; `field` and `reason` go back to the caller as a 4xx."""
+    """A command that breaks a rule; `field` and `reason` go back to the caller (errors.py says how)."""
 
-    def __init__(self, field: str, reason: str, status: int = 422) -> None:
+    def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-        self.status = status
+
+
+class TooLarge(InvalidInput):
+    """Input larger than intake keeps (an interaction's content)."""
 
 
 # --- identifiers ---------------------------------------------------------------------------
@@ -61,9 +71,9 @@ class InvalidInput(ValueError):
 class Ident:
     """A normalised identifier. `key` is what makes two identifiers the same."""
 
-    kind: str  # email | phone | external
+    kind: IdentifierKind
     value: str
-    channel: str | None = None
+    channel: Channel | None = None  # whose id an external one is
 
     @property
     def key(self) -> str:
@@ -72,7 +82,7 @@ class Ident:
         return f"{self.kind}:{self.value}"
 
     def to_contract(self) -> Identifier:
-        return Identifier(kind=self.kind, value=self.value, channel=self.channel)  # type: ignore[arg-type]
+        return Identifier(kind=self.kind, value=self.value, channel=self.channel)
 
 
 def normalise_email(raw: str, field: str = "customer.email") -> Ident:
@@ -105,7 +115,7 @@ def normalise_phone(raw: str, default_region: str, field: str = "customer.phone"
     return Ident("phone", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def normalise_external(channel: str, raw: str, field: str = "customer.external") -> Ident:
+def normalise_external(channel: Channel, raw: str, field: str = "customer.external") -> Ident:
     value = raw.strip()
     if not value or len(value) > 200:
         raise InvalidInput(field, "external id must be 1 to 200 characters")
@@ -124,7 +134,7 @@ class IdentitySnapshot:
     """
 
     owner: dict[str, str] = field(default_factory=dict)  # Ident.key -> customer id
-    trust: dict[str, str] = field(default_factory=dict)  # Ident.key -> CLAIMED | VERIFIED
+    trust: dict[str, Trust] = field(default_factory=dict)  # Ident.key -> CLAIMED | VERIFIED
     merged_into: dict[str, str] = field(default_factory=dict)  # merged id -> survivor id
     created: dict[str, datetime] = field(default_factory=dict)  # live customers named so far
 
@@ -160,7 +170,7 @@ class Resolution:
     created: tuple[Ident, ...] | None  # the identifiers of a customer created now, else None
     merges: tuple[Merge, ...]
     added: tuple[Ident, ...]  # identifiers newly linked to an existing customer
-    trust: str = VERIFIED  # of the identifiers created or added now
+    trust: Trust = VERIFIED  # of the identifiers created or added now
     suggestions: tuple[Suggestion, ...] = ()  # claims that named other customers: no merge
     verified: tuple[Ident, ...] = ()  # claimed identifiers of the customer that a verifying request named
 
@@ -183,7 +193,7 @@ class IdentityResolver:
         merged or upgraded (a suggestion at most), or a claim followed by a verified post of the
         same address would hand the customer to whoever made the claim."""
         s = self.snapshot
-        trust = VERIFIED if verified else CLAIMED
+        trust: Trust = VERIFIED if verified else CLAIMED
         idents = list(dict.fromkeys(idents))
         named: list[str] = []  # live customers this request names, in order
         proven: list[str] = []  # of those, the ones named by id or by a verified identifier
@@ -300,9 +310,9 @@ def merged_consent(
 
 @dataclass(frozen=True)
 class RecordInteraction:
-    channel: str
-    direction: str
-    kind: str
+    channel: Channel
+    direction: Direction
+    kind: InteractionKind
     occurred_at: datetime
     customer_id: str | None = None
     identifiers: tuple[Ident, ...] = ()
@@ -315,7 +325,7 @@ def check_interaction(cmd: RecordInteraction, now: datetime) -> None:
     if cmd.occurred_at - now > MAX_CLOCK_SKEW:
         raise InvalidInput("occurred_at", "more than 5 minutes in the future")
     if cmd.content is not None and len(cmd.content) > MAX_CONTENT_CHARS:
-        raise InvalidInput("content", f"longer than {MAX_CONTENT_CHARS} characters", status=413)
+        raise TooLarge("content", f"longer than {MAX_CONTENT_CHARS} characters")
     if cmd.customer_id is None and not cmd.identifiers:
         raise InvalidInput("customer", "give a customer id or at least one identifier")
 
@@ -332,31 +342,31 @@ def used_themselves(direction: str, created: Iterable[Ident]) -> bool:
 
 
 def customer_created(
-    customer_id: str, idents: Iterable[Ident], trust: str = VERIFIED, inbound: bool = False
+    customer_id: str, idents: Iterable[Ident], trust: Trust = VERIFIED, inbound: bool = False
 ) -> dict[str, Any]:
     data = CustomerCreated(
         customer_id=customer_id,
         identifiers=[i.to_contract() for i in idents],
-        trust=trust,  # type: ignore[arg-type]
+        trust=trust,
         inbound=inbound,
     )
     return data.model_dump(mode="json")
 
 
-def identifiers_added(customer_id: str, idents: Iterable[Ident], trust: str = VERIFIED) -> dict[str, Any]:
+def identifiers_added(customer_id: str, idents: Iterable[Ident], trust: Trust = VERIFIED) -> dict[str, Any]:
     data = IdentifiersAdded(
         customer_id=customer_id,
         identifiers=[i.to_contract() for i in idents],
-        trust=trust,  # type: ignore[arg-type]
+        trust=trust,
     )
     return data.model_dump(mode="json")
 
 
-def identifiers_verified(customer_id: str, idents: Iterable[Ident], by: str) -> dict[str, Any]:
+def identifiers_verified(customer_id: str, idents: Iterable[Ident], by: VerifiedBy) -> dict[str, Any]:
     data = IdentifiersVerified(
         customer_id=customer_id,
         identifiers=[i.to_contract() for i in idents],
-        by=by,  # type: ignore[arg-type]
+        by=by,
     )
     return data.model_dump(mode="json")
 
@@ -374,14 +384,19 @@ def merge_suggested(suggestion_id: str, customer_id: str, suggestion: Suggestion
 
 
 def merge_suggestion_decided(
-    suggestion_id: str, customer_id: str, survivor_id: str, merged_id: str, decision: str, decided_by: str
+    suggestion_id: str,
+    customer_id: str,
+    survivor_id: str,
+    merged_id: str,
+    decision: SuggestionDecision,
+    decided_by: str,
 ) -> dict[str, Any]:
     data = MergeSuggestionDecided(
         suggestion_id=suggestion_id,
         customer_id=customer_id,
         survivor_id=survivor_id,
         merged_id=merged_id,
-        decision=decision,  # type: ignore[arg-type]
+        decision=decision,
         decided_by=decided_by,
     )
     return data.model_dump(mode="json")
@@ -400,9 +415,9 @@ def customer_merged(merge: Merge, reason: str = "identifiers given together belo
 def interaction_recorded(customer_id: str, cmd: RecordInteraction) -> dict[str, Any]:
     data = InteractionRecorded(
         customer_id=customer_id,
-        channel=cmd.channel,  # type: ignore[arg-type]  # validated at the edge
-        direction=cmd.direction,  # type: ignore[arg-type]
-        kind=cmd.kind,  # type: ignore[arg-type]
+        channel=cmd.channel,
+        direction=cmd.direction,
+        kind=cmd.kind,
         occurred_at=cmd.occurred_at,
         content=cmd.content,
         metadata=cmd.metadata,
@@ -411,7 +426,10 @@ def interaction_recorded(customer_id: str, cmd: RecordInteraction) -> dict[str, 
 
 
 def consent_changed(customer_id: str, purpose: str, channel: str | None, granted: bool) -> dict[str, Any]:
-    data = ConsentChanged(customer_id=customer_id, purpose=purpose, channel=channel, granted=granted)  # type: ignore[arg-type]
+    """Purpose and channel come back from the consent table as text: the contract checks them."""
+    data = ConsentChanged.model_validate(
+        {"customer_id": customer_id, "purpose": purpose, "channel": channel, "granted": granted}
+    )
     return data.model_dump(mode="json")
 
 

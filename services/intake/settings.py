@@ -8,7 +8,7 @@ from servicekit.settings import Settings, secret_problems
 class IntakeSettings(Settings):
     phone_default_region: str = "US"  # how to read phone numbers written without a +country code
     # Interaction writes in flight at once; requests arriving meanwhile share the next
-    # transaction (group commit, handlers.GroupCommit).
+    # transaction (group commit, group_commit.GroupCommit).
     write_transactions: int = 4
     # Where the other services answer, for the customer export (which gathers from all four).
     case_url: str = "http://127.0.0.1:8002"

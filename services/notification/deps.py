@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Depends
 from servicekit.runtime import Runtime, runtime
 
-from notification.handlers import NotificationContext
+from notification.context import NotificationContext
 from notification.settings import NotificationSettings
 
 NotificationRuntime = Annotated[Runtime[NotificationSettings, NotificationContext], Depends(runtime)]

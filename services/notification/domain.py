@@ -27,6 +27,9 @@ from contracts.events import Preferences, QuietHours
 
 Clock = Callable[[], datetime]
 CustomerChannel = Literal["email", "sms"]
+Refusal = Literal["blocked_channel", "no_consent"]  # why a channel may not carry a message
+SuppressReason = Literal[Refusal, "cap", "duplicate", "no_address"]
+DelayReason = Literal["quiet_hours", "not_before"]
 CUSTOMER_CHANNELS: tuple[CustomerChannel, ...] = ("email", "sms")
 ALL_CHANNELS = "*"  # a consent row for every channel
 RULES_FILE = Path(__file__).parent / "rules.yaml"
@@ -195,7 +198,7 @@ def blocked(profile: Profile, channel: str) -> bool:
     return not consented(profile, "service", channel)
 
 
-def channel_refusal(profile: Profile, channel: str, purpose: str) -> str | None:
+def channel_refusal(profile: Profile, channel: str, purpose: str) -> Refusal | None:
     """Why this channel may not carry a message of this purpose now, or None if it may."""
     if blocked(profile, channel):
         return "blocked_channel"
@@ -215,12 +218,12 @@ class Schedule:
     channel: str
     address: str
     deliver_at: datetime
-    delayed_reason: Literal["quiet_hours", "not_before"] | None = None
+    delayed_reason: DelayReason | None = None
 
 
 @dataclass(frozen=True)
 class Suppress:
-    reason: Literal["no_consent", "blocked_channel", "cap", "duplicate", "no_address"]
+    reason: SuppressReason
     channel: str | None = None
 
 
@@ -300,7 +303,7 @@ def decide_customer(
         if reason is None:
             chosen = (channel, address)
             break
-        refusal = refusal or Suppress(reason, channel)  # type: ignore[arg-type]
+        refusal = refusal or Suppress(reason, channel)
     if chosen is None:
         return refusal or Suppress("no_address")
     picked, address = chosen
@@ -309,16 +312,17 @@ def decide_customer(
         if digest is None or not digest.enabled:
             return Suppress("cap", picked)
         start, window_end = digest_window(earliest, digest.window)
-        due, reason = digest_due(window_end, profile.preferences.quiet_hours)
-        return ToDigest(picked, address, start, due, reason)
-    deliver_at, why = now, None
+        due, delay = digest_due(window_end, profile.preferences.quiet_hours)
+        return ToDigest(picked, address, start, due, delay)
+    deliver_at = now
+    why: DelayReason | None = None
     if not_before is not None and not_before > now:
         deliver_at, why = not_before, "not_before"
     quiet = profile.preferences.quiet_hours
     end = quiet_hours_end(deliver_at, quiet) if quiet else None
     if end is not None:
         deliver_at, why = end, "quiet_hours"
-    return Schedule(picked, address, deliver_at, why)  # type: ignore[arg-type]
+    return Schedule(picked, address, deliver_at, why)
 
 
 def _hhmm(text: str) -> time:

@@ -10,9 +10,10 @@ from servicekit.runtime import Runtime
 
 from notification import domain, worker
 from notification.api import router
+from notification.context import NotificationContext
 from notification.delivery import Senders, SmsSender, SmtpConfig, SmtpSender, WebhookPoster, WebhookSender
-from notification.handlers import NotificationContext
-from notification.projections import ErasureReactor, ProfileProjection, RulesReactor
+from notification.policies import ErasurePolicy, RulesPolicy
+from notification.projections import ProfileProjection
 from notification.settings import NotificationSettings
 
 settings = NotificationSettings.for_service("notification")
@@ -62,7 +63,7 @@ app = create_app(
         name="notification",
         title="crm notification",
         description="Customer and staff notifications: rules, consent-aware decisions, durable delivery.",
-        projections=[ProfileProjection(keyring), RulesReactor(context), ErasureReactor(context)],
+        projections=[ProfileProjection(keyring), RulesPolicy(context), ErasurePolicy(context)],
         routers=[router],
         migrations=[Path(__file__).parent / "migrations"],
         background=[deliveries],

@@ -1,4 +1,4 @@
-"""notification's projections, applied by the idempotent consumer inside its transaction.
+"""notification's read models, applied by the idempotent consumer inside its transaction.
 
 - ProfileProjection: addresses (email, phone) from crm.customer.created.v1 and
   crm.customer.identifiers_added.v1, deliverable only when verified or used by the customer
@@ -8,12 +8,8 @@
   (the timeline projection records them earlier in the same transaction).
   Addresses are stored sealed under the data key that sealed them in the event (privacy.py);
   an erased customer's (key gone) are not kept.
-- RulesReactor: for events a rule matches, records one row per (rule, event, recipient) and
-  appends its scheduled or suppressed event, in the same transaction that records the event as
-  applied. A redelivered event is skipped by the consumer, and the unique key makes a replay
-  (or any second path) change nothing.
-- ErasureReactor: crm.customer.erased.v1 forgets the erased ids' addresses, consent and
-  preferences and masks their messages; those not sent yet end suppressed (no_address).
+
+The policies that react to events by deciding messages are in policies.py.
 
 The vault not answering (KeysUnavailable) fails the batch as a transient error: it is retried,
 never dead-lettered, and never read as an erasure.
@@ -29,14 +25,12 @@ from servicekit.keyring import KeyRing
 from contracts.events import (
     CONSENT_CHANGED,
     CUSTOMER_CREATED,
-    CUSTOMER_ERASED,
     IDENTIFIERS_ADDED,
     IDENTIFIERS_VERIFIED,
     PREFERENCES_CHANGED,
 )
-from notification import handlers, privacy, store
+from notification import privacy, store
 from notification.domain import ALL_CHANNELS
-from notification.handlers import NotificationContext
 
 _CONTACT_KINDS = ("email", "phone")
 
@@ -112,28 +106,3 @@ class ProfileProjection:
             for kind, value in verified
         ]
         await store.make_deliverable(conn, ids, found)
-
-
-class RulesReactor:
-    def __init__(self, ctx: NotificationContext) -> None:
-        self.ctx = ctx
-
-    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        with privacy.retry_while_vault_unavailable():
-            for e in events:
-                if e.source != self.ctx.source:  # never react to our own events
-                    await handlers.plan(conn, self.ctx, e)
-
-
-class ErasureReactor:
-    """After the other projections, so a batch holding a customer's events and their erasure
-    ends erased whatever the order."""
-
-    def __init__(self, ctx: NotificationContext) -> None:
-        self.ctx = ctx
-
-    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        for e in events:
-            if e.type == CUSTOMER_ERASED:
-                ids = [str(i) for i in e.data.get("erased_ids") or [e.data["customer_id"]]]
-                await handlers.erase(conn, self.ctx, ids)

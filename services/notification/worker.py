@@ -26,9 +26,9 @@ from eventkit.crash_points import crash_point
 from eventkit.db import TRANSIENT_ERRORS
 from servicekit.keyring import KeysUnavailable
 
-from notification import domain, handlers, store
+from notification import digests, domain, erasure, handlers, messages, outcomes, store
+from notification.context import NotificationContext
 from notification.delivery import Accepted, DeliveryError, Message, Sender
-from notification.handlers import NotificationContext
 from notification.store import Row
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ async def deliver_due(pool: asyncpg.Pool, ctx: NotificationContext, sender: Send
 
 async def _seal_legacy(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> int:
     async with conn.transaction():
-        return await handlers.seal_legacy(conn, ctx, limit)
+        return await erasure.seal_legacy(conn, ctx, limit)
 
 
 async def _recover(conn: asyncpg.Connection, ctx: NotificationContext, limit: int) -> int:
@@ -58,7 +58,7 @@ async def _recover(conn: asyncpg.Connection, ctx: NotificationContext, limit: in
         rows = await store.expired_sends(conn, ctx.clock(), limit)
         for row in rows:
             log.warning("send of a %s message interrupted (lease ran out); outcome unknown", row.channel)
-            await handlers.recover_interrupted(conn, ctx, row)
+            await outcomes.recover_interrupted(conn, ctx, row)
         return len(rows)
 
 
@@ -75,18 +75,18 @@ async def _claim(conn: asyncpg.Connection, ctx: NotificationContext, limit: int)
         now = ctx.clock()
         claimed = []
         for row in await store.due(conn, ["scheduled", "retrying"], now, limit):
-            refusal, quiet_until = await handlers.before_send(conn, ctx, row)
+            refusal, quiet_until = await outcomes.before_send(conn, ctx, row)
             if refusal is not None:
-                await handlers.suppress(conn, ctx, row, refusal, row.channel)
+                await messages.suppress(conn, ctx, row, refusal, row.channel)
                 continue
             if quiet_until is not None:
-                await handlers.hold_for_quiet_hours(conn, ctx, row, quiet_until)
+                await outcomes.hold_for_quiet_hours(conn, ctx, row, quiet_until)
                 continue
-            if row.rule == domain.DIGEST_RULE and not await handlers.prepare_digest(conn, ctx, row):
+            if row.rule == domain.DIGEST_RULE and not await digests.prepare_digest(conn, ctx, row):
                 continue
-            message = await handlers.message_of(ctx, row)
+            message = await outcomes.message_of(ctx, row)
             if message is None:
-                await handlers.suppress(conn, ctx, row, "no_address", row.channel)
+                await messages.suppress(conn, ctx, row, "no_address", row.channel)
                 continue
             row.attempts += 1
             row.status = "sending"
@@ -116,9 +116,9 @@ async def _send_and_record(
         if current is None or current.status != "sending" or current.attempts != row.attempts:
             return  # the lease ran out meanwhile and recovery already decided; keep its record
         if isinstance(outcome, Accepted):
-            await handlers.record_success(conn, ctx, row, outcome)
+            await outcomes.record_success(conn, ctx, row, outcome)
         else:
-            await handlers.record_failure(conn, ctx, row, outcome)
+            await outcomes.record_failure(conn, ctx, row, outcome)
 
 
 async def run(

@@ -16,7 +16,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from crmtools.devstack import SERVICES, Stack, free_port
+from crmtools.devstack import SERVICES, Stack
+from crmtools.processes import free_port
 
 from tests import debian
 from tests.conftest import ADMIN_KEY, api_client, running_stack

@@ -1,4 +1,4 @@
-"""case's handlers, rules projection and SLA timers against a real PostgreSQL (and the broker for
+"""case's handlers, rules policy and SLA timers against a real PostgreSQL (and the broker for
 the consumer's producer): cases opened exactly once from interactions, commands with optimistic
 concurrency, durable timers under a controllable clock."""
 
@@ -13,10 +13,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from case import domain, handlers, store, timers
+from case import domain, handlers, rules, sla, store, timers
+from case.calendar import BusinessCalendar
 from case.handlers import CaseContext
-from case.projections import CaseRulesProjection
-from crmtools.devstack import EmbeddedPostgres
+from case.policies import CaseRulesPolicy
+from crmtools.infra import EmbeddedPostgres
 from eventkit import db
 from eventkit.acceptance import Acceptance
 from eventkit.consumer import IdempotentConsumer, Waiters
@@ -32,8 +33,8 @@ from tests.conftest import SCHEMAS, fresh_database
 MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
 TP = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 H = 3600.0
-POLICY = domain.SlaPolicy(
-    {p: domain.Targets(first_response=1 * H, resolution=4 * H) for p in c.PRIORITIES}, warning_share=0.5
+POLICY = sla.SlaPolicy(
+    {p: sla.Targets(first_response=1 * H, resolution=4 * H) for p in c.PRIORITIES}, warning_share=0.5
 )
 
 
@@ -54,8 +55,8 @@ def context(clock: Clock | None = None) -> CaseContext:
         source="/crm/case",
         events=EventStore("case-test"),
         policy=POLICY,
-        calendar=domain.BusinessCalendar.always_open(),
-        rules=domain.CaseRules(),
+        calendar=BusinessCalendar.always_open(),
+        rules=rules.CaseRules(),
         keys=KeyRing(MemoryKeySource()),
         clock=clock or domain.system_clock,
     )
@@ -101,7 +102,7 @@ class Consumer:
             topics=[INTAKE],
             pool=pool,
             producer=producer,
-            projections=[TimelineProjection(), CaseRulesProjection(ctx)],
+            projections=[TimelineProjection(), CaseRulesPolicy(ctx)],
             waiters=Waiters(),
             acceptance=Acceptance(SCHEMAS),
             deadletter_topic=DEADLETTER,
@@ -141,7 +142,7 @@ async def test_a_complaint_opens_a_case_once_and_the_next_one_joins_it(
     await consumer.deliver(first)  # redelivered: applied once
     await consumer.deliver(second, interaction(customer, "message"))
     [row] = await cases_of(case_pool, customer)
-    assert row["case_id"] == domain.case_id_for(first.id)
+    assert row["case_id"] == rules.case_id_for(first.id)
     assert (row["type"], row["status"], row["priority"], row["version"]) == ("complaint", "new", "normal", 2)
     assert await events_of(case_pool, row["case_id"]) == [c.CASE_OPENED, c.CASE_INTERACTION_LINKED]
     stored = await case_pool.fetch("SELECT subject, topic, data FROM events WHERE stream_id = $1", f"case-{row[0]}")
@@ -254,12 +255,12 @@ async def test_commands_refuse_what_breaks_a_rule(case_pool: asyncpg.Pool, produ
         await handlers.change_status(case_pool, ctx, case_id, 7, "open", None)
     with pytest.raises(handlers.CaseNotFound):
         await handlers.assign(case_pool, ctx, "no-such-case", 1, "ana", None)
-    with pytest.raises(domain.CommandRejected) as unknown:
+    with pytest.raises(domain.NotFound) as unknown:
         await handlers.link_interaction(case_pool, ctx, case_id, 1, str(uuid.uuid4()))
-    assert (unknown.value.status, unknown.value.error) == (404, "interaction_not_found")
+    assert unknown.value.error == "interaction_not_found"
     stranger = interaction(f"cust-{uuid.uuid4().hex[:8]}", "message")
     await Consumer(case_pool, producer, ctx).deliver(stranger)
-    with pytest.raises(domain.CommandRejected) as foreign:
+    with pytest.raises(domain.Invalid) as foreign:
         await handlers.link_interaction(case_pool, ctx, case_id, 1, stranger.id)
     assert foreign.value.error == "interaction_of_another_customer"
     assert await events_of(case_pool, case_id) == [c.CASE_OPENED]  # nothing refused was stored

@@ -7,7 +7,8 @@ import time
 
 import pytest
 from aiokafka.structs import ConsumerRecord
-from crmtools.devstack import EmbeddedBroker, Stack
+from crmtools.devstack import Stack
+from crmtools.infra import EmbeddedBroker
 from eventkit.envelope import from_kafka
 
 from contracts.topics import INTAKE

@@ -10,7 +10,8 @@ import time
 import uuid
 
 import pytest
-from crmtools.devstack import ServiceProcess, Stack, free_port
+from crmtools.devstack import ServiceProcess, Stack
+from crmtools.processes import free_port
 
 from tests.chaos.load import (
     AgentClient,

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from crmtools.devstack import ExternalBroker, ExternalPostgres, Stack, free_port
+from crmtools.devstack import Stack
+from crmtools.infra import ExternalBroker, ExternalPostgres
+from crmtools.processes import free_port
 
 from tests.conftest import running_stack
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from crmtools.devstack import ServiceProcess, Stack, free_port
+from crmtools.devstack import ServiceProcess, Stack
+from crmtools.processes import free_port
 
 from tests.conftest import api_client, eventually
 from tests.e2e.conftest import interaction

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from crmtools import devstack
-from crmtools.devstack import SERVICES, free_port
+from crmtools import devstack, processes
+from crmtools.devstack import SERVICES
+from crmtools.processes import free_port
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 180  # four services, PostgreSQL and the broker on a shared 2-core machine
@@ -188,9 +189,9 @@ def test_make_run_starts_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path)
 
 def test_no_parent_death_signal_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
     """prctl is Linux-only: elsewhere the children start without it (the runner stops them)."""
-    assert callable(devstack._die_with_parent(signal.SIGTERM)) == (sys.platform == "linux")
-    monkeypatch.setattr(devstack.sys, "platform", "darwin")
-    assert devstack._die_with_parent(signal.SIGTERM) is None
+    assert callable(processes.die_with_parent(signal.SIGTERM)) == (sys.platform == "linux")
+    monkeypatch.setattr(processes.sys, "platform", "darwin")
+    assert processes.die_with_parent(signal.SIGTERM) is None
 
 
 def test_port_settings(monkeypatch: pytest.MonkeyPatch) -> None:

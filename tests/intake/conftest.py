@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from crmtools.devstack import EmbeddedPostgres
+from crmtools.infra import EmbeddedPostgres
 from eventkit.eventstore import EventStore
-from intake import domain, handlers
+from intake import domain, recording
 from intake.vault import Vault
 
 from tests.conftest import fresh_database
@@ -20,7 +20,7 @@ vault = Vault(os.urandom(32))
 
 def item(
     email: str, content: str, client_id: str | None = None, customer_id: str | None = None, verified: bool = False
-) -> handlers.Item:
+) -> recording.Item:
     """A chat message from `email` (or from the customer `customer_id`, by id alone); `verified`:
     from a key that verifies identities."""
     cmd = domain.RecordInteraction(
@@ -34,7 +34,7 @@ def item(
         verified=verified,
     )
     digest = hashlib.sha256(f"{email}|{content}|{customer_id}".encode()).hexdigest()
-    return handlers.Item(cmd, digest, f"client:chat:{client_id}" if client_id else None)
+    return recording.Item(cmd, digest, f"client:chat:{client_id}" if client_id else None)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from crmtools.devstack import EmbeddedPostgres
+from crmtools.infra import EmbeddedPostgres
 from eventkit import crypto, db
 from eventkit.eventstore import EventStore
-from intake import domain, handlers, store
+from intake import customer_events, domain, handlers, recording, store
 from intake.vault import Vault
 from servicekit.keyring import KeyErased
 
@@ -46,7 +46,7 @@ async def new_customer(pool: asyncpg.Pool) -> str:
         identifiers=(domain.normalise_email(f"{uuid.uuid4().hex[:10]}@example.com"),),
         content="hello",
     )
-    answer = await handlers.record_interactions(pool, events, vault, "/test", [handlers.Item(cmd, cmd.content or "")])
+    answer = await recording.record_interactions(pool, events, vault, "/test", [recording.Item(cmd, cmd.content or "")])
     return str(answer[0]["customer_id"])
 
 
@@ -60,7 +60,7 @@ async def profile_events(pool: asyncpg.Pool, customer_id: str) -> list[dict]:
         rows = await conn.fetch(
             "SELECT data FROM events WHERE type = $1 AND stream_id = $2 ORDER BY position",
             PROFILE_CHANGED,
-            handlers.stream_of(customer_id),
+            customer_events.stream_of(customer_id),
         )
     return [r["data"] for r in rows]
 
@@ -134,13 +134,13 @@ async def test_a_merged_customers_name_finds_the_survivor(pool: asyncpg.Pool) ->
             channel="email", direction="inbound", kind="message", occurred_at=datetime.now(UTC),
             identifiers=(domain.normalise_email(email),), verified=True,
         )  # fmt: skip
-        ids.append((await handlers.record_interactions(pool, events, vault, "/t", [handlers.Item(cmd, email)]))[0])
+        ids.append((await recording.record_interactions(pool, events, vault, "/t", [recording.Item(cmd, email)]))[0])
     older, newer = ids[0]["customer_id"], ids[1]["customer_id"]
     await handlers.change_profile(pool, events, vault, "/test", newer, "Katherine Johnson")
     both = domain.RecordInteraction(
         channel="email", direction="inbound", kind="message", occurred_at=datetime.now(UTC),
         identifiers=tuple(domain.normalise_email(e) for e in emails), verified=True,
     )  # fmt: skip
-    merged = await handlers.record_interactions(pool, events, vault, "/t", [handlers.Item(both, "both")])
+    merged = await recording.record_interactions(pool, events, vault, "/t", [recording.Item(both, "both")])
     assert merged[0]["customer_id"] == older  # the oldest survives
     assert await find(pool, "katherine johnson") == [older]

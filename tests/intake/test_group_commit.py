@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 from eventkit import db
 from eventkit.telemetry import context_from_traceparent
-from intake import domain, handlers
+from intake import domain, group_commit, recording
+from intake import store as intake_store
 from opentelemetry import context as otel_context
 
 from contracts.events import INTERACTION_RECORDED
@@ -25,9 +26,9 @@ async def pool(intake_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-def committer(pool: asyncpg.Pool) -> handlers.GroupCommit:
+def committer(pool: asyncpg.Pool) -> group_commit.GroupCommit:
     """One write in flight at a time, so which requests share a transaction is certain."""
-    return handlers.GroupCommit(pool, store, vault, "/test", in_flight=1)
+    return group_commit.GroupCommit(pool, store, vault, "/test", in_flight=1)
 
 
 async def transactions_of(pool: asyncpg.Pool, event_ids: list[str]) -> int:
@@ -43,7 +44,7 @@ async def transactions_of(pool: asyncpg.Pool, event_ids: list[str]) -> int:
 
 
 async def test_requests_waiting_for_a_write_share_the_next_transaction(
-    pool: asyncpg.Pool, committer: handlers.GroupCommit
+    pool: asyncpg.Pool, committer: group_commit.GroupCommit
 ) -> None:
     run = uuid.uuid4().hex[:8]
     answers = await asyncio.gather(*(committer.record([item(f"{run}-{n}@example.com", f"m{n}")]) for n in range(10)))
@@ -55,13 +56,11 @@ async def test_requests_waiting_for_a_write_share_the_next_transaction(
     # Each answer is its own request's: the customer it names owns that request's email.
     async with pool.acquire() as conn:
         for n, a in enumerate(answers):
-            snap = await handlers.store.load_snapshot(
-                conn, vault, [domain.normalise_email(f"{run}-{n}@example.com")], []
-            )
+            snap = await intake_store.load_snapshot(conn, vault, [domain.normalise_email(f"{run}-{n}@example.com")], [])
             assert set(snap.owner.values()) == {a[0]["customer_id"]}
 
 
-async def test_a_bad_request_in_a_group_fails_alone(pool: asyncpg.Pool, committer: handlers.GroupCommit) -> None:
+async def test_a_bad_request_in_a_group_fails_alone(pool: asyncpg.Pool, committer: group_commit.GroupCommit) -> None:
     """One request with an unknown customer id, one reusing a key for another body: they get
     their own errors; the others in the same group are recorded."""
     run = uuid.uuid4().hex[:8]
@@ -74,9 +73,9 @@ async def test_a_bad_request_in_a_group_fails_alone(pool: asyncpg.Pool, committe
         committer.record([item(f"{run}-b@example.com", "b")]),
     ]
     outcomes = await asyncio.gather(*requests, return_exceptions=True)
-    assert isinstance(outcomes[2], handlers.ItemErrors)
+    assert isinstance(outcomes[2], recording.ItemErrors)
     assert outcomes[2].errors[0][1].field == "customer.id"
-    assert isinstance(outcomes[3], handlers.IdempotencyConflict)
+    assert isinstance(outcomes[3], recording.IdempotencyConflict)
     assert outcomes[3].index == 0
     good = [outcomes[i] for i in (0, 1, 4)]
     assert all(isinstance(o, list) for o in good)
@@ -86,7 +85,7 @@ async def test_a_bad_request_in_a_group_fails_alone(pool: asyncpg.Pool, committe
 
 
 async def test_the_same_key_twice_at_once_is_one_event_and_one_answer(
-    pool: asyncpg.Pool, committer: handlers.GroupCommit
+    pool: asyncpg.Pool, committer: group_commit.GroupCommit
 ) -> None:
     """Two requests with one client_event_id never share a group: the second sees the first's answer."""
     run = uuid.uuid4().hex[:8]
@@ -109,7 +108,7 @@ async def test_the_same_key_twice_at_once_is_one_event_and_one_answer(
 
 
 async def test_every_event_carries_the_trace_of_its_own_request(
-    pool: asyncpg.Pool, committer: handlers.GroupCommit
+    pool: asyncpg.Pool, committer: group_commit.GroupCommit
 ) -> None:
     run = uuid.uuid4().hex[:8]
 

@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import pytest
 from eventkit import db
-from intake import domain, handlers
+from intake import domain, handlers, recording, suggestions
 
-from contracts.events import CUSTOMER_MERGED, IDENTIFIERS_VERIFIED, MERGE_SUGGESTED, MERGE_SUGGESTION_DECIDED
+from contracts.events import CUSTOMER_MERGED, IDENTIFIERS_VERIFIED, MERGE_SUGGESTED, MERGE_SUGGESTION_DECIDED, Direction
 from tests.intake.conftest import store, vault
 
 
@@ -31,17 +31,17 @@ def email(name: str) -> domain.Ident:
 
 
 def claim(
-    *idents: domain.Ident, customer_id: str | None = None, verified: bool = False, direction: str = "inbound"
-) -> handlers.Item:
+    *idents: domain.Ident, customer_id: str | None = None, verified: bool = False, direction: Direction = "inbound"
+) -> recording.Item:
     cmd = domain.RecordInteraction(
         channel="web", direction=direction, kind="message", occurred_at=datetime.now(UTC),
         customer_id=customer_id, identifiers=idents, content="hi", verified=verified,
     )  # fmt: skip
-    return handlers.Item(cmd, "")
+    return recording.Item(cmd, "")
 
 
-async def record(pool: asyncpg.Pool, *items: handlers.Item) -> list[dict[str, Any]]:
-    return await handlers.record_interactions(pool, store, vault, "/test", list(items))
+async def record(pool: asyncpg.Pool, *items: recording.Item) -> list[dict[str, Any]]:
+    return await recording.record_interactions(pool, store, vault, "/test", list(items))
 
 
 async def types_of(pool: asyncpg.Pool, customer_id: str) -> list[str]:
@@ -94,7 +94,7 @@ async def test_a_claim_naming_two_customers_suggests_once_and_merges_nothing(poo
         [answer] = await record(pool, claim(a, b))
         assert answer["customer_id"] == older
     assert await merged_into(pool, younger) is None
-    [suggestion] = await handlers.list_suggestions(pool, vault, "pending", younger, 10)
+    [suggestion] = await suggestions.list_suggestions(pool, vault, "pending", younger, 10)
     assert (suggestion["survivor_id"], suggestion["merged_id"]) == (older, younger)
     assert suggestion["linked_by"] == {"kind": "email", "value": b.value, "channel": None}
     assert (await types_of(pool, older)).count(MERGE_SUGGESTED) == 1
@@ -109,7 +109,7 @@ async def test_concurrent_claims_never_merge_and_suggest_each_pair_once(pool: as
     pairs = [(mails[i], mails[(i + 1) % 4]) for i in range(4)] * 3  # every pair three times, all at once
     await asyncio.gather(*(record(pool, claim(x, y)) for x, y in pairs))
     assert [await merged_into(pool, c) for c in ids] == [None] * 4
-    found = await handlers.list_suggestions(pool, vault, "pending", None, 200)
+    found = await suggestions.list_suggestions(pool, vault, "pending", None, 200)
     ours = {frozenset((s["survivor_id"], s["merged_id"])) for s in found if s["survivor_id"] in ids}
     assert len(ours) == 4 and len([s for s in found if s["survivor_id"] in ids]) == 4
 
@@ -120,7 +120,7 @@ async def test_a_batch_of_claims_suggests_and_links_as_claimed(pool: asyncpg.Poo
     answers = await record(pool, claim(a, b), claim(b, a), claim(new, customer_id=younger))
     assert [x["customer_id"] for x in answers] == [older, older, younger]
     assert await trust_of(pool, new) == (younger, "claimed")
-    assert len(await handlers.list_suggestions(pool, vault, "pending", older, 10)) == 1
+    assert len(await suggestions.list_suggestions(pool, vault, "pending", older, 10)) == 1
     assert await merged_into(pool, younger) is None
 
 
@@ -137,9 +137,9 @@ async def test_a_verifying_request_still_merges_and_verifies(pool: asyncpg.Pool)
 async def test_accepting_a_suggestion_merges_with_the_agents_reason(pool: asyncpg.Pool) -> None:
     older, younger, a, b = await two_customers(pool)
     await record(pool, claim(a, b))
-    [suggestion] = await handlers.list_suggestions(pool, vault, "pending", older, 10)
+    [suggestion] = await suggestions.list_suggestions(pool, vault, "pending", older, 10)
     sid = suggestion["suggestion_id"]
-    out = await handlers.decide_suggestion(pool, store, vault, "/test", sid, True, "agent-key")
+    out = await suggestions.decide_suggestion(pool, store, vault, "/test", sid, True, "agent-key")
     assert (out["status"], out["survivor_id"], out["merged_id"]) == ("accepted", older, younger)
     assert await merged_into(pool, younger) == older
     async with pool.acquire() as conn:
@@ -149,23 +149,23 @@ async def test_accepting_a_suggestion_merges_with_the_agents_reason(pool: asyncp
     assert f"accepted merge suggestion {sid}" in str(merged["data"])
     types = await types_of(pool, older)
     assert types.index(MERGE_SUGGESTION_DECIDED) < types.index(CUSTOMER_MERGED)
-    [listed] = await handlers.list_suggestions(pool, vault, "accepted", older, 10)
+    [listed] = await suggestions.list_suggestions(pool, vault, "accepted", older, 10)
     assert (listed["status"], listed["decided_by"]) == ("accepted", "agent-key")
-    with pytest.raises(handlers.SuggestionDecided):
-        await handlers.decide_suggestion(pool, store, vault, "/test", sid, False, "agent-key")
+    with pytest.raises(suggestions.SuggestionDecided):
+        await suggestions.decide_suggestion(pool, store, vault, "/test", sid, False, "agent-key")
 
 
 async def test_a_rejected_pair_is_not_suggested_again(pool: asyncpg.Pool) -> None:
     older, younger, a, b = await two_customers(pool)
     await record(pool, claim(a, b))
-    [suggestion] = await handlers.list_suggestions(pool, vault, "pending", older, 10)
-    out = await handlers.decide_suggestion(pool, store, vault, "/test", suggestion["suggestion_id"], False, "k")
+    [suggestion] = await suggestions.list_suggestions(pool, vault, "pending", older, 10)
+    out = await suggestions.decide_suggestion(pool, store, vault, "/test", suggestion["suggestion_id"], False, "k")
     assert out["status"] == "rejected" and len(out["event_ids"]) == 2  # on both timelines
     await record(pool, claim(b, a))
-    assert await handlers.list_suggestions(pool, vault, "pending", older, 10) == []
+    assert await suggestions.list_suggestions(pool, vault, "pending", older, 10) == []
     assert await merged_into(pool, younger) is None
-    with pytest.raises(handlers.SuggestionNotFound):
-        await handlers.decide_suggestion(pool, store, vault, "/test", str(uuid.uuid4()), True, "k")
+    with pytest.raises(suggestions.SuggestionNotFound):
+        await suggestions.decide_suggestion(pool, store, vault, "/test", str(uuid.uuid4()), True, "k")
 
 
 async def test_an_agent_verifies_a_claimed_identifier(pool: asyncpg.Pool) -> None:
@@ -183,8 +183,8 @@ async def test_an_agent_verifies_a_claimed_identifier(pool: asyncpg.Pool) -> Non
 async def test_erasure_forgets_the_suggestions_naming_the_customer(pool: asyncpg.Pool) -> None:
     older, younger, a, b = await two_customers(pool)
     await record(pool, claim(a, b))
-    [suggestion] = await handlers.list_suggestions(pool, vault, "pending", older, 10)
+    [suggestion] = await suggestions.list_suggestions(pool, vault, "pending", older, 10)
     await handlers.erase_customer(pool, store, vault, "/test", younger)
-    assert await handlers.list_suggestions(pool, vault, None, older, 10) == []
-    with pytest.raises(handlers.SuggestionNotFound):
-        await handlers.decide_suggestion(pool, store, vault, "/test", suggestion["suggestion_id"], True, "k")
+    assert await suggestions.list_suggestions(pool, vault, None, older, 10) == []
+    with pytest.raises(suggestions.SuggestionNotFound):
+        await suggestions.decide_suggestion(pool, store, vault, "/test", suggestion["suggestion_id"], True, "k")

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from crmtools.devstack import free_port
+from crmtools.processes import free_port
 
 
 class _Inbox:

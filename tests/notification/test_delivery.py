@@ -16,15 +16,16 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from crmtools.devstack import EmbeddedPostgres
+from crmtools.infra import EmbeddedPostgres
 from eventkit import crypto, db
 from eventkit.acceptance import Acceptance
 from eventkit.consumer import BatchApplier, Waiters
 from eventkit.envelope import Envelope, new_event, to_kafka
 from eventkit.eventstore import EventStore
-from notification import delivery, domain, handlers, store, worker
-from notification.handlers import NotificationContext
-from notification.projections import ErasureReactor, ProfileProjection, RulesReactor
+from notification import delivery, domain, erasure, handlers, store, worker
+from notification.context import NotificationContext
+from notification.policies import ErasurePolicy, RulesPolicy
+from notification.projections import ProfileProjection
 from servicekit.keyring import ErasureProjection, KeyRing, KeySource, KeysUnavailable, MemoryKeySource
 from servicekit.timeline import TimelineProjection
 
@@ -127,8 +128,8 @@ class Harness:
                 TimelineProjection(),
                 ErasureProjection(self.keyring),
                 ProfileProjection(self.keyring),
-                RulesReactor(self.ctx),
-                ErasureReactor(self.ctx),
+                RulesPolicy(self.ctx),
+                ErasurePolicy(self.ctx),
             ],
             acceptance=Acceptance(SCHEMAS),
             deadletter_topic=DEADLETTER,
@@ -850,7 +851,7 @@ async def test_erasure_masks_messages_suppresses_unsent_ones_and_leaves_no_perso
     await harness.deliver(event)
     await harness.deliver(event)  # redelivered: changes nothing
     async with harness.pool.acquire() as conn, conn.transaction():
-        await handlers.erase(conn, harness.ctx, [survivor, merged])  # applied twice: the same end
+        await erasure.erase(conn, harness.ctx, [survivor, merged])  # applied twice: the same end
     harness.clock.advance(days=2)
     await harness.run_loop()
 

@@ -24,7 +24,8 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
-from crmtools.devstack import SERVICES, Stack, free_port, stop_process
+from crmtools.devstack import SERVICES, Stack
+from crmtools.processes import free_port, stop_process
 
 from contracts.topics import CASE, INTAKE
 from tests.conftest import api_client

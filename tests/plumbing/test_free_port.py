@@ -1,8 +1,8 @@
-"""devstack.free_port: never the same port twice in one process, though each is free when picked."""
+"""processes.free_port: never the same port twice in one process, though each is free when picked."""
 
 import socket
 
-from crmtools.devstack import free_port
+from crmtools.processes import free_port
 
 
 def test_ports_are_free_and_never_handed_out_twice() -> None:

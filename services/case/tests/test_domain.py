@@ -1,56 +1,15 @@
-"""The case's pure rules: every transition, the SLA clock in business hours (nights, weekends,
-holidays, DST, pending spans) under a controllable clock, alerts exactly once, priority rules."""
+"""The case aggregate: every transition against the table, status timestamps and first response
+from the events, handovers, the VIP floor on commands, survey answers."""
 
 import itertools
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 
 import pytest
 
 from case import domain
-from case.domain import BusinessCalendar, CaseState, CommandRejected, IllegalTransition, Targets
+from case.domain import CaseState, CommandRejected, Conflict, IllegalTransition, Invalid
+from case.tests.support import RULES, Clock, fold, new_case, step, utc
 from contracts import case as c
-
-BERLIN = BusinessCalendar(time_zone="Europe/Berlin", holidays=frozenset({date(2026, 4, 3)}))  # Good Friday
-RULES = domain.CaseRules()
-H = 3600.0
-
-
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, tzinfo=UTC)
-
-
-class Clock:
-    """A controllable clock: tests move time, the domain reads it."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-    def set(self, t: datetime) -> datetime:
-        self.now = t
-        return t
-
-
-def fold(state: CaseState, drafts: list[domain.Draft], at: datetime) -> CaseState:
-    for d in drafts:
-        state.apply(d.type, d.data, at)
-    return state
-
-
-def new_case(at: datetime, priority: str = "normal", vip: bool = False, type_: str = "complaint") -> CaseState:
-    drafts = domain.open_case("case-1", "cust-1", domain.OpenRule(type_, priority), vip, opened_by="ev-1")
-    return fold(CaseState("case-1"), drafts, at)
-
-
-def step(state: CaseState, to: str, at: datetime) -> CaseState:
-    return fold(state, domain.change_status(state, to, None, at, RULES), at)
-
 
 PATH_TO = {  # one legal way to reach each status from new
     "new": [],
@@ -70,9 +29,6 @@ def case_in(status: str) -> CaseState:
     return state
 
 
-# --- lifecycle -------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize(("from_status", "to_status"), list(itertools.product(c.STATUSES, c.STATUSES)))
 def test_every_transition_is_decided_by_the_table(from_status: str, to_status: str) -> None:
     state = case_in(from_status)
@@ -87,7 +43,7 @@ def test_every_transition_is_decided_by_the_table(from_status: str, to_status: s
     else:
         with pytest.raises(IllegalTransition) as err:
             domain.change_status(state, to_status, None, at, RULES)
-        assert err.value.status == 409
+        assert isinstance(err.value, Conflict)
         assert err.value.error == "illegal_transition"
         assert err.value.extra["allowed"] == list(domain.TRANSITIONS[from_status])
 
@@ -159,37 +115,18 @@ def test_one_owner_at_a_time_with_handover_history() -> None:
     assert [(h["owner"], h["previous_owner"]) for h in state.handovers] == [("ana", None), ("ben", "ana")]
     with pytest.raises(CommandRejected) as err:
         domain.assign(state, "ben")
-    assert (err.value.status, err.value.error) == (409, "no_change")
+    assert isinstance(err.value, Conflict) and err.value.error == "no_change"
     closed = case_in("closed")
     with pytest.raises(CommandRejected) as err:
         domain.assign(closed, "ana")
     assert err.value.error == "case_closed"
 
 
-# --- priority and rules ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("asked", "vip", "gets"),
-    [
-        ("low", False, "low"),
-        ("normal", False, "normal"),
-        ("low", True, "high"),
-        ("normal", True, "high"),
-        ("high", True, "high"),
-        ("urgent", True, "urgent"),
-    ],
-)
-def test_vip_customers_get_at_least_high(asked: str, vip: bool, gets: str) -> None:
-    assert domain.effective_priority(asked, vip) == gets
-    assert new_case(utc(2026, 1, 5, 9), priority=asked, vip=vip).priority == gets
-
-
 def test_a_vip_case_cannot_be_set_below_high() -> None:
     state = new_case(utc(2026, 1, 5, 9), vip=True)
     with pytest.raises(CommandRejected) as err:
         domain.set_priority(state, "normal", None, vip=True)
-    assert (err.value.status, err.value.error) == (422, "priority_below_vip_minimum")
+    assert isinstance(err.value, Invalid) and err.value.error == "priority_below_vip_minimum"
     drafts = domain.set_priority(state, "urgent", "angry", vip=True)
     assert drafts[0].data == {
         "case_id": "case-1",
@@ -204,166 +141,9 @@ def test_a_vip_case_cannot_be_set_below_high() -> None:
     assert err.value.error == "no_change"
 
 
-def test_rules_open_cases_for_inbound_complaints_and_requests_only() -> None:
-    assert domain.opening_rule(RULES, "complaint", "inbound", {}) == domain.OpenRule("complaint")
-    assert domain.opening_rule(RULES, "request", "inbound", {}) == domain.OpenRule("request")
-    assert domain.opening_rule(RULES, "request", "inbound", {"case_type": "repair"}) == domain.OpenRule("repair")
-    assert domain.opening_rule(RULES, "request", "inbound", {"case_type": "nonsense"}) == domain.OpenRule("request")
-    assert domain.opening_rule(RULES, "complaint", "outbound", {}) is None
-    assert domain.opening_rule(RULES, "message", "inbound", {}) is None
-    custom = domain.CaseRules(open_on={"call": domain.OpenRule("inquiry", "low", "phone-desk")})
-    assert domain.opening_rule(custom, "call", "inbound", {}) == domain.OpenRule("inquiry", "low", "phone-desk")
-    assert domain.opening_rule(custom, "complaint", "inbound", {}) is None
-
-
-def test_the_same_interaction_always_names_the_same_case() -> None:
-    assert domain.case_id_for("ev-1") == domain.case_id_for("ev-1") != domain.case_id_for("ev-2")
-
-
-@pytest.mark.parametrize(
-    ("metadata", "content", "score"),
-    [
-        ({"score": 9}, None, 9),
-        ({"score": "4"}, None, 4),
-        ({}, " 7 ", 7),
-        ({}, "great", None),
-        ({"score": 11}, None, None),
-    ],
-)
-def test_survey_scores(metadata: dict, content: str | None, score: int | None) -> None:
-    assert domain.survey_score(metadata, content) == score
-
-
 def test_a_survey_answer_links_and_records_the_score() -> None:
     state = case_in("resolved")
     drafts = domain.record_survey(state, "ev-9", "survey", 8)
     assert [d.type for d in drafts] == [c.CASE_INTERACTION_LINKED, c.CASE_SURVEY_RECORDED]
     state = fold(state, drafts, utc(2026, 1, 6))
     assert state.survey_score == 8 and not state.awaiting_survey and "ev-9" in state.interactions
-
-
-# --- business calendar -----------------------------------------------------------------------
-
-
-def test_business_time_stops_overnight() -> None:
-    # Mon 16:00 Berlin (15:00 UTC) + 2 business hours = Tue 10:00 Berlin
-    assert BERLIN.add(utc(2026, 1, 5, 15), 2 * H) == utc(2026, 1, 6, 9)
-    assert BERLIN.business_seconds(utc(2026, 1, 5, 15), utc(2026, 1, 6, 9)) == 2 * H
-
-
-def test_business_time_skips_the_weekend() -> None:
-    # Fri 16:00 Berlin + 2 h = Mon 10:00 Berlin; Saturday and Sunday count nothing
-    assert BERLIN.add(utc(2026, 1, 9, 15), 2 * H) == utc(2026, 1, 12, 9)
-    assert BERLIN.business_seconds(utc(2026, 1, 10, 0), utc(2026, 1, 12, 0)) == 0
-
-
-def test_business_time_skips_holidays() -> None:
-    # Thu 2 April 16:00 Berlin (CEST, 14:00 UTC) + 2 h: Good Friday off, weekend, Mon 6 April 10:00
-    assert BERLIN.add(utc(2026, 4, 2, 14), 2 * H) == utc(2026, 4, 6, 8)
-
-
-def test_business_hours_follow_the_local_clock_across_dst() -> None:
-    # Before DST 09:00 Berlin is 08:00 UTC, after it 07:00 UTC; a working day is 8 h either way.
-    assert BERLIN.window(date(2026, 3, 27)) == (utc(2026, 3, 27, 8), utc(2026, 3, 27, 16))
-    assert BERLIN.window(date(2026, 3, 30)) == (utc(2026, 3, 30, 7), utc(2026, 3, 30, 15))
-    assert BERLIN.add(utc(2026, 3, 27, 15), 2 * H) == utc(2026, 3, 30, 8)
-
-
-def test_a_24x7_calendar_counts_every_second() -> None:
-    always = BusinessCalendar.always_open()
-    assert always.add(utc(2026, 1, 10, 23, 30), 3 * H) == utc(2026, 1, 11, 2, 30)
-    assert always.business_seconds(utc(2026, 1, 10), utc(2026, 1, 12)) == 48 * H
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [{"time_zone": "Mars/Olympus"}, {"working_days": frozenset()}, {"start_minute": 600, "end_minute": 500}],
-)
-def test_impossible_calendars_are_refused(kwargs: dict) -> None:
-    with pytest.raises(domain.ConfigError):
-        BusinessCalendar(**kwargs)
-
-
-# --- the SLA clock -----------------------------------------------------------------------------
-
-POLICY = domain.SlaPolicy({p: Targets(first_response=2 * H, resolution=8 * H) for p in c.PRIORITIES}, 0.5)
-
-
-def test_sla_due_instants_in_business_hours() -> None:
-    state = new_case(utc(2026, 1, 9, 14))  # Fri 15:00 Berlin
-    alerts = {(a.level, a.target): a.at for a in domain.scheduled_alerts(state, POLICY, BERLIN)}
-    assert alerts == {
-        ("warning", "first_response"): utc(2026, 1, 9, 15),  # 1 h: Fri 16:00 Berlin
-        ("breach", "first_response"): utc(2026, 1, 9, 16),  # 2 h: Fri 17:00 Berlin
-        ("warning", "resolution"): utc(2026, 1, 12, 10),  # 4 h: Mon 11:00 Berlin
-        ("breach", "resolution"): utc(2026, 1, 12, 14),  # 8 h: Mon 15:00 Berlin
-    }
-
-
-def test_pending_pauses_the_clock_and_moves_the_due_instant() -> None:
-    clock = Clock(utc(2026, 1, 5, 8))  # Mon 09:00 Berlin
-    state = step(new_case(clock()), "open", clock.advance(minutes=30))
-    state = step(state, "pending", clock.set(utc(2026, 1, 5, 10)))  # 2 business hours used
-    view = domain.sla_view(state, POLICY, BERLIN, clock.set(utc(2026, 1, 7, 12)))
-    assert view["clock"] == "paused"
-    assert view["resolution"]["elapsed_seconds"] == 2 * H
-    assert view["resolution"]["due_at"] is None  # no due instant while paused
-    assert [a.target for a in domain.scheduled_alerts(state, POLICY, BERLIN)] == []
-    # Back to open on Wed 13:00 Berlin: 6 h left -> Wed 17:00 (4 h) + Thu 09:00-11:00
-    state = step(state, "open", clock())
-    due = {(a.level, a.target): a.at for a in domain.scheduled_alerts(state, POLICY, BERLIN)}
-    assert due[("breach", "resolution")] == utc(2026, 1, 8, 10)
-    assert due[("warning", "resolution")] == utc(2026, 1, 7, 14)  # 4 h: 2 before, 2 after the pause
-
-
-def test_alerts_fall_due_in_order_and_fire_exactly_once() -> None:
-    clock = Clock(utc(2026, 1, 5, 8))
-    state = new_case(clock())
-    assert domain.due_alerts(state, POLICY, BERLIN, clock.advance(minutes=59)) == []
-    due = domain.due_alerts(state, POLICY, BERLIN, clock.advance(minutes=1))
-    assert [(a.level, a.target) for a in due] == [("warning", "first_response")]
-    state = fold(state, domain.fire_alerts(state, due, POLICY, RULES), clock())
-    assert domain.due_alerts(state, POLICY, BERLIN, clock()) == []  # fired: never again
-
-    # Down for a day: everything due since falls due at once, warning before breach, one escalation.
-    due = domain.due_alerts(state, POLICY, BERLIN, clock.advance(days=2))
-    assert [(a.level, a.target) for a in due] == [
-        ("breach", "first_response"),
-        ("warning", "resolution"),
-        ("breach", "resolution"),
-    ]
-    drafts = domain.fire_alerts(state, due, POLICY, RULES)
-    assert [d.type for d in drafts] == [
-        c.CASE_SLA_BREACHED,
-        c.CASE_SLA_WARNING,
-        c.CASE_SLA_BREACHED,
-        c.CASE_ESCALATED,
-    ]
-    assert drafts[0].data["due_at"] == "2026-01-05T10:00:00Z"
-    assert drafts[-1].data["queue"] == "support-escalations"
-    state = fold(state, drafts, clock())
-    assert state.breached and state.escalated and state.queue == "support-escalations"
-    assert domain.due_alerts(state, POLICY, BERLIN, clock.advance(days=30)) == []
-
-
-def test_a_target_met_in_time_needs_no_alert_and_one_met_late_still_breached() -> None:
-    in_time = step(new_case(utc(2026, 1, 5, 8)), "open", utc(2026, 1, 5, 8, 30))
-    targets = {a.target for a in domain.scheduled_alerts(in_time, POLICY, BERLIN)}
-    assert targets == {"resolution"}
-
-    late = step(new_case(utc(2026, 1, 5, 8)), "open", utc(2026, 1, 5, 10, 30))  # after the 2 h target
-    due = domain.due_alerts(late, POLICY, BERLIN, utc(2026, 1, 5, 10, 31))
-    assert {(a.level, a.target) for a in due} == {("warning", "first_response"), ("breach", "first_response")}
-
-
-def test_a_priority_change_changes_the_targets() -> None:
-    policy = domain.SlaPolicy({**POLICY.targets, "urgent": Targets(first_response=0.5 * H, resolution=H)}, 0.5)
-    state = new_case(utc(2026, 1, 5, 8))
-    state = fold(state, domain.set_priority(state, "urgent", None, vip=False), utc(2026, 1, 5, 8, 1))
-    breach = next(a for a in domain.scheduled_alerts(state, policy, BERLIN) if a.level == "breach")
-    assert breach.target == "first_response" and breach.at == utc(2026, 1, 5, 8, 30)
-
-
-def test_a_policy_needs_every_priority() -> None:
-    with pytest.raises(domain.ConfigError):
-        domain.SlaPolicy({"urgent": Targets(1, 2)})

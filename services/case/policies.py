@@ -1,4 +1,4 @@
-"""The case rules as a projection of intake's events.
+"""The case rules as a policy on intake's events: they issue case commands, they build no read model.
 
 The idempotent consumer calls apply() with events not applied before, inside the transaction
 that records them as applied. Cases opened or joined here are appended to case's own event
@@ -18,14 +18,14 @@ from collections.abc import Sequence
 import asyncpg
 from eventkit.envelope import Envelope
 
-from case import domain, handlers, store
+from case import domain, handlers, rules, store
 from case.handlers import CaseContext
 from contracts.events import INTERACTION_RECORDED, PREFERENCES_CHANGED
 
 log = logging.getLogger(__name__)
 
 
-class CaseRulesProjection:
+class CaseRulesPolicy:
     def __init__(self, ctx: CaseContext) -> None:
         self.ctx = ctx
 
@@ -39,7 +39,7 @@ class CaseRulesProjection:
     async def _interaction(self, conn: asyncpg.Connection, e: Envelope) -> None:
         data = e.data
         survey = data["kind"] == self.ctx.rules.survey_kind
-        rule = domain.opening_rule(self.ctx.rules, data["kind"], data["direction"], data.get("metadata") or {})
+        rule = rules.opening_rule(self.ctx.rules, data["kind"], data["direction"], data.get("metadata") or {})
         if not survey and rule is None:
             return  # most interactions: no database work at all
         ids = await store.customer_ids(conn, data["customer_id"])
@@ -52,7 +52,7 @@ class CaseRulesProjection:
         if existing is not None:
             await self._link(conn, e, existing)
             return
-        case_id = domain.case_id_for(e.id)
+        case_id = rules.case_id_for(e.id)
         if await store.case_exists(conn, case_id):
             return  # this interaction opened it already (a replay)
         drafts = domain.open_case(case_id, data["customer_id"], rule, await store.is_vip(conn, ids), e.id)
@@ -72,10 +72,10 @@ class CaseRulesProjection:
         if case_id is None:
             return
         data = e.data
-        if domain.survey_score(data.get("metadata") or {}, None) is None:
+        if rules.survey_score(data.get("metadata") or {}, None) is None:
             # The score may be the answer's text, which is sealed: read it with the customer's key.
             data = (await self.ctx.keys.unseal([data]))[0]
-        score = domain.survey_score(data.get("metadata") or {}, data.get("content"))
+        score = rules.survey_score(data.get("metadata") or {}, data.get("content"))
         if score is None:  # an answer without a score still belongs to the case
             await self._link(conn, e, case_id)
             return
@@ -95,7 +95,7 @@ class CaseRulesProjection:
         for case_id in await store.open_cases(conn, ids):
             await store.lock_case(conn, case_id)
             state, _ = await handlers.load(conn, self.ctx, case_id)
-            wanted = domain.effective_priority(state.priority, vip=True)
+            wanted = rules.effective_priority(state.priority, vip=True)
             if wanted != state.priority:
                 drafts = domain.set_priority(state, wanted, "the customer is a VIP", vip=True)
                 await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)

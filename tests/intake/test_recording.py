@@ -1,4 +1,4 @@
-"""intake's handlers against a real PostgreSQL: idempotency and identity under retries and races."""
+"""Recording interactions against a real PostgreSQL: idempotency and identity under retries and races."""
 
 import asyncio
 import uuid
@@ -8,7 +8,7 @@ import asyncpg
 from eventkit import db
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from intake import domain, handlers
+from intake import domain, recording
 
 from contracts.events import CUSTOMER_MERGED, INTERACTION_RECORDED
 from tests.intake.conftest import item, store, vault
@@ -49,8 +49,8 @@ def test_a_retry_never_makes_a_second_event(intake_dsn: str, ops: list[tuple[int
                     it = item(email, f"body {body_no}", client_id=f"{run}-{key_no}")
                     request_key = None
                 try:
-                    answer = (await handlers.record_interactions(pool, store, vault, "/test", [it], request_key))[0]
-                except handlers.IdempotencyConflict:
+                    answer = (await recording.record_interactions(pool, store, vault, "/test", [it], request_key))[0]
+                except recording.IdempotencyConflict:
                     assert key in first and first[key][0] != body_no
                     continue
                 if key in first:
@@ -69,7 +69,7 @@ async def test_concurrent_first_contacts_make_one_customer(intake_dsn: str) -> N
     try:
         email = f"rush-{uuid.uuid4().hex[:8]}@example.com"
         answers = await asyncio.gather(
-            *(handlers.record_interactions(pool, store, vault, "/test", [item(email, f"m{n}")]) for n in range(10))
+            *(recording.record_interactions(pool, store, vault, "/test", [item(email, f"m{n}")]) for n in range(10))
         )
         assert len({a[0]["customer_id"] for a in answers}) == 1
         created = sum(len(a[0]["event_ids"]) == 2 for a in answers)
@@ -86,9 +86,9 @@ async def test_concurrent_merges_leave_identifiers_on_live_customers(intake_dsn:
         run = uuid.uuid4().hex[:8]
         emails = [f"{run}-{n}@example.com" for n in range(6)]
         for e in emails:  # verified addresses: a claimed one links no merge (test_identity_trust.py)
-            await handlers.record_interactions(pool, store, vault, "/test", [item(e, "hello", verified=True)])
+            await recording.record_interactions(pool, store, vault, "/test", [item(e, "hello", verified=True)])
 
-        def linking(a: str, b: str) -> handlers.Item:
+        def linking(a: str, b: str) -> recording.Item:
             it = item(a, "link")
             cmd = domain.RecordInteraction(
                 **{
@@ -97,11 +97,11 @@ async def test_concurrent_merges_leave_identifiers_on_live_customers(intake_dsn:
                     "verified": True,  # a key allowed to verify identities: claims never merge
                 }
             )
-            return handlers.Item(cmd, it.request_hash)
+            return recording.Item(cmd, it.request_hash)
 
         pairs = [(emails[i], emails[(i + 1) % 6]) for i in range(6)] + [(emails[0], emails[3]), (emails[2], emails[5])]
         await asyncio.gather(
-            *(handlers.record_interactions(pool, store, vault, "/test", [linking(a, b)]) for a, b in pairs)
+            *(recording.record_interactions(pool, store, vault, "/test", [linking(a, b)]) for a, b in pairs)
         )
         async with pool.acquire() as conn:
             owners = await conn.fetch(
@@ -148,19 +148,18 @@ async def test_item_errors_names_unknown_customers_and_records_nothing(intake_ds
     """The database's checks for a batch already rejected: by the caller's indexes, nothing stored."""
     pool = await db.create_pool(intake_dsn, 2)
     try:
-        known = (
-            await handlers.record_interactions(pool, store, vault, "/test", [item(f"k-{uuid.uuid4().hex}@x.org", "hi")])
-        )[0]
+        first = item(f"k-{uuid.uuid4().hex}@x.org", "hi")
+        known = (await recording.record_interactions(pool, store, vault, "/test", [first]))[0]
 
-        def by_id(customer_id: str) -> handlers.Item:
+        def by_id(customer_id: str) -> recording.Item:
             it = item("unused@x.org", "by id")
-            return handlers.Item(
+            return recording.Item(
                 domain.RecordInteraction(**{**it.cmd.__dict__, "identifiers": (), "customer_id": customer_id}),
                 it.request_hash,
             )
 
         before = await count(intake_dsn, INTERACTION_RECORDED)
-        errors = await handlers.item_errors(
+        errors = await recording.item_errors(
             pool,
             vault,
             [(0, by_id(known["customer_id"])), (3, by_id("ghost")), (4, item(f"new-{uuid.uuid4().hex}@x.org", "hi")),
