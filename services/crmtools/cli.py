@@ -39,9 +39,10 @@ from eventkit.partition_ends import PartitionEnds, committed_offsets, drop_read_
 from servicekit.settings import DEFAULT_PORTS, Settings, kafka_options
 from servicekit.timeline import apply_bulk
 
+from contracts.services import SERVICE_NAMES
 from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
 
-SERVICES = tuple(DEFAULT_PORTS)
+SERVICES = SERVICE_NAMES
 
 
 def _database_url(service: str) -> str:

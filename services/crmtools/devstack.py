@@ -28,10 +28,11 @@ from eventkit.db import ensure_database, with_database
 from eventkit.signing import generate_key_pair, public_key_of
 from servicekit.settings import DEFAULT_PORTS
 
+from contracts.services import SERVICE_NAMES
 from crmtools.infra import EmbeddedBroker, EmbeddedPostgres, ExternalBroker, ExternalPostgres
 from crmtools.processes import die_with_parent, free_port, stop_process
 
-SERVICES: tuple[str, ...] = ("intake", "case", "notification", "analytics")
+SERVICES = SERVICE_NAMES  # in start order
 ROOT = Path(__file__).resolve().parents[2]
 
 
