@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Depends
 from servicekit.runtime import Runtime, runtime
 
-from case.handlers import CaseContext
+from case.context import CaseContext
 from case.settings import CaseSettings
 
 CaseRuntime = Annotated[Runtime[CaseSettings, CaseContext], Depends(runtime)]

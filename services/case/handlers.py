@@ -12,29 +12,16 @@ from typing import Any
 import asyncpg
 from eventkit import crypto
 from eventkit.envelope import Envelope, new_event
-from eventkit.eventstore import Append, ConcurrencyError, EventStore, StoredEvent
+from eventkit.eventstore import Append, ConcurrencyError, StoredEvent
 from eventkit.telemetry import current_traceparent
 from servicekit.keyring import KeyErased, KeyRing
 
 from case import domain, sla, store
-from case.calendar import BusinessCalendar
+from case.context import CaseContext
 from case.domain import CaseState, Draft
-from case.rules import CaseRules, OpenRule
+from case.rules import OpenRule
 from contracts.case import CASE_PERSONAL_FIELDS
 from contracts.topics import CASE
-
-
-@dataclass(frozen=True)
-class CaseContext:
-    """Everything the use cases need besides the database: configuration and the clock."""
-
-    source: str
-    events: EventStore
-    policy: sla.SlaPolicy
-    calendar: BusinessCalendar
-    rules: CaseRules
-    keys: KeyRing  # data keys, to seal what agents write (titles, reasons, notes)
-    clock: domain.Clock = domain.system_clock
 
 
 class CaseNotFound(Exception):

@@ -9,7 +9,7 @@ from servicekit.runtime import Runtime
 
 from case import timers
 from case.api import router
-from case.handlers import CaseContext
+from case.context import CaseContext
 from case.policies import CaseRulesPolicy
 from case.settings import CaseSettings
 

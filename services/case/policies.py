@@ -19,7 +19,7 @@ import asyncpg
 from eventkit.envelope import Envelope
 
 from case import domain, handlers, rules, store
-from case.handlers import CaseContext
+from case.context import CaseContext
 from contracts.events import INTERACTION_RECORDED, PREFERENCES_CHANGED
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from eventkit.db import TRANSIENT_ERRORS
 from eventkit.telemetry import current_traceparent
 
 from case import handlers, sla, store
-from case.handlers import CaseContext
+from case.context import CaseContext
 from contracts.case import CASE_ESCALATED
 
 log = logging.getLogger(__name__)

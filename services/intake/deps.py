@@ -1,21 +1,13 @@
 """What intake's routes get at run time: `rt: IntakeRuntime`, its settings and IntakeContext typed."""
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends
 from servicekit.runtime import Runtime, runtime
 
+from intake.context import IntakeContext
 from intake.group_commit import GroupCommit
 from intake.settings import IntakeSettings
-from intake.vault import Vault
-
-
-@dataclass
-class IntakeContext:
-    vault: Vault  # the one place data keys live (behind the runtime's KeyRing too)
-    group_commit: GroupCommit | None = None  # made on first use: the pool exists only once started
-
 
 IntakeRuntime = Annotated[Runtime[IntakeSettings, IntakeContext], Depends(runtime)]
 

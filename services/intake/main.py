@@ -8,8 +8,8 @@ from servicekit.app import ServiceSpec, create_app, serve
 from intake import console
 from intake.admin_api import router as admin_router
 from intake.api import router
+from intake.context import IntakeContext
 from intake.customer_api import router as customer_router
-from intake.deps import IntakeContext
 from intake.handlers import expire_idempotency_keys
 from intake.settings import IntakeSettings
 from intake.vault import Vault, VaultKeySource

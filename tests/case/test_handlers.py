@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from case import domain, handlers, rules, sla, store, timers
 from case.calendar import BusinessCalendar
-from case.handlers import CaseContext
+from case.context import CaseContext
 from case.policies import CaseRulesPolicy
 from crmtools.infra import EmbeddedPostgres
 from eventkit import db
