@@ -10,10 +10,10 @@ from prometheus_client import Gauge
 from servicekit.app import Runtime
 
 from analytics import store
+from contracts.events import CHANNELS
 
 KPI = Gauge("crm_kpi_last_24h", "Customer-service KPIs over the last 24 hours", ["kpi"])
 KPI_BY_CHANNEL = Gauge("crm_kpi_interactions_last_24h", "Interactions in the last 24 hours by channel", ["channel"])
-CHANNELS = ("web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person", "survey")
 
 
 async def refresh_kpi_gauges(rt: Runtime) -> None:
