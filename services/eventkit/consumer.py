@@ -409,6 +409,7 @@ class IdempotentConsumer:
         commit_interval_ms: int = 500,
         fetch_max_wait_ms: int = 50,
         acceptance: Acceptance = Acceptance(),
+        applied_table: str = "applied_events",
     ) -> None:
         self.service = service
         self._commit_interval_s = commit_interval_ms / 1000
@@ -416,7 +417,7 @@ class IdempotentConsumer:
         self._max_batch = max_batch
         self.applier = BatchApplier(
             service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed,
-            acceptance=acceptance,
+            acceptance=acceptance, applied_table=applied_table,
         )  # fmt: skip
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -516,8 +517,8 @@ class IdempotentConsumer:
         whether this process now reads everything (the only instance of the service)."""
         every = {TopicPartition(t, p) for t in self._topics for p in self._consumer.partitions_for_topic(t) or ()}
         self.waiters.sole_reader = bool(every) and every <= assigned
-        for tp in set(self._positions) - assigned:
-            del self._positions[tp]
+        for tp in (set(self._positions) | set(self._lag_gauges)) - assigned:
+            self._positions.pop(tp, None)
             self._lag_gauges.pop(tp, None)
             with contextlib.suppress(KeyError):  # never reported
                 CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
@@ -549,7 +550,7 @@ class IdempotentConsumer:
     async def _update_lag(self) -> None:
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
-            position = self._positions.get(tp)
+            position, fetching = self._positions.get(tp), self._fetch_position(tp)
             if high is None:
                 continue
             # The client's fetch position too: after a broker restart, a group rejoining starts
@@ -557,11 +558,15 @@ class IdempotentConsumer:
             # before (a member it no longer knows, on the topic made anew), so the client can sit
             # past the partition's new end, waiting for offsets that republished events fill with
             # others, while what this process applied (position) reads as behind, not ahead.
-            if (ahead := past_end(high, position, self._fetch_position(tp))) is not None:
+            if (ahead := past_end(high, position, fetching)) is not None:
                 log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition,
                             high, ahead)  # fmt: skip
                 await self._read_from_start([tp])
                 continue
+            # Nothing applied here yet (just started or assigned): count from where the client
+            # fetches, the group's committed offset, so a catch-up shows its lag from the start and
+            # a partition with nothing to read shows 0. (getmany moves it only by what it returns.)
+            position = fetching if position is None else position
             if position is None:
                 continue
             gauge = self._lag_gauges.get(tp)
