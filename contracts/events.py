@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import topics
 
+# The one list of interaction channels: the channel:<channel> API key scopes (contracts.security)
+# and analytics' per-channel gauges derive from it.
 Channel = Literal["web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person", "survey"]
 CHANNELS: tuple[str, ...] = get_args(Channel)
 Direction = Literal["inbound", "outbound"]

@@ -13,16 +13,15 @@ from typing import Literal
 from pydantic import Field
 
 from contracts import topics
-from contracts.events import EventData, EventType
+from contracts.events import CHANNELS, EventData, EventType
 
 KEY_CREATED = "crm.auth.key_created.v1"
 KEY_REVOKED = "crm.auth.key_revoked.v1"
 # The events a service acts on for authorization: applied only when their signature verifies.
 SIGNED_TYPES: frozenset[str] = frozenset({KEY_CREATED, KEY_REVOKED})
 # identity:verify: the key's identifiers are verified, not claimed (docs/product.md §14, docs/identity-trust.md).
-SCOPE_PATTERN = (
-    r"^(agent|ops|admin|keys|identity:verify|channel:(web|chat|email|phone|sms|social|kiosk|in_person|survey))$"
-)
+# channel:<channel> for every channel of contracts.events.Channel, and no other.
+SCOPE_PATTERN = rf"^(agent|ops|admin|keys|identity:verify|channel:({'|'.join(CHANNELS)}))$"
 
 
 class Signed(EventData):

@@ -1,5 +1,5 @@
-"""analytics: wiring. The timeline comes from eventkit's consumer; KPIs and insights from a
-faust agent (stream.py) in the same process."""
+"""analytics: wiring. The timeline and the KPI stream (stream.py: KPIs and insights) are both
+eventkit consumers, in consumer groups of their own, in the same process."""
 
 from pathlib import Path
 

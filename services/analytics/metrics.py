@@ -10,10 +10,10 @@ from prometheus_client import Gauge
 from servicekit.app import Runtime
 
 from analytics import store
+from contracts.events import CHANNELS
 
 KPI = Gauge("crm_kpi_last_24h", "Customer-service KPIs over the last 24 hours", ["kpi"])
 KPI_BY_CHANNEL = Gauge("crm_kpi_interactions_last_24h", "Interactions in the last 24 hours by channel", ["channel"])
-CHANNELS = ("web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person", "survey")
 
 
 async def refresh_kpi_gauges(rt: Runtime) -> None:
@@ -23,10 +23,7 @@ async def refresh_kpi_gauges(rt: Runtime) -> None:
         q = store.KpiQuery(end - timedelta(hours=24), end, "hour")
         async with rt.db.acquire() as conn:
             totals = (await store.kpis(conn, q))["totals"]
-            by_channel = await conn.fetch(
-                "SELECT channel, sum(count)::bigint AS n FROM kpi_interactions WHERE bucket >= $1 GROUP BY channel",
-                end - timedelta(hours=24),
-            )
+            counts = await store.interactions_by_channel(conn, end - timedelta(hours=24))
         values = {
             "interactions": totals["interactions"]["volume"],
             "complaints": totals["interactions"]["complaints"],
@@ -45,7 +42,6 @@ async def refresh_kpi_gauges(rt: Runtime) -> None:
         }
         for name, value in values.items():
             KPI.labels(name).set(float("nan") if value is None else float(value))
-        counts = {r["channel"]: r["n"] for r in by_channel}
         for channel in CHANNELS:
             KPI_BY_CHANNEL.labels(channel).set(counts.get(channel, 0))
         await asyncio.sleep(interval_s)

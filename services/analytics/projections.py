@@ -17,7 +17,7 @@ from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, EventStore
 from eventkit.telemetry import current_traceparent
 
-from analytics import domain
+from analytics import domain, store
 from contracts import analytics as contract
 from contracts import case as case_contract
 from contracts.events import CUSTOMER_MERGED, INTERACTION_RECORDED, PREFERENCES_CHANGED
@@ -51,7 +51,7 @@ class KpiProjection:
         events = [e for e in events if not e.type.startswith(("crm.analytics.", "crm.auth."))]
         if not events:
             return
-        aliases = await _aliases(conn, {e.subject for e in events})
+        aliases = await store.aliases(conn, {e.subject for e in events})
         customers = await _load_customers(conn, {aliases.get(e.subject, e.subject) for e in events})
         counts: Counter[tuple[datetime, str, str, str, str]] = Counter()
         channels: dict[str, str] = {}
@@ -75,7 +75,7 @@ class KpiProjection:
                 prefs = e.data["preferences"]
                 customer.region = prefs.get("region")
                 if customer.region:
-                    await _complete_region(conn, cid, customer.region)
+                    await store.complete_region(conn, cid, customer.region)
                 customer.profile = replace(customer.profile, vip=bool(prefs.get("vip")))
                 customer.dirty = True
             elif e.type == INTERACTION_RECORDED:
@@ -90,24 +90,19 @@ class KpiProjection:
                     status = "retried"  # a try failed, another is scheduled: not a failed message
                 channel = str(e.data.get("channel") or UNKNOWN)
                 notifications.append((e.id, cid, e.time, channel, customer.region, status))
-        await _write_interactions(conn, counts, channels)
+        await store.add_interactions(conn, counts, channels)
         if notifications:
-            await conn.executemany(
-                "INSERT INTO kpi_notification_events (event_id, customer_id, at, channel, region, status)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                # A region that arrived later in this batch completes the rows before it, as
-                # _complete_region does for the rows of earlier batches.
+            # A region that arrived later in this batch completes the rows before it, as
+            # store.complete_region does for the rows of earlier batches.
+            await store.add_notifications(
+                conn,
                 [
                     (i, c, t, ch, region or _region_of(customers.get(c)), st)
                     for i, c, t, ch, region, st in notifications
                 ],
             )
         if nps:
-            await conn.executemany(
-                "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region)"
-                " VALUES ($1, $2, 'nps', $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                nps,
-            )
+            await store.add_nps(conn, nps)
         await self._write_customers(conn, customers)
 
     @staticmethod
@@ -155,63 +150,37 @@ class KpiProjection:
         case_id = d["case_id"]
         if e.type == case_contract.CASE_OPENED:
             opened_by = d.get("opened_by")
+            channel: str | None
             if opened_by is None:
                 channel = "agent"
             else:  # the interaction may not have arrived yet (another topic): completed when it does
-                channel = channels.get(opened_by) or await conn.fetchval(
-                    "SELECT channel FROM interaction_channels WHERE event_id = $1", opened_by
-                )
-            await conn.execute(
-                "INSERT INTO kpi_cases (case_id, customer_id, type, priority, channel, region, status, opened_at,"
-                " opened_by, inbound_links) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-                case_id,
-                d["customer_id"],
-                d["type"],
-                d["priority"],
-                channel or UNKNOWN,
-                customer.region or UNKNOWN,
-                d["status"],
-                e.time,
-                opened_by,
-                1 if opened_by else 0,
-            )
+                channel = channels.get(opened_by) or await store.interaction_channel(conn, opened_by)
+            opened = store.OpenedCase(
+                case_id, d["customer_id"], d["type"], d["priority"], channel or UNKNOWN, customer.region or UNKNOWN,
+                d["status"], e.time, opened_by,
+            )  # fmt: skip
+            await store.open_case(conn, opened)
             self._open_cases(customer, +1)
         elif e.type == case_contract.CASE_STATUS_CHANGED:
             to, frm = d["to_status"], d["from_status"]
-            await conn.execute(
-                "UPDATE kpi_cases SET status = $2,"
-                " first_response_at = CASE WHEN $3 = 'new' AND first_response_at IS NULL THEN $4"
-                " ELSE first_response_at END,"
-                # A reopened case is not resolved until it is resolved again (then at that time).
-                " resolved_at = CASE WHEN $2 = 'resolved' THEN $4 WHEN $3 = 'resolved' AND $2 = 'open' THEN NULL"
-                " ELSE resolved_at END,"
-                " reopened = reopened OR ($3 = 'resolved' AND $2 = 'open')"
-                " WHERE case_id = $1",
-                case_id,
-                to,
-                frm,
-                e.time,
-            )
+            await store.change_case_status(conn, case_id, to, frm, e.time)
             if to in ("resolved", "closed") and frm not in ("resolved", "closed"):
                 self._open_cases(customer, -1)
             elif frm in ("resolved", "closed") and to not in ("resolved", "closed"):
                 self._open_cases(customer, +1)
         elif e.type == case_contract.CASE_PRIORITY_CHANGED:
-            await conn.execute("UPDATE kpi_cases SET priority = $2 WHERE case_id = $1", case_id, d["to_priority"])
+            await store.change_case_priority(conn, case_id, d["to_priority"])
         elif e.type == case_contract.CASE_SLA_BREACHED:
-            await conn.execute("UPDATE kpi_cases SET breached = true WHERE case_id = $1", case_id)
+            await store.mark_case_breached(conn, case_id)
             customer.profile = replace(customer.profile, sla_breaches=customer.profile.sla_breaches + 1)
             customer.dirty = True
         elif e.type == case_contract.CASE_INTERACTION_LINKED:
             if d.get("direction") == "inbound":
-                await conn.execute("UPDATE kpi_cases SET inbound_links = inbound_links + 1 WHERE case_id = $1", case_id)
+                await store.add_inbound_link(conn, case_id)
         elif e.type == case_contract.CASE_SURVEY_RECORDED:
-            row = await conn.fetchrow(
-                "SELECT type, priority, channel, region FROM kpi_cases WHERE case_id = $1", case_id
-            )
-            await conn.execute(
-                "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region, case_type, priority)"
-                " VALUES ($1, $2, 'csat', $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            row = await store.case_dimensions(conn, case_id)
+            await store.add_csat(
+                conn,
                 e.id,
                 d["customer_id"],
                 d["score"],
@@ -233,16 +202,10 @@ class KpiProjection:
         self, conn: asyncpg.Connection, customers: dict[str, Customer], aliases: dict[str, str], e: Envelope
     ) -> None:
         survivor, merged = e.data["survivor_id"], e.data["merged_id"]
-        await conn.execute("UPDATE analytics_aliases SET survivor_id = $1 WHERE survivor_id = $2", survivor, merged)
-        await conn.execute(
-            "INSERT INTO analytics_aliases (merged_id, survivor_id) VALUES ($1, $2)"
-            " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id",
-            merged,
-            survivor,
-        )
+        await store.merge_alias(conn, merged, survivor)
         aliases[merged] = survivor
         gone = customers.pop(merged, None) or (await _load_customers(conn, {merged})).get(merged)
-        await conn.execute("DELETE FROM analytics_customers WHERE customer_id = $1", merged)
+        await store.delete_customer(conn, merged)
         if gone is None:
             return
         keep = customers.get(survivor) or (await _load_customers(conn, {survivor})).get(survivor)
@@ -305,21 +268,7 @@ class KpiProjection:
                  risk.score, risk.band, [r.model_dump() for r in risk.reasons], seg, now)
             )  # fmt: skip
         if rows:
-            await conn.executemany(
-                "INSERT INTO analytics_customers (customer_id, first_seen, region, vip, last_interaction_at,"
-                " interactions, purchases, purchase_value, complaints, complaint_times, sla_breaches, open_cases,"
-                " last_csat, risk_score, risk_band, risk_reasons, segment, as_of)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-                " ON CONFLICT (customer_id) DO UPDATE SET first_seen = EXCLUDED.first_seen, region = EXCLUDED.region,"
-                " vip = EXCLUDED.vip, last_interaction_at = EXCLUDED.last_interaction_at,"
-                " interactions = EXCLUDED.interactions, purchases = EXCLUDED.purchases,"
-                " purchase_value = EXCLUDED.purchase_value, complaints = EXCLUDED.complaints,"
-                " complaint_times = EXCLUDED.complaint_times, sla_breaches = EXCLUDED.sla_breaches,"
-                " open_cases = EXCLUDED.open_cases, last_csat = EXCLUDED.last_csat, risk_score = EXCLUDED.risk_score,"
-                " risk_band = EXCLUDED.risk_band, risk_reasons = EXCLUDED.risk_reasons, segment = EXCLUDED.segment,"
-                " as_of = EXCLUDED.as_of",
-                rows,
-            )
+            await store.write_customers(conn, rows)
         if changes:
             await self._store.append(conn, changes)
 
@@ -339,17 +288,9 @@ def _hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
 
-async def _aliases(conn: asyncpg.Connection, ids: set[str]) -> dict[str, str]:
-    rows = await conn.fetch(
-        "SELECT merged_id, survivor_id FROM analytics_aliases WHERE merged_id = ANY($1::text[])", list(ids)
-    )
-    return {r["merged_id"]: r["survivor_id"] for r in rows}
-
-
 async def _load_customers(conn: asyncpg.Connection, ids: set[str]) -> dict[str, Customer]:
-    rows = await conn.fetch("SELECT * FROM analytics_customers WHERE customer_id = ANY($1::text[])", list(ids))
     out = {}
-    for r in rows:
+    for r in await store.customers(conn, ids):
         profile = domain.Profile(
             first_seen=r["first_seen"],
             last_interaction_at=r["last_interaction_at"],
@@ -370,50 +311,3 @@ async def _load_customers(conn: asyncpg.Connection, ids: set[str]) -> dict[str, 
             r["risk_reasons"], r["as_of"],
         )  # fmt: skip
     return out
-
-
-async def _write_interactions(
-    conn: asyncpg.Connection, counts: Counter[tuple[datetime, str, str, str, str]], channels: dict[str, str]
-) -> None:
-    if counts:
-        keys = list(counts)
-        await conn.execute(
-            "INSERT INTO kpi_interactions (bucket, channel, region, kind, direction, count)"
-            " SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])"
-            " ON CONFLICT (bucket, channel, region, kind, direction)"
-            " DO UPDATE SET count = kpi_interactions.count + EXCLUDED.count",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [k[3] for k in keys],
-            [k[4] for k in keys],
-            [counts[k] for k in keys],
-        )
-    if channels:
-        await conn.execute(
-            "INSERT INTO interaction_channels (event_id, channel) SELECT * FROM unnest($1::uuid[], $2::text[])"
-            " ON CONFLICT DO NOTHING",
-            list(channels),
-            list(channels.values()),
-        )
-        await conn.execute(
-            "UPDATE kpi_cases c SET channel = x.channel FROM unnest($1::text[], $2::text[]) AS x(id, channel)"
-            " WHERE c.opened_by = x.id AND c.channel = 'unknown'",
-            list(channels),
-            list(channels.values()),
-        )
-
-
-async def _complete_region(conn: asyncpg.Connection, customer_id: str, region: str) -> None:
-    """Cases, surveys and notifications that arrived before the customer's region get it now."""
-    await conn.execute(
-        "UPDATE kpi_cases SET region = $2 WHERE customer_id = $1 AND region = 'unknown'", customer_id, region
-    )
-    await conn.execute(
-        "UPDATE kpi_surveys SET region = $2 WHERE customer_id = $1 AND region = 'unknown'", customer_id, region
-    )
-    await conn.execute(
-        "UPDATE kpi_notification_events SET region = $2 WHERE customer_id = $1 AND region = 'unknown'",
-        customer_id,
-        region,
-    )

@@ -1,9 +1,11 @@
-"""SQL for analytics' read side: KPIs over time windows, and one customer's insights.
+"""analytics' SQL: the read side (KPIs over time windows, one customer's insights, the gauges'
+counts) and the writes of the KPI fold (projections.KpiProjection).
 
 Each KPI query groups by GROUPING SETS ((bucket), ()), so one statement gives the series and
 the totals. Windows follow the UTC hour or day; "same day" is the same UTC date.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -168,3 +170,218 @@ async def survivor_of(conn: asyncpg.Connection, customer_id: str) -> str | None:
 
 async def insights(conn: asyncpg.Connection, customer_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM analytics_customers WHERE customer_id = $1", customer_id)
+
+
+async def interactions_by_channel(conn: asyncpg.Connection, since: datetime) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT channel, sum(count)::bigint AS n FROM kpi_interactions WHERE bucket >= $1 GROUP BY channel", since
+    )
+    return {r["channel"]: r["n"] for r in rows}
+
+
+# --- the KPI fold (projections.KpiProjection) -------------------------------------------------
+# Everything is written ON CONFLICT DO NOTHING or as a counter merge: the consumer's dedup record
+# keeps each event to one application, these keep a replay of the fold harmless too.
+
+# Interaction counters: (hour, channel, region, kind, direction) -> count
+Counts = dict[tuple[datetime, str, str, str, str], int]
+# An NPS answer: (event_id, customer_id, score, at, channel, region)
+NpsAnswer = tuple[str, str, int, datetime, str, str]
+# A notification event: (event_id, customer_id, at, channel, region, status)
+NotificationRow = tuple[str, str, datetime, str, str, str]
+
+
+async def aliases(conn: asyncpg.Connection, ids: set[str]) -> dict[str, str]:
+    """merged id -> survivor id, for those of these ids that were merged."""
+    rows = await conn.fetch(
+        "SELECT merged_id, survivor_id FROM analytics_aliases WHERE merged_id = ANY($1::text[])", list(ids)
+    )
+    return {r["merged_id"]: r["survivor_id"] for r in rows}
+
+
+async def merge_alias(conn: asyncpg.Connection, merged: str, survivor: str) -> None:
+    """merged now answers as survivor, and so do the ids merged into it before."""
+    await conn.execute("UPDATE analytics_aliases SET survivor_id = $1 WHERE survivor_id = $2", survivor, merged)
+    await conn.execute(
+        "INSERT INTO analytics_aliases (merged_id, survivor_id) VALUES ($1, $2)"
+        " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id",
+        merged,
+        survivor,
+    )
+
+
+async def customers(conn: asyncpg.Connection, ids: set[str]) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM analytics_customers WHERE customer_id = ANY($1::text[])", list(ids))
+
+
+async def delete_customer(conn: asyncpg.Connection, customer_id: str) -> None:
+    await conn.execute("DELETE FROM analytics_customers WHERE customer_id = $1", customer_id)
+
+
+async def write_customers(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Upsert customers, each row in the column order of the INSERT below."""
+    await conn.executemany(
+        "INSERT INTO analytics_customers (customer_id, first_seen, region, vip, last_interaction_at,"
+        " interactions, purchases, purchase_value, complaints, complaint_times, sla_breaches, open_cases,"
+        " last_csat, risk_score, risk_band, risk_reasons, segment, as_of)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        " ON CONFLICT (customer_id) DO UPDATE SET first_seen = EXCLUDED.first_seen, region = EXCLUDED.region,"
+        " vip = EXCLUDED.vip, last_interaction_at = EXCLUDED.last_interaction_at,"
+        " interactions = EXCLUDED.interactions, purchases = EXCLUDED.purchases,"
+        " purchase_value = EXCLUDED.purchase_value, complaints = EXCLUDED.complaints,"
+        " complaint_times = EXCLUDED.complaint_times, sla_breaches = EXCLUDED.sla_breaches,"
+        " open_cases = EXCLUDED.open_cases, last_csat = EXCLUDED.last_csat, risk_score = EXCLUDED.risk_score,"
+        " risk_band = EXCLUDED.risk_band, risk_reasons = EXCLUDED.risk_reasons, segment = EXCLUDED.segment,"
+        " as_of = EXCLUDED.as_of",
+        rows,
+    )
+
+
+async def add_interactions(conn: asyncpg.Connection, counts: Counts, channels: dict[str, str]) -> None:
+    """Add to the interaction counters; remember each interaction's channel (event id -> channel)
+    and complete the cases opened by one of them before it arrived."""
+    if counts:
+        keys = list(counts)
+        await conn.execute(
+            "INSERT INTO kpi_interactions (bucket, channel, region, kind, direction, count)"
+            " SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])"
+            " ON CONFLICT (bucket, channel, region, kind, direction)"
+            " DO UPDATE SET count = kpi_interactions.count + EXCLUDED.count",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
+            [k[4] for k in keys],
+            [counts[k] for k in keys],
+        )
+    if channels:
+        await conn.execute(
+            "INSERT INTO interaction_channels (event_id, channel) SELECT * FROM unnest($1::uuid[], $2::text[])"
+            " ON CONFLICT DO NOTHING",
+            list(channels),
+            list(channels.values()),
+        )
+        await conn.execute(
+            "UPDATE kpi_cases c SET channel = x.channel FROM unnest($1::text[], $2::text[]) AS x(id, channel)"
+            " WHERE c.opened_by = x.id AND c.channel = 'unknown'",
+            list(channels),
+            list(channels.values()),
+        )
+
+
+async def interaction_channel(conn: asyncpg.Connection, event_id: str) -> str | None:
+    channel: str | None = await conn.fetchval("SELECT channel FROM interaction_channels WHERE event_id = $1", event_id)
+    return channel
+
+
+async def complete_region(conn: asyncpg.Connection, customer_id: str, region: str) -> None:
+    """Cases, surveys and notifications that arrived before the customer's region get it now."""
+    for table in ("kpi_cases", "kpi_surveys", "kpi_notification_events"):
+        await conn.execute(
+            f"UPDATE {table} SET region = $2 WHERE customer_id = $1 AND region = 'unknown'", customer_id, region
+        )
+
+
+async def add_notifications(conn: asyncpg.Connection, rows: Sequence[NotificationRow]) -> None:
+    await conn.executemany(
+        "INSERT INTO kpi_notification_events (event_id, customer_id, at, channel, region, status)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        rows,
+    )
+
+
+async def add_nps(conn: asyncpg.Connection, answers: Sequence[NpsAnswer]) -> None:
+    await conn.executemany(
+        "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region)"
+        " VALUES ($1, $2, 'nps', $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        answers,
+    )
+
+
+@dataclass(frozen=True)
+class OpenedCase:
+    case_id: str
+    customer_id: str
+    type: str
+    priority: str
+    channel: str
+    region: str
+    status: str
+    opened_at: datetime
+    opened_by: str | None  # the interaction that opened it; None: an agent did
+
+
+async def open_case(conn: asyncpg.Connection, c: OpenedCase) -> None:
+    await conn.execute(
+        "INSERT INTO kpi_cases (case_id, customer_id, type, priority, channel, region, status, opened_at,"
+        " opened_by, inbound_links) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        c.case_id,
+        c.customer_id,
+        c.type,
+        c.priority,
+        c.channel,
+        c.region,
+        c.status,
+        c.opened_at,
+        c.opened_by,
+        1 if c.opened_by else 0,
+    )
+
+
+async def change_case_status(conn: asyncpg.Connection, case_id: str, to: str, frm: str, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE kpi_cases SET status = $2,"
+        " first_response_at = CASE WHEN $3 = 'new' AND first_response_at IS NULL THEN $4"
+        " ELSE first_response_at END,"
+        # A reopened case is not resolved until it is resolved again (then at that time).
+        " resolved_at = CASE WHEN $2 = 'resolved' THEN $4 WHEN $3 = 'resolved' AND $2 = 'open' THEN NULL"
+        " ELSE resolved_at END,"
+        " reopened = reopened OR ($3 = 'resolved' AND $2 = 'open')"
+        " WHERE case_id = $1",
+        case_id,
+        to,
+        frm,
+        at,
+    )
+
+
+async def change_case_priority(conn: asyncpg.Connection, case_id: str, priority: str) -> None:
+    await conn.execute("UPDATE kpi_cases SET priority = $2 WHERE case_id = $1", case_id, priority)
+
+
+async def mark_case_breached(conn: asyncpg.Connection, case_id: str) -> None:
+    await conn.execute("UPDATE kpi_cases SET breached = true WHERE case_id = $1", case_id)
+
+
+async def add_inbound_link(conn: asyncpg.Connection, case_id: str) -> None:
+    await conn.execute("UPDATE kpi_cases SET inbound_links = inbound_links + 1 WHERE case_id = $1", case_id)
+
+
+async def case_dimensions(conn: asyncpg.Connection, case_id: str) -> asyncpg.Record | None:
+    """The case's type, priority, channel and region, which its surveys are counted under."""
+    return await conn.fetchrow("SELECT type, priority, channel, region FROM kpi_cases WHERE case_id = $1", case_id)
+
+
+async def add_csat(
+    conn: asyncpg.Connection,
+    event_id: str,
+    customer_id: str,
+    score: int,
+    at: datetime,
+    channel: str,
+    region: str,
+    case_type: str | None,
+    priority: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region, case_type, priority)"
+        " VALUES ($1, $2, 'csat', $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        event_id,
+        customer_id,
+        score,
+        at,
+        channel,
+        region,
+        case_type,
+        priority,
+    )

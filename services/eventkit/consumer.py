@@ -321,6 +321,7 @@ class IdempotentConsumer:
         acceptance: Acceptance,
         deadletter_topic: str,
         client_options: Mapping[str, Any],
+        applied_table: str = "applied_events",
     ) -> None:
         """`client_options`: keyword arguments for the Kafka client (security_protocol, sasl_*...)."""
         self.service = service
@@ -329,7 +330,7 @@ class IdempotentConsumer:
         self._max_batch = max_batch
         self.applier = BatchApplier(
             service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed,
-            acceptance=acceptance, deadletter_topic=deadletter_topic,
+            acceptance=acceptance, deadletter_topic=deadletter_topic, applied_table=applied_table,
         )  # fmt: skip
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -423,8 +424,8 @@ class IdempotentConsumer:
         whether this process now reads everything (the only instance of the service)."""
         every = {TopicPartition(t, p) for t in self._topics for p in self._consumer.partitions_for_topic(t) or ()}
         self.waiters.sole_reader = bool(every) and every <= assigned
-        for tp in set(self._positions) - assigned:
-            del self._positions[tp]
+        for tp in (set(self._positions) | set(self._lag_gauges)) - assigned:
+            self._positions.pop(tp, None)
             self._lag_gauges.pop(tp, None)
             with contextlib.suppress(KeyError):  # never reported
                 CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
@@ -449,17 +450,21 @@ class IdempotentConsumer:
     async def _update_lag(self) -> None:
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
-            position = self._positions.get(tp)
+            position, fetching = self._positions.get(tp), fetch_position(self._consumer, tp)
             if high is None:
                 continue
             # The client's fetch position too: after a broker restart that took a stale commit
             # (stale_commits.py) the client can sit past the partition's new end, while what this
             # process applied (position) reads as behind, not ahead.
-            if (ahead := past_end(high, position, fetch_position(self._consumer, tp))) is not None:
+            if (ahead := past_end(high, position, fetching)) is not None:
                 log.warning("%s[%s] ends at %s, before our position %s: rereading it", tp.topic, tp.partition,
                             high, ahead)  # fmt: skip
                 await self._read_from_start([tp])
                 continue
+            # Nothing applied here yet (just started or assigned): count from where the client
+            # fetches, the group's committed offset, so a catch-up shows its lag from the start and
+            # a partition with nothing to read shows 0. (getmany moves it only by what it returns.)
+            position = fetching if position is None else position
             if position is None:
                 continue
             gauge = self._lag_gauges.get(tp)

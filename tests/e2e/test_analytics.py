@@ -8,12 +8,10 @@ import string
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
@@ -509,7 +507,7 @@ async def test_a_restart_mid_stream_neither_loses_nor_double_counts(stack: Stack
             if lag and not any(lag.values()):
                 zero_while_behind.append(applied)
             await asyncio.sleep(0.1)
-        # Reported per partition by the faust KPI stream while it catches up...
+        # Reported per partition by the KPI stream while it catches up...
         assert behind and {topic for topic, _ in behind} <= set(ALL_EVENT_TOPICS)
         # ...and never 0 while it is behind: everything was published before the restart, so a
         # gauge at 0 means all of it was applied when the gauge was read.
@@ -555,13 +553,3 @@ async def test_risk_changes_reach_every_timeline(stack: Stack) -> None:
         insights = (await client.get(f"{stack.services['analytics'].url}/v1/customers/{customer}/insights")).json()
     assert insights["risk"]["band"] == "medium"  # repeated complaints: 25 points
     assert [r["code"] for r in insights["risk"]["reasons"]] == ["repeated_complaints"]
-
-
-def test_the_kpi_stream_keeps_no_data_directory_in_the_working_directory(stack: Stack) -> None:
-    """faust's default data directory is "<app id>-data" in the working directory: with `make run`,
-    a stray folder in the checkout. The stream gives it a temporary one instead."""
-    assert stack.services["analytics"].proc is not None
-    proc = psutil.Process(stack.services["analytics"].proc.pid)
-    default = Path(proc.cwd()) / "crm-analytics-kpi-data"
-    # One left by an older version may be there; this process must not have made or used it.
-    assert not default.exists() or default.stat().st_mtime < proc.create_time()

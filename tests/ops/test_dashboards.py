@@ -279,7 +279,7 @@ async def test_every_dashboard_panel_returns_data(ops_stack: Stack, prometheus: 
             values = r.json()["data"]
             assert values, f"{title}: {variable_query} offers nothing"
             if label == "service":
-                # analytics' faust KPI stream counts its own events as "analytics-kpi"
+                # analytics' KPI stream counts its own events as "analytics-kpi"
                 assert set(SERVICES) <= set(values) <= {*SERVICES, "analytics-kpi"}, (
                     f"{title}: {variable_query} -> {values}"
                 )

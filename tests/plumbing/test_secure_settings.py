@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from analytics.stream import broker_credentials
 from eventkit import partition_ends, topics
 from eventkit.acceptance import Acceptance
 from eventkit.consumer import IdempotentConsumer, Waiters
 from eventkit.signing import generate_key_pair
-from faust.types.auth import SASLMechanism
 from intake.settings import IntakeSettings
 from notification.settings import NotificationSettings
 from servicekit import app as app_module
@@ -148,7 +146,6 @@ def test_plaintext_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SASL:
         monkeypatch.delenv(name, raising=False)
     assert kafka_options() == {"security_protocol": "PLAINTEXT"}
-    assert broker_credentials(Settings()) is None
 
 
 def test_ssl_protocols_get_a_context(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,15 +230,6 @@ async def test_sasl_settings_reach_every_kafka_client(monkeypatch: pytest.Monkey
     with pytest.raises(_Stop):
         await partition_ends.committed_offsets("127.0.0.1:1", "g", [], client_options=kafka_options())
     assert_sasl(reader.made[0])
-
-
-@pytest.mark.usefixtures("sasl_env")
-def test_sasl_settings_reach_faust() -> None:
-    credentials = broker_credentials(Settings())
-    assert credentials is not None
-    assert credentials.mechanism == SASLMechanism.SCRAM_SHA_512  # type: ignore[attr-defined]
-    assert (credentials.username, credentials.password) == ("crm-case", "p" * 40)  # type: ignore[attr-defined]
-    assert credentials.protocol.value == "SASL_PLAINTEXT"
 
 
 def test_public_keys_come_as_json_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
