@@ -7,7 +7,7 @@ it sits on the hot path; tests/contract checks it against the SDK both ways.
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,9 +106,9 @@ def from_kafka(key: bytes | None, value: bytes | None, headers: Headers | Mappin
     attrs: dict[str, str] = {}
     extensions: dict[str, str] = {}
     # A list or tuple (aiokafka, to_kafka) is told apart first: isinstance against the Mapping ABC costs more.
-    pairs = headers if isinstance(headers, list | tuple) else None
+    pairs: Iterable[tuple[str, bytes]] | None = headers if isinstance(headers, list | tuple) else None
     if pairs is None:
-        pairs = headers.items() if isinstance(headers, Mapping) else headers  # type: ignore[assignment]
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
     for name, raw in pairs or ():
         if not name.startswith("ce_"):
             continue

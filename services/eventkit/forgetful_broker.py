@@ -109,9 +109,9 @@ class BrokerWatch:
             while pending:
                 for records in (await reader.getmany(*pending, timeout_ms=500)).values():
                     for r in records:
-                        ce_id = next((v for k, v in r.headers if k == "ce_id"), None)
+                        ce_id = next((v for k, v in r.headers if k == "ce_id"), b"")
                         try:
-                            ids.append(uuid.UUID(ce_id.decode()))  # type: ignore[union-attr]
+                            ids.append(uuid.UUID(ce_id.decode()))
                         except (AttributeError, UnicodeDecodeError, ValueError):
                             continue  # not an event of ours: nothing to compare with the store
                 await drop_read_to_end(reader, pending)
