@@ -1,12 +1,12 @@
-"""The idempotent consumer: Kafka in, projections out, each event's effect exactly once.
+"""The idempotent consumer: Kafka in, subscribers (projections, policies) out, each event's effect exactly once.
 
 Per batch from Kafka, in one PostgreSQL transaction: record the ids of the events not seen
-before in applied_events and apply just those to every projection. Offsets are committed to
+before in applied_events and apply just those to every subscriber. Offsets are committed to
 Kafka only after that transaction (at most every commit interval, 500 ms), so a crash anywhere
 redelivers, and a redelivered event finds its id already recorded and changes nothing.
 
 A message the caller's rules do not accept (acceptance.py: it does not decode, has an unknown
-type...) or that makes a projection fail is a dead letter (deadletter.py); the rest of the batch
+type...) or that makes a subscriber fail is a dead letter (deadletter.py); the rest of the batch
 goes on. A database outage is not a poison message: the batch is retried until the database is
 back. A broker that forgot the group or took a stale commit is answered by rereading from the
 start (stale_commits.py).
@@ -48,8 +48,10 @@ log = logging.getLogger(__name__)
 MAX_TRACES_PER_BATCH = 64
 
 
-class Projection(Protocol):
-    """A read model. apply() gets events not applied before, in log order, inside the transaction."""
+class Subscriber(Protocol):
+    """What a consumer hands new events to: a read model (a projection), a policy that issues
+    commands, a cache to evict. apply() gets events not applied before, in log order, inside the
+    batch's transaction."""
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None: ...
 
@@ -86,18 +88,18 @@ class Waiters:
 
 
 class StoredEventsApplier:
-    """Applies the events a service stores to its own projections, in the storing transaction.
+    """Applies the events a service stores to its own subscribers, in the storing transaction.
 
     For a service that projects its own topic as it stores its events: its consumer leaves that
-    topic out, so the events are in the timeline (and every other projection) when the write
+    topic out, so the events are in the timeline (and every other read model) when the write
     commits, not after the relay, the broker and a consumer transaction. The store
     records them in applied_events (in its insert), like consumed ones, so a replay skips them.
     Counted as applied before the commit: a transaction that then fails is counted too (rare).
     """
 
-    def __init__(self, service: str, projections: Sequence[Projection]) -> None:
+    def __init__(self, service: str, subscribers: Sequence[Subscriber]) -> None:
         self.service = service
-        self._projections = list(projections)
+        self._subscribers = list(subscribers)
         self._freshness = FRESHNESS.labels(service)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
@@ -110,8 +112,8 @@ class StoredEventsApplier:
             f"{self.service} apply stored {events[0].type}",
             attributes={"crm.service": self.service, "crm.batch_size": len(events)},
         ):
-            for projection in self._projections:
-                await projection.apply(conn, events)
+            for subscriber in self._subscribers:
+                await subscriber.apply(conn, events)
         now = datetime.now(UTC)
         for e in events:
             self._freshness.observe(max(0.0, (now - e.time).total_seconds()))
@@ -123,7 +125,7 @@ class BatchApplier:
     """Applies batches of messages exactly once in effect; parks the ones that cannot be applied.
 
     `applied_table` is the dedup record (one per consumer group of a service database), written
-    in the same transaction as the projections' changes. What cannot be applied goes to
+    in the same transaction as the subscribers' changes. What cannot be applied goes to
     `deadletter_topic`.
     """
 
@@ -133,7 +135,7 @@ class BatchApplier:
         service: str,
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
-        projections: Sequence[Projection],
+        subscribers: Sequence[Subscriber],
         acceptance: Acceptance,
         deadletter_topic: str,
         waiters: Waiters | None = None,
@@ -145,7 +147,7 @@ class BatchApplier:
         self._acceptance = acceptance
         self._deadletter_topic = deadletter_topic
         self._producer = producer
-        self._projections = list(projections)
+        self._subscribers = list(subscribers)
         self._waiters = waiters
         self._feed = feed
         self._record_applied = (
@@ -195,7 +197,7 @@ class BatchApplier:
             except TRANSIENT_ERRORS:
                 raise
             except Exception:
-                # Some event makes a projection fail: go one by one to find and park it.
+                # Some event makes a subscriber fail: go one by one to find and park it.
                 log.exception("batch failed, isolating the poison message")
                 fresh, poison = await self._apply_one_by_one(conn, events)
                 letters.extend(poison)
@@ -228,8 +230,8 @@ class BatchApplier:
         todo = [env for _, env in events if env.id in fresh]
         if todo:
             with self._span(todo):
-                for projection in self._projections:
-                    await projection.apply(conn, todo)
+                for subscriber in self._subscribers:
+                    await subscriber.apply(conn, todo)
         return fresh
 
     async def _apply_one_by_one(
@@ -311,7 +313,7 @@ class IdempotentConsumer:
         topics: Sequence[str],
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
-        projections: Sequence[Projection],
+        subscribers: Sequence[Subscriber],
         waiters: Waiters,
         max_batch: int = 1000,
         session_timeout_ms: int = 10_000,
@@ -329,7 +331,7 @@ class IdempotentConsumer:
         self._topics = list(topics)
         self._max_batch = max_batch
         self.applier = BatchApplier(
-            service=service, pool=pool, producer=producer, projections=projections, waiters=waiters, feed=feed,
+            service=service, pool=pool, producer=producer, subscribers=subscribers, waiters=waiters, feed=feed,
             acceptance=acceptance, deadletter_topic=deadletter_topic, applied_table=applied_table,
         )  # fmt: skip
         self._consumer = AIOKafkaConsumer(

@@ -1,6 +1,6 @@
 """One service process: its database, producer, outbox relay, consumer and HTTP app.
 
-A service's main.py describes itself with a ServiceSpec (name, projections, routers,
+A service's main.py describes itself with a ServiceSpec (name, subscribers, routers,
 migrations); create_app() wires the rest the same way for all four.
 """
 
@@ -15,7 +15,7 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from eventkit import db
 from eventkit.acceptance import Acceptance
-from eventkit.consumer import IdempotentConsumer, Projection, StoredEventsApplier
+from eventkit.consumer import IdempotentConsumer, StoredEventsApplier, Subscriber
 from eventkit.eventstore import EventStore
 from eventkit.forgetful_broker import BrokerWatch
 from eventkit.live import FeedOnLoop
@@ -41,7 +41,7 @@ from servicekit.http import (
     document_errors,
     install_error_handlers,
 )
-from servicekit.keyring import ErasureProjection
+from servicekit.keyring import ErasedKeyEviction
 from servicekit.routes import common
 from servicekit.runtime import C, Runtime, S, ServiceSpec
 from servicekit.security_headers import SecurityHeaders
@@ -89,15 +89,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             client_options=s.kafka_client_options(),
         )
     rt.producer = await _start_producer(s)
-    projections: list[Projection] = [
+    subscribers: list[Subscriber] = [
         timeline.TimelineProjection(),
         KeyProjection(),
-        ErasureProjection(rt.keyring),
-        *rt.spec.projections,
+        ErasedKeyEviction(rt.keyring),
+        *rt.spec.subscribers,
     ]
     own_topic = PROJECTED_WHEN_STORED.get(rt.spec.name)
-    if own_topic is not None:  # its own events go to its projections as they are stored
-        rt.store.on_stored = StoredEventsApplier(s.service_name, projections).apply
+    if own_topic is not None:  # its own events go to its subscribers as they are stored
+        rt.store.on_stored = StoredEventsApplier(s.service_name, subscribers).apply
     # and to its live timelines once committed, which is the consumer's job otherwise
     feed = FeedOnLoop(rt.feed, asyncio.get_running_loop()) if own_topic is not None else None
     relay = LoopThread(f"{s.service_name}-outbox-relay", functools.partial(_relay, rt, feed))
@@ -108,7 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topics=[t for t in ALL_EVENT_TOPICS if t != own_topic],
         pool=rt.pool,
         producer=rt.producer,
-        projections=projections,
+        subscribers=subscribers,
         waiters=rt.waiters,
         max_batch=s.consumer_max_batch,
         session_timeout_ms=s.kafka_session_timeout_ms,

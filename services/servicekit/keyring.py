@@ -143,7 +143,7 @@ def remote_keyring(settings: Any) -> KeyRing:
 ERASED_TYPE = CUSTOMER_ERASED
 
 
-class ErasureProjection:
+class ErasedKeyEviction:
     """Every service: drop an erased customer's cached data keys as soon as the event arrives."""
 
     def __init__(self, ring: KeyRing) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from eventkit.consumer import IdempotentConsumer, Projection, Waiters
+from eventkit.consumer import IdempotentConsumer, Subscriber, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.live import TimelineFeed
 from eventkit.outbox import OutboxRelay
@@ -32,7 +32,7 @@ C = TypeVar("C")
 @dataclass
 class ServiceSpec(Generic[S, C]):
     name: str
-    projections: Sequence[Projection] = ()
+    subscribers: Sequence[Subscriber] = ()
     routers: Sequence[APIRouter] = ()
     migrations: Sequence[Path] = ()
     title: str = ""

@@ -102,7 +102,7 @@ class Consumer:
             topics=[INTAKE],
             pool=pool,
             producer=producer,
-            projections=[TimelineProjection(), CaseRulesPolicy(ctx)],
+            subscribers=[TimelineProjection(), CaseRulesPolicy(ctx)],
             waiters=Waiters(),
             acceptance=Acceptance(SCHEMAS),
             deadletter_topic=DEADLETTER,

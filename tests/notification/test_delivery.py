@@ -26,7 +26,7 @@ from notification import delivery, domain, erasure, handlers, store, worker
 from notification.context import NotificationContext
 from notification.policies import ErasurePolicy, RulesPolicy
 from notification.projections import ProfileProjection
-from servicekit.keyring import ErasureProjection, KeyRing, KeySource, KeysUnavailable, MemoryKeySource
+from servicekit.keyring import ErasedKeyEviction, KeyRing, KeySource, KeysUnavailable, MemoryKeySource
 from servicekit.timeline import TimelineProjection
 
 from contracts import notification as n
@@ -124,9 +124,9 @@ class Harness:
             service="notification-test",
             pool=pool,
             producer=producer,
-            projections=[
+            subscribers=[
                 TimelineProjection(),
-                ErasureProjection(self.keyring),
+                ErasedKeyEviction(self.keyring),
                 ProfileProjection(self.keyring),
                 RulesPolicy(self.ctx),
                 ErasurePolicy(self.ctx),

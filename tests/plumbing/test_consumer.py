@@ -61,7 +61,7 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def make_consumer(pool, producer, bootstrap, topic, service, projections=None, **options: Any) -> IdempotentConsumer:
+def make_consumer(pool, producer, bootstrap, topic, service, subscribers=None, **options: Any) -> IdempotentConsumer:
     """A consumer of the contracts' event types from any topic, dead-lettering to DEADLETTER."""
     options = {"acceptance": Acceptance(SCHEMAS), "deadletter_topic": DEADLETTER, **options}
     return IdempotentConsumer(
@@ -71,7 +71,7 @@ def make_consumer(pool, producer, bootstrap, topic, service, projections=None, *
         topics=[topic],
         pool=pool,
         producer=producer,
-        projections=projections if projections is not None else [TimelineProjection()],
+        subscribers=subscribers if subscribers is not None else [TimelineProjection()],
         waiters=Waiters(),
         client_options=kafka_options(),
         **options,

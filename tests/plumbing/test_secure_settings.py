@@ -201,7 +201,7 @@ async def test_sasl_settings_reach_every_kafka_client(monkeypatch: pytest.Monkey
         topics=["t"],
         pool=None,  # type: ignore[arg-type]
         producer=None,  # type: ignore[arg-type]
-        projections=[],
+        subscribers=[],
         waiters=Waiters(),
         acceptance=Acceptance({}),
         deadletter_topic="dl",

@@ -97,7 +97,7 @@ async def test_the_consumer_dead_letters_a_forged_key_and_applies_a_signed_one(
         service="t-signed",
         pool=pool,
         producer=producer,
-        projections=[KeyProjection()],
+        subscribers=[KeyProjection()],
         acceptance=Acceptance(SCHEMAS, checks=[EventVerifier({"a": PUBLIC}, SIGNED_TYPES)]),
         deadletter_topic=DEADLETTER,
     )
