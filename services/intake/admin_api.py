@@ -97,7 +97,7 @@ class ErasureOut(BaseModel):
 )
 async def create_key(rt: IntakeRuntime, body: KeyIn) -> Response:
     try:
-        created = await keys.create_key(rt.db, rt.store, rt.settings, body.name, body.scopes)
+        created = await keys.create_key(rt.db, rt.events, rt.settings, body.name, body.scopes)
     except keys.SigningKeyMissing as exc:
         raise _signing_key_missing() from exc
     return JSONResponse(created, status_code=201)
@@ -124,7 +124,7 @@ async def list_keys(rt: IntakeRuntime) -> Response:
 )
 async def revoke_key(rt: IntakeRuntime, key_id: str) -> Response:
     try:
-        revoked = await keys.revoke_key(rt.db, rt.store, rt.settings, key_id)
+        revoked = await keys.revoke_key(rt.db, rt.events, rt.settings, key_id)
     except keys.KeyNotFound as exc:
         raise ApiError(404, "key_not_found", f"no key {key_id}") from exc
     except keys.KeyRevokedAlready as exc:
@@ -175,7 +175,7 @@ async def export(request: Request, rt: IntakeRuntime, customer_id: str) -> Respo
 async def erase(request: Request, rt: IntakeRuntime, customer_id: str) -> Response:
     async def erasure() -> dict[str, Any]:
         try:
-            done = await handlers.erase_customer(rt.db, rt.store, rt.context.vault, rt.settings.source, customer_id)
+            done = await handlers.erase_customer(rt.db, rt.events, rt.context.vault, rt.settings.source, customer_id)
         except handlers.AlreadyErased as exc:
             raise ApiError(409, "already_erased", f"customer {customer_id} is erased already") from exc
         rt.keyring.forget(done["erased_ids"])

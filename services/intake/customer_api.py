@@ -149,7 +149,7 @@ async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
 )
 async def put_consent(request: Request, rt: IntakeRuntime, customer_id: str, body: ConsentIn) -> Response:
     wanted: dict[tuple[str, str | None], bool] = {(c.purpose, c.channel): c.granted for c in body.consents}
-    call = handlers.change_consent(rt.db, rt.store, rt.settings.source, customer_id, wanted)
+    call = handlers.change_consent(rt.db, rt.events, rt.settings.source, customer_id, wanted)
     return await customer_call(request, customer_id, _changed(customer_id, call))
 
 
@@ -162,7 +162,7 @@ async def put_consent(request: Request, rt: IntakeRuntime, customer_id: str, bod
     responses={**MERGED, **NOT_FOUND},
 )
 async def put_preferences(request: Request, rt: IntakeRuntime, customer_id: str, body: Preferences) -> Response:
-    call = handlers.change_preferences(rt.db, rt.store, rt.settings.source, customer_id, body)
+    call = handlers.change_preferences(rt.db, rt.events, rt.settings.source, customer_id, body)
     return await customer_call(request, customer_id, _changed(customer_id, call))
 
 
@@ -192,7 +192,7 @@ async def put_profile(request: Request, rt: IntakeRuntime, customer_id: str, bod
         name = domain.normalise_name(body.name, "body.name")
     except domain.InvalidInput as exc:
         raise errors.invalid(exc) from exc
-    call = handlers.change_profile(rt.db, rt.store, rt.context.vault, rt.settings.source, customer_id, name)
+    call = handlers.change_profile(rt.db, rt.events, rt.context.vault, rt.settings.source, customer_id, name)
     return await customer_call(request, customer_id, _changed(customer_id, call))
 
 
@@ -256,7 +256,7 @@ async def verify_identifiers(request: Request, rt: IntakeRuntime, customer_id: s
     if not idents:
         raise ApiError(422, "validation_failed", "give email, phone or external",
                        errors=[{"field": "body", "reason": "give at least one identifier"}])  # fmt: skip
-    call = handlers.verify_identifiers(rt.db, rt.store, rt.context.vault, settings.source, customer_id, idents)
+    call = handlers.verify_identifiers(rt.db, rt.events, rt.context.vault, settings.source, customer_id, idents)
     try:
         return await customer_call(request, customer_id, _changed(customer_id, call))
     except handlers.IdentifierNotFound as exc:
@@ -311,7 +311,7 @@ async def list_merge_suggestions(
 async def _decide(rt: IntakeRuntime, suggestion_id: str, accept: bool, principal: Any) -> Response:
     try:
         out = await suggestions.decide_suggestion(
-            rt.db, rt.store, rt.context.vault, rt.settings.source, suggestion_id, accept, principal.key_id
+            rt.db, rt.events, rt.context.vault, rt.settings.source, suggestion_id, accept, principal.key_id
         )
     except suggestions.SuggestionNotFound as exc:
         raise ApiError(404, "suggestion_not_found", f"no merge suggestion {suggestion_id}") from exc

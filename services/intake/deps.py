@@ -16,6 +16,6 @@ def group_commit(rt: Runtime[IntakeSettings, IntakeContext]) -> GroupCommit:
     """The service's one GroupCommit: interaction writes in flight share transactions."""
     if rt.context.group_commit is None:
         rt.context.group_commit = GroupCommit(
-            rt.db, rt.store, rt.context.vault, rt.settings.source, in_flight=rt.settings.write_transactions
+            rt.db, rt.events, rt.context.vault, rt.settings.source, in_flight=rt.settings.write_transactions
         )
     return rt.context.group_commit

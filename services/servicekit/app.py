@@ -97,7 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ]
     own_topic = PROJECTED_WHEN_STORED.get(rt.spec.name)
     if own_topic is not None:  # its own events go to its subscribers as they are stored
-        rt.store.on_stored = StoredEventsApplier(s.service_name, subscribers).apply
+        rt.events.on_stored = StoredEventsApplier(s.service_name, subscribers).apply
     # and to its live timelines once committed, which is the consumer's job otherwise
     feed = FeedOnLoop(rt.feed, asyncio.get_running_loop()) if own_topic is not None else None
     relay = LoopThread(f"{s.service_name}-outbox-relay", functools.partial(_relay, rt, feed))
@@ -214,7 +214,7 @@ def create_app(spec: ServiceSpec[S, C], settings: S, context: C) -> FastAPI:
     app.state.runtime = Runtime(
         settings=settings,
         spec=spec,
-        store=EventStore(spec.name, max_event_bytes=settings.event_max_bytes),
+        events=EventStore(spec.name, max_event_bytes=settings.event_max_bytes),
         context=context,
     )
     install_error_handlers(app)

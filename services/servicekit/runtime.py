@@ -73,7 +73,7 @@ class Runtime(Generic[S, C]):
 
     settings: S
     spec: ServiceSpec[S, C]
-    store: EventStore
+    events: EventStore  # the service's event store (not its store.py, which holds its own SQL)
     context: C  # the service's own: made in its main.py, handed to create_app
     waiters: Waiters = field(default_factory=Waiters)
     feed: TimelineFeed = field(default_factory=TimelineFeed)

@@ -63,7 +63,7 @@ async def test_a_caught_up_kpi_stream_reports_lag_0_on_every_partition_it_reads(
 
     dsn = await fresh_database(postgres, [MIGRATIONS])
     pool = await db.create_pool(dsn, 3)
-    rt = Runtime(settings=settings, spec=ServiceSpec(name="analytics"), store=EventStore("analytics"), context=None)
+    rt = Runtime(settings=settings, spec=ServiceSpec(name="analytics"), events=EventStore("analytics"), context=None)
     rt.pool, rt.producer = pool, producer
     consumer = kpi_consumer(rt, topics=[topic])
 
