@@ -20,8 +20,8 @@ import httpx
 import pytest
 from crmtools.devstack import Stack
 
-from tests.conftest import api_client, eventually, running_stack
-from tests.notification.receivers import SmtpServer, smtp_server
+from tests.conftest import api_client, eventually, running_stack, smtp_env
+from tests.notification.receivers import SmtpServer
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("intake", "case", "notification")
@@ -29,19 +29,8 @@ WEB_IDENTITY_SECRET = "web-widget-identity-secret"
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
-    env = {
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp.port),
-        "NOTIFICATION_POLL_INTERVAL_MS": "100",
-        "IDENTITY_HMAC_SECRETS": f'{{"web": "{WEB_IDENTITY_SECRET}"}}',
-    }
+    env = {**smtp_env(smtp), "IDENTITY_HMAC_SECRETS": f'{{"web": "{WEB_IDENTITY_SECRET}"}}'}
     with running_stack(tmp_path_factory.mktemp("trust-stack"), env, SERVICES) as s:
         yield s
 
