@@ -17,7 +17,7 @@ COLLECTED: list[Figures] = []
 
 
 @pytest.fixture(scope="module")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
     # A real SMTP server, so notification's sends (and any repeat of one) can be counted.
     env = {"BROKER_CHECK_INTERVAL_MS": "500", **smtp_env(smtp)}
     with running_stack(tmp_path_factory.mktemp("chaos"), env) as s:

@@ -35,9 +35,8 @@ async def ids_on_topic(bootstrap: str, topic: str, wanted: set[str], timeout_s: 
 
 
 async def test_broker_restart_forgetting_everything_under_load_loses_nothing(
-    chaos_stack: Stack, smtp: SmtpServer, figures: Figures
+    stack: Stack, smtp: SmtpServer, figures: Figures
 ) -> None:
-    stack = chaos_stack
     assert isinstance(stack.broker, EmbeddedBroker)
     # complaints open cases: case, then notification (the emails) and analytics (risk) publish too
     load = MixedLoad(stack, "amnesia", customers=16, seed=11, complaint_share=0.25)

@@ -39,9 +39,8 @@ async def wait_all_ready(stack: Stack, timeout_s: float = 60) -> None:
 
 
 async def test_postgres_restart_means_503_with_retry_after_and_each_retry_applied_once(
-    chaos_stack: Stack, smtp: SmtpServer, figures: Figures
+    stack: Stack, smtp: SmtpServer, figures: Figures
 ) -> None:
-    stack = chaos_stack
     load = MixedLoad(stack, "pg", customers=10, seed=21)
     await load.start()
     await asyncio.sleep(1.5)
@@ -72,10 +71,7 @@ async def test_postgres_restart_means_503_with_retry_after_and_each_retry_applie
     figures.outcome = "ok"
 
 
-async def test_sigkill_each_service_in_turn_under_mixed_load(
-    chaos_stack: Stack, smtp: SmtpServer, figures: Figures
-) -> None:
-    stack = chaos_stack
+async def test_sigkill_each_service_in_turn_under_mixed_load(stack: Stack, smtp: SmtpServer, figures: Figures) -> None:
     load = MixedLoad(stack, "kill", customers=16, seed=22)
     await load.start()
     rng = random.Random(23)
@@ -108,9 +104,8 @@ async def test_sigkill_each_service_in_turn_under_mixed_load(
 
 @pytest.mark.parametrize("service", ["case", "notification", "analytics"])
 async def test_two_instances_share_partitions_and_one_survives_the_other(
-    chaos_stack: Stack, smtp: SmtpServer, figures: Figures, service: str
+    stack: Stack, smtp: SmtpServer, figures: Figures, service: str
 ) -> None:
-    stack = chaos_stack
     first = stack.services[service]
     second = ServiceProcess(service, free_port(), {**first.env}, stack.logs / f"{service}-2.log")
     second.env["HTTP_PORT"] = str(second.port)
@@ -138,8 +133,7 @@ async def test_two_instances_share_partitions_and_one_survives_the_other(
         second.stop()
 
 
-async def test_case_commands_survive_kills_and_apply_once(chaos_stack: Stack, figures: Figures) -> None:
-    stack = chaos_stack
+async def test_case_commands_survive_kills_and_apply_once(stack: Stack, figures: Figures) -> None:
     intake = Client(stack.services["intake"].url)
     desk = AgentClient(stack.services["case"].url)
     rng = random.Random(25)
