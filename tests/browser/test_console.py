@@ -22,7 +22,7 @@ from crmtools.processes import free_port
 
 from tests import debian
 from tests.conftest import ADMIN_KEY, api_client, running_stack
-from tests.e2e.helpers import post_and_wait
+from tests.e2e.helpers import make_key, post_and_wait
 
 pytestmark = pytest.mark.e2e
 
@@ -391,14 +391,7 @@ async def test_console_lists_merge_suggestions_and_an_agent_accepts_one(chromium
 
     intake = console_stack.services["intake"].url
     a_mail, b_mail = (f"pair-{uuid.uuid4().hex[:8]}@example.com" for _ in range(2))
-    async with api_client(timeout=20) as admin:
-        r = await admin.post(f"{intake}/v1/admin/keys", json={"name": "web", "scopes": ["channel:web"]})
-        assert r.status_code == 201, r.text
-        key = r.json()["key"]
-        w = await admin.get(
-            f"{intake}/v1/customers/none/timeline", params={"wait_for": r.json()["event_id"], "timeout_ms": 15000}
-        )
-        assert w.status_code == 200
+    key = (await make_key(console_stack, "web", ["channel:web"], ["intake"]))["key"]
     async with api_client(key, timeout=20) as web:
 
         async def post(customer: dict[str, str]) -> str:

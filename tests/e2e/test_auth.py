@@ -13,6 +13,7 @@ from crmtools.processes import free_port
 
 from tests.conftest import api_client, eventually
 from tests.e2e.conftest import interaction
+from tests.e2e.helpers import make_key
 
 pytestmark = pytest.mark.e2e
 
@@ -65,19 +66,6 @@ def allowed(method: str, path: str) -> set[str]:
 
 def web_interaction() -> dict[str, Any]:
     return {**interaction(f"auth-{uuid.uuid4().hex[:8]}@example.com", random.Random(1)), "channel": "web"}
-
-
-async def make_key(stack: Stack, name: str, scopes: list[str]) -> dict[str, Any]:
-    async with api_client(timeout=10) as client:
-        r = await client.post(f"{stack.services['intake'].url}/v1/admin/keys", json={"name": name, "scopes": scopes})
-        assert r.status_code == 201, r.text
-        key = r.json()
-        for svc in stack.services.values():  # known everywhere once its event is applied there
-            w = await client.get(
-                f"{svc.url}/v1/customers/none/timeline", params={"wait_for": key["event_id"], "timeout_ms": 15000}
-            )
-            assert w.status_code == 200
-    return key
 
 
 async def call(client: httpx.AsyncClient, method: str, url: str, path: str, key: str | None) -> int:

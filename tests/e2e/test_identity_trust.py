@@ -21,6 +21,7 @@ import pytest
 from crmtools.devstack import Stack
 
 from tests.conftest import api_client, eventually, running_stack, smtp_env
+from tests.e2e.helpers import make_key
 from tests.notification.receivers import SmtpServer
 
 pytestmark = pytest.mark.e2e
@@ -35,27 +36,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterato
         yield s
 
 
-async def make_key(stack: Stack, name: str, scopes: list[str]) -> str:
-    async with api_client(timeout=20) as client:
-        r = await client.post(f"{stack.services['intake'].url}/v1/admin/keys", json={"name": name, "scopes": scopes})
-        assert r.status_code == 201, r.text
-        for service in SERVICES:  # known everywhere once its event is applied there
-            w = await client.get(
-                f"{stack.services[service].url}/v1/customers/none/timeline",
-                params={"wait_for": r.json()["event_id"], "timeout_ms": 15000},
-            )
-            assert w.status_code == 200
-    key: str = r.json()["key"]
-    return key
-
-
 @pytest.fixture(scope="module")
 async def keys(stack: Stack) -> dict[str, str]:
     """A channel key (the attacker's), an agent's key and a key allowed to verify identities."""
     return {
-        "web": await make_key(stack, "web widget", ["channel:web"]),
-        "agent": await make_key(stack, "agent", ["agent"]),
-        "verifier": await make_key(stack, "verified sign-in", ["channel:web", "identity:verify"]),
+        "web": (await make_key(stack, "web widget", ["channel:web"], SERVICES))["key"],
+        "agent": (await make_key(stack, "agent", ["agent"], SERVICES))["key"],
+        "verifier": (await make_key(stack, "verified sign-in", ["channel:web", "identity:verify"], SERVICES))["key"],
     }
 
 
