@@ -85,6 +85,23 @@ def pct(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def latency_figures(
+    lat: list[float], errors: int, elapsed: float, cpu_s: dict[str, float], idle_wait_s: float, idle: bool
+) -> dict[str, Any]:
+    """What the request-rate modes (single, read) report: `lat` holds the answered requests' latencies."""
+    return {
+        "cpu_s": cpu_s,
+        "cpu_window_s": elapsed,
+        "requests": len(lat),
+        "errors": errors,
+        "rate": len(lat) / elapsed,
+        "p50_ms": (pct(lat, 0.5) or 0) * 1000,
+        "p99_ms": (pct(lat, 0.99) or 0) * 1000,
+        "idle_wait_s": idle_wait_s,
+        "idle": idle,
+    }
+
+
 async def wait_all(http: Http, readers: list[str], customer: str, event: str, limit_s: float = 60) -> bool:
     """True once the event is in every reader's timeline; False after limit_s (the API waits 30 s at most per call)."""
     deadline = time.monotonic() + limit_s
@@ -171,17 +188,7 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*(worker(w) for w in range(a.concurrency)))
         elapsed = time.monotonic() - start
         cpu_s = meter.spent()
-    return {
-        "cpu_s": cpu_s,
-        "cpu_window_s": elapsed,
-        "requests": len(lat),
-        "errors": errors,
-        "rate": len(lat) / elapsed,
-        "p50_ms": (pct(lat, 0.5) or 0) * 1000,
-        "p99_ms": (pct(lat, 0.99) or 0) * 1000,
-        "idle_wait_s": idle_wait_s,
-        "idle": idle,
-    }
+    return latency_figures(lat, errors, elapsed, cpu_s, idle_wait_s, idle)
 
 
 async def fresh(a: argparse.Namespace) -> dict[str, Any]:
@@ -320,17 +327,7 @@ async def read(a: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - start
         cpu_s = meter.spent()
-    return {
-        "cpu_s": cpu_s,
-        "cpu_window_s": elapsed,
-        "requests": len(lat),
-        "errors": errors,
-        "rate": len(lat) / elapsed,
-        "p50_ms": (pct(lat, 0.5) or 0) * 1000,
-        "p99_ms": (pct(lat, 0.99) or 0) * 1000,
-        "idle_wait_s": idle_wait_s,
-        "idle": idle,
-    }
+    return latency_figures(lat, errors, elapsed, cpu_s, idle_wait_s, idle)
 
 
 MODES = {"batch": batch, "single": single, "fresh": fresh, "seed": seed, "read": read}

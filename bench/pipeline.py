@@ -17,13 +17,14 @@ services' own work takes.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,9 @@ async def read(bootstrap: str, dsn: str, topic: str, table: str, expect: int) ->
 
 async def _prepare(bootstrap: str, dsn: str, topic: str, tables: Sequence[str]) -> int:
     """The scratch topic, with as many partitions as the services' topics, and empty tables."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with _admin(bootstrap) as admin:
         partitions = (await partition_counts(admin, [INTAKE]))[INTAKE]
         await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
     await _tables(dsn, tables, "DROP TABLE IF EXISTS {0}; CREATE TABLE {0} (LIKE timeline INCLUDING ALL)")
     return partitions
 
@@ -103,10 +100,16 @@ async def _prepare(bootstrap: str, dsn: str, topic: str, tables: Sequence[str]) 
 async def _clean_up(bootstrap: str, dsn: str, topic: str, tables: Sequence[str]) -> None:
     """Drop the tables and the scratch topic (the embedded broker keeps every message in memory)."""
     await _tables(dsn, tables, "DROP TABLE IF EXISTS {0}")
+    async with _admin(bootstrap) as admin:
+        await admin.delete_topics([topic])
+
+
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.delete_topics([topic])
+        yield admin
     finally:
         await admin.close()
 

@@ -28,6 +28,7 @@ from eventkit.signing import generate_key_pair
 from pydantic import BaseModel
 
 from contracts.registry import REGISTRY
+from tests.notification.receivers import SmtpServer, smtp_server
 
 # Every stack the tests start gets this admin key (services read AUTH_BOOTSTRAP_ADMIN_KEY, set by
 # the Stack from CRM_ADMIN_KEY) and a rate limit no test reaches; the auth tests make other keys.
@@ -105,11 +106,8 @@ async def dsn(postgres: EmbeddedPostgres) -> str:
 
 @pytest.fixture
 async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await db.create_pool(dsn, 5)
-    try:
+    async with await db.create_pool(dsn, 5) as p:  # closed on the way out
         yield p
-    finally:
-        await p.close()
 
 
 @pytest.fixture
@@ -182,6 +180,18 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server for a module's stack (smtp_env points the stack at it)."""
+    with smtp_server() as server:
+        yield server
+
+
+def smtp_env(smtp: SmtpServer) -> dict[str, str]:
+    """A stack's settings to mail through `smtp`, with notification looking for due sends often."""
+    return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port), "NOTIFICATION_POLL_INTERVAL_MS": "100"}
 
 
 T = TypeVar("T")

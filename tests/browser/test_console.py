@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from crmtools.devstack import SERVICES, Stack
 from crmtools.processes import free_port
 
 from tests import debian
 from tests.conftest import ADMIN_KEY, api_client, running_stack
+from tests.e2e.helpers import make_key, post_and_wait
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +77,12 @@ def interaction(email: str, content: str, direction: str = "inbound") -> dict[st
     return by_ref({"email": email}, content, direction)
 
 
+async def seen_by_case(client: httpx.AsyncClient, stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
+    """intake's answer to the interaction, once case has applied it (the page reads the timeline
+    from case)."""
+    return await post_and_wait(client, stack, body, ["case"], timeout_ms=20_000)
+
+
 def by_ref(customer: dict[str, str], content: str, direction: str = "inbound") -> dict[str, Any]:
     return {
         "customer": customer,
@@ -86,26 +94,23 @@ def by_ref(customer: dict[str, str], content: str, direction: str = "inbound") -
     }
 
 
+async def screenshot(page: Any, name: str) -> None:
+    """A full-page screenshot into test-artifacts/, for people to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
 async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_case(
     chromium: str, console_stack: Stack
 ) -> None:
     from playwright.async_api import async_playwright, expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
     intake = console_stack.services["intake"].url
-    case = console_stack.services["case"].url
     email = f"console-{uuid.uuid4().hex[:8]}@example.com"
 
     async with api_client(timeout=10) as client:
-        r = await client.post(f"{intake}/v1/interactions", json=interaction(email, "first contact"))
-        assert r.status_code == 202, r.text
-        customer_id = r.json()["customer_id"]
-        first_event = r.json()["event_id"]
-        # The page reads the timeline from case: wait until case has applied the first event.
-        r = await client.get(
-            f"{case}/v1/customers/{customer_id}/timeline", params={"wait_for": first_event, "timeout_ms": 20_000}
-        )
-        assert r.status_code == 200, r.text
+        first = await seen_by_case(client, console_stack, interaction(email, "first contact"))
+        customer_id, first_event = first["customer_id"], first["event_id"]
 
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
@@ -131,7 +136,7 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 await expect(page.locator(f'#timeline li[data-event-id="{first_event}"]')).to_be_visible()
                 await expect(page.locator("#live")).to_have_text("live")
                 await expect(page.locator('#sync [data-service="case"]')).to_contain_text("in sync")
-                await page.screenshot(path=str(ARTIFACTS / "console-1-timeline.png"), full_page=True)
+                await screenshot(page, "console-1-timeline.png")
 
                 # an interaction posted elsewhere appears without reload, within 2 s
                 r = await client.post(f"{intake}/v1/interactions", json=interaction(email, "live hello", "outbound"))
@@ -141,7 +146,7 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 await expect(item).to_be_visible(timeout=2_000)
                 await expect(item).to_contain_text("live hello")
                 assert await page.locator("#timeline li").first.get_attribute("data-event-id") == live_event
-                await page.screenshot(path=str(ARTIFACTS / "console-2-live.png"), full_page=True)
+                await screenshot(page, "console-2-live.png")
 
                 # a reply from the page: an outbound interaction through intake, back on the timeline
                 await page.get_by_label("Channel").select_option("chat")
@@ -183,14 +188,14 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 await expect(page.locator("#sync .badge.ok")).to_have_count(len(SERVICES), timeout=20_000)
                 for name in SERVICES:
                     await expect(page.locator(f'#sync [data-service="{name}"]')).to_have_text(f"{name}: in sync")
-                await page.screenshot(path=str(ARTIFACTS / "console-3-resolved.png"), full_page=True)
+                await screenshot(page, "console-3-resolved.png")
 
                 # the narrow view: nothing wider than the screen
                 await page.set_viewport_size({"width": 375, "height": 800})
                 await asyncio.sleep(0.2)
                 width = await page.evaluate("document.documentElement.scrollWidth")
                 assert width <= 375, f"page is {width} px wide at 375 px"
-                await page.screenshot(path=str(ARTIFACTS / "console-4-375px.png"), full_page=True)
+                await screenshot(page, "console-4-375px.png")
             finally:
                 await browser.close()  # launch() used a fresh temporary profile; closing removes it
 
@@ -224,7 +229,6 @@ async def test_console_finds_by_name_and_phone_from_the_keyboard_and_scrolls_to_
 ) -> None:
     from playwright.async_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
     intake = console_stack.services["intake"].url
     case = console_stack.services["case"].url
     phone = f"+49151{random.randrange(10**7, 10**8)}"
@@ -289,7 +293,7 @@ async def test_console_finds_by_name_and_phone_from_the_keyboard_and_scrolls_to_
         await page.keyboard.press("Enter")
         await expect(page.locator("#customer-id")).to_have_text(ada)
         await expect(page.locator("#profile-h")).to_be_focused()
-        await page.screenshot(path=str(ARTIFACTS / "console-5-keyboard.png"), full_page=True)
+        await screenshot(page, "console-5-keyboard.png")
 
         # infinite scroll: one page at first, older pages as the end of the list comes into view
         timeline = page.locator("#timeline li")
@@ -312,7 +316,7 @@ async def test_console_finds_by_name_and_phone_from_the_keyboard_and_scrolls_to_
             "name Ada Lovelace"
         )
         await expect(page.locator("#error")).to_be_hidden()
-        await page.screenshot(path=str(ARTIFACTS / "console-6-scrolled.png"), full_page=True)
+        await screenshot(page, "console-6-scrolled.png")
 
         # the badge compares digests, not counts: case answering intake's count with another
         # digest is not in sync; with fewer events it is behind by the difference
@@ -345,18 +349,11 @@ async def test_a_hostile_link_gets_no_key_and_the_stream_url_holds_none(chromium
     headers only; the live stream opens with a ticket; the page runs under its CSP without a report."""
     from playwright.async_api import expect
 
-    intake = console_stack.services["intake"].url
     case = console_stack.services["case"].url
     evil = "http://evil.invalid:9"
     email = f"hostile-{uuid.uuid4().hex[:8]}@example.com"
     async with api_client(timeout=10) as client:
-        r = await client.post(f"{intake}/v1/interactions", json=interaction(email, "hostile link"))
-        assert r.status_code == 202, r.text
-        customer_id, first_event = r.json()["customer_id"], r.json()["event_id"]
-        r = await client.get(
-            f"{case}/v1/customers/{customer_id}/timeline", params={"wait_for": first_event, "timeout_ms": 20_000}
-        )
-        assert r.status_code == 200, r.text
+        customer_id = (await seen_by_case(client, console_stack, interaction(email, "hostile link")))["customer_id"]
 
     requests: list[tuple[str, dict[str, str]]] = []
     csp_reports: list[str] = []
@@ -392,17 +389,9 @@ async def test_console_lists_merge_suggestions_and_an_agent_accepts_one(chromium
     suggestion, the agent accepts it, and the merged id then redirects to the survivor."""
     from playwright.async_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
     intake = console_stack.services["intake"].url
     a_mail, b_mail = (f"pair-{uuid.uuid4().hex[:8]}@example.com" for _ in range(2))
-    async with api_client(timeout=20) as admin:
-        r = await admin.post(f"{intake}/v1/admin/keys", json={"name": "web", "scopes": ["channel:web"]})
-        assert r.status_code == 201, r.text
-        key = r.json()["key"]
-        w = await admin.get(
-            f"{intake}/v1/customers/none/timeline", params={"wait_for": r.json()["event_id"], "timeout_ms": 15000}
-        )
-        assert w.status_code == 200
+    key = (await make_key(console_stack, "web", ["channel:web"], ["intake"]))["key"]
     async with api_client(key, timeout=20) as web:
 
         async def post(customer: dict[str, str]) -> str:
@@ -420,7 +409,7 @@ async def test_console_lists_merge_suggestions_and_an_agent_accepts_one(chromium
         item = page.locator(f'#suggestions li[data-suggestion="{suggestion["suggestion_id"]}"]')
         await expect(item).to_contain_text(f"{younger} into {older}")
         await expect(item).to_contain_text(b_mail)
-        await page.screenshot(path=str(ARTIFACTS / "console-merge-suggestions.png"), full_page=True)
+        await screenshot(page, "console-merge-suggestions.png")
         await item.get_by_role("button", name=f"Accept merging {younger} into {older}").click()
         await expect(item).to_have_count(0)
         await expect(page.locator("#error")).to_be_hidden()

@@ -28,6 +28,7 @@ from servicekit.timeline import TimelineProjection
 
 from contracts import case as c
 from contracts.topics import DEADLETTER, INTAKE
+from tests.clock import Clock
 from tests.conftest import SCHEMAS, fresh_database
 
 MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
@@ -36,18 +37,6 @@ H = 3600.0
 POLICY = sla.SlaPolicy(
     {p: sla.Targets(first_response=1 * H, resolution=4 * H) for p in c.PRIORITIES}, warning_share=0.5
 )
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 def context(clock: Clock | None = None) -> CaseContext:

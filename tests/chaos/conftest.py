@@ -10,27 +10,16 @@ import pytest
 from crmtools.devstack import Stack
 
 from tests.chaos.load import Figures
-from tests.conftest import running_stack
-from tests.notification.receivers import SmtpServer, smtp_server
+from tests.conftest import running_stack, smtp_env
+from tests.notification.receivers import SmtpServer
 
 COLLECTED: list[Figures] = []
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
     # A real SMTP server, so notification's sends (and any repeat of one) can be counted.
-    env = {
-        "BROKER_CHECK_INTERVAL_MS": "500",
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp.port),
-        "NOTIFICATION_POLL_INTERVAL_MS": "100",
-    }
+    env = {"BROKER_CHECK_INTERVAL_MS": "500", **smtp_env(smtp)}
     with running_stack(tmp_path_factory.mktemp("chaos"), env) as s:
         yield s
 

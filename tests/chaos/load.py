@@ -22,6 +22,7 @@ from tests.notification.receivers import SmtpServer
 
 CONVERGE_S = 30  # docs/product.md §12: all four digests equal within 30 s after recovery
 CASE_EFFECTS = ("crm.case.opened.v1", "crm.case.interaction_linked.v1")
+DUPLICATES = "crm_events_duplicate_total"  # events a consumer dropped as already applied
 
 
 @dataclass
@@ -203,6 +204,9 @@ class MixedLoad:
         self.complaints: dict[str, list[str]] = defaultdict(list)  # customer id -> complaint event ids
         self.cases: dict[str, str] = {}  # case id -> customer id, for cases worked to the end
         self.customer_ids: list[str] = []
+        self._stop = asyncio.Event()
+        self.running: asyncio.Task[None] | None = None
+        self.duplicates_before: dict[str, float] = {}
 
     @property
     def accepted(self) -> Accepted:
@@ -235,6 +239,27 @@ class MixedLoad:
                 answer = await self.intake.post(client, {**interaction(email, self.rng), "kind": "note"})
                 self.interactions[answer["customer_id"]] += 1
                 self.customer_ids.append(answer["customer_id"])
+
+    async def start(self) -> None:
+        """Seed, note each service's duplicates so far, and run in the background until stop()."""
+        await self.seed()
+        self.duplicates_before = await metric_sums(self.stack, DUPLICATES)
+        self.running = asyncio.create_task(self.run(self._stop))
+
+    def is_running(self) -> bool:
+        return self.running is not None and not self.running.done()
+
+    async def stop(self, figures: Figures) -> None:
+        """Stop, let what is in flight finish, and fill in the load's figures."""
+        assert self.running is not None
+        self._stop.set()
+        await asyncio.wait_for(self.running, 60)
+        self.figures(figures)
+
+    async def duplicates_absorbed(self, restarted: Collection[str] = ()) -> int:
+        """Events the services dropped as already applied since start() (`restarted`: services
+        whose processes started again since, counting from 0)."""
+        return int(sum(rose_by(self.duplicates_before, await metric_sums(self.stack, DUPLICATES), restarted).values()))
 
     async def run(self, stop: asyncio.Event) -> None:
         concurrency = 6

@@ -35,15 +35,12 @@ async def ids_on_topic(bootstrap: str, topic: str, wanted: set[str], timeout_s: 
 
 
 async def test_broker_restart_forgetting_everything_under_load_loses_nothing(
-    chaos_stack: Stack, smtp: SmtpServer, figures: Figures
+    stack: Stack, smtp: SmtpServer, figures: Figures
 ) -> None:
-    stack = chaos_stack
     assert isinstance(stack.broker, EmbeddedBroker)
     # complaints open cases: case, then notification (the emails) and analytics (risk) publish too
     load = MixedLoad(stack, "amnesia", customers=16, seed=11, complaint_share=0.25)
-    await load.seed()
-    stop = asyncio.Event()
-    running = asyncio.create_task(load.run(stop))
+    await load.start()
 
     async def every_service_published() -> dict[str, float] | None:
         published = await metric_sums(stack, "crm_outbox_published_total")
@@ -55,7 +52,7 @@ async def test_broker_restart_forgetting_everything_under_load_loses_nothing(
     duplicates_before = await metric_sums(stack, "crm_events_duplicate_total")
     unread_before = await metric_sums(stack, "crm_outbox_unread_total")
 
-    assert not running.done()
+    assert load.is_running()
     outage = time.monotonic()
     stack.broker.kill()  # SIGKILL: memory storage, so every topic, message and offset is gone
     stack.broker.start()
@@ -63,10 +60,8 @@ async def test_broker_restart_forgetting_everything_under_load_loses_nothing(
     figures.outage_s = recovered - outage
     figures.kill("broker")
     await asyncio.sleep(3)  # the load goes on across the restart (intake never needs the broker to accept)
-    assert not running.done()
-    stop.set()
-    await asyncio.wait_for(running, 60)
-    load.figures(figures)
+    assert load.is_running()
+    await load.stop(figures)
 
     await assert_recovered(stack, load, smtp, recovered, figures)
 

@@ -19,8 +19,6 @@ from tests.chaos.load import (
     Figures,
     MixedLoad,
     assert_recovered,
-    metric_sums,
-    rose_by,
     wait_all_converged,
 )
 from tests.conftest import api_client
@@ -28,7 +26,6 @@ from tests.e2e.conftest import digests, interaction, timeline_ids
 from tests.notification.receivers import SmtpServer
 
 pytestmark = pytest.mark.e2e
-DUPLICATES = "crm_events_duplicate_total"
 OK_STATUSES = {200, 201, 202, 404, 409, 503}  # 404: customer not at case yet; 409: a retried command had landed
 
 
@@ -42,14 +39,10 @@ async def wait_all_ready(stack: Stack, timeout_s: float = 60) -> None:
 
 
 async def test_postgres_restart_means_503_with_retry_after_and_each_retry_applied_once(
-    chaos_stack: Stack, smtp: SmtpServer, figures: Figures
+    stack: Stack, smtp: SmtpServer, figures: Figures
 ) -> None:
-    stack = chaos_stack
     load = MixedLoad(stack, "pg", customers=10, seed=21)
-    await load.seed()
-    duplicates_before = await metric_sums(stack, DUPLICATES)
-    stop = asyncio.Event()
-    running = asyncio.create_task(load.run(stop))
+    await load.start()
     await asyncio.sleep(1.5)
     outage = time.monotonic()
     await asyncio.to_thread(stack.postgres.stop)
@@ -57,15 +50,13 @@ async def test_postgres_restart_means_503_with_retry_after_and_each_retry_applie
     async with api_client() as http:
         ready = await http.get(f"{stack.services['intake'].url}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
-    assert not running.done()
+    assert load.is_running()
     await asyncio.to_thread(stack.postgres.start)
     figures.outage_s = time.monotonic() - outage
     await wait_all_ready(stack)
     recovered = time.monotonic()
     await asyncio.sleep(2)  # some load on the recovered stack
-    stop.set()
-    await asyncio.wait_for(running, 60)
-    load.figures(figures)
+    await load.stop(figures)
 
     for what, statuses, missing in (
         ("intake", load.intake.statuses, load.intake.retry_after_missing),
@@ -76,26 +67,19 @@ async def test_postgres_restart_means_503_with_retry_after_and_each_retry_applie
         assert missing == 0, what  # and every 503 said when to come back
     assert load.cases, "no case was worked"
     await assert_recovered(stack, load, smtp, recovered, figures)
-    duplicates = rose_by(duplicates_before, await metric_sums(stack, DUPLICATES))
-    figures.duplicates_absorbed = int(sum(duplicates.values()))
+    figures.duplicates_absorbed = await load.duplicates_absorbed()
     figures.outcome = "ok"
 
 
-async def test_sigkill_each_service_in_turn_under_mixed_load(
-    chaos_stack: Stack, smtp: SmtpServer, figures: Figures
-) -> None:
-    stack = chaos_stack
+async def test_sigkill_each_service_in_turn_under_mixed_load(stack: Stack, smtp: SmtpServer, figures: Figures) -> None:
     load = MixedLoad(stack, "kill", customers=16, seed=22)
-    await load.seed()
-    duplicates_before = await metric_sums(stack, DUPLICATES)
-    stop = asyncio.Event()
-    running = asyncio.create_task(load.run(stop))
+    await load.start()
     rng = random.Random(23)
     progress = [load.progress()]
     for name in ("case", "intake", "notification", "analytics"):
         await asyncio.sleep(rng.uniform(1.0, 3.0))
         # the kill lands while both kinds of load are running and have moved since the last one
-        assert not running.done()
+        assert load.is_running()
         now = load.progress()
         assert all(a > b for a, b in zip(now, progress[-1], strict=True)), (name, now, progress[-1])
         progress.append(now)
@@ -108,13 +92,10 @@ async def test_sigkill_each_service_in_turn_under_mixed_load(
     recovered = time.monotonic()  # the last one is back and has its partitions
     await asyncio.sleep(2)  # and the load goes on across it
     assert all(a > b for a, b in zip(load.progress(), progress[-1], strict=True))
-    stop.set()
-    await asyncio.wait_for(running, 60)
-    load.figures(figures)
+    await load.stop(figures)
 
     await assert_recovered(stack, load, smtp, recovered, figures)
-    duplicates = rose_by(duplicates_before, await metric_sums(stack, DUPLICATES), restarted=stack.services)
-    figures.duplicates_absorbed = int(sum(duplicates.values()))
+    figures.duplicates_absorbed = await load.duplicates_absorbed(restarted=stack.services)
     # Kills under load leave applied-but-uncommitted offsets and relayed-but-undeleted outbox rows
     # (92-573 redeliveries in past runs): none at all would mean the dedup went untested here.
     assert figures.duplicates_absorbed > 0
@@ -123,9 +104,8 @@ async def test_sigkill_each_service_in_turn_under_mixed_load(
 
 @pytest.mark.parametrize("service", ["case", "notification", "analytics"])
 async def test_two_instances_share_partitions_and_one_survives_the_other(
-    chaos_stack: Stack, smtp: SmtpServer, figures: Figures, service: str
+    stack: Stack, smtp: SmtpServer, figures: Figures, service: str
 ) -> None:
-    stack = chaos_stack
     first = stack.services[service]
     second = ServiceProcess(service, free_port(), {**first.env}, stack.logs / f"{service}-2.log")
     second.env["HTTP_PORT"] = str(second.port)
@@ -137,30 +117,23 @@ async def test_two_instances_share_partitions_and_one_survives_the_other(
                 assert (await http.get(f"{svc.url}/readyz")).json()["checks"]["consumer_assigned"]
 
         load = MixedLoad(stack, f"pair-{service}", customers=12, seed=24, agents=2)
-        await load.seed()
-        duplicates_before = await metric_sums(stack, DUPLICATES)  # the first instances, which live on
-        stop = asyncio.Event()
-        running = asyncio.create_task(load.run(stop))
+        await load.start()  # duplicates counted from here: the first instances, which live on
         await asyncio.sleep(2)
-        assert not running.done()
+        assert load.is_running()
         second.kill()  # its partitions move to the first after the session timeout
         figures.kill(f"{service}-2")
         await asyncio.sleep(2)
-        stop.set()
-        await asyncio.wait_for(running, 60)
+        await load.stop(figures)
         # recovered: the survivor is the group; it must have taken over within the bound
         recovered = time.monotonic()
-        load.figures(figures)
         await assert_recovered(stack, load, smtp, recovered, figures)
-        duplicates = rose_by(duplicates_before, await metric_sums(stack, DUPLICATES))
-        figures.duplicates_absorbed = int(sum(duplicates.values()))
+        figures.duplicates_absorbed = await load.duplicates_absorbed()
         figures.outcome = "ok"
     finally:
         second.stop()
 
 
-async def test_case_commands_survive_kills_and_apply_once(chaos_stack: Stack, figures: Figures) -> None:
-    stack = chaos_stack
+async def test_case_commands_survive_kills_and_apply_once(stack: Stack, figures: Figures) -> None:
     intake = Client(stack.services["intake"].url)
     desk = AgentClient(stack.services["case"].url)
     rng = random.Random(25)

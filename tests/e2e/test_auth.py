@@ -13,34 +13,47 @@ from crmtools.processes import free_port
 
 from tests.conftest import api_client, eventually
 from tests.e2e.conftest import interaction
+from tests.e2e.helpers import make_key
 
 pytestmark = pytest.mark.e2e
 
 OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 SCOPES = ("agent", "ops", "keys", "channel:web")
 
-# Which scope may call which route (admin may call all). Anything not listed needs admin only.
+# Which scopes may call which route (admin may call all). Anything not listed needs admin only.
+ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
+    (
+        {"agent"},
+        [
+            "GET /v1/customers/{customer_id}/timeline",
+            "GET /v1/customers/{customer_id}/timeline/digest",
+            "GET /v1/customers/{customer_id}/timeline/stream",
+            "POST /v1/stream-tickets",
+            "GET /v1/customers",
+            "GET /v1/customers/{customer_id}",
+            "PUT /v1/customers/{customer_id}/consent",
+            "PUT /v1/customers/{customer_id}/preferences",
+            "PUT /v1/customers/{customer_id}/profile",
+            "POST /v1/customers/{customer_id}/identifiers:verify",
+            "GET /v1/merge-suggestions",
+            "POST /v1/merge-suggestions/{suggestion_id}:accept",
+            "POST /v1/merge-suggestions/{suggestion_id}:reject",
+        ],
+    ),
+    ({"agent", "channel:web"}, ["POST /v1/interactions", "POST /v1/interactions:batch"]),
+    (
+        {"agent", "ops"},
+        [
+            "GET /v1/notifications",
+            "GET /v1/notifications/{notification_id}",
+            "GET /v1/customers/{customer_id}/insights",
+        ],
+    ),
+    ({"ops"}, ["GET /v1/kpis"]),
+    ({"keys"}, ["POST /internal/v1/data-keys:lookup"]),  # services that seal or read personal data
+]
 ALLOWED: dict[tuple[str, str], set[str]] = {
-    ("GET", "/v1/customers/{customer_id}/timeline"): {"agent"},
-    ("GET", "/v1/customers/{customer_id}/timeline/digest"): {"agent"},
-    ("GET", "/v1/customers/{customer_id}/timeline/stream"): {"agent"},
-    ("POST", "/v1/stream-tickets"): {"agent"},
-    ("POST", "/v1/interactions"): {"agent", "channel:web"},
-    ("POST", "/v1/interactions:batch"): {"agent", "channel:web"},
-    ("GET", "/v1/customers"): {"agent"},
-    ("GET", "/v1/customers/{customer_id}"): {"agent"},
-    ("PUT", "/v1/customers/{customer_id}/consent"): {"agent"},
-    ("PUT", "/v1/customers/{customer_id}/preferences"): {"agent"},
-    ("PUT", "/v1/customers/{customer_id}/profile"): {"agent"},
-    ("POST", "/v1/customers/{customer_id}/identifiers:verify"): {"agent"},
-    ("GET", "/v1/merge-suggestions"): {"agent"},
-    ("POST", "/v1/merge-suggestions/{suggestion_id}:accept"): {"agent"},
-    ("POST", "/v1/merge-suggestions/{suggestion_id}:reject"): {"agent"},
-    ("GET", "/v1/notifications"): {"agent", "ops"},
-    ("GET", "/v1/notifications/{notification_id}"): {"agent", "ops"},
-    ("GET", "/v1/kpis"): {"ops"},
-    ("GET", "/v1/customers/{customer_id}/insights"): {"agent", "ops"},
-    ("POST", "/internal/v1/data-keys:lookup"): {"keys"},  # services that seal or read personal data
+    (method, path): scopes for scopes, routes in ROUTES_BY_SCOPES for method, path in (r.split(" ") for r in routes)
 }
 CASE_ROUTES_PREFIX = "/v1/cases"  # every case route: agent
 
@@ -53,19 +66,6 @@ def allowed(method: str, path: str) -> set[str]:
 
 def web_interaction() -> dict[str, Any]:
     return {**interaction(f"auth-{uuid.uuid4().hex[:8]}@example.com", random.Random(1)), "channel": "web"}
-
-
-async def make_key(stack: Stack, name: str, scopes: list[str]) -> dict[str, Any]:
-    async with api_client(timeout=10) as client:
-        r = await client.post(f"{stack.services['intake'].url}/v1/admin/keys", json={"name": name, "scopes": scopes})
-        assert r.status_code == 201, r.text
-        key = r.json()
-        for svc in stack.services.values():  # known everywhere once its event is applied there
-            w = await client.get(
-                f"{svc.url}/v1/customers/none/timeline", params={"wait_for": key["event_id"], "timeout_ms": 15000}
-            )
-            assert w.status_code == 200
-    return key
 
 
 async def call(client: httpx.AsyncClient, method: str, url: str, path: str, key: str | None) -> int:

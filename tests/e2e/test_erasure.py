@@ -28,23 +28,16 @@ from eventkit.partition_ends import PartitionEnds
 from servicekit.settings import kafka_options
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
-from tests.conftest import api_client, eventually, running_stack
+from tests.conftest import api_client, eventually, running_stack, smtp_env
 from tests.e2e.test_operations import crm
-from tests.notification.receivers import SmtpServer, smtp_server
+from tests.notification.receivers import SmtpServer
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
-    env = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port), "NOTIFICATION_POLL_INTERVAL_MS": "100"}
-    with running_stack(tmp_path_factory.mktemp("erasure-stack"), env) as s:
+    with running_stack(tmp_path_factory.mktemp("erasure-stack"), smtp_env(smtp)) as s:
         yield s
 
 

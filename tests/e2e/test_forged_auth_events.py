@@ -19,7 +19,7 @@ from eventkit.signing import EventSigner, generate_key_pair
 from contracts.security import KEY_CREATED, KEY_REVOKED
 from contracts.topics import INTAKE, PROJECTED_WHEN_STORED
 from tests.conftest import api_client, eventually
-from tests.e2e.test_auth import make_key
+from tests.e2e.helpers import make_key
 from tests.e2e.test_operations import dead_letter_counts
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ from crmtools.devstack import Stack
 from servicekit.streamtickets import StreamTickets
 
 from tests.conftest import ADMIN_KEY, api_client, running_stack
-from tests.e2e.test_auth import make_key
+from tests.e2e.helpers import make_key
 
 pytestmark = pytest.mark.e2e
 

@@ -14,6 +14,7 @@ import pytest
 from crmtools.devstack import Stack
 
 from tests.conftest import api_client
+from tests.e2e.helpers import interaction_body
 
 pytestmark = pytest.mark.e2e
 
@@ -21,16 +22,9 @@ JSON = {"content-type": "application/json"}
 
 
 def interaction(**fields: Any) -> dict[str, Any]:
-    return {
-        "customer": {"email": f"hostile-{uuid.uuid4().hex[:10]}@example.com"},
-        "channel": "chat",
-        "direction": "inbound",
-        "kind": "message",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "content": "hello",
-        "metadata": {"campaign": "spring"},
-        **fields,
-    }
+    """A valid chat message with metadata, from a new address each time; `fields` replace its own."""
+    email = f"hostile-{uuid.uuid4().hex[:10]}@example.com"
+    return interaction_body(email, channel="chat", **{"metadata": {"campaign": "spring"}, **fields})
 
 
 def encoded(body: Any) -> bytes:

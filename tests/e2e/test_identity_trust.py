@@ -20,8 +20,9 @@ import httpx
 import pytest
 from crmtools.devstack import Stack
 
-from tests.conftest import api_client, eventually, running_stack
-from tests.notification.receivers import SmtpServer, smtp_server
+from tests.conftest import api_client, eventually, running_stack, smtp_env
+from tests.e2e.helpers import make_key
+from tests.notification.receivers import SmtpServer
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("intake", "case", "notification")
@@ -29,44 +30,19 @@ WEB_IDENTITY_SECRET = "web-widget-identity-secret"
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
-    env = {
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp.port),
-        "NOTIFICATION_POLL_INTERVAL_MS": "100",
-        "IDENTITY_HMAC_SECRETS": f'{{"web": "{WEB_IDENTITY_SECRET}"}}',
-    }
+    env = {**smtp_env(smtp), "IDENTITY_HMAC_SECRETS": f'{{"web": "{WEB_IDENTITY_SECRET}"}}'}
     with running_stack(tmp_path_factory.mktemp("trust-stack"), env, SERVICES) as s:
         yield s
-
-
-async def make_key(stack: Stack, name: str, scopes: list[str]) -> str:
-    async with api_client(timeout=20) as client:
-        r = await client.post(f"{stack.services['intake'].url}/v1/admin/keys", json={"name": name, "scopes": scopes})
-        assert r.status_code == 201, r.text
-        for service in SERVICES:  # known everywhere once its event is applied there
-            w = await client.get(
-                f"{stack.services[service].url}/v1/customers/none/timeline",
-                params={"wait_for": r.json()["event_id"], "timeout_ms": 15000},
-            )
-            assert w.status_code == 200
-    key: str = r.json()["key"]
-    return key
 
 
 @pytest.fixture(scope="module")
 async def keys(stack: Stack) -> dict[str, str]:
     """A channel key (the attacker's), an agent's key and a key allowed to verify identities."""
     return {
-        "web": await make_key(stack, "web widget", ["channel:web"]),
-        "agent": await make_key(stack, "agent", ["agent"]),
-        "verifier": await make_key(stack, "verified sign-in", ["channel:web", "identity:verify"]),
+        "web": (await make_key(stack, "web widget", ["channel:web"], SERVICES))["key"],
+        "agent": (await make_key(stack, "agent", ["agent"], SERVICES))["key"],
+        "verifier": (await make_key(stack, "verified sign-in", ["channel:web", "identity:verify"], SERVICES))["key"],
     }
 
 
@@ -86,6 +62,16 @@ def body(
         "occurred_at": datetime.now(UTC).isoformat(),
         "content": "hello",
     }
+
+
+async def new_customers(stack: Stack, key: str, *names: str) -> list[tuple[str, str]]:
+    """A customer for each name, each with a new address of its own: (address, customer id) each,
+    oldest first."""
+    made = []
+    for name in names:
+        address = mail(name)
+        made.append((address, (await post(stack, key, {"email": address}))["customer_id"]))
+    return made
 
 
 async def post(stack: Stack, key: str, customer: dict[str, Any], **kw: Any) -> dict[str, Any]:
@@ -159,9 +145,7 @@ async def test_a_claimed_address_gets_none_of_the_victims_messages(
 
 
 async def test_two_victims_in_one_claim_are_not_merged_but_suggested(stack: Stack, keys: dict[str, str]) -> None:
-    first_mail, second_mail = mail("first"), mail("second")
-    first = (await post(stack, keys["web"], {"email": first_mail}))["customer_id"]
-    second = (await post(stack, keys["web"], {"email": second_mail}))["customer_id"]
+    (_, first), (second_mail, second) = await new_customers(stack, keys["web"], "first", "second")
     answer = await post(stack, keys["web"], {"email": second_mail, "id": first})
     assert answer["customer_id"] == first
     assert (await customer(stack, second)).status_code == 200  # not merged: no redirect
@@ -184,9 +168,7 @@ async def test_two_victims_in_one_claim_are_not_merged_but_suggested(stack: Stac
 
 
 async def test_an_agent_accepts_a_suggestion_and_the_customers_merge(stack: Stack, keys: dict[str, str]) -> None:
-    a_mail, b_mail = mail("a"), mail("b")
-    older = (await post(stack, keys["web"], {"email": a_mail}))["customer_id"]
-    younger = (await post(stack, keys["web"], {"email": b_mail}))["customer_id"]
+    (_, older), (b_mail, younger) = await new_customers(stack, keys["web"], "a", "b")
     await post(stack, keys["web"], {"email": b_mail, "id": older})
     [suggestion] = await suggestions(stack, keys["agent"], customer_id=older)
     url = f"{stack.services['intake'].url}/v1/merge-suggestions/{suggestion['suggestion_id']}"
@@ -220,9 +202,7 @@ async def test_an_agent_accepts_a_suggestion_and_the_customers_merge(stack: Stac
 
 
 async def test_a_rejected_suggestion_keeps_them_apart_for_good(stack: Stack, keys: dict[str, str]) -> None:
-    a_mail, b_mail = mail("a"), mail("b")
-    older = (await post(stack, keys["web"], {"email": a_mail}))["customer_id"]
-    younger = (await post(stack, keys["web"], {"email": b_mail}))["customer_id"]
+    (a_mail, older), (b_mail, younger) = await new_customers(stack, keys["web"], "a", "b")
     await post(stack, keys["web"], {"email": a_mail, "id": younger})
     [suggestion] = await suggestions(stack, keys["agent"], customer_id=younger)
     async with api_client(keys["agent"], timeout=20) as client:
@@ -237,9 +217,8 @@ async def test_a_rejected_suggestion_keeps_them_apart_for_good(stack: Stack, key
 
 
 async def test_a_batch_of_claims_merges_nothing_and_adds_nothing_trusted(stack: Stack, keys: dict[str, str]) -> None:
-    v1, v2, attacker_mail = mail("v1"), mail("v2"), mail("mallory")
-    first = (await post(stack, keys["web"], {"email": v1}))["customer_id"]
-    second = (await post(stack, keys["web"], {"email": v2}))["customer_id"]
+    (v1, first), (_, second) = await new_customers(stack, keys["web"], "v1", "v2")
+    attacker_mail = mail("mallory")
     items = [body({"id": first, "email": attacker_mail}), body({"email": v1, "external": [
         {"channel": "web", "id": "x"}]}), body({"id": second, "email": v1})]  # fmt: skip
     async with api_client(keys["web"], timeout=20) as client:
@@ -270,9 +249,8 @@ async def test_external_ids_are_claims_too(stack: Stack, keys: dict[str, str]) -
 async def test_a_merged_id_leads_a_claim_to_the_survivor_as_a_claim(
     stack: Stack, smtp: SmtpServer, keys: dict[str, str]
 ) -> None:
-    a_mail, b_mail, attacker_mail = mail("a"), mail("b"), mail("mallory")
-    older = (await post(stack, keys["verifier"], {"email": a_mail}))["customer_id"]
-    younger = (await post(stack, keys["verifier"], {"email": b_mail}))["customer_id"]
+    (a_mail, older), (b_mail, younger) = await new_customers(stack, keys["verifier"], "a", "b")
+    attacker_mail = mail("mallory")
     # A key allowed to verify identities still merges directly.
     merged = await post(stack, keys["verifier"], {"email": a_mail, "id": younger})
     assert merged["customer_id"] == older and (await customer(stack, younger)).status_code == 308
@@ -334,9 +312,7 @@ def signed(lines: list[str]) -> str:
 
 
 async def test_a_reference_signed_by_the_channels_back_end_is_verified(stack: Stack, keys: dict[str, str]) -> None:
-    a_mail, b_mail = mail("signed-a"), mail("signed-b")
-    older = (await post(stack, keys["web"], {"email": a_mail}))["customer_id"]
-    younger = (await post(stack, keys["web"], {"email": b_mail}))["customer_id"]
+    (a_mail, older), (b_mail, younger) = await new_customers(stack, keys["web"], "signed-a", "signed-b")
     forged = {"email": b_mail, "id": older, "identity_hash": signed([f"email:{a_mail}", f"id:{older}"])}
     async with api_client(keys["web"], timeout=20) as client:
         r = await client.post(f"{stack.services['intake'].url}/v1/interactions", json=body(forged))

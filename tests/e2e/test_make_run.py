@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,8 @@ import pytest
 from crmtools import devstack, processes
 from crmtools.devstack import SERVICES
 from crmtools.processes import free_port
+
+from tests.e2e.helpers import interaction_body
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 180  # four services, PostgreSQL and the broker on a shared 2-core machine
@@ -105,17 +106,6 @@ def still_running(processes: list[psutil.Process]) -> list[str]:
     return alive
 
 
-def interaction(email: str) -> dict[str, object]:
-    return {
-        "customer": {"email": email},
-        "channel": "web",
-        "direction": "inbound",
-        "kind": "message",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "content": "hello from make run",
-    }
-
-
 def start(tmp_path: Path, env: dict[str, str]) -> Runner:
     runner = Runner(tmp_path, env)
     try:
@@ -161,7 +151,8 @@ def test_make_run_starts_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path)
         with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {key}"}) as client:
             for name, url in urls.items():
                 assert client.get(f"{url}/readyz").status_code == 200, name
-            r = client.post(f"{urls['intake']}/v1/interactions", json=interaction("ada@example.com"))
+            body = interaction_body("ada@example.com", content="hello from make run")
+            r = client.post(f"{urls['intake']}/v1/interactions", json=body)
             assert r.status_code == 202, r.text
             posted = r.json()
             for name, url in urls.items():  # the "shows in all four timelines within a second"

@@ -24,19 +24,14 @@ from crmtools.devstack import Stack
 from eventkit.envelope import new_event, to_kafka
 
 from contracts.topics import CASE
-from tests.conftest import api_client, eventually, running_stack
-from tests.notification.receivers import SmtpServer, WebhookServer, smtp_server, webhook_server
+from tests.conftest import api_client, eventually, running_stack, smtp_env
+from tests.e2e.helpers import interaction_body
+from tests.notification.receivers import SmtpServer, WebhookServer, webhook_server
 
 pytestmark = pytest.mark.e2e
 SECRET = "e2e-webhook-secret"
 LEASE_MS = 2000
 SERVICES = ("intake", "case", "notification")  # the ones these messages travel through
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -48,28 +43,18 @@ def hooks() -> Iterator[WebhookServer]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer, hooks: WebhookServer) -> Iterator[Stack]:
     env = {
-        "KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp.port),
+        **smtp_env(smtp),
         "WEBHOOK_SECRET": SECRET,
         "TEAM_WEBHOOK_URL": f"{hooks.url}/team",
         "NOTIFICATION_SEND_LEASE_MS": str(LEASE_MS),
         "NOTIFICATION_RETRY_BASE_MS": "200",
-        "NOTIFICATION_POLL_INTERVAL_MS": "100",
     }
     with running_stack(tmp_path_factory.mktemp("notification-stack"), env, SERVICES) as s:
         yield s
 
 
 async def complaint(stack: Stack, client: httpx.AsyncClient, email: str) -> dict[str, Any]:
-    body = {
-        "customer": {"email": email},
-        "channel": "web",
-        "direction": "inbound",
-        "kind": "complaint",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "content": "the router is broken",
-    }
+    body = interaction_body(email, kind="complaint", content="the router is broken")
     r = await client.post(f"{stack.services['intake'].url}/v1/interactions", json=body)
     assert r.status_code == 202, r.text
     accepted: dict[str, Any] = r.json()

@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     timeline_ids,
     wait_converged,
 )
+from tests.e2e.helpers import post_and_wait
 
 pytestmark = pytest.mark.e2e
 
@@ -124,16 +125,7 @@ async def test_read_your_writes_and_pages(stack: Stack) -> None:
     rng = random.Random(4)
     email = f"ryw-{uuid.uuid4().hex[:8]}@example.com"
     async with api_client(timeout=10) as client:
-        first = (await client.post(f"{intake}/v1/interactions", json=interaction(email, rng))).json()
-        customer = first["customer_id"]
-        for svc in stack.services.values():
-            r = await client.get(
-                f"{svc.url}/v1/customers/{customer}/timeline",
-                params={"wait_for": first["event_id"], "timeout_ms": 5000},
-            )
-            assert r.status_code == 200, (svc.name, r.text)
-            assert first["event_id"] in [e["event_id"] for e in r.json()["events"]]
-
+        customer = (await post_and_wait(client, stack, interaction(email, rng), timeout_ms=5000))["customer_id"]
         never = str(uuid.uuid4())
         r = await client.get(
             f"{stack.services['case'].url}/v1/customers/{customer}/timeline",
@@ -174,10 +166,8 @@ async def test_live_stream_sends_new_timeline_items(stack: Stack, reader: str) -
     rng = random.Random(8)
     email = f"live-{uuid.uuid4().hex[:8]}@example.com"
     async with api_client(timeout=10) as client:
-        first = (await client.post(f"{intake}/v1/interactions", json=interaction(email, rng))).json()
-        customer = first["customer_id"]
+        customer = (await post_and_wait(client, stack, interaction(email, rng), [reader]))["customer_id"]
         url = stack.services[reader].url
-        await client.get(f"{url}/v1/customers/{customer}/timeline", params={"wait_for": first["event_id"]})
         received: list[str] = []
 
         async def listen() -> None:

@@ -33,6 +33,7 @@ from contracts import notification as n
 from contracts.case import CASE_PERSONAL_FIELDS
 from contracts.events import PERSONAL_FIELDS
 from contracts.topics import DEADLETTER
+from tests.clock import Clock
 from tests.conftest import SCHEMAS, fresh_database
 from tests.notification.receivers import SmtpServer, WebhookServer, smtp_server, webhook_server
 
@@ -43,17 +44,6 @@ START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # 23:30 in Tokyo
 # The data keys: intake's vault, as far as these tests need one (events are sealed with them
 # as intake and case seal theirs).
 KEYS = MemoryKeySource()
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture

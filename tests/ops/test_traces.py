@@ -9,6 +9,7 @@ import random
 import secrets
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from crmtools.devstack import Stack
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import api_client
+from tests.e2e.helpers import interaction_body, post_and_wait
 from tests.ops.otlp import OtlpReceiver, ReceivedSpan
 from tests.ops.quiet import wait_quiet
 
@@ -31,29 +33,10 @@ def describe(spans: list[ReceivedSpan]) -> str:
     )
 
 
-async def post_interaction(stack: Stack, client: httpx.AsyncClient, traceparent: str) -> dict[str, str]:
+async def post_interaction(stack: Stack, client: httpx.AsyncClient, traceparent: str) -> dict[str, Any]:
     """One interaction with the caller's traceparent; returns once it is applied in every service."""
-    r = await client.post(
-        f"{stack.services['intake'].url}/v1/interactions",
-        headers={"traceparent": traceparent},
-        json={
-            "customer": {"email": f"trace-{uuid.uuid4().hex[:8]}@example.com"},
-            "channel": "chat",
-            "direction": "inbound",
-            "kind": "message",
-            "occurred_at": datetime.now(UTC).isoformat(),
-            "content": "where is my parcel?",
-        },
-    )
-    assert r.status_code == 202, r.text
-    body: dict[str, str] = r.json()
-    for svc in stack.services.values():
-        answer = await client.get(
-            f"{svc.url}/v1/customers/{body['customer_id']}/timeline",
-            params={"wait_for": body["event_id"], "timeout_ms": 10_000},
-        )
-        assert answer.status_code == 200, f"{svc.name}: {answer.text}"
-    return body
+    body = interaction_body(f"trace-{uuid.uuid4().hex[:8]}@example.com", channel="chat", content="where is my parcel?")
+    return await post_and_wait(client, stack, body, timeout_ms=10_000, headers={"traceparent": traceparent})
 
 
 def new_traceparent() -> tuple[str, str, str]:

@@ -1,11 +1,12 @@
-"""What the case's pure tests share: a controllable clock, a Berlin calendar, and cases built by
-folding the drafts of real decisions."""
+"""What the case's pure tests share: a controllable clock (tests/clock.py's), a Berlin calendar,
+and cases built by folding the drafts of real decisions."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from case import domain, rules
 from case.calendar import BusinessCalendar
 from case.domain import CaseState
+from tests.clock import Clock as Clock  # the tests import it from here
 
 BERLIN = BusinessCalendar(time_zone="Europe/Berlin", holidays=frozenset({date(2026, 4, 3)}))  # Good Friday
 RULES = rules.CaseRules()
@@ -14,24 +15,6 @@ H = 3600.0
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
-
-
-class Clock:
-    """A controllable clock: tests move time, the domain reads it."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-    def set(self, t: datetime) -> datetime:
-        self.now = t
-        return t
 
 
 def fold(state: CaseState, drafts: list[domain.Draft], at: datetime) -> CaseState:
