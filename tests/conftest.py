@@ -28,6 +28,7 @@ from eventkit.signing import generate_key_pair
 from pydantic import BaseModel
 
 from contracts.registry import REGISTRY
+from contracts.topics import DEADLETTER
 from tests.notification.receivers import SmtpServer, smtp_server
 
 # Every stack the tests start gets this admin key (services read AUTH_BOOTSTRAP_ADMIN_KEY, set by
@@ -150,6 +151,14 @@ async def read_from_start(
     finally:
         await reader.stop()
     return got
+
+
+async def topic_and_dead_letters(bootstrap: str) -> str:
+    """A new topic to consume from, and the dead-letter topic a consumer parks poison in."""
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
+    await make_topic(bootstrap, DEADLETTER)
+    return topic
 
 
 async def make_topic(bootstrap: str, name: str, partitions: int = 3) -> None:

@@ -121,6 +121,16 @@ async def events_of(pool: asyncpg.Pool, case_id: str) -> list[str]:
 # --- rules -----------------------------------------------------------------------------------
 
 
+async def complaint_case(case_pool: asyncpg.Pool, producer: AIOKafkaProducer) -> tuple[CaseContext, Consumer, str, str]:
+    """A new customer's complaint, delivered: the context, the consumer, the customer and the case opened."""
+    ctx = context()
+    consumer = Consumer(case_pool, producer, ctx)
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    await consumer.deliver(interaction(customer, "complaint"))
+    [row] = await cases_of(case_pool, customer)
+    return ctx, consumer, customer, row["case_id"]
+
+
 async def test_a_complaint_opens_a_case_once_and_the_next_one_joins_it(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
@@ -158,13 +168,9 @@ async def test_other_types_open_their_own_case_and_outbound_or_plain_messages_no
 async def test_a_resolved_case_no_longer_takes_new_complaints(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
-    ctx = context()
-    consumer = Consumer(case_pool, producer, ctx)
-    customer = f"cust-{uuid.uuid4().hex[:8]}"
-    await consumer.deliver(interaction(customer, "complaint"))
-    [row] = await cases_of(case_pool, customer)
-    await handlers.change_status(case_pool, ctx, row["case_id"], 1, "open", None)
-    await handlers.change_status(case_pool, ctx, row["case_id"], 2, "resolved", "replaced the router")
+    ctx, consumer, customer, case_id = await complaint_case(case_pool, producer)
+    await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
+    await handlers.change_status(case_pool, ctx, case_id, 2, "resolved", "replaced the router")
     await consumer.deliver(interaction(customer, "complaint"))
     assert [r["status"] for r in await cases_of(case_pool, customer)] == ["resolved", "new"]
 
@@ -187,12 +193,7 @@ async def test_vip_customers_cases_are_at_least_high(case_pool: asyncpg.Pool, pr
 async def test_a_survey_answer_links_to_the_resolved_case_with_its_score(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
-    ctx = context()
-    consumer = Consumer(case_pool, producer, ctx)
-    customer = f"cust-{uuid.uuid4().hex[:8]}"
-    await consumer.deliver(interaction(customer, "complaint"))
-    [row] = await cases_of(case_pool, customer)
-    case_id = row["case_id"]
+    ctx, consumer, customer, case_id = await complaint_case(case_pool, producer)
     await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
     resolved = await handlers.change_status(case_pool, ctx, case_id, 2, "resolved", None)
     assert len(resolved.event_ids) == 2  # status changed + follow-up requested

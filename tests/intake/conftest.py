@@ -2,11 +2,14 @@
 
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 from crmtools.infra import EmbeddedPostgres
+from eventkit import db
 from eventkit.eventstore import EventStore
 from intake import domain, recording
 from intake.vault import Vault
@@ -40,3 +43,10 @@ def item(
 @pytest.fixture(scope="module")
 async def intake_dsn(postgres: EmbeddedPostgres) -> str:
     return await fresh_database(postgres, MIGRATIONS)
+
+
+@pytest.fixture
+async def pool(intake_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on intake's test database (tests that make their own pools take intake_dsn)."""
+    async with await db.create_pool(intake_dsn, 10) as p:
+        yield p

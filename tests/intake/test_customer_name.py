@@ -2,14 +2,13 @@
 
 import os
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
 from crmtools.infra import EmbeddedPostgres
-from eventkit import crypto, db
+from eventkit import crypto
 from eventkit.eventstore import EventStore
 from intake import customer_events, domain, handlers, recording, store
 from intake.vault import Vault
@@ -26,15 +25,6 @@ vault = Vault(os.urandom(32))
 @pytest.fixture(scope="module")
 async def intake_dsn(postgres: EmbeddedPostgres) -> str:
     return await fresh_database(postgres, MIGRATIONS)
-
-
-@pytest.fixture
-async def pool(intake_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await db.create_pool(intake_dsn, 2)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 async def new_customer(pool: asyncpg.Pool) -> str:

@@ -3,12 +3,10 @@ transaction, yet each keeps its own answer, error, idempotency and trace."""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-from eventkit import db
 from eventkit.telemetry import context_from_traceparent
 from intake import domain, group_commit, recording
 from intake import store as intake_store
@@ -16,13 +14,6 @@ from opentelemetry import context as otel_context
 
 from contracts.events import INTERACTION_RECORDED
 from tests.intake.conftest import item, store, vault
-
-
-@pytest.fixture
-async def pool(intake_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(intake_dsn, 8)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

@@ -4,26 +4,15 @@ concurrency), agents accept, reject and verify."""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
-from eventkit import db
 from intake import domain, handlers, recording, suggestions
 
 from contracts.events import CUSTOMER_MERGED, IDENTIFIERS_VERIFIED, MERGE_SUGGESTED, MERGE_SUGGESTION_DECIDED, Direction
 from tests.intake.conftest import store, vault
-
-
-@pytest.fixture
-async def pool(intake_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await db.create_pool(intake_dsn, 10)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 def email(name: str) -> domain.Ident:

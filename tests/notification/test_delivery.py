@@ -35,7 +35,7 @@ from contracts.events import PERSONAL_FIELDS
 from contracts.topics import DEADLETTER
 from tests.clock import Clock
 from tests.conftest import SCHEMAS, fresh_database
-from tests.notification.receivers import SmtpServer, WebhookServer, smtp_server, webhook_server
+from tests.notification.receivers import SmtpServer, WebhookServer, webhook_server
 
 MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
 TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
@@ -53,12 +53,6 @@ async def pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
         yield p
     finally:
         await p.close()
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +135,13 @@ class Harness:
 
     async def rows(self, customer: str) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT * FROM notifications WHERE customer_id = $1 ORDER BY rule", customer)
+
+    async def dead_letter(self, notification_id: str) -> tuple[str, int] | None:
+        """The reason and attempts of the notification's dead letter, if it has one."""
+        letter = await self.pool.fetchrow(
+            "SELECT reason, attempts FROM notification_dead_letters WHERE notification_id = $1", notification_id
+        )
+        return (letter["reason"], letter["attempts"]) if letter else None
 
     async def events(self, notification_id: str) -> list[tuple[str, dict[str, Any]]]:
         rows = await self.pool.fetch(
@@ -319,10 +320,7 @@ async def test_a_receiver_that_always_fails_ends_in_a_dead_letter_with_the_reaso
     assert [r.answered for r in hooks.received(harness.team_path)] == [500, 500, 500]  # max_attempts 3
     [row] = await harness.rows(customer)
     assert (row["status"], row["reason"], row["attempts"]) == ("failed", "http_500", 3)
-    letter = await harness.pool.fetchrow(
-        "SELECT reason, attempts FROM notification_dead_letters WHERE notification_id = $1", row["notification_id"]
-    )
-    assert (letter["reason"], letter["attempts"]) == ("http_500", 3)
+    assert await harness.dead_letter(row["notification_id"]) == ("http_500", 3)
     events = await harness.events(str(row["notification_id"]))
     last_type, last = events[-1]
     assert last_type == n.NOTIFICATION_FAILED and last["final"] and last["next_attempt_at"] is None
@@ -359,10 +357,7 @@ async def test_a_receiver_refusing_the_signature_ends_in_a_dead_letter(
     assert (request.verified, request.answered) == (False, 401)
     [row] = await harness.rows(customer)
     assert (row["status"], row["reason"], row["attempts"]) == ("failed", "http_401", 1)
-    letter = await harness.pool.fetchrow(
-        "SELECT reason, attempts FROM notification_dead_letters WHERE notification_id = $1", row["notification_id"]
-    )
-    assert (letter["reason"], letter["attempts"]) == ("http_401", 1)
+    assert await harness.dead_letter(row["notification_id"]) == ("http_401", 1)
     events = await harness.events(str(row["notification_id"]))
     assert [t for t, _ in events] == [n.NOTIFICATION_SCHEDULED, n.NOTIFICATION_FAILED]
     assert events[-1][1]["final"] and events[-1][1]["reason"] == "http_401"

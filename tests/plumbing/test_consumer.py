@@ -19,7 +19,7 @@ from servicekit.settings import kafka_options
 from servicekit.timeline import TimelineProjection, digest
 
 from contracts.topics import DEADLETTER
-from tests.conftest import SCHEMAS, make_topic, unique_topic
+from tests.conftest import SCHEMAS, make_topic, topic_and_dead_letters, unique_topic
 
 TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
 
@@ -164,9 +164,7 @@ async def test_an_event_from_a_topic_not_its_domains_is_dead_lettered(
 async def test_poison_messages_are_dead_lettered_and_the_rest_applied(
     pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
 ) -> None:
-    topic = unique_topic()
-    await make_topic(bootstrap, topic)
-    await make_topic(bootstrap, DEADLETTER)
+    topic = await topic_and_dead_letters(bootstrap)
     good = [interaction("cust-b", n) for n in range(3)]
     unknown = new_event("crm.nobody.knows.v9", "cust-b", {"x": 1}, "/crm/test", TP)
     invalid = new_event("crm.interaction.recorded.v1", "cust-b", {"channel": "fax"}, "/crm/test", TP)
@@ -196,9 +194,7 @@ async def test_a_nul_in_a_header_is_still_dead_lettered_and_counted(
     pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
 ) -> None:
     """PostgreSQL refuses NUL in text and jsonb: recording such a letter must not fail the batch."""
-    topic = unique_topic()
-    await make_topic(bootstrap, topic)
-    await make_topic(bootstrap, DEADLETTER)
+    topic = await topic_and_dead_letters(bootstrap)
     good = [interaction("cust-n", n) for n in range(2)]
     nul = interaction("cust-n", 99)
     key, value, headers = to_kafka(nul)
@@ -266,9 +262,7 @@ class FailsOn:
 
 
 async def test_projection_failure_parks_only_that_event(pool: asyncpg.Pool, bootstrap: str, producer) -> None:
-    topic = unique_topic()
-    await make_topic(bootstrap, topic)
-    await make_topic(bootstrap, DEADLETTER)
+    topic = await topic_and_dead_letters(bootstrap)
     events = [interaction("cust-c", n) for n in range(5)]
     await send(producer, topic, events)
     records = await fetch(bootstrap, topic, 5)

@@ -17,7 +17,7 @@ from servicekit.auth import KeyProjection
 
 from contracts.security import KEY_CREATED, KEY_REVOKED, SIGNED_TYPES
 from contracts.topics import DEADLETTER
-from tests.conftest import SCHEMAS, make_topic, unique_topic
+from tests.conftest import SCHEMAS, topic_and_dead_letters
 from tests.plumbing.test_consumer import fetch, interaction, send
 
 TP = "00-" + "5" * 32 + "-" + "6" * 16 + "-01"
@@ -87,9 +87,7 @@ def test_the_signature_covers_a_canonical_encoding_without_itself() -> None:
 async def test_the_consumer_dead_letters_a_forged_key_and_applies_a_signed_one(
     pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
 ) -> None:
-    topic = unique_topic()
-    await make_topic(bootstrap, topic)
-    await make_topic(bootstrap, DEADLETTER)
+    topic = await topic_and_dead_letters(bootstrap)
     forged = key_created("forged", ("admin",))
     genuine = EventSigner("a", PRIVATE).sign(key_created("genuine"))
     await send(producer, topic, [forged, genuine])
