@@ -10,34 +10,24 @@ redeliveries and poison messages are handled there, once for every consumer.
 from collections.abc import Sequence
 
 from eventkit.consumer import IdempotentConsumer, Waiters
-from servicekit.app import acceptance
+from servicekit.app import runtime_consumer
 from servicekit.runtime import Runtime
 
 from analytics.projections import KpiProjection
 from analytics.settings import AnalyticsSettings
-from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
+from contracts.topics import ALL_EVENT_TOPICS
 
 
 def kpi_consumer(rt: Runtime[AnalyticsSettings, None], topics: Sequence[str] = ALL_EVENT_TOPICS) -> IdempotentConsumer:
     s = rt.settings
-    assert rt.producer is not None, "the producer starts before the background loops"
-    return IdempotentConsumer(
+    return runtime_consumer(
+        rt,
         service=f"{s.service_name}-kpi",
-        bootstrap_servers=s.kafka_bootstrap_servers,
         group_id=f"crm-{s.service_name}-kpi",
         # analytics' own topic too (by default), for a lag on every topic; KpiProjection skips its events
         topics=topics,
-        pool=rt.db,
-        producer=rt.producer,
         subscribers=[KpiProjection(rt.events, s.source)],
         waiters=Waiters(),  # no request waits on the KPI fold
-        max_batch=s.consumer_max_batch,
-        session_timeout_ms=s.kafka_session_timeout_ms,
-        commit_interval_ms=s.consumer_commit_interval_ms,
-        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
-        acceptance=acceptance(s),  # what the service's own consumer applies, no more
-        deadletter_topic=DEADLETTER,
-        client_options=s.kafka_client_options(),
         applied_table="kpi_applied_events",
     )
 

@@ -6,6 +6,7 @@ Every command carries the version the agent decided on, as `If-Match: "<version>
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -233,9 +234,21 @@ def _outcome(outcome: Outcome, status: int = 200) -> Response:
     return _json(body, status, outcome.state.version)
 
 
-async def _run(request: Request, case_id: str, call: Any) -> Response:
+async def _command(
+    request: Request,
+    rt: CaseRuntime,
+    case_id: str,
+    body: Command,
+    if_match: IfMatch,
+    handler: Callable[..., Awaitable[Outcome]],
+    *args: Any,
+) -> Response:
+    """What every command route does: check the expected version, call
+    `handler(db, context, case_id, version, *args)`, answer the case as it is now, or the 4xx of
+    the rule it broke."""
+    version = _expected_version(if_match, body.expected_version)
     try:
-        outcome = await call
+        outcome = await handler(rt.db, rt.context, case_id, version, *args)
         audit_customer(request, outcome.state.customer_id)
         return _outcome(outcome)
     except handlers.CaseNotFound as exc:
@@ -346,40 +359,32 @@ async def get_case(request: Request, rt: CaseRuntime, case_id: str) -> Response:
 
 @router.post("/v1/cases/{case_id}/assign", summary="Give the case to an owner", responses=_COMMAND_ERRORS)
 async def assign(request: Request, rt: CaseRuntime, case_id: str, body: AssignIn, if_match: IfMatch = None) -> Response:
-    version = _expected_version(if_match, body.expected_version)
-    call = handlers.assign(rt.db, rt.context, case_id, version, body.owner, body.team)
-    return await _run(request, case_id, call)
+    return await _command(request, rt, case_id, body, if_match, handlers.assign, body.owner, body.team)
 
 
 @router.post("/v1/cases/{case_id}/status", summary="Move the case along its lifecycle", responses=_COMMAND_ERRORS)
 async def change_status(
     request: Request, rt: CaseRuntime, case_id: str, body: StatusIn, if_match: IfMatch = None
 ) -> Response:
-    version = _expected_version(if_match, body.expected_version)
-    call = handlers.change_status(rt.db, rt.context, case_id, version, body.status, body.reason)
-    return await _run(request, case_id, call)
+    return await _command(request, rt, case_id, body, if_match, handlers.change_status, body.status, body.reason)
 
 
 @router.post("/v1/cases/{case_id}/priority", summary="Set the priority", responses=_COMMAND_ERRORS)
 async def set_priority(
     request: Request, rt: CaseRuntime, case_id: str, body: PriorityIn, if_match: IfMatch = None
 ) -> Response:
-    version = _expected_version(if_match, body.expected_version)
-    call = handlers.set_priority(rt.db, rt.context, case_id, version, body.priority, body.reason)
-    return await _run(request, case_id, call)
+    return await _command(request, rt, case_id, body, if_match, handlers.set_priority, body.priority, body.reason)
 
 
 @router.post("/v1/cases/{case_id}/notes", summary="Add a note", responses=_COMMAND_ERRORS)
 async def add_note(request: Request, rt: CaseRuntime, case_id: str, body: NoteIn, if_match: IfMatch = None) -> Response:
-    version = _expected_version(if_match, body.expected_version)
-    call = handlers.add_note(rt.db, rt.context, case_id, version, body.author, body.text)
-    return await _run(request, case_id, call)
+    return await _command(request, rt, case_id, body, if_match, handlers.add_note, body.author, body.text)
 
 
 @router.post("/v1/cases/{case_id}/interactions", summary="Link an interaction", responses=_COMMAND_ERRORS)
 async def link_interaction(
     request: Request, rt: CaseRuntime, case_id: str, body: LinkIn, if_match: IfMatch = None
 ) -> Response:
-    version = _expected_version(if_match, body.expected_version)
-    call = handlers.link_interaction(rt.db, rt.context, case_id, version, str(body.interaction_event_id))
-    return await _run(request, case_id, call)
+    return await _command(
+        request, rt, case_id, body, if_match, handlers.link_interaction, str(body.interaction_event_id)
+    )

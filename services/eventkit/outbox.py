@@ -33,8 +33,8 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 from opentelemetry import trace
 
 from eventkit.crash_points import crash_point
-from eventkit.envelope import Envelope, kafka_headers
-from eventkit.eventstore import OUTBOX_CHANNEL
+from eventkit.envelope import kafka_headers
+from eventkit.eventstore import OUTBOX_CHANNEL, row_envelope
 from eventkit.forgetful_broker import BrokerWatch
 from eventkit.live import FeedSink
 from eventkit.telemetry import (
@@ -283,13 +283,7 @@ class OutboxRelay:
     def _to_feed(feed: FeedSink, rows: list[asyncpg.Record]) -> None:
         wanted = [r for r in rows if feed.wants(r["subject"])]  # decoded only for a watcher
         if wanted:
-            feed.publish([
-                Envelope(
-                    id=str(r["event_id"]), type=r["type"], source=r["source"], subject=r["subject"],
-                    time=r["time"], data=orjson.loads(r["data_json"]), traceparent=r["traceparent"],
-                )
-                for r in wanted
-            ])  # fmt: skip
+            feed.publish([row_envelope(r, orjson.loads(r["data_json"]), r["traceparent"]) for r in wanted])
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         """Publish one batch in position order; delete it from the outbox after every ack. Park
@@ -373,15 +367,7 @@ class OutboxRelay:
 
     async def _send(self, row: asyncpg.Record, traceparent: str) -> "asyncio.Future[RecordMetadata]":
         # The stored JSON goes out as it is: no decode and re-encode on the way.
-        envelope = Envelope(
-            id=str(row["event_id"]),
-            type=row["type"],
-            source=row["source"],
-            subject=row["subject"],
-            time=row["time"],
-            data={},
-            traceparent=traceparent,
-        )
+        envelope = row_envelope(row, {}, traceparent)
         return await self._producer.send(
             row["topic"], value=row["data_json"].encode(), key=row["subject"].encode(), headers=kafka_headers(envelope)
         )

@@ -2,6 +2,7 @@
 data keys for the other services, identifier verification and merge suggestions."""
 
 import base64
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -135,35 +136,40 @@ async def get_customer(request: Request, rt: IntakeRuntime, customer_id: str) ->
     return await customer_call(request, customer_id, handlers.get_customer(rt.db, rt.context.vault, customer_id))
 
 
-async def _changed(customer_id: str, call: Any) -> dict[str, Any]:
-    return {"customer_id": customer_id, "event_ids": await call}
+async def customer_change(request: Request, customer_id: str, call: Awaitable[list[str]]) -> Response:
+    """customer_call for a change: the answer names the events it stored (ChangedOut)."""
+
+    async def changed() -> dict[str, Any]:
+        return {"customer_id": customer_id, "event_ids": await call}
+
+    return await customer_call(request, customer_id, changed())
+
+
+# What the routes that change one customer share.
+CHANGE: dict[str, Any] = {"tags": ["customers"], "response_model": ChangedOut, "dependencies": [require("agent")]}
 
 
 @router.put(
     "/v1/customers/{customer_id}/consent",
-    tags=["customers"],
-    response_model=ChangedOut,
     summary="Grant or withdraw consent per purpose and channel",
-    dependencies=[require("agent")],
     responses={**MERGED, **NOT_FOUND},
+    **CHANGE,
 )
 async def put_consent(request: Request, rt: IntakeRuntime, customer_id: str, body: ConsentIn) -> Response:
     wanted: dict[tuple[str, str | None], bool] = {(c.purpose, c.channel): c.granted for c in body.consents}
     call = handlers.change_consent(rt.db, rt.events, rt.settings.source, customer_id, wanted)
-    return await customer_call(request, customer_id, _changed(customer_id, call))
+    return await customer_change(request, customer_id, call)
 
 
 @router.put(
     "/v1/customers/{customer_id}/preferences",
-    tags=["customers"],
-    response_model=ChangedOut,
     summary="Preferred channel, language, quiet hours, VIP flag, region (the whole set)",
-    dependencies=[require("agent")],
     responses={**MERGED, **NOT_FOUND},
+    **CHANGE,
 )
 async def put_preferences(request: Request, rt: IntakeRuntime, customer_id: str, body: Preferences) -> Response:
     call = handlers.change_preferences(rt.db, rt.events, rt.settings.source, customer_id, body)
-    return await customer_call(request, customer_id, _changed(customer_id, call))
+    return await customer_change(request, customer_id, call)
 
 
 class ProfileIn(BaseModel):
@@ -181,11 +187,9 @@ class ProfileIn(BaseModel):
 
 @router.put(
     "/v1/customers/{customer_id}/profile",
-    tags=["customers"],
-    response_model=ChangedOut,
     summary="Display name (the whole profile); findable with GET /v1/customers?name=",
     responses={**ERASED, **MERGED, **NOT_FOUND},
-    dependencies=[require("agent")],
+    **CHANGE,
 )
 async def put_profile(request: Request, rt: IntakeRuntime, customer_id: str, body: ProfileIn) -> Response:
     try:
@@ -193,7 +197,7 @@ async def put_profile(request: Request, rt: IntakeRuntime, customer_id: str, bod
     except domain.InvalidInput as exc:
         raise errors.invalid(exc) from exc
     call = handlers.change_profile(rt.db, rt.events, rt.context.vault, rt.settings.source, customer_id, name)
-    return await customer_call(request, customer_id, _changed(customer_id, call))
+    return await customer_change(request, customer_id, call)
 
 
 # --- the data key vault, for the other services (docs/product.md §9) ------------------------------------------
@@ -235,11 +239,9 @@ class IdentifiersIn(BaseModel):
 
 @router.post(
     "/v1/customers/{customer_id}/identifiers:verify",
-    tags=["customers"],
-    response_model=ChangedOut,
     summary="An agent confirms claimed identifiers of the customer: they become verified",
-    dependencies=[require("agent")],
     responses={404: {"description": "customer_not_found or identifier_not_found"}, **ERASED, **MERGED},
+    **CHANGE,
 )
 async def verify_identifiers(request: Request, rt: IntakeRuntime, customer_id: str, body: IdentifiersIn) -> Response:
     settings = rt.settings
@@ -258,7 +260,7 @@ async def verify_identifiers(request: Request, rt: IntakeRuntime, customer_id: s
                        errors=[{"field": "body", "reason": "give at least one identifier"}])  # fmt: skip
     call = handlers.verify_identifiers(rt.db, rt.events, rt.context.vault, settings.source, customer_id, idents)
     try:
-        return await customer_call(request, customer_id, _changed(customer_id, call))
+        return await customer_change(request, customer_id, call)
     except handlers.IdentifierNotFound as exc:
         fields = [*(["body.email"] if body.email else []), *(["body.phone"] if body.phone else []),
                   *(f"body.external.{n}.id" for n in range(len(body.external)))]  # fmt: skip

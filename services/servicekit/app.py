@@ -8,14 +8,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from eventkit import db
 from eventkit.acceptance import Acceptance
-from eventkit.consumer import IdempotentConsumer, StoredEventsApplier, Subscriber
+from eventkit.consumer import IdempotentConsumer, StoredEventsApplier, Subscriber, Waiters
 from eventkit.eventstore import EventStore
 from eventkit.forgetful_broker import BrokerWatch
 from eventkit.live import FeedOnLoop
@@ -101,25 +101,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # and to its live timelines once committed, which is the consumer's job otherwise
     feed = FeedOnLoop(rt.feed, asyncio.get_running_loop()) if own_topic is not None else None
     relay = LoopThread(f"{s.service_name}-outbox-relay", functools.partial(_relay, rt, feed))
-    rt.consumer = IdempotentConsumer(
+    rt.consumer = runtime_consumer(
+        rt,
         service=s.service_name,
-        bootstrap_servers=s.kafka_bootstrap_servers,
         group_id=s.kafka_consumer_group,
         topics=[t for t in ALL_EVENT_TOPICS if t != own_topic],
-        pool=rt.pool,
-        producer=rt.producer,
         subscribers=subscribers,
         waiters=rt.waiters,
-        max_batch=s.consumer_max_batch,
-        session_timeout_ms=s.kafka_session_timeout_ms,
         feed=rt.feed,
-        commit_interval_ms=s.consumer_commit_interval_ms,
-        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
-        # What grants access is applied only if signed by a trusted key (docs/product.md §14). The service's
-        # own stored events (intake's) are not checked: they were made here.
-        acceptance=acceptance(s),
-        deadletter_topic=DEADLETTER,
-        client_options=s.kafka_client_options(),
     )
     await rt.consumer.start()
     relay.start()
@@ -154,6 +143,43 @@ def acceptance(settings: Settings) -> Acceptance:
         schemas={name: t.model for name, t in REGISTRY.items()},
         checks=[EventVerifier(settings.auth_event_public_keys, SIGNED_TYPES)],
         home_topics={name: t.topic for name, t in REGISTRY.items()},
+    )
+
+
+def runtime_consumer(
+    rt: Runtime[S, C],
+    *,
+    service: str,
+    group_id: str,
+    topics: Sequence[str],
+    subscribers: Sequence[Subscriber],
+    waiters: Waiters,
+    **options: Any,
+) -> IdempotentConsumer:
+    """A consumer on the runtime's database and producer, with the service's Kafka settings and
+    acceptance: the service's own consumer and analytics' KPI stream differ only in what they name
+    here (`options`: feed, applied_table)."""
+    s = rt.settings
+    assert rt.producer is not None, "the producer starts before the consumers"
+    return IdempotentConsumer(
+        service=service,
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        group_id=group_id,
+        topics=topics,
+        pool=rt.db,
+        producer=rt.producer,
+        subscribers=subscribers,
+        waiters=waiters,
+        max_batch=s.consumer_max_batch,
+        session_timeout_ms=s.kafka_session_timeout_ms,
+        commit_interval_ms=s.consumer_commit_interval_ms,
+        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+        # What grants access is applied only if signed by a trusted key (docs/product.md §14). The service's
+        # own stored events (intake's) are not checked: they were made here.
+        acceptance=acceptance(s),
+        deadletter_topic=DEADLETTER,
+        client_options=s.kafka_client_options(),
+        **options,
     )
 
 

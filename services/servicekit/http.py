@@ -163,6 +163,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body, exc.status, exc.headers)
 
+    @app.exception_handler(CustomerMerged)
+    async def _merged(request: Request, exc: CustomerMerged) -> RedirectResponse:
+        return survivor_redirect(request, exc.merged_id, exc.survivor_id)
+
     @app.exception_handler(ConcurrencyError)
     async def _conflict(request: Request, exc: ConcurrencyError) -> JSONResponse:
         return JSONResponse(
@@ -447,6 +451,15 @@ def _url_problem(path: str, query: bytes) -> tuple[str, str] | None:
             if (reason := unsafe_reason(text, one_line=True)) is not None:
                 return f"query.{name}", reason
     return None
+
+
+class CustomerMerged(Exception):
+    """Raise from a route reading a merged customer: it answers 308 with the survivor's URL."""
+
+    def __init__(self, merged_id: str, survivor_id: str) -> None:
+        super().__init__(merged_id)
+        self.merged_id = merged_id
+        self.survivor_id = survivor_id
 
 
 def survivor_redirect(request: Request, merged_id: str, survivor_id: str) -> RedirectResponse:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import asyncpg
 from eventkit.live import heartbeat_stream
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -15,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from servicekit import timeline
 from servicekit.auth import audit_page, require
-from servicekit.http import OrjsonResponse, decode_cursor, survivor_redirect
+from servicekit.http import CustomerMerged, OrjsonResponse, decode_cursor
 from servicekit.runtime import runtime
 from servicekit.streamtickets import stream_caller
 
@@ -78,6 +79,15 @@ class AuditPage(BaseModel):
 
 
 MERGED: dict[int | str, dict[str, Any]] = {308: {"description": "a merged customer: the same URL for the survivor"}}
+
+
+async def _members(conn: asyncpg.Connection, customer_id: str) -> list[str]:
+    """The ids whose rows make the customer's timeline; a merged customer's URL answers 308 with
+    the survivor's."""
+    survivor, members = await timeline.resolve(conn, customer_id)
+    if survivor is not None:
+        raise CustomerMerged(customer_id, survivor)
+    return members
 
 
 @common.get("/healthz", tags=["operations"], summary="Alive", response_model=HealthOut)
@@ -154,9 +164,7 @@ async def get_timeline(
     if wait_for is not None:
         applied = await timeline.wait_until_applied(rt.db, rt.waiters, wait_for, timeout_ms / 1000)
     async with rt.db.acquire() as conn:
-        survivor, members = await timeline.resolve(conn, customer_id)
-        if survivor is not None:
-            return survivor_redirect(request, customer_id, survivor)
+        members = await _members(conn, customer_id)
         items, next_cursor = await timeline.page(conn, customer_id, limit, cursor, members)
     items = await rt.keyring.unseal_items(items)
     body = {
@@ -181,9 +189,7 @@ async def get_timeline(
 async def get_digest(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
     async with rt.db.acquire() as conn:
-        survivor, members = await timeline.resolve(conn, customer_id)
-        if survivor is not None:
-            return survivor_redirect(request, customer_id, survivor)
+        members = await _members(conn, customer_id)
         count, digest = await timeline.digest(conn, customer_id, members)
     return JSONResponse({"customer_id": customer_id, "events": count, "digest": digest})
 
@@ -206,9 +212,7 @@ async def get_digest(request: Request, customer_id: str) -> Response:
 async def stream_timeline(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
     async with rt.db.acquire() as conn:
-        survivor, members = await timeline.resolve(conn, customer_id)
-        if survivor is not None:
-            return survivor_redirect(request, customer_id, survivor)
+        members = await _members(conn, customer_id)
         _, seen_before = await timeline.digest(conn, customer_id, members)
     queue = rt.feed.subscribe(members)
     state = {"digest": seen_before}
