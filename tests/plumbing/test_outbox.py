@@ -246,21 +246,22 @@ async def test_a_relay_on_a_thread_of_its_own_publishes_and_feeds_this_loops_liv
 unlimited = EventStore("test", max_event_bytes=10 * 1024 * 1024)
 
 
-async def store_with_a_poison_event(pool: asyncpg.Pool, topic: str) -> tuple[list, object]:
-    """Customers' events around one of 1.2 MB (over the producer's 1 MiB): it comes first."""
+async def store_with_a_poison_event(pool: asyncpg.Pool, bootstrap: str) -> tuple[str, list, object]:
+    """A new topic, and customers' events for it around one of 1.2 MB (over the producer's 1 MiB),
+    which comes first."""
+    topic = unique_topic()
+    await make_topic(bootstrap, topic)
     async with pool.acquire() as conn, conn.transaction():
         poison = new_event("crm.test.happened.v1", "cust-0", {"blob": "x" * 1_200_000}, "/crm/test", TP)
         await unlimited.append(conn, [Append("stream-0", None, [poison], topic)])
     stored = await store_events(pool, topic, customers=3, per_customer=5)
-    return stored, poison
+    return topic, stored, poison
 
 
 async def test_an_event_the_broker_refuses_for_good_is_parked_and_the_others_go_out_in_order(
     pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
 ) -> None:
-    topic = unique_topic()
-    await make_topic(bootstrap, topic)
-    stored, poison = await store_with_a_poison_event(pool, topic)
+    topic, stored, poison = await store_with_a_poison_event(pool, bootstrap)
     parked_before = OUTBOX_PARKED.labels("t-park")._value.get()
     relay = OutboxRelay("unused", producer, "t-park", batch_size=4)
     async with pool.acquire() as conn:
@@ -284,9 +285,7 @@ async def test_a_relay_started_on_a_store_that_holds_a_poison_event_heals_and_un
     pool: asyncpg.Pool, dsn: str, bootstrap: str, producer: AIOKafkaProducer
 ) -> None:
     # A data directory written before events were limited: the relay of a restarted service goes on.
-    topic = unique_topic()
-    await make_topic(bootstrap, topic)
-    stored, poison = await store_with_a_poison_event(pool, topic)
+    topic, stored, poison = await store_with_a_poison_event(pool, bootstrap)
     relay = OutboxRelay(dsn, producer, "t-heal", poll_interval_s=0.05)
     task = asyncio.create_task(relay.run())
     try:
@@ -316,9 +315,7 @@ async def test_a_relay_started_on_a_store_that_holds_a_poison_event_heals_and_un
 async def test_a_republish_of_the_whole_store_leaves_parked_events_parked(
     pool: asyncpg.Pool, bootstrap: str, producer: AIOKafkaProducer
 ) -> None:
-    topic = unique_topic()
-    await make_topic(bootstrap, topic)
-    stored, _ = await store_with_a_poison_event(pool, topic)
+    _, stored, _ = await store_with_a_poison_event(pool, bootstrap)
     relay = OutboxRelay("unused", producer, "t-park")
     async with pool.acquire() as conn:
         await publish_everything(relay, conn)

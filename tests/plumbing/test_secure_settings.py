@@ -62,6 +62,14 @@ def test_production_refuses_development_defaults_and_missing_secrets(monkeypatch
     assert NotificationSettings.for_service("notification").startup_problems() == []
 
 
+def assert_problem(problems: list[str], problem: str | None) -> None:
+    """None: no problem at all; otherwise one problem starts with the words given."""
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(p.startswith(problem) for p in problems), problems
+
+
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
@@ -77,10 +85,7 @@ def test_production_refuses_development_defaults_and_missing_secrets(monkeypatch
 )
 def test_notification_in_production(overrides: dict[str, Any], problem: str | None) -> None:
     problems = NotificationSettings(**production(**overrides)).startup_problems()
-    if problem is None:
-        assert problems == []
-    else:
-        assert any(p.startswith(problem) for p in problems), problems
+    assert_problem(problems, problem)
 
 
 @pytest.mark.parametrize(
@@ -98,10 +103,7 @@ def test_notification_in_production(overrides: dict[str, Any], problem: str | No
 )
 def test_intake_in_production(overrides: dict[str, Any], problem: str | None) -> None:
     problems = IntakeSettings(**production(**overrides)).startup_problems()
-    if problem is None:
-        assert problems == []
-    else:
-        assert any(p.startswith(problem) for p in problems), problems
+    assert_problem(problems, problem)
 
 
 def test_intake_without_a_matching_signing_key_is_refused_in_development_too() -> None:
