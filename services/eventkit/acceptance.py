@@ -15,7 +15,7 @@ from eventkit.envelope import DecodeError, Envelope, from_kafka
 
 
 class Message(Protocol):
-    """What a batch is made of: an aiokafka ConsumerRecord, or a faust Message, alike."""
+    """What a batch is made of: an aiokafka ConsumerRecord, or anything with its fields."""
 
     @property
     def topic(self) -> str: ...

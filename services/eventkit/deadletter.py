@@ -17,7 +17,7 @@ from eventkit.telemetry import EVENTS_DEADLETTERED
 
 @dataclass(frozen=True)
 class DeadLetter:
-    record: Any  # the message (aiokafka ConsumerRecord or faust Message)
+    record: Any  # the message (an aiokafka ConsumerRecord, or anything shaped like one)
     reason: str  # machine-readable, e.g. bad_json, unknown_type, apply_failed
     detail: str
     event_id: str | None = None
@@ -34,7 +34,7 @@ def storable(text: str | None) -> str | None:
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:
-    """aiokafka gives a sequence of pairs, faust a mapping."""
+    """aiokafka gives a sequence of pairs; a mapping is taken too."""
     return list(headers.items() if isinstance(headers, Mapping) else headers or ())
 
 

@@ -18,7 +18,7 @@ DRAW_BYTES = 4096
 
 class _Buffer:
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # faust runs a thread of its own beside the event loop
+        self._lock = threading.Lock()  # the outbox relay runs on a thread of its own (thread_loop.py)
         self._bytes = b""
         self._at = 0
 

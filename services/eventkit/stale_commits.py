@@ -15,7 +15,7 @@ other events fill the offsets before it (docs/broker.md). So a consumer:
   always tell, as the relays can fill the partition past the old offset before the group rejoins.
 
 Repeats are skipped by the applied-events record, so rereading costs only the traffic. Used by
-eventkit's IdempotentConsumer and by analytics' KPI stream (faust).
+eventkit's IdempotentConsumer (analytics' KPI stream is one too).
 """
 
 from aiokafka import AIOKafkaConsumer

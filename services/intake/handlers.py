@@ -28,8 +28,6 @@ from contracts.events import (
 from contracts.topics import INTAKE
 from intake import domain, store
 from intake.customer_events import EventClock, stream_of
-
-# The "X as X" imports re-export use cases for the routes: api.py calls handlers.X for each.
 from intake.vault import IDENTIFIER_FIELD, NAME_FIELD, Vault
 
 
