@@ -69,7 +69,7 @@ async def test_email_then_phone_then_both_in_chat_is_one_customer_everywhere(sta
             assert merge["data"]["merged_id"] == merged
             assert merge["data"]["linked_by"]["kind"] == "phone"
 
-            for path in ("timeline?limit=5", "timeline/digest"):
+            for path in ("timeline?limit=5", "timeline/digest", "timeline/stream"):
                 moved = await client.get(f"{svc.url}/v1/customers/{merged}/{path}")
                 assert moved.status_code == 308, (svc.name, path)
                 assert moved.headers["location"].startswith(f"/v1/customers/{survivor}/")
