@@ -24,6 +24,7 @@ class KpiFilters(BaseModel):
     region: str | None
     case_type: CaseType | None
     priority: Priority | None
+    team: str | None
 
 
 class InteractionKpis(BaseModel):
@@ -42,6 +43,7 @@ class CaseKpis(BaseModel):
     first_response_seconds: Durations
     resolved: int
     resolution_seconds: Durations
+    handle_seconds: Durations = Field(description="From the first assignment to resolution")
     closed_same_day: int
     first_contact_resolution_pct: float | None
     sla_compliance_pct: float | None
@@ -133,6 +135,10 @@ async def get_kpis(
     region: Annotated[str | None, Query(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")] = None,
     case_type: CaseType | None = None,
     priority: Priority | None = None,
+    team: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="case KPIs and CSAT of this team's cases only"),
+    ] = None,
 ) -> Any:
     if to <= from_:
         raise ApiError(
@@ -148,10 +154,10 @@ async def get_kpis(
             f"at most {MAX_RANGE[window].days} days per request with window={window}",
             errors=[{"field": "query.to", "reason": "range too long for this window"}],
         )
-    q = store.KpiQuery(from_, to, window, channel, region, case_type, priority)
+    q = store.KpiQuery(from_, to, window, channel, region, case_type, priority, team)
     async with rt.db.acquire() as conn:
         result = await store.kpis(conn, q)
-    filters = {"channel": channel, "region": region, "case_type": case_type, "priority": priority}
+    filters = {"channel": channel, "region": region, "case_type": case_type, "priority": priority, "team": team}
     return {"from": from_.isoformat(), "to": to.isoformat(), "window": window, "filters": filters, **result}
 
 

@@ -157,7 +157,7 @@ class KpiProjection:
                 channel = channels.get(opened_by) or await store.interaction_channel(conn, opened_by)
             opened = store.OpenedCase(
                 case_id, d["customer_id"], d["type"], d["priority"], channel or UNKNOWN, customer.region or UNKNOWN,
-                d["status"], e.time, opened_by,
+                d["status"], e.time, opened_by, d["team"],
             )  # fmt: skip
             await store.open_case(conn, opened)
             self._open_cases(customer, +1)
@@ -168,6 +168,8 @@ class KpiProjection:
                 self._open_cases(customer, -1)
             elif frm in ("resolved", "closed") and to not in ("resolved", "closed"):
                 self._open_cases(customer, +1)
+        elif e.type == case_contract.CASE_ASSIGNED:
+            await store.assign_case(conn, case_id, d["team"], e.time)
         elif e.type == case_contract.CASE_PRIORITY_CHANGED:
             await store.change_case_priority(conn, case_id, d["to_priority"])
         elif e.type == case_contract.CASE_SLA_BREACHED:
@@ -189,6 +191,7 @@ class KpiProjection:
                 row["region"] if row else customer.region or UNKNOWN,
                 row["type"] if row else None,
                 row["priority"] if row else None,
+                row["team"] if row else None,
             )
             customer.profile = replace(customer.profile, last_csat=int(d["score"]))
             customer.dirty = True

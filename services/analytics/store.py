@@ -22,6 +22,7 @@ class KpiQuery:
     region: str | None = None
     case_type: str | None = None
     priority: str | None = None
+    team: str | None = None  # case KPIs and surveys only: interactions and notifications have no team
 
 
 _INTERACTIONS = """
@@ -36,6 +37,7 @@ GROUP BY GROUPING SETS ((date_trunc($3, bucket)), ())
 _CASE_FILTER = (
     "($4::text IS NULL OR channel = $4) AND ($5::text IS NULL OR region = $5)"
     " AND ($6::text IS NULL OR type = $6) AND ($7::text IS NULL OR priority = $7)"
+    " AND ($8::text IS NULL OR team = $8)"
 )
 
 _OPENED = f"""
@@ -55,7 +57,9 @@ SELECT date_trunc($3, resolved_at) AS b, count(*) AS resolved,
        count(*) FILTER (WHERE (resolved_at AT TIME ZONE 'UTC')::date = (opened_at AT TIME ZONE 'UTC')::date)
            AS same_day,
        count(*) FILTER (WHERE NOT reopened AND inbound_links <= 1) AS first_contact,
-       count(*) FILTER (WHERE NOT breached) AS sla_met
+       count(*) FILTER (WHERE NOT breached) AS sla_met,
+       avg(extract(epoch FROM resolved_at - assigned_at)) AS handle_mean,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM resolved_at - assigned_at)) AS handle_p90
 FROM kpi_cases
 WHERE resolved_at >= $1 AND resolved_at < $2 AND {_CASE_FILTER}
 GROUP BY GROUPING SETS ((date_trunc($3, resolved_at)), ())
@@ -72,6 +76,7 @@ SELECT date_trunc($3, at) AS b,
 FROM kpi_surveys
 WHERE at >= $1 AND at < $2 AND ($4::text IS NULL OR channel = $4) AND ($5::text IS NULL OR region = $5)
   AND ($6::text IS NULL OR case_type = $6) AND ($7::text IS NULL OR priority = $7)
+  AND ($8::text IS NULL OR team = $8)
 GROUP BY GROUPING SETS ((date_trunc($3, at)), ())
 """
 
@@ -102,6 +107,7 @@ def _empty() -> dict[str, Any]:
             "first_response_seconds": {"mean": None, "p90": None},
             "resolved": 0,
             "resolution_seconds": {"mean": None, "p90": None},
+            "handle_seconds": {"mean": None, "p90": None},
             "closed_same_day": 0,
             "first_contact_resolution_pct": None,
             "sla_compliance_pct": None,
@@ -117,13 +123,14 @@ def _empty() -> dict[str, Any]:
 
 async def kpis(conn: asyncpg.Connection, q: KpiQuery) -> dict[str, Any]:
     args = (q.start, q.end, q.window, q.channel, q.region)
-    case_args = (*args, q.case_type, q.priority)
+    case_args = (*args, q.case_type, q.priority, q.team)
+    per_case = q.case_type is not None or q.priority is not None or q.team is not None
     buckets: dict[datetime | None, dict[str, Any]] = {}
 
     def at(b: datetime | None) -> dict[str, Any]:
         return buckets.setdefault(b, _empty())
 
-    if q.case_type is None and q.priority is None:  # interactions have no case type or priority
+    if not per_case:  # interactions have no case type, priority or team
         for r in await conn.fetch(_INTERACTIONS, *args):
             at(r["b"])["interactions"] = {"volume": r["volume"], "inbound": r["inbound"], "complaints": r["complaints"]}
     for r in await conn.fetch(_OPENED, *case_args):
@@ -134,6 +141,7 @@ async def kpis(conn: asyncpg.Connection, q: KpiQuery) -> dict[str, Any]:
         cases = at(r["b"])["cases"]
         cases["resolved"] = r["resolved"]
         cases["resolution_seconds"] = {"mean": _round(r["ttr_mean"]), "p90": _round(r["ttr_p90"])}
+        cases["handle_seconds"] = {"mean": _round(r["handle_mean"]), "p90": _round(r["handle_p90"])}
         cases["closed_same_day"] = r["same_day"]
         cases["first_contact_resolution_pct"] = _pct(r["first_contact"], r["resolved"])
         cases["sla_compliance_pct"] = _pct(r["sla_met"], r["resolved"])
@@ -146,7 +154,7 @@ async def kpis(conn: asyncpg.Connection, q: KpiQuery) -> dict[str, Any]:
         }
         nps = None if not r["nps_n"] else round(100.0 * (r["promoters"] - r["detractors"]) / r["nps_n"], 2)
         bucket["nps"] = {"responses": r["nps_n"], "score": nps}
-    if q.case_type is None and q.priority is None:  # notifications have a channel and region only
+    if not per_case:  # notifications have a channel and region only
         for r in await conn.fetch(_NOTIFICATIONS, *args):
             if r["status"] in NOTIFICATION_STATUSES:  # not "retried": a try failed, the message did not
                 at(r["b"])["notifications"][r["status"]] = r["n"]
@@ -309,12 +317,14 @@ class OpenedCase:
     status: str
     opened_at: datetime
     opened_by: str | None  # the interaction that opened it; None: an agent did
+    team: str
 
 
 async def open_case(conn: asyncpg.Connection, c: OpenedCase) -> None:
     await conn.execute(
         "INSERT INTO kpi_cases (case_id, customer_id, type, priority, channel, region, status, opened_at,"
-        " opened_by, inbound_links) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        " opened_by, inbound_links, team) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT DO NOTHING",
         c.case_id,
         c.customer_id,
         c.type,
@@ -325,6 +335,14 @@ async def open_case(conn: asyncpg.Connection, c: OpenedCase) -> None:
         c.opened_at,
         c.opened_by,
         1 if c.opened_by else 0,
+        c.team,
+    )
+
+
+async def assign_case(conn: asyncpg.Connection, case_id: str, team: str, at: datetime) -> None:
+    """The case's team is its last assignment's; handle time runs from the first assignment."""
+    await conn.execute(
+        "UPDATE kpi_cases SET team = $2, assigned_at = coalesce(assigned_at, $3) WHERE case_id = $1", case_id, team, at
     )
 
 
@@ -358,8 +376,10 @@ async def add_inbound_link(conn: asyncpg.Connection, case_id: str) -> None:
 
 
 async def case_dimensions(conn: asyncpg.Connection, case_id: str) -> asyncpg.Record | None:
-    """The case's type, priority, channel and region, which its surveys are counted under."""
-    return await conn.fetchrow("SELECT type, priority, channel, region FROM kpi_cases WHERE case_id = $1", case_id)
+    """The case's type, priority, channel, region and team, which its surveys are counted under."""
+    return await conn.fetchrow(
+        "SELECT type, priority, channel, region, team FROM kpi_cases WHERE case_id = $1", case_id
+    )
 
 
 async def add_csat(
@@ -372,10 +392,11 @@ async def add_csat(
     region: str,
     case_type: str | None,
     priority: str | None,
+    team: str | None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region, case_type, priority)"
-        " VALUES ($1, $2, 'csat', $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region, case_type, priority, team)"
+        " VALUES ($1, $2, 'csat', $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         event_id,
         customer_id,
         score,
@@ -384,4 +405,5 @@ async def add_csat(
         region,
         case_type,
         priority,
+        team,
     )

@@ -86,9 +86,15 @@ class Script:
             self.case("crm.case.status_changed.v1", c, t, {"case_id": case, "customer_id": c, "from_status": frm,
                       "to_status": to, "reason": None, "type": type_, "priority": priority})  # fmt: skip
 
+        def assigned(case: str, c: str, t: datetime, owner: str, team: str) -> None:
+            self.case("crm.case.assigned.v1", c, t, {"case_id": case, "customer_id": c, "owner": owner,
+                      "previous_owner": None, "team": team})  # fmt: skip
+
         a, b, cc = (f"case-{uuid.uuid4().hex[:8]}" for _ in range(3))
         # A: complaint, high. First response 30 min, resolved after 2 h, same day, one contact, SLA met.
+        # Assigned in support 100 min before its resolution (handle time 6000 s).
         opened(a, c1, at(9, 10, 1), "complaint", "high", complaint)
+        assigned(a, c1, at(9, 30, 1), "agent-1", "support")
         status(a, c1, at(9, 40, 1), "new", "open", "complaint", "high")
         status(a, c1, at(11, 10, 1), "open", "resolved", "complaint", "high")
         # B: request, normal. First response 1 h, a second contact, SLA breached, resolved next day after 24 h.
@@ -102,7 +108,9 @@ class Script:
                   "priority": "normal", "type": "request"})  # fmt: skip
         status(b, c2, at(10, 5, 1, day=1), "open", "resolved", "request", "normal")
         # C: inquiry, normal. First response 10 min, resolved, reopened, resolved again 1.5 h after opening.
+        # Handed to the sales team 5 min after opening: handle time 5100 s to its last resolution.
         opened(cc, c3, at(11, 0, 1), "inquiry", "normal", purchase)
+        assigned(cc, c3, at(11, 5, 1), "agent-2", "sales")
         status(cc, c3, at(11, 10, 1), "new", "open", "inquiry", "normal")
         status(cc, c3, at(11, 30, 1), "open", "resolved", "inquiry", "normal")
         status(cc, c3, at(12, 0, 1), "resolved", "open", "inquiry", "normal")
@@ -172,6 +180,9 @@ EXPECTED_TOTALS = {
         # resolutions 7200 s (A), 86400 s (B), 5400 s (C, to its last resolution): mean 33000;
         # p90 over [5400, 7200, 86400] = 7200 + 0.8 * (86400 - 7200) = 70560
         "resolution_seconds": {"mean": 33000.0, "p90": 70560.0},
+        # from the first assignment: 6000 s (A), 5100 s (C); B was never assigned
+        # p90 over [5100, 6000] = 5100 + 0.9 * 900 = 5910
+        "handle_seconds": {"mean": 5550.0, "p90": 5910.0},
         "closed_same_day": 2,  # A and C; B closed the next day
         "first_contact_resolution_pct": 33.33,  # only A: B had a second contact, C was reopened
         "sla_compliance_pct": 66.67,  # B breached
@@ -262,6 +273,15 @@ async def test_kpis_of_a_scripted_day_match_the_hand_worked_answers(stack: Stack
         assert chat["totals"]["notifications"]["scheduled"] == 0  # no notification goes by chat
         email = await kpis(client, url, region=script.region, channel="email")
         assert email["totals"]["notifications"] == EXPECTED_EMAIL_NOTIFICATIONS
+        sales = (await kpis(client, url, region=script.region, team="sales"))["totals"]
+        assert (sales["cases"]["opened"], sales["cases"]["resolved"]) == (1, 1)  # C, handed to sales
+        assert sales["cases"]["handle_seconds"] == {"mean": 5100.0, "p90": 5100.0}
+        assert sales["cases"]["first_response_seconds"]["mean"] == 600.0
+        assert (sales["csat"]["responses"], sales["csat"]["mean"]) == (1, 6.0)
+        assert sales["interactions"]["volume"] == 0 and sales["notifications"]["scheduled"] == 0  # no team of their own
+        support = (await kpis(client, url, region=script.region, team="support"))["totals"]
+        assert (support["cases"]["opened"], support["cases"]["resolved"]) == (3, 2)  # A, B, D; A and B resolved
+        assert support["cases"]["handle_seconds"] == {"mean": 6000.0, "p90": 6000.0}  # B was never assigned
         high = await kpis(client, url, region=script.region, priority="high")
         assert (high["totals"]["cases"]["opened"], high["totals"]["cases"]["resolution_seconds"]["mean"]) == (1, 7200.0)
         hourly = await kpis(client, url, region=script.region, window="hour")
