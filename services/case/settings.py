@@ -60,6 +60,10 @@ class CaseSettings(Settings):
     }
     case_escalation_queues: dict[str, str] = {}  # team -> queue; default "<team>-escalations"
     case_followup_delay_s: float = Field(default=86_400, ge=0)
+    # A customer's answer this soon after the resolution reopens the case (0: never reopens).
+    case_reopen_window_s: float = Field(default=604_800, ge=0)
+    # A resolved case without an answer closes after this long (0: never closes by itself).
+    case_auto_close_after_s: float = Field(default=604_800, ge=0)
     case_timer_poll_interval_ms: int = Field(default=1000, ge=10)
 
     def policy(self) -> SlaPolicy:
@@ -88,4 +92,6 @@ class CaseSettings(Settings):
             open_on={kind: OpenRule(r.type, r.priority, r.team) for kind, r in self.case_rules.items()},
             followup_delay=timedelta(seconds=self.case_followup_delay_s),
             escalation_queues=dict(self.case_escalation_queues),
+            reopen_window=timedelta(seconds=self.case_reopen_window_s),
+            auto_close_after=timedelta(seconds=self.case_auto_close_after_s) if self.case_auto_close_after_s else None,
         )
