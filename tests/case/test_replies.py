@@ -163,3 +163,31 @@ async def test_the_timer_loop_closes_resolved_cases_once_even_with_two_instances
         assert changes[-1] == ("resolved", "closed", domain.AUTO_CLOSED) and len(changes) == 3
         async with pool.acquire() as conn:
             assert await store.timers(conn, case_id) == []  # nothing left to wake up for
+
+
+async def test_cases_resolved_before_the_upgrade_get_their_auto_close(
+    case_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    clock = Clock(datetime.now(UTC))
+    ctx = context(clock)
+    consumer = Consumer(case_pool, producer, ctx)
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    await consumer.deliver(interaction(customer, "complaint"))
+    [row] = await cases_of(case_pool, customer)
+    case_id = row["case_id"]
+    await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
+    await handlers.change_status(case_pool, ctx, case_id, 2, "resolved", None)
+    resolved_at = clock()
+    migration = (MIGRATIONS[0] / "003_replies.sql").read_text()
+    async with case_pool.acquire() as conn:
+        await conn.execute("DELETE FROM case_timers WHERE case_id = $1", case_id)  # as before 003
+        await conn.execute(migration.split(";", 1)[1])  # 003's backfill (its index exists already)
+        assert [(r["level"], r["due_at"]) for r in await store.timers(conn, case_id)] == [("close", resolved_at)]
+    clock.advance(days=1)
+    assert await timers.fire_due(case_pool, ctx) == 0  # not due yet: the row is re-derived
+    async with case_pool.acquire() as conn:
+        due = [r["due_at"] for r in await store.timers(conn, case_id)]
+        assert due == [resolved_at + timedelta(days=7)]
+    clock.advance(days=6, seconds=1)
+    assert await timers.fire_due(case_pool, ctx) == 1
+    assert (await status_changes(case_pool, ctx, case_id))[-1] == ("resolved", "closed", "auto_closed")
