@@ -30,8 +30,14 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 OPEN_STATUSES: tuple[str, ...] = ("new", "open", "pending")  # "an open case" for the rules
 RUNNING_STATUSES: frozenset[str] = frozenset({"new", "open"})  # the SLA clock runs only here
 SURVEY_KIND = "csat_survey"
+NEXT_REPLY = "next_reply"
 CUSTOMER_REPLIED = "customer_replied"  # status_changed reason: the customer's answer moved the case
 AUTO_CLOSED = "auto_closed"  # status_changed reason: resolved long enough without an answer
+
+
+def next_reply_key(reply_to: str) -> str:
+    """The SLA target key of one customer answer's next-reply round (in `fired` and case_timers)."""
+    return f"{NEXT_REPLY}:{reply_to}"
 
 
 def system_clock() -> datetime:
@@ -121,6 +127,10 @@ class CaseState:
     survey_requested_at: datetime | None = None
     survey_due_at: datetime | None = None
     survey_score: int | None = None
+    # The customer's answer no agent has answered yet (after the first response): the next-reply
+    # target runs from reply_since. An outbound interaction linked, or a resolution, answers it.
+    reply_to: str | None = None
+    reply_since: datetime | None = None
 
     @property
     def exists(self) -> bool:
@@ -175,6 +185,8 @@ class CaseState:
                 self.resolved_at = None  # reopened: the resolution clock runs again
             if to == "closed":
                 self.closed_at = time
+            if to in ("resolved", "closed"):
+                self.reply_to = self.reply_since = None
             self.status = to
             self.status_log.append((time, to))
         elif type_ == c.CASE_PRIORITY_CHANGED:
@@ -183,11 +195,18 @@ class CaseState:
             self.notes.append({"author": data["author"], "text": data["text"], "at": time})
         elif type_ == c.CASE_INTERACTION_LINKED:
             self.interactions.append(data["interaction_event_id"])
-            if data.get("direction") == "outbound" and self.first_response_at is None:
-                self.first_response_at = time  # the customer got an answer
+            if data.get("direction") == "outbound":
+                if self.first_response_at is None:
+                    self.first_response_at = time  # the customer got an answer
+                self.reply_to = self.reply_since = None
+            elif data.get("direction") == "inbound" and self.first_response_at is not None and self.reply_to is None:
+                self.reply_to, self.reply_since = data["interaction_event_id"], time
         elif type_ in (c.CASE_SLA_WARNING, c.CASE_SLA_BREACHED):
             level = "warning" if type_ == c.CASE_SLA_WARNING else "breach"
             self.fired.add((level, data["target"]))
+        elif type_ in (c.CASE_REPLY_SLA_WARNING, c.CASE_REPLY_SLA_BREACHED):
+            level = "warning" if type_ == c.CASE_REPLY_SLA_WARNING else "breach"
+            self.fired.add((level, next_reply_key(data["reply_to"])))
         elif type_ == c.CASE_ESCALATED:
             self.escalated = True
             self.team, self.queue = data["team"], data["queue"]

@@ -10,7 +10,8 @@ interaction finds its id recorded and does nothing.
   (domain.reply_target: the case named in metadata.case_id, else the most recently active open
   case, of the kind's type for a rule kind), opening a pending case again and reopening one
   resolved within the reopen window. A rule kind (complaint, request) that answers no case opens
-  a new one.
+  a new one. An outbound interaction naming its case in metadata.case_id links to it (the
+  agent's answer: first response, next reply).
 - crm.customer.preferences_changed.v1: the customer's VIP flag; a new VIP's open cases are
   raised to at least high.
 """
@@ -45,7 +46,10 @@ class CaseRulesPolicy:
         metadata = data.get("metadata") or {}
         rule = rules.opening_rule(self.ctx.rules, data["kind"], data["direction"], metadata)
         if not survey and rule is None and data["direction"] != "inbound":
-            return  # what agents send: no database work at all
+            named = metadata.get("case_id")
+            if isinstance(named, str):
+                await self._agent_answer(conn, e, named)
+            return  # what agents send about no case: no database work at all
         ids = await store.customer_ids(conn, data["customer_id"])
         await store.lock_customer(conn, ids[0])
         if survey:
@@ -88,6 +92,18 @@ class CaseRulesPolicy:
             return  # linked already (a replay), or closed since the candidates were read
         data = e.data
         drafts = domain.customer_replied(state, e.id, data["kind"], data["channel"], self.ctx.clock(), self.ctx.rules)
+        await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
+
+    async def _agent_answer(self, conn: asyncpg.Connection, e: Envelope, case_id: str) -> None:
+        """An outbound interaction naming its case links to it: it answers the customer (first
+        response, next reply). Only the customer's own case that is not closed."""
+        ids = await store.customer_ids(conn, e.data["customer_id"])
+        if not await store.lock_case(conn, case_id):
+            return
+        state, _ = await handlers.load(conn, self.ctx, case_id)
+        if state.customer_id not in ids or state.status == "closed" or e.id in state.interactions:
+            return
+        drafts = domain.link_interaction(state, e.id, e.data["kind"], e.data["channel"], "outbound")
         await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
 
     async def _survey_answer(self, conn: asyncpg.Connection, e: Envelope, ids: list[str]) -> None:

@@ -4,6 +4,7 @@ CASE_SLA_POLICY='{"urgent": {"first_response": 3600, "resolution": 14400}, ...}'
 CASE_BUSINESS_CALENDAR='{"time_zone": "Europe/Berlin", "working_days": ["mon","tue","wed","thu","fri"],
                          "hours": ["09:00", "17:00"], "holidays": ["2026-12-25"]}'   or '"24x7"'
 CASE_RULES='{"complaint": {"type": "complaint", "priority": "normal", "team": "support"}, ...}'
+CASE_SLA_NEXT_REPLY='{"urgent": 900, "high": 3600}'   (business seconds; priorities not named: no target)
 """
 
 from datetime import date, timedelta
@@ -53,6 +54,8 @@ class CaseSettings(Settings):
         p: TargetsIn(first_response=t.first_response, resolution=t.resolution) for p, t in DEFAULT_TARGETS.items()
     }
     case_sla_warning_share: float = Field(default=0.8, gt=0, lt=1)
+    # Business seconds an agent has to answer a customer's answer, by priority; {}: no target.
+    case_sla_next_reply: dict[Priority, Annotated[float, Field(gt=0)]] = {}
     case_business_calendar: CalendarIn | Literal["24x7"] = CalendarIn()
     case_rules: dict[InteractionKind, RuleIn] = {
         "complaint": RuleIn(type="complaint"),
@@ -69,10 +72,8 @@ class CaseSettings(Settings):
     def policy(self) -> SlaPolicy:
         targets = dict(DEFAULT_POLICY.targets)  # priorities not named keep the defaults
         targets.update({p: Targets(t.first_response, t.resolution) for p, t in self.case_sla_policy.items()})
-        return SlaPolicy(
-            targets,
-            self.case_sla_warning_share,
-        )
+        next_reply: dict[str, float] = {p: s for p, s in self.case_sla_next_reply.items()}
+        return SlaPolicy(targets, self.case_sla_warning_share, next_reply)
 
     def calendar(self) -> BusinessCalendar:
         cal = self.case_business_calendar

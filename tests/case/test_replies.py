@@ -191,3 +191,48 @@ async def test_cases_resolved_before_the_upgrade_get_their_auto_close(
     clock.advance(days=6, seconds=1)
     assert await timers.fire_due(case_pool, ctx) == 1
     assert (await status_changes(case_pool, ctx, case_id))[-1] == ("resolved", "closed", "auto_closed")
+
+
+def outbound(customer: str, case_id: str) -> Envelope:
+    return interaction(customer, "message", direction="outbound", metadata={"case_id": case_id})
+
+
+async def test_the_next_reply_target_breaches_once_and_the_agents_answer_naming_the_case_ends_it(
+    case_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    clock = Clock(datetime.now(UTC))
+    base = context(clock)
+    ctx = replace(base, policy=replace(base.policy, next_reply={"normal": 600}))
+    consumer = Consumer(case_pool, producer, ctx)
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    await consumer.deliver(interaction(customer, "request"))
+    [row] = await cases_of(case_pool, customer)
+    case_id = row["case_id"]
+    await consumer.deliver(outbound(customer, case_id))  # the first response
+    await consumer.deliver(outbound(f"cust-{uuid.uuid4().hex[:8]}", case_id))  # another customer's: ignored
+    first = answer(customer)
+    await consumer.deliver(first)
+    clock.advance(minutes=11)
+    assert await timers.fire_due(case_pool, ctx) == 2  # warning and breach of the next reply
+    assert await timers.fire_due(case_pool, ctx) == 0
+    clock.advance(minutes=1)
+    await consumer.deliver(outbound(customer, case_id))  # the agent answers: the round ends
+    second = answer(customer)
+    await consumer.deliver(second)
+    await consumer.deliver(outbound(customer, case_id))  # answered in time: no alerts for it
+    clock.advance(hours=1)
+    assert await timers.fire_due(case_pool, ctx) == 0
+    rows = await case_pool.fetch(
+        "SELECT type, data FROM events WHERE stream_id = $1 ORDER BY version", store.stream_of(case_id)
+    )
+    assert [(r["type"], r["data"].get("direction") or r["data"].get("reply_to")) for r in rows] == [
+        (c.CASE_OPENED, None),
+        (c.CASE_INTERACTION_LINKED, "outbound"),
+        (c.CASE_INTERACTION_LINKED, "inbound"),
+        (c.CASE_REPLY_SLA_WARNING, first.id),
+        (c.CASE_REPLY_SLA_BREACHED, first.id),
+        (c.CASE_ESCALATED, None),
+        (c.CASE_INTERACTION_LINKED, "outbound"),
+        (c.CASE_INTERACTION_LINKED, "inbound"),
+        (c.CASE_INTERACTION_LINKED, "outbound"),
+    ]

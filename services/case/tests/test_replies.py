@@ -1,13 +1,14 @@
 """A customer's answer reaches their case: which case it answers (reply_target), what it does to
-that case (customer_replied), and the automatic close of a resolved case nobody answered."""
+that case (customer_replied), the automatic close of a resolved case nobody answered, and the
+next-reply target an agent has to answer a customer's answer in."""
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from case import domain, sla
-from case.domain import Conflict, ReplyCandidate
+from case.domain import CaseState, Conflict, ReplyCandidate
 from case.tests.support import BERLIN, RULES, H, fold, new_case, step, utc
 from contracts import case as c
 
@@ -118,3 +119,61 @@ def test_a_resolved_case_closes_by_itself_after_the_delay_unless_reopened() -> N
     assert domain.auto_close_at(reopened, RULES) is None
     assert domain.auto_close_at(domain.CaseState("x"), RULES) is None
     assert domain.auto_close_at(resolved, replace(RULES, auto_close_after=None)) is None
+
+
+# --- the next-reply target -------------------------------------------------------------------
+
+NEXT_REPLY_POLICY = replace(sla.DEFAULT_POLICY, next_reply={"normal": 2 * H})
+
+
+def answered_case(at: datetime) -> CaseState:
+    """A normal case an agent took up at `at`, with the customer's answer linked at `at` + 1 h."""
+    state = step(new_case(at), "open", at)
+    answer_at = at + timedelta(hours=1)
+    return fold(state, domain.customer_replied(state, "ev-2", "message", "email", answer_at, RULES), answer_at)
+
+
+def test_a_customers_answer_starts_the_next_reply_clock_and_its_alerts_fire_once() -> None:
+    at = utc(2026, 3, 2, 9)  # a Monday morning in Berlin
+    state = answered_case(at)
+    alerts = [(a.level, a.target, a.at) for a in sla.scheduled_alerts(state, NEXT_REPLY_POLICY, BERLIN)]
+    key = domain.next_reply_key("ev-2")
+    assert ("warning", key, at + timedelta(hours=1 + 1.6)) in alerts
+    assert ("breach", key, at + timedelta(hours=3)) in alerts
+    assert not any(t.startswith("next_reply") for _, t, _ in sla_alerts(state, sla.DEFAULT_POLICY))  # off
+
+    due = [a for a in sla.due_alerts(state, NEXT_REPLY_POLICY, BERLIN, at + timedelta(hours=3)) if a.target == key]
+    drafts = sla.fire_alerts(state, due, NEXT_REPLY_POLICY, RULES)
+    assert [d.type for d in drafts] == [c.CASE_REPLY_SLA_WARNING, c.CASE_REPLY_SLA_BREACHED, c.CASE_ESCALATED]
+    assert drafts[1].data["reply_to"] == "ev-2" and drafts[2].data["reason"] == "next reply target breached"
+    state = fold(state, drafts, at + timedelta(hours=3))
+    assert not [a for a in sla.scheduled_alerts(state, NEXT_REPLY_POLICY, BERLIN) if a.target == key]
+
+
+def sla_alerts(state: CaseState, policy: sla.SlaPolicy) -> list[tuple[str, str, datetime]]:
+    return [(a.level, a.target, a.at) for a in sla.scheduled_alerts(state, policy, BERLIN)]
+
+
+def test_an_agents_answer_ends_the_round_and_pending_pauses_it() -> None:
+    at = utc(2026, 3, 2, 9)
+    state = answered_case(at)
+    replied = fold(
+        state, domain.link_interaction(state, "ev-3", "message", "email", "outbound"), at + timedelta(hours=2)
+    )
+    assert replied.reply_to is None
+    assert not [t for _, t, _ in sla_alerts(replied, NEXT_REPLY_POLICY) if t.startswith("next_reply")]
+
+    paused = step(answered_case(at), "pending", at + timedelta(hours=2))  # 1 h of the 2 used
+    assert not [t for _, t, _ in sla_alerts(paused, NEXT_REPLY_POLICY) if t.startswith("next_reply")]
+    back = step(paused, "open", at + timedelta(hours=5))
+    breach = [a for lvl, t, a in sla_alerts(back, NEXT_REPLY_POLICY) if t.startswith("next_reply") and lvl == "breach"]
+    assert breach == [at + timedelta(hours=6)]  # the other hour after the pause
+
+
+def test_no_round_before_the_first_response_nor_after_the_resolution() -> None:
+    at = utc(2026, 3, 2, 9)
+    fresh = new_case(at)  # the first-response target covers answers before anyone took the case up
+    fresh = fold(fresh, domain.customer_replied(fresh, "ev-2", "message", "email", at, RULES), at)
+    assert fresh.reply_to is None
+    resolved = step(answered_case(at), "resolved", at + timedelta(hours=2))
+    assert resolved.reply_to is None
