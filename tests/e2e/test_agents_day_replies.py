@@ -1,7 +1,7 @@
 """The agent's day, replies reach the case (issue 25), the four services as real processes: the
 customer's plain message opens a pending case again with its SLA clock running, an answer soon
-after the resolution reopens the case, and a resolved case nobody answers closes by itself (and
-intake's timeline shows it)."""
+after the resolution reopens the case, a resolved case nobody answers closes by itself (and
+intake's timeline shows it), and an unanswered answer breaches the next-reply target."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +23,7 @@ REPLIES_ENV = {
     "CASE_REOPEN_WINDOW_S": "3600",
     "CASE_AUTO_CLOSE_AFTER_S": str(AUTO_CLOSE_AFTER_S),
     "CASE_TIMER_POLL_INTERVAL_MS": "200",
+    "CASE_SLA_NEXT_REPLY": '{"urgent": 2}',  # only urgent cases: the other tests' cases have none
 }
 
 
@@ -109,3 +110,35 @@ async def test_a_resolved_case_nobody_answers_closes_by_itself(replies_stack: St
             return True if close_id in ids else None
 
         await eventually(on_intake_timeline, what="the auto close on intake's timeline")
+
+
+async def test_an_unanswered_customer_answer_breaches_the_next_reply_target_until_an_agent_answers(
+    replies_stack: Stack,
+) -> None:
+    url = replies_stack.services["case"].url
+    async with api_client(timeout=10) as client:
+        customer, case_id, version = await worked_case(replies_stack, client)
+        r = await command(client, url, case_id, "priority", version, priority="urgent")
+        assert r.status_code == 200, r.text
+        message = await customer_says(replies_stack, client, customer, "any news?")
+
+        async def breached() -> dict[str, Any] | None:
+            body: dict[str, Any] = (await client.get(f"{url}/v1/cases/{case_id}")).json()
+            found = [h for h in body["history"] if h["type"] == "crm.case.reply_sla_breached.v1"]
+            return found[0]["data"] if found else None
+
+        breach = await eventually(breached, what="the next-reply breach")
+        assert breach["reply_to"] == message and breach["priority"] == "urgent"
+
+        # The agent's answer, recorded at intake naming the case, links to it by itself.
+        body = interaction({"id": customer}, "message", channel="email", content="on our way")
+        body = {**body, "direction": "outbound", "metadata": {"case_id": case_id}}
+        r = await client.post(f"{replies_stack.services['intake'].url}/v1/interactions", json=body)
+        assert r.status_code == 202, r.text
+        answer_id = r.json()["event_id"]
+
+        async def linked() -> bool | None:
+            case = (await client.get(f"{url}/v1/cases/{case_id}")).json()
+            return True if answer_id in case["interactions"] else None
+
+        await eventually(linked, what="the agent's answer linked to the case")
