@@ -97,6 +97,19 @@ class CaseSurveyRecorded(CaseEvent):
     interaction_event_id: str = Field(min_length=1, max_length=64)
 
 
+# Issue 25, replies reach the case: the optional next-reply target. Its own types, since a new
+# `target` value in CaseSla would break consumers of sla_warning/sla_breached (contracts/compat.py).
+class CaseReplySla(CaseEvent):
+    reply_to: str = Field(
+        min_length=1, max_length=64, description="Event id of the customer's inbound interaction still unanswered."
+    )
+    due_at: datetime = Field(description="When the next-reply target's business time ran out (or its warning share).")
+    owner: str | None
+    team: str = Field(min_length=1, max_length=64)
+    priority: Priority
+    type: CaseType
+
+
 CASE_OPENED = "crm.case.opened.v1"
 CASE_ASSIGNED = "crm.case.assigned.v1"
 CASE_STATUS_CHANGED = "crm.case.status_changed.v1"
@@ -108,6 +121,8 @@ CASE_SLA_BREACHED = "crm.case.sla_breached.v1"
 CASE_ESCALATED = "crm.case.escalated.v1"
 CASE_FOLLOWUP_REQUESTED = "crm.case.followup_requested.v1"
 CASE_SURVEY_RECORDED = "crm.case.survey_recorded.v1"
+CASE_REPLY_SLA_WARNING = "crm.case.reply_sla_warning.v1"
+CASE_REPLY_SLA_BREACHED = "crm.case.reply_sla_breached.v1"
 
 # Free text agents write may name people: sealed under the customer's data key (docs/product.md §9).
 CASE_PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -145,5 +160,17 @@ EVENT_TYPES: tuple[EventType, ...] = (
         topics.CASE,
         CaseSurveyRecorded,
         "The customer's survey answer, linked back to the case with its score.",
+    ),
+    EventType(
+        CASE_REPLY_SLA_WARNING,
+        topics.CASE,
+        CaseReplySla,
+        "A share of the next-reply target's business time is used up since the customer's answer (once per answer).",
+    ),
+    EventType(
+        CASE_REPLY_SLA_BREACHED,
+        topics.CASE,
+        CaseReplySla,
+        "The next-reply target ran out before an agent answered the customer's answer (once per answer).",
     ),
 )

@@ -10,9 +10,9 @@ The business calendar, the SLA clock, the opening rules and the agents' view liv
 calendar.py, sla.py, rules.py, views.py.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from case.rules import VIP_MINIMUM_PRIORITY, CaseRules, OpenRule, effective_priority
@@ -30,6 +30,14 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 OPEN_STATUSES: tuple[str, ...] = ("new", "open", "pending")  # "an open case" for the rules
 RUNNING_STATUSES: frozenset[str] = frozenset({"new", "open"})  # the SLA clock runs only here
 SURVEY_KIND = "csat_survey"
+NEXT_REPLY = "next_reply"
+CUSTOMER_REPLIED = "customer_replied"  # status_changed reason: the customer's answer moved the case
+AUTO_CLOSED = "auto_closed"  # status_changed reason: resolved long enough without an answer
+
+
+def next_reply_key(reply_to: str) -> str:
+    """The SLA target key of one customer answer's next-reply round (in `fired` and case_timers)."""
+    return f"{NEXT_REPLY}:{reply_to}"
 
 
 def system_clock() -> datetime:
@@ -119,6 +127,10 @@ class CaseState:
     survey_requested_at: datetime | None = None
     survey_due_at: datetime | None = None
     survey_score: int | None = None
+    # The customer's answer no agent has answered yet (after the first response): the next-reply
+    # target runs from reply_since. An outbound interaction linked, or a resolution, answers it.
+    reply_to: str | None = None
+    reply_since: datetime | None = None
 
     @property
     def exists(self) -> bool:
@@ -173,6 +185,8 @@ class CaseState:
                 self.resolved_at = None  # reopened: the resolution clock runs again
             if to == "closed":
                 self.closed_at = time
+            if to in ("resolved", "closed"):
+                self.reply_to = self.reply_since = None
             self.status = to
             self.status_log.append((time, to))
         elif type_ == c.CASE_PRIORITY_CHANGED:
@@ -181,11 +195,18 @@ class CaseState:
             self.notes.append({"author": data["author"], "text": data["text"], "at": time})
         elif type_ == c.CASE_INTERACTION_LINKED:
             self.interactions.append(data["interaction_event_id"])
-            if data.get("direction") == "outbound" and self.first_response_at is None:
-                self.first_response_at = time  # the customer got an answer
+            if data.get("direction") == "outbound":
+                if self.first_response_at is None:
+                    self.first_response_at = time  # the customer got an answer
+                self.reply_to = self.reply_since = None
+            elif data.get("direction") == "inbound" and self.first_response_at is not None and self.reply_to is None:
+                self.reply_to, self.reply_since = data["interaction_event_id"], time
         elif type_ in (c.CASE_SLA_WARNING, c.CASE_SLA_BREACHED):
             level = "warning" if type_ == c.CASE_SLA_WARNING else "breach"
             self.fired.add((level, data["target"]))
+        elif type_ in (c.CASE_REPLY_SLA_WARNING, c.CASE_REPLY_SLA_BREACHED):
+            level = "warning" if type_ == c.CASE_REPLY_SLA_WARNING else "breach"
+            self.fired.add((level, next_reply_key(data["reply_to"])))
         elif type_ == c.CASE_ESCALATED:
             self.escalated = True
             self.team, self.queue = data["team"], data["queue"]
@@ -323,3 +344,96 @@ def record_survey(state: CaseState, interaction_event_id: str, channel: str | No
         drafts = link_interaction(state, interaction_event_id, "survey_response", channel, "inbound")
     drafts.append(draft(c.CASE_SURVEY_RECORDED, **state.base(), score=score, interaction_event_id=interaction_event_id))
     return drafts
+
+
+# --- customers' replies ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyCandidate:
+    """One of the customer's cases an inbound interaction may answer (from the case list)."""
+
+    case_id: str
+    type: str
+    status: str
+    last_active_at: datetime
+    resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    case_id: str
+    reopen: bool  # the case is resolved: the answer reopens it
+
+
+def reply_target(
+    candidates: Sequence[ReplyCandidate],
+    at: datetime,
+    reopen_window: timedelta,
+    case_type: str | None = None,
+    named: str | None = None,
+) -> ReplyTarget | None:
+    """The case an inbound interaction at `at` answers, or None.
+
+    Only open cases and cases resolved less than `reopen_window` before `at` take answers. The
+    case the interaction names (metadata.case_id) wins if it is one of them; else, when the
+    interaction is of a kind that opens cases of `case_type`, only cases of that type qualify
+    (so a complaint still opens a complaint case beside an open billing case). Among those, the
+    most recently active open case; else the most recently resolved one, which reopens.
+    """
+
+    def live(r: ReplyCandidate) -> bool:
+        return r.status in OPEN_STATUSES
+
+    def reopenable(r: ReplyCandidate) -> bool:
+        return r.status == "resolved" and r.resolved_at is not None and at - r.resolved_at < reopen_window
+
+    eligible = [r for r in candidates if live(r) or reopenable(r)]
+    for r in eligible:
+        if r.case_id == named:
+            return ReplyTarget(r.case_id, reopen=not live(r))
+    if case_type is not None:
+        eligible = [r for r in eligible if r.type == case_type]
+    open_ = [r for r in eligible if live(r)]
+    if open_:
+        return ReplyTarget(max(open_, key=lambda r: (r.last_active_at, r.case_id)).case_id, reopen=False)
+    resolved = [r for r in eligible if reopenable(r)]
+    if resolved:
+        latest = max(resolved, key=lambda r: (r.resolved_at or at, r.case_id))
+        return ReplyTarget(latest.case_id, reopen=True)
+    return None
+
+
+def customer_replied(
+    state: CaseState,
+    interaction_event_id: str,
+    kind: str | None,
+    channel: str | None,
+    now: datetime,
+    rules: CaseRules,
+) -> list[Draft]:
+    """Link the customer's answer; a pending case opens again (its SLA clock runs), and a resolved
+    one reopens. A new or open case only gains the link; a closed one takes no answers."""
+    _not_closed(state, "take the customer's answer")
+    drafts = link_interaction(state, interaction_event_id, kind, channel, "inbound")
+    if state.status in ("pending", "resolved"):
+        drafts += change_status(state, "open", CUSTOMER_REPLIED, now, rules)
+    return drafts
+
+
+# --- automatic close ---------------------------------------------------------------------------
+
+
+def auto_close_at(state: CaseState, rules: CaseRules) -> datetime | None:
+    """When a resolved case closes by itself; None if it is not resolved or auto close is off."""
+    if state.status != "resolved" or state.resolved_at is None or rules.auto_close_after is None:
+        return None
+    return state.resolved_at + rules.auto_close_after
+
+
+def auto_close(state: CaseState, rules: CaseRules, now: datetime) -> list[Draft]:
+    """Close a case resolved long enough ago without an answer (a reopen clears resolved_at)."""
+    at = auto_close_at(state, rules)
+    if at is None or at > now:
+        return []
+    return change_status(state, "closed", AUTO_CLOSED, now, rules)

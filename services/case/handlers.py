@@ -6,7 +6,7 @@ together, so the read model and the timers can never disagree with the events.
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -72,9 +72,26 @@ async def commit(
     for e in envelopes:
         state.apply(e.type, e.data, e.time)
     await store.save_case(conn, state)
-    scheduled = sla.scheduled_alerts(state, ctx.policy, ctx.calendar)
-    await store.sync_timers(conn, state.case_id, scheduled, fired, now)
+    await store.sync_timers(conn, state.case_id, scheduled_timers(state, ctx), fired, now)
     return envelopes
+
+
+@dataclass(frozen=True)
+class CloseTimer:
+    """The case_timers row that wakes the timer loop to close a resolved case (domain.auto_close)."""
+
+    at: datetime
+    level: str = "close"
+    target: str = "auto_close"
+
+
+def scheduled_timers(state: CaseState, ctx: CaseContext) -> list[store.Timer]:
+    """Every instant the timer loop must look at the case again: SLA alerts, then the auto close."""
+    timers: list[store.Timer] = list(sla.scheduled_alerts(state, ctx.policy, ctx.calendar))
+    close_at = domain.auto_close_at(state, ctx.rules)
+    if close_at is not None:
+        timers.append(CloseTimer(close_at))
+    return timers
 
 
 async def _sealed(keys: KeyRing, customer_id: str, drafts: Sequence[Draft]) -> list[dict[str, Any]]:

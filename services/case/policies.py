@@ -5,9 +5,13 @@ that records them as applied. Cases opened or joined here are appended to case's
 store in that same transaction, so each interaction has its effect exactly once: a redelivered
 interaction finds its id recorded and does nothing.
 
-- crm.interaction.recorded.v1: a rule kind (complaint, request) opens a case, or joins the
-  customer's open case of that type; a survey answer joins the case awaiting one and records
-  the score.
+- crm.interaction.recorded.v1: a survey answer joins the case awaiting one and records the
+  score. Any other inbound interaction is the customer's answer: it joins the case it answers
+  (domain.reply_target: the case named in metadata.case_id, else the most recently active open
+  case, of the kind's type for a rule kind), opening a pending case again and reopening one
+  resolved within the reopen window. A rule kind (complaint, request) that answers no case opens
+  a new one. An outbound interaction naming its case in metadata.case_id links to it (the
+  agent's answer: first response, next reply).
 - crm.customer.preferences_changed.v1: the customer's VIP flag; a new VIP's open cases are
   raised to at least high.
 """
@@ -39,19 +43,24 @@ class CaseRulesPolicy:
     async def _interaction(self, conn: asyncpg.Connection, e: Envelope) -> None:
         data = e.data
         survey = data["kind"] == self.ctx.rules.survey_kind
-        rule = rules.opening_rule(self.ctx.rules, data["kind"], data["direction"], data.get("metadata") or {})
-        if not survey and rule is None:
-            return  # most interactions: no database work at all
+        metadata = data.get("metadata") or {}
+        rule = rules.opening_rule(self.ctx.rules, data["kind"], data["direction"], metadata)
+        if not survey and rule is None and data["direction"] != "inbound":
+            named = metadata.get("case_id")
+            if isinstance(named, str):
+                await self._agent_answer(conn, e, named)
+            return  # what agents send about no case: no database work at all
         ids = await store.customer_ids(conn, data["customer_id"])
         await store.lock_customer(conn, ids[0])
         if survey:
             await self._survey_answer(conn, e, ids)
             return
-        assert rule is not None
-        existing = await store.open_case_of_type(conn, ids, rule.type)
-        if existing is not None:
-            await self._link(conn, e, existing)
+        target = await self._answered_case(conn, e, ids, rule) if data["direction"] == "inbound" else None
+        if target is not None:
+            await self._answer(conn, e, target.case_id)
             return
+        if rule is None:
+            return  # an answer to no case, of a kind that opens none
         case_id = rules.case_id_for(e.id)
         if await store.case_exists(conn, case_id):
             return  # this interaction opened it already (a replay)
@@ -65,6 +74,36 @@ class CaseRulesPolicy:
             return
         data = e.data
         drafts = domain.link_interaction(state, e.id, data["kind"], data["channel"], data["direction"])
+        await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
+
+    async def _answered_case(
+        self, conn: asyncpg.Connection, e: Envelope, ids: list[str], rule: rules.OpenRule | None
+    ) -> domain.ReplyTarget | None:
+        window = self.ctx.rules.reopen_window
+        candidates = await store.reply_candidates(conn, ids, e.time - window)
+        named = (e.data.get("metadata") or {}).get("case_id")
+        named = named if isinstance(named, str) else None
+        return domain.reply_target(candidates, e.time, window, rule.type if rule else None, named)
+
+    async def _answer(self, conn: asyncpg.Connection, e: Envelope, case_id: str) -> None:
+        await store.lock_case(conn, case_id)
+        state, _ = await handlers.load(conn, self.ctx, case_id)
+        if e.id in state.interactions or state.status == "closed":
+            return  # linked already (a replay), or closed since the candidates were read
+        data = e.data
+        drafts = domain.customer_replied(state, e.id, data["kind"], data["channel"], self.ctx.clock(), self.ctx.rules)
+        await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
+
+    async def _agent_answer(self, conn: asyncpg.Connection, e: Envelope, case_id: str) -> None:
+        """An outbound interaction naming its case links to it: it answers the customer (first
+        response, next reply). Only the customer's own case that is not closed."""
+        ids = await store.customer_ids(conn, e.data["customer_id"])
+        if not await store.lock_case(conn, case_id):
+            return
+        state, _ = await handlers.load(conn, self.ctx, case_id)
+        if state.customer_id not in ids or state.status == "closed" or e.id in state.interactions:
+            return
+        drafts = domain.link_interaction(state, e.id, e.data["kind"], e.data["channel"], "outbound")
         await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
 
     async def _survey_answer(self, conn: asyncpg.Connection, e: Envelope, ids: list[str]) -> None:

@@ -33,6 +33,10 @@ class CaseRules:
     survey_kind: str = "survey_response"
     followup_delay: timedelta = timedelta(hours=24)
     escalation_queues: Mapping[str, str] = field(default_factory=dict)  # team -> queue
+    # A customer's answer this soon after the resolution reopens the case; later, the rules decide.
+    reopen_window: timedelta = timedelta(days=7)
+    # A resolved case nobody answered closes after this long; None: it stays resolved.
+    auto_close_after: timedelta | None = timedelta(days=7)
 
     def escalation_queue(self, team: str) -> str:
         return self.escalation_queues.get(team, f"{team}-escalations")

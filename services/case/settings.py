@@ -4,6 +4,7 @@ CASE_SLA_POLICY='{"urgent": {"first_response": 3600, "resolution": 14400}, ...}'
 CASE_BUSINESS_CALENDAR='{"time_zone": "Europe/Berlin", "working_days": ["mon","tue","wed","thu","fri"],
                          "hours": ["09:00", "17:00"], "holidays": ["2026-12-25"]}'   or '"24x7"'
 CASE_RULES='{"complaint": {"type": "complaint", "priority": "normal", "team": "support"}, ...}'
+CASE_SLA_NEXT_REPLY='{"urgent": 900, "high": 3600}'   (business seconds; priorities not named: no target)
 """
 
 from datetime import date, timedelta
@@ -53,6 +54,8 @@ class CaseSettings(Settings):
         p: TargetsIn(first_response=t.first_response, resolution=t.resolution) for p, t in DEFAULT_TARGETS.items()
     }
     case_sla_warning_share: float = Field(default=0.8, gt=0, lt=1)
+    # Business seconds an agent has to answer a customer's answer, by priority; {}: no target.
+    case_sla_next_reply: dict[Priority, Annotated[float, Field(gt=0)]] = {}
     case_business_calendar: CalendarIn | Literal["24x7"] = CalendarIn()
     case_rules: dict[InteractionKind, RuleIn] = {
         "complaint": RuleIn(type="complaint"),
@@ -60,15 +63,17 @@ class CaseSettings(Settings):
     }
     case_escalation_queues: dict[str, str] = {}  # team -> queue; default "<team>-escalations"
     case_followup_delay_s: float = Field(default=86_400, ge=0)
+    # A customer's answer this soon after the resolution reopens the case (0: never reopens).
+    case_reopen_window_s: float = Field(default=604_800, ge=0)
+    # A resolved case without an answer closes after this long (0: never closes by itself).
+    case_auto_close_after_s: float = Field(default=604_800, ge=0)
     case_timer_poll_interval_ms: int = Field(default=1000, ge=10)
 
     def policy(self) -> SlaPolicy:
         targets = dict(DEFAULT_POLICY.targets)  # priorities not named keep the defaults
         targets.update({p: Targets(t.first_response, t.resolution) for p, t in self.case_sla_policy.items()})
-        return SlaPolicy(
-            targets,
-            self.case_sla_warning_share,
-        )
+        next_reply: dict[str, float] = {p: s for p, s in self.case_sla_next_reply.items()}
+        return SlaPolicy(targets, self.case_sla_warning_share, next_reply)
 
     def calendar(self) -> BusinessCalendar:
         cal = self.case_business_calendar
@@ -88,4 +93,6 @@ class CaseSettings(Settings):
             open_on={kind: OpenRule(r.type, r.priority, r.team) for kind, r in self.case_rules.items()},
             followup_delay=timedelta(seconds=self.case_followup_delay_s),
             escalation_queues=dict(self.case_escalation_queues),
+            reopen_window=timedelta(seconds=self.case_reopen_window_s),
+            auto_close_after=timedelta(seconds=self.case_auto_close_after_s) if self.case_auto_close_after_s else None,
         )

@@ -6,12 +6,12 @@ table is only a cache of "when to look again", never the truth. Pure: no I/O.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from case.calendar import BusinessCalendar, ConfigError
-from case.domain import CaseState, Draft, draft
+from case.domain import NEXT_REPLY, CaseState, Draft, draft, next_reply_key
 from case.rules import CaseRules
 from contracts import case as c
 from contracts.case import Priority
@@ -34,6 +34,8 @@ class Targets:
 class SlaPolicy:
     targets: Mapping[str, Targets]  # by priority
     warning_share: float = 0.8
+    # Business seconds an agent has to answer a customer's answer, by priority; absent: no target.
+    next_reply: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [p for p in c.PRIORITIES if p not in self.targets]
@@ -44,6 +46,8 @@ class SlaPolicy:
         for p, t in self.targets.items():
             if t.first_response <= 0 or t.resolution <= 0:
                 raise ConfigError(f"SLA targets of {p} must be positive")
+        if any(seconds <= 0 for seconds in self.next_reply.values()):
+            raise ConfigError("next-reply targets must be positive")
 
 
 HOUR = 3600.0
@@ -98,7 +102,27 @@ def scheduled_alerts(state: CaseState, policy: SlaPolicy, calendar: BusinessCale
             at = instant_reaching(intervals, targets.of(target) * share, calendar)
             if at is not None and (met is None or at < met):
                 alerts.append(Alert(level, target, at))
+    alerts += _next_reply_alerts(state, policy, calendar, levels)
     return sorted(alerts, key=lambda a: (a.at, a.level == "breach"))
+
+
+def _next_reply_alerts(
+    state: CaseState, policy: SlaPolicy, calendar: BusinessCalendar, levels: tuple[tuple[Level, float], ...]
+) -> list[Alert]:
+    """The unanswered customer answer's alerts: its clock counts running time since the answer. An
+    answer (outbound link) ends the round, so alerts not fired by then are never sent."""
+    seconds = policy.next_reply.get(state.priority)
+    if seconds is None or state.reply_to is None or state.reply_since is None:
+        return []
+    since = state.reply_since
+    intervals = [(max(s, since), e) for s, e in state.running_intervals() if e is None or e > since]
+    key = next_reply_key(state.reply_to)
+    alerts = []
+    for level, share in levels:
+        at = instant_reaching(intervals, seconds * share, calendar)
+        if (level, key) not in state.fired and at is not None:
+            alerts.append(Alert(level, key, at))
+    return alerts
 
 
 def due_alerts(state: CaseState, policy: SlaPolicy, calendar: BusinessCalendar, now: datetime) -> list[Alert]:
@@ -109,19 +133,14 @@ def fire_alerts(state: CaseState, alerts: Sequence[Alert], policy: SlaPolicy, ru
     """The SLA events for alerts that fell due; the first breach also escalates the case."""
     drafts: list[Draft] = []
     for a in alerts:
+        common = {"due_at": a.at, "owner": state.owner, "team": state.team, "priority": state.priority}
+        if a.target.startswith(f"{NEXT_REPLY}:"):
+            type_ = c.CASE_REPLY_SLA_WARNING if a.level == "warning" else c.CASE_REPLY_SLA_BREACHED
+            reply_to = a.target.removeprefix(f"{NEXT_REPLY}:")
+            drafts.append(draft(type_, **state.base(), reply_to=reply_to, **common, type=state.type))
+            continue
         type_ = c.CASE_SLA_WARNING if a.level == "warning" else c.CASE_SLA_BREACHED
-        drafts.append(
-            draft(
-                type_,
-                **state.base(),
-                target=a.target,
-                due_at=a.at,
-                owner=state.owner,
-                team=state.team,
-                priority=state.priority,
-                type=state.type,
-            )
-        )
+        drafts.append(draft(type_, **state.base(), target=a.target, **common, type=state.type))
     breach = next((a for a in alerts if a.level == "breach"), None)
     if breach is not None and not state.escalated:
         drafts.append(
@@ -130,7 +149,7 @@ def fire_alerts(state: CaseState, alerts: Sequence[Alert], policy: SlaPolicy, ru
                 **state.base(),
                 team=state.team,
                 queue=rules.escalation_queue(state.team),
-                reason=f"{breach.target.replace('_', ' ')} target breached",
+                reason=f"{breach.target.split(':')[0].replace('_', ' ')} target breached",
             )
         )
     return drafts

@@ -9,12 +9,12 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from eventkit.envelope import format_time
 
-from case import domain, sla
+from case import domain
 from contracts.events import INTERACTION_RECORDED
 
 _CUSTOMER_LOCK = 7_300_101  # advisory lock namespace: one customer's rules at a time
@@ -139,15 +139,22 @@ async def save_case(conn: asyncpg.Connection, s: domain.CaseState) -> None:
     )
 
 
-async def open_case_of_type(conn: asyncpg.Connection, ids: Sequence[str], type_: str) -> str | None:
-    result: str | None = await conn.fetchval(
-        "SELECT case_id FROM cases WHERE customer_id = ANY($1) AND type = $2 AND status = ANY($3)"
-        " ORDER BY opened_at LIMIT 1",
+async def reply_candidates(
+    conn: asyncpg.Connection, ids: Sequence[str], resolved_since: datetime
+) -> list[domain.ReplyCandidate]:
+    """The customer's open cases and those resolved since `resolved_since`: what an answer may reach."""
+    rows = await conn.fetch(
+        "SELECT case_id, type, status, updated_at, resolved_at FROM cases"
+        " WHERE customer_id = ANY($1) AND status = ANY($2)"
+        " UNION ALL SELECT case_id, type, status, updated_at, resolved_at FROM cases"
+        " WHERE customer_id = ANY($1) AND status = 'resolved' AND resolved_at >= $3",
         list(ids),
-        type_,
         list(domain.OPEN_STATUSES),
+        resolved_since,
     )
-    return result
+    return [
+        domain.ReplyCandidate(r["case_id"], r["type"], r["status"], r["updated_at"], r["resolved_at"]) for r in rows
+    ]
 
 
 async def open_cases(conn: asyncpg.Connection, ids: Sequence[str]) -> list[str]:
@@ -229,14 +236,27 @@ async def list_cases(
 # --- durable SLA timers ------------------------------------------------------------------------
 
 
+class Timer(Protocol):
+    """A row of case_timers: an SLA alert (sla.Alert) or the auto close (level "close")."""
+
+    @property
+    def level(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def at(self) -> datetime: ...
+
+
 async def sync_timers(
     conn: asyncpg.Connection,
     case_id: str,
-    scheduled: Sequence[sla.Alert],
-    fired: Sequence[sla.Alert],
+    scheduled: Sequence[Timer],
+    fired: Sequence[Timer],
     now: datetime,
 ) -> None:
-    """Unfired timers become exactly the scheduled alerts; fired ones are marked fired."""
+    """Unfired timers become exactly the scheduled ones; fired ones are marked fired."""
     await conn.execute("DELETE FROM case_timers WHERE case_id = $1 AND fired_at IS NULL", case_id)
     for alerts, fired_at in ((scheduled, None), (fired, now)):
         if not alerts:

@@ -2,9 +2,10 @@
 
 The loop takes cases with a due, unfired timer, locks each case row (SKIP LOCKED: another
 instance or an agent's command has it; look again next round), rebuilds the case from its
-events, and appends the warnings, breaches and escalation that are due, marking the timers fired,
-in one transaction. A timer that fell due while the service was down fires on the first round
-after the restart; the alerts the events already hold are never sent again, so each fires once.
+events, and appends the warnings, breaches and escalation that are due, and the auto close of a
+case resolved long enough ago, marking the timers fired, in one transaction. A timer that fell
+due while the service was down fires on the first round after the restart; the alerts the events
+already hold are never sent again, so each fires once (and a closed case closes no more).
 """
 
 import asyncio
@@ -15,7 +16,7 @@ import asyncpg
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.telemetry import current_traceparent
 
-from case import handlers, sla, store
+from case import domain, handlers, sla, store
 from case.context import CaseContext
 from contracts.case import CASE_ESCALATED
 
@@ -24,7 +25,8 @@ BATCH = 100
 
 
 async def fire_due(pool: asyncpg.Pool, ctx: CaseContext, limit: int = BATCH) -> int:
-    """One round: fire every alert due now; return how many SLA events were stored."""
+    """One round: fire every alert and auto close due now; return how many SLA events and closes
+    were stored."""
     now = ctx.clock()
     async with pool.acquire() as conn:
         case_ids = await store.due_timer_cases(conn, now, limit)
@@ -47,11 +49,13 @@ async def _fire_case(conn: asyncpg.Connection, ctx: CaseContext, case_id: str, n
     state, _ = await handlers.load(conn, ctx, case_id)
     due = sla.due_alerts(state, ctx.policy, ctx.calendar, now)
     drafts = sla.fire_alerts(state, due, ctx.policy, ctx.rules)
+    # Decided on the same state as the alerts: one append; the close then drops its timer row.
+    drafts += domain.auto_close(state, ctx.rules, now)
     if drafts:
         await handlers.commit(conn, ctx, state, drafts, current_traceparent(), fired=due)
     else:
         # Stale timer (the case moved on): re-derive the schedule from the events.
-        await store.sync_timers(conn, case_id, sla.scheduled_alerts(state, ctx.policy, ctx.calendar), (), now)
+        await store.sync_timers(conn, case_id, handlers.scheduled_timers(state, ctx), (), now)
     return sum(1 for d in drafts if d.type != CASE_ESCALATED)
 
 

@@ -5,6 +5,7 @@ concurrency, durable timers under a controllable clock."""
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,23 +132,28 @@ async def complaint_case(case_pool: asyncpg.Pool, producer: AIOKafkaProducer) ->
     return ctx, consumer, customer, row["case_id"]
 
 
-async def test_a_complaint_opens_a_case_once_and_the_next_one_joins_it(
+async def test_a_complaint_opens_a_case_once_and_the_next_one_and_a_message_join_it(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
     consumer = Consumer(case_pool, producer, context())
     customer = f"cust-{uuid.uuid4().hex[:8]}"
     first, second = interaction(customer, "complaint"), interaction(customer, "complaint")
+    message = interaction(customer, "message")
     await consumer.deliver(first)
     await consumer.deliver(first)  # redelivered: applied once
-    await consumer.deliver(second, interaction(customer, "message"))
+    await consumer.deliver(second, message)
+    await consumer.deliver(message)  # redelivered: linked once
     [row] = await cases_of(case_pool, customer)
     assert row["case_id"] == rules.case_id_for(first.id)
-    assert (row["type"], row["status"], row["priority"], row["version"]) == ("complaint", "new", "normal", 2)
-    assert await events_of(case_pool, row["case_id"]) == [c.CASE_OPENED, c.CASE_INTERACTION_LINKED]
-    stored = await case_pool.fetch("SELECT subject, topic, data FROM events WHERE stream_id = $1", f"case-{row[0]}")
+    assert (row["type"], row["status"], row["priority"], row["version"]) == ("complaint", "new", "normal", 3)
+    linked = [c.CASE_INTERACTION_LINKED] * 2
+    assert await events_of(case_pool, row["case_id"]) == [c.CASE_OPENED, *linked]
+    stored = await case_pool.fetch(
+        "SELECT subject, topic, data FROM events WHERE stream_id = $1 ORDER BY version", f"case-{row[0]}"
+    )
     assert all(r["subject"] == customer and r["topic"] == "crm.case.v1" for r in stored)
     assert stored[0]["data"]["opened_by"] == first.id
-    assert stored[1]["data"]["interaction_event_id"] == second.id
+    assert [r["data"]["interaction_event_id"] for r in stored[1:]] == [second.id, message.id]
 
 
 async def test_other_types_open_their_own_case_and_outbound_or_plain_messages_none(
@@ -165,13 +171,14 @@ async def test_other_types_open_their_own_case_and_outbound_or_plain_messages_no
     assert sorted(r["type"] for r in await cases_of(case_pool, customer)) == ["complaint", "repair", "request"]
 
 
-async def test_a_resolved_case_no_longer_takes_new_complaints(
+async def test_a_case_resolved_longer_ago_than_the_reopen_window_takes_no_new_complaints(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
     ctx, consumer, customer, case_id = await complaint_case(case_pool, producer)
     await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
     await handlers.change_status(case_pool, ctx, case_id, 2, "resolved", "replaced the router")
-    await consumer.deliver(interaction(customer, "complaint"))
+    later = replace(interaction(customer, "complaint"), time=datetime.now(UTC) + timedelta(days=8))
+    await consumer.deliver(later)  # a week after the resolution: the rules open a new case
     assert [r["status"] for r in await cases_of(case_pool, customer)] == ["resolved", "new"]
 
 
