@@ -97,6 +97,18 @@ class CaseSurveyRecorded(CaseEvent):
     interaction_event_id: str = Field(min_length=1, max_length=64)
 
 
+ReplyChannel = Literal["email", "sms"]
+
+
+class CaseReplySent(CaseEvent, SealedData):
+    channel: ReplyChannel = Field(description="The channel notification delivers it on (rule agent_reply).")
+    author: str = Field(min_length=1, max_length=64)
+    body: str = Field(min_length=1, max_length=10_000, description="Personal data: sealed.")
+    team: str = Field(min_length=1, max_length=64)
+    type: CaseType
+    priority: Priority
+
+
 CASE_OPENED = "crm.case.opened.v1"
 CASE_ASSIGNED = "crm.case.assigned.v1"
 CASE_STATUS_CHANGED = "crm.case.status_changed.v1"
@@ -108,6 +120,8 @@ CASE_SLA_BREACHED = "crm.case.sla_breached.v1"
 CASE_ESCALATED = "crm.case.escalated.v1"
 CASE_FOLLOWUP_REQUESTED = "crm.case.followup_requested.v1"
 CASE_SURVEY_RECORDED = "crm.case.survey_recorded.v1"
+# replies delivered (issue 25)
+CASE_REPLY_SENT = "crm.case.reply_sent.v1"
 
 # Free text agents write may name people: sealed under the customer's data key (docs/product.md §9).
 CASE_PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -115,6 +129,8 @@ CASE_PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     CASE_STATUS_CHANGED: ("reason",),
     CASE_PRIORITY_CHANGED: ("reason",),
     CASE_NOTE_ADDED: ("text",),
+    # replies delivered (issue 25)
+    CASE_REPLY_SENT: ("body",),
 }
 
 EVENT_TYPES: tuple[EventType, ...] = (
@@ -145,5 +161,13 @@ EVENT_TYPES: tuple[EventType, ...] = (
         topics.CASE,
         CaseSurveyRecorded,
         "The customer's survey answer, linked back to the case with its score.",
+    ),
+    # replies delivered (issue 25)
+    EventType(
+        CASE_REPLY_SENT,
+        topics.CASE,
+        CaseReplySent,
+        "An agent replied to the customer; notification delivers it (rule agent_reply). The first reply is the"
+        " first response.",
     ),
 )

@@ -194,6 +194,9 @@ class CaseState:
             self.survey_score = None
         elif type_ == c.CASE_SURVEY_RECORDED:
             self.survey_score = data["score"]
+        elif type_ == c.CASE_REPLY_SENT:
+            if self.first_response_at is None:
+                self.first_response_at = time  # the customer got an answer
 
     def pending_spans(self) -> list[tuple[datetime, datetime | None]]:
         return [(start, end) for start, end, status in self._spans() if status == "pending"]
@@ -323,3 +326,20 @@ def record_survey(state: CaseState, interaction_event_id: str, channel: str | No
         drafts = link_interaction(state, interaction_event_id, "survey_response", channel, "inbound")
     drafts.append(draft(c.CASE_SURVEY_RECORDED, **state.base(), score=score, interaction_event_id=interaction_event_id))
     return drafts
+
+
+def reply(state: CaseState, channel: str, author: str, body: str) -> list[Draft]:
+    """An agent's answer to the customer, which notification delivers on `channel`."""
+    _not_closed(state, "be replied to")
+    return [
+        draft(
+            c.CASE_REPLY_SENT,
+            **state.base(),
+            channel=channel,
+            author=author,
+            body=body,
+            team=state.team,
+            type=state.type,
+            priority=state.priority,
+        )
+    ]
