@@ -194,9 +194,8 @@ class CaseState:
             self.survey_score = None
         elif type_ == c.CASE_SURVEY_RECORDED:
             self.survey_score = data["score"]
-        elif type_ == c.CASE_REPLY_SENT:
-            if self.first_response_at is None:
-                self.first_response_at = time  # the customer got an answer
+        elif type_ == c.CASE_REPLY_SENT and self.first_response_at is None:
+            self.first_response_at = time  # the first reply is the first response
 
     def pending_spans(self) -> list[tuple[datetime, datetime | None]]:
         return [(start, end) for start, end, status in self._spans() if status == "pending"]

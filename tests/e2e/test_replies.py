@@ -101,7 +101,7 @@ async def test_a_reply_is_mailed_to_the_customer_and_its_decisions_are_on_all_fo
 
         [mail] = await eventually(mailed, what="the reply reaches the SMTP server")
         assert mail["Subject"] == f"Re: your case {case_id}"
-        assert mail.get_content().strip() == text
+        assert mail.get_content().replace("\r\n", "\n").strip() == text  # SMTP lines end in CRLF
         await on_all_timelines(
             stack, client, customer, [("crm.notification.scheduled.v1", "email"), ("crm.notification.sent.v1", "email")]
         )
