@@ -37,6 +37,13 @@ async function loadConfig() {
     if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error(`bad URL for ${name}`);
     urls[name] = url.origin;
   }
+  if (config.mail) { // `make run`'s mail sink: a link to its page, never called with the key
+    const mail = new URL(config.mail);
+    if (mail.protocol === "http:" || mail.protocol === "https:") {
+      $("mail-link").href = `${mail.origin}/`;
+      $("mail-link").hidden = false;
+    }
+  }
 }
 
 async function api(service, path, { method = "GET", body, headers = {} } = {}) {

@@ -250,6 +250,7 @@ def run(data_dir: Path) -> int:
 
         sink = mailsink.MailSink(_port_setting("CRM_MAIL_SMTP_PORT", 1025), _port_setting("CRM_MAIL_PORT", 8025))
         stack.services["notification"].env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.smtp_port)})
+        stack.services["intake"].env.setdefault("CONSOLE_MAIL_URL", sink.url.rstrip("/"))  # the console links it
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:

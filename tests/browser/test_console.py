@@ -28,6 +28,7 @@ from tests.notification.receivers import SmtpServer
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
+MAIL_PAGE = "http://127.0.0.1:8025"  # only linked: the page never calls it
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = [
     "--headless",
@@ -62,6 +63,7 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) ->
     ports = {name: free_port() for name in SERVICES}
     env = {
         **smtp_env(smtp),  # the customer's messages (a reply among them) are sent, not retried
+        "CONSOLE_MAIL_URL": MAIL_PAGE,
         "CORS_ALLOW_ORIGINS": f"http://127.0.0.1:{ports['intake']}",
         "RATE_LIMIT_PER_KEY_RPS": "1000000",
         "RATE_LIMIT_PER_KEY_BURST": "1000000",
@@ -121,6 +123,7 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 page = await context.new_page()
                 page.set_default_timeout(15_000)
                 await page.goto(console_url(console_stack))
+                await expect(page.get_by_role("link", name="Dev mail")).to_have_attribute("href", f"{MAIL_PAGE}/")
 
                 # a wrong key is refused in words
                 await page.get_by_label("API key").fill("not-a-key")

@@ -182,6 +182,8 @@ def test_make_run_starts_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path)
             assert "is open" in listed[0]["body"]
             page = client.get(mail)
             assert page.status_code == 200 and listed[0]["subject"] in page.text
+            config = client.get(f"{urls['intake']}/console/config.json").json()
+            assert config["mail"] == mail.rstrip("/")  # the console links the page
         stop_with_ctrl_c(runner)
     finally:
         runner.stop()
