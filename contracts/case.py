@@ -110,6 +110,18 @@ class CaseReplySla(CaseEvent):
     type: CaseType
 
 
+ReplyChannel = Literal["email", "sms"]
+
+
+class CaseReplySent(CaseEvent, SealedData):
+    channel: ReplyChannel = Field(description="The channel notification delivers it on (rule agent_reply).")
+    author: str = Field(min_length=1, max_length=64)
+    body: str = Field(min_length=1, max_length=10_000, description="Personal data: sealed.")
+    team: str = Field(min_length=1, max_length=64)
+    type: CaseType
+    priority: Priority
+
+
 CASE_OPENED = "crm.case.opened.v1"
 CASE_ASSIGNED = "crm.case.assigned.v1"
 CASE_STATUS_CHANGED = "crm.case.status_changed.v1"
@@ -123,6 +135,8 @@ CASE_FOLLOWUP_REQUESTED = "crm.case.followup_requested.v1"
 CASE_SURVEY_RECORDED = "crm.case.survey_recorded.v1"
 CASE_REPLY_SLA_WARNING = "crm.case.reply_sla_warning.v1"
 CASE_REPLY_SLA_BREACHED = "crm.case.reply_sla_breached.v1"
+# replies delivered (issue 25)
+CASE_REPLY_SENT = "crm.case.reply_sent.v1"
 
 # Free text agents write may name people: sealed under the customer's data key (docs/product.md §9).
 CASE_PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -130,6 +144,8 @@ CASE_PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     CASE_STATUS_CHANGED: ("reason",),
     CASE_PRIORITY_CHANGED: ("reason",),
     CASE_NOTE_ADDED: ("text",),
+    # replies delivered (issue 25)
+    CASE_REPLY_SENT: ("body",),
 }
 
 EVENT_TYPES: tuple[EventType, ...] = (
@@ -172,5 +188,13 @@ EVENT_TYPES: tuple[EventType, ...] = (
         topics.CASE,
         CaseReplySla,
         "The next-reply target ran out before an agent answered the customer's answer (once per answer).",
+    ),
+    # replies delivered (issue 25)
+    EventType(
+        CASE_REPLY_SENT,
+        topics.CASE,
+        CaseReplySent,
+        "An agent replied to the customer; notification delivers it (rule agent_reply). The first reply is the"
+        " first response.",
     ),
 )

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from servicekit.auth import require
+from servicekit.auth import Caller, Principal, require
 from servicekit.http import ApiError, audit_customer, decode_cursor
 from servicekit.inputs import INT64_MAX, SafeLine, SafeText
 
@@ -23,7 +23,7 @@ from case.deps import CaseRuntime
 from case.domain import CommandRejected
 from case.errors import api_error
 from case.handlers import Outcome
-from contracts.case import CaseType, Priority, Status
+from contracts.case import CaseType, Priority, ReplyChannel, Status
 
 router = APIRouter(tags=["cases"], dependencies=[require("agent")])
 
@@ -100,6 +100,12 @@ class PriorityIn(Command):
 class NoteIn(Command):
     author: Name
     text: SafeText = Field(min_length=1, max_length=10_000)
+
+
+class ReplyIn(Command):
+    channel: ReplyChannel = Field(description="Delivered to the customer's verified address on this channel")
+    body: SafeText = Field(min_length=1, max_length=10_000)
+    author: Name | None = Field(default=None, description="Who signs it; the calling key's name if left out")
 
 
 class LinkIn(Command):
@@ -388,3 +394,22 @@ async def link_interaction(
     return await _command(
         request, rt, case_id, body, if_match, handlers.link_interaction, str(body.interaction_event_id)
     )
+
+
+def _author(given: str | None, caller: Principal) -> str:
+    """The reply's author: as given, else the calling key's name made to fit a name."""
+    if given is not None:
+        return given
+    return " ".join(caller.name.split())[:64].strip() or caller.key_id[:64]
+
+
+@router.post(
+    "/v1/cases/{case_id}/replies",
+    summary="Reply to the customer: notification delivers it on the channel (rule agent_reply)",
+    responses=_COMMAND_ERRORS,
+)
+async def reply(
+    request: Request, rt: CaseRuntime, caller: Caller, case_id: str, body: ReplyIn, if_match: IfMatch = None
+) -> Response:
+    author = _author(body.author, caller)
+    return await _command(request, rt, case_id, body, if_match, handlers.reply, body.channel, author, body.body)

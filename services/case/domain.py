@@ -215,6 +215,10 @@ class CaseState:
             self.survey_score = None
         elif type_ == c.CASE_SURVEY_RECORDED:
             self.survey_score = data["score"]
+        elif type_ == c.CASE_REPLY_SENT:
+            if self.first_response_at is None:
+                self.first_response_at = time  # the first reply is the first response
+            self.reply_to = self.reply_since = None  # the customer's answer is answered
 
     def pending_spans(self) -> list[tuple[datetime, datetime | None]]:
         return [(start, end) for start, end, status in self._spans() if status == "pending"]
@@ -437,3 +441,20 @@ def auto_close(state: CaseState, rules: CaseRules, now: datetime) -> list[Draft]
     if at is None or at > now:
         return []
     return change_status(state, "closed", AUTO_CLOSED, now, rules)
+
+
+def reply(state: CaseState, channel: str, author: str, body: str) -> list[Draft]:
+    """An agent's answer to the customer, which notification delivers on `channel`."""
+    _not_closed(state, "be replied to")
+    return [
+        draft(
+            c.CASE_REPLY_SENT,
+            **state.base(),
+            channel=channel,
+            author=author,
+            body=body,
+            team=state.team,
+            type=state.type,
+            priority=state.priority,
+        )
+    ]

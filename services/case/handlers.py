@@ -207,6 +207,15 @@ async def add_note(
     return await _command(pool, ctx, case_id, expected_version, decide)
 
 
+async def reply(
+    pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, channel: str, author: str, body: str
+) -> Outcome:
+    async def decide(conn: asyncpg.Connection, state: CaseState) -> list[Draft]:
+        return domain.reply(state, channel, author, body)
+
+    return await _command(pool, ctx, case_id, expected_version, decide)
+
+
 async def link_interaction(
     pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, interaction_event_id: str
 ) -> Outcome:

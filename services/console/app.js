@@ -37,6 +37,13 @@ async function loadConfig() {
     if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error(`bad URL for ${name}`);
     urls[name] = url.origin;
   }
+  if (config.mail) { // `make run`'s mail sink: a link to its page, never called with the key
+    const mail = new URL(config.mail);
+    if (mail.protocol === "http:" || mail.protocol === "https:") {
+      $("mail-link").href = `${mail.origin}/`;
+      $("mail-link").hidden = false;
+    }
+  }
 }
 
 async function api(service, path, { method = "GET", body, headers = {} } = {}) {
@@ -237,6 +244,7 @@ async function loadInsights(customer) {
 
 function summary(item) {
   const d = item.data || {};
+  if (item.type.startsWith("crm.case.reply_sent.")) return `reply via ${d.channel} by ${d.author}: "${d.body}"`;
   const parts = [];
   if (d.channel) parts.push(`${d.direction || ""} ${d.kind || ""} via ${d.channel}`.trim());
   if (d.content) parts.push(`"${d.content}"`);
@@ -415,6 +423,8 @@ function bindCase(node, caseId) {
   on(".assign-form", (f) => ["assign", f, { owner: f.owner.value.trim() }]);
   on(".status-form", (f) => ["status", f, { status: f.status.value }]);
   on(".note-form", (f) => ["notes", f, { author: "agent console", text: f.text.value }]);
+  // No author: case signs the reply with the name of the key the agent signed in with.
+  on(".reply-form", (f) => ["replies", f, { channel: f.channel.value, body: f.body.value }]);
 }
 
 // --- wiring --------------------------------------------------------------------------------------
@@ -426,12 +436,6 @@ function onSubmit(id, fn) {
 const configured = loadConfig();
 onSubmit("signin-form", async (f) => { await configured; await signIn(f.key.value.trim()); });
 onSubmit("find-form", (f) => find(f.by.value, f.value.value.trim()));
-onSubmit("reply-form", async (f) => {
-  await api("intake", "/v1/interactions", { method: "POST", body: {
-    customer: { id: state.customer }, channel: f.channel.value, direction: "outbound", kind: "message",
-    occurred_at: new Date().toISOString(), content: f.content.value } });
-  f.content.value = "";
-});
 onSubmit("open-case-form", async (f) => {
   const body = { customer_id: state.customer, type: f.type.value, priority: f.priority.value };
   if (f.title.value.trim()) body.title = f.title.value.trim();

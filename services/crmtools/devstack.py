@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -30,6 +31,9 @@ from servicekit.settings import DEFAULT_PORTS
 from contracts.services import SERVICE_NAMES
 from crmtools.infra import EmbeddedBroker, EmbeddedPostgres, ExternalBroker, ExternalPostgres
 from crmtools.processes import free_port, spawn, stop_process
+
+if TYPE_CHECKING:
+    from crmtools.mailsink import MailSink
 
 SERVICES = SERVICE_NAMES  # in start order
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,6 +243,14 @@ def run(data_dir: Path) -> int:
     )
     for svc in stack.services.values():
         svc.env.setdefault("CORS_ALLOW_ORIGINS", origins)
+    # Somewhere to deliver mail to, unless the environment names a real server (SMTP_HOST).
+    sink: MailSink | None = None
+    if not os.environ.get("SMTP_HOST"):
+        from crmtools import mailsink  # aiosmtpd: a development dependency (requirements-dev.txt)
+
+        sink = mailsink.MailSink(_port_setting("CRM_MAIL_SMTP_PORT", 1025), _port_setting("CRM_MAIL_PORT", 8025))
+        stack.services["notification"].env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.smtp_port)})
+        stack.services["intake"].env.setdefault("CONSOLE_MAIL_URL", sink.url.rstrip("/"))  # the console links it
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -252,6 +264,9 @@ def run(data_dir: Path) -> int:
     try:
         print(f"starting PostgreSQL on 127.0.0.1:{stack.postgres.port} (data in {data_dir}/postgres)", flush=True)
         print(f"starting the broker on {stack.broker.bootstrap} (memory only)", flush=True)
+        if sink is not None:
+            print(f"starting the mail sink on 127.0.0.1:{sink.smtp_port} (memory only)", flush=True)
+            sink.start()
         stack.start_infra()
         print("starting intake, case, notification, analytics ...", flush=True)
         stack.start_services()
@@ -259,6 +274,10 @@ def run(data_dir: Path) -> int:
         for name, svc in stack.services.items():
             print(f"  {name:<13} {svc.url}   (docs {svc.url}/docs)")
         print(f"  {'console':<13} {stack.services['intake'].url}/console/")
+        if sink is not None:
+            print(f"  {'mail':<13} {sink.url}   (what notification sent; SMTP 127.0.0.1:{sink.smtp_port})")
+        else:
+            print(f"  {'mail':<13} sent to {os.environ['SMTP_HOST']} (SMTP_HOST)")
         print(f"  {'kafka':<13} {stack.broker.bootstrap}")
         print(f"  {'postgresql':<13} {stack.postgres.dsn('crm_<service>')}")
         print(f"\nDevelopment admin key (also in {data_dir}/admin.key):\n  {stack.admin_key}")
@@ -285,6 +304,8 @@ def run(data_dir: Path) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        if sink is not None:
+            sink.stop()
         print("stopped.", flush=True)
 
 

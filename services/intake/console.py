@@ -38,4 +38,7 @@ router = APIRouter()
 @router.get(f"{PREFIX}/config.json", include_in_schema=False)
 async def console_config(rt: IntakeRuntime) -> JSONResponse:
     # Open like the page itself: it is read before sign-in and holds nothing secret.
-    return JSONResponse({"services": service_urls(rt.settings)}, headers={"Cache-Control": "no-store"})
+    config: dict[str, object] = {"services": service_urls(rt.settings)}
+    if rt.settings.console_mail_url:
+        config["mail"] = rt.settings.console_mail_url  # a link only: the page never calls it
+    return JSONResponse(config, headers={"Cache-Control": "no-store"})

@@ -21,6 +21,8 @@ class IntakeSettings(Settings):
     console_case_url: Origin = "http://127.0.0.1:8002"
     console_notification_url: Origin = "http://127.0.0.1:8003"
     console_analytics_url: Origin = "http://127.0.0.1:8004"
+    # The dev mail sink's page (`make run` sets it): the console links to it; unset, no link.
+    console_mail_url: Origin | None = None
     # How long an Idempotency-Key or client_event_id answers with the first answer; older keys
     # are forgotten (hourly), so a retry after that would be a new request.
     idempotency_ttl_hours: float = 72.0

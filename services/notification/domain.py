@@ -74,6 +74,11 @@ class Rule(BaseModel):
     purpose: Literal["service", "marketing"] = "service"
     critical: bool = False
     not_before: str | None = None
+    # The event data field naming the one channel the message goes on (an agent's reply), instead
+    # of the customer's preferred one; consent and blocked channels still apply.
+    channel_from: str | None = None
+    # False: the customer's quiet hours do not delay it (a reply the customer is waiting for).
+    quiet_hours: bool = True
 
     def matches(self, event_type: str, data: Mapping[str, Any]) -> bool:
         return event_type == self.event and all(c.holds(data.get(f)) for f, c in self.when.items())
@@ -104,6 +109,11 @@ class RuleBook(BaseModel):
 
     def matching(self, event_type: str, data: Mapping[str, Any]) -> list[Rule]:
         return [r for r in self.rules if r.matches(event_type, data)]
+
+    def quiet_hours_apply(self, rule: str) -> bool:
+        """Whether the customer's quiet hours hold this rule's messages (digests: always)."""
+        found = next((r for r in self.rules if r.name == rule), None)
+        return found is None or found.quiet_hours
 
     def check(self) -> "RuleBook":
         """Every rule has a template in the default language: the fallback must always exist."""
@@ -286,16 +296,25 @@ def decide_customer(
     cap: Cap,
     not_before: datetime | None = None,
     digest: DigestPolicy | None = None,
+    only_channel: str | None = None,
 ) -> Schedule | Suppress | ToDigest:
     """Channel, cap (with digest) and quiet hours for one customer message.
 
     The first candidate channel (preferred first) with an address that consent allows is used;
     if none is, the refusal of the first channel with an address is the reason. Service-critical
-    messages pass the cap and never wait for a digest.
+    messages pass the cap and never wait for a digest. `only_channel` (a rule's channel_from)
+    leaves that one channel as the only candidate; a rule with quiet_hours false is not delayed
+    by them.
     """
     refusal: Suppress | None = None
     chosen: tuple[str, str] | None = None
-    for channel in candidate_channels(profile.preferences):
+    if only_channel is not None:
+        if only_channel not in CUSTOMER_CHANNELS:
+            return Suppress("no_address")
+        if profile.address(only_channel) is None:
+            return Suppress("no_address", only_channel)
+    candidates = candidate_channels(profile.preferences) if only_channel is None else [only_channel]
+    for channel in candidates:
         address = profile.address(channel)
         if address is None:
             continue
@@ -318,7 +337,7 @@ def decide_customer(
     why: DelayReason | None = None
     if not_before is not None and not_before > now:
         deliver_at, why = not_before, "not_before"
-    quiet = profile.preferences.quiet_hours
+    quiet = profile.preferences.quiet_hours if rule.quiet_hours else None
     end = quiet_hours_end(deliver_at, quiet) if quiet else None
     if end is not None:
         deliver_at, why = end, "quiet_hours"

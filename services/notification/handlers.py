@@ -93,7 +93,10 @@ async def decide(conn: asyncpg.Connection, ctx: NotificationContext, row: Row) -
             conn, row.recipient, now - ctx.customer_cap.window, row.notification_id
         )
         not_before = _instant(row.data.get(rule.not_before)) if rule.not_before else None
-        decision = domain.decide_customer(rule, profile, now, recent, ctx.customer_cap, not_before, ctx.digest)
+        only = row.data.get(rule.channel_from) if rule.channel_from else None
+        decision = domain.decide_customer(
+            rule, profile, now, recent, ctx.customer_cap, not_before, ctx.digest, None if only is None else str(only)
+        )
         language = profile.preferences.language
         if isinstance(decision, domain.ToDigest):
             await fold_into_digest(conn, ctx, row, decision, language, key)

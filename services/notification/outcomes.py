@@ -53,7 +53,7 @@ async def before_send(
     ids = await store.customer_ids(conn, row.customer_id)
     profile = await customer_profile(conn, ctx, ids, addresses=False)
     refusal = domain.channel_refusal(profile, row.channel, row.purpose)
-    quiet = profile.preferences.quiet_hours
+    quiet = profile.preferences.quiet_hours if ctx.book.quiet_hours_apply(row.rule) else None
     if refusal is not None or quiet is None:
         return refusal, None
     return None, domain.quiet_hours_end(ctx.clock(), quiet)
@@ -89,7 +89,7 @@ async def record_failure(conn: asyncpg.Connection, ctx: NotificationContext, row
     next_at: datetime | None = None
     if not final:
         quiet = None
-        if row.audience == "customer":
+        if row.audience == "customer" and ctx.book.quiet_hours_apply(row.rule):
             ids = await store.customer_ids(conn, row.customer_id)
             quiet = (await customer_profile(conn, ctx, ids, addresses=False)).preferences.quiet_hours
         next_at, _ = domain.retry_at(ctx.retry, row.attempts, now, ctx.rand, quiet)

@@ -21,12 +21,14 @@ from crmtools.devstack import SERVICES, Stack
 from crmtools.processes import free_port
 
 from tests import debian
-from tests.conftest import ADMIN_KEY, api_client, running_stack
+from tests.conftest import ADMIN_KEY, api_client, eventually, running_stack, smtp_env
 from tests.e2e.helpers import make_key, post_and_wait
+from tests.notification.receivers import SmtpServer
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
+MAIL_PAGE = "http://127.0.0.1:8025"  # only linked: the page never calls it
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = [
     "--headless",
@@ -57,9 +59,11 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def console_stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
     ports = {name: free_port() for name in SERVICES}
     env = {
+        **smtp_env(smtp),  # the customer's messages (a reply among them) are sent, not retried
+        "CONSOLE_MAIL_URL": MAIL_PAGE,
         "CORS_ALLOW_ORIGINS": f"http://127.0.0.1:{ports['intake']}",
         "RATE_LIMIT_PER_KEY_RPS": "1000000",
         "RATE_LIMIT_PER_KEY_BURST": "1000000",
@@ -101,7 +105,7 @@ async def screenshot(page: Any, name: str) -> None:
 
 
 async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_case(
-    chromium: str, console_stack: Stack
+    chromium: str, console_stack: Stack, smtp: SmtpServer
 ) -> None:
     from playwright.async_api import async_playwright, expect
 
@@ -119,6 +123,7 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 page = await context.new_page()
                 page.set_default_timeout(15_000)
                 await page.goto(console_url(console_stack))
+                await expect(page.get_by_role("link", name="Dev mail")).to_have_attribute("href", f"{MAIL_PAGE}/")
 
                 # a wrong key is refused in words
                 await page.get_by_label("API key").fill("not-a-key")
@@ -148,14 +153,6 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 assert await page.locator("#timeline li").first.get_attribute("data-event-id") == live_event
                 await screenshot(page, "console-2-live.png")
 
-                # a reply from the page: an outbound interaction through intake, back on the timeline
-                await page.get_by_label("Channel").select_option("chat")
-                await page.get_by_label("Message").fill("we are on it")
-                await page.get_by_role("button", name="Send reply").click()
-                reply = page.locator('#timeline li[data-type="crm.interaction.recorded.v1"]', has_text="we are on it")
-                await expect(reply).to_contain_text("outbound message via chat")
-                await expect(page.get_by_label("Message")).to_have_value("")
-
                 # open a case and walk it to resolved: assign, open, resolved
                 await page.get_by_label("Type").select_option("inquiry")
                 await page.get_by_label("Title").fill("console case")
@@ -168,13 +165,28 @@ async def test_console_signs_in_finds_a_customer_follows_live_and_resolves_a_cas
                 await card.get_by_label("Note").fill("called back, all good")
                 await card.get_by_role("button", name="Add note").click()
                 await expect(card.locator(".case-meta")).to_contain_text("1 note(s)")
+                # a reply from the case: case records it, notification mails it (rule agent_reply)
+                await card.get_by_label("Channel").select_option("email")
+                await card.get_by_label("Message").fill("we are on it")
+                await card.get_by_role("button", name="Send reply").click()
+                reply = page.locator('#timeline li[data-type="crm.case.reply_sent.v1"]')
+                await expect(reply).to_contain_text('reply via email by bootstrap admin key: "we are on it"')
+                await expect(card.get_by_label("Message")).to_have_value("")
+
+                async def mailed() -> list[Any] | None:
+                    found = [m for m in smtp.messages if m["To"] == email and m["X-CRM-Rule"] == "agent_reply"]
+                    return found or None
+
+                [mail] = await eventually(mailed, what="the reply reaches the customer's mailbox")
+                assert mail.get_content().strip() == "we are on it"
                 await card.get_by_label("New status").select_option("open")
                 await card.get_by_role("button", name="Change status").click()
                 await expect(card).to_have_attribute("data-status", "open")
                 await card.get_by_label("New status").select_option("resolved")
                 await card.get_by_role("button", name="Change status").click()
                 await expect(card).to_have_attribute("data-status", "resolved")
-                for kind in ("crm.case.opened.v1", "crm.case.assigned.v1", "crm.case.note_added.v1"):
+                for kind in ("crm.case.opened.v1", "crm.case.assigned.v1", "crm.case.note_added.v1",
+                             "crm.case.reply_sent.v1"):  # fmt: skip
                     await expect(page.locator(f'#timeline li[data-type="{kind}"]')).to_have_count(1)
                 note = page.locator('#timeline li[data-type="crm.case.note_added.v1"]')
                 await expect(note).to_contain_text("note: called back, all good")

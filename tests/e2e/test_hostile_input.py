@@ -91,6 +91,10 @@ TEXT_FIELDS: list[tuple[str, str, str, dict[str, Any], tuple[Any, ...], str]] = 
     ("case", "POST", "/v1/cases/{case_id}/status", {"expected_version": 1, "status": "open", "reason": "r"},
      ("reason",), "reason"),
     ("case", "POST", "/v1/cases/{case_id}/assign", {"expected_version": 1, "owner": "o"}, ("owner",), "owner"),
+    ("case", "POST", "/v1/cases/{case_id}/replies", {"expected_version": 1, "channel": "email", "body": "b"},
+     ("body",), "body"),
+    ("case", "POST", "/v1/cases/{case_id}/replies", {"expected_version": 1, "channel": "email", "body": "b",
+     "author": "a"}, ("author",), "author"),
 ]  # fmt: skip
 UNSAFE_TEXT = ["\ud800", "a\udfffb", "\x00", "a\x00b", "bell\x07", "\x1b[2J", "\x7f", "\x85"]
 
@@ -185,6 +189,7 @@ BODY_ROUTES = [
     ("intake", "POST", "/v1/admin/keys"),
     ("case", "POST", "/v1/cases"),
     ("case", "POST", "/v1/cases/{case_id}/notes"),
+    ("case", "POST", "/v1/cases/{case_id}/replies"),
 ]
 
 
@@ -232,6 +237,7 @@ CASE_COMMANDS = [
     ("status", {"status": "open"}),
     ("priority", {"priority": "high"}),
     ("notes", {"author": "ana", "text": "hi"}),
+    ("replies", {"channel": "email", "body": "hi"}),
 ]
 
 

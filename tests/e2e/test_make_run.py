@@ -77,6 +77,10 @@ class Runner:
         found = (re.match(r"\s+(\w+)\s+(http://\S+)", line) for line in self.lines)
         return {m[1]: m[2] for m in found if m and m[1] in SERVICES}
 
+    def mail_url(self) -> str:
+        found = (re.match(r"\s+mail\s+(http://\S+)", line) for line in self.lines)
+        return next(m[1] for m in found if m)
+
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)
 
@@ -138,8 +142,10 @@ def stop_with_ctrl_c(runner: Runner) -> None:
 def test_make_run_starts_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
     ports = {"CRM_PG_PORT": free_port(), "CRM_KAFKA_PORT": free_port()}
     ports |= {f"CRM_{name.upper()}_PORT": free_port() for name in SERVICES}
-    # As on a newcomer's machine: no admin key given (it makes one), the default data directory.
-    env = {k: v for k, v in os.environ.items() if k not in ("CRM_ADMIN_KEY", "CRM_DATA_DIR")}
+    ports |= {"CRM_MAIL_SMTP_PORT": free_port(), "CRM_MAIL_PORT": free_port()}
+    # As on a newcomer's machine: no admin key given (it makes one), the default data directory,
+    # no mail server of their own.
+    env = {k: v for k, v in os.environ.items() if k not in ("CRM_ADMIN_KEY", "CRM_DATA_DIR", "SMTP_HOST")}
     env |= {k: str(v) for k, v in ports.items()} | {"PYTHONUNBUFFERED": "1"}
 
     runner = start(tmp_path, env)
@@ -162,6 +168,22 @@ def test_make_run_starts_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path)
                 )
                 assert page.status_code == 200, (name, page.text)
                 assert posted["event_id"] in [e["event_id"] for e in page.json()["events"]], name
+            # A complaint opens a case, whose email lands in the dev mail sink, listed on its page.
+            mail = runner.mail_url()
+            assert mail == f"http://127.0.0.1:{ports['CRM_MAIL_PORT']}/"
+            complaint = interaction_body("ada@example.com", kind="complaint", content="my router is broken")
+            assert client.post(f"{urls['intake']}/v1/interactions", json=complaint).status_code == 202
+            deadline = time.monotonic() + 60
+            while not (listed := [m for m in client.get(f"{mail}messages.json").json() if
+                                  m["headers"].get("X-CRM-Rule") == "case_opened"]):  # fmt: skip
+                assert time.monotonic() < deadline, f"no case_opened mail in the sink:\n{runner.output()}"
+                time.sleep(0.2)
+            assert listed[0]["recipients"] == ["ada@example.com"]
+            assert "is open" in listed[0]["body"]
+            page = client.get(mail)
+            assert page.status_code == 200 and listed[0]["subject"] in page.text
+            config = client.get(f"{urls['intake']}/console/config.json").json()
+            assert config["mail"] == mail.rstrip("/")  # the console links the page
         stop_with_ctrl_c(runner)
     finally:
         runner.stop()

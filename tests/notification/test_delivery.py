@@ -964,3 +964,39 @@ async def test_rows_from_before_sealing_are_sealed_by_the_delivery_loop(harness:
         "SELECT owner, value FROM notification_contacts WHERE customer_id = $1", customer
     )
     assert owner == customer and value.startswith("v1.")
+
+
+def reply(customer: str, case_id: str, channel: str, body: str) -> Envelope:
+    return case_event(
+        "crm.case.reply_sent.v1", customer, case_id, channel=channel, author="ana", body=body, team="support",
+        type="repair", priority="normal",
+    )  # fmt: skip
+
+
+async def test_an_agents_reply_goes_on_its_channel_at_night_and_its_retry_is_not_held_either(
+    harness: Harness, hooks: WebhookServer, smtp: SmtpServer
+) -> None:
+    """Inside the customer's quiet hours, preferring email: the SMS reply goes at once, its
+    sealed body opened into the text; a failed try is retried after the backoff, not in the morning."""
+    customer, case_id, email = ids()
+    phone = f"+4915{uuid.uuid4().int % 10**9:09d}"
+    quiet = {"start": "22:00", "end": "07:00", "time_zone": "Europe/Berlin"}
+    await harness.deliver(
+        created(customer, email, phone), preferences(customer, quiet_hours=quiet, preferred_channel="email")
+    )
+    hooks.answer(harness.sms_path, [503, 200])
+    harness.clock.now = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)  # 23:00 in Berlin (CET)
+    await harness.deliver(reply(customer, case_id, "sms", "The technician comes at 8."))
+    [row] = await harness.rows(customer)
+    assert (row["rule"], row["channel"], row["deliver_at"]) == ("agent_reply", "sms", harness.clock.now)
+    await harness.run_loop(1)
+    [row] = await harness.rows(customer)
+    assert row["status"] == "retrying" and row["next_attempt_at"] < harness.clock.now + timedelta(seconds=5)
+    harness.clock.now += timedelta(seconds=5)
+    await harness.run_loop()
+    tries = hooks.received(harness.sms_path)
+    assert [r.answered for r in tries] == [503, 200]
+    assert orjson.loads(tries[-1].body)["text"] == f"Re: your case {case_id}: The technician comes at 8."
+    assert [m for m in smtp.messages if m["To"] == email] == []  # never rerouted to email
+    [row] = await harness.rows(customer)
+    assert (row["status"], row["attempts"]) == ("sent", 2)
