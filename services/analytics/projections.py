@@ -170,6 +170,8 @@ class KpiProjection:
                 self._open_cases(customer, +1)
         elif e.type == case_contract.CASE_ASSIGNED:
             await store.assign_case(conn, case_id, d["team"], e.time)
+        elif e.type == case_contract.CASE_REPLY_SENT:  # an agent's first reply is a first response
+            await store.case_responded(conn, case_id, e.time)
         elif e.type == case_contract.CASE_PRIORITY_CHANGED:
             await store.change_case_priority(conn, case_id, d["to_priority"])
         elif e.type == case_contract.CASE_SLA_BREACHED:

@@ -371,6 +371,12 @@ async def mark_case_breached(conn: asyncpg.Connection, case_id: str) -> None:
     await conn.execute("UPDATE kpi_cases SET breached = true WHERE case_id = $1", case_id)
 
 
+async def case_responded(conn: asyncpg.Connection, case_id: str, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE kpi_cases SET first_response_at = least(first_response_at, $2) WHERE case_id = $1", case_id, at
+    )
+
+
 async def add_inbound_link(conn: asyncpg.Connection, case_id: str) -> None:
     await conn.execute("UPDATE kpi_cases SET inbound_links = inbound_links + 1 WHERE case_id = $1", case_id)
 
