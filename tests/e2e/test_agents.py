@@ -10,7 +10,8 @@ import pytest
 from crmtools.devstack import Stack
 
 from tests.conftest import api_client, eventually
-from tests.e2e.helpers import interaction_body, make_key, post_and_wait
+from tests.e2e.conftest import digests
+from tests.e2e.helpers import interaction_body, make_key, post_and_wait, wait_applied
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +84,12 @@ async def test_three_agents_of_capacity_two_take_six_of_seven_cases_and_the_seve
         q = await queue_when(client, url, team, assigned=6, waiting=0)
         last = (await client.get(f"{url}/v1/cases/{cases[-1]['case_id']}")).json()
         assert last["owner"] == first["owner"]
+        # The case events are on the customer's timeline everywhere alike; the agent events on none.
+        await wait_applied(client, stack, customer, last["history"][-1]["event_id"])
+        assert len(set((await digests(stack, customer, client)).values())) == 1
+        for svc in stack.services.values():
+            page = await client.get(f"{svc.url}/v1/customers/agent:{agents[0]}/timeline")
+            assert page.status_code == 404 or page.json()["events"] == [], (svc.name, page.text)
 
 
 async def test_away_stops_new_assignments_and_offline_hands_the_cases_back(stack: Stack) -> None:
