@@ -1,4 +1,5 @@
-"""The case service's event payloads, all on crm.case.v1, keyed by customer id.
+"""The case service's event payloads, all on crm.case.v1, keyed by customer id (agents' by
+`agent:<agent_id>`: they are about staff, and on no customer's timeline).
 
 Every payload names the case and the customer; `type` and `priority` travel wherever analytics
 groups by them. SLA state is never an event field to edit: it is derived from these events.
