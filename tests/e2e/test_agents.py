@@ -2,12 +2,15 @@
 team up to capacity, the rest wait and are assigned when capacity frees up; away stops new
 assignments, offline hands the agent's cases back. Each test has a team of its own."""
 
+import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
-from crmtools.devstack import Stack
+from crmtools.devstack import ServiceProcess, Stack
+from crmtools.processes import free_port
 
 from tests.conftest import api_client, eventually
 from tests.e2e.conftest import digests
@@ -159,3 +162,46 @@ async def test_agent_routes_refuse_bad_input_with_reasons(stack: Stack) -> None:
         assert unknown.status_code == 404 and unknown.json()["error"] == "agent_not_found"
         assert (await admin.get(f"{url}/v1/agents", params={"status": "busy"})).status_code == 422
         assert (await admin.get(f"{url}/v1/queues/t", params={"limit": 0})).status_code == 422
+
+
+async def test_two_case_instances_never_assign_one_case_twice(stack: Stack) -> None:
+    """A second case process beside the stack's: both run assignment rounds on one database while
+    hundreds of cases arrive; each case is assigned once, and no agent past capacity."""
+    case = stack.services["case"]
+    second = ServiceProcess("case", free_port(), dict(case.env), stack.logs / "case-second.log")
+    second.env["HTTP_PORT"] = str(second.port)
+    second.start()
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    agents = [f"{team}-{n}" for n in range(10)]
+    try:
+        await asyncio.to_thread(second.wait_ready, 60)
+        async with api_client(timeout=20) as client:
+            for n, agent_id in enumerate(agents):  # registered through one instance or the other
+                url = (case.url, second.url)[n % 2]
+                r = await client.put(
+                    f"{url}/v1/agents/{agent_id}", json={"name": agent_id, "teams": [team], "capacity": 25}
+                )
+                assert r.status_code == 201, r.text
+                assert (
+                    await client.put(f"{url}/v1/agents/{agent_id}/status", json={"status": "online"})
+                ).status_code == 200
+            customer = await known_customer(stack, client)
+            for n in range(300):
+                await open_case(client, (case.url, second.url)[n % 2], customer, team)
+            await queue_when(client, case.url, team, assigned=250, waiting=50)
+        conn = await asyncpg.connect(stack.postgres.dsn("crm_case"))
+        try:
+            rows = await conn.fetch(
+                "SELECT e.stream_id, count(*) AS n FROM events e JOIN cases c ON e.stream_id = 'case-' || c.case_id"
+                " WHERE c.team = $1 AND e.type = 'crm.case.assigned.v1' GROUP BY e.stream_id",
+                team,
+            )
+            loads = await conn.fetch(
+                "SELECT owner, count(*) AS n FROM cases WHERE team = $1 AND owner IS NOT NULL GROUP BY owner", team
+            )
+        finally:
+            await conn.close()
+        assert len(rows) == 250 and {r["n"] for r in rows} == {1}
+        assert sorted(r["n"] for r in loads) == [25] * 10
+    finally:
+        second.stop()
