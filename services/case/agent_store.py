@@ -18,6 +18,9 @@ from case.agents import AgentState, Candidate, Waiting
 _TEAM_LOCK = 7_300_102  # advisory lock namespace: one assignment round per team at a time
 _OPEN = list(domain.OPEN_STATUSES)
 # When a case is due: its earliest SLA breach, fired or not (a breached case is the most overdue).
+# Spelled as the partial index cases_unassigned says it (004_agents.sql), so that the planner uses
+# it: the rounds look for waiting cases every second among all the cases ever opened.
+_WAITING = "c.owner IS NULL AND c.status IN ('new', 'open', 'pending')"
 _DUE_AT = "(SELECT min(t.due_at) FROM case_timers t WHERE t.case_id = c.case_id AND t.level = 'breach')"
 
 
@@ -92,10 +95,9 @@ async def owned_open_cases(conn: asyncpg.Connection, agent_id: str) -> list[str]
 async def teams_to_serve(conn: asyncpg.Connection) -> list[str]:
     """Teams with a waiting (unowned, open) case and an online agent of theirs."""
     rows = await conn.fetch(
-        "SELECT DISTINCT c.team FROM cases c WHERE c.owner IS NULL AND c.status = ANY($1)"
+        f"SELECT DISTINCT c.team FROM cases c WHERE {_WAITING}"
         " AND EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND c.team = ANY(a.teams))"
-        " ORDER BY c.team",
-        _OPEN,
+        " ORDER BY c.team"
     )
     return [r["team"] for r in rows]
 
@@ -123,9 +125,8 @@ async def candidates(conn: asyncpg.Connection, team: str) -> list[Candidate]:
 async def waiting_cases(conn: asyncpg.Connection, team: str, limit: int) -> list[Waiting]:
     """The team's unowned open cases, oldest due_at first (no SLA due: after those, oldest first)."""
     rows = await conn.fetch(
-        f"SELECT c.case_id, c.type FROM cases c WHERE c.team = $2 AND c.owner IS NULL AND c.status = ANY($1)"
-        f" ORDER BY {_DUE_AT} NULLS LAST, c.opened_at, c.case_id LIMIT $3",
-        _OPEN,
+        f"SELECT c.case_id, c.type FROM cases c WHERE c.team = $1 AND {_WAITING}"
+        f" ORDER BY {_DUE_AT} NULLS LAST, c.opened_at, c.case_id LIMIT $2",
         team,
         limit,
     )
