@@ -1,4 +1,5 @@
-"""The case service's event payloads, all on crm.case.v1, keyed by customer id.
+"""The case service's event payloads, all on crm.case.v1, keyed by customer id (agents' by
+`agent:<agent_id>`: they are about staff, and on no customer's timeline).
 
 Every payload names the case and the customer; `type` and `priority` travel wherever analytics
 groups by them. SLA state is never an event field to edit: it is derived from these events.
@@ -41,6 +42,9 @@ class CaseAssigned(CaseEvent):
     owner: str = Field(min_length=1, max_length=64)
     previous_owner: str | None = Field(description="The owner handing over; null for the first assignment.")
     team: str = Field(min_length=1, max_length=64)
+    reason: str | None = Field(
+        default=None, max_length=64, description="'auto' when automatic assignment chose the owner; null by hand."
+    )
 
 
 class CaseStatusChanged(CaseEvent, SealedData):
@@ -122,6 +126,34 @@ class CaseReplySent(CaseEvent, SealedData):
     priority: Priority
 
 
+AgentStatus = Literal["online", "away", "offline"]
+AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
+
+
+class CaseUnassigned(CaseEvent):
+    previous_owner: str = Field(min_length=1, max_length=64)
+    team: str = Field(min_length=1, max_length=64)
+    reason: str = Field(max_length=64, description="'agent_offline': the owner went offline; back to the queue.")
+
+
+class AgentEvent(EventData):
+    """About a member of staff, not a customer: subject `agent:<agent_id>`, on no timeline."""
+
+    agent_id: str = Field(min_length=1, max_length=64)
+
+
+class AgentUpdated(AgentEvent):
+    name: str = Field(min_length=1, max_length=100, description="The staff member's name (not a customer's).")
+    teams: list[str] = Field(max_length=32, description="The teams whose cases the agent works.")
+    capacity: int = Field(ge=0, le=1000, description="How many open cases the agent takes at once.")
+    skills: list[CaseType] = Field(description="The case types the agent handles.")
+
+
+class AgentStatusChanged(AgentEvent):
+    from_status: AgentStatus
+    to_status: AgentStatus
+
+
 CASE_OPENED = "crm.case.opened.v1"
 CASE_ASSIGNED = "crm.case.assigned.v1"
 CASE_STATUS_CHANGED = "crm.case.status_changed.v1"
@@ -137,6 +169,11 @@ CASE_REPLY_SLA_WARNING = "crm.case.reply_sla_warning.v1"
 CASE_REPLY_SLA_BREACHED = "crm.case.reply_sla_breached.v1"
 # replies delivered (issue 25)
 CASE_REPLY_SENT = "crm.case.reply_sent.v1"
+CASE_UNASSIGNED = "crm.case.unassigned.v1"
+AGENT_UPDATED = "crm.case.agent_updated.v1"
+AGENT_STATUS_CHANGED = "crm.case.agent_status_changed.v1"
+# Events about agents, not customers: on no customer's timeline, in no customer's insights.
+AGENT_EVENT_PREFIX = "crm.case.agent_"
 
 # Free text agents write may name people: sealed under the customer's data key (docs/product.md §9).
 CASE_PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -197,4 +234,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "An agent replied to the customer; notification delivers it (rule agent_reply). The first reply is the"
         " first response.",
     ),
+    EventType(CASE_UNASSIGNED, topics.CASE, CaseUnassigned, "The case went back to its team's queue (no owner)."),
+    EventType(AGENT_UPDATED, topics.CASE, AgentUpdated, "An agent's name, teams, capacity and skills were set."),
+    EventType(AGENT_STATUS_CHANGED, topics.CASE, AgentStatusChanged, "An agent went online, away or offline."),
 )

@@ -20,8 +20,9 @@ KEY_REVOKED = "crm.auth.key_revoked.v1"
 # The events a service acts on for authorization: applied only when their signature verifies.
 SIGNED_TYPES: frozenset[str] = frozenset({KEY_CREATED, KEY_REVOKED})
 # identity:verify: the key's identifiers are verified, not claimed (docs/product.md §14, docs/identity-trust.md).
+# supervisor: sets up agents (teams, capacity, skills) and anyone's status.
 # channel:<channel> for every channel of contracts.events.Channel, and no other.
-SCOPE_PATTERN = rf"^(agent|ops|admin|keys|identity:verify|channel:({'|'.join(CHANNELS)}))$"
+SCOPE_PATTERN = rf"^(agent|supervisor|ops|admin|keys|identity:verify|channel:({'|'.join(CHANNELS)}))$"
 
 
 class Signed(EventData):
@@ -38,7 +39,9 @@ class Signed(EventData):
 class KeyCreated(Signed):
     key_id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[str] = Field(min_length=1, description="agent, ops, admin, keys, identity:verify or channel:<channel>")
+    scopes: list[str] = Field(
+        min_length=1, description="agent, supervisor, ops, admin, keys, identity:verify or channel:<channel>"
+    )
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 

@@ -16,6 +16,7 @@ import asyncpg
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, EventStore
 from eventkit.telemetry import current_traceparent
+from servicekit.timeline import NOT_ON_TIMELINE
 
 from analytics import domain, store
 from contracts import analytics as contract
@@ -47,8 +48,8 @@ class KpiProjection:
         self._source = source
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        # Not our own output, and not events about API keys (no customer in them).
-        events = [e for e in events if not e.type.startswith(("crm.analytics.", "crm.auth."))]
+        # Not our own output, and not events about API keys or agents (no customer in them).
+        events = [e for e in events if not e.type.startswith(("crm.analytics.", *NOT_ON_TIMELINE))]
         if not events:
             return
         aliases = await store.aliases(conn, {e.subject for e in events})

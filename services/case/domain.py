@@ -175,6 +175,8 @@ class CaseState:
             if data["team"] != self.team:
                 self.team, self.queue = data["team"], data["team"]
             self.owner = data["owner"]
+        elif type_ == c.CASE_UNASSIGNED:
+            self.owner = None  # back to the team's queue
         elif type_ == c.CASE_STATUS_CHANGED:
             to = data["to_status"]
             if self.status == "new" and self.first_response_at is None:

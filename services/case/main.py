@@ -7,7 +7,8 @@ from servicekit.app import ServiceSpec, create_app, serve
 from servicekit.keyring import remote_keyring
 from servicekit.runtime import Runtime
 
-from case import timers
+from case import agent_handlers, timers
+from case.agent_api import router as agent_router
 from case.api import router
 from case.context import CaseContext
 from case.policies import CaseRulesPolicy
@@ -31,15 +32,20 @@ async def sla_timers(rt: Runtime[CaseSettings, CaseContext]) -> None:
     await timers.run(rt.context, rt.db, poll_interval_s)
 
 
+async def auto_assignment(rt: Runtime[CaseSettings, CaseContext]) -> None:
+    """The automatic assignment rounds (restarted by the runtime if they fail)."""
+    await agent_handlers.run(rt.context, rt.db, poll_interval_s)
+
+
 app = create_app(
     ServiceSpec(
         name="case",
         title="crm case",
         description="Cases (tickets): lifecycle, owners, priorities, SLA clocks in business hours, follow-ups.",
         subscribers=[CaseRulesPolicy(context)],
-        routers=[router],
+        routers=[router, agent_router],
         migrations=[Path(__file__).parent / "migrations"],
-        background=[sla_timers],
+        background=[sla_timers, auto_assignment],
         keyring=keyring,
     ),
     settings,

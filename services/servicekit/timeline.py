@@ -22,10 +22,11 @@ from eventkit.consumer import Waiters
 from eventkit.db import json_text
 from eventkit.envelope import Envelope, format_time
 
+from contracts.case import AGENT_EVENT_PREFIX
 from contracts.events import CUSTOMER_MERGED
 
 MERGED = CUSTOMER_MERGED
-NOT_ON_TIMELINE = ("crm.auth.",)  # events about API keys, not about a customer
+NOT_ON_TIMELINE = ("crm.auth.", AGENT_EVENT_PREFIX)  # events about API keys and agents, not a customer
 
 
 class TimelineProjection:

@@ -18,7 +18,7 @@ from tests.e2e.helpers import make_key
 pytestmark = pytest.mark.e2e
 
 OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-SCOPES = ("agent", "ops", "keys", "channel:web")
+SCOPES = ("agent", "supervisor", "ops", "keys", "channel:web")
 
 # Which scopes may call which route (admin may call all). Anything not listed needs admin only.
 ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
@@ -50,6 +50,11 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
         ],
     ),
     ({"ops"}, ["GET /v1/kpis"]),
+    ({"supervisor"}, ["PUT /v1/agents/{agent_id}"]),
+    (
+        {"agent", "supervisor"},  # an agent key sets only its own agent's status (test_agents.py)
+        ["PUT /v1/agents/{agent_id}/status", "GET /v1/agents", "GET /v1/agents/{agent_id}", "GET /v1/queues/{team}"],
+    ),
     ({"keys"}, ["POST /internal/v1/data-keys:lookup"]),  # services that seal or read personal data
 ]
 ALLOWED: dict[tuple[str, str], set[str]] = {
@@ -71,7 +76,8 @@ def web_interaction() -> dict[str, Any]:
 async def call(client: httpx.AsyncClient, method: str, url: str, path: str, key: str | None) -> int:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     concrete = path.replace("{customer_id}", "nobody").replace("{case_id}", "nocase").replace(
-        "{notification_id}", "none").replace("{key_id}", "nokey").replace("{suggestion_id}", "nosug")  # fmt: skip
+        "{notification_id}", "none").replace("{key_id}", "nokey").replace("{suggestion_id}", "nosug").replace(
+        "{agent_id}", "noagent").replace("{team}", "noteam")  # fmt: skip
     body: Any = None
     if (method, path) == ("POST", "/v1/interactions"):
         body = web_interaction()

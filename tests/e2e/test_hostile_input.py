@@ -69,7 +69,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def route(seeded: dict[str, str], service: str, path: str) -> str:
-    return seeded[service] + path.format(customer_id=seeded["customer_id"], case_id=seeded["case_id"])
+    return seeded[service] + path.format(
+        customer_id=seeded["customer_id"], case_id=seeded["case_id"], agent_id="hostile-agent", team="support"
+    )
 
 
 # (service, method, path, a valid body, where to put the value, the field the answer must name)
@@ -95,6 +97,9 @@ TEXT_FIELDS: list[tuple[str, str, str, dict[str, Any], tuple[Any, ...], str]] = 
      ("body",), "body"),
     ("case", "POST", "/v1/cases/{case_id}/replies", {"expected_version": 1, "channel": "email", "body": "b",
      "author": "a"}, ("author",), "author"),
+    ("case", "PUT", "/v1/agents/{agent_id}", {"name": "n", "teams": ["t"], "capacity": 1}, ("name",), "name"),
+    ("case", "PUT", "/v1/agents/{agent_id}", {"name": "n", "teams": ["t"], "capacity": 1}, ("teams", 0),
+     "teams.0"),
 ]  # fmt: skip
 UNSAFE_TEXT = ["\ud800", "a\udfffb", "\x00", "a\x00b", "bell\x07", "\x1b[2J", "\x7f", "\x85"]
 
@@ -190,6 +195,8 @@ BODY_ROUTES = [
     ("case", "POST", "/v1/cases"),
     ("case", "POST", "/v1/cases/{case_id}/notes"),
     ("case", "POST", "/v1/cases/{case_id}/replies"),
+    ("case", "PUT", "/v1/agents/{agent_id}"),
+    ("case", "PUT", "/v1/agents/{agent_id}/status"),
 ]
 
 
@@ -309,6 +316,8 @@ URL_ROUTES = [
     ("intake", "/v1/customers/{id}"),
     ("intake", "/v1/customers/{id}/timeline"),
     ("case", "/v1/cases/{id}"),
+    ("case", "/v1/agents/{id}"),
+    ("case", "/v1/queues/{id}"),
     ("notification", "/v1/notifications/{id}"),
     ("analytics", "/v1/customers/{id}/insights"),
 ]
@@ -330,6 +339,7 @@ QUERIES = [
     ("intake", "/v1/customers", "name"),
     ("case", "/v1/cases", "owner"),
     ("case", "/v1/cases", "customer_id"),
+    ("case", "/v1/agents", "team"),
     ("notification", "/v1/notifications", "customer_id"),
     ("analytics", "/v1/admin/audit", "key_id"),
     ("analytics", "/v1/customers/{customer_id}/timeline", "before"),
