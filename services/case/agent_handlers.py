@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from eventkit import crypto
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.envelope import new_event
 from eventkit.eventstore import Append, ConcurrencyError
@@ -179,7 +178,7 @@ async def queue(pool: asyncpg.Pool, keys: KeyRing, team: str, limit: int) -> dic
         rows = await agent_store.queue(conn, team, limit)
         owners = sorted({r["owner"] for r in rows if r["owner"]})
         known = await agent_store.agents_named(conn, owners)
-    await _open_titles(keys, rows)
+    await handlers.open_titles(keys, rows)
     by_owner: dict[str, list[dict[str, Any]]] = {o: [] for o in owners}
     for r in rows:
         if r["owner"]:
@@ -203,13 +202,3 @@ def _agent_summary(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {k: row[k] for k in ("agent_id", "name", "status", "capacity", "load")}
-
-
-async def _open_titles(keys: KeyRing, rows: list[dict[str, Any]]) -> None:
-    """Titles are sealed under their customer's data key: readable again (or "[erased]")."""
-    owners = {o for r in rows if (o := r["title_sealed_by"])}
-    found = await keys.keys(owners) if owners else {}
-    for r in rows:
-        owner = r.pop("title_sealed_by")
-        if owner:
-            r["title"] = crypto.open_token(r["title"], owner, "title", found)

@@ -261,10 +261,15 @@ async def list_cases(
 ) -> tuple[list[dict[str, Any]], store.ListCursor | None]:
     async with pool.acquire() as conn:
         rows, next_cursor = await store.list_cases(conn, filters, limit, cursor)
+    await open_titles(keys, rows)
+    return rows, next_cursor
+
+
+async def open_titles(keys: KeyRing, rows: list[dict[str, Any]]) -> None:
+    """Titles are sealed under their customer's data key: readable again (or "[erased]")."""
     owners = {o for r in rows if (o := r["title_sealed_by"])}
     found = await keys.keys(owners) if owners else {}
     for r in rows:
         owner = r.pop("title_sealed_by")
         if owner:
             r["title"] = crypto.open_token(r["title"], owner, "title", found)
-    return rows, next_cursor
