@@ -122,12 +122,15 @@ async def events_of(pool: asyncpg.Pool, case_id: str) -> list[str]:
 # --- rules -----------------------------------------------------------------------------------
 
 
-async def complaint_case(case_pool: asyncpg.Pool, producer: AIOKafkaProducer) -> tuple[CaseContext, Consumer, str, str]:
-    """A new customer's complaint, delivered: the context, the consumer, the customer and the case opened."""
-    ctx = context()
+async def new_case(
+    case_pool: asyncpg.Pool, producer: AIOKafkaProducer, kind: str = "complaint", clock: Clock | None = None
+) -> tuple[CaseContext, Consumer, str, str]:
+    """A new customer's complaint (or `kind`), delivered: the context, the consumer, the customer
+    and the case it opened."""
+    ctx = context(clock)
     consumer = Consumer(case_pool, producer, ctx)
     customer = f"cust-{uuid.uuid4().hex[:8]}"
-    await consumer.deliver(interaction(customer, "complaint"))
+    await consumer.deliver(interaction(customer, kind))
     [row] = await cases_of(case_pool, customer)
     return ctx, consumer, customer, row["case_id"]
 
@@ -174,7 +177,7 @@ async def test_other_types_open_their_own_case_and_outbound_or_plain_messages_no
 async def test_a_case_resolved_longer_ago_than_the_reopen_window_takes_no_new_complaints(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
-    ctx, consumer, customer, case_id = await complaint_case(case_pool, producer)
+    ctx, consumer, customer, case_id = await new_case(case_pool, producer)
     await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
     await handlers.change_status(case_pool, ctx, case_id, 2, "resolved", "replaced the router")
     later = replace(interaction(customer, "complaint"), time=datetime.now(UTC) + timedelta(days=8))
@@ -200,7 +203,7 @@ async def test_vip_customers_cases_are_at_least_high(case_pool: asyncpg.Pool, pr
 async def test_a_survey_answer_links_to_the_resolved_case_with_its_score(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
-    ctx, consumer, customer, case_id = await complaint_case(case_pool, producer)
+    ctx, consumer, customer, case_id = await new_case(case_pool, producer)
     await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
     resolved = await handlers.change_status(case_pool, ctx, case_id, 2, "resolved", None)
     assert len(resolved.event_ids) == 2  # status changed + follow-up requested
@@ -290,12 +293,7 @@ async def test_the_case_list_filters_and_pages(case_pool: asyncpg.Pool, producer
 
 async def test_sla_timers_fire_each_alert_once_when_due(case_pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
     clock = Clock(datetime.now(UTC))
-    ctx = context(clock)
-    consumer = Consumer(case_pool, producer, ctx)
-    customer = f"cust-{uuid.uuid4().hex[:8]}"
-    await consumer.deliver(interaction(customer, "complaint"))
-    [row] = await cases_of(case_pool, customer)
-    case_id = row["case_id"]
+    ctx, _consumer, customer, case_id = await new_case(case_pool, producer, "complaint", clock)
 
     assert await timers.fire_due(case_pool, ctx) == 0
     clock.advance(minutes=31)  # first-response warning at 30 min

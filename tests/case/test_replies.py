@@ -19,7 +19,17 @@ from eventkit import db
 from eventkit.envelope import Envelope, new_event
 
 from contracts import case as c
-from tests.case.test_handlers import MIGRATIONS, TP, Consumer, case_pool, cases_of, context, events_of, interaction
+from tests.case.test_handlers import (
+    MIGRATIONS,
+    TP,
+    Consumer,
+    case_pool,
+    cases_of,
+    context,
+    events_of,
+    interaction,
+    new_case,
+)
 from tests.clock import Clock
 from tests.conftest import fresh_database
 
@@ -56,12 +66,7 @@ async def test_a_message_on_a_pending_case_opens_it_and_its_sla_timers_run_again
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
     clock = Clock(datetime.now(UTC))
-    ctx = context(clock)
-    consumer = Consumer(case_pool, producer, ctx)
-    customer = f"cust-{uuid.uuid4().hex[:8]}"
-    await consumer.deliver(interaction(customer, "request"))
-    [row] = await cases_of(case_pool, customer)
-    case_id = row["case_id"]
+    ctx, consumer, customer, case_id = await new_case(case_pool, producer, "request", clock)
     await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
     await handlers.change_status(case_pool, ctx, case_id, 2, "pending", "waiting for the customer")
     async with case_pool.acquire() as conn:
@@ -169,12 +174,7 @@ async def test_cases_resolved_before_the_upgrade_get_their_auto_close(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
     clock = Clock(datetime.now(UTC))
-    ctx = context(clock)
-    consumer = Consumer(case_pool, producer, ctx)
-    customer = f"cust-{uuid.uuid4().hex[:8]}"
-    await consumer.deliver(interaction(customer, "complaint"))
-    [row] = await cases_of(case_pool, customer)
-    case_id = row["case_id"]
+    ctx, _consumer, _customer, case_id = await new_case(case_pool, producer, "complaint", clock)
     await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
     await handlers.change_status(case_pool, ctx, case_id, 2, "resolved", None)
     resolved_at = clock()
