@@ -462,7 +462,7 @@ async def test_console_work_queues_show_mine_and_unassigned_live_after_the_agent
                 await page.get_by_label("API key").fill(key)
                 await page.get_by_role("button", name="Sign in").click()
                 await expect(page.locator("#workspace")).to_be_visible()
-                await expect(page.get_by_label("Team", exact=True)).to_have_value("support")
+                await expect(page.get_by_role("textbox", name="Team")).to_have_value("support")
                 await page.get_by_label("Your agent id").fill(agent_id)
                 await page.get_by_role("button", name="Show queue").click()
                 await expect(page.locator("#agent-state")).to_contain_text("offline, 0 of 2 open case(s)")
