@@ -505,6 +505,21 @@ async def test_console_work_queues_show_mine_and_unassigned_live_after_the_agent
                 r = await admin.get(f"{case}/v1/cases", params={"customer_id": second})
                 assert [c["owner"] for c in r.json()["cases"]] == [None]
 
+                # another team's queue: a hostile title is text, never markup
+                other = f"hostile-{uuid.uuid4().hex[:8]}"
+                title = '<img src=x id=pwned onerror="document.title=1">'
+                r = await admin.post(
+                    f"{case}/v1/cases", json={"customer_id": first, "type": "repair", "team": other, "title": title}
+                )
+                assert r.status_code == 201, r.text
+                await page.get_by_role("textbox", name="Team").fill(other)
+                await page.get_by_role("button", name="Show queue").click()
+                await page.get_by_role("tab", name="Unassigned").click()
+                hostile = page.locator(f'#queue-unassigned li[data-case-id="{r.json()["case_id"]}"]')
+                await expect(hostile).to_contain_text(title)
+                await expect(page.locator("#pwned")).to_have_count(0)
+                await expect(page.get_by_role("tab", name="Mine")).to_have_text("Mine (0)")
+
                 # signing out stops the polling (the page's own state: no waiting for silence)
                 assert await page.evaluate("state.queueTimer") is not None
                 await page.get_by_role("button", name="Sign out").click()
