@@ -6,11 +6,15 @@
 const SERVICES = ["intake", "case", "notification", "analytics"];
 const urls = {}; // filled by loadConfig() before anything is sent
 const KEY = "crm.console.key";
+const AGENT = "crm.console.agent"; // the agent id the agent typed once, for this tab like the key
+const TEAM = "crm.console.team";
+const QUEUE_EVERY_MS = 3000; // the queue is polled: simple, and cheap for one team's open cases
 const PAGE = 20;
 const $ = (id) => document.getElementById(id);
 
 const state = { key: sessionStorage.getItem(KEY), customer: null, seen: new Set(), before: null,
-  loading: false, source: null, syncTimer: null, cases: new Map() };
+  loading: false, source: null, syncTimer: null, cases: new Map(), queueTimer: null, queueBusy: false,
+  queueShown: "", statusShown: false };
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -104,12 +108,16 @@ async function signIn(key) {
   $("signin").hidden = true;
   $("workspace").hidden = false;
   $("find-value").focus();
+  startQueue();
   await loadSuggestions();
 }
 
 function signOut(clear = true) {
   sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(AGENT);
+  sessionStorage.removeItem(TEAM);
   state.key = null;
+  stopQueue();
   closeCustomer();
   $("workspace").hidden = true;
   $("signin").hidden = false;
@@ -427,6 +435,130 @@ function bindCase(node, caseId) {
   on(".reply-form", (f) => ["replies", f, { channel: f.channel.value, body: f.body.value }]);
 }
 
+// --- work queues (case's GET /v1/queues/{team}) ----------------------------------------------------
+
+function agentId() { return $("work-agent").value.trim(); }
+function team() { return $("work-team").value.trim() || "support"; }
+
+function stopQueue() {
+  clearInterval(state.queueTimer);
+  state.queueTimer = null;
+  state.queueShown = "";
+  state.statusShown = false;
+  for (const id of ["queue-mine", "queue-unassigned", "queue-team", "queue-escalations"]) $(id).replaceChildren();
+  $("agent-state").textContent = "";
+  $("queue-live").textContent = "";
+}
+
+function startQueue() {
+  stopQueue();
+  $("work-team").value = sessionStorage.getItem(TEAM) || "support";
+  $("work-agent").value = sessionStorage.getItem(AGENT) || "";
+  refreshQueue();
+  state.queueTimer = setInterval(refreshQueue, QUEUE_EVERY_MS);
+}
+
+// Polled, not streamed; a hidden tab asks nothing and catches up when it is shown again.
+async function refreshQueue() {
+  if (!state.key || state.queueBusy || document.visibilityState === "hidden") return;
+  state.queueBusy = true;
+  try {
+    const [queue, agent] = await Promise.all([
+      api("case", `/v1/queues/${encodeURIComponent(team())}`),
+      agentId() ? api("case", `/v1/agents/${encodeURIComponent(agentId())}`).catch((exc) => {
+        if (exc.status === 404) return null; // not a registered agent: said below, queues still shown
+        throw exc;
+      }) : Promise.resolve(undefined),
+    ]);
+    renderAgent(agent);
+    renderQueue(queue);
+    $("queue-live").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (exc) {
+    if (exc.status === 401) { signOut(false); showError(exc); return; }
+    $("queue-live").textContent = `not updated: ${exc.message}`;
+  } finally {
+    state.queueBusy = false;
+  }
+}
+
+function renderAgent(agent) {
+  const line = $("agent-state");
+  if (agent === undefined) { line.textContent = "type your agent id to see your cases and set your status"; return; }
+  if (agent === null) { line.textContent = `${agentId()} is not a registered agent`; return; }
+  line.textContent = `${agent.name}: ${agent.status}, ${agent.load} of ${agent.capacity} open case(s)`;
+  line.dataset.status = agent.status;
+  // Only once: a refresh must not change what the agent has picked but not yet set.
+  if (!state.statusShown) { $("agent-status").value = agent.status; state.statusShown = true; }
+}
+
+function queueItem(c) {
+  const due = c.due_at ? `due ${new Date(c.due_at).toLocaleString()}` : "no due time";
+  const label = `${c.title ? c.title + ": " : ""}${c.type}, ${c.priority}, ${c.status}, ${due}`
+    + `${c.escalated ? ", escalated" : ""}${c.breached ? ", breached" : ""} (customer ${c.customer_id})`;
+  const button = el("button", { type: "button", class: "queue-case", dataset: { caseId: c.case_id } }, label);
+  button.addEventListener("click", () => guarded(() => openCustomer(c.customer_id)));
+  return el("li", { class: c.escalated ? "escalated" : "", dataset: { caseId: c.case_id, customerId: c.customer_id } },
+    button);
+}
+
+function fill(listId, cases, empty) {
+  $(listId).replaceChildren(...(cases.length ? cases.map(queueItem) : [el("li", { class: "empty" }, empty)]));
+}
+
+function renderQueue(q) {
+  const me = agentId();
+  const shown = JSON.stringify([q, me]);
+  if (shown === state.queueShown) return; // unchanged: keep the lists (and the keyboard's place)
+  state.queueShown = shown;
+  const focused = document.activeElement && document.activeElement.closest(".queue") ? document.activeElement : null;
+  const refocus = focused && focused.dataset.caseId ? `${focused.closest(".queue").id}|${focused.dataset.caseId}` : "";
+  const mine = q.owners.find((o) => o.owner === me);
+  fill("queue-mine", mine ? mine.cases : [], me ? "No open cases of yours." : "Type your agent id above to see your cases.");
+  fill("queue-unassigned", q.unassigned, "Nothing waiting.");
+  fill("queue-escalations", q.escalations, "No escalations.");
+  $("queue-team").replaceChildren(...(q.owners.length ? q.owners.map((o) => {
+    const a = o.agent;
+    const who = a ? `${o.owner} (${a.name}): ${a.status}, ${a.load} of ${a.capacity}` : `${o.owner} (not a registered agent)`;
+    return el("li", { class: "owner", dataset: { owner: o.owner } }, el("strong", {}, who),
+      el("ul", { class: "queue-cases" }, ...o.cases.map(queueItem)));
+  }) : [el("li", { class: "empty" }, "Nobody of this team owns an open case.")]));
+  for (const [tab, n] of [["mine", mine ? mine.cases.length : 0], ["unassigned", q.unassigned.length],
+    ["team", q.owners.reduce((sum, o) => sum + o.cases.length, 0)], ["escalations", q.escalations.length]]) {
+    $(`tab-${tab}`).dataset.count = n;
+    $(`tab-${tab}`).textContent = `${tab[0].toUpperCase()}${tab.slice(1)} (${n})`;
+  }
+  if (refocus) {
+    const [list, caseId] = refocus.split("|");
+    const again = [...$(list).querySelectorAll("button.queue-case")].find((b) => b.dataset.caseId === caseId);
+    if (again) again.focus();
+  }
+}
+
+// Tabs after the WAI-ARIA pattern: one tab stop, arrow keys, Home and End move between tabs.
+function selectTab(tab) {
+  for (const t of document.querySelectorAll("#work [role=tab]")) {
+    const on = t === tab;
+    t.setAttribute("aria-selected", String(on));
+    t.tabIndex = on ? 0 : -1;
+    $(t.getAttribute("aria-controls")).hidden = !on;
+  }
+}
+
+function bindTabs() {
+  const tabs = [...document.querySelectorAll("#work [role=tab]")];
+  for (const [i, tab] of tabs.entries()) {
+    tab.addEventListener("click", () => selectTab(tab));
+    tab.addEventListener("keydown", (ev) => {
+      const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[ev.key];
+      if (to === undefined) return;
+      ev.preventDefault();
+      const next = tabs[(to + tabs.length) % tabs.length];
+      selectTab(next);
+      next.focus();
+    });
+  }
+}
+
 // --- wiring --------------------------------------------------------------------------------------
 
 function onSubmit(id, fn) {
@@ -446,6 +578,22 @@ $("load-more").addEventListener("click", () => guarded(loadTimeline));
 $("suggestions-refresh").addEventListener("click", () => guarded(loadSuggestions));
 olderPages.observe($("timeline-end"));
 $("signout").addEventListener("click", () => signOut());
+bindTabs();
+onSubmit("work-form", async (f) => {
+  sessionStorage.setItem(TEAM, f.team.value.trim());
+  sessionStorage.setItem(AGENT, f.agent.value.trim());
+  state.statusShown = false;
+  state.queueShown = "";
+  await refreshQueue();
+});
+onSubmit("agent-status-form", async (f) => {
+  if (!agentId()) throw new Error("type your agent id first (the name of your key)");
+  await api("case", `/v1/agents/${encodeURIComponent(agentId())}/status`, { method: "PUT", body: { status: f.status.value } });
+  sessionStorage.setItem(AGENT, agentId());
+  state.statusShown = false;
+  await refreshQueue();
+});
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") refreshQueue(); });
 
 guarded(async () => {
   await configured;

@@ -431,3 +431,100 @@ async def test_console_lists_merge_suggestions_and_an_agent_accepts_one(chromium
         assert r.status_code == 308
         r = await agent.get(f"{intake}/v1/merge-suggestions", params={"customer_id": older, "status": "accepted"})
         assert [s["suggestion_id"] for s in r.json()["items"]] == [suggestion["suggestion_id"]]
+
+
+async def test_console_work_queues_show_mine_and_unassigned_live_after_the_agent_goes_online(
+    chromium: str, console_stack: Stack
+) -> None:
+    """An agent signs in with a key named as their agent id, goes online from the console; a
+    complaint opens a case in team support that auto-assignment gives them, and it appears under
+    Mine without a reload; with no capacity left the next one appears under Unassigned."""
+    from playwright.async_api import async_playwright, expect
+
+    case = console_stack.services["case"].url
+    agent_id = f"agent-{uuid.uuid4().hex[:8]}"
+    key = (await make_key(console_stack, agent_id, ["agent"], ["case"]))["key"]
+    profile = {"name": f"Agent {agent_id}", "teams": ["support"], "capacity": 2}
+    async with api_client(timeout=20) as admin:
+        r = await admin.put(f"{case}/v1/agents/{agent_id}", json=profile)
+        assert r.status_code == 201 and r.json()["status"] == "offline", r.text
+
+        async def complaint(email: str) -> str:
+            body = {**interaction(email, "my parcel never came"), "kind": "complaint"}
+            return str((await seen_by_case(admin, console_stack, body))["customer_id"])
+
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+                page.set_default_timeout(15_000)
+                await page.goto(console_url(console_stack))
+                await page.get_by_label("API key").fill(key)
+                await page.get_by_role("button", name="Sign in").click()
+                await expect(page.locator("#workspace")).to_be_visible()
+                await expect(page.get_by_role("textbox", name="Team")).to_have_value("support")
+                await page.get_by_label("Your agent id").fill(agent_id)
+                await page.get_by_role("button", name="Show queue").click()
+                await expect(page.locator("#agent-state")).to_contain_text("offline, 0 of 2 open case(s)")
+                await page.get_by_label("Your status").select_option("online")
+                await page.get_by_role("button", name="Set status").click()
+                await expect(page.locator("#agent-state")).to_contain_text("online, 0 of 2 open case(s)")
+                await expect(page.locator("#error")).to_be_hidden()
+
+                # a complaint through intake: a case in support, auto-assigned to the online agent
+                first = await complaint(f"mine-{uuid.uuid4().hex[:8]}@example.com")
+                mine = page.locator(f'#queue-mine li[data-customer-id="{first}"]')
+                await expect(mine).to_be_visible(timeout=30_000)  # no reload: the page polls
+                await expect(mine).to_contain_text("complaint")
+                await expect(page.get_by_role("tab", name="Mine")).to_have_text("Mine (1)")
+                await expect(page.locator("#agent-state")).to_contain_text("online, 1 of 2 open case(s)")
+                await page.get_by_role("tab", name="Team").click()
+                owner = page.locator(f'#queue-team li.owner[data-owner="{agent_id}"]')
+                await expect(owner).to_contain_text(f"{agent_id} (Agent {agent_id}): online, 1 of 2")
+                await expect(owner.locator(f'li[data-customer-id="{first}"]')).to_be_visible()
+
+                # capacity 1 instead: no room left, so the next complaint waits in Unassigned
+                r = await admin.put(f"{case}/v1/agents/{agent_id}", json={**profile, "capacity": 1})
+                assert r.status_code == 200 and r.json()["capacity"] == 1, r.text
+                second = await complaint(f"waits-{uuid.uuid4().hex[:8]}@example.com")
+                await page.get_by_role("tab", name="Unassigned").click()
+                await expect(page.locator("#panel-mine")).to_be_hidden()
+                waiting = page.locator(f'#queue-unassigned li[data-customer-id="{second}"]')
+                await expect(waiting).to_be_visible(timeout=30_000)
+                await expect(page.locator("#agent-state")).to_contain_text("online, 1 of 1 open case(s)")
+                await screenshot(page, "console-work-queues.png")
+
+                # a case in a queue opens its customer
+                await waiting.get_by_role("button").click()
+                await expect(page.locator("#customer-id")).to_have_text(second)
+                await page.get_by_role("tab", name="Mine").click()
+                await page.locator(f'#queue-mine li[data-customer-id="{first}"]').get_by_role("button").click()
+                await expect(page.locator("#customer-id")).to_have_text(first)
+                await expect(page.locator("#error")).to_be_hidden()
+
+                r = await admin.get(f"{case}/v1/cases", params={"customer_id": second})
+                assert [c["owner"] for c in r.json()["cases"]] == [None]
+
+                # another team's queue: a hostile title is text, never markup
+                other = f"hostile-{uuid.uuid4().hex[:8]}"
+                title = '<img src=x id=pwned onerror="document.title=1">'
+                r = await admin.post(
+                    f"{case}/v1/cases", json={"customer_id": first, "type": "repair", "team": other, "title": title}
+                )
+                assert r.status_code == 201, r.text
+                await page.get_by_role("textbox", name="Team").fill(other)
+                await page.get_by_role("button", name="Show queue").click()
+                await page.get_by_role("tab", name="Unassigned").click()
+                hostile = page.locator(f'#queue-unassigned li[data-case-id="{r.json()["case_id"]}"]')
+                await expect(hostile).to_contain_text(title)
+                await expect(page.locator("#pwned")).to_have_count(0)
+                await expect(page.get_by_role("tab", name="Mine")).to_have_text("Mine (0)")
+
+                # signing out stops the polling (the page's own state: no waiting for silence)
+                assert await page.evaluate("state.queueTimer") is not None
+                await page.get_by_role("button", name="Sign out").click()
+                await expect(page.locator("#signin")).to_be_visible()
+                assert await page.evaluate("state.queueTimer") is None
+                await expect(page.locator("#queue-mine li")).to_have_count(0)
+            finally:
+                await browser.close()
