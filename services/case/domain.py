@@ -392,7 +392,11 @@ def reply_target(
         return r.status in OPEN_STATUSES
 
     def reopenable(r: ReplyCandidate) -> bool:
-        return r.status == "resolved" and r.resolved_at is not None and at - r.resolved_at < reopen_window
+        # Only an answer made after the resolution: one the consumer meets late (it was recorded
+        # before the case was resolved) answers nothing the customer has seen.
+        return (
+            r.status == "resolved" and r.resolved_at is not None and timedelta(0) <= at - r.resolved_at < reopen_window
+        )
 
     eligible = [r for r in candidates if live(r) or reopenable(r)]
     for r in eligible:
@@ -415,14 +419,23 @@ def customer_replied(
     interaction_event_id: str,
     kind: str | None,
     channel: str | None,
+    answered_at: datetime,
     now: datetime,
     rules: CaseRules,
 ) -> list[Draft]:
     """Link the customer's answer; a pending case opens again (its SLA clock runs), and a resolved
-    one reopens. A new or open case only gains the link; a closed one takes no answers."""
+    one reopens if the answer came after the resolution, within the reopen window (the case may
+    have been resolved after the answer was chosen for it). A new or open case only gains the
+    link; a closed one takes no answers."""
     _not_closed(state, "take the customer's answer")
     drafts = link_interaction(state, interaction_event_id, kind, channel, "inbound")
-    if state.status in ("pending", "resolved"):
+    resolved_at = state.resolved_at
+    reopens = (
+        state.status == "resolved"
+        and resolved_at is not None
+        and timedelta(0) <= answered_at - resolved_at < rules.reopen_window
+    )
+    if state.status == "pending" or reopens:
         drafts += change_status(state, "open", CUSTOMER_REPLIED, now, rules)
     return drafts
 

@@ -91,7 +91,9 @@ class CaseRulesPolicy:
         if e.id in state.interactions or state.status == "closed":
             return  # linked already (a replay), or closed since the candidates were read
         data = e.data
-        drafts = domain.customer_replied(state, e.id, data["kind"], data["channel"], self.ctx.clock(), self.ctx.rules)
+        drafts = domain.customer_replied(
+            state, e.id, data["kind"], data["channel"], e.time, self.ctx.clock(), self.ctx.rules
+        )
         await handlers.commit(conn, self.ctx, state, drafts, e.traceparent)
 
     async def _agent_answer(self, conn: asyncpg.Connection, e: Envelope, case_id: str) -> None:

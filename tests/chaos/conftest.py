@@ -18,8 +18,11 @@ COLLECTED: list[Figures] = []
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
-    # A real SMTP server, so notification's sends (and any repeat of one) can be counted.
-    env = {"BROKER_CHECK_INTERVAL_MS": "500", **smtp_env(smtp)}
+    # A real SMTP server, so notification's sends (and any repeat of one) can be counted. The load's
+    # customers keep writing after their case is resolved: with no reopen window those messages
+    # leave the case resolved, so each agent command's effect can be counted exactly (reopening is
+    # tested in tests/e2e/test_agents_day_replies.py).
+    env = {"BROKER_CHECK_INTERVAL_MS": "500", "CASE_REOPEN_WINDOW_S": "0", **smtp_env(smtp)}
     with running_stack(tmp_path_factory.mktemp("chaos"), env) as s:
         yield s
 

@@ -65,6 +65,13 @@ def test_a_resolved_case_reopens_within_the_window_and_not_after() -> None:
     assert domain.reply_target(newer, AT, timedelta(0)) is None  # a zero window never reopens
 
 
+def test_an_answer_made_before_the_resolution_reopens_nothing() -> None:
+    # Recorded an hour before the case was resolved, met by the consumer only now: the customer
+    # wrote before seeing the resolution, so it is no answer to it.
+    resolved_after = [cand("a", "resolved", 0, resolved_h_ago=-1)]
+    assert target(resolved_after) is None
+
+
 def test_closed_cases_and_no_cases_take_no_answer() -> None:
     assert target([cand("x", "closed", 1, resolved_h_ago=2)]) is None
     assert target([]) is None
@@ -75,7 +82,7 @@ def test_an_answer_on_a_pending_case_opens_it_and_the_sla_clock_runs_again() -> 
     state = step(step(new_case(opened), "open", opened), "pending", opened + timedelta(hours=1))
     assert sla.sla_view(state, sla.DEFAULT_POLICY, BERLIN, opened + timedelta(hours=2))["clock"] == "paused"
     at = opened + timedelta(hours=3)
-    drafts = domain.customer_replied(state, "ev-2", "message", "email", at, RULES)
+    drafts = domain.customer_replied(state, "ev-2", "message", "email", at, at, RULES)
     assert [(d.type, d.data.get("to_status"), d.data.get("reason")) for d in drafts] == [
         (c.CASE_INTERACTION_LINKED, None, None),
         (c.CASE_STATUS_CHANGED, "open", "customer_replied"),
@@ -91,17 +98,30 @@ def test_an_answer_on_a_pending_case_opens_it_and_the_sla_clock_runs_again() -> 
 def test_an_answer_on_a_resolved_case_reopens_it_and_on_an_open_one_only_links() -> None:
     at = utc(2026, 3, 2, 9)
     resolved = step(step(new_case(at), "open", at), "resolved", at)
-    drafts = domain.customer_replied(resolved, "ev-2", "message", "email", at, RULES)
+    drafts = domain.customer_replied(resolved, "ev-2", "message", "email", at, at, RULES)
     assert [d.type for d in drafts] == [c.CASE_INTERACTION_LINKED, c.CASE_STATUS_CHANGED]
     assert (drafts[1].data["from_status"], drafts[1].data["to_status"]) == ("resolved", "open")
     assert fold(resolved, drafts, at).resolved_at is None
     open_ = step(new_case(at), "open", at)
-    assert [d.type for d in domain.customer_replied(open_, "ev-2", "message", "chat", at, RULES)] == [
+    assert [d.type for d in domain.customer_replied(open_, "ev-2", "message", "chat", at, at, RULES)] == [
         c.CASE_INTERACTION_LINKED
     ]
     closed = step(step(step(new_case(at), "open", at), "resolved", at), "closed", at)
     with pytest.raises(Conflict):
-        domain.customer_replied(closed, "ev-2", "message", "chat", at, RULES)
+        domain.customer_replied(closed, "ev-2", "message", "chat", at, at, RULES)
+
+
+def test_an_answer_chosen_for_a_case_resolved_since_only_links_to_it() -> None:
+    # The case was open when the answer was matched to it, resolved by an agent before the link
+    # was written: the customer wrote before the resolution, so the case stays resolved.
+    opened = new_case(at=utc(2026, 3, 2, 9))
+    opened = fold(
+        opened, domain.change_status(opened, "open", None, utc(2026, 3, 2, 9, 5), RULES), utc(2026, 3, 2, 9, 5)
+    )
+    written_at, resolved_at = utc(2026, 3, 2, 10), utc(2026, 3, 2, 10, 1)
+    resolved = fold(opened, domain.change_status(opened, "resolved", None, resolved_at, RULES), resolved_at)
+    drafts = domain.customer_replied(resolved, "ev-2", "message", "email", written_at, resolved_at, RULES)
+    assert [d.type for d in drafts] == [c.CASE_INTERACTION_LINKED]
 
 
 def test_a_resolved_case_closes_by_itself_after_the_delay_unless_reopened() -> None:
@@ -115,7 +135,7 @@ def test_a_resolved_case_closes_by_itself_after_the_delay_unless_reopened() -> N
         "closed",
         "auto_closed",
     )
-    reopened = fold(resolved, domain.customer_replied(resolved, "ev-2", "message", "email", at, RULES), at)
+    reopened = fold(resolved, domain.customer_replied(resolved, "ev-2", "message", "email", at, at, RULES), at)
     assert domain.auto_close_at(reopened, RULES) is None
     assert domain.auto_close_at(domain.CaseState("x"), RULES) is None
     assert domain.auto_close_at(resolved, replace(RULES, auto_close_after=None)) is None
@@ -130,7 +150,9 @@ def answered_case(at: datetime) -> CaseState:
     """A normal case an agent took up at `at`, with the customer's answer linked at `at` + 1 h."""
     state = step(new_case(at), "open", at)
     answer_at = at + timedelta(hours=1)
-    return fold(state, domain.customer_replied(state, "ev-2", "message", "email", answer_at, RULES), answer_at)
+    return fold(
+        state, domain.customer_replied(state, "ev-2", "message", "email", answer_at, answer_at, RULES), answer_at
+    )
 
 
 def test_a_customers_answer_starts_the_next_reply_clock_and_its_alerts_fire_once() -> None:
@@ -173,7 +195,7 @@ def test_an_agents_answer_ends_the_round_and_pending_pauses_it() -> None:
 def test_no_round_before_the_first_response_nor_after_the_resolution() -> None:
     at = utc(2026, 3, 2, 9)
     fresh = new_case(at)  # the first-response target covers answers before anyone took the case up
-    fresh = fold(fresh, domain.customer_replied(fresh, "ev-2", "message", "email", at, RULES), at)
+    fresh = fold(fresh, domain.customer_replied(fresh, "ev-2", "message", "email", at, at, RULES), at)
     assert fresh.reply_to is None
     resolved = step(answered_case(at), "resolved", at + timedelta(hours=2))
     assert resolved.reply_to is None
