@@ -12,12 +12,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
 from eventkit.db import TRANSIENT_ERRORS
-from eventkit.envelope import new_event
 from eventkit.eventstore import Append, ConcurrencyError
 from eventkit.telemetry import current_traceparent
 from servicekit.keyring import KeyRing
@@ -51,18 +49,9 @@ async def _load(conn: asyncpg.Connection, ctx: CaseContext, agent_id: str) -> Ag
 async def _commit(conn: asyncpg.Connection, ctx: CaseContext, state: AgentState, drafts: Sequence[Draft]) -> list[str]:
     if not drafts:
         return []
-    now = ctx.clock()
-    envelopes = [
-        new_event(
-            d.type,
-            agents.subject_of(state.agent_id),
-            dict(d.data),
-            ctx.source,
-            current_traceparent(),
-            time=now + timedelta(microseconds=n),
-        )
-        for n, d in enumerate(drafts)
-    ]
+    subject = agents.subject_of(state.agent_id)
+    types, datas = [d.type for d in drafts], [dict(d.data) for d in drafts]
+    envelopes = handlers.stamped(ctx, subject, types, datas, current_traceparent(), ctx.clock())
     await ctx.events.append(conn, [Append(agents.stream_of(state.agent_id), state.version, envelopes, CASE)])
     for e in envelopes:
         state.apply(e.type, e.data, e.time)

@@ -63,17 +63,29 @@ async def commit(
     now = ctx.clock()
     customer_id = state.customer_id or drafts[0].data["customer_id"]
     datas = await _sealed(ctx.keys, customer_id, drafts)
-    # One microsecond apart, so the canonical (time, id) order keeps the order of the decision.
-    envelopes = [
-        new_event(d.type, customer_id, data, ctx.source, traceparent, time=now + timedelta(microseconds=n))
-        for n, (d, data) in enumerate(zip(drafts, datas, strict=True))
-    ]
+    envelopes = stamped(ctx, customer_id, [d.type for d in drafts], datas, traceparent, now)
     await ctx.events.append(conn, [Append(store.stream_of(state.case_id), state.version, envelopes, CASE)])
     for e in envelopes:
         state.apply(e.type, e.data, e.time)
     await store.save_case(conn, state)
     await store.sync_timers(conn, state.case_id, scheduled_timers(state, ctx), fired, now)
     return envelopes
+
+
+def stamped(
+    ctx: CaseContext,
+    subject: str,
+    types: Sequence[str],
+    datas: Sequence[dict[str, Any]],
+    traceparent: str,
+    now: datetime,
+) -> list[Envelope]:
+    """A decision's events, one microsecond apart, so the canonical (time, id) order keeps the
+    order of the decision."""
+    return [
+        new_event(type_, subject, data, ctx.source, traceparent, time=now + timedelta(microseconds=n))
+        for n, (type_, data) in enumerate(zip(types, datas, strict=True))
+    ]
 
 
 @dataclass(frozen=True)
