@@ -20,8 +20,9 @@ from servicekit.inputs import SafeLine
 
 from case import agent_handlers
 from case.agent_handlers import AgentOutcome
+from case.api import CaseSummary
 from case.deps import CaseRuntime
-from contracts.case import CASE_TYPES, AgentStatus, CaseType, Priority, Status
+from contracts.case import CASE_TYPES, AgentStatus, CaseType
 
 router = APIRouter(tags=["agents"])
 
@@ -72,19 +73,7 @@ class AgentListOut(BaseModel):
     agents: list[AgentOut] = Field(description="By agent id")
 
 
-class QueueCase(BaseModel):
-    case_id: str
-    customer_id: str
-    version: int
-    type: CaseType
-    priority: Priority
-    status: Status
-    team: str
-    queue: str
-    owner: str | None
-    title: str | None
-    opened_at: datetime
-    updated_at: datetime
+class QueueCase(CaseSummary):
     breached: bool
     escalated: bool
     due_at: datetime | None = Field(description="The earliest SLA breach time (passed, if breached); null: none")

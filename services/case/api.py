@@ -209,7 +209,9 @@ class CaseDetailOut(CaseOut):
     history: list[HistoryEntry] = Field(description="Every event of the case, oldest first")
 
 
-class CaseRow(BaseModel):
+class CaseSummary(BaseModel):
+    """What every listing of cases shows of one (the case list, a team's queue)."""
+
     case_id: str
     customer_id: str
     version: int
@@ -222,6 +224,9 @@ class CaseRow(BaseModel):
     title: str | None
     opened_at: datetime
     updated_at: datetime
+
+
+class CaseRow(CaseSummary):
     first_response_at: datetime | None
     resolved_at: datetime | None
     closed_at: datetime | None
