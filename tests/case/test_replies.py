@@ -105,12 +105,7 @@ async def test_a_merged_customers_answer_reaches_the_case_opened_under_the_other
 async def test_a_resolved_case_reopens_on_an_answer_within_the_window_and_a_later_one_opens_a_new_case(
     case_pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
-    ctx = context()
-    consumer = Consumer(case_pool, producer, ctx)
-    customer = f"cust-{uuid.uuid4().hex[:8]}"
-    await consumer.deliver(interaction(customer, "complaint"))
-    [row] = await cases_of(case_pool, customer)
-    case_id = row["case_id"]
+    ctx, consumer, customer, case_id = await new_case(case_pool, producer)
     await handlers.change_status(case_pool, ctx, case_id, 1, "open", None)
     await handlers.change_status(case_pool, ctx, case_id, 2, "resolved", "replaced the router")  # + follow-up
     await consumer.deliver(answer(customer, at=datetime.now(UTC) + timedelta(days=6)))
