@@ -29,7 +29,9 @@ from eventkit.signing import generate_key_pair, public_key_of
 from servicekit.settings import DEFAULT_PORTS
 
 from contracts.services import SERVICE_NAMES
-from crmtools.infra import EmbeddedBroker, EmbeddedPostgres, ExternalBroker, ExternalPostgres
+from crmtools import previous_run
+from crmtools.infra import EmbeddedBroker, EmbeddedPostgres, ExternalBroker, ExternalPostgres, last_line
+from crmtools.log_tail import LogFollower
 from crmtools.processes import free_port, spawn, stop_process
 
 if TYPE_CHECKING:
@@ -64,7 +66,8 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} (log: {self.log_path})")
+                last = last_line(self.log_path) if self.log_path else "no log"
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {last} (log: {self.log_path})")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
@@ -94,7 +97,6 @@ class Stack:
         pg_port: int = 5432,
         kafka_port: int = 9092,
         service_ports: dict[str, int] | None = None,
-        log_services_to_files: bool = True,
         env: dict[str, str] | None = None,
         postgres_dsn: str | None = None,
         kafka_bootstrap: str | None = None,
@@ -118,7 +120,7 @@ class Stack:
                 name,
                 ports.get(name) or free_port(),
                 self._service_env(name, ports.get(name) or 0, env or {}),
-                self.logs / f"{name}.log" if log_services_to_files else None,
+                self.logs / f"{name}.log",
             )
             for name in SERVICES
         }
@@ -176,6 +178,13 @@ class Stack:
         for name in names:
             self.services[name].wait_ready()
 
+    def pids(self) -> list[int]:
+        """The processes this stack started that are running now."""
+        procs = [self.postgres.proc if isinstance(self.postgres, EmbeddedPostgres) else None]
+        procs.append(self.broker.proc if isinstance(self.broker, EmbeddedBroker) else None)
+        procs += [svc.proc for svc in self.services.values()]
+        return [p.pid for p in procs if p is not None and p.poll() is None]
+
     def stop(self) -> None:
         for svc in self.services.values():
             if svc.proc is not None and svc.proc.poll() is None:
@@ -229,12 +238,13 @@ def _port_setting(name: str, default: int) -> int:
 
 
 def run(data_dir: Path) -> int:
+    """`make run`: the whole system in the foreground until Ctrl-C; 1 with a one-line reason if it
+    cannot start."""
     stack = Stack(
         data_dir,
         pg_port=_port_setting("CRM_PG_PORT", 5432),
         kafka_port=_port_setting("CRM_KAFKA_PORT", 9092),
         service_ports={name: _port_setting(f"CRM_{name.upper()}_PORT", port) for name, port in DEFAULT_PORTS.items()},
-        log_services_to_files=False,
         admin_key=os.environ.get("CRM_ADMIN_KEY") or _admin_key(data_dir),
     )
     # The console (served by intake) calls the others from the browser: allow the ports in use.
@@ -244,13 +254,14 @@ def run(data_dir: Path) -> int:
     for svc in stack.services.values():
         svc.env.setdefault("CORS_ALLOW_ORIGINS", origins)
     # Somewhere to deliver mail to, unless the environment names a real server (SMTP_HOST).
+    mail_ports = {} if os.environ.get("SMTP_HOST") else {
+        "mail (SMTP)": _port_setting("CRM_MAIL_SMTP_PORT", 1025),
+        "mail": _port_setting("CRM_MAIL_PORT", 8025),
+    }  # fmt: skip
+    pid_file = stack.data_dir / "run.pids"
+    follower = LogFollower({name: svc.log_path for name, svc in stack.services.items() if svc.log_path}, print)
     sink: MailSink | None = None
-    if not os.environ.get("SMTP_HOST"):
-        from crmtools import mailsink  # aiosmtpd: a development dependency (requirements-dev.txt)
-
-        sink = mailsink.MailSink(_port_setting("CRM_MAIL_SMTP_PORT", 1025), _port_setting("CRM_MAIL_PORT", 8025))
-        stack.services["notification"].env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.smtp_port)})
-        stack.services["intake"].env.setdefault("CONSOLE_MAIL_URL", sink.url.rstrip("/"))  # the console links it
+    failed: Exception | None = None
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -262,51 +273,80 @@ def run(data_dir: Path) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
+        left = previous_run.stop_leftovers(pid_file)
+        if left:
+            print(f"stopped what the last run left running: {', '.join(left)}", flush=True)
+        assert isinstance(stack.broker, EmbeddedBroker) and isinstance(stack.postgres, EmbeddedPostgres)
+        ports = {"postgresql": stack.postgres.port, "broker": stack.broker.port}
+        ports |= {name: svc.port for name, svc in stack.services.items()} | mail_ports
+        previous_run.wait_for_free_ports(ports)
         print(f"starting PostgreSQL on 127.0.0.1:{stack.postgres.port} (data in {data_dir}/postgres)", flush=True)
         print(f"starting the broker on {stack.broker.bootstrap} (memory only)", flush=True)
-        if sink is not None:
+        if mail_ports:
+            from crmtools import mailsink  # aiosmtpd: a development dependency (requirements-dev.txt)
+
+            sink = mailsink.MailSink(mail_ports["mail (SMTP)"], mail_ports["mail"])
+            stack.services["notification"].env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.smtp_port)})
+            stack.services["intake"].env.setdefault("CONSOLE_MAIL_URL", sink.url.rstrip("/"))  # the console links it
             print(f"starting the mail sink on 127.0.0.1:{sink.smtp_port} (memory only)", flush=True)
             sink.start()
         stack.start_infra()
         print("starting intake, case, notification, analytics ...", flush=True)
+        follower.start()
         stack.start_services()
-        print("\nready:")
-        for name, svc in stack.services.items():
-            print(f"  {name:<13} {svc.url}   (docs {svc.url}/docs)")
-        print(f"  {'console':<13} {stack.services['intake'].url}/console/")
-        if sink is not None:
-            print(f"  {'mail':<13} {sink.url}   (what notification sent; SMTP 127.0.0.1:{sink.smtp_port})")
-        else:
-            print(f"  {'mail':<13} sent to {os.environ['SMTP_HOST']} (SMTP_HOST)")
-        print(f"  {'kafka':<13} {stack.broker.bootstrap}")
-        print(f"  {'postgresql':<13} {stack.postgres.dsn('crm_<service>')}")
-        print(f"\nDevelopment admin key (also in {data_dir}/admin.key):\n  {stack.admin_key}")
-        print("\nTry it:")
-        print(f"  export CRM_KEY={stack.admin_key}")
-        print(
-            f'  curl -s -X POST {stack.services["intake"].url}/v1/interactions -H "authorization: Bearer $CRM_KEY" \\\n'
-            "    -H 'content-type: application/json' \\\n"
-            '    -d \'{"customer": {"email": "ada@example.com"}, "channel": "web", '
-            '"direction": "inbound", "kind": "message", "occurred_at": "2026-01-01T10:00:00Z", '
-            '"content": "hello"}\''
-        )
-        print("\nCtrl-C stops everything.", flush=True)
+        previous_run.record(pid_file, stack.pids())
+        _print_ready(stack, sink, data_dir)
         while True:
             for svc in stack.services.values():
                 if svc.proc is not None and svc.proc.poll() is not None:
                     print(f"{svc.name} exited with {svc.proc.returncode}; restarting it", flush=True)
                     svc.start()
+                    previous_run.record(pid_file, stack.pids())
             time.sleep(1)
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
+    except (previous_run.StartRefused, RuntimeError, TimeoutError, OSError) as exc:
+        failed = exc
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        follower.stop()
         if sink is not None:
             sink.stop()
-        print("stopped.", flush=True)
+        previous_run.clear(pid_file)
+        if failed is None:
+            print("stopped.", flush=True)
+        else:  # last, after whatever stopping printed: the one line to read
+            print(f"make run: {failed}", file=sys.stderr, flush=True)
+
+
+def _print_ready(stack: Stack, sink: "MailSink | None", data_dir: Path) -> None:
+    intake = stack.services["intake"].url
+    print("\nready:")
+    for name, svc in stack.services.items():
+        print(f"  {name:<13} {svc.url}   (docs {svc.url}/docs)")
+    print(f"  {'console':<13} {intake}/console/")
+    if sink is not None:
+        print(f"  {'mail':<13} {sink.url}   (what notification sent; SMTP 127.0.0.1:{sink.smtp_port})")
+    else:
+        print(f"  {'mail':<13} sent to {os.environ['SMTP_HOST']} (SMTP_HOST)")
+    print(f"  {'kafka':<13} {stack.broker.bootstrap}")
+    print(f"  {'postgresql':<13} {stack.postgres.dsn('crm_<service>')}")
+    print(f"  {'logs':<13} {stack.logs}/<service>.log   (JSON lines; shown readable below)")
+    print(f"\nDevelopment admin key (also in {data_dir}/admin.key):\n  {stack.admin_key}")
+    print("\nTry it:")
+    print(f"  export CRM_KEY={stack.admin_key}")
+    print(
+        f'  curl -s -X POST {intake}/v1/interactions -H "authorization: Bearer $CRM_KEY" \\\n'
+        "    -H 'content-type: application/json' \\\n"
+        '    -d \'{"customer": {"email": "ada@example.com"}, "channel": "web", '
+        '"direction": "inbound", "kind": "message", "occurred_at": "2026-01-01T10:00:00Z", '
+        '"content": "hello"}\''
+    )
+    print("\nCtrl-C stops everything.", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

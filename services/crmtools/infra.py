@@ -102,9 +102,8 @@ class EmbeddedPostgres:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"postgres exited with {self.proc.returncode}; see {self.pgdata.parent}/postgres.log"
-                )
+                log = self.pgdata.parent / "postgres.log"
+                raise RuntimeError(f"PostgreSQL exited: {last_line(log)} (log: {log})")
             ok = subprocess.run(
                 [self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
                 capture_output=True,
@@ -151,13 +150,25 @@ class EmbeddedBroker:
             signal.SIGTERM,
             env=env,
         )  # fmt: skip
-        wait_for_port(self.port, 30, self.proc)
+        try:
+            wait_for_port(self.port, 30, self.proc)
+        except RuntimeError as exc:  # it exited: its log's last line says why (say, AddrInUse)
+            raise RuntimeError(f"the broker exited: {last_line(self.log_path)} (log: {self.log_path})") from exc
 
     def stop(self) -> None:
         stop_process(self.proc)
 
     def kill(self) -> None:
         stop_process(self.proc, signal.SIGKILL, 5)
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log, or a note that there is none."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return "no log written"
+    return lines[-1].strip()[:200] if lines else "no log written"
 
 
 class ExternalPostgres:

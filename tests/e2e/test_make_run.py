@@ -7,9 +7,11 @@ ports (CRM_PG_PORT, CRM_KAFKA_PORT, CRM_<SERVICE>_PORT), so it never touches a r
 """
 
 import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -150,6 +152,11 @@ def test_make_run_starts_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path)
 
     runner = start(tmp_path, env)
     try:
+        # The terminal shows log lines a person reads; the files keep the JSON for machines.
+        assert any(re.fullmatch(r"\d\d:\d\d:\d\d intake +INFO +intake ready on \S+", line) for line in runner.lines)
+        assert not [line for line in runner.lines if line.lstrip().startswith('{"')], runner.output()
+        logged = (tmp_path / ".data" / "logs" / "intake.log").read_text().splitlines()
+        assert any(json.loads(line)["msg"].startswith("intake ready on") for line in logged if line.startswith("{"))
         urls = runner.urls()
         assert urls == {name: f"http://127.0.0.1:{ports[f'CRM_{name.upper()}_PORT']}" for name in SERVICES}
         key = runner.admin_key()
@@ -198,6 +205,56 @@ def test_make_run_starts_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path)
         stop_with_ctrl_c(again)
     finally:
         again.stop()
+
+
+def _run_env(tmp_path: Path) -> tuple[dict[str, str], dict[str, int]]:
+    ports = {"CRM_PG_PORT": free_port(), "CRM_KAFKA_PORT": free_port()}
+    ports |= {f"CRM_{name.upper()}_PORT": free_port() for name in SERVICES}
+    ports |= {"CRM_MAIL_SMTP_PORT": free_port(), "CRM_MAIL_PORT": free_port()}
+    env = {k: v for k, v in os.environ.items() if k not in ("CRM_ADMIN_KEY", "CRM_DATA_DIR", "SMTP_HOST")}
+    return env | {k: str(v) for k, v in ports.items()} | {"PYTHONUNBUFFERED": "1"}, ports
+
+
+def test_make_run_right_after_a_sigkill_of_the_whole_stack_comes_back(tmp_path: Path) -> None:
+    """Runner, database, broker and services killed at once; the next run starts at once on the
+    same ports and data (the broker's port may still be held while the kernel tears it down)."""
+    env, _ = _run_env(tmp_path)
+    crashed = start(tmp_path, env)
+    try:
+        everything = [psutil.Process(crashed.proc.pid), *crashed.descendants()]
+        for proc in everything:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        crashed.proc.wait(10)
+    finally:
+        crashed.stop()
+    again = start(tmp_path, env)
+    try:
+        assert not [line for line in again.lines if "Traceback" in line], again.output()
+        stop_with_ctrl_c(again)
+    finally:
+        again.stop()
+
+
+def test_make_run_says_in_one_line_which_port_is_taken(tmp_path: Path) -> None:
+    env, ports = _run_env(tmp_path)
+    with socket.socket() as squatter:  # someone else's server on the broker's port
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", ports["CRM_KAFKA_PORT"]))
+        squatter.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "crmtools.devstack", "run"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"make run: port {ports['CRM_KAFKA_PORT']} (broker) is in use by pid {os.getpid()} ")
+    assert last.endswith("set CRM_KAFKA_PORT")
 
 
 def test_no_parent_death_signal_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
