@@ -1,6 +1,7 @@
 """Generate contracts/schemas/*.json, contracts/asyncapi.yaml, the services' OpenAPI snapshots
 (contracts/openapi/<service>.json) and the docs pages made from them (docs/events.md,
-docs/api/<service>.md) from the models and the apps.
+docs/api/<service>.md) from the models and the apps; and the Prometheus operator's PrometheusRule
+from infra/prometheus/alerts.yml (deploy/k8s/monitoring/prometheusrule.yaml).
 
 python -m contracts.generate          # rewrite the files
 python -m contracts.generate --check  # exit 1 if the checked-in files differ (CI)
@@ -18,6 +19,7 @@ import yaml
 
 from contracts import topics
 from contracts.docs import render_api_md, render_events_md
+from contracts.prometheus_rule import ALERTS, PROMETHEUS_RULE, render_prometheus_rule
 from contracts.registry import REGISTRY
 from contracts.services import SERVICE_NAMES
 
@@ -155,6 +157,7 @@ def expected_files() -> dict[Path, str]:
         openapi = render_openapi(service)
         files[OPENAPI_DIR / f"{service}.json"] = openapi
         files[DOCS_DIR / "api" / f"{service}.md"] = render_api_md(service, json.loads(openapi))
+    files[PROMETHEUS_RULE] = render_prometheus_rule(ALERTS.read_text())
     return files
 
 

@@ -30,7 +30,7 @@ def container_engine_problem() -> str | None:
     return None
 
 
-KAFKA_IMAGE = "apache/kafka:3.9.1"  # the image and KRaft settings of docker-compose.yml
+KAFKA_IMAGE = "apache/kafka:4.1.1"  # the image and KRaft settings of docker-compose.yml
 
 
 @contextlib.contextmanager
@@ -80,7 +80,7 @@ def containers() -> Iterator[tuple[str, str]]:
     from testcontainers.postgres import PostgresContainer
 
     with (
-        PostgresContainer("postgres:18", username="postgres", password="postgres", dbname="postgres") as pg,
+        PostgresContainer("postgres:18.4", username="postgres", password="postgres", dbname="postgres") as pg,
         apache_kafka() as kafka_bootstrap,
     ):
         yield pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://"), kafka_bootstrap

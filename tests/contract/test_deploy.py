@@ -1,6 +1,7 @@
 """The production-shaped files, checked without a container engine: every service in compose
 and Kubernetes has its own database, probes and the settings the code reads."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -235,3 +236,93 @@ def test_kubernetes_services_use_their_own_kafka_users_and_secrets() -> None:
     volume = job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
     script = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume)
     assert script["data"]["kafka-acls.sh"] == (ROOT / "deploy/k8s/kafka-acls.sh").read_text()
+
+
+# --- compose: pinned images, healthchecks, start order (docs/production.md#docker-compose) ---------------------
+
+# Long-running containers that cannot run a healthcheck, and why.
+NO_HEALTHCHECK = {"otel-collector": "the contrib image has neither a shell nor an HTTP client"}
+CURRENT_MAJOR = {
+    "apache/kafka": "4.",
+    "postgres": "18.",
+    "jaegertracing/jaeger": "2.",  # v2 takes OTLP natively; v1 (all-in-one) is end of life
+    "prom/prometheus": "v3.",
+    "grafana/grafana": "12.",
+}
+
+
+def _one_shot(svc: dict[str, Any]) -> bool:
+    return svc.get("restart") == "no"
+
+
+def test_compose_images_are_pinned_to_exact_current_versions() -> None:
+    services = _compose()["services"]
+    seen = set()
+    for name, svc in services.items():
+        repository, _, tag = svc["image"].rpartition(":")
+        assert repository and tag and tag != "latest", f"{name}: {svc['image']} is not pinned"
+        if repository == "crm-backbone":  # built here (deploy/Dockerfile)
+            assert "build" in svc, name
+            continue
+        assert re.fullmatch(r"v?\d+\.\d+(\.\d+)?", tag), f"{name}: {tag} is not an exact version"
+        if repository in CURRENT_MAJOR:
+            assert tag.startswith(CURRENT_MAJOR[repository]), f"{name}: {svc['image']}"
+            seen.add(repository)
+    assert seen == set(CURRENT_MAJOR)
+    assert services["alertmanager"]["image"].startswith("prom/alertmanager:")
+    assert services["otel-collector"]["image"].startswith("otel/opentelemetry-collector-contrib:")
+
+
+def test_compose_services_have_healthchecks_and_wait_for_healthy_dependencies() -> None:
+    services = _compose()["services"]
+    for name, svc in services.items():
+        if not _one_shot(svc) and name not in NO_HEALTHCHECK:
+            assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dependency, how in (svc.get("depends_on") or {}).items():
+            target = services[dependency]
+            if _one_shot(target):
+                assert how == {"condition": "service_completed_successfully"}, f"{name} -> {dependency}"
+            elif "healthcheck" in target:
+                assert how == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+    for name in SERVICES:
+        svc = services[name]
+        check = " ".join(svc["healthcheck"]["test"])
+        assert check.startswith("CMD python -c") and "urllib.request.urlopen" in check and "/readyz" in check
+        assert svc["environment"]["MIGRATE_ON_START"] == "false"
+        assert svc["environment"]["KAFKA_CREATE_TOPICS"] == "false"
+        done = {"condition": "service_completed_successfully"}
+        healthy = {"condition": "service_healthy"}
+        assert svc["depends_on"] == {
+            "kafka": healthy,
+            "postgres": healthy,
+            "kafka-setup": done,
+            "topics": done,
+            f"migrate-{name}": done,
+        }
+        migrate = services[f"migrate-{name}"]
+        assert migrate["command"] == ["python", "-m", "crmtools.cli", "migrate", name]
+        assert migrate["environment"]["DATABASE_URL"] == svc["environment"]["DATABASE_URL"]
+    topics_job = services["topics"]
+    assert topics_job["command"] == ["python", "-m", "crmtools.cli", "topics", "apply"]
+    assert topics_job["environment"]["KAFKA_SASL_USERNAME"] == "admin"  # the services' users may not create topics
+
+
+def test_compose_alerts_reach_alertmanager_and_traces_reach_jaeger_v2() -> None:
+    services = _compose()["services"]
+    config = "./infra/alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro"
+    assert config in services["alertmanager"]["volumes"]
+    prometheus = yaml.safe_load((ROOT / "infra/prometheus/prometheus.compose.yml").read_text())
+    targets = [t for am in prometheus["alerting"]["alertmanagers"] for c in am["static_configs"] for t in c["targets"]]
+    assert targets == ["alertmanager:9093"]
+    collector = yaml.safe_load((ROOT / "infra/otel/collector.yaml").read_text())
+    assert collector["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger:4317"  # Jaeger v2's OTLP/gRPC receiver
+
+
+def test_compose_topics_are_infra_topics_with_one_replica() -> None:
+    source = yaml.safe_load((ROOT / "infra/topics.yaml").read_text())["topics"]
+    compose = yaml.safe_load((ROOT / "deploy/kafka/topics.compose.yaml").read_text())["topics"]
+    one_node = [{**t, "replication_factor": 1, "config": {**t["config"], "min.insync.replicas": 1}} for t in source]
+    assert compose == one_node
+    mount = "./deploy/kafka/topics.compose.yaml:/app/infra/topics.yaml:ro"  # the image's default path
+    for name in [*SERVICES, "topics"]:
+        assert mount in _compose()["services"][name]["volumes"], name
