@@ -83,6 +83,9 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpRecei
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within ~0.1 s, not 5 s
         "KPI_GAUGE_INTERVAL_MS": "500",  # the KPI dashboard's gauges follow the traffic quickly
+        # the settled timeline counts follow quickly too (test_timeline_count.py)
+        "TIMELINE_COUNT_INTERVAL_S": "1",
+        "TIMELINE_SETTLED_AFTER_S": "3",
     }
     with running_stack(tmp_path_factory.mktemp("ops-stack"), env) as s:
         yield s
