@@ -47,6 +47,7 @@ from servicekit.runtime import C, Runtime, S, ServiceSpec
 from servicekit.security_headers import SecurityHeaders
 from servicekit.settings import Settings
 from servicekit.streamtickets import router as stream_tickets_router
+from servicekit.timeline_count import count_settled_timeline
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     rt.tasks = [
         asyncio.create_task(_keep_running("consumer", rt.consumer.run), name="consumer"),
         asyncio.create_task(_keep_running("audit", rt.audit.run), name="audit"),
+        asyncio.create_task(_keep_running("timeline count", functools.partial(count_settled_timeline, rt))),
         *(
             asyncio.create_task(_keep_running(loop.__name__, functools.partial(loop, rt)), name=loop.__name__)
             for loop in rt.spec.background

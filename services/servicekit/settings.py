@@ -86,6 +86,10 @@ class Settings(KafkaSecurity):
     broker_check_interval_ms: int = 2000  # how often the relay checks the broker still has what it acked
     # /readyz fails while the event at the head of the outbox has waited longer than this.
     outbox_stuck_after_s: float = 120.0
+    # The settled timeline count of /metrics (timeline_count.py): how often (0: never; each count
+    # reads the whole timeline), and how old an event must be to be counted.
+    timeline_count_interval_s: float = 60.0
+    timeline_settled_after_s: float = 300.0
 
     # Origins allowed to call this service from a browser (the agent console on another port).
     cors_allow_origins: str = ",".join(

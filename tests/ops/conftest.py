@@ -1,4 +1,5 @@
-"""Operations tests: a real Prometheus server and an in-test OTLP/HTTP trace receiver.
+"""Operations tests: a real Prometheus server (and its promtool, and Alertmanager's amtool) and an
+in-test OTLP/HTTP trace receiver.
 
 One embedded stack serves the whole ops session: the four services as real processes, each
 exporting its spans by OTLP/HTTP to a receiver in this test process (so the trace test can
@@ -15,7 +16,7 @@ from tests import debian
 from tests.conftest import running_stack
 from tests.ops.otlp import OtlpReceiver, start_receiver
 
-# --- Prometheus binary ---------------------------------------------------------------------
+# --- Prometheus and Alertmanager binaries --------------------------------------------------
 
 
 def _install_prometheus() -> str:
@@ -32,6 +33,32 @@ def prometheus_bin() -> str:
         found = shutil.which("prometheus")
         if found is None:
             pytest.skip(f"no prometheus binary on PATH and it cannot be installed here: {why or 'not on PATH'}")
+    return found
+
+
+def _install_alertmanager() -> str:
+    """Debian's prometheus-alertmanager package (amtool 0.25 on bookworm); why not, when it cannot be installed."""
+    why = debian.apt_install("prometheus-alertmanager")
+    return f"{why} (install Debian's `prometheus-alertmanager` package, or put amtool on PATH)" if why else ""
+
+
+@pytest.fixture(scope="session")
+def amtool_bin() -> str:
+    found = shutil.which("amtool")
+    if found is None:
+        why = _install_alertmanager()
+        found = shutil.which("amtool")
+        if found is None:
+            pytest.skip(f"no amtool on PATH and it cannot be installed here: {why or 'not on PATH'}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def alertmanager_bin(amtool_bin: str) -> str:
+    """The Alertmanager of amtool's package (Debian names it prometheus-alertmanager)."""
+    found = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
+    if found is None:
+        pytest.skip(f"amtool at {amtool_bin} but no alertmanager or prometheus-alertmanager on PATH")
     return found
 
 
@@ -56,6 +83,9 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpRecei
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within ~0.1 s, not 5 s
         "KPI_GAUGE_INTERVAL_MS": "500",  # the KPI dashboard's gauges follow the traffic quickly
+        # the settled timeline counts follow quickly too (test_timeline_count.py)
+        "TIMELINE_COUNT_INTERVAL_S": "1",
+        "TIMELINE_SETTLED_AFTER_S": "3",
     }
     with running_stack(tmp_path_factory.mktemp("ops-stack"), env) as s:
         yield s
