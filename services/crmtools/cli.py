@@ -8,6 +8,7 @@
     crm redrive <service> [ID ...]  put parked messages back on their topic (all not yet redriven if no ID)
     crm parked <service>            events the broker refused for good, kept out of the service's outbox
     crm unpark <service> [EVENT_ID ...]  queue parked events again, once the cause is mended (all if no ID)
+    crm topics apply [--dry-run]    make the broker's topics what infra/topics.yaml says (prints the plan)
 
 Database and service addresses default to those of `make run`; override per service with
 CRM_<SERVICE>_DATABASE_URL and CRM_<SERVICE>_URL, and the broker with KAFKA_BOOTSTRAP_SERVERS.
@@ -423,7 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unpark", help="queue parked events again")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("event_ids", nargs="*", type=uuid.UUID)
+    p = sub.add_parser("topics", help="reconcile the broker's topics with the topics file")
+    p.add_argument("action", choices=["apply"])
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     args = parser.parse_args(argv)
+    if args.command == "topics":
+        from crmtools.topics import apply
+
+        return asyncio.run(apply(Settings(), args.dry_run))
     if args.command == "run":
         from crmtools.devstack import main as devstack_main
 
