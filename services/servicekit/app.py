@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from contracts.registry import REGISTRY
 from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
-from servicekit import gc_tuning, timeline, topic_plan
+from servicekit import gc_tuning, migrations, timeline, topic_plan
 from servicekit.auth import KeyProjection, current_principal
 from servicekit.http import (
     BodySizeLimit,
@@ -78,9 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     refuse_bad_settings(s)
     topics = topic_plan.service_topics(s)
     rt.pool = await db.connect_with_retry(s.database_url, s.database_pool_size)
-    applied = await db.migrate(rt.pool, [db.EVENTKIT_MIGRATIONS, *rt.spec.migrations])
-    if applied:
-        log.info("migrations applied: %s", ", ".join(applied))
+    await migrations.on_start(rt.pool, s, migrations.directories(rt.spec.migrations))
     if s.kafka_create_topics:
         await ensure_topics(s.kafka_bootstrap_servers, topics, client_options=s.kafka_client_options())
     rt.producer = await _start_producer(s)

@@ -79,6 +79,9 @@ class Settings(KafkaSecurity):
     # of fewer brokers than the file assumes (the embedded broker is one: `make run` sets 1).
     kafka_topic_partitions: int | None = None
     kafka_replication_factor: int | None = None
+    # Apply the database migrations at start. In Kubernetes a Job runs `crm migrate <service>`
+    # first and the services, with false, refuse to start on a database that lacks one.
+    migrate_on_start: bool = True
     kafka_consumer_group: str = ""  # "": crm-<service>
     kafka_session_timeout_ms: int = 10_000
     kafka_linger_ms: int = 2
