@@ -138,14 +138,19 @@ async def test_adding_partitions_is_planned_and_the_embedded_broker_refuses_it(b
     assert (await cluster(broker))[name][0] == 2
 
 
-async def test_the_embedded_broker_describes_configs_only_when_a_topic_was_made_with_some(broker: str) -> None:
+async def test_what_the_embedded_broker_ignores_of_a_topics_definition(broker: str) -> None:
     # Pinned (docs/broker.md): DescribeConfigs lists nothing, not even the defaults Apache Kafka
     # lists, for a topic made without configs; the ones given at creation it lists as set.
-    # CreatePartitions and AlterConfigs it does not offer at all.
+    # CreatePartitions and AlterConfigs it does not offer at all. A replication factor above its
+    # one broker is accepted, the broker listed as each replica.
     await make_topic(broker, "plain", partitions=1)
     admin = AIOKafkaAdminClient(bootstrap_servers=broker)
     await admin.start()
     try:
+        await admin.create_topics([NewTopic("replicated", 1, 3)])
+        (replicated,) = [t for t in await admin.describe_topics() if t["topic"] == "replicated"]
+        replicas = replicated["partitions"][0]["replicas"]
+        assert len(replicas) == 3 and len(set(replicas)) == 1
         await admin.create_topics([NewTopic("configured", 1, 1, topic_configs={"retention.ms": "-1"})])
         described = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, "plain"), ConfigResource(ConfigResourceType.TOPIC, "configured")]
