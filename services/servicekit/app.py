@@ -263,7 +263,7 @@ class StartupRefused(RuntimeError):
 
 
 def refuse_bad_settings(settings: Settings) -> None:
-    problems = settings.startup_problems()
+    problems = settings.startup_problems() + topic_plan.problems(settings)
     if problems:
         message = f"{settings.service_name} refuses to start (CRM_ENV={settings.crm_env}): " + "; ".join(problems)
         log.error("%s", message)

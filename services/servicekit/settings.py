@@ -146,8 +146,6 @@ class Settings(KafkaSecurity):
     def startup_problems(self) -> list[str]:
         """Why this service must not start as configured; [] if it may. Services add their own."""
         problems: list[str] = []
-        if not self.topics_path().is_file():
-            problems.append(f"TOPICS_FILE {self.topics_path()} does not exist")
         if self.kafka_security_protocol.startswith("SASL_") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):

@@ -92,3 +92,13 @@ def service_topics(settings: Settings) -> list[TopicSpec]:
     if missing := [name for name in wanted if name not in by_name]:
         raise TopicsFileError(f"{settings.topics_path()} does not define {', '.join(missing)}")
     return [by_name[name] for name in wanted]
+
+
+def problems(settings: Settings) -> list[str]:
+    """Why the service's topics cannot be read from TOPICS_FILE ([] if they can): a service with
+    a missing or wrong file must not start (servicekit.app.refuse_bad_settings)."""
+    try:
+        service_topics(settings)
+    except TopicsFileError as exc:
+        return [f"TOPICS_FILE {exc}"]
+    return []

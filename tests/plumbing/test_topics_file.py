@@ -9,6 +9,7 @@ import pytest
 import yaml
 from crmtools.topics import Observed, plan
 from eventkit.topics import TopicSpec
+from servicekit.app import StartupRefused, refuse_bad_settings
 from servicekit.settings import DEFAULT_TOPICS_FILE, Settings
 from servicekit.topic_plan import TopicsFileError, load, planned_topics, service_topics
 
@@ -77,9 +78,14 @@ def test_a_wrong_file_is_refused_with_the_reason(tmp_path: Path, topics: object,
         planned_topics(Settings(topics_file=str(write(tmp_path, topics))))
 
 
-def test_a_missing_file_keeps_a_service_from_starting(tmp_path: Path) -> None:
-    problems = Settings(topics_file=str(tmp_path / "nowhere.yaml")).startup_problems()
-    assert f"TOPICS_FILE {tmp_path / 'nowhere.yaml'} does not exist" in problems
+def test_a_missing_or_wrong_file_keeps_a_service_from_starting(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(StartupRefused, match=f"TOPICS_FILE {missing}: .*No such file"):
+        refuse_bad_settings(Settings(topics_file=str(missing)))
+    wrong = write(tmp_path, [{"name": DEADLETTER, "partitions": 1, "replication_factor": 1}])
+    with pytest.raises(StartupRefused, match=f"TOPICS_FILE {wrong} does not define crm.intake.v1"):
+        refuse_bad_settings(Settings(topics_file=str(wrong)))
+    refuse_bad_settings(Settings())  # the shipped file: nothing to refuse
 
 
 def test_config_values_reach_kafka_as_its_strings(tmp_path: Path) -> None:
