@@ -21,7 +21,9 @@ from crmtools import topics as topics_command
 from crmtools.infra import EmbeddedBroker
 from crmtools.processes import free_port
 from crmtools.topics import apply, observe
+from eventkit.topics import ensure_topics
 from servicekit.settings import DEFAULT_TOPICS_FILE, Settings
+from servicekit.topic_plan import service_topics
 
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 from tests.conftest import make_topic
@@ -88,6 +90,18 @@ async def test_apply_creates_every_topic_then_a_second_run_plans_nothing(broker:
     assert (code, err) == (0, "")
     assert lines[-1] == "nothing to do"
     assert [line.split()[:2] for line in lines[:-1]] == [["ok", t] for t in (*ALL_EVENT_TOPICS, DEADLETTER)]
+
+
+async def test_topics_a_service_made_at_start_are_as_the_command_plans(broker: str) -> None:
+    # the services' start (servicekit.app) and `crm topics apply` read the same definitions
+    s = settings(broker)
+    await ensure_topics(broker, service_topics(s), client_options=s.kafka_client_options())
+    code, lines, err = await run(s, dry_run=True)
+    assert (code, err) == (0, "")
+    assert [line.split()[:2] for line in lines[:-1]] == [["ok", t] for t in (*ALL_EVENT_TOPICS, DEADLETTER)]
+    assert (await cluster(broker))[DEADLETTER][1] == {
+        "cleanup.policy": "delete", "retention.ms": "2592000000", "min.insync.replicas": "1"
+    }  # fmt: skip
 
 
 async def test_dry_run_prints_the_plan_and_changes_nothing(broker: str) -> None:
