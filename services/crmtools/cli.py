@@ -8,6 +8,8 @@
     crm redrive <service> [ID ...]  put parked messages back on their topic (all not yet redriven if no ID)
     crm parked <service>            events the broker refused for good, kept out of the service's outbox
     crm unpark <service> [EVENT_ID ...]  queue parked events again, once the cause is mended (all if no ID)
+    crm topics apply [--dry-run]    make the broker's topics what infra/topics.yaml says (prints the plan)
+    crm migrate <service> | --all   apply a service's database migrations and exit
 
 Database and service addresses default to those of `make run`; override per service with
 CRM_<SERVICE>_DATABASE_URL and CRM_<SERVICE>_URL, and the broker with KAFKA_BOOTSTRAP_SERVERS.
@@ -423,7 +425,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unpark", help="queue parked events again")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("event_ids", nargs="*", type=uuid.UUID)
+    p = sub.add_parser("topics", help="reconcile the broker's topics with the topics file")
+    p.add_argument("action", choices=["apply"])
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p = sub.add_parser("migrate", help="apply a service's database migrations and exit")
+    p.add_argument("service", nargs="?", choices=SERVICES)
+    p.add_argument("--all", action="store_true", help="every service, each in its own database")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the database (default 60)")
     args = parser.parse_args(argv)
+    if args.command == "topics":
+        from crmtools.topics import apply
+
+        return asyncio.run(apply(Settings(), args.dry_run))
+    if args.command == "migrate":
+        from crmtools.migrate import migrate
+
+        if args.all == bool(args.service):
+            parser.error("migrate: name one service or --all")
+        return asyncio.run(migrate(SERVICES if args.all else [args.service], args.wait))
     if args.command == "run":
         from crmtools.devstack import main as devstack_main
 

@@ -147,6 +147,8 @@ class Stack:
         for svc in self.services.values():
             svc.env.setdefault("AUTH_EVENT_PUBLIC_KEYS", public_keys)
             svc.env.setdefault("CRM_ENV", "development")  # the development defaults are accepted here only
+            if isinstance(self.broker, EmbeddedBroker):  # one broker: no replicas to keep in sync
+                svc.env.setdefault("KAFKA_REPLICATION_FACTOR", "1")
 
     def _service_env(self, name: str, port: int, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTKIT_CRASH")}

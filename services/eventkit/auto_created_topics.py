@@ -12,7 +12,7 @@ And so counts are read from the metadata of all topics, never by naming one: tha
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -30,9 +30,9 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: Sequence[str]) -> 
     }
 
 
-async def warn_of_other_counts(admin: AIOKafkaAdminClient, names: Sequence[str], partitions: int) -> None:
-    """Log a warning for each of these topics that has another partition count than `partitions`
+async def warn_of_other_counts(admin: AIOKafkaAdminClient, partitions: Mapping[str, int]) -> None:
+    """Log a warning for each of these topics (name -> partitions wanted) that has another count
     (made by a client's metadata request before it was created with the configured count)."""
-    for name, count in (await partition_counts(admin, names)).items():
-        if count != partitions:
-            log.warning("topic %s has %d partitions, not the %d configured", name, count, partitions)
+    for name, count in (await partition_counts(admin, list(partitions))).items():
+        if count != partitions[name]:
+            log.warning("topic %s has %d partitions, not the %d configured", name, count, partitions[name])

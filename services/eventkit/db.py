@@ -130,6 +130,11 @@ async def ensure_database(dsn: str) -> None:
         await conn.close()
 
 
+def migration_files(directories: Sequence[Path]) -> list[tuple[str, Path]]:
+    """Every migration in the order applied, with the name schema_migrations records it by."""
+    return [(f"{d.parent.name}/{path.name}", path) for d in directories for path in sorted(d.glob("*.sql"))]
+
+
 async def migrate(pool: asyncpg.Pool, directories: Sequence[Path]) -> list[str]:
     """Apply every not yet applied *.sql file; return the names applied now."""
     applied_now: list[str] = []
@@ -141,18 +146,25 @@ async def migrate(pool: asyncpg.Pool, directories: Sequence[Path]) -> list[str]:
                 " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-            for directory in directories:
-                for path in sorted(directory.glob("*.sql")):
-                    name = f"{directory.parent.name}/{path.name}"
-                    if name in done:
-                        continue
-                    async with conn.transaction():
-                        await conn.execute(path.read_text())
-                        await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
-                    applied_now.append(name)
+            for name, path in migration_files(directories):
+                if name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+                applied_now.append(name)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied_now
+
+
+async def pending_migrations(pool: asyncpg.Pool, directories: Sequence[Path]) -> list[str]:
+    """The migrations `migrate` would apply now, changing nothing (none applied yet: all)."""
+    async with pool.acquire() as conn:
+        done: set[str] = set()
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is not None:
+            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+    return [name for name, _ in migration_files(directories) if name not in done]
 
 
 def json_text(value: Any) -> str:

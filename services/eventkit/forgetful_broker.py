@@ -26,7 +26,7 @@ partition grown since, report one that did not happen), and nothing is fetched b
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Collection, Mapping
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -35,7 +35,7 @@ from aiokafka.structs import TopicPartition
 
 from eventkit.partition_ends import PartitionEnds, drop_read_to_end
 from eventkit.telemetry import BROKER_AMNESIA
-from eventkit.topics import ensure_topics
+from eventkit.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ class BrokerWatch:
     def __init__(
         self,
         bootstrap_servers: str,
-        topics: list[str],
-        partitions: int,
-        replication_factor: int,
+        topics: Sequence[TopicSpec],
         service: str,
         *,
         client_options: Mapping[str, Any],
@@ -56,8 +54,6 @@ class BrokerWatch:
         self._bootstrap = bootstrap_servers
         self._client_options = client_options
         self._topics = topics
-        self._partitions = partitions
-        self._replication = replication_factor
         self._amnesia = BROKER_AMNESIA.labels(service)
         self._ends = PartitionEnds(bootstrap_servers, client_options=client_options)
 
@@ -126,6 +122,4 @@ class BrokerWatch:
     async def recover(self) -> None:
         """Recreate the topics; the caller republishes."""
         self._amnesia.inc()
-        await ensure_topics(
-            self._bootstrap, self._partitions, self._replication, self._topics, client_options=self._client_options
-        )
+        await ensure_topics(self._bootstrap, self._topics, client_options=self._client_options)

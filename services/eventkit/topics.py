@@ -4,6 +4,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -21,6 +22,20 @@ _key_hash = functools.lru_cache(maxsize=65_536)(murmur2)
 _by_random = DefaultPartitioner()
 
 
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as it should be: the caller's names and numbers (eventkit knows none of its own).
+    `config`: topic-level configuration (retention.ms, min.insync.replicas...), values as strings."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def new_topic(self) -> NewTopic:
+        return NewTopic(self.name, self.partitions, self.replication_factor, topic_configs=dict(self.config))
+
+
 def partition_for_key(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
     """aiokafka's (and the Java client's) default partitioner, with the key hashes remembered."""
     if key is None:
@@ -30,30 +45,27 @@ def partition_for_key(key: bytes | None, all_partitions: list[int], available: l
 
 async def ensure_topics(
     bootstrap_servers: str,
-    partitions: int,
-    replication_factor: int,
-    names: Sequence[str],
+    topics: Sequence[TopicSpec],
     *,
     client_options: Mapping[str, Any],
 ) -> None:
-    """Create the missing ones of these topics; warn about existing ones with another partition
-    count (auto_created_topics.py). `client_options`: keyword arguments for the Kafka client."""
+    """Create the missing ones of these topics, with their configuration; warn about existing ones
+    with another partition count (auto_created_topics.py). Existing topics are not altered (that is
+    an operator's act: `crm topics apply`). `client_options`: keyword arguments for the Kafka client."""
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **client_options)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [n for n in names if n not in existing]
+            missing = [t for t in topics if t.name not in existing]
             if missing:
-                response = await admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in missing]
-                )
+                response = await admin.create_topics([t.new_topic() for t in missing])
                 for topic_error in getattr(response, "topic_errors", []):
                     name, code = topic_error[0], topic_error[1]
                     if code not in (0, TOPIC_ALREADY_EXISTS):
                         raise RuntimeError(f"creating topic {name} failed with error code {code}")
-                log.info("created topics %s", ", ".join(missing))
-            await warn_of_other_counts(admin, names, partitions)
+                log.info("created topics %s", ", ".join(t.name for t in missing))
+            await warn_of_other_counts(admin, {t.name: t.partitions for t in topics})
             return
         except (OSError, TimeoutError, KafkaConnectionError) as exc:
             log.warning("broker not reachable for topic creation: %s", exc)

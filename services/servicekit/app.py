@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from contracts.registry import REGISTRY
 from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
-from servicekit import gc_tuning, timeline
+from servicekit import gc_tuning, migrations, timeline, topic_plan
 from servicekit.auth import KeyProjection, current_principal
 from servicekit.http import (
     BodySizeLimit,
@@ -77,18 +77,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     rt: Runtime[Settings, Any] = app.state.runtime
     s = rt.settings
     refuse_bad_settings(s)
+    topics = topic_plan.service_topics(s)
     rt.pool = await db.connect_with_retry(s.database_url, s.database_pool_size)
-    applied = await db.migrate(rt.pool, [db.EVENTKIT_MIGRATIONS, *rt.spec.migrations])
-    if applied:
-        log.info("migrations applied: %s", ", ".join(applied))
+    await migrations.on_start(rt.pool, s, migrations.directories(rt.spec.migrations))
     if s.kafka_create_topics:
-        await ensure_topics(
-            s.kafka_bootstrap_servers,
-            s.kafka_topic_partitions,
-            s.kafka_replication_factor,
-            [*ALL_EVENT_TOPICS, DEADLETTER],
-            client_options=s.kafka_client_options(),
-        )
+        await ensure_topics(s.kafka_bootstrap_servers, topics, client_options=s.kafka_client_options())
     rt.producer = await _start_producer(s)
     subscribers: list[Subscriber] = [
         timeline.TimelineProjection(),
@@ -192,9 +185,7 @@ async def _relay(rt: Runtime[Settings, Any], feed: FeedOnLoop | None) -> None:
     producer = await _start_producer(s)
     watch = BrokerWatch(
         s.kafka_bootstrap_servers,
-        [*ALL_EVENT_TOPICS, DEADLETTER],
-        s.kafka_topic_partitions,
-        s.kafka_replication_factor,
+        topic_plan.service_topics(s),
         s.service_name,
         client_options=s.kafka_client_options(),
     )
@@ -274,7 +265,7 @@ class StartupRefused(RuntimeError):
 
 
 def refuse_bad_settings(settings: Settings) -> None:
-    problems = settings.startup_problems()
+    problems = settings.startup_problems() + topic_plan.problems(settings)
     if problems:
         message = f"{settings.service_name} refuses to start (CRM_ENV={settings.crm_env}): " + "; ".join(problems)
         log.error("%s", message)

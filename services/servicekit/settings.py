@@ -10,6 +10,7 @@ while a secret is missing, weak or a development default (startup_problems), or 
 """
 
 import ssl
+from pathlib import Path
 from typing import Any, Literal, Self
 
 from eventkit.eventstore import DEFAULT_MAX_EVENT_BYTES
@@ -18,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.services import SERVICES
 
+# services/servicekit/settings.py -> the root of the source tree (/app in the image)
+DEFAULT_TOPICS_FILE = Path(__file__).resolve().parents[2] / "infra" / "topics.yaml"
 DEFAULT_PORTS: dict[str, int] = {s.name: s.port for s in SERVICES}
 # Secrets written in this repository (defaults, examples): never accepted in production.
 DEVELOPMENT_SECRETS = frozenset({"dev-webhook-secret", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
@@ -69,8 +72,16 @@ class Settings(KafkaSecurity):
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_create_topics: bool = True
-    kafka_topic_partitions: int = 6
-    kafka_replication_factor: int = 1
+    # The topics' definitions (infra/topics.yaml; topic_plan.py). "": that file in the source
+    # tree, which is /app/infra/topics.yaml in the image.
+    topics_file: str = ""
+    # Overrides of every topic's partitions and replication factor in TOPICS_FILE, for a cluster
+    # of fewer brokers than the file assumes (the embedded broker is one: `make run` sets 1).
+    kafka_topic_partitions: int | None = None
+    kafka_replication_factor: int | None = None
+    # Apply the database migrations at start. In Kubernetes a Job runs `crm migrate <service>`
+    # first and the services, with false, refuse to start on a database that lacks one.
+    migrate_on_start: bool = True
     kafka_consumer_group: str = ""  # "": crm-<service>
     kafka_session_timeout_ms: int = 10_000
     kafka_linger_ms: int = 2
@@ -166,6 +177,9 @@ class Settings(KafkaSecurity):
         # fails on another, and a weak one can be found from a ticket seen in a log.
         problems += secret_problems("STREAM_TICKET_SECRET", self.stream_ticket_secret)
         return problems
+
+    def topics_path(self) -> Path:
+        return Path(self.topics_file) if self.topics_file else DEFAULT_TOPICS_FILE
 
     @property
     def source(self) -> str:

@@ -20,6 +20,7 @@ from eventkit.live import FeedOnLoop, TimelineFeed
 from eventkit.outbox import OutboxRelay
 from eventkit.telemetry import OUTBOX_OLDEST_AGE, OUTBOX_PARKED, OUTBOX_PARKED_NOW, UNREAD_AFTER_REPUBLISH
 from eventkit.thread_loop import LoopThread
+from eventkit.topics import TopicSpec
 from servicekit.runtime import OutboxHead
 from servicekit.settings import kafka_options
 
@@ -161,7 +162,7 @@ async def test_after_a_republish_the_relay_reads_its_topic_back_and_publishes_ag
     # a topic it did not have, then the topic made, then writes at offsets inside that batch.
     topic = unique_topic()
     await make_topic(bootstrap, topic, partitions=1)
-    watch = BrokerWatch(bootstrap, [topic], 1, 1, "t-read-back", client_options=kafka_options())
+    watch = BrokerWatch(bootstrap, [TopicSpec(topic, 1, 1)], "t-read-back", client_options=kafka_options())
     relay = OutboxRelay("unused", producer, "t-read-back", batch_size=1000)
     # Republishes in small batches, so that one lands inside the batch written to no topic.
     small = OutboxRelay("unused", producer, "t-read-back", batch_size=3, broker_watch=watch)

@@ -5,6 +5,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from eventkit.forgetful_broker import BrokerWatch
 from eventkit.partition_ends import PartitionEnds
+from eventkit.topics import TopicSpec
 from servicekit.settings import kafka_options
 
 from tests.conftest import make_topic, produce_batch, unique_topic
@@ -34,7 +35,7 @@ async def test_broker_watch_tells_a_forgotten_end_from_a_grown_one(bootstrap: st
     p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
     await produce_batch(producer, topic, 0, 5)  # offsets 0-4
     await produce_batch(producer, topic, 1, 3)  # offsets 0-2
-    watch = BrokerWatch(bootstrap, [topic], 2, 1, "t-watch", client_options=kafka_options())
+    watch = BrokerWatch(bootstrap, [TopicSpec(topic, 2, 1)], "t-watch", client_options=kafka_options())
     try:
         assert await watch.forgot({p0: 4, p1: 2}) is None  # both still hold what was acknowledged
         # acknowledged up to 7 where the partition ends at 3: the broker forgot

@@ -224,7 +224,7 @@ async def test_sasl_settings_reach_every_kafka_client(monkeypatch: pytest.Monkey
     admin = Captures()
     monkeypatch.setattr(topics, "AIOKafkaAdminClient", admin)
     with pytest.raises(_Stop):
-        await topics.ensure_topics("127.0.0.1:1", 1, 1, ["t"], client_options=kafka_options())
+        await topics.ensure_topics("127.0.0.1:1", [topics.TopicSpec("t", 1, 1)], client_options=kafka_options())
     assert_sasl(admin.made[0])
     # the readers of partition ends and committed offsets
     reader = Captures()

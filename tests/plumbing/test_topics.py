@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from eventkit.forgetful_broker import BrokerWatch
 from eventkit.partition_ends import PartitionEnds
-from eventkit.topics import ensure_topics
+from eventkit.topics import TopicSpec, ensure_topics
 from servicekit.settings import kafka_options
 
 from tests.conftest import make_topic, produce_batch, read_from_start, unique_topic
@@ -57,7 +57,9 @@ async def test_a_topic_a_subscriber_created_first_is_reported(bootstrap: str, ca
     wanted = default + 2
 
     with caplog.at_level(logging.WARNING, logger="eventkit.auto_created_topics"):
-        await ensure_topics(bootstrap, wanted, 1, [early, missing], client_options=kafka_options())
+        await ensure_topics(
+            bootstrap, [TopicSpec(early, wanted, 1), TopicSpec(missing, wanted, 1)], client_options=kafka_options()
+        )
 
     assert await counts(bootstrap, [early, missing]) == {early: default, missing: wanted}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -99,7 +101,7 @@ async def test_broker_watch_notices_writes_past_the_partitions_of_a_topic(
     default = await made_by_a_subscriber(bootstrap, topic)
     p0, past = TopicPartition(topic, 0), TopicPartition(topic, default + 1)
     await produce_batch(producer, topic, 0, 3)  # offsets 0-2, acknowledged: the relay's watermark is 2
-    watch = BrokerWatch(bootstrap, [topic], default + 2, 1, "t-past", client_options=kafka_options())
+    watch = BrokerWatch(bootstrap, [TopicSpec(topic, default + 2, 1)], "t-past", client_options=kafka_options())
     try:
         assert await watch.forgot({p0: 2}) is None  # the count alone is no loss: reported by ensure_topics
         # The ends alone would not tell: partition 0 still holds what was acknowledged.
