@@ -33,6 +33,7 @@ from contracts.registry import REGISTRY
 from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
 from servicekit import gc_tuning, timeline
+from servicekit.apidocs import document_security
 from servicekit.auth import KeyProjection, current_principal
 from servicekit.http import (
     BodySizeLimit,
@@ -245,6 +246,7 @@ def create_app(spec: ServiceSpec[S, C], settings: S, context: C) -> FastAPI:
     )
     install_error_handlers(app)
     document_errors(app, current_principal)
+    document_security(app)
     origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
     if origins:  # the agent console calls every service from one page
         app.add_middleware(
