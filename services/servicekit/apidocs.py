@@ -1,21 +1,33 @@
-"""What the OpenAPI document says about auth.
+"""What the OpenAPI document says about auth, and the interactive docs served from the service.
 
 - Security: every operation whose route depends on the key check (auth.current_principal, or the
   timeline stream's stream_caller, which also takes a ticket) declares the bearer scheme; the others
   (health, readiness, metrics) declare `security: []`. The scopes come from the route's require()
   checks (auth.ScopeCheck): `x-required-scopes` and a sentence in the description. Both are read
   from the routes' dependencies, so the document cannot say other than what the routes check.
+- /docs (Swagger UI) and /redoc (ReDoc) load their scripts and styles from this service, files the
+  fastapi-offline package ships, so they work with no network; each page's inline script is allowed
+  by its hash in the page's own Content-Security-Policy.
 """
 
+import base64
+import hashlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.staticfiles import StaticFiles
 
 from servicekit.auth import ScopeCheck, current_principal
+from servicekit.security_headers import docs_policy
 from servicekit.streamtickets import stream_caller
 
 BEARER = "bearerAuth"
@@ -112,3 +124,53 @@ def document_security(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- /docs and /redoc, from this service --------------------------------------------------------------------
+
+ASSETS = Path(fastapi_offline.__file__).parent / "static"
+ASSETS_PREFIX = "/docs/assets"
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+
+
+def _with_policy(html: str) -> HTMLResponse:
+    """The page with a policy that allows its own inline scripts by their hash, and nothing
+    from elsewhere."""
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(html)
+    ]
+    return HTMLResponse(html, headers={"Content-Security-Policy": docs_policy(hashes), "Cache-Control": "no-cache"})
+
+
+def install_docs(app: FastAPI) -> None:
+    """GET /docs (Swagger UI) and GET /redoc (ReDoc), assets under /docs/assets. The FastAPI app
+    is made with docs_url=None and redoc_url=None: FastAPI's own pages load from a CDN."""
+    app.mount(ASSETS_PREFIX, StaticFiles(directory=ASSETS), name="docs-assets")
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        html = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{ASSETS_PREFIX}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS_PREFIX}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS_PREFIX}/favicon.png",
+            # No badge from the public validator: the page makes no request to another origin.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        return _with_policy(bytes(html.body).decode())
+
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        html = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{ASSETS_PREFIX}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{ASSETS_PREFIX}/favicon.png",
+            with_google_fonts=False,
+        )
+        return _with_policy(bytes(html.body).decode())
+
+    app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
