@@ -91,39 +91,30 @@ def _auth_sentence(scopes: list[str] | None, ticket: bool) -> str:
     return sentence + ("; a browser may pass a stream ticket (`?ticket=`) instead." if ticket else ".")
 
 
-def document_security(app: FastAPI) -> None:
-    """Add the security schemes and each operation's security to the app's OpenAPI document."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-        for route in iter_route_contexts(app.routes):
-            if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+def declare_security(app: FastAPI, schema: dict[str, Any]) -> None:
+    """Add the security schemes and each operation's security to the app's OpenAPI document
+    (called by http.document_errors before it caches the document)."""
+    schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+            continue
+        calls = list(_calls(route.dependant))
+        guards = [GUARDS[c] for c in calls if c in GUARDS]
+        checks = [c.scopes for c in calls if isinstance(c, ScopeCheck)] + [g.scopes for g in guards if g.scopes]
+        for method in route.methods or ():
+            operation: dict[str, Any] = schema["paths"][route.path_format][method.lower()]
+            if not guards:
+                operation["security"] = []
                 continue
-            calls = list(_calls(route.dependant))
-            guards = [GUARDS[c] for c in calls if c in GUARDS]
-            checks = [c.scopes for c in calls if isinstance(c, ScopeCheck)] + [g.scopes for g in guards if g.scopes]
-            for method in route.methods or ():
-                operation: dict[str, Any] = schema["paths"][route.path_format][method.lower()]
-                if not guards:
-                    operation["security"] = []
-                    continue
-                # Every guard must pass: what satisfies them all (a ticket alone passes no key check).
-                schemes = [s for s in guards[0].security if all(s in g.security for g in guards)]
-                operation["security"] = [{name: []} for name in schemes]
-                scopes = required_scopes(checks) if checks else None
-                if scopes is not None:
-                    operation["x-required-scopes"] = scopes
-                sentence = _auth_sentence(scopes, TICKET in schemes)
-                description = operation.get("description", "")
-                operation["description"] = f"{description}\n\n{sentence}" if description else sentence
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+            # Every guard must pass: what satisfies them all (a ticket alone passes no key check).
+            schemes = [s for s in guards[0].security if all(s in g.security for g in guards)]
+            operation["security"] = [{name: []} for name in schemes]
+            scopes = required_scopes(checks) if checks else None
+            if scopes is not None:
+                operation["x-required-scopes"] = scopes
+            sentence = _auth_sentence(scopes, TICKET in schemes)
+            description = operation.get("description", "")
+            operation["description"] = f"{description}\n\n{sentence}" if description else sentence
 
 
 # --- /docs and /redoc, from this service --------------------------------------------------------------------

@@ -33,7 +33,7 @@ from contracts.registry import REGISTRY
 from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
 from servicekit import gc_tuning, timeline
-from servicekit.apidocs import document_security, install_docs
+from servicekit.apidocs import declare_security, install_docs
 from servicekit.auth import KeyProjection, current_principal
 from servicekit.http import (
     BodySizeLimit,
@@ -248,8 +248,7 @@ def create_app(spec: ServiceSpec[S, C], settings: S, context: C) -> FastAPI:
         context=context,
     )
     install_error_handlers(app)
-    document_errors(app, current_principal)
-    document_security(app)
+    document_errors(app, current_principal, then=[declare_security])
     install_docs(app)
     origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
     if origins:  # the agent console calls every service from one page
