@@ -132,6 +132,16 @@ def _body(op: dict[str, Any]) -> str:
     return ""
 
 
+def _key(op: dict[str, Any]) -> str:
+    """Which key the operation needs: none, any, or one of its scopes (admin passes them all)."""
+    if op.get("security") == []:
+        return "none"
+    scopes = op.get("x-required-scopes")
+    named = " or ".join(f"`{s}`" for s in scopes) if scopes else "any"
+    schemes = {name for requirement in op.get("security", []) for name in requirement}
+    return named + (" (or a ticket)" if "streamTicket" in schemes else "")
+
+
 def render_api_md(service: str, doc: dict[str, Any]) -> str:
     """One service's HTTP reference: routes by tag with their query, body and status codes."""
     info = doc.get("info", {})
@@ -145,6 +155,8 @@ def render_api_md(service: str, doc: dict[str, Any]) -> str:
         f"From `contracts/openapi/{service}.json`, the document the running service serves at",
         "`/openapi.json` (and as pages at `/docs`). Every error answer has the `ErrorBody` shape",
         "([HTTP API](index.md)); 401, 403, 429 and 503 may come from every route that needs a key.",
+        "`key`: the scopes of which the route's API key needs one (`admin` has them all); `none`: no key.",
+        "`id`: the operation id, the method's name in a client generated from the document.",
     ]
     by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     for path, method, op in _operations(doc):
@@ -154,14 +166,14 @@ def render_api_md(service: str, doc: dict[str, Any]) -> str:
             "",
             f"## {tag}",
             "",
-            "| route | what | query (`?`: optional) | body | answers |",
-            "|---|---|---|---|---|",
+            "| route | id | what | key | query (`?`: optional) | body | answers |",
+            "|---|---|---|---|---|---|---|",
         ]
         for path, method, op in sorted(by_tag[tag]):
             codes = ", ".join(sorted(op.get("responses", {})))
             out.append(
-                f"| `{method} {path}` | {_cell(op.get('summary', ''))} | {_parameters(op)} "
-                f"| {_cell(_body(op))} | {codes} |"
+                f"| `{method} {path}` | `{op.get('operationId', '')}` | {_cell(op.get('summary', ''))} | {_key(op)} "
+                f"| {_parameters(op)} | {_cell(_body(op))} | {codes} |"
             )
     schemas: dict[str, Any] = doc.get("components", {}).get("schemas", {})
     bodies = sorted({b for _, _, op in _operations(doc) if (b := _body(op)) and b in schemas})

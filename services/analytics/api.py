@@ -120,6 +120,7 @@ class InsightsOut(BaseModel):
 
 @router.get(
     "/v1/kpis",
+    operation_id="getKpis",
     tags=["analytics"],
     dependencies=[require("ops")],
     summary="Customer-service KPIs over [from, to), totals and one row per hour or day",
@@ -163,6 +164,7 @@ async def get_kpis(
 
 @router.get(
     "/v1/customers/{customer_id}/insights",
+    operation_id="getCustomerInsights",
     tags=["analytics"],
     summary="RFM, churn risk with reasons, segment",
     dependencies=[require("agent", "ops")],

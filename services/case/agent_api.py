@@ -115,6 +115,7 @@ async def _answer(rt: CaseRuntime, outcome: AgentOutcome, status: int = 200) -> 
 
 @router.get(
     "/v1/agents",
+    operation_id="listAgents",
     summary="Agents with their status and load",
     dependencies=[require("agent", SUPERVISOR)],
     responses={200: {"model": AgentListOut}},
@@ -129,6 +130,7 @@ async def list_agents(
 
 @router.get(
     "/v1/agents/{agent_id}",
+    operation_id="getAgent",
     summary="One agent with status and load",
     dependencies=[require("agent", SUPERVISOR)],
     responses={200: {"model": AgentOut}, 404: {"description": "agent_not_found"}},
@@ -142,6 +144,7 @@ async def get_agent(rt: CaseRuntime, agent_id: AgentId) -> Response:
 
 @router.put(
     "/v1/agents/{agent_id}",
+    operation_id="saveAgent",
     summary="Register or change an agent: name, teams, capacity, skills (supervisor)",
     dependencies=[require(SUPERVISOR)],
     responses={
@@ -159,6 +162,7 @@ async def put_agent(rt: CaseRuntime, agent_id: AgentId, body: AgentIn) -> Respon
 
 @router.put(
     "/v1/agents/{agent_id}/status",
+    operation_id="setAgentStatus",
     summary="Go online, away or offline (the agent themselves, or a supervisor)",
     dependencies=[require("agent", SUPERVISOR)],
     responses={
@@ -185,6 +189,7 @@ async def set_status(rt: CaseRuntime, caller: Caller, agent_id: AgentId, body: S
 
 @router.get(
     "/v1/queues/{team}",
+    operation_id="getTeamQueue",
     summary="A team's open cases by due_at: unassigned, per owner, escalations",
     dependencies=[require("agent", SUPERVISOR)],
     responses={200: {"model": QueueOut}},

@@ -277,7 +277,12 @@ _COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/v1/cases", summary="List and filter cases, newest first", responses={200: {"model": CaseListOut}})
+@router.get(
+    "/v1/cases",
+    operation_id="listCases",
+    summary="List and filter cases, newest first",
+    responses={200: {"model": CaseListOut}},
+)
 async def list_cases(
     rt: CaseRuntime,
     status: Annotated[list[Status] | None, Query()] = None,
@@ -310,6 +315,7 @@ async def list_cases(
 
 @router.post(
     "/v1/cases",
+    operation_id="createCase",
     status_code=201,
     summary="Open a case by hand",
     responses={
@@ -341,6 +347,7 @@ async def open_case(rt: CaseRuntime, body: OpenIn) -> Response:
 
 @router.get(
     "/v1/cases/{case_id}",
+    operation_id="getCase",
     summary="One case with SLA state and its full history",
     responses={200: {"model": CaseDetailOut}, 404: {"description": "case_not_found"}},
 )
@@ -368,31 +375,51 @@ async def get_case(request: Request, rt: CaseRuntime, case_id: str) -> Response:
     return _json(body, version=state.version)
 
 
-@router.post("/v1/cases/{case_id}/assign", summary="Give the case to an owner", responses=_COMMAND_ERRORS)
+@router.post(
+    "/v1/cases/{case_id}/assign",
+    operation_id="assignCase",
+    summary="Give the case to an owner",
+    responses=_COMMAND_ERRORS,
+)
 async def assign(request: Request, rt: CaseRuntime, case_id: str, body: AssignIn, if_match: IfMatch = None) -> Response:
     return await _command(request, rt, case_id, body, if_match, handlers.assign, body.owner, body.team)
 
 
-@router.post("/v1/cases/{case_id}/status", summary="Move the case along its lifecycle", responses=_COMMAND_ERRORS)
+@router.post(
+    "/v1/cases/{case_id}/status",
+    operation_id="changeCaseStatus",
+    summary="Move the case along its lifecycle",
+    responses=_COMMAND_ERRORS,
+)
 async def change_status(
     request: Request, rt: CaseRuntime, case_id: str, body: StatusIn, if_match: IfMatch = None
 ) -> Response:
     return await _command(request, rt, case_id, body, if_match, handlers.change_status, body.status, body.reason)
 
 
-@router.post("/v1/cases/{case_id}/priority", summary="Set the priority", responses=_COMMAND_ERRORS)
+@router.post(
+    "/v1/cases/{case_id}/priority",
+    operation_id="setCasePriority",
+    summary="Set the priority",
+    responses=_COMMAND_ERRORS,
+)
 async def set_priority(
     request: Request, rt: CaseRuntime, case_id: str, body: PriorityIn, if_match: IfMatch = None
 ) -> Response:
     return await _command(request, rt, case_id, body, if_match, handlers.set_priority, body.priority, body.reason)
 
 
-@router.post("/v1/cases/{case_id}/notes", summary="Add a note", responses=_COMMAND_ERRORS)
+@router.post("/v1/cases/{case_id}/notes", operation_id="addCaseNote", summary="Add a note", responses=_COMMAND_ERRORS)
 async def add_note(request: Request, rt: CaseRuntime, case_id: str, body: NoteIn, if_match: IfMatch = None) -> Response:
     return await _command(request, rt, case_id, body, if_match, handlers.add_note, body.author, body.text)
 
 
-@router.post("/v1/cases/{case_id}/interactions", summary="Link an interaction", responses=_COMMAND_ERRORS)
+@router.post(
+    "/v1/cases/{case_id}/interactions",
+    operation_id="linkCaseInteraction",
+    summary="Link an interaction",
+    responses=_COMMAND_ERRORS,
+)
 async def link_interaction(
     request: Request, rt: CaseRuntime, case_id: str, body: LinkIn, if_match: IfMatch = None
 ) -> Response:
@@ -410,6 +437,7 @@ def _author(given: str | None, caller: Principal) -> str:
 
 @router.post(
     "/v1/cases/{case_id}/replies",
+    operation_id="replyToCase",
     summary="Reply to the customer: notification delivers it on the channel (rule agent_reply)",
     responses=_COMMAND_ERRORS,
 )

@@ -91,6 +91,7 @@ class ErasureOut(BaseModel):
 
 @router.post(
     "/v1/admin/keys",
+    operation_id="createKey",
     status_code=201,
     summary="Create an API key; the key is shown only in this answer",
     responses={201: {"model": KeyCreatedOut}},
@@ -107,7 +108,12 @@ def _signing_key_missing() -> ApiError:  # refused at startup; in case
     return ApiError(503, "signing_key_missing", "intake has no AUTH_EVENT_SIGNING_KEY to sign keys with")
 
 
-@router.get("/v1/admin/keys", summary="API keys (never the keys themselves)", responses={200: {"model": KeysOut}})
+@router.get(
+    "/v1/admin/keys",
+    operation_id="listKeys",
+    summary="API keys (never the keys themselves)",
+    responses={200: {"model": KeysOut}},
+)
 async def list_keys(rt: IntakeRuntime) -> Response:
     async with rt.db.acquire() as conn:
         return JSONResponse({"items": await key_listing(conn)})
@@ -115,6 +121,7 @@ async def list_keys(rt: IntakeRuntime) -> Response:
 
 @router.delete(
     "/v1/admin/keys/{key_id}",
+    operation_id="revokeKey",
     summary="Revoke an API key everywhere",
     responses={
         200: {"model": KeyRevokedOut},
@@ -136,6 +143,7 @@ async def revoke_key(rt: IntakeRuntime, key_id: str) -> Response:
 
 @router.get(
     "/v1/customers/{customer_id}/export",
+    operation_id="exportCustomer",
     tags=["customers"],
     summary="Everything the four services hold about a customer, as one JSON document",
     responses={
@@ -162,6 +170,7 @@ async def export(request: Request, rt: IntakeRuntime, customer_id: str) -> Respo
 
 @router.post(
     "/v1/customers/{customer_id}/erasure",
+    operation_id="eraseCustomer",
     tags=["customers"],
     status_code=202,
     summary="Erase a customer: destroy their data keys (crypto-shredding); every service masks what it holds",

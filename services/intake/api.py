@@ -204,6 +204,7 @@ IdempotencyKey = Annotated[
 
 @router.post(
     "/v1/interactions",
+    operation_id="recordInteraction",
     tags=["interactions"],
     status_code=202,
     summary="Record one interaction",
@@ -242,6 +243,7 @@ async def post_interaction(
 
 @router.post(
     "/v1/interactions:batch",
+    operation_id="recordInteractionBatch",
     tags=["interactions"],
     status_code=202,
     summary=f"Record up to {MAX_BATCH} interactions as one durable write (all or nothing)",

@@ -88,6 +88,7 @@ async def customer_call(request: Request, customer_id: str, call: Any, status: i
 
 @router.get(
     "/v1/customers",
+    operation_id="findCustomers",
     tags=["customers"],
     summary="Find customers by email, phone, name or the start of their id",
     dependencies=[require("agent")],
@@ -127,6 +128,7 @@ async def find_customers(
 
 @router.get(
     "/v1/customers/{customer_id}",
+    operation_id="getCustomer",
     tags=["customers"],
     summary="Identifiers, preferences and consent",
     dependencies=[require("agent")],
@@ -151,6 +153,7 @@ CHANGE: dict[str, Any] = {"tags": ["customers"], "response_model": ChangedOut, "
 
 @router.put(
     "/v1/customers/{customer_id}/consent",
+    operation_id="setConsent",
     summary="Grant or withdraw consent per purpose and channel",
     responses={**MERGED, **NOT_FOUND},
     **CHANGE,
@@ -163,6 +166,7 @@ async def put_consent(request: Request, rt: IntakeRuntime, customer_id: str, bod
 
 @router.put(
     "/v1/customers/{customer_id}/preferences",
+    operation_id="setPreferences",
     summary="Preferred channel, language, quiet hours, VIP flag, region (the whole set)",
     responses={**MERGED, **NOT_FOUND},
     **CHANGE,
@@ -187,6 +191,7 @@ class ProfileIn(BaseModel):
 
 @router.put(
     "/v1/customers/{customer_id}/profile",
+    operation_id="setProfile",
     summary="Display name (the whole profile); findable with GET /v1/customers?name=",
     responses={**ERASED, **MERGED, **NOT_FOUND},
     **CHANGE,
@@ -211,6 +216,7 @@ class DataKeysIn(BaseModel):
 
 @router.post(
     "/internal/v1/data-keys:lookup",
+    operation_id="lookupDataKeys",
     tags=["internal"],
     summary="Customers' data keys, for services that seal or read personal data (scope keys)",
     dependencies=[require("keys")],
@@ -239,6 +245,7 @@ class IdentifiersIn(BaseModel):
 
 @router.post(
     "/v1/customers/{customer_id}/identifiers:verify",
+    operation_id="verifyIdentifiers",
     summary="An agent confirms claimed identifiers of the customer: they become verified",
     responses={404: {"description": "customer_not_found or identifier_not_found"}, **ERASED, **MERGED},
     **CHANGE,
@@ -295,6 +302,7 @@ class DecisionOut(BaseModel):
 
 @router.get(
     "/v1/merge-suggestions",
+    operation_id="listMergeSuggestions",
     tags=["customers"],
     response_model=SuggestionsOut,
     summary="Merges that claims suggested, newest first, for an agent to accept or reject",
@@ -338,6 +346,7 @@ DECISION: dict[str, Any] = {
 
 @router.post(
     "/v1/merge-suggestions/{suggestion_id}:accept",
+    operation_id="acceptMergeSuggestion",
     summary="Merge the two customers (crm.customer.merged.v1, the older survives)",
     **DECISION,
 )
@@ -347,6 +356,7 @@ async def accept_merge_suggestion(rt: IntakeRuntime, suggestion_id: str, princip
 
 @router.post(
     "/v1/merge-suggestions/{suggestion_id}:reject",
+    operation_id="rejectMergeSuggestion",
     summary="Keep the two customers apart; the pair is not suggested again",
     **DECISION,
 )

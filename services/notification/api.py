@@ -71,6 +71,7 @@ class CustomerNotificationsOut(BaseModel):
 
 @router.get(
     "/v1/notifications",
+    operation_id="listNotifications",
     summary="Notifications, newest first, by customer and/or status",
     responses={200: {"model": NotificationsOut}},
 )
@@ -92,6 +93,7 @@ async def list_notifications(
 
 @router.get(
     "/v1/notifications/{notification_id}",
+    operation_id="getNotification",
     summary="One notification",
     responses={200: {"model": NotificationOut}, 404: {"description": "not_found"}},
 )
@@ -110,6 +112,7 @@ async def get_notification(rt: NotificationRuntime, notification_id: str) -> Res
 
 @router.get(
     "/v1/admin/customers/{customer_id}/notifications",
+    operation_id="exportCustomerNotifications",
     tags=["admin"],
     summary="Everything notification holds about a customer, opened (for intake's export)",
     dependencies=[require("admin")],

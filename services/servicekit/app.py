@@ -33,6 +33,7 @@ from contracts.registry import REGISTRY
 from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
 from servicekit import gc_tuning, migrations, timeline, topic_plan
+from servicekit.apidocs import declare_security, install_docs
 from servicekit.auth import KeyProjection, current_principal
 from servicekit.http import (
     BodySizeLimit,
@@ -229,6 +230,9 @@ def create_app(spec: ServiceSpec[S, C], settings: S, context: C) -> FastAPI:
         # Our middleware makes the one server span per request (route template, no raw paths that
         # hold customer ids); FastAPI's own tracing would add a second one.
         telemetry={"tracing": False},
+        # FastAPI's pages load from a CDN; install_docs serves them from here.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = Runtime(
         settings=settings,
@@ -237,7 +241,8 @@ def create_app(spec: ServiceSpec[S, C], settings: S, context: C) -> FastAPI:
         context=context,
     )
     install_error_handlers(app)
-    document_errors(app, current_principal)
+    document_errors(app, current_principal, then=[declare_security])
+    install_docs(app)
     origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
     if origins:  # the agent console calls every service from one page
         app.add_middleware(

@@ -268,20 +268,27 @@ async def current_principal(request: Request) -> Principal:
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-def require(*any_of: str) -> Any:
-    """A dependency: the caller's key must have one of these scopes (admin has them all)."""
+class ScopeCheck:
+    """The dependency require() makes. An object, not a closure, so that the OpenAPI document can
+    read which scopes a route needs from the route itself (servicekit.apidocs)."""
 
-    async def check(principal: Caller) -> Principal:
-        if not any(principal.allows(scope) for scope in any_of):
+    def __init__(self, any_of: tuple[str, ...]) -> None:
+        self.scopes = any_of
+
+    async def __call__(self, principal: Caller) -> Principal:
+        if not any(principal.allows(scope) for scope in self.scopes):
             raise ApiError(
                 403,
                 "forbidden",
-                f"this key may not do this; it needs one of: {', '.join(any_of)}",
-                required=list(any_of),
+                f"this key may not do this; it needs one of: {', '.join(self.scopes)}",
+                required=list(self.scopes),
             )
         return principal
 
-    return Depends(check)
+
+def require(*any_of: str) -> Any:
+    """A dependency: the caller's key must have one of these scopes (admin has them all)."""
+    return Depends(ScopeCheck(any_of))
 
 
 def require_channels(principal: Principal, channels: set[str]) -> None:

@@ -8,7 +8,7 @@ document_errors() puts it on every error answer of every route in the OpenAPI do
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -254,11 +254,16 @@ def _has_schema(response: dict[str, Any]) -> bool:
     return any(media.get("schema") for media in response.get("content", {}).values())
 
 
-def document_errors(app: FastAPI, authenticate: Callable[..., Any]) -> None:
+def document_errors(
+    app: FastAPI,
+    authenticate: Callable[..., Any],
+    then: Sequence[Callable[[FastAPI, dict[str, Any]], None]] = (),
+) -> None:
     """The OpenAPI document says what the handlers above really answer, once for every route:
     ErrorBody on every 4xx/5xx (FastAPI's own 422 schema, HTTPValidationError, is not our body);
     400/413 wherever there is a body; 401/403/429/503 wherever `authenticate` runs; and no body on
     redirects (RedirectResponse sends none). Routes document their own 404/409/410/... in responses=.
+    `then`: what else completes the document before it is cached (apidocs.declare_security).
     """
     generate = app.openapi  # FastAPI's generator, which caches in app.openapi_schema
 
@@ -304,6 +309,8 @@ def document_errors(app: FastAPI, authenticate: Callable[..., Any]) -> None:
                 responses_by_code = dict(sorted(responses.items()))
                 responses.clear()
                 responses.update(responses_by_code)
+        for complete in then:
+            complete(app, schema)
         app.openapi_schema = schema
         return schema
 

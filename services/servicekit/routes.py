@@ -90,13 +90,14 @@ async def _members(conn: asyncpg.Connection, customer_id: str) -> list[str]:
     return members
 
 
-@common.get("/healthz", tags=["operations"], summary="Alive", response_model=HealthOut)
+@common.get("/healthz", operation_id="checkHealth", tags=["operations"], summary="Alive", response_model=HealthOut)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @common.get(
     "/readyz",
+    operation_id="checkReadiness",
     tags=["operations"],
     summary="Database and broker reachable, consumer assigned",
     responses={200: {"model": ReadyOut}, 503: {"model": ReadyOut, "description": "not ready: checks says why"}},
@@ -130,13 +131,20 @@ _OUTBOX_HEAD = (
 )
 
 
-@common.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
+@common.get(
+    "/metrics",
+    operation_id="getMetrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 @common.get(
     "/v1/customers/{customer_id}/timeline",
+    operation_id="getTimeline",
     tags=["timeline"],
     summary="The customer's timeline",
     dependencies=[require("agent")],
@@ -181,6 +189,7 @@ async def get_timeline(
 
 @common.get(
     "/v1/customers/{customer_id}/timeline/digest",
+    operation_id="getTimelineDigest",
     tags=["timeline"],
     summary="Event count and SHA-256 over the event ids in canonical order (time, id)",
     dependencies=[require("agent")],
@@ -196,6 +205,7 @@ async def get_digest(request: Request, customer_id: str) -> Response:
 
 @common.get(
     "/v1/customers/{customer_id}/timeline/stream",
+    operation_id="streamTimeline",
     tags=["timeline"],
     summary="Server-sent events: each new timeline item as this service applies it (key or ?ticket=)",
     response_class=StreamingResponse,
@@ -240,6 +250,7 @@ async def stream_timeline(request: Request, customer_id: str) -> Response:
 
 @common.get(
     "/v1/admin/audit",
+    operation_id="listAuditRecords",
     tags=["admin"],
     summary="Who read or changed what here, newest first",
     dependencies=[require("admin")],

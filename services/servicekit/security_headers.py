@@ -7,10 +7,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # JSON and event streams: nothing in them is to be run, styled or framed.
 API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# FastAPI's interactive docs load their scripts and styles from a CDN with an inline starter
-# script; they get no script policy, only the framing one.
-DOCS_POLICY = "frame-ancestors 'none'"
 DOCS_PREFIXES = ("/docs", "/redoc")
+
+
+def docs_policy(script_hashes: list[str]) -> str:
+    """The interactive docs' policy (servicekit.apidocs): scripts, styles and images from this
+    service only, plus the page's inline starter script by its hash. Styles may be inline (ReDoc
+    styles itself with <style> elements it makes) and ReDoc's search runs in a blob: worker."""
+    scripts = " ".join(["'self'", *script_hashes])
+    return (
+        f"default-src 'none'; script-src {scripts}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "font-src 'self'; connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'; object-src 'none'"
+    )
+
+
+# The docs' assets, and the fallback of their pages (which send their own, with their script's hash).
+DOCS_POLICY = docs_policy([])
 
 _ALWAYS = [
     (b"x-content-type-options", b"nosniff"),

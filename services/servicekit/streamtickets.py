@@ -152,6 +152,7 @@ class TicketOut(BaseModel):
 
 @router.post(
     "/v1/stream-tickets",
+    operation_id="createStreamTicket",
     tags=["timeline"],
     summary="A short-lived, single-use ticket to open this customer's timeline stream here (for browsers)",
     response_model=TicketOut,

@@ -17,7 +17,7 @@ from tests.e2e.helpers import make_key
 
 pytestmark = pytest.mark.e2e
 
-OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}
 SCOPES = ("agent", "supervisor", "ops", "keys", "channel:web")
 
 # Which scopes may call which route (admin may call all). Anything not listed needs admin only.
