@@ -250,11 +250,15 @@ async function loadInsights(customer) {
 
 // --- timeline ------------------------------------------------------------------------------------
 
+// The detail under the label: what was said or done (the label already names the kind of event).
 function summary(item) {
   const d = item.data || {};
   if (item.type.startsWith("crm.case.reply_sent.")) return `reply via ${d.channel} by ${d.author}: "${d.body}"`;
+  if (item.type.startsWith("crm.notification.")) return notificationDetail(item.type, d);
   const parts = [];
-  if (d.channel) parts.push(`${d.direction || ""} ${d.kind || ""} via ${d.channel}`.trim());
+  if (d.channel && !item.type.startsWith("crm.interaction.recorded.")) {
+    parts.push(`${d.direction || ""} ${d.kind || ""} via ${d.channel}`.trim());
+  }
   if (d.content) parts.push(`"${d.content}"`);
   if (d.from_status || d.to_status) parts.push(`${d.from_status} → ${d.to_status}`);
   if (d.owner) parts.push(`owner ${d.owner}`);
@@ -264,9 +268,24 @@ function summary(item) {
   return parts.join(" · ");
 }
 
+// The label says channel, audience and outcome; here which rule made the message and what next.
+function notificationDetail(type, d) {
+  const parts = [`rule ${d.rule}`];
+  if (d.recipient && d.audience === "staff") parts.push(`for ${d.recipient.replace(/^staff:/, "")}`);
+  if (d.attempt) parts.push(`try ${d.attempt}`);
+  if (type.startsWith("crm.notification.scheduled.") && d.delayed_reason && d.deliver_at) {
+    parts.push(`goes out ${new Date(d.deliver_at).toLocaleString()}`);
+  }
+  if (d.digest_id) parts.push("in a digest");
+  if (type.startsWith("crm.notification.failed.")) {
+    parts.push(d.final ? "no more tries" : `next try ${new Date(d.next_attempt_at).toLocaleString()}`);
+  }
+  return parts.join(" · ");
+}
+
 function timelineItem(item, fresh) {
   return el("li", { class: fresh ? "new" : "", dataset: { eventId: item.event_id, type: item.type } },
-    el("span", { class: "type" }, item.type.replace(/^crm\./, "").replace(/\.v\d+$/, "")),
+    el("span", { class: "label" }, labelOf(item)),
     el("time", { datetime: item.time }, new Date(item.time).toLocaleString()),
     el("div", { class: "summary" }, summary(item)));
 }
@@ -565,7 +584,7 @@ function onSubmit(id, fn) {
   $(id).addEventListener("submit", (ev) => { ev.preventDefault(); guarded(() => fn(ev.target)); });
 }
 
-const configured = loadConfig();
+const configured = Promise.all([loadConfig(), loadLabels()]); // labels.js
 onSubmit("signin-form", async (f) => { await configured; await signIn(f.key.value.trim()); });
 onSubmit("find-form", (f) => find(f.by.value, f.value.value.trim()));
 onSubmit("open-case-form", async (f) => {
