@@ -283,10 +283,22 @@ function notificationDetail(type, d) {
   return parts.join(" · ");
 }
 
+// An interaction shows when it happened on its channel (occurred_at), the recording time on hover
+// when the two differ as shown; every other event shows when it was recorded.
+function when(item) {
+  const recorded = new Date(item.time).toLocaleString();
+  const occurredAt = item.data && item.data.occurred_at;
+  const occurred = occurredAt ? new Date(occurredAt) : null;
+  if (!occurred || Number.isNaN(occurred.getTime())) return el("time", { datetime: item.time }, recorded);
+  const props = { datetime: occurredAt, class: "occurred" };
+  if (occurred.toLocaleString() !== recorded) props.title = `recorded ${recorded}`;
+  return el("time", props, occurred.toLocaleString());
+}
+
 function timelineItem(item, fresh) {
   return el("li", { class: fresh ? "new" : "", dataset: { eventId: item.event_id, type: item.type } },
     el("span", { class: "label" }, labelOf(item)),
-    el("time", { datetime: item.time }, new Date(item.time).toLocaleString()),
+    when(item),
     el("div", { class: "summary" }, summary(item)));
 }
 
