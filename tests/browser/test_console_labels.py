@@ -43,3 +43,9 @@ def test_words_are_for_fields_of_some_event_type() -> None:
     assert set(words) <= every_field, f"words for unknown fields: {set(words) - every_field}"
     for field, values in words.items():
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()), field
+
+
+def test_labels_js_builds_text_only() -> None:
+    """Labels carry event data (an owner's, an agent's name): text, never markup or code."""
+    script = (TABLE.parent / "labels.js").read_text(encoding="utf-8")
+    assert not re.search(r"\beval\(|new Function\(|\.innerHTML\b|insertAdjacentHTML|document\.write", script)
