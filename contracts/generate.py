@@ -20,7 +20,7 @@ import yaml
 from contracts import topics
 from contracts.docs import render_api_md, render_events_md
 from contracts.prometheus_rule import ALERTS, PROMETHEUS_RULE, render_prometheus_rule
-from contracts.registry import REGISTRY
+from contracts.registry import REGISTRY, schema_id
 from contracts.services import SERVICE_NAMES
 
 HERE = Path(__file__).parent
@@ -38,6 +38,11 @@ ENVELOPE_HEADERS: dict[str, dict[str, Any]] = {
     "ce_time": {"type": "string", "format": "date-time", "description": "When the event was recorded."},
     "ce_subject": {"type": "string", "description": "Customer id; also the message key."},
     "ce_traceparent": {"type": "string", "description": "W3C trace context of the producing request."},
+    "ce_dataschema": {
+        "type": "string",
+        "format": "uri",
+        "description": "The `$id` of the data's JSON Schema; absent in events published before it was added.",
+    },
     "content-type": {"type": "string", "const": "application/json"},
 }
 
@@ -47,7 +52,7 @@ def schema_for(type_name: str) -> dict[str, Any]:
     schema = et.model.model_json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://crm.example/schemas/{type_name}.json",
+        "$id": schema_id(type_name),
         "title": type_name,
         "description": et.summary,
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
@@ -122,7 +127,7 @@ def render_asyncapi() -> str:
             "schemas": {
                 "CloudEventHeaders": {
                     "type": "object",
-                    "required": [h for h in ENVELOPE_HEADERS if h != "content-type"],
+                    "required": [h for h in ENVELOPE_HEADERS if h not in ("content-type", "ce_dataschema")],
                     "properties": ENVELOPE_HEADERS,
                 },
                 "DeadLetterHeaders": {
@@ -152,7 +157,8 @@ def render_openapi(service: str) -> str:
 def expected_files() -> dict[Path, str]:
     files = {SCHEMA_DIR / f"{name}.json": render_schema(name) for name in REGISTRY}
     files[ASYNCAPI] = render_asyncapi()
-    files[DOCS_DIR / "events.md"] = render_events_md({name: schema_for(name) for name in REGISTRY})
+    schemas = {name: schema_for(name) for name in REGISTRY}
+    files[DOCS_DIR / "events.md"] = render_events_md(schemas)
     for service in SERVICE_NAMES:
         openapi = render_openapi(service)
         files[OPENAPI_DIR / f"{service}.json"] = openapi
