@@ -1,6 +1,7 @@
 """Generate contracts/schemas/*.json, contracts/asyncapi.yaml, the services' OpenAPI snapshots
-(contracts/openapi/<service>.json) and the docs pages made from them (docs/events.md,
-docs/api/<service>.md) from the models and the apps; and the Prometheus operator's PrometheusRule
+(contracts/openapi/<service>.json), the docs pages made from them (docs/events.md,
+docs/api/<service>.md) and the subscribers' event models (clients/python/crm_client/event_types.py)
+from the models and the apps; and the Prometheus operator's PrometheusRule
 from infra/prometheus/alerts.yml (deploy/k8s/monitoring/prometheusrule.yaml).
 
 python -m contracts.generate          # rewrite the files
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from contracts import topics
+from contracts.client_events import render_client_event_types
 from contracts.docs import render_api_md, render_events_md
 from contracts.prometheus_rule import ALERTS, PROMETHEUS_RULE, render_prometheus_rule
 from contracts.registry import REGISTRY, schema_id
@@ -28,6 +30,7 @@ SCHEMA_DIR = HERE / "schemas"
 ASYNCAPI = HERE / "asyncapi.yaml"
 OPENAPI_DIR = HERE / "openapi"
 DOCS_DIR = HERE.parent / "docs"
+CLIENT_EVENT_TYPES = HERE.parent / "clients" / "python" / "crm_client" / "event_types.py"
 
 # CloudEvents 1.0 Kafka protocol binding, binary mode: attributes travel as ce_* headers.
 ENVELOPE_HEADERS: dict[str, dict[str, Any]] = {
@@ -159,6 +162,7 @@ def expected_files() -> dict[Path, str]:
     files[ASYNCAPI] = render_asyncapi()
     schemas = {name: schema_for(name) for name in REGISTRY}
     files[DOCS_DIR / "events.md"] = render_events_md(schemas)
+    files[CLIENT_EVENT_TYPES] = render_client_event_types(schemas)
     for service in SERVICE_NAMES:
         openapi = render_openapi(service)
         files[OPENAPI_DIR / f"{service}.json"] = openapi
