@@ -3,19 +3,24 @@ with typed data, unsealed with a key of scope `keys` (refused for a key without 
 "[erased]" once the customer is erased and the cached data key has expired."""
 
 import asyncio
+import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from crm_client import event_types
 from crm_client.events import Event, decode
 from crm_client.unseal import ERASED, Unsealer, UnsealError
 from crmtools.devstack import Stack
 
 from contracts.topics import INTAKE
+from tests.client.conftest import CLIENT_DIR
 from tests.conftest import api_client, eventually, running_stack
 from tests.e2e.helpers import make_key, wait_applied
 
@@ -158,3 +163,59 @@ async def test_a_subscriber_decodes_unseals_and_sees_erasure(stack: Stack, topic
 def content_of(event: Event) -> str | None:
     assert isinstance(event.data, event_types.InteractionRecorded)
     return event.data.content
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "clients" / "python" / "examples" / "subscriber.py"
+
+
+async def test_the_example_subscriber_prints_opened_events_and_commits(stack: Stack) -> None:
+    intake = stack.services["intake"].url
+    tag = uuid.uuid4().hex[:10]
+    content = f"Where is parcel {tag}?"
+    reader = await make_key(stack, f"example-{tag}", ["keys"], readers=["intake"])
+    async with api_client(timeout=20) as client:
+        r = await client.post(
+            f"{intake}/v1/interactions",
+            json={
+                "customer": {"email": f"kite.{tag}@example.com"},
+                "channel": "web",
+                "direction": "inbound",
+                "kind": "message",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "content": content,
+            },
+        )
+        assert r.status_code == 202, r.text
+    group = f"example-{tag}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([CLIENT_DIR, os.environ.get("PYTHONPATH", "")])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE), "--bootstrap", stack.broker.bootstrap, "--intake", intake,
+        "--api-key", reader["key"], "--group", group, "--topics", INTAKE,
+        stdout=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    printed: dict[str, Any] | None = None
+    try:
+        async with asyncio.timeout(60):
+            while printed is None:
+                line = await proc.stdout.readline()
+                assert line, "the example stopped before printing the interaction"
+                if content in line.decode():
+                    printed = json.loads(line)
+        # It commits what it has printed: the group's offset moves on from the start.
+        consumer = AIOKafkaConsumer(bootstrap_servers=stack.broker.bootstrap, group_id=group)
+        await consumer.start()
+        try:
+
+            async def committed() -> int | None:
+                offsets = [await consumer.committed(TopicPartition(INTAKE, p)) or 0 for p in range(6)]
+                return sum(offsets) or None
+
+            assert await eventually(committed, what="the example's commit") > 0
+        finally:
+            await consumer.stop()
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert printed["type"] == "crm.interaction.recorded.v1"
+    assert printed["data"]["content"] == content
