@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.v1.event import CloudEvent
 from crm_client import event_types
 from crm_client.events import DecodeError, decode
 from crm_client.unseal import ERASED, unseal_data
@@ -60,6 +62,31 @@ def test_decode_gives_attributes_and_typed_data() -> None:
     assert event.data.channel == "chat"
     assert event.data.occurred_at == datetime(2026, 5, 1, 9, 30, 15, 123456, tzinfo=UTC)
     assert event.raw_data == json.loads(value)
+
+
+def test_a_message_made_by_the_cloudevents_sdk_decodes() -> None:
+    sdk_event = CloudEvent(
+        attributes={
+            "id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "source": "/crm/intake",
+            "type": INTERACTION_RECORDED,
+            "subject": CUSTOMER,
+            "time": datetime(2026, 5, 1, 9, 30, tzinfo=UTC),
+            "datacontenttype": "application/json",
+            "dataschema": schema_id(INTERACTION_RECORDED),
+            "traceparent": TP,
+        },
+        data=interaction(),
+    )
+    message = ce_kafka.to_binary_event(sdk_event, key_mapper=lambda e: e.get_subject())
+    event = decode(message.key, message.value, dict(message.headers))
+    assert (event.id, event.dataschema, event.traceparent) == (
+        "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        schema_id(INTERACTION_RECORDED),
+        TP,
+    )
+    assert isinstance(event.data, event_types.InteractionRecorded)
+    assert event.data.content == "my router is broken"
 
 
 def test_headers_as_a_mapping_of_text_decode_too() -> None:
