@@ -1,6 +1,7 @@
 """Generate contracts/schemas/*.json, contracts/asyncapi.yaml, the services' OpenAPI snapshots
-(contracts/openapi/<service>.json) and the docs pages made from them (docs/events.md,
-docs/api/<service>.md) from the models and the apps; and the Prometheus operator's PrometheusRule
+(contracts/openapi/<service>.json), the docs pages made from them (docs/events.md,
+docs/api/<service>.md) and the subscribers' event models (clients/python/crm_client/event_types.py)
+from the models and the apps; and the Prometheus operator's PrometheusRule
 from infra/prometheus/alerts.yml (deploy/k8s/monitoring/prometheusrule.yaml).
 
 python -m contracts.generate          # rewrite the files
@@ -18,9 +19,10 @@ from typing import Any
 import yaml
 
 from contracts import topics
+from contracts.client_events import render_client_event_types
 from contracts.docs import render_api_md, render_events_md
 from contracts.prometheus_rule import ALERTS, PROMETHEUS_RULE, render_prometheus_rule
-from contracts.registry import REGISTRY
+from contracts.registry import REGISTRY, schema_id
 from contracts.services import SERVICE_NAMES
 
 HERE = Path(__file__).parent
@@ -28,6 +30,7 @@ SCHEMA_DIR = HERE / "schemas"
 ASYNCAPI = HERE / "asyncapi.yaml"
 OPENAPI_DIR = HERE / "openapi"
 DOCS_DIR = HERE.parent / "docs"
+CLIENT_EVENT_TYPES = HERE.parent / "clients" / "python" / "crm_client" / "event_types.py"
 
 # CloudEvents 1.0 Kafka protocol binding, binary mode: attributes travel as ce_* headers.
 ENVELOPE_HEADERS: dict[str, dict[str, Any]] = {
@@ -38,6 +41,11 @@ ENVELOPE_HEADERS: dict[str, dict[str, Any]] = {
     "ce_time": {"type": "string", "format": "date-time", "description": "When the event was recorded."},
     "ce_subject": {"type": "string", "description": "Customer id; also the message key."},
     "ce_traceparent": {"type": "string", "description": "W3C trace context of the producing request."},
+    "ce_dataschema": {
+        "type": "string",
+        "format": "uri",
+        "description": "The `$id` of the data's JSON Schema; absent in events published before it was added.",
+    },
     "content-type": {"type": "string", "const": "application/json"},
 }
 
@@ -47,7 +55,7 @@ def schema_for(type_name: str) -> dict[str, Any]:
     schema = et.model.model_json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://crm.example/schemas/{type_name}.json",
+        "$id": schema_id(type_name),
         "title": type_name,
         "description": et.summary,
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
@@ -122,7 +130,7 @@ def render_asyncapi() -> str:
             "schemas": {
                 "CloudEventHeaders": {
                     "type": "object",
-                    "required": [h for h in ENVELOPE_HEADERS if h != "content-type"],
+                    "required": [h for h in ENVELOPE_HEADERS if h not in ("content-type", "ce_dataschema")],
                     "properties": ENVELOPE_HEADERS,
                 },
                 "DeadLetterHeaders": {
@@ -152,7 +160,9 @@ def render_openapi(service: str) -> str:
 def expected_files() -> dict[Path, str]:
     files = {SCHEMA_DIR / f"{name}.json": render_schema(name) for name in REGISTRY}
     files[ASYNCAPI] = render_asyncapi()
-    files[DOCS_DIR / "events.md"] = render_events_md({name: schema_for(name) for name in REGISTRY})
+    schemas = {name: schema_for(name) for name in REGISTRY}
+    files[DOCS_DIR / "events.md"] = render_events_md(schemas)
+    files[CLIENT_EVENT_TYPES] = render_client_event_types(schemas)
     for service in SERVICE_NAMES:
         openapi = render_openapi(service)
         files[OPENAPI_DIR / f"{service}.json"] = openapi

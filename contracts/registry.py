@@ -21,6 +21,15 @@ REGISTRY: dict[str, EventType] = {
 }
 
 
+# Where a type's JSON Schema says it lives (its `$id`); events carry it as CloudEvents `dataschema`.
+SCHEMA_ID_BASE = "https://crm.example/schemas/"
+
+
+def schema_id(name: str) -> str:
+    """The `$id` of the type's schema (contracts/schemas/<name>.json); "" for a type not registered."""
+    return f"{SCHEMA_ID_BASE}{name}.json" if name in REGISTRY else ""
+
+
 def event_type(name: str) -> EventType:
     """The registered type, or KeyError for a type this version of the contract does not know."""
     return REGISTRY[name]

@@ -42,6 +42,9 @@ class Envelope:
     data: dict[str, Any]
     traceparent: str
     extensions: dict[str, str] = field(default_factory=dict)
+    # The `$id` of the data's JSON Schema (CloudEvents `dataschema`), or "" when not known: the
+    # producer's wiring knows the schemas (eventkit does not), and events from before it have none.
+    dataschema: str = ""
 
 
 def new_event(
@@ -88,6 +91,8 @@ def kafka_headers(event: Envelope) -> list[tuple[str, bytes]]:
         ("traceparent", event.traceparent.encode()),
         ("content-type", b"application/json"),
     ]
+    if event.dataschema:
+        headers.append(("ce_dataschema", event.dataschema.encode()))
     headers.extend((f"ce_{k}", v.encode()) for k, v in event.extensions.items())
     return headers
 
@@ -98,7 +103,9 @@ def to_kafka(event: Envelope) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_KNOWN = frozenset({"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_traceparent"})
+_KNOWN = frozenset(
+    {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_traceparent", "ce_dataschema"}
+)
 
 
 def from_kafka(key: bytes | None, value: bytes | None, headers: Headers | Mapping[str, bytes] | None) -> Envelope:
@@ -157,4 +164,5 @@ def from_kafka(key: bytes | None, value: bytes | None, headers: Headers | Mappin
         data=data,
         traceparent=attrs.get("ce_traceparent", ""),
         extensions=extensions,
+        dataschema=attrs.get("ce_dataschema", ""),
     )

@@ -43,8 +43,10 @@ class EventTooLarge(Exception):
 
 def encoded_size(e: Envelope, data_json: str) -> int:
     """The bytes the event takes on the topic, near enough: data, key, header values, framing."""
-    # The subject is the key and ce_subject; the traceparent goes as ce_traceparent and traceparent.
-    fields = (e.id, e.type, e.source, e.subject, e.subject, e.traceparent, e.traceparent, *e.extensions.values())
+    # The subject is the key and ce_subject; the traceparent goes as ce_traceparent and traceparent;
+    # ce_dataschema spells the type again (the rest of its URL is in the fixed overhead).
+    fields: tuple[str, ...] = (e.id, e.type, e.type, e.source, e.subject, e.subject, e.traceparent, e.traceparent)
+    fields += tuple(e.extensions.values())
     return len(data_json.encode()) + sum(len(f.encode()) for f in fields) + _FIXED_OVERHEAD_BYTES
 
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -125,6 +125,7 @@ class OutboxRelay:
         broker_watch: BrokerWatch | None = None,
         broker_check_interval_s: float = 2.0,
         feed: FeedSink | None = None,
+        dataschema: Callable[[str], str] | None = None,
     ) -> None:
         self._dsn = dsn
         self._producer = producer
@@ -153,6 +154,9 @@ class OutboxRelay:
         # Live timelines of this process that get what the relay reads (committed events): for a
         # service whose consumer does not read its own topic (contracts PROJECTED_WHEN_STORED).
         self._feed = feed
+        # Event type -> the `$id` of its data's schema (ce_dataschema), from the service's wiring:
+        # the store keeps no schema per event, and eventkit knows no contracts.
+        self._dataschema = dataschema
 
     async def run(self) -> None:
         """Forever: become leader, then publish whatever is pending; survive database restarts."""
@@ -368,6 +372,8 @@ class OutboxRelay:
     async def _send(self, row: asyncpg.Record, traceparent: str) -> "asyncio.Future[RecordMetadata]":
         # The stored JSON goes out as it is: no decode and re-encode on the way.
         envelope = row_envelope(row, {}, traceparent)
+        if self._dataschema is not None:
+            envelope.dataschema = self._dataschema(row["type"])
         return await self._producer.send(
             row["topic"], value=row["data_json"].encode(), key=row["subject"].encode(), headers=kafka_headers(envelope)
         )

@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from contracts.registry import REGISTRY
+from contracts.registry import REGISTRY, schema_id
 from contracts.security import SIGNED_TYPES
 from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER, PROJECTED_WHEN_STORED
 from servicekit import gc_tuning, migrations, timeline, topic_plan
@@ -199,6 +199,7 @@ async def _relay(rt: Runtime[Settings, Any], feed: FeedOnLoop | None) -> None:
         broker_watch=watch,
         broker_check_interval_s=s.broker_check_interval_ms / 1000,
         feed=feed,
+        dataschema=schema_id,
     )
     try:
         await rt.relay.run()

@@ -37,6 +37,7 @@ def sample() -> Envelope:
 
 def test_our_messages_decode_with_the_cloudevents_sdk() -> None:
     env = sample()
+    env.dataschema = "https://crm.example/schemas/crm.interaction.recorded.v1.json"
     key, value, headers = to_kafka(env)
     event = ce_kafka.from_binary_event(ce_kafka.KafkaMessage(headers=dict(headers), key=key, value=value))
     attrs = event.get_attributes()
@@ -47,6 +48,7 @@ def test_our_messages_decode_with_the_cloudevents_sdk() -> None:
     assert attrs["subject"] == env.subject
     assert attrs["time"] == env.time
     assert attrs["traceparent"] == TP
+    assert attrs["dataschema"] == env.dataschema
     assert attrs["datacontenttype"] == "application/json"
     assert event.get_data() == env.data
     assert key == env.subject.encode()
@@ -62,6 +64,7 @@ def test_sdk_messages_decode_with_ours() -> None:
             "time": datetime(2026, 5, 1, 9, 30, tzinfo=UTC),
             "traceparent": TP,
             "datacontenttype": "application/json",
+            "dataschema": "https://outside.example/hello.json",
         },
         data={"hello": "world"},
     )
@@ -76,6 +79,7 @@ def test_sdk_messages_decode_with_ours() -> None:
     )
     assert env.time == datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
     assert env.traceparent == TP
+    assert env.dataschema == "https://outside.example/hello.json"
     assert env.data == {"hello": "world"}
 
 
