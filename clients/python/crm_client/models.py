@@ -259,7 +259,7 @@ class AgentChange(_Model):
 
 
 class FieldError(_Model):
-    """One thing wrong with a request, named as the client wrote it (e.g. "body.channel")."""
+    """One thing wrong with a request, named as the client wrote it (e.g. "channel", "customer.email")."""
 
     field: str
     reason: str
