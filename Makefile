@@ -12,7 +12,7 @@ help:
 	@echo "make contracts  regenerate contracts/schemas, asyncapi.yaml, openapi/ and the generated docs pages"
 	@echo "make docs       build the docs site (docs/, mkdocs.yml) into site/"
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
@@ -23,9 +23,9 @@ run: $(STAMP)
 	$(PY) -m crmtools.devstack run
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check services contracts tests bench
-	$(VENV)/bin/ruff format --check services contracts tests bench
-	$(VENV)/bin/mypy services contracts bench
+	$(VENV)/bin/ruff check services contracts tests bench clients/python
+	$(VENV)/bin/ruff format --check services contracts tests bench clients/python
+	$(VENV)/bin/mypy services contracts bench clients/python
 
 test: lint
 	$(PY) -m contracts.generate --check

@@ -1,0 +1,218 @@
+"""Every API operation the clients offer, as a `Call` built from the method's arguments.
+
+`Client` and `AsyncClient` have one method per function here, of the same name and arguments.
+"""
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+from crm_client._core import Call
+from crm_client.models import Accepted, AgentChange, Case, CaseChange, CaseList, Customer, Queue, Timeline
+
+TIMELINE_PATH = "/v1/customers/{customer_id}/timeline"
+
+
+def _jsonable(value: Any) -> Any:
+    """datetimes as RFC 3339 text, recursively; the rest as it is (httpx encodes it)."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _query(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _version(version: int) -> dict[str, str]:
+    # The case version the agent decided on: the command is refused (409) if the case moved since.
+    return {"If-Match": f'"{int(version)}"'}
+
+
+# ---- intake ------------------------------------------------------------------------------------
+
+
+def record_interaction(idempotency_key: str | None = None, **fields: Any) -> Call[Accepted]:
+    return Call(
+        "recordInteraction",
+        "intake",
+        "POST",
+        "/v1/interactions",
+        Accepted.model_validate,
+        json=_jsonable(fields),
+        # One key per call, the same on each retry: a retry returns the first answer.
+        headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+    )
+
+
+def record_batch(items: Iterable[Mapping[str, Any]], idempotency_key: str | None = None) -> Call[list[Accepted]]:
+    return Call(
+        "recordInteractionBatch",
+        "intake",
+        "POST",
+        "/v1/interactions:batch",
+        lambda body: [Accepted.model_validate(i) for i in body["items"]],
+        json={"items": [_jsonable(i) for i in items]},
+        headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+    )
+
+
+def timeline(
+    customer_id: str,
+    *,
+    wait_for: str | None = None,
+    timeout_ms: int | None = None,
+    limit: int = 50,
+    before: str | None = None,
+) -> Call[Timeline]:
+    waits = wait_for is not None
+    return Call(
+        "getTimeline",
+        "intake",
+        "GET",
+        TIMELINE_PATH,
+        Timeline.model_validate,
+        {"customer_id": customer_id},
+        _query(limit=limit, before=before, wait_for=wait_for, timeout_ms=timeout_ms),
+        follow_308=True,
+        # the server holds the answer up to timeout_ms (1 s unless told) waiting for the event
+        extra_timeout_s=((1000 if timeout_ms is None else timeout_ms) / 1000) if waits else 0.0,
+    )
+
+
+def customer(customer_id: str) -> Call[Customer]:
+    return Call(
+        "getCustomer",
+        "intake",
+        "GET",
+        "/v1/customers/{customer_id}",
+        Customer.model_validate,
+        {"customer_id": customer_id},
+        follow_308=True,
+    )
+
+
+# ---- case --------------------------------------------------------------------------------------
+
+
+def list_cases(
+    *,
+    status: str | list[str] | None = None,
+    priority: str | list[str] | None = None,
+    type: str | list[str] | None = None,
+    owner: str | None = None,
+    team: str | None = None,
+    queue: str | None = None,
+    customer_id: str | None = None,
+    breached: bool | None = None,
+    escalated: bool | None = None,
+    limit: int = 50,
+    before: str | None = None,
+) -> Call[CaseList]:
+    def flag(value: bool | None) -> str | None:
+        return None if value is None else str(value).lower()
+
+    return Call(
+        "listCases",
+        "case",
+        "GET",
+        "/v1/cases",
+        CaseList.model_validate,
+        params=_query(
+            status=status,
+            priority=priority,
+            type=type,
+            owner=owner,
+            team=team,
+            queue=queue,
+            customer_id=customer_id,
+            breached=flag(breached),
+            escalated=flag(escalated),
+            limit=limit,
+            before=before,
+        ),
+    )
+
+
+def queue(team: str, *, limit: int | None = None) -> Call[Queue]:
+    return Call(
+        "getTeamQueue", "case", "GET", "/v1/queues/{team}", Queue.model_validate, {"team": team}, _query(limit=limit)
+    )
+
+
+def case(case_id: str) -> Call[Case]:
+    return Call("getCase", "case", "GET", "/v1/cases/{case_id}", Case.model_validate, {"case_id": case_id})
+
+
+def open_case(
+    customer_id: str,
+    type: str,
+    *,
+    priority: str | None = None,
+    team: str | None = None,
+    title: str | None = None,
+    case_id: str | None = None,
+) -> Call[CaseChange]:
+    body = _query(customer_id=customer_id, type=type, priority=priority, team=team, title=title)
+    # A case id chosen here makes a retry safe: opening it again answers with that case.
+    body["case_id"] = case_id or str(uuid.uuid4())
+    return Call("createCase", "case", "POST", "/v1/cases", CaseChange.model_validate, json=body)
+
+
+def _command(operation_id: str, case_id: str, action: str, version: int, body: dict[str, Any]) -> Call[CaseChange]:
+    return Call(
+        operation_id,
+        "case",
+        "POST",
+        "/v1/cases/{case_id}/" + action,
+        CaseChange.model_validate,
+        {"case_id": case_id},
+        json=_query(**body),
+        headers=_version(version),
+        retry="unsent",
+    )
+
+
+def assign(case_id: str, owner: str, *, version: int, team: str | None = None) -> Call[CaseChange]:
+    return _command("assignCase", case_id, "assign", version, {"owner": owner, "team": team})
+
+
+def change_status(case_id: str, status: str, *, version: int, reason: str | None = None) -> Call[CaseChange]:
+    return _command("changeCaseStatus", case_id, "status", version, {"status": status, "reason": reason})
+
+
+def set_priority(case_id: str, priority: str, *, version: int, reason: str | None = None) -> Call[CaseChange]:
+    return _command("setCasePriority", case_id, "priority", version, {"priority": priority, "reason": reason})
+
+
+def reply(
+    case_id: str, body: str, *, version: int, channel: str = "email", author: str | None = None
+) -> Call[CaseChange]:
+    return _command("replyToCase", case_id, "replies", version, {"channel": channel, "body": body, "author": author})
+
+
+def add_note(case_id: str, text: str, *, version: int, author: str) -> Call[CaseChange]:
+    return _command("addCaseNote", case_id, "notes", version, {"author": author, "text": text})
+
+
+def link_interaction(case_id: str, interaction_event_id: str, *, version: int) -> Call[CaseChange]:
+    return _command(
+        "linkCaseInteraction", case_id, "interactions", version, {"interaction_event_id": interaction_event_id}
+    )
+
+
+def set_agent_status(agent_id: str, status: str) -> Call[AgentChange]:
+    return Call(
+        "setAgentStatus",
+        "case",
+        "PUT",
+        "/v1/agents/{agent_id}/status",
+        AgentChange.model_validate,
+        {"agent_id": agent_id},
+        json={"status": status},
+    )
