@@ -12,13 +12,15 @@ No personal data in attributes:
   `/v1/customers/{id}/...`) and webhook URLs may hold secrets in the path or query.
 """
 
-from collections.abc import Sequence
+import os
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor, RequestInfo
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -87,13 +89,18 @@ async def _scrub_url_async(span: trace.Span, request: RequestInfo) -> None:
     _scrub_url(span, request)
 
 
-def instrument_clients(provider: TracerProvider) -> None:
-    """Wrap asyncpg and httpx once per process (a second call changes nothing)."""
+def disabled_by_environment(environ: Mapping[str, str] = os.environ) -> set[str]:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, the standard switch (e.g. `asyncpg` or `asyncpg,httpx`)."""
+    return {name.strip() for name in environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",") if name.strip()}
+
+
+def instrument_clients(provider: TracerProvider, disabled: Collection[str] = ()) -> None:
+    """Wrap asyncpg and httpx (those not `disabled`) once per process; a second call changes nothing."""
     pg = AsyncPGInstrumentor(capture_parameters=False)
-    if not pg.is_instrumented_by_opentelemetry:
+    if "asyncpg" not in disabled and not pg.is_instrumented_by_opentelemetry:
         pg.instrument(tracer_provider=provider)
     http = HTTPXClientInstrumentor()
-    if not http.is_instrumented_by_opentelemetry:
+    if "httpx" not in disabled and not http.is_instrumented_by_opentelemetry:
         options: dict[str, Any] = {"request_hook": _scrub_url, "async_request_hook": _scrub_url_async}
         http.instrument(tracer_provider=provider, **options)
 

@@ -148,7 +148,7 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
-    from eventkit.client_spans import NoOrphanQueries, instrument_clients
+    from eventkit.client_spans import NoOrphanQueries, disabled_by_environment, instrument_clients
 
     provider = TracerProvider(
         # OTEL_TRACES_SAMPLER(_ARG) as usual (default parentbased_always_on), without one-query traces
@@ -158,7 +158,7 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
     endpoint = otlp_endpoint.rstrip("/")
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
     trace.set_tracer_provider(provider)
-    instrument_clients(provider)  # PostgreSQL and outgoing HTTP spans (client_spans.py)
+    instrument_clients(provider, disabled_by_environment())  # PostgreSQL and outgoing HTTP spans
 
 
 def tracer() -> trace.Tracer:

@@ -10,7 +10,13 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from eventkit.client_spans import NoOrphanQueries, instrument_clients, origin_only, uninstrument_clients
+from eventkit.client_spans import (
+    NoOrphanQueries,
+    disabled_by_environment,
+    instrument_clients,
+    origin_only,
+    uninstrument_clients,
+)
 from notification.delivery import WebhookPoster
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -154,6 +160,21 @@ async def test_a_request_outside_any_span_is_still_traced(
     (span,) = client_spans(exporter)
     assert span.parent is None
     assert "traceparent" in receiver.headers[0]
+
+
+async def test_the_standard_switch_leaves_the_queries_untraced(pool: asyncpg.Pool) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    disabled = disabled_by_environment({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": " asyncpg ,flask"})
+    assert disabled == {"asyncpg", "flask"}
+    instrument_clients(provider, disabled)
+    try:
+        with provider.get_tracer("test").start_as_current_span("POST /v1/interactions"):
+            await pool.fetchval("SELECT 1")
+    finally:
+        uninstrument_clients()
+    assert [s.name for s in exporter.get_finished_spans()] == ["POST /v1/interactions"]
 
 
 def test_origin_only_drops_path_query_and_credentials() -> None:
