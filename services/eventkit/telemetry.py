@@ -146,15 +146,11 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
     if not otlp_endpoint:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
-    from eventkit.client_spans import NoOrphanQueries, disabled_by_environment, instrument_clients
+    from eventkit.client_spans import disabled_by_environment, instrument_clients
 
-    provider = TracerProvider(
-        # OTEL_TRACES_SAMPLER(_ARG) as usual (default parentbased_always_on), without one-query traces
-        sampler=NoOrphanQueries(_get_from_env_or_default()),
-        resource=Resource.create({"service.name": f"crm-{service}"}),
-    )
+    # Sampling: OTEL_TRACES_SAMPLER(_ARG), default parentbased_always_on (docs/observability.md)
+    provider = TracerProvider(resource=Resource.create({"service.name": f"crm-{service}"}))
     endpoint = otlp_endpoint.rstrip("/")
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
     trace.set_tracer_provider(provider)

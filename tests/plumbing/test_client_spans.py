@@ -11,7 +11,6 @@ import httpx
 import orjson
 import pytest
 from eventkit.client_spans import (
-    NoOrphanQueries,
     disabled_by_environment,
     instrument_clients,
     origin_only,
@@ -21,7 +20,7 @@ from notification.delivery import WebhookPoster
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind
 from servicekit.keyring import HttpKeySource
 
@@ -31,7 +30,7 @@ SECRET = "alice@example.com"  # stands for any personal datum a query or URL car
 @pytest.fixture
 def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=NoOrphanQueries(ParentBased(ALWAYS_ON)))
+    provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrument_clients(provider)
     try:
@@ -118,6 +117,37 @@ async def test_a_query_outside_any_span_is_not_traced(
     with provider.get_tracer("test").start_as_current_span("relay publish"):
         pass
     assert [s.name for s in exporter.get_finished_spans()] == ["relay publish"]
+
+
+class CountingSampler(Sampler):
+    """ParentBased(ALWAYS_OFF) that counts what it is asked about, by span kind."""
+
+    def __init__(self) -> None:
+        self.asked: list[SpanKind | None] = []
+        self._base = ParentBased(ALWAYS_OFF)
+
+    def should_sample(
+        self, parent_context: Any, trace_id: int, name: str, kind: Any = None, *rest: Any
+    ) -> SamplingResult:
+        self.asked.append(kind)
+        return self._base.should_sample(parent_context, trace_id, name, kind, *rest)
+
+    def get_description(self) -> str:
+        return "counting"
+
+
+async def test_a_query_in_no_span_or_an_unsampled_trace_costs_no_span_at_all(pool: asyncpg.Pool) -> None:
+    """Not even one the sampler then drops: building it costs as much CPU as the query itself."""
+    sampler = CountingSampler()
+    provider = TracerProvider(sampler=sampler)
+    instrument_clients(provider)
+    try:
+        await pool.fetchval("SELECT 1")  # a background loop's poll
+        with provider.get_tracer("test").start_as_current_span("POST /v1/interactions"):  # not sampled
+            await pool.fetchval("SELECT 1")
+    finally:
+        uninstrument_clients()
+    assert sampler.asked == [SpanKind.INTERNAL]  # the request's span only
 
 
 async def test_a_key_lookup_is_a_child_span_that_sends_its_traceparent(
