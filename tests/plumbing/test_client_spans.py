@@ -2,7 +2,7 @@
 `traceparent` sent on, and no personal data in their attributes."""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -10,12 +10,16 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from eventkit import consumer as consumer_module
+from eventkit.acceptance import Acceptance
 from eventkit.client_spans import (
     disabled_by_environment,
     instrument_clients,
     origin_only,
     uninstrument_clients,
 )
+from eventkit.consumer import BatchApplier
+from eventkit.envelope import Envelope, new_event
 from notification.delivery import WebhookPoster
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,6 +27,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind
 from servicekit.keyring import HttpKeySource
+
+from contracts.topics import DEADLETTER
+from tests.conftest import SCHEMAS
 
 SECRET = "alice@example.com"  # stands for any personal datum a query or URL carries
 
@@ -205,6 +212,44 @@ async def test_the_standard_switch_leaves_the_queries_untraced(pool: asyncpg.Poo
     finally:
         uninstrument_clients()
     assert [s.name for s in exporter.get_finished_spans()] == ["POST /v1/interactions"]
+
+
+class Lookup:
+    """A subscriber that reads the database for what it applies."""
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        await conn.fetchval("SELECT count(*) FROM applied_events")
+
+
+def event(traceparent: str) -> Envelope:
+    return new_event("crm.note.v1", "cust-1", {"x": 1}, "/crm/test", traceparent)
+
+
+async def test_a_consumer_batch_of_one_trace_has_its_queries_under_its_span(
+    spans: tuple[TracerProvider, InMemorySpanExporter], pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider, exporter = spans
+    monkeypatch.setattr(consumer_module, "tracer", lambda: provider.get_tracer("crm.eventkit"))
+    applier = BatchApplier(
+        service="case",
+        pool=pool,
+        producer=None,  # type: ignore[arg-type]  # never used for a batch that applies
+        subscribers=[Lookup()],
+        acceptance=Acceptance(SCHEMAS),
+        deadletter_topic=DEADLETTER,
+    )
+    one = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    async with pool.acquire() as conn, conn.transaction():
+        await applier._apply(conn, [(None, event(one)), (None, event(one))])  # type: ignore[list-item]
+    consumer = only_child(exporter, "case apply crm.note.v1")  # the dedup record: outside, no span
+    assert consumer.context.trace_id == int("1" * 32, 16)
+    exporter.clear()
+    # Two traces share the batch's queries: neither span is their parent, so they make none.
+    other = "00-" + "3" * 32 + "-" + "4" * 16 + "-01"
+    async with pool.acquire() as conn, conn.transaction():
+        await applier._apply(conn, [(None, event(one)), (None, event(other))])  # type: ignore[list-item]
+    assert client_spans(exporter) == []
+    assert len(exporter.get_finished_spans()) == 2
 
 
 def test_origin_only_drops_path_query_and_credentials() -> None:
