@@ -24,6 +24,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import Gauge
 
@@ -281,9 +282,14 @@ class BatchApplier:
             )
             for tp, group in by_trace.items()
         ]
+        # The subscribers' queries are children of the batch's trace when it has one; a batch of
+        # several traces shares its queries, which then go untraced (client_spans.NoOrphanQueries).
+        token = otel_context.attach(trace.set_span_in_context(spans[0])) if len(spans) == 1 else None
         try:
             yield
         finally:
+            if token is not None:
+                otel_context.detach(token)
             for span in spans:
                 span.end()
 

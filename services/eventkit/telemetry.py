@@ -2,7 +2,8 @@
 
 - JSON log lines with the current trace and span ids.
 - OpenTelemetry traces; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set. W3C traceparent
-  travels in Kafka headers (see envelope.py) so one trace spans POST, outbox and consumers.
+  travels in Kafka headers (see envelope.py) so one trace spans POST, outbox and consumers;
+  PostgreSQL and outgoing HTTP spans join it (client_spans.py, docs/observability.md).
 - Prometheus metrics (docs/product.md §11). Labels never carry personal data: no customer ids, no content.
 """
 
@@ -146,10 +147,14 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+    from eventkit.client_spans import disabled_by_environment, instrument_clients
+
+    # Sampling: OTEL_TRACES_SAMPLER(_ARG), default parentbased_always_on (docs/observability.md)
     provider = TracerProvider(resource=Resource.create({"service.name": f"crm-{service}"}))
     endpoint = otlp_endpoint.rstrip("/")
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
     trace.set_tracer_provider(provider)
+    instrument_clients(provider, disabled_by_environment())  # PostgreSQL and outgoing HTTP spans
 
 
 def tracer() -> trace.Tracer:

@@ -1,5 +1,6 @@
 """One trace from the channel's POST to every consumer: intake's HTTP server span and the consumer
-spans of case, notification and analytics (separate processes) share the caller's trace id.
+spans of case, notification and analytics (separate processes) share the caller's trace id, and
+so do the PostgreSQL spans under the request and under each consumer.
 
 The services export by OTLP/HTTP to a receiver in this test process (see conftest.py).
 """
@@ -53,11 +54,15 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
         await post_interaction(ops_stack, client, traceparent)  # applied everywhere before we look at spans
 
     def server_spans() -> list[ReceivedSpan]:
-        """intake's own server span (eventkit's middleware: named by route template, RED metrics)."""
+        """intake's own server span (eventkit's middleware: named by route template, RED metrics) of
+        the POST; the consumers' key lookups at intake are server spans in this trace too."""
         return [
             s
             for s in otlp_receiver.in_trace(trace_id)
-            if s.service == "crm-intake" and s.kind == Span.SPAN_KIND_SERVER and s.scope == "crm.eventkit"
+            if s.service == "crm-intake"
+            and s.kind == Span.SPAN_KIND_SERVER
+            and s.scope == "crm.eventkit"
+            and s.parent_span_id == caller_span_id
         ]
 
     def consumer_services() -> set[str]:
@@ -110,8 +115,82 @@ async def test_one_trace_from_the_post_to_every_consumer(ops_stack: Stack, otlp_
             assert span.name.startswith(f"{consumer_name} apply crm.")
 
 
-async def test_one_server_span_per_request(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
+def is_query(span: ReceivedSpan) -> bool:
+    return span.kind == Span.SPAN_KIND_CLIENT and span.attributes.get("db.system") == "postgresql"
+
+
+def is_write(span: ReceivedSpan) -> bool:
+    statement = str(span.attributes.get("db.statement", "")).lstrip().upper()
+    return is_query(span) and statement.startswith(("INSERT", "UPDATE"))
+
+
+def ancestors(span: ReceivedSpan, spans: list[ReceivedSpan]) -> list[str]:
+    by_id = {s.span_id: s for s in spans}
+    out: list[str] = []
+    while span.parent_span_id in by_id:
+        span = by_id[span.parent_span_id]
+        out.append(span.span_id)
+    return out
+
+
+def missing_links(spans: list[ReceivedSpan]) -> list[str]:
+    """What the chain POST -> query -> relay publish -> each consumer -> its write lacks ([]: none),
+    and notification's key lookup -> intake's server span."""
+    server = next((s for s in spans if s.kind == Span.SPAN_KIND_SERVER and s.name == "POST /v1/interactions"), None)
+    if server is None:
+        return ["intake's server span"]
+    missing = []
+    under_request = [s for s in spans if s.service == "crm-intake" and server.span_id in ancestors(s, spans)]
+    if not [s for s in under_request if is_write(s)]:
+        missing.append("a write of intake's under its server span")
+    producers = [s for s in under_request if s.kind == Span.SPAN_KIND_PRODUCER]
+    if not producers:
+        missing.append("the relay's publish span")
+    publish_ids = {s.span_id for s in producers}
+    for name in CONSUMERS:
+        consumers = {
+            s.span_id
+            for s in spans
+            if s.service == f"crm-{name}" and s.kind == Span.SPAN_KIND_CONSUMER and s.parent_span_id in publish_ids
+        }
+        if not [s for s in spans if s.service == f"crm-{name}" and s.parent_span_id in consumers and is_write(s)]:
+            missing.append(f"a write of {name}'s under its consumer span")
+        if name == "notification":  # it fetches the new customer's data key from intake (httpx)
+            lookups = {
+                s.span_id
+                for s in spans
+                if s.service == "crm-notification"
+                and s.parent_span_id in consumers
+                and s.kind == Span.SPAN_KIND_CLIENT
+                and not is_query(s)
+            }
+            if not [s for s in spans if s.name == "POST /internal/v1/data-keys:lookup" and s.parent_span_id in lookups]:
+                missing.append("intake's server span of notification's key lookup, under its client span")
+    return missing
+
+
+async def test_the_trace_goes_on_into_every_database(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
+    """PostgreSQL spans (asyncpg instrumentation) join the request's and the consumers' spans, and an
+    outgoing request (httpx instrumentation) carries the trace on to the service it calls."""
     trace_id, _, traceparent = new_traceparent()
+    async with api_client(timeout=15) as client:
+        # quiet first: each consumer batch then holds this trace alone, and its span is current
+        await wait_quiet(ops_stack, client)
+        await post_interaction(ops_stack, client, traceparent)
+
+    done = await asyncio.to_thread(
+        otlp_receiver.wait_until, lambda: not missing_links(otlp_receiver.in_trace(trace_id)), 20
+    )
+    spans = otlp_receiver.in_trace(trace_id)
+    assert done, f"trace {trace_id} lacks {missing_links(spans)}\n{describe(spans)}"
+    for query in filter(is_query, spans):  # the SQL text only: every query is parameterised
+        assert query.attributes.get("db.statement") and "db.statement.parameters" not in query.attributes
+
+
+async def test_one_server_span_per_request(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
+    """The POST makes one SERVER span; any other in its trace serves an outgoing request of a
+    service (a key lookup at intake), one for each CLIENT span that made it."""
+    trace_id, caller_span_id, traceparent = new_traceparent()
     async with api_client(timeout=15) as client:
         await post_interaction(ops_stack, client, traceparent)
 
@@ -120,7 +199,12 @@ async def test_one_server_span_per_request(ops_stack: Stack, otlp_receiver: Otlp
 
     assert await asyncio.to_thread(otlp_receiver.wait_until, lambda: bool(servers()), 10)
     await asyncio.sleep(0.5)  # a second exporter batch, if any
-    assert len(servers()) == 1, describe(otlp_receiver.in_trace(trace_id))
+    spans = otlp_receiver.in_trace(trace_id)
+    http_clients = {s.span_id for s in spans if s.kind == Span.SPAN_KIND_CLIENT and not is_query(s)}
+    assert [s.name for s in servers() if s.parent_span_id == caller_span_id] == ["POST /v1/interactions"]
+    others = [s for s in servers() if s.parent_span_id != caller_span_id]
+    assert all(s.parent_span_id in http_clients for s in others), describe(spans)
+    assert len({s.parent_span_id for s in others}) == len(others), describe(spans)
 
 
 async def test_spans_carry_no_personal_value(ops_stack: Stack, otlp_receiver: OtlpReceiver) -> None:
