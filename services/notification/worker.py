@@ -22,8 +22,11 @@ import asyncio
 import logging
 
 import asyncpg
+from eventkit import telemetry
 from eventkit.crash_points import crash_point
 from eventkit.db import TRANSIENT_ERRORS
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 from servicekit.keyring import KeysUnavailable
 
 from notification import digests, domain, erasure, handlers, messages, outcomes, store
@@ -98,18 +101,30 @@ async def _claim(conn: asyncpg.Connection, ctx: NotificationContext, limit: int)
         return claimed
 
 
+async def send(
+    ctx: NotificationContext, sender: Sender, row: Row, message: Message, tracer: trace.Tracer | None = None
+) -> Accepted | DeliveryError:
+    """One delivery attempt, traced under the event that caused it (the row's traceparent), so the
+    outgoing request's span and a webhook receiver's own spans join that event's trace."""
+    parent = telemetry.context_from_traceparent(row.traceparent)
+    with (tracer or telemetry.tracer()).start_as_current_span("notification send", context=parent) as span:
+        span.set_attributes({"crm.channel": message.channel, "crm.rule": message.rule, "crm.attempt": row.attempts})
+        try:
+            # Well inside the lease, so a slow receiver is a timeout here, not a "crashed" send.
+            async with asyncio.timeout(ctx.send_lease.total_seconds() / 2):
+                return await sender.send(message)
+        except DeliveryError as exc:
+            span.set_status(StatusCode.ERROR, exc.reason)
+            return exc
+        except TimeoutError:
+            span.set_status(StatusCode.ERROR, "timeout")
+            return DeliveryError("timeout")
+
+
 async def _send_and_record(
     pool: asyncpg.Pool, ctx: NotificationContext, sender: Sender, row: Row, message: Message
 ) -> None:
-    outcome: Accepted | DeliveryError
-    try:
-        # Well inside the lease, so a slow receiver is a timeout here, not a "crashed" send.
-        async with asyncio.timeout(ctx.send_lease.total_seconds() / 2):
-            outcome = await sender.send(message)
-    except DeliveryError as exc:
-        outcome = exc
-    except TimeoutError:
-        outcome = DeliveryError("timeout")
+    outcome = await send(ctx, sender, row, message)
     crash_point("notification.after_send")  # recovery tests: die between the send and its record
     async with pool.acquire() as conn, conn.transaction():
         current = await store.lock(conn, row.notification_id)

@@ -3,8 +3,10 @@
 
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -20,7 +22,10 @@ from eventkit.client_spans import (
 )
 from eventkit.consumer import BatchApplier
 from eventkit.envelope import Envelope, new_event
-from notification.delivery import WebhookPoster
+from notification import worker
+from notification.context import NotificationContext
+from notification.delivery import Accepted, Message, WebhookPoster
+from notification.store import Row
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -185,6 +190,39 @@ async def test_a_webhook_span_names_the_origin_only(
     assert (webhook.attributes or {}).get("http.url") == receiver.url
     values = attribute_values(webhook)
     assert SECRET not in values and "s3cr3t" not in values and "sig=" not in values
+
+
+async def test_a_delivery_is_traced_under_the_event_that_caused_it(
+    spans: tuple[TracerProvider, InMemorySpanExporter], receiver: Receiver
+) -> None:
+    """The delivery loop runs outside any span: each send continues the trace stored with the
+    notification, so the webhook's receiver joins the trace of the interaction behind it."""
+    provider, exporter = spans
+    stored = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    class Posting:
+        async def send(self, message: Message) -> Accepted:
+            async with httpx.AsyncClient() as client:
+                await client.post(receiver.url + "/hook", content=b"{}")
+            return Accepted(delivered=True)
+
+    row = Row(
+        notification_id="n1", idempotency_key="k1", rule="case_opened", source_event_id="e1",
+        source_event_type="crm.case.opened.v1", customer_id="c1", audience="customer", recipient="customer",
+        purpose="service", critical=False, data={}, traceparent=stored, channel="webhook",
+        address=receiver.url, status="sending", created_at=datetime.now(UTC), attempts=2,
+    )  # fmt: skip
+    message = Message("n1", "case_opened", "c1", "webhook", receiver.url, "en", "", "", "e1")
+    ctx = cast(NotificationContext, SimpleNamespace(send_lease=timedelta(seconds=30)))
+    outcome = await worker.send(ctx, Posting(), row, message, provider.get_tracer("test"))
+    assert outcome == Accepted(delivered=True)
+    sent = only_child(exporter, "notification send")
+    by_name = {span.name: span for span in exporter.get_finished_spans()}
+    send_span = by_name["notification send"]
+    assert send_span.parent is not None and f"{send_span.parent.span_id:016x}" == stored.split("-")[2]
+    assert f"{sent.context.trace_id:032x}" == stored.split("-")[1]
+    assert receiver.headers[0]["traceparent"].split("-")[1] == stored.split("-")[1]
+    assert (send_span.attributes or {})["crm.attempt"] == 2
 
 
 async def test_a_request_outside_any_span_is_still_traced(
