@@ -19,38 +19,27 @@ from tests.ops.otlp import OtlpReceiver, start_receiver
 # --- Prometheus and Alertmanager binaries --------------------------------------------------
 
 
-def _install_prometheus() -> str:
-    """Debian's prometheus package (2.42 on bookworm); returns why not when it cannot be installed."""
-    why = debian.apt_install("prometheus")
-    return f"{why} (install Debian's `prometheus` package, or put a Prometheus 2.x binary on PATH)" if why else ""
+def debian_tool(binary: str, package: str, hint: str) -> str:
+    """`binary` on PATH, installed from Debian's `package` if need be; skips the test if neither."""
+    found = shutil.which(binary)
+    if found is None:
+        why = debian.apt_install(package)
+        found = shutil.which(binary)
+        if found is None:
+            pytest.skip(f"no {binary} on PATH and it cannot be installed here: {why or 'not on PATH'} ({hint})")
+    return found
 
 
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        why = _install_prometheus()
-        found = shutil.which("prometheus")
-        if found is None:
-            pytest.skip(f"no prometheus binary on PATH and it cannot be installed here: {why or 'not on PATH'}")
-    return found
-
-
-def _install_alertmanager() -> str:
-    """Debian's prometheus-alertmanager package (amtool 0.25 on bookworm); why not, when it cannot be installed."""
-    why = debian.apt_install("prometheus-alertmanager")
-    return f"{why} (install Debian's `prometheus-alertmanager` package, or put amtool on PATH)" if why else ""
+    """Debian's prometheus package: 2.42 on bookworm, with promtool."""
+    return debian_tool("prometheus", "prometheus", "or put a Prometheus 2.x binary on PATH")
 
 
 @pytest.fixture(scope="session")
 def amtool_bin() -> str:
-    found = shutil.which("amtool")
-    if found is None:
-        why = _install_alertmanager()
-        found = shutil.which("amtool")
-        if found is None:
-            pytest.skip(f"no amtool on PATH and it cannot be installed here: {why or 'not on PATH'}")
-    return found
+    """Debian's prometheus-alertmanager package: amtool 0.25 on bookworm."""
+    return debian_tool("amtool", "prometheus-alertmanager", "or put amtool on PATH")
 
 
 @pytest.fixture(scope="session")

@@ -7,28 +7,17 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from crmtools.devstack import SERVICES, Stack
-from crmtools.infra import EmbeddedBroker, EmbeddedPostgres
+from crmtools.infra import EmbeddedPostgres
 from crmtools.processes import free_port
 from eventkit import db
 from servicekit.migrations import service_directories
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "analytics"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    own = EmbeddedBroker(tmp_path / "broker.log", free_port())
-    own.start()
-    try:
-        yield own.bootstrap
-    finally:
-        own.stop()
 
 
 async def empty_database(postgres: EmbeddedPostgres) -> str:

@@ -9,7 +9,6 @@ import io
 import os
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import IncompatibleBrokerVersion
 from crmtools import topics as topics_command
-from crmtools.infra import EmbeddedBroker
 from crmtools.processes import free_port
 from crmtools.topics import apply, observe
 from eventkit.topics import ensure_topics
@@ -30,17 +28,6 @@ from tests.conftest import make_topic
 from tests.plumbing.test_secure_settings import Captures, _Stop, assert_sasl
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    """A broker of its own, with no topics (started in milliseconds)."""
-    own = EmbeddedBroker(tmp_path / "broker.log", free_port())
-    own.start()
-    try:
-        yield own.bootstrap
-    finally:
-        own.stop()
 
 
 def settings(bootstrap: str, topics_file: Path = DEFAULT_TOPICS_FILE) -> Settings:
