@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import queue
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
@@ -43,6 +42,7 @@ from servicekit.timeline import apply_bulk
 
 from contracts.services import SERVICE_NAMES
 from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
+from crmtools.progress import ReplayProgress
 
 SERVICES = SERVICE_NAMES
 
@@ -141,30 +141,6 @@ async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, s
 # --- replay --------------------------------------------------------------------------------------
 
 
-class Progress:
-    """One line, rewritten in place: count, share of the total, and rate."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-        self.start = time.monotonic()
-        self._shown = 0.0
-
-    def advance(self, n: int, final: bool = False) -> None:
-        self.done += n
-        now = time.monotonic()
-        if not final and now - self._shown < 0.2:
-            return
-        self._shown = now
-        rate = self.done / max(now - self.start, 1e-9)
-        share = 100.0 * self.done / self.total if self.total else 100.0
-        width = 30
-        bar = "#" * int(width * share / 100) + "-" * (width - int(width * share / 100))
-        end = "\n" if final else ""
-        print(f"\r[{bar}] {self.done:,}/{self.total:,} ({share:5.1f}%) {rate:,.0f} events/s", end=end,
-              file=sys.stderr, flush=True)  # fmt: skip
-
-
 async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> int:
     """Empty the timeline projection and apply every event on the topics again.
 
@@ -180,9 +156,13 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
     workers = workers or min(2, os.cpu_count() or 1)
     reader = PartitionEnds(_bootstrap(), client_options=kafka_options())
     try:
-        partitions = [(tp.topic, tp.partition) for tp in await reader.partitions(ALL_EVENT_TOPICS)]
+        topic_partitions = await reader.partitions(ALL_EVENT_TOPICS)
+        # The total before the first message is read (the progress starts at 0/<total>, not 0/0):
+        # where each partition ends now; what arrives meanwhile the workers' counts add.
+        ends = await reader.read(topic_partitions, timeout_s=25)
     finally:
         await reader.stop()
+    partitions = [(tp.topic, tp.partition) for tp in topic_partitions]
     conn = await db.connect(_database_url(service))
     try:
         async with conn.transaction():
@@ -199,36 +179,41 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
         spawn.Process(target=_replay_worker, args=(service, share, batch_size, counters, i, results), daemon=True)
         for i, share in enumerate(shares)
     ]
-    for proc in procs:
-        proc.start()
-    progress = Progress(0)
     outcomes: dict[int, tuple[int, int, str | None]] = {}
-    try:
-        while len(outcomes) < len(procs):
-            await asyncio.sleep(0.2)
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    slot, done, skipped, error = results.get_nowait()
-                    outcomes[slot] = (done, skipped, error)
-            for i, proc in enumerate(procs):
-                if i not in outcomes and proc.exitcode is not None and results.empty():
-                    outcomes[i] = (0, 0, f"worker exited with {proc.exitcode}")
-            if any(error for _, _, error in outcomes.values()):
-                break
-            progress.total = sum(counters[2 * i + 1] for i in range(len(procs)))
-            progress.advance(sum(counters[2 * i] for i in range(len(procs))) - progress.done)
-    finally:
+    with ReplayProgress(sum(ends.values())) as progress:
         for proc in procs:
-            if proc.is_alive():  # another worker failed: stop the rest
-                proc.terminate()
-            proc.join()
-    errors = [error for _, _, error in outcomes.values() if error]
+            proc.start()
+        try:
+            while len(outcomes) < len(procs):
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        slot, done, skipped, error = results.get_nowait()
+                        outcomes[slot] = (done, skipped, error)
+                for i, proc in enumerate(procs):
+                    if i not in outcomes and proc.exitcode is not None and results.empty():
+                        outcomes[i] = (0, 0, f"worker exited with {proc.exitcode}")
+                if any(error for _, _, error in outcomes.values()):
+                    break
+                progress.update(
+                    sum(counters[2 * i] for i in range(len(procs))),
+                    total=sum(counters[2 * i + 1] for i in range(len(procs))),
+                )
+        finally:
+            for proc in procs:
+                if proc.is_alive():  # another worker failed: stop the rest
+                    proc.terminate()
+                proc.join()
+        errors = [error for _, _, error in outcomes.values() if error]
+        if not errors:
+            progress.update(sum(done for done, _, _ in outcomes.values()))
     if errors:
-        print(f"\nreplay failed: {'; '.join(errors)}", file=sys.stderr)
+        print(f"replay failed: {'; '.join(errors)}", file=sys.stderr)
         return 1
-    progress.advance(sum(done for done, _, _ in outcomes.values()) - progress.done, final=True)
     skipped = sum(s for _, s, _ in outcomes.values())
-    print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)")
+    elapsed = progress.elapsed_s
+    print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)"
+          f" in {elapsed:.1f} s, {progress.done / max(elapsed, 1e-9):,.0f} events/s")  # fmt: skip
     return 0
 
 
