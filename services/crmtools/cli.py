@@ -11,7 +11,8 @@
     crm topics apply [--dry-run]    make the broker's topics what infra/topics.yaml says (prints the plan)
     crm migrate <service> | --all   apply a service's database migrations and exit
 
-Database and service addresses default to those of `make run`; override per service with
+Database, broker and service addresses are those of `make run`, moved by the same settings
+(CRM_PG_PORT, CRM_KAFKA_PORT, CRM_<SERVICE>_PORT); name them outright per service with
 CRM_<SERVICE>_DATABASE_URL and CRM_<SERVICE>_URL, and the broker with KAFKA_BOOTSTRAP_SERVERS.
 """
 
@@ -47,8 +48,25 @@ from crmtools.progress import ReplayProgress
 SERVICES = SERVICE_NAMES
 
 
+def _run_port(name: str) -> int | None:
+    """The port `make run` was moved to with `name` (CRM_PG_PORT, CRM_CASE_PORT ...), read as
+    devstack reads it; None when the setting is not there."""
+    if not os.environ.get(name, "").strip():
+        return None
+    from crmtools.devstack import _port_setting  # here: the replay workers import this module too
+
+    port = _port_setting(name, 0)
+    if port == 0:  # `make run` took any free port, which only that run knows
+        raise SystemExit(f"{name}=0 means any free port: name the address instead (crm --help)")
+    return port
+
+
 def _database_url(service: str) -> str:
-    return os.environ.get(f"CRM_{service.upper()}_DATABASE_URL") or Settings.for_service(service).database_url
+    if url := os.environ.get(f"CRM_{service.upper()}_DATABASE_URL"):
+        return url
+    if port := _run_port("CRM_PG_PORT"):
+        return f"postgresql://postgres@127.0.0.1:{port}/crm_{service}"
+    return Settings.for_service(service).database_url
 
 
 @contextlib.asynccontextmanager
@@ -61,11 +79,17 @@ async def _database(service: str) -> AsyncIterator[db.Connection]:
 
 
 def _service_url(service: str) -> str:
-    return os.environ.get(f"CRM_{service.upper()}_URL") or f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
+    if url := os.environ.get(f"CRM_{service.upper()}_URL"):
+        return url
+    return f"http://127.0.0.1:{_run_port(f'CRM_{service.upper()}_PORT') or DEFAULT_PORTS[service]}"
 
 
 def _bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or Settings().kafka_bootstrap_servers
+    if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return servers
+    if port := _run_port("CRM_KAFKA_PORT"):
+        return f"127.0.0.1:{port}"
+    return Settings().kafka_bootstrap_servers
 
 
 # --- status --------------------------------------------------------------------------------------
