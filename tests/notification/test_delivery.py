@@ -270,6 +270,7 @@ async def test_sla_breach_goes_to_the_team_webhook_signed_and_owner_duplicate_su
     # Standard Webhooks: the library's verifier takes it; the id is the notification's.
     body = orjson.loads(request.body)
     receiver = standardwebhooks.Webhook(standard_secret(SECRET))
+    assert delivery.standard_secret(SECRET) == standard_secret(SECRET)  # the helper says what the docs say
     assert receiver.verify(request.body, request.headers) == body
     assert request.headers["webhook-id"] == body["notification_id"] and request.headers["webhook-timestamp"] == ts
     assert delivery.verify_signature(SECRET, request.headers, request.body, time.time())
