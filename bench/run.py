@@ -338,7 +338,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str, dict[str, float]]:
     """`crm replay notification` as an operator runs it, in its own process: (wall seconds of the
-    whole command, messages replayed, messages not applicable, its last progress line, CPU
+    whole command, messages replayed, messages not applicable, its summary line, CPU
     seconds of the replay with its workers, PostgreSQL and the broker)."""
     env = {
         **os.environ,
@@ -359,7 +359,8 @@ def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str
     m = re.search(r"replayed ([\d,]+) messages .*\((\d+) not applicable\)", out.stdout)
     if m is None:
         raise RuntimeError(f"crm replay said: {out.stdout[-500:]}")
-    progress = out.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    # Not on a terminal the progress bar is quiet: the summary (count, time, rate) is on stdout.
+    progress = next(line for line in out.stdout.splitlines() if line.startswith("replayed "))
     return elapsed, int(m.group(1).replace(",", "")), int(m.group(2)), progress, cpu_s
 
 

@@ -11,7 +11,8 @@
     crm topics apply [--dry-run]    make the broker's topics what infra/topics.yaml says (prints the plan)
     crm migrate <service> | --all   apply a service's database migrations and exit
 
-Database and service addresses default to those of `make run`; override per service with
+Database, broker and service addresses are those of `make run`, moved by the same settings
+(CRM_PG_PORT, CRM_KAFKA_PORT, CRM_<SERVICE>_PORT); name them outright per service with
 CRM_<SERVICE>_DATABASE_URL and CRM_<SERVICE>_URL, and the broker with KAFKA_BOOTSTRAP_SERVERS.
 """
 
@@ -23,7 +24,6 @@ import multiprocessing
 import os
 import queue
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
@@ -43,12 +43,30 @@ from servicekit.timeline import apply_bulk
 
 from contracts.services import SERVICE_NAMES
 from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
+from crmtools.progress import ReplayProgress
 
 SERVICES = SERVICE_NAMES
 
 
+def _run_port(name: str) -> int | None:
+    """The port `make run` was moved to with `name` (CRM_PG_PORT, CRM_CASE_PORT ...), read as
+    devstack reads it; None when the setting is not there."""
+    if not os.environ.get(name, "").strip():
+        return None
+    from crmtools.devstack import _port_setting  # here: the replay workers import this module too
+
+    port = _port_setting(name, 0)
+    if port == 0:  # `make run` took any free port, which only that run knows
+        raise SystemExit(f"{name}=0 means any free port: name the address instead (crm --help)")
+    return port
+
+
 def _database_url(service: str) -> str:
-    return os.environ.get(f"CRM_{service.upper()}_DATABASE_URL") or Settings.for_service(service).database_url
+    if url := os.environ.get(f"CRM_{service.upper()}_DATABASE_URL"):
+        return url
+    if port := _run_port("CRM_PG_PORT"):
+        return f"postgresql://postgres@127.0.0.1:{port}/crm_{service}"
+    return Settings.for_service(service).database_url
 
 
 @contextlib.asynccontextmanager
@@ -61,11 +79,17 @@ async def _database(service: str) -> AsyncIterator[db.Connection]:
 
 
 def _service_url(service: str) -> str:
-    return os.environ.get(f"CRM_{service.upper()}_URL") or f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
+    if url := os.environ.get(f"CRM_{service.upper()}_URL"):
+        return url
+    return f"http://127.0.0.1:{_run_port(f'CRM_{service.upper()}_PORT') or DEFAULT_PORTS[service]}"
 
 
 def _bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or Settings().kafka_bootstrap_servers
+    if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return servers
+    if port := _run_port("CRM_KAFKA_PORT"):
+        return f"127.0.0.1:{port}"
+    return Settings().kafka_bootstrap_servers
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -141,30 +165,6 @@ async def group_lags(bootstrap: str, groups: Sequence[str]) -> dict[tuple[str, s
 # --- replay --------------------------------------------------------------------------------------
 
 
-class Progress:
-    """One line, rewritten in place: count, share of the total, and rate."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-        self.start = time.monotonic()
-        self._shown = 0.0
-
-    def advance(self, n: int, final: bool = False) -> None:
-        self.done += n
-        now = time.monotonic()
-        if not final and now - self._shown < 0.2:
-            return
-        self._shown = now
-        rate = self.done / max(now - self.start, 1e-9)
-        share = 100.0 * self.done / self.total if self.total else 100.0
-        width = 30
-        bar = "#" * int(width * share / 100) + "-" * (width - int(width * share / 100))
-        end = "\n" if final else ""
-        print(f"\r[{bar}] {self.done:,}/{self.total:,} ({share:5.1f}%) {rate:,.0f} events/s", end=end,
-              file=sys.stderr, flush=True)  # fmt: skip
-
-
 async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> int:
     """Empty the timeline projection and apply every event on the topics again.
 
@@ -180,9 +180,13 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
     workers = workers or min(2, os.cpu_count() or 1)
     reader = PartitionEnds(_bootstrap(), client_options=kafka_options())
     try:
-        partitions = [(tp.topic, tp.partition) for tp in await reader.partitions(ALL_EVENT_TOPICS)]
+        topic_partitions = await reader.partitions(ALL_EVENT_TOPICS)
+        # The total before the first message is read (the progress starts at 0/<total>, not 0/0):
+        # where each partition ends now; what arrives meanwhile the workers' counts add.
+        ends = await reader.read(topic_partitions, timeout_s=25)
     finally:
         await reader.stop()
+    partitions = [(tp.topic, tp.partition) for tp in topic_partitions]
     conn = await db.connect(_database_url(service))
     try:
         async with conn.transaction():
@@ -199,36 +203,41 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
         spawn.Process(target=_replay_worker, args=(service, share, batch_size, counters, i, results), daemon=True)
         for i, share in enumerate(shares)
     ]
-    for proc in procs:
-        proc.start()
-    progress = Progress(0)
     outcomes: dict[int, tuple[int, int, str | None]] = {}
-    try:
-        while len(outcomes) < len(procs):
-            await asyncio.sleep(0.2)
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    slot, done, skipped, error = results.get_nowait()
-                    outcomes[slot] = (done, skipped, error)
-            for i, proc in enumerate(procs):
-                if i not in outcomes and proc.exitcode is not None and results.empty():
-                    outcomes[i] = (0, 0, f"worker exited with {proc.exitcode}")
-            if any(error for _, _, error in outcomes.values()):
-                break
-            progress.total = sum(counters[2 * i + 1] for i in range(len(procs)))
-            progress.advance(sum(counters[2 * i] for i in range(len(procs))) - progress.done)
-    finally:
+    with ReplayProgress(sum(ends.values())) as progress:
         for proc in procs:
-            if proc.is_alive():  # another worker failed: stop the rest
-                proc.terminate()
-            proc.join()
-    errors = [error for _, _, error in outcomes.values() if error]
+            proc.start()
+        try:
+            while len(outcomes) < len(procs):
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        slot, done, skipped, error = results.get_nowait()
+                        outcomes[slot] = (done, skipped, error)
+                for i, proc in enumerate(procs):
+                    if i not in outcomes and proc.exitcode is not None and results.empty():
+                        outcomes[i] = (0, 0, f"worker exited with {proc.exitcode}")
+                if any(error for _, _, error in outcomes.values()):
+                    break
+                progress.update(
+                    sum(counters[2 * i] for i in range(len(procs))),
+                    total=sum(counters[2 * i + 1] for i in range(len(procs))),
+                )
+        finally:
+            for proc in procs:
+                if proc.is_alive():  # another worker failed: stop the rest
+                    proc.terminate()
+                proc.join()
+        errors = [error for _, _, error in outcomes.values() if error]
+        if not errors:
+            progress.update(sum(done for done, _, _ in outcomes.values()))
     if errors:
-        print(f"\nreplay failed: {'; '.join(errors)}", file=sys.stderr)
+        print(f"replay failed: {'; '.join(errors)}", file=sys.stderr)
         return 1
-    progress.advance(sum(done for done, _, _ in outcomes.values()) - progress.done, final=True)
     skipped = sum(s for _, s, _ in outcomes.values())
-    print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)")
+    elapsed = progress.elapsed_s
+    print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)"
+          f" in {elapsed:.1f} s, {progress.done / max(elapsed, 1e-9):,.0f} events/s")  # fmt: skip
     return 0
 
 

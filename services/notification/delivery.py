@@ -4,12 +4,16 @@ Each adapter sends one message and either returns (accepted; `delivered` when th
 confirmed it) or raises DeliveryError with a machine-readable reason and whether trying again
 can help. Retries, backoff and records are the delivery loop's business (worker.py).
 
-Webhook signature: `X-CRM-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with
-`X-CRM-Timestamp: <unix seconds>`. The body holds the notification id, which is also sent as
-`Idempotency-Key`, so the signature covers the key a receiver deduplicates on; a receiver
-rejects timestamps older than a few minutes (replay). verify_signature() is the reference check.
+Webhook signature: Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature:
+v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`), so receivers can use a stock verifier.
+The id is the notification id, the same on every retry (also sent as `Idempotency-Key`, and in
+the body), so receivers deduplicate on a signed value; they reject timestamps more than a few
+minutes off (replay). The older `X-CRM-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`
+with `X-CRM-Timestamp` is still sent, deprecated (gone in 0.3.0); verify_signature() checks it.
 """
 
+import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -17,12 +21,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import cached_property
 from typing import Any, Protocol
 
 import aiosmtplib
 import httpx
 import orjson
 
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"  # a Standard Webhooks secret: the prefix, then the key in base64
+# Deprecated (the scheme of 0.1): still sent so receivers can move over; removed in 0.3.0.
 SIGNATURE_HEADER = "X-CRM-Signature"
 TIMESTAMP_HEADER = "X-CRM-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -117,7 +127,36 @@ class SmtpSender:
         return Accepted(delivered=False)  # SMTP acceptance is a relay's, not the reader's
 
 
+def signing_key(secret: str) -> bytes:
+    """The Standard Webhooks HMAC key of WEBHOOK_SECRET: a `whsec_<base64>` secret decoded, as
+    receivers' libraries decode it; any other secret's UTF-8 bytes, so an existing plain secret
+    keeps working and its receivers' secret is standard_secret() of it. ValueError if not base64."""
+    if not secret.startswith(SECRET_PREFIX):
+        return secret.encode()
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:
+        # Padding added as the reference libraries do: secrets are often shown without it.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"the part after {SECRET_PREFIX} is not base64") from exc
+    if not key:
+        raise ValueError(f"nothing after {SECRET_PREFIX}")
+    return key
+
+
+def standard_secret(secret: str) -> str:
+    """WEBHOOK_SECRET as a receiver's Standard Webhooks library takes it (`whsec_` + base64 key)."""
+    return SECRET_PREFIX + base64.b64encode(signing_key(secret)).decode()
+
+
+def standard_signature(key: bytes, webhook_id: str, timestamp: str, body: bytes) -> str:
+    """The `webhook-signature` value: `v1,` and the base64 HMAC-SHA256 of `<id>.<timestamp>.<body>`."""
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The deprecated `X-CRM-Signature` value (keyed with WEBHOOK_SECRET as written)."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"v1={digest}"
 
@@ -125,7 +164,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def verify_signature(
     secret: str, headers: Mapping[str, str], body: bytes, now: float, tolerance_s: float = 300
 ) -> bool:
-    """What a receiver checks: the signature over timestamp and body, and a fresh timestamp."""
+    """What a receiver of the deprecated scheme checks: the signature over timestamp and body,
+    and a fresh timestamp. Standard Webhooks receivers use their library's verifier instead."""
     lower = {k.lower(): v for k, v in headers.items()}
     timestamp = lower.get(TIMESTAMP_HEADER.lower(), "")
     signature = lower.get(SIGNATURE_HEADER.lower(), "")
@@ -144,11 +184,21 @@ class WebhookPoster:
         self.timeout_s = timeout_s
         self.clock = clock
 
+    @cached_property
+    def key(self) -> bytes:
+        # On first use, not at wiring: a malformed secret is refused at start-up with its reason
+        # (NotificationSettings.startup_problems), not as a traceback while importing.
+        return signing_key(self.secret)
+
     async def post(self, url: str, payload: dict[str, Any], idempotency_key: str) -> Accepted:
+        """`idempotency_key` (the notification id) is also the webhook-id: the same on every retry."""
         body = orjson.dumps(payload)
         timestamp = str(int(self.clock()))
         headers = {
             "Content-Type": "application/json",
+            WEBHOOK_ID_HEADER: idempotency_key,
+            WEBHOOK_TIMESTAMP_HEADER: timestamp,
+            WEBHOOK_SIGNATURE_HEADER: standard_signature(self.key, idempotency_key, timestamp, body),
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self.secret, timestamp, body),
             IDEMPOTENCY_HEADER: idempotency_key,

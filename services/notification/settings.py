@@ -10,7 +10,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from servicekit.settings import Settings, secret_problems
 
-from notification import domain
+from notification import delivery, domain
+
+MIN_WEBHOOK_KEY_BYTES = 24  # the least Standard Webhooks allows for a secret's key
 
 
 class StaffContactIn(BaseModel):
@@ -29,7 +31,9 @@ class NotificationSettings(Settings):
     smtp_from: str = "crm@example.com"
     smtp_timeout_s: float = Field(default=10, gt=0)
     # signed webhooks (staff) and the SMS provider's webhook
-    webhook_secret: str = "dev-webhook-secret"  # HMAC-SHA256 key; refused outside development
+    # HMAC-SHA256 key: `whsec_<base64>` (Standard Webhooks) or a plain secret (its UTF-8 bytes are
+    # the key); the default is refused outside development
+    webhook_secret: str = "dev-webhook-secret"
     webhook_timeout_s: float = Field(default=10, gt=0)
     sms_provider_url: str | None = None
     # staff recipients of owner/team rules
@@ -60,8 +64,14 @@ class NotificationSettings(Settings):
 
     def startup_problems(self) -> list[str]:
         problems = super().startup_problems()
+        try:
+            key = delivery.signing_key(self.webhook_secret)
+        except ValueError as exc:
+            return [*problems, f"WEBHOOK_SECRET: {exc}"]
         if self.crm_env == "production":
             problems += secret_problems("WEBHOOK_SECRET", self.webhook_secret)
+            if len(key) < MIN_WEBHOOK_KEY_BYTES:
+                problems.append(f"WEBHOOK_SECRET's key is under {MIN_WEBHOOK_KEY_BYTES} bytes")
         return problems
 
     def directory(self) -> domain.StaffDirectory:

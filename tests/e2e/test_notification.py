@@ -2,7 +2,8 @@
 a real SMTP server (aiosmtpd) and a real HTTP webhook receiver in the test.
 
 - a complaint becomes a case; resolving it emails the customer in their language;
-- an SLA breach on crm.case.v1 reaches the team webhook with a valid HMAC signature;
+- an SLA breach on crm.case.v1 reaches the team webhook signed as Standard Webhooks (checked
+  with the `standardwebhooks` library) and with the deprecated HMAC header;
 - SIGKILL between the SMTP send and its record: after the restart nothing reaches the SMTP
   server twice, and the message is dead-lettered as outcome_unknown.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import standardwebhooks
 from aiokafka import AIOKafkaProducer
 from crmtools.devstack import Stack
 from eventkit.envelope import new_event, to_kafka
@@ -29,7 +31,7 @@ from tests.e2e.helpers import interaction_body
 from tests.notification.receivers import SmtpServer, WebhookServer, webhook_server
 
 pytestmark = pytest.mark.e2e
-SECRET = "e2e-webhook-secret"
+SECRET = "whsec_ZTJlLXdlYmhvb2stc2VjcmV0LW9mLTMyLWJ5dGVzIQ=="  # Standard Webhooks' form
 LEASE_MS = 2000
 SERVICES = ("intake", "case", "notification")  # the ones these messages travel through
 
@@ -159,11 +161,18 @@ async def test_an_sla_breach_reaches_the_team_webhook_signed(stack: Stack, hooks
 
     [request] = await eventually(received, what="the team webhook receives the breach")
     assert (request.verified, request.answered) == (True, 200)  # the receiver checked it itself, and again here
+    receiver = standardwebhooks.Webhook(SECRET)
+    body = receiver.verify(request.body, request.headers)
+    assert request.headers["webhook-id"] == body["notification_id"]  # the id a retry keeps
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        receiver.verify(request.body.replace(case_id.encode(), b"case-forged"), request.headers)
+    replayed = {**request.headers, "webhook-timestamp": str(int(request.headers["webhook-timestamp"]) - 600)}
+    with pytest.raises(standardwebhooks.WebhookVerificationError, match="too old"):
+        receiver.verify(request.body, replayed)
     timestamp = request.headers["X-CRM-Timestamp"]
     mac = hmac.new(SECRET.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(request.headers["X-CRM-Signature"], f"v1={mac}")
     assert abs(time.time() - int(timestamp)) < 300  # fresh: a replay days later would be refused
-    body = orjson.loads(request.body)
     assert body["rule"] == "sla_breached" and case_id in body["subject"]
     assert request.headers["Idempotency-Key"] == body["notification_id"]
     async with api_client(timeout=10) as client:

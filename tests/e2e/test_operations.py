@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from crmtools.cli import group_lags
 from crmtools.devstack import ROOT, Stack
 from eventkit.envelope import new_event, to_kafka
+from eventkit.partition_ends import PartitionEnds
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.topics import ALL_EVENT_TOPICS, CASE, INTAKE, PROJECTED_WHEN_STORED
@@ -152,13 +153,30 @@ async def test_replay_rebuilds_the_same_timeline(stack: Stack) -> None:
     async with api_client(timeout=10) as client:
         old = {c: (await digests(stack, c, client))["notification"] for c in accepted.by_customer}
 
+        on_the_log = await log_size(stack)
         result = crm(stack, "replay", "notification")
         assert result.returncode == 0, result.stderr
-        assert "100.0%" in result.stderr and "events/s" in result.stderr
+        # In a pipe: the total stated once, before the first message, and nothing redrawn.
+        assert "\r" not in result.stderr and "\x1b[" not in result.stderr
+        m = re.search(r"^replaying ([\d,]+) messages$", result.stderr, re.MULTILINE)
+        assert m is not None, result.stderr
+        total = int(m.group(1).replace(",", ""))
+        assert on_the_log <= total <= await log_size(stack)  # the log's size when it started
+        assert total >= 10 * 11  # this test's events, on intake's topic alone
+        assert re.search(r"replayed [\d,]+ messages .* in [\d.]+ s, [\d,]+ events/s$", result.stdout.strip())
 
         new = {c: (await digests(stack, c, client))["notification"] for c in accepted.by_customer}
     assert new == old
     assert all(count == 11 for count, _ in new.values())
+
+
+async def log_size(stack: Stack) -> int:
+    """Messages on every event topic now: the sum of the partitions' ends."""
+    ends = PartitionEnds(stack.broker.bootstrap, client_options={})
+    try:
+        return sum((await ends.read(await ends.partitions(ALL_EVENT_TOPICS), timeout_s=25)).values())
+    finally:
+        await ends.stop()
 
 
 async def test_status_lists_every_service_and_each_groups_lag_per_partition(stack: Stack) -> None:

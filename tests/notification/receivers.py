@@ -2,13 +2,16 @@
 each in its own thread, recording what reached them.
 
 The webhook server checks every request as a real receiver must (docs/services/notification.md, "Webhook signature"),
-with its own code rather than notification's verify_signature, so a signing bug on the sending
-side fails through the real delivery path: a wrong or missing HMAC-SHA256 over
-"<timestamp>.<raw body>", or a timestamp more than 5 minutes off its own clock, answers 401.
+with the Standard Webhooks library from PyPI (`standardwebhooks`) rather than notification's
+code, so a signing bug on the sending side fails through the real delivery path: a wrong or
+missing `webhook-signature` over "<webhook-id>.<webhook-timestamp>.<raw body>", or a timestamp
+more than 5 minutes off its own clock, answers 401. It checks the deprecated `X-CRM-Signature`
+too, while notification still sends it.
 It also marks a request whose Idempotency-Key it has taken before (2xx) as a duplicate, which
 a real receiver would drop.
 """
 
+import base64
 import email
 import email.policy
 import hashlib
@@ -22,6 +25,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import standardwebhooks
 from aiosmtpd.controller import Controller
 from crmtools.processes import free_port
 
@@ -81,8 +85,20 @@ class Request:
         return next((v for k, v in self.headers.items() if k.lower() == "idempotency-key"), None)
 
 
+def standard_secret(secret: str) -> str:
+    """The receiver's Standard Webhooks secret for notification's WEBHOOK_SECRET, as documented:
+    a `whsec_` secret as it is, a plain one's UTF-8 bytes in base64 behind `whsec_`."""
+    return secret if secret.startswith("whsec_") else "whsec_" + base64.b64encode(secret.encode()).decode()
+
+
 def signature_problem(secret: str, headers: dict[str, str], body: bytes, now: float) -> str | None:
-    """Why a receiver holding `secret` refuses this request, or None if it is authentic and fresh."""
+    """Why a receiver holding `secret` refuses this request, or None if it is authentic and fresh.
+    The Standard Webhooks check is the library's (against the wall clock); the deprecated header's
+    is done here."""
+    try:
+        standardwebhooks.Webhook(standard_secret(secret)).verify(body, headers, json_parse=False)
+    except standardwebhooks.WebhookVerificationError as exc:
+        return f"standard webhooks: {exc}"
     lower = {k.lower(): v for k, v in headers.items()}
     timestamp, signature = lower.get("x-crm-timestamp", ""), lower.get("x-crm-signature", "")
     if not timestamp.isdigit():

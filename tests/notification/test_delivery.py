@@ -2,8 +2,10 @@
 events go through the real idempotent batch applier and projections, deliveries through the real
 delivery loop and adapters, under a controllable clock."""
 
+import base64
 import hashlib
 import hmac
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,6 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
+import standardwebhooks
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from crmtools.infra import EmbeddedPostgres
@@ -35,7 +38,7 @@ from contracts.events import PERSONAL_FIELDS
 from contracts.topics import DEADLETTER
 from tests.clock import Clock
 from tests.conftest import SCHEMAS, fresh_database
-from tests.notification.receivers import SmtpServer, WebhookServer, webhook_server
+from tests.notification.receivers import SmtpServer, WebhookServer, standard_secret, webhook_server
 
 MIGRATIONS = [Path(domain.__file__).parent / "migrations"]
 TP = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
@@ -262,12 +265,17 @@ async def test_sla_breach_goes_to_the_team_webhook_signed_and_owner_duplicate_su
     assert (request.verified, request.answered) == (True, 200)  # the receiver checked it itself
     ts = request.headers["X-CRM-Timestamp"]
     expected = "v1=" + hmac.new(SECRET.encode(), f"{ts}.".encode() + request.body, hashlib.sha256).hexdigest()
-    assert request.headers["X-CRM-Signature"] == expected
+    assert request.headers["X-CRM-Signature"] == expected  # deprecated, still sent
     assert abs(time.time() - int(ts)) < 60
+    # Standard Webhooks: the library's verifier takes it; the id is the notification's.
+    body = orjson.loads(request.body)
+    receiver = standardwebhooks.Webhook(standard_secret(SECRET))
+    assert delivery.standard_secret(SECRET) == standard_secret(SECRET)  # the helper says what the docs say
+    assert receiver.verify(request.body, request.headers) == body
+    assert request.headers["webhook-id"] == body["notification_id"] and request.headers["webhook-timestamp"] == ts
     assert delivery.verify_signature(SECRET, request.headers, request.body, time.time())
     assert not delivery.verify_signature(SECRET, request.headers, request.body + b" ", time.time())
     assert not delivery.verify_signature(SECRET, request.headers, request.body, time.time() + 3600)  # replayed
-    body = orjson.loads(request.body)
     assert body["rule"] == "sla_breached" and request.headers["Idempotency-Key"] == body["notification_id"]
     rows = await harness.rows(customer)
     by_recipient = {r["recipient"]: (r["status"], r["reason"]) for r in rows}
@@ -295,6 +303,9 @@ async def test_a_receiver_failing_twice_gets_exactly_one_successful_delivery(
     requests = hooks.received(harness.team_path)
     assert [r.answered for r in requests] == [503, 500, 200]
     assert len({r.headers["Idempotency-Key"] for r in requests}) == 1  # the same message each time
+    # ... under one webhook-id (what a Standard Webhooks receiver deduplicates on), signed afresh
+    assert {r.headers["webhook-id"] for r in requests} == {r.headers["Idempotency-Key"] for r in requests}
+    assert all(r.verified for r in requests)
     [row] = await harness.rows(customer)
     assert (row["status"], row["attempts"]) == ("delivered", 3)
     events = await harness.events(str(row["notification_id"]))
@@ -335,6 +346,35 @@ async def test_a_permanent_refusal_is_not_retried(harness: Harness, hooks: Webho
     assert len(hooks.received(harness.team_path)) == 1
     [row] = await harness.rows(customer)
     assert (row["status"], row["reason"]) == ("failed", "http_410")
+
+
+async def test_a_whsec_secret_signs_what_a_standard_webhooks_verifier_accepts(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, smtp: SmtpServer
+) -> None:
+    """WEBHOOK_SECRET in the Standard Webhooks form: the key is its base64 part, and a receiver's
+    library verifies the delivery with the same secret; a changed body or an old timestamp fails."""
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode().rstrip("=")  # unpadded, as often shown
+    with webhook_server(secret) as receiver:
+        harness = Harness(pool, producer, smtp, receiver, secret=secret)
+        customer, case_id, _ = ids()
+        harness.clock.now = datetime.now(UTC)
+        await harness.deliver(breached(customer, case_id))
+        await harness.run_loop()
+        [request] = receiver.received(harness.team_path)
+    assert (request.verified, request.answered) == (True, 200)
+    [row] = await harness.rows(customer)
+    assert request.headers["webhook-id"] == str(row["notification_id"]) and row["status"] == "delivered"
+    verifier = standardwebhooks.Webhook(secret)
+    assert verifier.verify(request.body, request.headers)["notification_id"] == str(row["notification_id"])
+    with pytest.raises(standardwebhooks.WebhookVerificationError, match="No matching signature"):
+        verifier.verify(request.body.replace(b"sla_breached", b"sla_breachex"), request.headers)
+    old = {**request.headers, "webhook-timestamp": str(int(request.headers["webhook-timestamp"]) - 3600)}
+    with pytest.raises(standardwebhooks.WebhookVerificationError, match="too old"):
+        verifier.verify(request.body, old)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):  # another endpoint's secret
+        standardwebhooks.Webhook("whsec_" + base64.b64encode(os.urandom(32)).decode()).verify(
+            request.body, request.headers
+        )
 
 
 @pytest.mark.parametrize("fault", ["wrong secret", "stale timestamp"])

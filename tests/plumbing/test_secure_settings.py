@@ -23,6 +23,7 @@ from servicekit.settings import Settings, kafka_options
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE, PUBLIC = generate_key_pair()
 STRONG = "s" * 40
+WHSEC = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 def production(**overrides: Any) -> dict[str, Any]:
@@ -76,6 +77,9 @@ def assert_problem(problems: list[str], problem: str | None) -> None:
         ({}, None),
         ({"webhook_secret": "dev-webhook-secret"}, "WEBHOOK_SECRET is a development default"),
         ({"webhook_secret": "short"}, "WEBHOOK_SECRET is shorter than 32 characters"),
+        ({"webhook_secret": WHSEC}, None),  # Standard Webhooks' form
+        ({"webhook_secret": "whsec_" + base64.b64encode(b"k" * 20).decode()}, "WEBHOOK_SECRET's key is under"),
+        ({"webhook_secret": "whsec_" + "not base64!" * 4}, "WEBHOOK_SECRET: the part after whsec_ is not base64"),
         ({"auth_bootstrap_admin_key": "crm_admin_x"}, "AUTH_BOOTSTRAP_ADMIN_KEY is shorter than 32 characters"),
         ({"auth_required": False}, "AUTH_REQUIRED=false is for development only"),
         ({"kafka_security_protocol": "SASL_SSL"}, "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_USERNAME"),
@@ -104,6 +108,11 @@ def test_notification_in_production(overrides: dict[str, Any], problem: str | No
 def test_intake_in_production(overrides: dict[str, Any], problem: str | None) -> None:
     problems = IntakeSettings(**production(**overrides)).startup_problems()
     assert_problem(problems, problem)
+
+
+def test_a_malformed_whsec_webhook_secret_is_refused_in_development_too() -> None:
+    problems = NotificationSettings(**production(crm_env="development", webhook_secret="whsec_%%")).startup_problems()
+    assert problems == ["WEBHOOK_SECRET: the part after whsec_ is not base64"]
 
 
 def test_intake_without_a_matching_signing_key_is_refused_in_development_too() -> None:
