@@ -5,13 +5,22 @@ Analytics' campaign_audience_resolved type is analytics' contract (not on this b
 test accepts it with a local model of its agreed fields.
 """
 
+import asyncio
+import base64
+import os
+import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from crmtools.infra import EmbeddedPostgres
+from eventkit import db
 from eventkit.acceptance import Acceptance
 from eventkit.consumer import BatchApplier, Waiters
 from eventkit.envelope import Envelope, new_event
@@ -25,19 +34,21 @@ from servicekit.timeline import TimelineProjection
 from contracts import notification as n
 from contracts.events import EventData
 from contracts.topics import DEADLETTER
-from tests.conftest import SCHEMAS
+from tests.conftest import SCHEMAS, fresh_database
 from tests.notification.receivers import SmtpServer, WebhookServer
 from tests.notification.test_delivery import (  # noqa: F401  (fixtures)
+    KEYS,
+    MIGRATIONS,
     TP,
     Harness,
     consent,
     created,
     hooks,
     intake,
-    pool,
     preferences,
 )
 
+ROOT = Path(__file__).resolve().parents[2]  # the worktree: the sender process runs its code
 SOON = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 
 
@@ -130,6 +141,20 @@ class CampaignHarness(Harness):
             n.CAMPAIGN_STATUS_CHANGED,
         )
         return [(r["data"]["status"], r["data"]["reason"]) for r in rows]
+
+
+@pytest.fixture
+async def dsn(postgres: EmbeddedPostgres) -> str:
+    return await fresh_database(postgres, MIGRATIONS)
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(dsn, 10)
+    try:
+        yield p
+    finally:
+        await p.close()
 
 
 @pytest.fixture
@@ -312,3 +337,35 @@ async def test_service_campaigns_need_no_marketing_consent(harness: CampaignHarn
     await harness.run_loop()
     [row] = await harness.pool.fetch("SELECT status, rule FROM notifications WHERE campaign_id = $1", campaign_id)
     assert (row["status"], row["rule"]) == ("sent", "campaign_service")
+
+
+async def test_a_sender_killed_between_batches_sends_nobody_twice(harness: CampaignHarness, dsn: str) -> None:
+    """A real process deciding one target per batch dies (os._exit, as SIGKILL) right after its
+    second batch commits; the next sender decides the other two, and every target has exactly
+    one message with exactly one decision event."""
+    people = await _four_customers(harness)
+    campaign_id = await harness.create()
+    await harness.deliver(harness.audience(campaign_id, list(people.values())))
+    root = ROOT
+    keys = {c: base64.b64encode(k).decode() for c, k in KEYS.stored.items() if c in people.values()}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(root / p) for p in ("services", ".")),
+        "EVENTKIT_CRASH_AT": "notification.campaign_batch@2",
+        "CAMPAIGN_DSN": dsn,
+        "CAMPAIGN_KEYS": orjson.dumps(keys).decode(),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.notification.campaign_crash", cwd=root, env=env
+    )
+    assert await proc.wait() == 137
+    assert (await harness.counts(campaign_id))["pending"] == 2
+    assert (await harness.campaign(campaign_id))["status"] == "sending"
+    assert await harness.send_all() == 2
+    assert (await harness.campaign(campaign_id))["status"] == "completed"
+    per_customer = await harness.pool.fetch(
+        "SELECT n.customer_id, count(*) AS events FROM notifications n JOIN events e"
+        " ON e.stream_id = 'notification-' || n.notification_id WHERE n.campaign_id = $1 GROUP BY 1",
+        campaign_id,
+    )
+    assert {r["customer_id"]: r["events"] for r in per_customer} == dict.fromkeys(people.values(), 1)
