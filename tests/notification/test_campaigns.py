@@ -7,6 +7,7 @@ test accepts it with a local model of its agreed fields.
 
 import asyncio
 import base64
+import dataclasses
 import os
 import sys
 import uuid
@@ -24,7 +25,7 @@ from eventkit import db
 from eventkit.acceptance import Acceptance
 from eventkit.consumer import BatchApplier, Waiters
 from eventkit.envelope import Envelope, new_event
-from notification import campaign_handlers, campaign_store, campaigns
+from notification import campaign_handlers, campaign_store, campaigns, domain, worker
 from notification.policies import ErasurePolicy, RulesPolicy
 from notification.projections import ProfileProjection
 from pydantic import Field
@@ -369,3 +370,24 @@ async def test_a_sender_killed_between_batches_sends_nobody_twice(harness: Campa
         campaign_id,
     )
     assert {r["customer_id"]: r["events"] for r in per_customer} == dict.fromkeys(people.values(), 1)
+
+
+async def test_over_the_cap_a_campaign_message_goes_into_the_digest_with_its_own_text(
+    harness: CampaignHarness, smtp: SmtpServer
+) -> None:
+    customer, email = _customer("capped")
+    await harness.deliver(created(customer, email), consent(customer, "marketing", True))
+    capped = dataclasses.replace(harness.ctx, customer_cap=domain.Cap(0, timedelta(days=1)))
+    campaign_id = await harness.create()
+    await harness.deliver(harness.audience(campaign_id, [customer]))
+    assert await campaign_handlers.send_batch(harness.pool, capped, 10) == 1
+    [row] = await harness.pool.fetch("SELECT * FROM notifications WHERE campaign_id = $1", campaign_id)
+    assert row["status"] == "digested" and row["digest_id"] is not None
+    [(kind, data)] = await harness.events(str(row["notification_id"]))
+    assert (kind, data["campaign_id"]) == (n.NOTIFICATION_SCHEDULED, campaign_id)
+    assert data["digest_id"] == str(row["digest_id"])
+    harness.clock.now = SOON + timedelta(hours=1, seconds=1)  # the digest window has ended
+    for _ in range(3):
+        await worker.deliver_due(harness.pool, capped, harness.sender)
+    [mail] = smtp.with_header("X-CRM-Notification-Id", str(row["digest_id"]))
+    assert f"Hello {customer}" in mail.get_content() and "Spring offer" in mail.get_content()
