@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from eventkit.envelope import new_event
-from notification import campaigns, domain
+from notification import campaign_store, campaigns, domain
 from servicekit.timeline import on_timeline
 
 from contracts import notification as n
@@ -122,3 +122,15 @@ def test_campaign_events_are_on_no_timeline_customer_events_are() -> None:
     resolved = new_event(n.CAMPAIGN_AUDIENCE_RESOLVED, n.campaign_subject("c1"), {}, "/crm/analytics", TP)
     sent = new_event(n.NOTIFICATION_SENT, "cust-1", {}, "/crm/notification", TP)
     assert not on_timeline(created) and not on_timeline(resolved) and on_timeline(sent)
+
+
+@pytest.mark.parametrize(("rate", "interval", "size"), [(50, 0.2, 10), (2, 0.5, 1), (1000, 0.2, 200)])
+def test_batches_keep_to_the_rate(rate: float, interval: float, size: int) -> None:
+    assert campaigns.batch_size(rate, interval) == size
+
+
+def test_the_listing_cursor_round_trips_and_refuses_strangers() -> None:
+    cursor = campaign_store.Cursor(NOW, "spring-2026")
+    assert campaign_store.Cursor.decode(cursor.encode()) == cursor
+    with pytest.raises(ValueError):
+        campaign_store.Cursor.decode("not-a-cursor")
