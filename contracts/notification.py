@@ -1,10 +1,12 @@
-"""The notification service's event payloads, all on crm.notification.v1, keyed by customer id.
+"""The notification service's event payloads, all on crm.notification.v1, keyed by customer id
+(campaign lifecycle events: by `campaign:<campaign_id>`, on no customer's timeline).
 
 Every decision about a message is an event on the customer's timeline: scheduled (with the
 instant it may go out), sent, delivered (where the channel confirms receipt), failed (each
 try; `final` after the last one, which also leaves a dead-letter record) and suppressed (with
 the reason). Staff messages about a customer's case are on that customer's timeline too.
 No payload carries an address or message text: those stay in notification's own database.
+A message of a campaign carries its `campaign_id` (docs/campaigns.md).
 """
 
 from datetime import datetime
@@ -13,7 +15,8 @@ from typing import Literal, get_args
 from pydantic import Field
 
 from contracts import topics
-from contracts.events import EventData, EventType
+from contracts.analytics import RiskBand, Segment
+from contracts.events import Channel, EventData, EventType
 
 NotificationChannel = Literal["email", "sms", "webhook"]
 NOTIFICATION_CHANNELS: tuple[str, ...] = get_args(NotificationChannel)
@@ -35,6 +38,9 @@ class NotificationEvent(EventData):
     rule: str = Field(min_length=1, max_length=64, description="The rule that made it.")
     channel: NotificationChannel | None = Field(description="null when no channel could be chosen.")
     audience: Audience
+    campaign_id: str | None = Field(
+        default=None, max_length=64, description="The campaign the message belongs to; null for a rule's message."
+    )
 
 
 class NotificationScheduled(NotificationEvent):
@@ -77,6 +83,59 @@ class NotificationSuppressed(NotificationEvent):
     reason: SuppressionReason
 
 
+# --- campaigns: events about a campaign, not a customer (subject campaign:<campaign_id>) ----------
+
+CAMPAIGN_SUBJECT_PREFIX = "campaign:"  # servicekit.timeline keeps these on no customer's timeline
+CampaignStatus = Literal["scheduled", "sending", "paused", "cancelled", "completed"]
+CAMPAIGN_STATUSES: tuple[str, ...] = get_args(CampaignStatus)
+CAMPAIGN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def campaign_subject(campaign_id: str) -> str:
+    return f"{CAMPAIGN_SUBJECT_PREFIX}{campaign_id}"
+
+
+class CampaignAudience(EventData):
+    """Who a campaign is for: every filter given must match (none given: every customer)."""
+
+    segment: Segment | None = None
+    risk_band: RiskBand | None = None
+    region: str | None = Field(default=None, pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", examples=["DE", "US-CA"])
+    channel_used: Channel | None = Field(default=None, description="The customer has interacted on this channel.")
+    vip: bool | None = None
+    last_contact_before: datetime | None = Field(default=None, description="Last interaction before this instant.")
+    last_contact_after: datetime | None = Field(default=None, description="Last interaction after this instant.")
+
+
+class CampaignTemplate(EventData):
+    subject: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=10_000)
+
+
+class CampaignCreated(EventData):
+    campaign_id: str = Field(pattern=CAMPAIGN_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+    audience: CampaignAudience
+    purpose: Purpose
+    templates: dict[str, CampaignTemplate] = Field(description="Per language; the default language is required.")
+    send_at: datetime = Field(description="When the campaign is due (its creation time when not given).")
+    created_by: str = Field(min_length=1, max_length=100, description="The API key that created it.")
+
+
+class CampaignStatusChanged(EventData):
+    campaign_id: str = Field(pattern=CAMPAIGN_ID_PATTERN)
+    status: CampaignStatus
+    reason: str | None = Field(max_length=200, description="Why, when known: paused, cancelled, all_decided...")
+
+
+CAMPAIGN_CREATED = "crm.notification.campaign_created.v1"
+CAMPAIGN_STATUS_CHANGED = "crm.notification.campaign_status_changed.v1"
+CAMPAIGN_EVENT_PREFIX = "crm.notification.campaign_"
+# Analytics' answer, which notification consumes: a campaign's resolved audience, in parts. Its
+# type and model are analytics' own (contracts/analytics.py registers them); the name is here so
+# that notification need not spell it.
+CAMPAIGN_AUDIENCE_RESOLVED = "crm.analytics.campaign_audience_resolved.v1"
+
 NOTIFICATION_SCHEDULED = "crm.notification.scheduled.v1"
 NOTIFICATION_SENT = "crm.notification.sent.v1"
 NOTIFICATION_DELIVERED = "crm.notification.delivered.v1"
@@ -108,5 +167,17 @@ EVENT_TYPES: tuple[EventType, ...] = (
         topics.NOTIFICATION,
         NotificationSuppressed,
         "No message goes out, with the reason (consent, blocked channel, cap, duplicate, no address).",
+    ),
+    EventType(
+        CAMPAIGN_CREATED,
+        topics.NOTIFICATION,
+        CampaignCreated,
+        "A campaign was created (subject campaign:<id>; on no customer's timeline).",
+    ),
+    EventType(
+        CAMPAIGN_STATUS_CHANGED,
+        topics.NOTIFICATION,
+        CampaignStatusChanged,
+        "A campaign's status changed (subject campaign:<id>; on no customer's timeline).",
     ),
 )

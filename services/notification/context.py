@@ -31,4 +31,4 @@ class NotificationContext:
     service: str = "notification"
 
     def rule(self, name: str) -> domain.Rule:
-        return next(r for r in self.book.rules if r.name == name)
+        return next(r for r in (*self.book.rules, *domain.CAMPAIGN_RULES) if r.name == name)

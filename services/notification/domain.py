@@ -120,6 +120,8 @@ class RuleBook(BaseModel):
         for rule in self.rules:
             if rule.name == DIGEST_RULE:
                 raise ValueError(f"rule name {DIGEST_RULE} is reserved for digests")
+            if rule.name.startswith("campaign_"):
+                raise ValueError(f"rule name {rule.name}: campaign_* names are reserved for campaigns")
             if self.default_language not in self.templates.get(rule.name, {}):
                 raise ValueError(f"rule {rule.name} has no {self.default_language} template")
         if self.default_language not in self.digest:
@@ -148,11 +150,25 @@ def _language(templates: Mapping[str, Template], language: str | None, default: 
     return next((lang for lang in wanted if lang in templates), default)
 
 
+# A campaign's messages are made by these rules; their templates are the campaign's own, carried
+# in each message's data (`templates`), so a digest renders them like any rule's.
+CAMPAIGN_RULES = (
+    Rule(name="campaign_marketing", event="", audience="customer", purpose="marketing"),
+    Rule(name="campaign_service", event="", audience="customer", purpose="service"),
+)
+
+
+def campaign_rule(purpose: str) -> str:
+    return f"campaign_{purpose}"
+
+
 def render(book: RuleBook, rule: str, language: str | None, data: Mapping[str, Any]) -> Rendered:
     """The rule's template in `language`, else its base language (en-GB -> en), else the default."""
-    templates = book.templates[rule]
+    templates = book.templates.get(rule)
+    if templates is None:  # a campaign's message: its own templates
+        templates = {lang: Template.model_validate(t) for lang, t in data["templates"].items()}
     chosen = _language(templates, language, book.default_language)
-    values = _Blank({k: "" if v is None else str(v) for k, v in data.items()})
+    values = _Blank({k: "" if v is None else str(v) for k, v in data.items() if k != "templates"})
     t = templates[chosen]
     return Rendered(chosen, t.subject.format_map(values).strip(), t.body.format_map(values).strip())
 

@@ -8,8 +8,9 @@ from servicekit.app import ServiceSpec, create_app, serve
 from servicekit.keyring import remote_keyring
 from servicekit.runtime import Runtime
 
-from notification import domain, worker
+from notification import campaign_handlers, domain, worker
 from notification.api import router
+from notification.campaign_api import router as campaign_router
 from notification.context import NotificationContext
 from notification.delivery import Senders, SmsSender, SmtpConfig, SmtpSender, WebhookPoster, WebhookSender
 from notification.policies import ErasurePolicy, RulesPolicy
@@ -58,15 +59,25 @@ async def deliveries(rt: Runtime[NotificationSettings, NotificationContext]) -> 
     await worker.run(rt.context, rt.db, senders, poll_interval_s, delivery_batch)
 
 
+async def campaign_sender(rt: Runtime[NotificationSettings, NotificationContext]) -> None:
+    """The paced campaign sender (restarted by the runtime if it fails)."""
+    await campaign_handlers.run(rt.context, rt.db, settings.campaign_rate_per_s, poll_interval_s)
+
+
 app = create_app(
     ServiceSpec(
         name="notification",
         title="crm notification",
         description="Customer and staff notifications: rules, consent-aware decisions, durable delivery.",
-        subscribers=[ProfileProjection(keyring), RulesPolicy(context), ErasurePolicy(context)],
-        routers=[router],
+        subscribers=[
+            ProfileProjection(keyring),
+            RulesPolicy(context),
+            campaign_handlers.AudiencePolicy(context),
+            ErasurePolicy(context),
+        ],
+        routers=[router, campaign_router],
         migrations=[Path(__file__).parent / "migrations"],
-        background=[deliveries],
+        background=[deliveries, campaign_sender],
         keyring=keyring,
     ),
     settings,

@@ -34,6 +34,8 @@ async def emit(
         "channel": row.channel,
         "audience": row.audience,
     }
+    if row.campaign_id is not None:
+        common["campaign_id"] = row.campaign_id
     envelopes = []
     for i, (type_, extra) in enumerate(drafts):
         data = REGISTRY[type_].model.model_validate({**common, **extra}).model_dump(mode="json")

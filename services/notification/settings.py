@@ -61,6 +61,8 @@ class NotificationSettings(Settings):
     notification_send_lease_ms: int = Field(default=60_000, ge=100)  # a send still "sending" after this crashed
     notification_profile_wait_ms: int = Field(default=30_000, ge=0)  # wait for the customer's profile events
     notification_delivery_concurrency: int = Field(default=10, ge=1)
+    # campaigns: targets decided per second, all campaigns together, in small batches
+    campaign_rate_per_s: float = Field(default=50, gt=0)
 
     def startup_problems(self) -> list[str]:
         problems = super().startup_problems()

@@ -177,6 +177,7 @@ class Row:
     reason: str | None = None
     digest_id: str | None = None  # the digest a folded message went into (status 'digested')
     sealed_by: str | None = None  # whose data key seals address, subject and body (customer messages)
+    campaign_id: str | None = None  # the campaign the message belongs to (docs/campaigns.md)
 
     @classmethod
     def of(cls, r: asyncpg.Record) -> "Row":
@@ -204,6 +205,7 @@ class Row:
             reason=r["reason"],
             digest_id=str(r["digest_id"]) if r["digest_id"] is not None else None,
             sealed_by=r["sealed_by"],
+            campaign_id=r["campaign_id"],
         )
 
 
@@ -212,8 +214,9 @@ async def insert(conn: asyncpg.Connection, row: Row, next_attempt_at: datetime |
     inserted = await conn.fetchval(
         "INSERT INTO notifications (notification_id, idempotency_key, rule, source_event_id, source_event_type,"
         " customer_id, audience, recipient, purpose, critical, data, traceparent, channel, address, status,"
-        " reason, next_attempt_at, created_at, updated_at, sealed_by)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16, $17, $18, $18, $19)"
+        " reason, next_attempt_at, created_at, updated_at, sealed_by, campaign_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16, $17, $18, $18, $19,"
+        " $20)"
         " ON CONFLICT DO NOTHING RETURNING true",
         row.notification_id,
         row.idempotency_key,
@@ -234,6 +237,7 @@ async def insert(conn: asyncpg.Connection, row: Row, next_attempt_at: datetime |
         next_attempt_at,
         row.created_at,
         row.sealed_by,
+        row.campaign_id,
     )
     return bool(inserted)
 

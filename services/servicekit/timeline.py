@@ -24,14 +24,23 @@ from eventkit.envelope import Envelope, format_time
 
 from contracts.case import AGENT_EVENT_PREFIX
 from contracts.events import CUSTOMER_MERGED
+from contracts.notification import CAMPAIGN_EVENT_PREFIX, CAMPAIGN_SUBJECT_PREFIX
 
 MERGED = CUSTOMER_MERGED
-NOT_ON_TIMELINE = ("crm.auth.", AGENT_EVENT_PREFIX)  # events about API keys and agents, not a customer
+# Events about API keys, agents and campaigns, not a customer: by type prefix (so consumers that
+# filter by type alone skip them too) and, for any type, by subject.
+NOT_ON_TIMELINE = ("crm.auth.", AGENT_EVENT_PREFIX, CAMPAIGN_EVENT_PREFIX)
+NOT_ON_TIMELINE_SUBJECTS = (CAMPAIGN_SUBJECT_PREFIX,)
+
+
+def on_timeline(e: Envelope) -> bool:
+    """Whether the event is about a customer (and so on their timeline)."""
+    return not e.type.startswith(NOT_ON_TIMELINE) and not e.subject.startswith(NOT_ON_TIMELINE_SUBJECTS)
 
 
 class TimelineProjection:
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        events = [e for e in events if not e.type.startswith(NOT_ON_TIMELINE)]
+        events = [e for e in events if on_timeline(e)]
         if not events:
             return
         await conn.execute(
@@ -68,7 +77,7 @@ async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
     are in BENCHMARKS.md). The position in the batch breaks ties, so of two rows with one key the
     first wins, as with apply(). Merges are recorded after the rows, in order.
     """
-    events = [e for e in events if not e.type.startswith(NOT_ON_TIMELINE)]
+    events = [e for e in events if on_timeline(e)]
     if not events:
         return
     await conn.execute(_STAGING)

@@ -20,7 +20,7 @@ from servicekit.auth import Principal, hash_key
 SERVICES = ["intake", "case", "notification", "analytics"]
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
 CAMEL_CASE = re.compile(r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)*")
-SCOPES = ("agent", "supervisor", "ops", "keys", "channel:web")  # every scope but admin
+SCOPES = ("agent", "supervisor", "ops", "keys", "campaigns", "channel:web")  # every scope but admin
 
 
 def service_app(service: str) -> FastAPI:

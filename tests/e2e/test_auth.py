@@ -18,7 +18,7 @@ from tests.e2e.helpers import make_key
 pytestmark = pytest.mark.e2e
 
 OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}
-SCOPES = ("agent", "supervisor", "ops", "keys", "channel:web")
+SCOPES = ("agent", "supervisor", "ops", "keys", "campaigns", "channel:web")
 
 # Which scopes may call which route (admin may call all). Anything not listed needs admin only.
 ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
@@ -56,6 +56,16 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
         ["PUT /v1/agents/{agent_id}/status", "GET /v1/agents", "GET /v1/agents/{agent_id}", "GET /v1/queues/{team}"],
     ),
     ({"keys"}, ["POST /internal/v1/data-keys:lookup"]),  # services that seal or read personal data
+    ({"campaigns", "agent", "ops"}, ["GET /v1/campaigns", "GET /v1/campaigns/{campaign_id}"]),
+    (
+        {"campaigns"},
+        [
+            "POST /v1/campaigns",
+            "POST /v1/campaigns/{campaign_id}:pause",
+            "POST /v1/campaigns/{campaign_id}:resume",
+            "POST /v1/campaigns/{campaign_id}:cancel",
+        ],
+    ),
 ]
 ALLOWED: dict[tuple[str, str], set[str]] = {
     (method, path): scopes for scopes, routes in ROUTES_BY_SCOPES for method, path in (r.split(" ") for r in routes)
@@ -77,7 +87,7 @@ async def call(client: httpx.AsyncClient, method: str, url: str, path: str, key:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     concrete = path.replace("{customer_id}", "nobody").replace("{case_id}", "nocase").replace(
         "{notification_id}", "none").replace("{key_id}", "nokey").replace("{suggestion_id}", "nosug").replace(
-        "{agent_id}", "noagent").replace("{team}", "noteam")  # fmt: skip
+        "{agent_id}", "noagent").replace("{team}", "noteam").replace("{campaign_id}", "nocampaign")  # fmt: skip
     body: Any = None
     if (method, path) == ("POST", "/v1/interactions"):
         body = web_interaction()

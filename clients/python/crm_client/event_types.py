@@ -16,14 +16,32 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-Channel = Literal["web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person", "survey"]
+ChannelUsed = Literal["web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person", "survey"]
 Kind = Literal["message", "call", "visit", "purchase", "complaint", "request", "survey_response", "note", "other"]
 Priority = Literal["low", "normal", "high", "urgent"]
 Purpose = Literal["marketing", "service", "third_party_sharing"]
 Reason = Literal["no_consent", "blocked_channel", "cap", "duplicate", "no_address"]
 Segment = Literal["vip", "champion", "loyal", "new", "at_risk", "dormant", "regular"]
 Skills = Literal["repair", "installation", "billing", "complaint", "request", "inquiry", "other"]
-Status = Literal["new", "open", "pending", "resolved", "closed"]
+Status = Literal["scheduled", "sending", "paused", "cancelled", "completed"]
+Status2 = Literal["new", "open", "pending", "resolved", "closed"]
+
+
+class CampaignAudience(EventData):
+    """Who a campaign is for: every filter given must match (none given: every customer)."""
+
+    segment: Segment | None = Field(default=None)
+    risk_band: Literal["low", "medium", "high"] | None = Field(default=None)
+    region: str | None = Field(default=None)
+    channel_used: ChannelUsed | None = Field(default=None, description="The customer has interacted on this channel.")
+    vip: bool | None = Field(default=None)
+    last_contact_before: datetime | None = Field(default=None, description="Last interaction before this instant.")
+    last_contact_after: datetime | None = Field(default=None, description="Last interaction after this instant.")
+
+
+class CampaignTemplate(EventData):
+    subject: str
+    body: str
 
 
 class Identifier(EventData):
@@ -31,7 +49,7 @@ class Identifier(EventData):
 
     kind: Literal["email", "phone", "external"]
     value: str
-    channel: Channel | None = Field(default=None, description="Set for external ids: whose id it is.")
+    channel: ChannelUsed | None = Field(default=None, description="Set for external ids: whose id it is.")
 
 
 class QuietHours(EventData):
@@ -43,7 +61,7 @@ class QuietHours(EventData):
 
 
 class Preferences(EventData):
-    preferred_channel: Channel | None = Field(default=None)
+    preferred_channel: ChannelUsed | None = Field(default=None)
     language: str | None = Field(default=None)
     quiet_hours: QuietHours | None = Field(default=None)
     vip: bool = Field(default=False)
@@ -83,6 +101,26 @@ class AgentUpdated(EventData):
     teams: list[str] = Field(description="The teams whose cases the agent works.")
     capacity: int = Field(description="How many open cases the agent takes at once.")
     skills: list[Skills] = Field(description="The case types the agent handles.")
+
+
+class CampaignCreated(EventData):
+    """Data of crm.notification.campaign_created.v1."""
+
+    campaign_id: str
+    name: str
+    audience: CampaignAudience
+    purpose: Literal["service", "marketing"]
+    templates: dict[str, CampaignTemplate] = Field(description="Per language; the default language is required.")
+    send_at: datetime = Field(description="When the campaign is due (its creation time when not given).")
+    created_by: str = Field(description="The API key that created it.")
+
+
+class CampaignStatusChanged(EventData):
+    """Data of crm.notification.campaign_status_changed.v1."""
+
+    campaign_id: str
+    status: Status
+    reason: str | None = Field(description="Why, when known: paused, cancelled, all_decided...")
 
 
 class CaseAssigned(EventData):
@@ -125,7 +163,7 @@ class CaseInteractionLinked(EventData):
     customer_id: str
     interaction_event_id: str
     kind: Kind | None = Field(default=None)
-    channel: Channel | None = Field(default=None)
+    channel: ChannelUsed | None = Field(default=None)
     direction: Literal["inbound", "outbound"] | None = Field(
         default=None,
         description="An outbound interaction linked before any other response is the first response.",
@@ -150,7 +188,7 @@ class CaseOpened(EventData):
     customer_id: str
     type: Skills
     priority: Priority
-    status: Status = Field(description="Always 'new' for a case opened now.")
+    status: Status2 = Field(description="Always 'new' for a case opened now.")
     team: str
     queue: str | None = Field(default=None, description="The team queue the case waits in.")
     opened_by: str | None = Field(description="Event id of the interaction that opened it; null when an agent did.")
@@ -215,8 +253,8 @@ class CaseStatusChanged(EventData):
     sealed: Sealed | None = Field(default=None, description='Ciphertext of the fields marked "[sealed]".')
     case_id: str
     customer_id: str
-    from_status: Status
-    to_status: Status = Field(description="'resolved' is the resolution; 'open' from 'resolved' is a reopen.")
+    from_status: Status2
+    to_status: Status2 = Field(description="'resolved' is the resolution; 'open' from 'resolved' is a reopen.")
     reason: str | None
     type: Skills
     priority: Priority
@@ -246,7 +284,7 @@ class ConsentChanged(EventData):
 
     customer_id: str
     purpose: Purpose
-    channel: Channel | None = Field(default=None, description="None means every channel.")
+    channel: ChannelUsed | None = Field(default=None, description="None means every channel.")
     granted: bool
 
 
@@ -313,7 +351,7 @@ class InteractionRecorded(EventData):
 
     sealed: Sealed | None = Field(default=None, description='Ciphertext of the fields marked "[sealed]".')
     customer_id: str
-    channel: Channel
+    channel: ChannelUsed
     direction: Literal["inbound", "outbound"]
     kind: Kind
     occurred_at: datetime = Field(description="When it happened at the channel (RFC 3339).")
@@ -331,7 +369,9 @@ class KeyCreated(EventData):
     signing_key_id: str | None = Field(default=None, description="Which of intake's signing keys made the signature")
     key_id: str
     name: str
-    scopes: list[str] = Field(description="agent, supervisor, ops, admin, keys, identity:verify or channel:<channel>")
+    scopes: list[str] = Field(
+        description="agent, supervisor, ops, admin, keys, campaigns, identity:verify or channel:<channel>",
+    )
     key_sha256: str
 
 
@@ -375,6 +415,10 @@ class NotificationDelivered(EventData):
     rule: str = Field(description="The rule that made it.")
     channel: Literal["email", "sms", "webhook"] | None = Field(description="null when no channel could be chosen.")
     audience: Literal["customer", "staff"]
+    campaign_id: str | None = Field(
+        default=None,
+        description="The campaign the message belongs to; null for a rule's message.",
+    )
     attempt: int
 
 
@@ -386,6 +430,10 @@ class NotificationFailed(EventData):
     rule: str = Field(description="The rule that made it.")
     channel: Literal["email", "sms", "webhook"] | None = Field(description="null when no channel could be chosen.")
     audience: Literal["customer", "staff"]
+    campaign_id: str | None = Field(
+        default=None,
+        description="The campaign the message belongs to; null for a rule's message.",
+    )
     attempt: int = Field(description="0 when it failed before a try (e.g. its outcome was lost in a crash).")
     reason: str = Field(description="Machine-readable, e.g. http_503, smtp_550.")
     final: bool = Field(description="No more tries: the message is dead-lettered.")
@@ -400,6 +448,10 @@ class NotificationScheduled(EventData):
     rule: str = Field(description="The rule that made it.")
     channel: Literal["email", "sms", "webhook"] | None = Field(description="null when no channel could be chosen.")
     audience: Literal["customer", "staff"]
+    campaign_id: str | None = Field(
+        default=None,
+        description="The campaign the message belongs to; null for a rule's message.",
+    )
     source_event_id: str = Field(description="The event the rule matched.")
     source_event_type: str
     recipient: str = Field(description="customer:<id> or staff:<owner|team>:<name>.")
@@ -424,6 +476,10 @@ class NotificationSent(EventData):
     rule: str = Field(description="The rule that made it.")
     channel: Literal["email", "sms", "webhook"] | None = Field(description="null when no channel could be chosen.")
     audience: Literal["customer", "staff"]
+    campaign_id: str | None = Field(
+        default=None,
+        description="The campaign the message belongs to; null for a rule's message.",
+    )
     attempt: int
 
 
@@ -435,6 +491,10 @@ class NotificationSuppressed(EventData):
     rule: str = Field(description="The rule that made it.")
     channel: Literal["email", "sms", "webhook"] | None = Field(description="null when no channel could be chosen.")
     audience: Literal["customer", "staff"]
+    campaign_id: str | None = Field(
+        default=None,
+        description="The campaign the message belongs to; null for a rule's message.",
+    )
     source_event_id: str
     source_event_type: str
     recipient: str
@@ -513,6 +573,8 @@ DATA_MODELS: dict[str, type[EventData]] = {
     "crm.customer.preferences_changed.v1": PreferencesChanged,
     "crm.customer.profile_changed.v1": ProfileChanged,
     "crm.interaction.recorded.v1": InteractionRecorded,
+    "crm.notification.campaign_created.v1": CampaignCreated,
+    "crm.notification.campaign_status_changed.v1": CampaignStatusChanged,
     "crm.notification.delivered.v1": NotificationDelivered,
     "crm.notification.failed.v1": NotificationFailed,
     "crm.notification.scheduled.v1": NotificationScheduled,
@@ -554,6 +616,8 @@ TOPICS: dict[str, str] = {
     "crm.customer.preferences_changed.v1": "crm.intake.v1",
     "crm.customer.profile_changed.v1": "crm.intake.v1",
     "crm.interaction.recorded.v1": "crm.intake.v1",
+    "crm.notification.campaign_created.v1": "crm.notification.v1",
+    "crm.notification.campaign_status_changed.v1": "crm.notification.v1",
     "crm.notification.delivered.v1": "crm.notification.v1",
     "crm.notification.failed.v1": "crm.notification.v1",
     "crm.notification.scheduled.v1": "crm.notification.v1",
@@ -595,6 +659,8 @@ SCHEMA_IDS: dict[str, str] = {
     "crm.customer.preferences_changed.v1": "https://crm.example/schemas/crm.customer.preferences_changed.v1.json",
     "crm.customer.profile_changed.v1": "https://crm.example/schemas/crm.customer.profile_changed.v1.json",
     "crm.interaction.recorded.v1": "https://crm.example/schemas/crm.interaction.recorded.v1.json",
+    "crm.notification.campaign_created.v1": "https://crm.example/schemas/crm.notification.campaign_created.v1.json",
+    "crm.notification.campaign_status_changed.v1": "https://crm.example/schemas/crm.notification.campaign_status_changed.v1.json",
     "crm.notification.delivered.v1": "https://crm.example/schemas/crm.notification.delivered.v1.json",
     "crm.notification.failed.v1": "https://crm.example/schemas/crm.notification.failed.v1.json",
     "crm.notification.scheduled.v1": "https://crm.example/schemas/crm.notification.scheduled.v1.json",
