@@ -21,8 +21,9 @@ KEY_REVOKED = "crm.auth.key_revoked.v1"
 SIGNED_TYPES: frozenset[str] = frozenset({KEY_CREATED, KEY_REVOKED})
 # identity:verify: the key's identifiers are verified, not claimed (docs/product.md §14, docs/identity-trust.md).
 # supervisor: sets up agents (teams, capacity, skills) and anyone's status.
+# campaigns: creates and manages campaigns, reads their results.
 # channel:<channel> for every channel of contracts.events.Channel, and no other.
-SCOPE_PATTERN = rf"^(agent|supervisor|ops|admin|keys|identity:verify|channel:({'|'.join(CHANNELS)}))$"
+SCOPE_PATTERN = rf"^(agent|supervisor|ops|admin|keys|identity:verify|campaigns|channel:({'|'.join(CHANNELS)}))$"
 
 
 class Signed(EventData):
@@ -40,7 +41,7 @@ class KeyCreated(Signed):
     key_id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] = Field(
-        min_length=1, description="agent, supervisor, ops, admin, keys, identity:verify or channel:<channel>"
+        min_length=1, description="agent, supervisor, ops, admin, keys, identity:verify, campaigns or channel:<channel>"
     )
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
