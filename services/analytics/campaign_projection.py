@@ -1,0 +1,209 @@
+"""Campaigns in the KPI stream: the campaigns notification announces, their audience fixed when
+due, and the responses attributed to them (audience.py and attribution.py are the rules).
+
+notification's two campaign events are read by name, their data as a dict checked here: their
+contract types live on notification's side (contracts/notification.py).
+
+Resolution is once per campaign: the campaign's row is locked, its resolution stored with the
+crm.analytics.campaign_audience_resolved.v1 parts (stream `campaign-<id>`, appended at version 0,
+so a second writer fails rather than emit another audience) in one transaction.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from eventkit.envelope import Envelope, new_event
+from eventkit.eventstore import Append, EventStore
+from eventkit.telemetry import current_traceparent
+from servicekit.runtime import Runtime
+
+from analytics import attribution, audience, store
+from analytics import campaign_store as cstore
+from analytics.settings import AnalyticsSettings
+from contracts import analytics as contract
+from contracts.events import CONSENT_CHANGED, CUSTOMER_ERASED, CUSTOMER_MERGED, INTERACTION_RECORDED
+from contracts.topics import ANALYTICS
+
+log = logging.getLogger(__name__)
+
+# notification's campaign events (their data read as dicts, checked here).
+CAMPAIGN_CREATED = contract.NOTIFICATION_CAMPAIGN_CREATED
+CAMPAIGN_STATUS_CHANGED = contract.NOTIFICATION_CAMPAIGN_STATUS_CHANGED
+CAMPAIGN_SUBJECT = "campaign:"
+NOTIFICATION_PREFIX = "crm.notification."
+PURPOSES = ("marketing", "service")
+
+
+def campaign_subject(campaign_id: str) -> str:
+    return f"{CAMPAIGN_SUBJECT}{campaign_id}"
+
+
+def _rfc3339(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise audience.AudienceError(f"{name}: not an RFC 3339 time")
+    t = datetime.fromisoformat(value)
+    if t.tzinfo is None:
+        raise audience.AudienceError(f"{name}: needs a UTC offset")
+    return t
+
+
+class CampaignProjection:
+    def __init__(self, events: EventStore, source: str, window: timedelta) -> None:
+        self._events = events
+        self._source = source
+        self._window = window
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        for e in events:
+            if e.type == CAMPAIGN_CREATED:
+                await self._created(conn, e)
+            elif e.type == CAMPAIGN_STATUS_CHANGED:
+                cid, status = e.data.get("campaign_id"), e.data.get("status")
+                if isinstance(cid, str) and isinstance(status, str):
+                    await cstore.set_status(conn, cid, status)
+            elif e.type == CUSTOMER_MERGED:
+                await cstore.merge(conn, e.data["merged_id"], e.data["survivor_id"])
+            elif e.type == CUSTOMER_ERASED:
+                await cstore.erase(conn, [str(i) for i in e.data.get("erased_ids", [])])
+            elif e.type == INTERACTION_RECORDED:
+                await self._interaction(conn, e)
+            elif e.type == CONSENT_CHANGED:
+                await self._consent(conn, e)
+            elif e.type.startswith(NOTIFICATION_PREFIX) and isinstance(e.data.get("campaign_id"), str):
+                await self._decision(conn, e)
+
+    async def _created(self, conn: asyncpg.Connection, e: Envelope) -> None:
+        d = e.data
+        cid = d.get("campaign_id")
+        if not isinstance(cid, str) or not cid:
+            log.warning("campaign_created %s without a campaign_id: ignored", e.id)
+            return
+        status = "scheduled"
+        try:
+            audience.parse(d.get("audience") or {})
+            send_at = _rfc3339(d.get("send_at"), "send_at")
+            if d.get("purpose") not in PURPOSES:
+                raise audience.AudienceError(f"purpose: unknown value {d.get('purpose')!r}")
+        except (audience.AudienceError, ValueError) as exc:
+            # notification validated it; a campaign analytics cannot read is kept, never resolved
+            log.warning("campaign %s cannot be resolved: %s", cid, exc)
+            status, send_at = "invalid", e.time
+        raw = d.get("audience")
+        await cstore.add_campaign(
+            conn, cid, str(d.get("name") or cid), raw if isinstance(raw, dict) else {}, str(d.get("purpose")),
+            send_at, status, e.time,
+        )  # fmt: skip
+        await resolve(conn, self._events, self._source, cid, datetime.now(UTC))
+
+    async def _decision(self, conn: asyncpg.Connection, e: Envelope) -> None:
+        status = e.type.removeprefix(NOTIFICATION_PREFIX).split(".")[0]
+        if status == "failed" and not e.data.get("final", True):
+            status = "retried"
+        customer = (await store.aliases(conn, {e.subject})).get(e.subject, e.subject)
+        channel = str(e.data.get("channel") or "unknown")
+        await cstore.add_decision(conn, e.id, e.data["campaign_id"], customer, channel, status, e.time)
+
+    async def _interaction(self, conn: asyncpg.Connection, e: Envelope) -> None:
+        d = e.data
+        customer = (await store.aliases(conn, {e.subject})).get(e.subject, e.subject)
+        await cstore.add_channel(conn, customer, d["channel"])
+        if d.get("direction") != "inbound":
+            return
+        raw = d.get("metadata")
+        metadata: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        named = metadata.get("campaign_id") if isinstance(metadata.get("campaign_id"), str) else None
+        at = datetime.fromisoformat(d["occurred_at"])
+        touches = await cstore.touches(conn, customer, at - self._window, named)
+        known = await cstore.known_campaigns(conn, [named]) if named else set()
+        if not touches and not known:
+            return
+        i = attribution.Interaction(
+            e.id, customer, at, d["channel"], d["kind"], "inbound", named, attribution.amount_of(metadata)
+        )
+        response = attribution.attribute(i, touches, self._window, known)
+        if response is None or not await cstore.add_response(conn, response, at):
+            return
+        data = contract.CampaignResponse.model_validate(
+            {
+                "campaign_id": response.campaign_id,
+                "channel": response.channel,
+                "interaction_event_id": response.interaction_event_id,
+                "kind": response.kind,
+                "amount": response.amount,
+                "attributed_by": response.attributed_by,
+            }
+        ).model_dump(mode="json")
+        # After the interaction in every timeline's order, and the same on a replay (as insights).
+        event = new_event(
+            contract.CAMPAIGN_RESPONSE, customer, data, self._source, current_traceparent(),
+            time=e.time + timedelta(microseconds=1),
+        )  # fmt: skip
+        await self._events.append(conn, [Append(f"campaign-responses-{customer}", None, [event], ANALYTICS)])
+
+    async def _consent(self, conn: asyncpg.Connection, e: Envelope) -> None:
+        d = e.data
+        if d.get("purpose") != "marketing" or d.get("granted", True):
+            return
+        customer = (await store.aliases(conn, {e.subject})).get(e.subject, e.subject)
+        touches = await cstore.touches(conn, customer, e.time - self._window)
+        touch = attribution.unsubscribed(customer, "marketing", False, e.time, touches, self._window)
+        if touch is not None:
+            await cstore.add_unsubscribe(conn, e.id, touch, e.time)
+
+
+async def resolve(conn: asyncpg.Connection, events: EventStore, source: str, campaign_id: str, now: datetime) -> bool:
+    """Fix the campaign's audience when it is due and was not fixed before; True when it was now."""
+    row = await cstore.campaign_for_update(conn, campaign_id)
+    if row is None or row["resolved_at"] is not None or row["status"] in ("cancelled", "invalid"):
+        return False
+    if row["send_at"] > now:
+        return False  # the timer (run_campaign_timer) resolves it when it is due
+    ids = await cstore.audience_ids(conn, audience.parse(row["audience"]))
+    await cstore.fix_audience(conn, campaign_id, ids, now)
+    chunks = audience.parts(ids, contract.MAX_AUDIENCE_PART)
+    out = [
+        new_event(
+            contract.CAMPAIGN_AUDIENCE_RESOLVED,
+            campaign_subject(campaign_id),
+            contract.CampaignAudienceResolved(
+                campaign_id=campaign_id,
+                part=n,
+                parts=len(chunks),
+                audience_size=len(ids),
+                customer_ids=chunk,
+                resolved_at=now.isoformat(),
+            ).model_dump(mode="json"),
+            source,
+            current_traceparent(),
+            time=now,
+        )
+        for n, chunk in enumerate(chunks, start=1)
+    ]
+    await events.append(conn, [Append(f"campaign-{campaign_id}", 0, out, ANALYTICS)])
+    return True
+
+
+async def resolve_due(rt: Runtime[AnalyticsSettings, None], now: datetime) -> int:
+    """Resolve every campaign whose send_at has passed; how many were resolved."""
+    done = 0
+    async with rt.db.acquire() as conn:
+        due = await cstore.due_campaigns(conn, now)
+    for campaign_id in due:
+        async with rt.db.acquire() as conn, conn.transaction():
+            done += await resolve(conn, rt.events, rt.settings.source, campaign_id, now)
+    return done
+
+
+async def run_campaign_timer(rt: Runtime[AnalyticsSettings, None]) -> None:
+    """The campaigns scheduled for later: resolved when their send_at passes."""
+    interval_s = rt.settings.campaign_timer_interval_ms / 1000
+    while True:
+        try:
+            await resolve_due(rt, datetime.now(UTC))
+        except (asyncpg.PostgresError, OSError):
+            log.exception("resolving due campaigns failed; retrying")
+        await asyncio.sleep(interval_s)

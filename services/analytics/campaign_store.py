@@ -1,0 +1,255 @@
+"""analytics' campaign SQL: the campaigns notification announced, their fixed audiences, the
+decisions and responses attributed to them, and their results.
+
+Writes are ON CONFLICT DO NOTHING: the consumer's dedup record applies each event once, these
+keep a replay harmless too.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from analytics.attribution import Response, Touch
+from analytics.audience import Audience
+
+# audience.matches in SQL: a test checks both select the same customers. Merged customers have
+# no row of their own (the fold deletes it), the alias check only guards a row written before.
+_AUDIENCE = """
+SELECT c.customer_id FROM analytics_customers c
+WHERE NOT EXISTS (SELECT 1 FROM erased_customers e WHERE e.customer_id = c.customer_id)
+  AND NOT EXISTS (SELECT 1 FROM analytics_aliases a WHERE a.merged_id = c.customer_id)
+  AND ($1::text IS NULL OR c.segment = $1)
+  AND ($2::text IS NULL OR c.risk_band = $2)
+  AND ($3::text IS NULL OR c.region = $3)
+  AND ($4::text IS NULL OR EXISTS (
+      SELECT 1 FROM customer_channels ch WHERE ch.customer_id = c.customer_id AND ch.channel = $4))
+  AND ($5::boolean IS NULL OR c.vip = $5)
+  AND ($6::timestamptz IS NULL OR c.last_interaction_at IS NULL OR c.last_interaction_at < $6)
+  AND ($7::timestamptz IS NULL OR c.last_interaction_at >= $7)
+ORDER BY c.customer_id COLLATE "C"
+"""
+
+
+async def audience_ids(conn: asyncpg.Connection, a: Audience) -> list[str]:
+    rows = await conn.fetch(
+        _AUDIENCE,
+        a.segment,
+        a.risk_band,
+        a.region,
+        a.channel_used,
+        a.vip,
+        a.last_contact_before,
+        a.last_contact_after,
+    )
+    return [r["customer_id"] for r in rows]
+
+
+async def add_campaign(
+    conn: asyncpg.Connection,
+    campaign_id: str,
+    name: str,
+    audience: dict[str, Any],
+    purpose: str,
+    send_at: datetime,
+    status: str,
+    created_at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO campaigns (campaign_id, name, audience, purpose, send_at, status, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        campaign_id,
+        name,
+        audience,
+        purpose,
+        send_at,
+        status,
+        created_at,
+    )
+
+
+async def set_status(conn: asyncpg.Connection, campaign_id: str, status: str) -> None:
+    await conn.execute(
+        "UPDATE campaigns SET status = $2 WHERE campaign_id = $1 AND status <> 'invalid'", campaign_id, status
+    )
+
+
+async def campaign_for_update(conn: asyncpg.Connection, campaign_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM campaigns WHERE campaign_id = $1 FOR UPDATE", campaign_id)
+
+
+async def campaign(conn: asyncpg.Connection, campaign_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM campaigns WHERE campaign_id = $1", campaign_id)
+
+
+async def due_campaigns(conn: asyncpg.Connection, now: datetime, limit: int = 100) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT campaign_id FROM campaigns WHERE resolved_at IS NULL AND send_at <= $1"
+        " AND status NOT IN ('cancelled', 'invalid') ORDER BY send_at LIMIT $2",
+        now,
+        limit,
+    )
+    return [r["campaign_id"] for r in rows]
+
+
+async def fix_audience(conn: asyncpg.Connection, campaign_id: str, customer_ids: Sequence[str], at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_audience (campaign_id, customer_id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+        campaign_id,
+        list(customer_ids),
+    )
+    await conn.execute(
+        "UPDATE campaigns SET resolved_at = $2, audience_size = $3 WHERE campaign_id = $1",
+        campaign_id,
+        at,
+        len(customer_ids),
+    )
+
+
+async def known_campaigns(conn: asyncpg.Connection, ids: Sequence[str]) -> set[str]:
+    rows = await conn.fetch("SELECT campaign_id FROM campaigns WHERE campaign_id = ANY($1::text[])", list(ids))
+    return {r["campaign_id"] for r in rows}
+
+
+async def add_channel(conn: asyncpg.Connection, customer_id: str, channel: str) -> None:
+    await conn.execute(
+        "INSERT INTO customer_channels (customer_id, channel) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        customer_id,
+        channel,
+    )
+
+
+async def erase(conn: asyncpg.Connection, customer_ids: Sequence[str]) -> None:
+    await conn.execute(
+        "INSERT INTO erased_customers (customer_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        list(customer_ids),
+    )
+
+
+async def merge(conn: asyncpg.Connection, merged: str, survivor: str) -> None:
+    """The merged customer's channels and campaign messages are the survivor's from now on."""
+    await conn.execute(
+        "INSERT INTO customer_channels (customer_id, channel) SELECT $2, channel FROM customer_channels"
+        " WHERE customer_id = $1 ON CONFLICT DO NOTHING",
+        merged,
+        survivor,
+    )
+    await conn.execute("DELETE FROM customer_channels WHERE customer_id = $1", merged)
+    await conn.execute("UPDATE campaign_decisions SET customer_id = $2 WHERE customer_id = $1", merged, survivor)
+
+
+async def add_decision(
+    conn: asyncpg.Connection, event_id: str, campaign_id: str, customer_id: str, channel: str, status: str, at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_decisions (event_id, campaign_id, customer_id, channel, status, at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        event_id,
+        campaign_id,
+        customer_id,
+        channel,
+        status,
+        at,
+    )
+
+
+async def touches(
+    conn: asyncpg.Connection, customer_id: str, since: datetime, campaign_id: str | None = None
+) -> list[Touch]:
+    """The customer's touches since `since`, and every touch of `campaign_id` (metadata attribution)."""
+    rows = await conn.fetch(
+        "SELECT campaign_id, customer_id, channel, at FROM campaign_decisions"
+        " WHERE customer_id = $1 AND status IN ('sent', 'delivered') AND (at >= $2 OR campaign_id = $3)",
+        customer_id,
+        since,
+        campaign_id,
+    )
+    return [Touch(r["campaign_id"], r["customer_id"], r["channel"], r["at"]) for r in rows]
+
+
+async def add_response(conn: asyncpg.Connection, r: Response, at: datetime) -> bool:
+    """Record the response; False when this interaction was attributed before."""
+    status = await conn.execute(
+        "INSERT INTO campaign_responses (interaction_event_id, campaign_id, customer_id, channel, kind, amount,"
+        " attributed_by, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        r.interaction_event_id,
+        r.campaign_id,
+        r.customer_id,
+        r.channel,
+        r.kind,
+        r.amount,
+        r.attributed_by,
+        at,
+    )
+    return bool(status == "INSERT 0 1")
+
+
+async def add_unsubscribe(conn: asyncpg.Connection, event_id: str, t: Touch, at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_unsubscribes (event_id, campaign_id, customer_id, channel, at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        event_id,
+        t.campaign_id,
+        t.customer_id,
+        t.channel,
+        at,
+    )
+
+
+# --- results (campaign_api, metrics) -----------------------------------------------------------
+
+_DECISIONS = """
+SELECT channel, count(DISTINCT customer_id) FILTER (WHERE status = 'sent') AS sent,
+       count(DISTINCT customer_id) FILTER (WHERE status = 'delivered') AS delivered
+FROM campaign_decisions WHERE campaign_id = $1
+GROUP BY GROUPING SETS ((channel), ())
+"""
+_RESPONSES = """
+SELECT channel, count(DISTINCT customer_id) AS responded,
+       count(*) FILTER (WHERE kind = 'purchase') AS conversions,
+       coalesce(sum(amount) FILTER (WHERE kind = 'purchase'), 0) AS revenue
+FROM campaign_responses WHERE campaign_id = $1
+GROUP BY GROUPING SETS ((channel), ())
+"""
+_UNSUBSCRIBES = """
+SELECT channel, count(DISTINCT customer_id) AS unsubscribed
+FROM campaign_unsubscribes WHERE campaign_id = $1
+GROUP BY GROUPING SETS ((channel), ())
+"""
+
+
+def _blank() -> dict[str, Any]:
+    return {"sent": 0, "delivered": 0, "responded": 0, "conversions": 0, "revenue": 0.0, "unsubscribed": 0}
+
+
+async def results(conn: asyncpg.Connection, campaign_id: str) -> dict[str, Any]:
+    """The seeds' campaign metrics: response rate (responded / sent), conversions (attributed
+    purchases) and revenue (their metadata.amount), in total and by channel."""
+    by: dict[str | None, dict[str, Any]] = {}
+    for query, fields in (
+        (_DECISIONS, ("sent", "delivered")),
+        (_RESPONSES, ("responded", "conversions", "revenue")),
+        (_UNSUBSCRIBES, ("unsubscribed",)),
+    ):
+        for r in await conn.fetch(query, campaign_id):
+            row = by.setdefault(r["channel"], _blank())
+            for f in fields:
+                row[f] = float(r[f]) if f == "revenue" else int(r[f])
+    for row in by.values():
+        row["revenue"] = round(row["revenue"], 2)
+        row["response_rate"] = round(row["responded"] / row["sent"], 4) if row["sent"] else None
+    totals = by.pop(None, None) or {**_blank(), "response_rate": None}
+    return {**totals, "by_channel": {ch: by[ch] for ch in sorted(c for c in by if c is not None)}}
+
+
+async def active_campaigns(conn: asyncpg.Connection, since: datetime, limit: int) -> list[str]:
+    """Campaigns still sending or within their attribution window: the labels of the gauges."""
+    rows = await conn.fetch(
+        "SELECT campaign_id FROM campaigns WHERE status NOT IN ('invalid')"
+        " AND (status IN ('scheduled', 'sending', 'paused') OR send_at >= $1)"
+        " ORDER BY send_at DESC LIMIT $2",
+        since,
+        limit,
+    )
+    return [r["campaign_id"] for r in rows]
