@@ -1,11 +1,12 @@
 """analytics' events on crm.analytics.v1: what the front line should see of a customer's risk."""
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import topics
-from contracts.events import EventData, EventType
+from contracts.events import Channel, EventData, EventType
 
 RiskBand = Literal["low", "medium", "high"]
 Segment = Literal["vip", "champion", "loyal", "new", "at_risk", "dormant", "regular"]
@@ -70,6 +71,39 @@ class CampaignResponse(EventData):
     )
 
 
+# --- TEMPORARY: notification's campaign events, as agreed for issue 28. Their home is
+# contracts/notification.py (branch h-campaigns-notify); they are here only so that the services
+# accept them (an unregistered type is a dead letter) until that branch is merged. Then delete
+# these and import the names from contracts.notification.
+
+
+class NotificationCampaignAudience(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    segment: Segment | None = None
+    risk_band: RiskBand | None = None
+    region: str | None = Field(default=None, pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
+    channel_used: Channel | None = None
+    vip: bool | None = None
+    last_contact_before: datetime | None = None
+    last_contact_after: datetime | None = None
+
+
+class NotificationCampaignCreated(EventData):
+    campaign_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    audience: NotificationCampaignAudience
+    purpose: Literal["marketing", "service"]
+    templates: dict[str, dict[str, str]]
+    send_at: datetime
+    created_by: str
+
+
+class NotificationCampaignStatusChanged(EventData):
+    campaign_id: str = Field(min_length=1, max_length=64)
+    status: Literal["scheduled", "sending", "paused", "cancelled", "completed"]
+    reason: str | None = None
+
+
 EVENT_TYPES: tuple[EventType, ...] = (
     EventType(RISK_CHANGED, topics.ANALYTICS, RiskChanged, "The customer's churn-risk band changed, with the reasons."),
     EventType(SEGMENT_CHANGED, topics.ANALYTICS, SegmentChanged, "The customer moved to another segment."),
@@ -80,4 +114,17 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "A part of a campaign's audience, fixed when the campaign was due.",
     ),
     EventType(CAMPAIGN_RESPONSE, topics.ANALYTICS, CampaignResponse, "The customer answered a campaign."),
+    # TEMPORARY (see above): notification's
+    EventType(
+        NOTIFICATION_CAMPAIGN_CREATED,
+        topics.NOTIFICATION,
+        NotificationCampaignCreated,
+        "A campaign was created; due at send_at.",
+    ),
+    EventType(
+        NOTIFICATION_CAMPAIGN_STATUS_CHANGED,
+        topics.NOTIFICATION,
+        NotificationCampaignStatusChanged,
+        "A campaign's status changed.",
+    ),
 )

@@ -24,6 +24,7 @@ Reason = Literal["no_consent", "blocked_channel", "cap", "duplicate", "no_addres
 Segment = Literal["vip", "champion", "loyal", "new", "at_risk", "dormant", "regular"]
 Skills = Literal["repair", "installation", "billing", "complaint", "request", "inquiry", "other"]
 Status = Literal["new", "open", "pending", "resolved", "closed"]
+Status2 = Literal["scheduled", "sending", "paused", "cancelled", "completed"]
 
 
 class Identifier(EventData):
@@ -32,6 +33,16 @@ class Identifier(EventData):
     kind: Literal["email", "phone", "external"]
     value: str
     channel: Channel | None = Field(default=None, description="Set for external ids: whose id it is.")
+
+
+class NotificationCampaignAudience(EventData):
+    segment: Segment | None = Field(default=None)
+    risk_band: Literal["low", "medium", "high"] | None = Field(default=None)
+    region: str | None = Field(default=None)
+    channel_used: Channel | None = Field(default=None)
+    vip: bool | None = Field(default=None)
+    last_contact_before: datetime | None = Field(default=None)
+    last_contact_after: datetime | None = Field(default=None)
 
 
 class QuietHours(EventData):
@@ -393,6 +404,26 @@ class MergeSuggestionDecided(EventData):
     decided_by: str = Field(description="The key id of the agent who decided.")
 
 
+class NotificationCampaignCreated(EventData):
+    """Data of crm.notification.campaign_created.v1."""
+
+    campaign_id: str
+    name: str
+    audience: NotificationCampaignAudience
+    purpose: Literal["marketing", "service"]
+    templates: dict[str, dict[str, str]]
+    send_at: datetime
+    created_by: str
+
+
+class NotificationCampaignStatusChanged(EventData):
+    """Data of crm.notification.campaign_status_changed.v1."""
+
+    campaign_id: str
+    status: Status2
+    reason: str | None = Field(default=None)
+
+
 class NotificationDelivered(EventData):
     """Data of crm.notification.delivered.v1."""
 
@@ -541,6 +572,8 @@ DATA_MODELS: dict[str, type[EventData]] = {
     "crm.customer.preferences_changed.v1": PreferencesChanged,
     "crm.customer.profile_changed.v1": ProfileChanged,
     "crm.interaction.recorded.v1": InteractionRecorded,
+    "crm.notification.campaign_created.v1": NotificationCampaignCreated,
+    "crm.notification.campaign_status_changed.v1": NotificationCampaignStatusChanged,
     "crm.notification.delivered.v1": NotificationDelivered,
     "crm.notification.failed.v1": NotificationFailed,
     "crm.notification.scheduled.v1": NotificationScheduled,
@@ -584,6 +617,8 @@ TOPICS: dict[str, str] = {
     "crm.customer.preferences_changed.v1": "crm.intake.v1",
     "crm.customer.profile_changed.v1": "crm.intake.v1",
     "crm.interaction.recorded.v1": "crm.intake.v1",
+    "crm.notification.campaign_created.v1": "crm.notification.v1",
+    "crm.notification.campaign_status_changed.v1": "crm.notification.v1",
     "crm.notification.delivered.v1": "crm.notification.v1",
     "crm.notification.failed.v1": "crm.notification.v1",
     "crm.notification.scheduled.v1": "crm.notification.v1",
@@ -627,6 +662,8 @@ SCHEMA_IDS: dict[str, str] = {
     "crm.customer.preferences_changed.v1": "https://crm.example/schemas/crm.customer.preferences_changed.v1.json",
     "crm.customer.profile_changed.v1": "https://crm.example/schemas/crm.customer.profile_changed.v1.json",
     "crm.interaction.recorded.v1": "https://crm.example/schemas/crm.interaction.recorded.v1.json",
+    "crm.notification.campaign_created.v1": "https://crm.example/schemas/crm.notification.campaign_created.v1.json",
+    "crm.notification.campaign_status_changed.v1": "https://crm.example/schemas/crm.notification.campaign_status_changed.v1.json",
     "crm.notification.delivered.v1": "https://crm.example/schemas/crm.notification.delivered.v1.json",
     "crm.notification.failed.v1": "https://crm.example/schemas/crm.notification.failed.v1.json",
     "crm.notification.scheduled.v1": "https://crm.example/schemas/crm.notification.scheduled.v1.json",
