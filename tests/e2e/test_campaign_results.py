@@ -1,0 +1,132 @@
+"""Campaigns on analytics' side, on the real stack: a campaign announced on crm.notification.v1
+(raw CloudEvents until notification publishes them) gets its audience fixed from analytics' own
+projections, a reached customer's purchase is attributed, and the results count it."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from crmtools.devstack import Stack
+from eventkit.envelope import Envelope, from_kafka
+
+from contracts import analytics as contract
+from contracts.notification import NOTIFICATION_SENT
+from contracts.topics import ANALYTICS, NOTIFICATION
+from tests.conftest import api_client, auth_headers, eventually
+from tests.e2e.helpers import interaction_body, make_key, post_and_wait
+from tests.e2e.test_analytics import TP, publish, region_code
+
+
+async def audience_parts(bootstrap: str, campaign_id: str) -> list[dict[str, Any]] | None:
+    """The campaign's audience_resolved parts on crm.analytics.v1 once all are there, by part."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(ANALYTICS, p) for p in sorted(consumer.partitions_for_topic(ANALYTICS) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        parts: dict[int, dict[str, Any]] = {}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    e = from_kafka(r.key, r.value, r.headers)
+                    if e.type == contract.CAMPAIGN_AUDIENCE_RESOLVED and e.data["campaign_id"] == campaign_id:
+                        assert e.subject == f"campaign:{campaign_id}"
+                        parts[e.data["part"]] = e.data
+    finally:
+        await consumer.stop()
+    if not parts or len(parts) < next(iter(parts.values()))["parts"]:
+        return None
+    return [parts[n] for n in sorted(parts)]
+
+
+async def test_a_campaign_reaches_its_audience_and_a_purchase_shows_in_its_results(stack: Stack) -> None:
+    intake, analytics = stack.services["intake"].url, stack.services["analytics"].url
+    region, campaign_id = region_code(), f"cmp-{uuid.uuid4().hex[:8]}"
+    async with api_client(timeout=20) as client:
+        customers = {}
+        for name, channel in (("a", "sms"), ("b", "sms"), ("c", "web")):  # c never used sms
+            body = interaction_body(f"{name}-{uuid.uuid4().hex[:8]}@example.com", channel=channel)
+            customers[name] = (await post_and_wait(client, stack, body, readers=["analytics"]))["customer_id"]
+            r = await client.put(f"{intake}/v1/customers/{customers[name]}/preferences", json={"region": region})
+            assert r.status_code == 200, r.text
+
+        async def regions_known() -> bool | None:
+            for cid in customers.values():
+                r = await client.get(f"{analytics}/v1/customers/{cid}/insights")
+                if r.status_code != 200 or r.json()["region"] != region:
+                    return None
+            return True
+
+        await eventually(regions_known, 30, "analytics has every customer's region")
+
+        now = datetime.now(UTC)
+        created = Envelope(
+            str(uuid.uuid4()), contract.NOTIFICATION_CAMPAIGN_CREATED, "/test/notification", f"campaign:{campaign_id}",
+            now, {
+                "campaign_id": campaign_id, "name": "spring sale",
+                "audience": {"region": region, "channel_used": "sms"}, "purpose": "marketing",
+                "templates": {"en": {"subject": "Spring", "body": "Our spring sale"}},
+                "send_at": (now - timedelta(seconds=1)).isoformat(), "created_by": "test",
+            }, TP,
+        )  # fmt: skip
+        await publish(stack.broker.bootstrap, [(NOTIFICATION, created)])
+        parts = await eventually(lambda: audience_parts(stack.broker.bootstrap, campaign_id), 30, "audience parts")
+        assert [(p["part"], p["parts"], p["audience_size"]) for p in parts] == [(1, 1, 2)]
+        assert parts[0]["customer_ids"] == sorted([customers["a"], customers["b"]])
+
+        # notification sends to a by SMS, then a buys something
+        a = customers["a"]
+        sent = Envelope(
+            str(uuid.uuid4()), NOTIFICATION_SENT, "/test/notification", a, datetime.now(UTC), {
+                "notification_id": f"n-{uuid.uuid4().hex[:8]}", "customer_id": a, "rule": f"campaign:{campaign_id}",
+                "channel": "sms", "audience": "customer", "attempt": 1, "campaign_id": campaign_id,
+            }, TP,
+        )  # fmt: skip
+        await publish(stack.broker.bootstrap, [(NOTIFICATION, sent)])
+
+        async def results(expect: dict[str, Any]) -> dict[str, Any] | None:
+            r = await client.get(f"{analytics}/v1/campaigns/{campaign_id}/results")
+            body: dict[str, Any] = r.json()
+            return body if r.status_code == 200 and all(body[k] == v for k, v in expect.items()) else None
+
+        await eventually(lambda: results({"sent": 1}), 30, "the sent decision counted")
+        purchase = interaction_body("unused@example.com", kind="purchase", channel="web", metadata={"amount": 30})
+        purchase["customer"] = {"id": a}
+        posted = await post_and_wait(client, stack, purchase, readers=["analytics"])
+        got = await eventually(lambda: results({"responded": 1}), 30, "the purchase attributed")
+        assert {k: got[k] for k in ("campaign_id", "status", "audience_size")} == {
+            "campaign_id": campaign_id, "status": "scheduled", "audience_size": 2,
+        }  # fmt: skip
+        totals = {"sent": 1, "delivered": 0, "responded": 1, "response_rate": 1.0, "conversions": 1, "revenue": 30.0,
+                  "unsubscribed": 0}  # fmt: skip
+        assert {k: got[k] for k in totals} == totals
+        assert got["by_channel"] == {"sms": totals}
+
+        async def response_on_timeline() -> dict[str, Any] | None:
+            page = await client.get(f"{analytics}/v1/customers/{a}/timeline")
+            found = [e for e in page.json()["events"] if e["type"] == contract.CAMPAIGN_RESPONSE]
+            return found[0] if found else None
+
+        event = await eventually(response_on_timeline, 30, "campaign_response on a's timeline")
+        assert event["data"] == {
+            "campaign_id": campaign_id, "channel": "sms", "interaction_event_id": posted["event_id"],
+            "kind": "purchase", "amount": 30.0, "attributed_by": "window",
+        }  # fmt: skip
+
+        missing = await client.get(f"{analytics}/v1/campaigns/cmp-none/results")
+        assert (missing.status_code, missing.json()["error"]) == (404, "campaign_not_found")
+
+    # the campaigns scope reads results; an agent's key does not
+    key = await make_key(stack, "campaigner", ["campaigns"], readers=["analytics"])
+    agent = await make_key(stack, "agent", ["agent"], readers=["analytics"])
+    async with httpx.AsyncClient(timeout=10) as plain:
+        ok = await plain.get(f"{analytics}/v1/campaigns/{campaign_id}/results", headers=auth_headers(key["key"]))
+        assert ok.status_code == 200
+        no = await plain.get(f"{analytics}/v1/campaigns/{campaign_id}/results", headers=auth_headers(agent["key"]))
+        assert no.status_code == 403
