@@ -13,11 +13,56 @@ from crmtools.devstack import Stack
 from eventkit.envelope import Envelope, from_kafka
 
 from contracts import analytics as contract
+from contracts.events import INTERACTION_RECORDED, PREFERENCES_CHANGED
 from contracts.notification import NOTIFICATION_SENT
-from contracts.topics import ANALYTICS, NOTIFICATION
+from contracts.topics import ANALYTICS, INTAKE, NOTIFICATION
 from tests.conftest import api_client, auth_headers, eventually
 from tests.e2e.helpers import interaction_body, make_key, post_and_wait
 from tests.e2e.test_analytics import TP, publish, region_code
+
+
+class CampaignScript:
+    """A campaign to one customer of `region` as raw events: announced and sent by SMS, then answered
+    with a purchase of 20 (the dashboard test uses it for the campaign gauges)."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.customer = f"cmp-c-{uuid.uuid4().hex[:10]}"
+        self.campaign_id = f"cmp-{uuid.uuid4().hex[:8]}"
+        self.now = datetime.now(UTC)
+
+    def announce(self) -> list[tuple[str, Envelope]]:
+        c, now = self.customer, self.now
+        prefs = {"region": self.region, "vip": False, "preferred_channel": None, "language": None, "quiet_hours": None}
+        return [
+            (INTAKE, Envelope(str(uuid.uuid4()), PREFERENCES_CHANGED, "/test", c, now - timedelta(minutes=5),
+                              {"customer_id": c, "changed": ["region"], "preferences": prefs}, TP)),
+            (NOTIFICATION, Envelope(str(uuid.uuid4()), contract.NOTIFICATION_CAMPAIGN_CREATED, "/test",
+                                    f"campaign:{self.campaign_id}", now - timedelta(minutes=4), {
+                "campaign_id": self.campaign_id, "name": "dashboard", "audience": {"region": self.region},
+                "purpose": "service", "templates": {"en": {"subject": "Hi", "body": "Hello"}},
+                "send_at": (now - timedelta(minutes=4)).isoformat(), "created_by": "test"}, TP)),
+            (NOTIFICATION, Envelope(str(uuid.uuid4()), NOTIFICATION_SENT, "/test", c, now - timedelta(minutes=3), {
+                "notification_id": f"n-{uuid.uuid4().hex[:8]}", "customer_id": c, "rule": "campaign",
+                "channel": "sms", "audience": "customer", "attempt": 1, "campaign_id": self.campaign_id}, TP)),
+        ]  # fmt: skip
+
+    def respond(self) -> list[tuple[str, Envelope]]:
+        c, at = self.customer, self.now - timedelta(minutes=1)
+        return [
+            (INTAKE, Envelope(str(uuid.uuid4()), INTERACTION_RECORDED, "/test", c, at, {
+                "customer_id": c, "channel": "web", "direction": "inbound", "kind": "purchase",
+                "occurred_at": at.isoformat(), "content": None, "metadata": {"amount": 20}}, TP)),
+        ]  # fmt: skip
+
+
+async def campaign_results(
+    client: httpx.AsyncClient, url: str, campaign_id: str, **expect: Any
+) -> dict[str, Any] | None:
+    """The campaign's results from analytics once they show `expect`, else None."""
+    r = await client.get(f"{url}/v1/campaigns/{campaign_id}/results")
+    body: dict[str, Any] = r.json()
+    return body if r.status_code == 200 and all(body[k] == v for k, v in expect.items()) else None
 
 
 async def audience_parts(bootstrap: str, campaign_id: str) -> list[dict[str, Any]] | None:
@@ -90,16 +135,11 @@ async def test_a_campaign_reaches_its_audience_and_a_purchase_shows_in_its_resul
         )  # fmt: skip
         await publish(stack.broker.bootstrap, [(NOTIFICATION, sent)])
 
-        async def results(expect: dict[str, Any]) -> dict[str, Any] | None:
-            r = await client.get(f"{analytics}/v1/campaigns/{campaign_id}/results")
-            body: dict[str, Any] = r.json()
-            return body if r.status_code == 200 and all(body[k] == v for k, v in expect.items()) else None
-
-        await eventually(lambda: results({"sent": 1}), 30, "the sent decision counted")
+        await eventually(lambda: campaign_results(client, analytics, campaign_id, sent=1), 30, "sent counted")
         purchase = interaction_body("unused@example.com", kind="purchase", channel="web", metadata={"amount": 30})
         purchase["customer"] = {"id": a}
         posted = await post_and_wait(client, stack, purchase, readers=["analytics"])
-        got = await eventually(lambda: results({"responded": 1}), 30, "the purchase attributed")
+        got = await eventually(lambda: campaign_results(client, analytics, campaign_id, responded=1), 30, "response")
         assert {k: got[k] for k in ("campaign_id", "status", "audience_size")} == {
             "campaign_id": campaign_id, "status": "scheduled", "audience_size": 2,
         }  # fmt: skip
