@@ -58,6 +58,9 @@ class CampaignProjection:
         self._window = window
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        # Interactions are the bulk: folded together at the end of the batch, a few statements for
+        # all of them, after the batch's decisions (a touch before its answer in the same batch).
+        interactions: list[Envelope] = []
         for e in events:
             if e.type == CAMPAIGN_CREATED:
                 await self._created(conn, e)
@@ -70,11 +73,13 @@ class CampaignProjection:
             elif e.type == CUSTOMER_ERASED:
                 await cstore.erase(conn, [str(i) for i in e.data.get("erased_ids", [])])
             elif e.type == INTERACTION_RECORDED:
-                await self._interaction(conn, e)
+                interactions.append(e)
             elif e.type == CONSENT_CHANGED:
                 await self._consent(conn, e)
             elif e.type.startswith(NOTIFICATION_PREFIX) and isinstance(e.data.get("campaign_id"), str):
                 await self._decision(conn, e)
+        if interactions:
+            await self._interactions(conn, interactions)
 
     async def _created(self, conn: asyncpg.Connection, e: Envelope) -> None:
         d = e.data
@@ -107,49 +112,73 @@ class CampaignProjection:
         channel = str(e.data.get("channel") or "unknown")
         await cstore.add_decision(conn, e.id, e.data["campaign_id"], customer, channel, status, e.time)
 
-    async def _interaction(self, conn: asyncpg.Connection, e: Envelope) -> None:
-        d = e.data
-        customer = (await store.aliases(conn, {e.subject})).get(e.subject, e.subject)
-        await cstore.add_channel(conn, customer, d["channel"])
-        if d.get("direction") != "inbound":
+    async def _interactions(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        aliases = await store.aliases(conn, {e.subject for e in events})
+        rows = [(aliases.get(e.subject, e.subject), e) for e in events]
+        await cstore.add_channels(conn, {(c, e.data["channel"]) for c, e in rows})
+        inbound: list[tuple[Envelope, attribution.Interaction]] = []
+        for c, e in rows:
+            d = e.data
+            if d.get("direction") != "inbound":
+                continue
+            raw = d.get("metadata")
+            metadata: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            named = metadata.get("campaign_id") if isinstance(metadata.get("campaign_id"), str) else None
+            at = datetime.fromisoformat(d["occurred_at"])
+            i = attribution.Interaction(
+                e.id, c, at, d["channel"], d["kind"], "inbound", named, attribution.amount_of(metadata)
+            )
+            inbound.append((e, i))
+        if not inbound:
             return
-        raw = d.get("metadata")
-        metadata: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        named = metadata.get("campaign_id") if isinstance(metadata.get("campaign_id"), str) else None
-        at = datetime.fromisoformat(d["occurred_at"])
-        touches = await cstore.touches(conn, customer, at - self._window, named)
-        known = await cstore.known_campaigns(conn, [named]) if named else set()
+        named_ids = {i.campaign_id for _, i in inbound if i.campaign_id}
+        since = min(i.at for _, i in inbound) - self._window
+        touches = await cstore.touches(conn, {i.customer_id for _, i in inbound}, since, named_ids)
+        known = await cstore.known_campaigns(conn, sorted(named_ids)) if named_ids else set()
         if not touches and not known:
             return
-        i = attribution.Interaction(
-            e.id, customer, at, d["channel"], d["kind"], "inbound", named, attribution.amount_of(metadata)
-        )
-        response = attribution.attribute(i, touches, self._window, known)
-        if response is None or not await cstore.add_response(conn, response, at):
+        by_customer: dict[str, list[attribution.Touch]] = {}
+        for t in touches:
+            by_customer.setdefault(t.customer_id, []).append(t)
+        found = [
+            (e, r)
+            for e, i in inbound
+            if (r := attribution.attribute(i, by_customer.get(i.customer_id, []), self._window, known)) is not None
+        ]
+        if not found:
             return
+        new = await cstore.add_responses(conn, [(r, datetime.fromisoformat(e.data["occurred_at"])) for e, r in found])
+        appends = [
+            Append(f"campaign-responses-{r.customer_id}", None, [self._response_event(e, r)], ANALYTICS)
+            for e, r in found
+            if r.interaction_event_id in new
+        ]
+        if appends:
+            await self._events.append(conn, appends)
+
+    def _response_event(self, e: Envelope, r: attribution.Response) -> Envelope:
         data = contract.CampaignResponse.model_validate(
             {
-                "campaign_id": response.campaign_id,
-                "channel": response.channel,
-                "interaction_event_id": response.interaction_event_id,
-                "kind": response.kind,
-                "amount": response.amount,
-                "attributed_by": response.attributed_by,
+                "campaign_id": r.campaign_id,
+                "channel": r.channel,
+                "interaction_event_id": r.interaction_event_id,
+                "kind": r.kind,
+                "amount": r.amount,
+                "attributed_by": r.attributed_by,
             }
         ).model_dump(mode="json")
         # After the interaction in every timeline's order, and the same on a replay (as insights).
-        event = new_event(
-            contract.CAMPAIGN_RESPONSE, customer, data, self._source, current_traceparent(),
+        return new_event(
+            contract.CAMPAIGN_RESPONSE, r.customer_id, data, self._source, current_traceparent(),
             time=e.time + timedelta(microseconds=1),
         )  # fmt: skip
-        await self._events.append(conn, [Append(f"campaign-responses-{customer}", None, [event], ANALYTICS)])
 
     async def _consent(self, conn: asyncpg.Connection, e: Envelope) -> None:
         d = e.data
         if d.get("purpose") != "marketing" or d.get("granted", True):
             return
         customer = (await store.aliases(conn, {e.subject})).get(e.subject, e.subject)
-        touches = await cstore.touches(conn, customer, e.time - self._window)
+        touches = await cstore.touches(conn, {customer}, e.time - self._window)
         touch = attribution.unsubscribed(customer, "marketing", False, e.time, touches, self._window)
         if touch is not None:
             await cstore.add_unsubscribe(conn, e.id, touch, e.time)

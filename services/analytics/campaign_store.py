@@ -112,11 +112,13 @@ async def known_campaigns(conn: asyncpg.Connection, ids: Sequence[str]) -> set[s
     return {r["campaign_id"] for r in rows}
 
 
-async def add_channel(conn: asyncpg.Connection, customer_id: str, channel: str) -> None:
+async def add_channels(conn: asyncpg.Connection, pairs: set[tuple[str, str]]) -> None:
+    """(customer id, channel) pairs: the channels these customers have used."""
     await conn.execute(
-        "INSERT INTO customer_channels (customer_id, channel) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        customer_id,
-        channel,
+        "INSERT INTO customer_channels (customer_id, channel) SELECT * FROM unnest($1::text[], $2::text[])"
+        " ON CONFLICT DO NOTHING",
+        [c for c, _ in pairs],
+        [ch for _, ch in pairs],
     )
 
 
@@ -155,34 +157,36 @@ async def add_decision(
 
 
 async def touches(
-    conn: asyncpg.Connection, customer_id: str, since: datetime, campaign_id: str | None = None
+    conn: asyncpg.Connection, customer_ids: set[str], since: datetime, campaign_ids: set[str] | None = None
 ) -> list[Touch]:
-    """The customer's touches since `since`, and every touch of `campaign_id` (metadata attribution)."""
+    """These customers' touches since `since`, and every touch of `campaign_ids` (metadata attribution)."""
     rows = await conn.fetch(
         "SELECT campaign_id, customer_id, channel, at FROM campaign_decisions"
-        " WHERE customer_id = $1 AND status IN ('sent', 'delivered') AND (at >= $2 OR campaign_id = $3)",
-        customer_id,
+        " WHERE customer_id = ANY($1::text[]) AND status IN ('sent', 'delivered')"
+        " AND (at >= $2 OR campaign_id = ANY($3::text[]))",
+        list(customer_ids),
         since,
-        campaign_id,
+        list(campaign_ids or ()),
     )
     return [Touch(r["campaign_id"], r["customer_id"], r["channel"], r["at"]) for r in rows]
 
 
-async def add_response(conn: asyncpg.Connection, r: Response, at: datetime) -> bool:
-    """Record the response; False when this interaction was attributed before."""
-    status = await conn.execute(
+async def add_responses(conn: asyncpg.Connection, responses: Sequence[tuple[Response, datetime]]) -> set[str]:
+    """Record the responses; the interaction ids of those not attributed before."""
+    rows = await conn.fetch(
         "INSERT INTO campaign_responses (interaction_event_id, campaign_id, customer_id, channel, kind, amount,"
-        " attributed_by, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        r.interaction_event_id,
-        r.campaign_id,
-        r.customer_id,
-        r.channel,
-        r.kind,
-        r.amount,
-        r.attributed_by,
-        at,
+        " attributed_by, at) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::numeric[], $7::text[], $8::timestamptz[]) ON CONFLICT DO NOTHING RETURNING interaction_event_id::text",
+        [r.interaction_event_id for r, _ in responses],
+        [r.campaign_id for r, _ in responses],
+        [r.customer_id for r, _ in responses],
+        [r.channel for r, _ in responses],
+        [r.kind for r, _ in responses],
+        [r.amount for r, _ in responses],
+        [r.attributed_by for r, _ in responses],
+        [at for _, at in responses],
     )
-    return bool(status == "INSERT 0 1")
+    return {r["interaction_event_id"] for r in rows}
 
 
 async def add_unsubscribe(conn: asyncpg.Connection, event_id: str, t: Touch, at: datetime) -> None:

@@ -179,8 +179,7 @@ async def test_the_audience_sql_selects_what_audience_py_selects(conn_pool: asyn
                 " risk_band, segment, as_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $2)",
                 c.customer_id, NOW - timedelta(days=400), c.region, c.vip, c.last_contact, c.risk_band, c.segment,
             )  # fmt: skip
-            for ch in c.channels:
-                await campaign_store.add_channel(conn, c.customer_id, ch)
+        await campaign_store.add_channels(conn, {(c.customer_id, ch) for c in population for ch in c.channels})
         await campaign_store.erase(conn, [c.customer_id for c in population if c.erased])
         audiences = [
             Audience(),
@@ -254,3 +253,23 @@ async def test_responses_are_attributed_and_counted_in_the_results(conn_pool: as
     # and the campaign's own events are about the campaign, not a customer
     async with conn_pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM analytics_customers WHERE customer_id LIKE 'campaign:%'") == 0
+
+
+async def test_a_batch_with_the_touch_and_two_answers_attributes_both_once(conn_pool: asyncpg.Pool) -> None:
+    fold = Fold(conn_pool)
+    t0 = NOW - timedelta(hours=3)
+    await fold.apply(prefs("c1", "DE"), created("flash", {"region": "DE"}, t0 - timedelta(minutes=1)))
+    sent = ev("crm.notification.sent.v1", "c1", {"customer_id": "c1", "channel": "sms", "campaign_id": "flash"}, t0)
+    first = interaction("c1", t0 + timedelta(minutes=5), kind="message")
+    second = interaction("c1", t0 + timedelta(minutes=9), kind="purchase", amount=12.5)
+    # the answers before the touch in the batch: topics interleave so
+    await fold.apply(first, second, sent)
+    await fold.apply(first, second)  # redelivered
+    responses = await fold.emitted(contract.CAMPAIGN_RESPONSE)
+    assert [(r["subject"], r["interaction_event_id"], r["kind"]) for r in responses] == [
+        ("c1", first.id, "message"),
+        ("c1", second.id, "purchase"),
+    ]
+    async with conn_pool.acquire() as conn:
+        got = await campaign_store.results(conn, "flash")
+    assert (got["sent"], got["responded"], got["conversions"], got["revenue"]) == (1, 1, 1, 12.5)
