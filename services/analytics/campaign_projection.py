@@ -61,6 +61,7 @@ class CampaignProjection:
         # Interactions are the bulk: folded together at the end of the batch, a few statements for
         # all of them, after the batch's decisions (a touch before its answer in the same batch).
         interactions: list[Envelope] = []
+        touched: dict[str, datetime] = {}  # customers with a touch in this batch: its earliest time
         for e in events:
             if e.type == CAMPAIGN_CREATED:
                 await self._created(conn, e)
@@ -77,9 +78,15 @@ class CampaignProjection:
             elif e.type == CONSENT_CHANGED:
                 await self._consent(conn, e)
             elif e.type.startswith(NOTIFICATION_PREFIX) and isinstance(e.data.get("campaign_id"), str):
-                await self._decision(conn, e)
+                touch = await self._decision(conn, e)
+                if touch is not None:
+                    touched[touch[0]] = min(touch[1], touched.get(touch[0], touch[1]))
         if interactions:
             await self._interactions(conn, interactions)
+        if touched:
+            # Answers applied before the touch that reached them (another topic, read earlier).
+            late = await cstore.unattributed_inbound(conn, set(touched), min(touched.values()))
+            await self._attribute(conn, late)
 
     async def _created(self, conn: asyncpg.Connection, e: Envelope) -> None:
         d = e.data
@@ -104,19 +111,21 @@ class CampaignProjection:
         )  # fmt: skip
         await resolve(conn, self._events, self._source, cid, datetime.now(UTC))
 
-    async def _decision(self, conn: asyncpg.Connection, e: Envelope) -> None:
+    async def _decision(self, conn: asyncpg.Connection, e: Envelope) -> tuple[str, datetime] | None:
+        """Record the decision; the customer and time when it is a touch."""
         status = e.type.removeprefix(NOTIFICATION_PREFIX).split(".")[0]
         if status == "failed" and not e.data.get("final", True):
             status = "retried"
         customer = (await store.aliases(conn, {e.subject})).get(e.subject, e.subject)
         channel = str(e.data.get("channel") or "unknown")
         await cstore.add_decision(conn, e.id, e.data["campaign_id"], customer, channel, status, e.time)
+        return (customer, e.time) if status in ("sent", "delivered") else None
 
     async def _interactions(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         aliases = await store.aliases(conn, {e.subject for e in events})
         rows = [(aliases.get(e.subject, e.subject), e) for e in events]
         await cstore.add_channels(conn, {(c, e.data["channel"]) for c, e in rows})
-        inbound: list[tuple[Envelope, attribution.Interaction]] = []
+        inbound: list[cstore.Inbound] = []
         for c, e in rows:
             d = e.data
             if d.get("direction") != "inbound":
@@ -128,12 +137,18 @@ class CampaignProjection:
             i = attribution.Interaction(
                 e.id, c, at, d["channel"], d["kind"], "inbound", named, attribution.amount_of(metadata)
             )
-            inbound.append((e, i))
+            inbound.append((i, e.time))
+        if inbound:
+            await cstore.add_inbound(conn, inbound)
+            await self._attribute(conn, inbound)
+
+    async def _attribute(self, conn: asyncpg.Connection, inbound: Sequence[cstore.Inbound]) -> None:
+        """Attribute these inbound interactions; publish a response for each newly attributed one."""
         if not inbound:
             return
-        named_ids = {i.campaign_id for _, i in inbound if i.campaign_id}
-        since = min(i.at for _, i in inbound) - self._window
-        touches = await cstore.touches(conn, {i.customer_id for _, i in inbound}, since, named_ids)
+        named_ids = {i.campaign_id for i, _ in inbound if i.campaign_id}
+        since = min(i.at for i, _ in inbound) - self._window
+        touches = await cstore.touches(conn, {i.customer_id for i, _ in inbound}, since, named_ids)
         known = await cstore.known_campaigns(conn, sorted(named_ids)) if named_ids else set()
         if not touches and not known:
             return
@@ -141,22 +156,22 @@ class CampaignProjection:
         for t in touches:
             by_customer.setdefault(t.customer_id, []).append(t)
         found = [
-            (e, r)
-            for e, i in inbound
+            (i, t, r)
+            for i, t in inbound
             if (r := attribution.attribute(i, by_customer.get(i.customer_id, []), self._window, known)) is not None
         ]
         if not found:
             return
-        new = await cstore.add_responses(conn, [(r, datetime.fromisoformat(e.data["occurred_at"])) for e, r in found])
+        new = await cstore.add_responses(conn, [(r, i.at) for i, _, r in found])
         appends = [
-            Append(f"campaign-responses-{r.customer_id}", None, [self._response_event(e, r)], ANALYTICS)
-            for e, r in found
+            Append(f"campaign-responses-{r.customer_id}", None, [self._response_event(t, r)], ANALYTICS)
+            for _, t, r in found
             if r.interaction_event_id in new
         ]
         if appends:
             await self._events.append(conn, appends)
 
-    def _response_event(self, e: Envelope, r: attribution.Response) -> Envelope:
+    def _response_event(self, interaction_time: datetime, r: attribution.Response) -> Envelope:
         data = contract.CampaignResponse.model_validate(
             {
                 "campaign_id": r.campaign_id,
@@ -170,7 +185,7 @@ class CampaignProjection:
         # After the interaction in every timeline's order, and the same on a replay (as insights).
         return new_event(
             contract.CAMPAIGN_RESPONSE, r.customer_id, data, self._source, current_traceparent(),
-            time=e.time + timedelta(microseconds=1),
+            time=interaction_time + timedelta(microseconds=1),
         )  # fmt: skip
 
     async def _consent(self, conn: asyncpg.Connection, e: Envelope) -> None:
@@ -232,7 +247,10 @@ async def run_campaign_timer(rt: Runtime[AnalyticsSettings, None]) -> None:
     interval_s = rt.settings.campaign_timer_interval_ms / 1000
     while True:
         try:
-            await resolve_due(rt, datetime.now(UTC))
+            now = datetime.now(UTC)
+            await resolve_due(rt, now)
+            async with rt.db.acquire() as conn:
+                await cstore.forget_inbound(conn, now - timedelta(seconds=rt.settings.campaign_attribution_window_s))
         except (asyncpg.PostgresError, OSError):
             log.exception("resolving due campaigns failed; retrying")
         await asyncio.sleep(interval_s)

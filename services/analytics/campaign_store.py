@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from analytics.attribution import Response, Touch
+from analytics.attribution import Interaction, Response, Touch
 from analytics.audience import Audience
 
 # audience.matches in SQL: a test checks both select the same customers. Merged customers have
@@ -139,6 +139,7 @@ async def merge(conn: asyncpg.Connection, merged: str, survivor: str) -> None:
     )
     await conn.execute("DELETE FROM customer_channels WHERE customer_id = $1", merged)
     await conn.execute("UPDATE campaign_decisions SET customer_id = $2 WHERE customer_id = $1", merged, survivor)
+    await conn.execute("UPDATE campaign_inbound SET customer_id = $2 WHERE customer_id = $1", merged, survivor)
 
 
 async def add_decision(
@@ -169,6 +170,50 @@ async def touches(
         list(campaign_ids or ()),
     )
     return [Touch(r["campaign_id"], r["customer_id"], r["channel"], r["at"]) for r in rows]
+
+
+# An inbound interaction kept for late touches: (interaction, its event's time)
+Inbound = tuple[Interaction, datetime]
+
+
+async def add_inbound(conn: asyncpg.Connection, rows: Sequence[Inbound]) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_inbound (event_id, customer_id, at, event_time, channel, kind, amount, named)"
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],"
+        " $6::text[], $7::numeric[], $8::text[]) ON CONFLICT DO NOTHING",
+        [i.event_id for i, _ in rows],
+        [i.customer_id for i, _ in rows],
+        [i.at for i, _ in rows],
+        [t for _, t in rows],
+        [i.channel for i, _ in rows],
+        [i.kind for i, _ in rows],
+        [i.amount for i, _ in rows],
+        [i.campaign_id for i, _ in rows],
+    )
+
+
+async def unattributed_inbound(conn: asyncpg.Connection, customer_ids: set[str], since: datetime) -> list[Inbound]:
+    """These customers' kept inbound interactions since `since` that answer no campaign yet."""
+    rows = await conn.fetch(
+        "SELECT i.* FROM campaign_inbound i WHERE i.customer_id = ANY($1::text[]) AND i.at >= $2"
+        " AND NOT EXISTS (SELECT 1 FROM campaign_responses r WHERE r.interaction_event_id = i.event_id)",
+        list(customer_ids),
+        since,
+    )
+    return [
+        (
+            Interaction(
+                str(r["event_id"]), r["customer_id"], r["at"], r["channel"], r["kind"], "inbound", r["named"],
+                None if r["amount"] is None else float(r["amount"]),
+            ),
+            r["event_time"],
+        )
+        for r in rows
+    ]  # fmt: skip
+
+
+async def forget_inbound(conn: asyncpg.Connection, before: datetime) -> None:
+    await conn.execute("DELETE FROM campaign_inbound WHERE at < $1", before)
 
 
 async def add_responses(conn: asyncpg.Connection, responses: Sequence[tuple[Response, datetime]]) -> set[str]:

@@ -46,6 +46,20 @@ CREATE TABLE campaign_decisions (
 CREATE INDEX campaign_decisions_campaign ON campaign_decisions (campaign_id);
 CREATE INDEX campaign_decisions_touches ON campaign_decisions (customer_id, at) WHERE status IN ('sent', 'delivered');
 
+-- Inbound interactions within the attribution window, so that a touch applied after its answer
+-- (topics are not ordered with each other) still finds it. Older rows are deleted by the timer.
+CREATE TABLE campaign_inbound (
+    event_id    uuid PRIMARY KEY,
+    customer_id text        NOT NULL,
+    at          timestamptz NOT NULL,  -- occurred_at
+    event_time  timestamptz NOT NULL,  -- the event's time: the response's follows it
+    channel     text        NOT NULL,
+    kind        text        NOT NULL,
+    amount      numeric,
+    named       text                   -- metadata.campaign_id
+);
+CREATE INDEX campaign_inbound_customer ON campaign_inbound (customer_id, at);
+
 -- Attributed inbound interactions (each one at most once, to one campaign).
 CREATE TABLE campaign_responses (
     interaction_event_id uuid PRIMARY KEY,
