@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 from servicekit.auth import require
 from servicekit.http import ApiError
+from servicekit.inputs import SafeLine
 
 from analytics import campaign_store
 from analytics.deps import AnalyticsRuntime
@@ -43,7 +44,7 @@ class CampaignResults(ChannelResults):
     },
 )
 async def get_campaign_results(
-    rt: AnalyticsRuntime, campaign_id: Annotated[str, Path(min_length=1, max_length=64)]
+    rt: AnalyticsRuntime, campaign_id: Annotated[SafeLine, Path(min_length=1, max_length=64)]
 ) -> Any:
     async with rt.db.acquire() as conn:
         row = await campaign_store.campaign(conn, campaign_id)

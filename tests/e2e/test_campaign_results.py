@@ -161,6 +161,9 @@ async def test_a_campaign_reaches_its_audience_and_a_purchase_shows_in_its_resul
 
         missing = await client.get(f"{analytics}/v1/campaigns/cmp-none/results")
         assert (missing.status_code, missing.json()["error"]) == (404, "campaign_not_found")
+        for bad in ("x" * 65, "a%00b"):  # too long; a control character
+            r = await client.get(f"{analytics}/v1/campaigns/{bad}/results")
+            assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("path"), (bad, r.text)
 
     # the campaigns scope reads results; an agent's key does not
     key = await make_key(stack, "campaigner", ["campaigns"], readers=["analytics"])
