@@ -159,6 +159,15 @@ async def test_a_campaign_reaches_its_audience_and_a_purchase_shows_in_its_resul
             "kind": "purchase", "amount": 30.0, "attributed_by": "window",
         }  # fmt: skip
 
+        # b was not reached but names the campaign: intake keeps metadata.campaign_id readable
+        named = interaction_body(
+            "unused@example.com", kind="message", channel="chat", metadata={"campaign_id": campaign_id}
+        )
+        named["customer"] = {"id": customers["b"]}
+        await post_and_wait(client, stack, named, readers=["analytics"])
+        got = await eventually(lambda: campaign_results(client, analytics, campaign_id, responded=2), 30, "named")
+        assert got["by_channel"]["chat"]["responded"] == 1 and got["conversions"] == 1
+
         missing = await client.get(f"{analytics}/v1/campaigns/cmp-none/results")
         assert (missing.status_code, missing.json()["error"]) == (404, "campaign_not_found")
         for bad in ("x" * 65, "a%00b"):  # too long; a control character
