@@ -182,3 +182,29 @@ async def test_a_campaign_reaches_its_audience_and_a_purchase_shows_in_its_resul
         assert ok.status_code == 200
         no = await plain.get(f"{analytics}/v1/campaigns/{campaign_id}/results", headers=auth_headers(agent["key"]))
         assert no.status_code == 403
+
+
+async def test_a_campaign_for_later_is_resolved_by_analytics_timer_once_due(stack: Stack) -> None:
+    script = CampaignScript(region_code())
+    analytics = stack.services["analytics"].url
+    await publish(stack.broker.bootstrap, script.announce()[:1])  # the customer's region
+    async with api_client(timeout=10) as client:
+
+        async def region_known() -> bool | None:
+            r = await client.get(f"{analytics}/v1/customers/{script.customer}/insights")
+            return True if r.status_code == 200 and r.json()["region"] == script.region else None
+
+        await eventually(region_known, 30, "the customer's region")
+    send_at = datetime.now(UTC) + timedelta(seconds=2)
+    created = Envelope(
+        str(uuid.uuid4()), contract.NOTIFICATION_CAMPAIGN_CREATED, "/test", f"campaign:{script.campaign_id}",
+        datetime.now(UTC), {
+            "campaign_id": script.campaign_id, "name": "later", "audience": {"region": script.region},
+            "purpose": "service", "templates": {"en": {"subject": "Hi", "body": "Hello"}},
+            "send_at": send_at.isoformat(), "created_by": "test"}, TP,
+    )  # fmt: skip
+    await publish(stack.broker.bootstrap, [(NOTIFICATION, created)])
+    parts = await eventually(lambda: audience_parts(stack.broker.bootstrap, script.campaign_id), 30, "resolved")
+    assert [(p["customer_ids"], p["audience_size"]) for p in parts] == [([script.customer], 1)]
+    # fixed when due, not when announced
+    assert datetime.fromisoformat(parts[0]["resolved_at"]) >= send_at
