@@ -18,7 +18,9 @@ class ChannelResults(BaseModel):
     sent: int = Field(description="Customers the campaign was sent to (the channel accepted it)")
     delivered: int = Field(description="Customers with a delivery receipt")
     responded: int = Field(description="Customers with an attributed inbound interaction")
-    response_rate: float | None = Field(description="responded / sent, 0 to 1; null: nothing sent")
+    response_rate: float | None = Field(
+        description="Responders the campaign was sent to / sent, 0 to 1; null: nothing sent"
+    )
     conversions: int = Field(description="Attributed purchases")
     revenue: float = Field(description="Sum of metadata.amount of the attributed purchases")
     unsubscribed: int = Field(description="Customers who withdrew marketing consent within the window")

@@ -254,12 +254,17 @@ SELECT channel, count(DISTINCT customer_id) FILTER (WHERE status = 'sent') AS se
 FROM campaign_decisions WHERE campaign_id = $1
 GROUP BY GROUPING SETS ((channel), ())
 """
+# responded_sent: responders the campaign was sent to, the response rate's numerator (a customer
+# who names the campaign without having been sent it responds, but is not in the rate).
 _RESPONSES = """
-SELECT channel, count(DISTINCT customer_id) AS responded,
-       count(*) FILTER (WHERE kind = 'purchase') AS conversions,
-       coalesce(sum(amount) FILTER (WHERE kind = 'purchase'), 0) AS revenue
-FROM campaign_responses WHERE campaign_id = $1
-GROUP BY GROUPING SETS ((channel), ())
+SELECT r.channel, count(DISTINCT r.customer_id) AS responded,
+       count(DISTINCT r.customer_id) FILTER (WHERE EXISTS (
+           SELECT 1 FROM campaign_decisions d
+           WHERE d.campaign_id = $1 AND d.customer_id = r.customer_id AND d.status = 'sent')) AS responded_sent,
+       count(*) FILTER (WHERE r.kind = 'purchase') AS conversions,
+       coalesce(sum(r.amount) FILTER (WHERE r.kind = 'purchase'), 0) AS revenue
+FROM campaign_responses r WHERE r.campaign_id = $1
+GROUP BY GROUPING SETS ((r.channel), ())
 """
 _UNSUBSCRIBES = """
 SELECT channel, count(DISTINCT customer_id) AS unsubscribed
@@ -273,12 +278,12 @@ def _blank() -> dict[str, Any]:
 
 
 async def results(conn: asyncpg.Connection, campaign_id: str) -> dict[str, Any]:
-    """The seeds' campaign metrics: response rate (responded / sent), conversions (attributed
+    """The seeds' campaign metrics: response rate (responders sent it / sent), conversions (attributed
     purchases) and revenue (their metadata.amount), in total and by channel."""
     by: dict[str | None, dict[str, Any]] = {}
     for query, fields in (
         (_DECISIONS, ("sent", "delivered")),
-        (_RESPONSES, ("responded", "conversions", "revenue")),
+        (_RESPONSES, ("responded", "responded_sent", "conversions", "revenue")),
         (_UNSUBSCRIBES, ("unsubscribed",)),
     ):
         for r in await conn.fetch(query, campaign_id):
@@ -287,7 +292,8 @@ async def results(conn: asyncpg.Connection, campaign_id: str) -> dict[str, Any]:
                 row[f] = float(r[f]) if f == "revenue" else int(r[f])
     for row in by.values():
         row["revenue"] = round(row["revenue"], 2)
-        row["response_rate"] = round(row["responded"] / row["sent"], 4) if row["sent"] else None
+        responded_sent = row.pop("responded_sent", 0)
+        row["response_rate"] = round(responded_sent / row["sent"], 4) if row["sent"] else None
     totals = by.pop(None, None) or {**_blank(), "response_rate": None}
     return {**totals, "by_channel": {ch: by[ch] for ch in sorted(c for c in by if c is not None)}}
 

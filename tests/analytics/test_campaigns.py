@@ -239,7 +239,8 @@ async def test_responses_are_attributed_and_counted_in_the_results(conn_pool: as
     async with conn_pool.acquire() as conn:
         results = await campaign_store.results(conn, "spring")
     assert results == {
-        "sent": 2, "delivered": 1, "responded": 2, "response_rate": 1.0, "conversions": 2, "revenue": 59.5,
+        # c3 responds by metadata without having been sent it: a response, not in the rate (1 of 2)
+        "sent": 2, "delivered": 1, "responded": 2, "response_rate": 0.5, "conversions": 2, "revenue": 59.5,
         "unsubscribed": 1,
         "by_channel": {
             "email": {"sent": 1, "delivered": 1, "responded": 1, "response_rate": 1.0, "conversions": 1,
