@@ -85,8 +85,9 @@ class CampaignProjection:
             await self._interactions(conn, interactions)
         if touched:
             # Answers applied before the touch that reached them (another topic, read earlier).
-            late = await cstore.unattributed_inbound(conn, set(touched), min(touched.values()))
-            await self._attribute(conn, late)
+            since = min(touched.values())
+            await self._attribute(conn, await cstore.unattributed_inbound(conn, set(touched), since))
+            await self._unsubscribes(conn, await cstore.uncounted_withdrawals(conn, set(touched), since))
 
     async def _created(self, conn: asyncpg.Connection, e: Envelope) -> None:
         d = e.data
@@ -193,10 +194,19 @@ class CampaignProjection:
         if d.get("purpose") != "marketing" or d.get("granted", True):
             return
         customer = (await store.aliases(conn, {e.subject})).get(e.subject, e.subject)
-        touches = await cstore.touches(conn, {customer}, e.time - self._window)
-        touch = attribution.unsubscribed(customer, "marketing", False, e.time, touches, self._window)
-        if touch is not None:
-            await cstore.add_unsubscribe(conn, e.id, touch, e.time)
+        await cstore.add_withdrawal(conn, e.id, customer, e.time)
+        await self._unsubscribes(conn, [(e.id, customer, e.time)])
+
+    async def _unsubscribes(self, conn: asyncpg.Connection, withdrawals: Sequence[tuple[str, str, datetime]]) -> None:
+        """Count each withdrawal against the campaign of the customer's last touch within the window."""
+        if not withdrawals:
+            return
+        since = min(at for _, _, at in withdrawals) - self._window
+        touches = await cstore.touches(conn, {c for _, c, _ in withdrawals}, since)
+        for event_id, customer, at in withdrawals:
+            touch = attribution.unsubscribed(customer, "marketing", False, at, touches, self._window)
+            if touch is not None:
+                await cstore.add_unsubscribe(conn, event_id, touch, at)
 
 
 async def resolve(conn: asyncpg.Connection, events: EventStore, source: str, campaign_id: str, now: datetime) -> bool:

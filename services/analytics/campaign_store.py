@@ -140,6 +140,7 @@ async def merge(conn: asyncpg.Connection, merged: str, survivor: str) -> None:
     await conn.execute("DELETE FROM customer_channels WHERE customer_id = $1", merged)
     await conn.execute("UPDATE campaign_decisions SET customer_id = $2 WHERE customer_id = $1", merged, survivor)
     await conn.execute("UPDATE campaign_inbound SET customer_id = $2 WHERE customer_id = $1", merged, survivor)
+    await conn.execute("UPDATE campaign_withdrawals SET customer_id = $2 WHERE customer_id = $1", merged, survivor)
 
 
 async def add_decision(
@@ -214,6 +215,30 @@ async def unattributed_inbound(conn: asyncpg.Connection, customer_ids: set[str],
 
 async def forget_inbound(conn: asyncpg.Connection, before: datetime) -> None:
     await conn.execute("DELETE FROM campaign_inbound WHERE at < $1", before)
+    await conn.execute("DELETE FROM campaign_withdrawals WHERE at < $1", before)
+
+
+async def add_withdrawal(conn: asyncpg.Connection, event_id: str, customer_id: str, at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_withdrawals (event_id, customer_id, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        event_id,
+        customer_id,
+        at,
+    )
+
+
+async def uncounted_withdrawals(
+    conn: asyncpg.Connection, customer_ids: set[str], since: datetime
+) -> list[tuple[str, str, datetime]]:
+    """(event id, customer id, time) of these customers' withdrawals since `since` not yet counted."""
+    rows = await conn.fetch(
+        "SELECT w.event_id::text AS event_id, w.customer_id, w.at FROM campaign_withdrawals w"
+        " WHERE w.customer_id = ANY($1::text[]) AND w.at >= $2"
+        " AND NOT EXISTS (SELECT 1 FROM campaign_unsubscribes u WHERE u.event_id = w.event_id)",
+        list(customer_ids),
+        since,
+    )
+    return [(r["event_id"], r["customer_id"], r["at"]) for r in rows]
 
 
 async def add_responses(conn: asyncpg.Connection, responses: Sequence[tuple[Response, datetime]]) -> set[str]:

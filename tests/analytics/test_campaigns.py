@@ -276,7 +276,7 @@ async def test_a_batch_with_the_touch_and_two_answers_attributes_both_once(conn_
     assert (got["sent"], got["responded"], got["conversions"], got["revenue"]) == (1, 1, 1, 12.5)
 
 
-async def test_an_answer_applied_before_the_touch_that_reached_it_is_attributed_when_the_touch_comes(
+async def test_answers_and_unsubscribes_applied_before_their_touch_count_when_the_touch_comes(
     conn_pool: asyncpg.Pool,
 ) -> None:
     fold = Fold(conn_pool)
@@ -284,7 +284,9 @@ async def test_an_answer_applied_before_the_touch_that_reached_it_is_attributed_
     await fold.apply(prefs("c1", "DE"), created("late", {"region": "DE"}, t0 - timedelta(minutes=1)))
     answer = interaction("c1", t0 + timedelta(minutes=5), kind="purchase", amount=7)
     too_early = interaction("c1", t0 - timedelta(minutes=5))  # before the message: no answer to it
-    await fold.apply(answer, too_early)  # intake's topic was read first
+    withdrawn = ev(CONSENT_CHANGED, "c1", {"customer_id": "c1", "purpose": "marketing", "granted": False},
+                   t0 + timedelta(minutes=6))  # fmt: skip
+    await fold.apply(answer, too_early, withdrawn)  # intake's topic was read first
     assert await fold.emitted(contract.CAMPAIGN_RESPONSE) == []
     sent = ev("crm.notification.sent.v1", "c1", {"customer_id": "c1", "channel": "email", "campaign_id": "late"}, t0)
     await fold.apply(sent)
@@ -294,4 +296,4 @@ async def test_an_answer_applied_before_the_touch_that_reached_it_is_attributed_
     assert [(r["interaction_event_id"], r["amount"], r["channel"]) for r in responses] == [(answer.id, 7.0, "email")]
     async with conn_pool.acquire() as conn:
         got = await campaign_store.results(conn, "late")
-    assert (got["sent"], got["delivered"], got["responded"], got["revenue"]) == (1, 1, 1, 7.0)
+    assert (got["sent"], got["delivered"], got["responded"], got["revenue"], got["unsubscribed"]) == (1, 1, 1, 7.0, 1)

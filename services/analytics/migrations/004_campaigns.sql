@@ -73,6 +73,14 @@ CREATE TABLE campaign_responses (
 );
 CREATE INDEX campaign_responses_campaign ON campaign_responses (campaign_id);
 
+-- Marketing consent withdrawals within the window, for a touch applied after them (as campaign_inbound).
+CREATE TABLE campaign_withdrawals (
+    event_id    uuid PRIMARY KEY,
+    customer_id text        NOT NULL,
+    at          timestamptz NOT NULL
+);
+CREATE INDEX campaign_withdrawals_customer ON campaign_withdrawals (customer_id, at);
+
 -- Marketing consent withdrawn within the attribution window of a campaign's last touch.
 CREATE TABLE campaign_unsubscribes (
     event_id    uuid PRIMARY KEY,
