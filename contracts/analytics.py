@@ -12,6 +12,9 @@ Segment = Literal["vip", "champion", "loyal", "new", "at_risk", "dormant", "regu
 
 RISK_CHANGED = "crm.analytics.risk_changed.v1"
 SEGMENT_CHANGED = "crm.analytics.segment_changed.v1"
+CAMPAIGN_AUDIENCE_RESOLVED = "crm.analytics.campaign_audience_resolved.v1"
+CAMPAIGN_RESPONSE = "crm.analytics.campaign_response.v1"
+MAX_AUDIENCE_PART = 1000
 
 
 class RiskReason(BaseModel):
@@ -35,7 +38,42 @@ class SegmentChanged(EventData):
     previous_segment: Segment | None
 
 
+class CampaignAudienceResolved(EventData):
+    """Subject `campaign:<campaign_id>`: one part of the audience fixed when the campaign was due."""
+
+    campaign_id: str = Field(min_length=1, max_length=64)
+    part: int = Field(ge=1, description="1-based")
+    parts: int = Field(ge=1)
+    audience_size: int = Field(ge=0, description="Customers in all parts together")
+    customer_ids: list[str] = Field(
+        max_length=MAX_AUDIENCE_PART,
+        description="Merged customers once, under the survivor; erased customers never",
+    )
+    resolved_at: str = Field(description="RFC 3339")
+
+
+class CampaignResponse(EventData):
+    """Subject: the customer. An inbound interaction attributed to a campaign that reached them."""
+
+    campaign_id: str = Field(min_length=1, max_length=64)
+    channel: str = Field(description="The channel the campaign reached them on")
+    interaction_event_id: str
+    kind: str = Field(description="The interaction's kind, e.g. purchase")
+    amount: float | None = Field(description="metadata.amount of the interaction; null: none")
+    attributed_by: Literal["metadata", "window"] = Field(
+        description="metadata: the interaction named the campaign;"
+        " window: its last touch within CAMPAIGN_ATTRIBUTION_WINDOW_S"
+    )
+
+
 EVENT_TYPES: tuple[EventType, ...] = (
     EventType(RISK_CHANGED, topics.ANALYTICS, RiskChanged, "The customer's churn-risk band changed, with the reasons."),
     EventType(SEGMENT_CHANGED, topics.ANALYTICS, SegmentChanged, "The customer moved to another segment."),
+    EventType(
+        CAMPAIGN_AUDIENCE_RESOLVED,
+        topics.ANALYTICS,
+        CampaignAudienceResolved,
+        "A part of a campaign's audience, fixed when the campaign was due.",
+    ),
+    EventType(CAMPAIGN_RESPONSE, topics.ANALYTICS, CampaignResponse, "The customer answered a campaign."),
 )

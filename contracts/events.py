@@ -83,7 +83,7 @@ class InteractionRecorded(SealedData):
     metadata: dict[str, Any] = Field(
         default_factory=dict,
         description='Free JSON from the channel. Every string in it is personal data: sealed ("[sealed]" in'
-        " place), except the top-level keys case_type, case_id, survey, score and amount.",
+        " place), except the top-level keys case_type, case_id, survey, score, amount and campaign_id.",
     )
 
 
@@ -187,9 +187,9 @@ class EventType:
 
 # Interaction metadata is free JSON from the channels, so any string in it may be personal and
 # is sealed. The keys the services act on (case type, the case answered, survey name and score,
-# purchase amount) say what the interaction was, not who the person is: they stay readable for
-# case and analytics.
-METADATA_READABLE_KEYS: tuple[str, ...] = ("case_type", "case_id", "survey", "score", "amount")
+# purchase amount, the campaign answered) say what the interaction was, not who the person is:
+# they stay readable for case and analytics.
+METADATA_READABLE_KEYS: tuple[str, ...] = ("case_type", "case_id", "survey", "score", "amount", "campaign_id")
 
 # intake's event types: import these names, never spell the strings elsewhere.
 CUSTOMER_CREATED = "crm.customer.created.v1"

@@ -131,10 +131,6 @@ class CampaignStatusChanged(EventData):
 CAMPAIGN_CREATED = "crm.notification.campaign_created.v1"
 CAMPAIGN_STATUS_CHANGED = "crm.notification.campaign_status_changed.v1"
 CAMPAIGN_EVENT_PREFIX = "crm.notification.campaign_"
-# Analytics' answer, which notification consumes: a campaign's resolved audience, in parts. Its
-# type and model are analytics' own (contracts/analytics.py registers them); the name is here so
-# that notification need not spell it.
-CAMPAIGN_AUDIENCE_RESOLVED = "crm.analytics.campaign_audience_resolved.v1"
 
 NOTIFICATION_SCHEDULED = "crm.notification.scheduled.v1"
 NOTIFICATION_SENT = "crm.notification.sent.v1"

@@ -21,7 +21,7 @@ KEY_REVOKED = "crm.auth.key_revoked.v1"
 SIGNED_TYPES: frozenset[str] = frozenset({KEY_CREATED, KEY_REVOKED})
 # identity:verify: the key's identifiers are verified, not claimed (docs/product.md §14, docs/identity-trust.md).
 # supervisor: sets up agents (teams, capacity, skills) and anyone's status.
-# campaigns: creates and steers campaigns (notification's /v1/campaigns).
+# campaigns: creates and steers campaigns (notification's /v1/campaigns), reads their results (analytics).
 # channel:<channel> for every channel of contracts.events.Channel, and no other.
 SCOPE_PATTERN = rf"^(agent|supervisor|ops|admin|keys|campaigns|identity:verify|channel:({'|'.join(CHANNELS)}))$"
 

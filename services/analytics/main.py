@@ -6,7 +6,9 @@ from pathlib import Path
 from servicekit.app import ServiceSpec, create_app, serve
 
 from analytics.api import router
-from analytics.metrics import refresh_kpi_gauges
+from analytics.campaign_api import router as campaign_router
+from analytics.campaign_projection import run_campaign_timer
+from analytics.metrics import refresh_campaign_gauges, refresh_kpi_gauges
 from analytics.settings import AnalyticsSettings
 from analytics.stream import run_kpi_stream
 
@@ -15,9 +17,9 @@ app = create_app(
         name="analytics",
         title="crm analytics",
         description="Customer-service KPIs, customer value and churn risk, back onto the timeline.",
-        routers=[router],
+        routers=[router, campaign_router],
         migrations=[Path(__file__).parent / "migrations"],
-        background=[run_kpi_stream, refresh_kpi_gauges],
+        background=[run_kpi_stream, refresh_kpi_gauges, run_campaign_timer, refresh_campaign_gauges],
     ),
     AnalyticsSettings.for_service("analytics"),
     None,

@@ -49,7 +49,12 @@ class KpiProjection:
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         # Not our own output, and not events about API keys or agents (no customer in them).
-        events = [e for e in events if not e.type.startswith(("crm.analytics.", *NOT_ON_TIMELINE))]
+        # Nor events about a campaign (subject campaign:<id>): campaign_projection folds those.
+        events = [
+            e
+            for e in events
+            if not e.type.startswith(("crm.analytics.", *NOT_ON_TIMELINE)) and not e.subject.startswith("campaign:")
+        ]
         if not events:
             return
         aliases = await store.aliases(conn, {e.subject for e in events})

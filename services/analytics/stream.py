@@ -8,11 +8,13 @@ redeliveries and poison messages are handled there, once for every consumer.
 """
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from eventkit.consumer import IdempotentConsumer, Waiters
 from servicekit.app import runtime_consumer
 from servicekit.runtime import Runtime
 
+from analytics.campaign_projection import CampaignProjection
 from analytics.projections import KpiProjection
 from analytics.settings import AnalyticsSettings
 from contracts.topics import ALL_EVENT_TOPICS
@@ -26,7 +28,11 @@ def kpi_consumer(rt: Runtime[AnalyticsSettings, None], topics: Sequence[str] = A
         group_id=f"crm-{s.service_name}-kpi",
         # analytics' own topic too (by default), for a lag on every topic; KpiProjection skips its events
         topics=topics,
-        subscribers=[KpiProjection(rt.events, s.source)],
+        # Campaigns after the KPI fold: a merge in the batch is an alias by then.
+        subscribers=[
+            KpiProjection(rt.events, s.source),
+            CampaignProjection(rt.events, s.source, timedelta(seconds=s.campaign_attribution_window_s)),
+        ],
         waiters=Waiters(),  # no request waits on the KPI fold
         applied_table="kpi_applied_events",
     )

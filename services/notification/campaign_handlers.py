@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from servicekit.keyring import KeysUnavailable
 
 from contracts import notification as n
+from contracts.analytics import CAMPAIGN_AUDIENCE_RESOLVED
 from contracts.registry import REGISTRY
 from contracts.topics import NOTIFICATION
 from notification import campaign_store, campaigns, domain, handlers, store
@@ -34,7 +35,7 @@ from notification.store import Row
 
 log = logging.getLogger(__name__)
 
-AUDIENCE_RESOLVED = n.CAMPAIGN_AUDIENCE_RESOLVED
+AUDIENCE_RESOLVED = CAMPAIGN_AUDIENCE_RESOLVED  # analytics answers a campaign with its audience
 
 
 class AudiencePart(BaseModel):

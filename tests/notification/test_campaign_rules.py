@@ -8,6 +8,7 @@ from notification import campaign_store, campaigns, domain
 from servicekit.timeline import on_timeline
 
 from contracts import notification as n
+from contracts.analytics import CAMPAIGN_AUDIENCE_RESOLVED
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TP = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
@@ -119,7 +120,7 @@ def test_a_campaign_message_renders_its_own_templates_with_language_fallback() -
 
 def test_campaign_events_are_on_no_timeline_customer_events_are() -> None:
     created = new_event(n.CAMPAIGN_STATUS_CHANGED, n.campaign_subject("c1"), {}, "/crm/notification", TP)
-    resolved = new_event(n.CAMPAIGN_AUDIENCE_RESOLVED, n.campaign_subject("c1"), {}, "/crm/analytics", TP)
+    resolved = new_event(CAMPAIGN_AUDIENCE_RESOLVED, n.campaign_subject("c1"), {}, "/crm/analytics", TP)
     sent = new_event(n.NOTIFICATION_SENT, "cust-1", {}, "/crm/notification", TP)
     assert not on_timeline(created) and not on_timeline(resolved) and on_timeline(sent)
 

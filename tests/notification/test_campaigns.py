@@ -33,6 +33,7 @@ from servicekit.keyring import ErasedKeyEviction
 from servicekit.timeline import TimelineProjection
 
 from contracts import notification as n
+from contracts.analytics import CAMPAIGN_AUDIENCE_RESOLVED
 from contracts.events import EventData
 from contracts.topics import DEADLETTER
 from tests.conftest import SCHEMAS, fresh_database
@@ -80,7 +81,7 @@ class CampaignHarness(Harness):
                 campaign_handlers.AudiencePolicy(self.ctx),
                 ErasurePolicy(self.ctx),
             ],
-            acceptance=Acceptance({**SCHEMAS, n.CAMPAIGN_AUDIENCE_RESOLVED: AudienceResolved}),
+            acceptance=Acceptance({**SCHEMAS, CAMPAIGN_AUDIENCE_RESOLVED: AudienceResolved}),
             deadletter_topic=DEADLETTER,
             waiters=Waiters(),
         )
@@ -116,7 +117,7 @@ class CampaignHarness(Harness):
             "customer_ids": customers,
             "resolved_at": self.clock.now.isoformat(),
         }
-        return new_event(n.CAMPAIGN_AUDIENCE_RESOLVED, n.campaign_subject(campaign_id), data, "/crm/analytics", TP)
+        return new_event(CAMPAIGN_AUDIENCE_RESOLVED, n.campaign_subject(campaign_id), data, "/crm/analytics", TP)
 
     async def send_all(self, limit: int = 2) -> int:
         total = 0

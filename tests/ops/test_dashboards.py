@@ -28,8 +28,9 @@ from crmtools.devstack import SERVICES, Stack
 from crmtools.processes import free_port, stop_process
 
 from contracts.topics import CASE, INTAKE
-from tests.conftest import api_client
+from tests.conftest import api_client, eventually
 from tests.e2e.test_analytics import Script, publish, region_code
+from tests.e2e.test_campaign_results import CampaignScript, campaign_results
 from tests.ops.dashboards import (
     PROMETHEUS_CONFIG,
     load_prometheus_config,
@@ -240,6 +241,12 @@ async def test_every_dashboard_panel_returns_data(ops_stack: Stack, prometheus: 
         # A scripted day of cases, surveys and notifications ending now, so every KPI has a value.
         day = Script(region_code(), day=datetime.now(UTC) - timedelta(hours=25))
         await publish(ops_stack.broker.bootstrap, day.build(with_notifications=True))
+        # A campaign sent and answered, for the campaign gauges (sent before answered: topics differ).
+        campaign = CampaignScript(day.region)
+        await publish(ops_stack.broker.bootstrap, campaign.announce())
+        analytics = ops_stack.services["analytics"].url
+        await eventually(lambda: campaign_results(client, analytics, campaign.campaign_id, sent=1), 30, "sent")
+        await publish(ops_stack.broker.bootstrap, campaign.respond())
         await steady_traffic(ops_stack, client, 4, rng)
 
         dead = await wait_for_series(

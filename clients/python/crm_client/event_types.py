@@ -103,6 +103,17 @@ class AgentUpdated(EventData):
     skills: list[Skills] = Field(description="The case types the agent handles.")
 
 
+class CampaignAudienceResolved(EventData):
+    """Data of crm.analytics.campaign_audience_resolved.v1."""
+
+    campaign_id: str
+    part: int = Field(description="1-based")
+    parts: int
+    audience_size: int = Field(description="Customers in all parts together")
+    customer_ids: list[str] = Field(description="Merged customers once, under the survivor; erased customers never")
+    resolved_at: str = Field(description="RFC 3339")
+
+
 class CampaignCreated(EventData):
     """Data of crm.notification.campaign_created.v1."""
 
@@ -113,6 +124,19 @@ class CampaignCreated(EventData):
     templates: dict[str, CampaignTemplate] = Field(description="Per language; the default language is required.")
     send_at: datetime = Field(description="When the campaign is due (its creation time when not given).")
     created_by: str = Field(description="The API key that created it.")
+
+
+class CampaignResponse(EventData):
+    """Data of crm.analytics.campaign_response.v1."""
+
+    campaign_id: str
+    channel: str = Field(description="The channel the campaign reached them on")
+    interaction_event_id: str
+    kind: str = Field(description="The interaction's kind, e.g. purchase")
+    amount: float | None = Field(description="metadata.amount of the interaction; null: none")
+    attributed_by: Literal["metadata", "window"] = Field(
+        description="metadata: the interaction named the campaign; window: its last touch within CAMPAIGN_ATTRIBUTION_WINDOW_S",
+    )
 
 
 class CampaignStatusChanged(EventData):
@@ -358,7 +382,7 @@ class InteractionRecorded(EventData):
     content: str | None = Field(default=None, description="Message text or summary; personal data: sealed.")
     metadata: dict[str, Any] = Field(
         default_factory=dict,
-        description='Free JSON from the channel. Every string in it is personal data: sealed ("[sealed]" in place), except the top-level keys case_type, case_id, survey, score and amount.',
+        description='Free JSON from the channel. Every string in it is personal data: sealed ("[sealed]" in place), except the top-level keys case_type, case_id, survey, score, amount and campaign_id.',
     )
 
 
@@ -541,6 +565,8 @@ class SegmentChanged(EventData):
 
 # Event type -> the model of its data.
 DATA_MODELS: dict[str, type[EventData]] = {
+    "crm.analytics.campaign_audience_resolved.v1": CampaignAudienceResolved,
+    "crm.analytics.campaign_response.v1": CampaignResponse,
     "crm.analytics.risk_changed.v1": RiskChanged,
     "crm.analytics.segment_changed.v1": SegmentChanged,
     "crm.auth.key_created.v1": KeyCreated,
@@ -584,6 +610,8 @@ DATA_MODELS: dict[str, type[EventData]] = {
 
 # Event type -> the topic it is published on.
 TOPICS: dict[str, str] = {
+    "crm.analytics.campaign_audience_resolved.v1": "crm.analytics.v1",
+    "crm.analytics.campaign_response.v1": "crm.analytics.v1",
     "crm.analytics.risk_changed.v1": "crm.analytics.v1",
     "crm.analytics.segment_changed.v1": "crm.analytics.v1",
     "crm.auth.key_created.v1": "crm.intake.v1",
@@ -627,6 +655,8 @@ TOPICS: dict[str, str] = {
 
 # Event type -> the `$id` of its data's JSON Schema (the event's `dataschema`).
 SCHEMA_IDS: dict[str, str] = {
+    "crm.analytics.campaign_audience_resolved.v1": "https://crm.example/schemas/crm.analytics.campaign_audience_resolved.v1.json",
+    "crm.analytics.campaign_response.v1": "https://crm.example/schemas/crm.analytics.campaign_response.v1.json",
     "crm.analytics.risk_changed.v1": "https://crm.example/schemas/crm.analytics.risk_changed.v1.json",
     "crm.analytics.segment_changed.v1": "https://crm.example/schemas/crm.analytics.segment_changed.v1.json",
     "crm.auth.key_created.v1": "https://crm.example/schemas/crm.auth.key_created.v1.json",
