@@ -38,7 +38,7 @@ class CampaignResults(ChannelResults):
     "/v1/campaigns/{campaign_id}/results",
     operation_id="getCampaignResults",
     tags=["campaigns"],
-    dependencies=[require("campaigns")],
+    dependencies=[require("campaigns", "agent", "ops")],
     summary="A campaign's response rate, conversions, revenue and unsubscribes, in total and by channel",
     responses={
         200: {"model": CampaignResults},

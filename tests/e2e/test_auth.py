@@ -56,7 +56,10 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
         ["PUT /v1/agents/{agent_id}/status", "GET /v1/agents", "GET /v1/agents/{agent_id}", "GET /v1/queues/{team}"],
     ),
     ({"keys"}, ["POST /internal/v1/data-keys:lookup"]),  # services that seal or read personal data
-    ({"campaigns", "agent", "ops"}, ["GET /v1/campaigns", "GET /v1/campaigns/{campaign_id}"]),
+    (  # results are counts, no personal data: the console shows them to agents
+        {"campaigns", "agent", "ops"},
+        ["GET /v1/campaigns", "GET /v1/campaigns/{campaign_id}", "GET /v1/campaigns/{campaign_id}/results"],
+    ),
     (
         {"campaigns"},
         [

@@ -174,13 +174,15 @@ async def test_a_campaign_reaches_its_audience_and_a_purchase_shows_in_its_resul
             r = await client.get(f"{analytics}/v1/campaigns/{bad}/results")
             assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("path"), (bad, r.text)
 
-    # the campaigns scope reads results; an agent's key does not
+    # campaign owners and agents read results (counts only); a channel's key does not
     key = await make_key(stack, "campaigner", ["campaigns"], readers=["analytics"])
     agent = await make_key(stack, "agent", ["agent"], readers=["analytics"])
+    channel = await make_key(stack, "web shop", ["channel:web"], readers=["analytics"])
     async with httpx.AsyncClient(timeout=10) as plain:
-        ok = await plain.get(f"{analytics}/v1/campaigns/{campaign_id}/results", headers=auth_headers(key["key"]))
-        assert ok.status_code == 200
-        no = await plain.get(f"{analytics}/v1/campaigns/{campaign_id}/results", headers=auth_headers(agent["key"]))
+        for reader in (key, agent):
+            ok = await plain.get(f"{analytics}/v1/campaigns/{campaign_id}/results", headers=auth_headers(reader["key"]))
+            assert ok.status_code == 200
+        no = await plain.get(f"{analytics}/v1/campaigns/{campaign_id}/results", headers=auth_headers(channel["key"]))
         assert no.status_code == 403
 
 
