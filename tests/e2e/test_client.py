@@ -233,6 +233,7 @@ async def test_a_campaign_is_created_read_paused_cancelled_and_measured_through_
         with pytest.raises(Conflict) as twice:
             await client.pause_campaign(campaign_id)
         assert twice.value.error == "illegal_transition"
+        assert (twice.value.current_status, twice.value.allowed) == ("paused", ["cancel", "resume"])
         assert (await client.resume_campaign(campaign_id)).status in ("scheduled", "sending")
         assert (await client.cancel_campaign(campaign_id)).status == "cancelled"
 
