@@ -14,7 +14,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = { key: sessionStorage.getItem(KEY), customer: null, seen: new Set(), before: null,
   loading: false, source: null, syncTimer: null, cases: new Map(), queueTimer: null, queueBusy: false,
-  queueShown: "", statusShown: false };
+  queueShown: "", statusShown: false, campaignsBefore: null, campaignsBusy: false };
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -119,6 +119,7 @@ function signOut(clear = true) {
   state.key = null;
   stopQueue();
   closeCustomer();
+  showSection("desk");
   $("workspace").hidden = true;
   $("signin").hidden = false;
   if (clear) showError(null);
@@ -255,6 +256,11 @@ function summary(item) {
   const d = item.data || {};
   if (item.type.startsWith("crm.case.reply_sent.")) return `reply via ${d.channel} by ${d.author}: "${d.body}"`;
   if (item.type.startsWith("crm.notification.")) return notificationDetail(item.type, d);
+  if (item.type.startsWith("crm.analytics.campaign_response.")) {
+    return [`reached on ${word("channel", d.channel)}`, present(d.amount) && `amount ${d.amount}`,
+      d.attributed_by === "metadata" ? "the interaction named the campaign" : "within the attribution window"]
+      .filter(Boolean).join(" · ");
+  }
   const parts = [];
   if (d.channel && !item.type.startsWith("crm.interaction.recorded.")) {
     parts.push(`${d.direction || ""} ${d.kind || ""} via ${d.channel}`.trim());
@@ -295,11 +301,37 @@ function when(item) {
   return el("time", props, occurred.toLocaleString());
 }
 
+// A campaign's message or response names the campaign: by its name once notification has told
+// it, by its id until then (or when the key may not read campaigns).
+const campaignNames = new Map(); // campaign id -> its name; null while asked or unknown
+
+function timelineLabel(item) {
+  const id = item.data && item.data.campaign_id;
+  if (!id) return labelOf(item);
+  return labelOf({ ...item, data: { ...item.data, campaign_id: campaignNames.get(id) || id } });
+}
+
+function nameCampaign(id) {
+  if (campaignNames.has(id)) return;
+  campaignNames.set(id, null);
+  api("notification", `/v1/campaigns/${encodeURIComponent(id)}`).then((c) => {
+    campaignNames.set(id, c.name);
+    for (const node of document.querySelectorAll("#timeline li[data-campaign-id]")) {
+      if (node.dataset.campaignId === id) node.querySelector(".label").textContent = timelineLabel(node.crmItem);
+    }
+  }).catch(() => {}); // the id stays: still says which campaign
+}
+
 function timelineItem(item, fresh) {
-  return el("li", { class: fresh ? "new" : "", dataset: { eventId: item.event_id, type: item.type } },
-    el("span", { class: "label" }, labelOf(item)),
-    when(item),
-    el("div", { class: "summary" }, summary(item)));
+  const campaignId = item.data && item.data.campaign_id;
+  const node = el("li", { class: fresh ? "new" : "",
+    dataset: { eventId: item.event_id, type: item.type, ...(campaignId ? { campaignId } : {}) } },
+  el("span", { class: "label" }, timelineLabel(item)),
+  when(item),
+  el("div", { class: "summary" }, summary(item)));
+  node.crmItem = item;
+  if (campaignId) nameCampaign(campaignId);
+  return node;
 }
 
 // Infinite scroll: the first page on opening, the next older one whenever the sentinel under the
@@ -590,6 +622,74 @@ function bindTabs() {
   }
 }
 
+// --- campaigns (notification's GET /v1/campaigns; analytics' results per campaign) ----------------
+
+function showSection(name) {
+  for (const button of document.querySelectorAll("nav.sections button")) {
+    const on = button.dataset.section === name;
+    $(button.getAttribute("aria-controls")).hidden = !on;
+    if (on) button.setAttribute("aria-current", "page"); else button.removeAttribute("aria-current");
+  }
+}
+
+// Results are analytics': a campaign it has not read yet (404), or any answer but a page of
+// results, shows "–" rather than failing the whole list.
+async function campaignResults(id) {
+  try {
+    return { results: await api("analytics", `/v1/campaigns/${encodeURIComponent(id)}/results`) };
+  } catch (exc) {
+    return { results: null, note: exc.status === 404 ? "analytics does not know this campaign yet" : exc.message };
+  }
+}
+
+function campaignRow(c, { results, note }) {
+  const counts = c.counts;
+  const suppressed = Object.values(counts.suppressed).reduce((sum, n) => sum + n, 0);
+  const reasons = Object.entries(counts.suppressed).map(([r, n]) => `${word("reason", r)}: ${n}`).join(", ");
+  const dash = (value, show = String) => (results && present(value) ? show(value) : "–");
+  const cell = (col, text, extra = {}) => el("td", { dataset: { col }, ...extra }, text);
+  const num = (col, text, extra = {}) => cell(col, text, { class: "num", ...extra });
+  const missing = results ? {} : { title: note };
+  const due = new Date(c.send_at).toLocaleString();
+  const name = el("td", { dataset: { col: "campaign" } }, el("strong", {}, c.name),
+    el("div", { class: "campaign-meta" }, el("code", {}, c.campaign_id), ` · ${c.purpose} · due ${due}`));
+  return el("tr", { dataset: { campaignId: c.campaign_id, status: c.status } },
+    name,
+    el("td", { dataset: { col: "status" } }, el("span", { class: "badge status" }, c.status),
+      c.reason && c.reason !== c.status ? ` ${word("reason", c.reason)}` : ""),
+    num("audience_size", present(c.audience_size) ? c.audience_size : "not fixed yet"),
+    num("scheduled", counts.scheduled),
+    num("sent", counts.sent),
+    num("delivered", counts.delivered),
+    num("failed", counts.failed),
+    num("suppressed", suppressed, reasons ? { title: reasons } : {}),
+    num("pending", counts.pending),
+    num("responded", dash(results && results.responded), missing),
+    num("response_rate", dash(results && results.response_rate, (r) => `${(r * 100).toFixed(1)} %`), missing),
+    num("conversions", dash(results && results.conversions), missing),
+    num("revenue", dash(results && results.revenue, (r) => r.toFixed(2)), missing),
+    num("unsubscribed", dash(results && results.unsubscribed), missing));
+}
+
+async function loadCampaigns(more = false) {
+  if (state.campaignsBusy) return;
+  state.campaignsBusy = true;
+  try {
+    const q = new URLSearchParams({ limit: PAGE });
+    if (more && state.campaignsBefore) q.set("before", state.campaignsBefore);
+    const page = await api("notification", `/v1/campaigns?${q}`);
+    const results = await Promise.all(page.campaigns.map((c) => campaignResults(c.campaign_id)));
+    const rows = page.campaigns.map((c, i) => campaignRow(c, results[i]));
+    if (more) $("campaign-rows").append(...rows); else $("campaign-rows").replaceChildren(...rows);
+    state.campaignsBefore = page.next_before;
+    $("campaigns-more").hidden = !page.next_before;
+    $("campaigns-empty").hidden = $("campaign-rows").children.length > 0;
+    $("campaigns-live").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } finally {
+    state.campaignsBusy = false;
+  }
+}
+
 // --- wiring --------------------------------------------------------------------------------------
 
 function onSubmit(id, fn) {
@@ -609,6 +709,17 @@ $("load-more").addEventListener("click", () => guarded(loadTimeline));
 $("suggestions-refresh").addEventListener("click", () => guarded(loadSuggestions));
 olderPages.observe($("timeline-end"));
 $("signout").addEventListener("click", () => signOut());
+for (const button of document.querySelectorAll("nav.sections button")) {
+  button.addEventListener("click", () => guarded(async () => {
+    showSection(button.dataset.section);
+    if (button.dataset.section === "campaigns") {
+      $("campaigns-h").focus();
+      await loadCampaigns();
+    }
+  }));
+}
+$("campaigns-refresh").addEventListener("click", () => guarded(() => loadCampaigns()));
+$("campaigns-more").addEventListener("click", () => guarded(() => loadCampaigns(true)));
 bindTabs();
 onSubmit("work-form", async (f) => {
   sessionStorage.setItem(TEAM, f.team.value.trim());

@@ -1,8 +1,9 @@
 // Human labels for the timeline's event types, from labels.json beside this page (one entry per
 // event type of contracts/, checked by tests/browser/test_console_labels.py). A template names
 // fields of the event's data: {field} (or {field|text} when it may be null), and [ ... ] is left
-// out when a field inside it is missing. `words` turns a field's values into words; any other
-// value is shown with spaces for underscores.
+// out when a field inside it is missing or reads as nothing (a message's kind, say). `words`
+// turns a field's values into words; any other value is shown with spaces for underscores, but
+// ids (*_id fields) as they are.
 "use strict";
 
 const LABELS = { labels: {}, words: {} };
@@ -30,13 +31,15 @@ function present(value) { return value !== null && value !== undefined && value 
 function word(field, value) {
   const words = LABELS.words[field] || {};
   const key = String(value);
+  if (field.endsWith("_id")) return key; // an id (or the name shown for it) is never a word to rewrite
   return Object.prototype.hasOwnProperty.call(words, key) ? words[key] : key.replace(/_/g, " ");
 }
 
 function renderLabel(template, data) {
   const fields = (text) => [...text.matchAll(/\{(\w+)(?:\|[^}]*)?\}/g)].map((m) => m[1]);
   const text = template
-    .replace(/\[([^\]]*)\]/g, (_, inner) => (fields(inner).every((f) => present(data[f])) ? inner : ""))
+    .replace(/\[([^\]]*)\]/g, (_, inner) =>
+      (fields(inner).every((f) => present(data[f]) && word(f, data[f]) !== "") ? inner : ""))
     .replace(/\{(\w+)(?:\|([^}]*))?\}/g, (_, f, fallback) => (present(data[f]) ? word(f, data[f]) : fallback ?? ""));
   return capitalized(text);
 }

@@ -5,6 +5,7 @@ import inspect
 import json
 import tomllib
 import typing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,20 @@ SAMPLES: dict[str, Call[Any]] = {
     "add_note": ops.add_note("k1", "called back", version=3, author="ana"),
     "link_interaction": ops.link_interaction("k1", "e1", version=3),
     "set_agent_status": ops.set_agent_status("ana", "online"),
+    "create_campaign": ops.create_campaign(
+        "spring",
+        {"segment": "loyal", "region": "DE"},
+        "marketing",
+        {"en": {"subject": "Hi", "body": "Hello {customer_id}"}},
+        send_at=datetime(2026, 12, 8, 9, tzinfo=UTC),
+        campaign_id="spring-1",
+    ),
+    "campaigns": ops.campaigns(limit=5, before="x"),
+    "campaign": ops.campaign("spring-1"),
+    "pause_campaign": ops.pause_campaign("spring-1"),
+    "resume_campaign": ops.resume_campaign("spring-1"),
+    "cancel_campaign": ops.cancel_campaign("spring-1"),
+    "campaign_results": ops.campaign_results("spring-1"),
 }
 
 

@@ -4,7 +4,7 @@ typed errors, the agents' case calls, the two examples; Client and AsyncClient a
 
 import importlib.util
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from crm_client import (
     AsyncClient,
+    CampaignResults,
     Client,
     Conflict,
     Forbidden,
@@ -21,7 +22,7 @@ from crm_client import (
 )
 from crmtools.devstack import Stack
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, eventually
 from tests.e2e.helpers import make_key
 
 pytestmark = pytest.mark.e2e
@@ -200,3 +201,57 @@ def test_the_chat_widget_example_reads_its_own_messages(stack: Stack) -> None:
     page = widget.main(stack.services["intake"].url, ADMIN_KEY, email(), uuid.uuid4().hex[:8])
     messages = [e.data["content"] for e in page.events if e.type == INTERACTION]
     assert messages == ["Sorry to hear that! Have you restarted it?", "Hi, my router keeps dropping the connection."]
+
+
+async def test_a_campaign_is_created_read_paused_cancelled_and_measured_through_the_client(stack: Stack) -> None:
+    notification, analytics = stack.services["notification"].url, stack.services["analytics"].url
+    campaign_id = f"client-{uuid.uuid4().hex[:8]}"
+    audience = {"segment": "vip", "region": "DE"}
+    templates = {"en": {"subject": "{campaign_name}", "body": "Hello {customer_id}"}}
+    later = datetime.now(UTC) + timedelta(days=1)  # not due: nobody is messaged by this test
+    urls = {"notification_url": notification, "analytics_url": analytics}
+    async with AsyncClient(stack.services["intake"].url, ADMIN_KEY, **urls) as client:
+        created = await client.create_campaign(
+            "Client spring", audience, "marketing", templates, send_at=later, campaign_id=campaign_id
+        )
+        assert (created.campaign_id, created.status, created.audience_size) == (campaign_id, "scheduled", None)
+        assert created.send_at == later and created.counts.sent == 0
+        again = await client.create_campaign(
+            "Client spring", audience, "marketing", templates, send_at=later, campaign_id=campaign_id
+        )
+        assert again.campaign_id == campaign_id  # a retry with the same id and body is the same campaign
+        with pytest.raises(Conflict):
+            await client.create_campaign("Other", audience, "marketing", templates, campaign_id=campaign_id)
+        with pytest.raises(ValidationFailed) as refused:
+            await client.create_campaign("Bad", audience, "marketing", {"en": {"subject": "{nope}", "body": "x"}})
+        assert refused.value.errors
+
+        assert (await client.campaign(campaign_id)).name == "Client spring"
+        listed = await client.campaigns(limit=100)
+        assert campaign_id in [c.campaign_id for c in listed.campaigns]
+        assert (await client.pause_campaign(campaign_id)).status == "paused"
+        with pytest.raises(Conflict) as twice:
+            await client.pause_campaign(campaign_id)
+        assert twice.value.error == "illegal_transition"
+        assert (twice.value.current_status, twice.value.allowed) == ("paused", ["cancel", "resume"])
+        assert (await client.resume_campaign(campaign_id)).status in ("scheduled", "sending")
+        assert (await client.cancel_campaign(campaign_id)).status == "cancelled"
+
+        with pytest.raises(NotFound):
+            await client.campaign_results(f"none-{uuid.uuid4().hex[:8]}")
+
+        async def results_known() -> CampaignResults | None:
+            try:
+                return await client.campaign_results(campaign_id)
+            except NotFound:  # analytics has not read the campaign's creation yet
+                return None
+
+        results = await eventually(results_known, 30, "analytics knows the campaign")
+        assert (results.campaign_id, results.name) == (campaign_id, "Client spring")
+        assert results.sent == 0 and results.response_rate is None and results.revenue == 0
+
+    # the blocking client reads the same; without the service's URL it refuses the call
+    with Client(stack.services["intake"].url, ADMIN_KEY, notification_url=notification) as blocking:
+        assert blocking.campaign(campaign_id).status == "cancelled"
+        with pytest.raises(ValueError, match="analytics_url"):
+            blocking.campaign_results(campaign_id)

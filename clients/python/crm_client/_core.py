@@ -20,10 +20,11 @@ from crm_client import errors
 from crm_client.models import FieldError, Timeline
 
 T = TypeVar("T")
-Service = Literal["intake", "case"]
+Service = Literal["intake", "case", "notification", "analytics"]
 # always: idempotent (a GET, a PUT, a POST with an idempotency key or a client-chosen id), so any
-# failure may be retried. unsent: a case command guarded by the case version; retried only when
-# it surely did not take effect (no connection made, 429, 503).
+# failure may be retried. unsent: a command that is not safe to repeat blindly (a case command
+# guarded by the case version, a campaign's pause/resume/cancel); retried only when it surely did
+# not take effect (no connection made, 429, 503).
 RetryWhen = Literal["always", "unsent"]
 RETRY_STATUSES = frozenset({429, 503})
 MAX_REDIRECTS = 5

@@ -2,16 +2,19 @@
 
 One client talks to the services of one deployment with one API key. `base_url` is intake's URL:
 everything a channel front end needs (interactions, timelines, customers) is there, and every
-service serves the same timeline. `case_url` is the case service's, for the agents' calls; a
-client without one refuses them. One object rather than one per service, so a front end holds one
-key, one retry policy and one place to configure; addresses rather than one gateway URL, because
-the services are deployed apart (ports 8001 and 8002 under `make run`).
+service serves the same timeline. `case_url` is the case service's, for the agents' calls;
+`notification_url` and `analytics_url` are those services', for the campaign calls (notification
+sends campaigns, analytics measures them). A client without the URL a call needs refuses it. One
+object rather than one per service, so a front end holds one key, one retry policy and one place
+to configure; addresses rather than one gateway URL, because the services are deployed apart
+(ports 8001 to 8004 under `make run`).
 """
 
 import asyncio
 import random
 import time
 from collections.abc import Generator, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -19,7 +22,19 @@ import httpx
 
 from crm_client import operations as ops
 from crm_client._core import Call, Outcome, Retry, Send, Sleep, Step, conduct
-from crm_client.models import Accepted, AgentChange, Case, CaseChange, CaseList, Customer, Queue, Timeline
+from crm_client.models import (
+    Accepted,
+    AgentChange,
+    Campaign,
+    CampaignList,
+    CampaignResults,
+    Case,
+    CaseChange,
+    CaseList,
+    Customer,
+    Queue,
+    Timeline,
+)
 
 T = TypeVar("T")
 # Looked up at each wait, so tests can make the waits instant.
@@ -35,11 +50,18 @@ class _Base:
         timeout: float = 10,
         *,
         case_url: str | None = None,
+        notification_url: str | None = None,
+        analytics_url: str | None = None,
         retry: Retry | None = None,
     ) -> None:
         from crm_client import __version__
 
-        self.urls = {"intake": base_url, "case": case_url}
+        self.urls = {
+            "intake": base_url,
+            "case": case_url,
+            "notification": notification_url,
+            "analytics": analytics_url,
+        }
         self.timeout = timeout
         self.retry = retry or Retry()
         self._rng = random.Random()
@@ -75,10 +97,20 @@ class Client(_Base):
         timeout: float = 10,
         *,
         case_url: str | None = None,
+        notification_url: str | None = None,
+        analytics_url: str | None = None,
         retry: Retry | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, timeout, case_url=case_url, retry=retry)
+        super().__init__(
+            base_url,
+            api_key,
+            timeout,
+            case_url=case_url,
+            notification_url=notification_url,
+            analytics_url=analytics_url,
+            retry=retry,
+        )
         # Redirects are the core's to follow: only 308, only where the call says a merged id may answer it.
         self._http = httpx.Client(follow_redirects=False, transport=transport)
 
@@ -212,6 +244,44 @@ class Client(_Base):
     def set_agent_status(self, agent_id: str, status: str) -> AgentChange:
         return self._run(ops.set_agent_status(agent_id, status))
 
+    # ---- campaigns ----
+
+    def create_campaign(
+        self,
+        name: str,
+        audience: Mapping[str, Any],
+        purpose: str,
+        templates: Mapping[str, Mapping[str, str]],
+        *,
+        send_at: datetime | None = None,
+        campaign_id: str | None = None,
+    ) -> Campaign:
+        """Create a campaign (notification); retried safely with one campaign id."""
+        return self._run(
+            ops.create_campaign(name, audience, purpose, templates, send_at=send_at, campaign_id=campaign_id)
+        )
+
+    def campaigns(self, *, limit: int = 50, before: str | None = None) -> CampaignList:
+        """A page of campaigns, newest first."""
+        return self._run(ops.campaigns(limit=limit, before=before))
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        """The campaign's status, audience size and counts."""
+        return self._run(ops.campaign(campaign_id))
+
+    def pause_campaign(self, campaign_id: str) -> Campaign:
+        return self._run(ops.pause_campaign(campaign_id))
+
+    def resume_campaign(self, campaign_id: str) -> Campaign:
+        return self._run(ops.resume_campaign(campaign_id))
+
+    def cancel_campaign(self, campaign_id: str) -> Campaign:
+        return self._run(ops.cancel_campaign(campaign_id))
+
+    def campaign_results(self, campaign_id: str) -> CampaignResults:
+        """What the campaign achieved (analytics); NotFound until analytics has seen it."""
+        return self._run(ops.campaign_results(campaign_id))
+
 
 class AsyncClient(_Base):
     """The asyncio client: `Client`'s methods, awaited. Use it as an async context manager, or await aclose()."""
@@ -223,10 +293,20 @@ class AsyncClient(_Base):
         timeout: float = 10,
         *,
         case_url: str | None = None,
+        notification_url: str | None = None,
+        analytics_url: str | None = None,
         retry: Retry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, timeout, case_url=case_url, retry=retry)
+        super().__init__(
+            base_url,
+            api_key,
+            timeout,
+            case_url=case_url,
+            notification_url=notification_url,
+            analytics_url=analytics_url,
+            retry=retry,
+        )
         self._http = httpx.AsyncClient(follow_redirects=False, transport=transport)
 
     async def _run(self, call: Call[T]) -> T:
@@ -364,3 +444,41 @@ class AsyncClient(_Base):
 
     async def set_agent_status(self, agent_id: str, status: str) -> AgentChange:
         return await self._run(ops.set_agent_status(agent_id, status))
+
+    # ---- campaigns ----
+
+    async def create_campaign(
+        self,
+        name: str,
+        audience: Mapping[str, Any],
+        purpose: str,
+        templates: Mapping[str, Mapping[str, str]],
+        *,
+        send_at: datetime | None = None,
+        campaign_id: str | None = None,
+    ) -> Campaign:
+        """Create a campaign (notification); retried safely with one campaign id."""
+        return await self._run(
+            ops.create_campaign(name, audience, purpose, templates, send_at=send_at, campaign_id=campaign_id)
+        )
+
+    async def campaigns(self, *, limit: int = 50, before: str | None = None) -> CampaignList:
+        """A page of campaigns, newest first."""
+        return await self._run(ops.campaigns(limit=limit, before=before))
+
+    async def campaign(self, campaign_id: str) -> Campaign:
+        """The campaign's status, audience size and counts."""
+        return await self._run(ops.campaign(campaign_id))
+
+    async def pause_campaign(self, campaign_id: str) -> Campaign:
+        return await self._run(ops.pause_campaign(campaign_id))
+
+    async def resume_campaign(self, campaign_id: str) -> Campaign:
+        return await self._run(ops.resume_campaign(campaign_id))
+
+    async def cancel_campaign(self, campaign_id: str) -> Campaign:
+        return await self._run(ops.cancel_campaign(campaign_id))
+
+    async def campaign_results(self, campaign_id: str) -> CampaignResults:
+        """What the campaign achieved (analytics); NotFound until analytics has seen it."""
+        return await self._run(ops.campaign_results(campaign_id))

@@ -57,7 +57,9 @@ class Conflict(CrmError):
 
     @property
     def current_status(self) -> str | None:
-        return self.body.get("current_status")
+        # case names it current_status, notification (a campaign's transition) current
+        found = self.body.get("current_status", self.body.get("current"))
+        return None if found is None else str(found)
 
     @property
     def allowed(self) -> list[str]:

@@ -255,6 +255,70 @@ class AgentChange(_Model):
     handed_back: list[str]  # going offline: the cases given back to the team's queue
 
 
+# ---- campaigns: notification sends them, analytics measures them --------------------------------
+
+
+class CampaignCounts(_Model):
+    """How far the campaign got: decisions per outcome (sent includes delivered)."""
+
+    scheduled: int
+    sent: int
+    delivered: int
+    failed: int
+    suppressed: dict[str, int]  # by reason: no_consent, blocked_channel, cap, no_address...
+    pending: int  # targets not decided yet
+
+
+class Campaign(_Model):
+    """A campaign as notification sends it (GET /v1/campaigns/{campaign_id}, and after each command)."""
+
+    campaign_id: str
+    name: str
+    status: str  # scheduled, sending, paused, cancelled, completed
+    reason: str | None
+    purpose: str
+    audience: dict[str, Any]
+    templates: dict[str, Any]
+    send_at: datetime
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    audience_size: int | None  # None until analytics has resolved the audience
+    counts: CampaignCounts
+
+
+class CampaignList(_Model):
+    campaigns: list[Campaign]  # newest first
+    next_before: str | None
+
+
+class ChannelResults(_Model):
+    sent: int
+    delivered: int
+    responded: int
+    response_rate: float | None
+    conversions: int
+    revenue: float
+    unsubscribed: int
+
+
+class CampaignResults(_Model):
+    """What the campaign achieved, as analytics attributes responses (GET analytics /v1/campaigns/{id}/results)."""
+
+    campaign_id: str
+    name: str
+    status: str
+    audience_size: int | None
+    sent: int
+    delivered: int
+    responded: int
+    response_rate: float | None  # responders / sent; None while nothing was sent
+    conversions: int  # attributed purchases
+    revenue: float  # sum of metadata.amount of the attributed purchases
+    unsubscribed: int
+    by_channel: dict[str, ChannelResults]
+
+
 # ---- errors ----------------------------------------------------------------------------------
 
 
@@ -293,5 +357,10 @@ SCHEMAS: dict[type[BaseModel], tuple[str, str]] = {
     OwnerQueue: ("case", "OwnerQueue"),
     Queue: ("case", "QueueOut"),
     AgentChange: ("case", "AgentCommandOut"),
+    CampaignCounts: ("notification", "CountsOut"),
+    Campaign: ("notification", "CampaignOut"),
+    CampaignList: ("notification", "CampaignsOut"),
+    ChannelResults: ("analytics", "ChannelResults"),
+    CampaignResults: ("analytics", "CampaignResults"),
     FieldError: ("intake", "FieldError"),
 }

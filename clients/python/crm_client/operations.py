@@ -9,7 +9,19 @@ from datetime import date, datetime
 from typing import Any
 
 from crm_client._core import Call
-from crm_client.models import Accepted, AgentChange, Case, CaseChange, CaseList, Customer, Queue, Timeline
+from crm_client.models import (
+    Accepted,
+    AgentChange,
+    Campaign,
+    CampaignList,
+    CampaignResults,
+    Case,
+    CaseChange,
+    CaseList,
+    Customer,
+    Queue,
+    Timeline,
+)
 
 TIMELINE_PATH = "/v1/customers/{customer_id}/timeline"
 
@@ -215,4 +227,82 @@ def set_agent_status(agent_id: str, status: str) -> Call[AgentChange]:
         AgentChange.model_validate,
         {"agent_id": agent_id},
         json={"status": status},
+    )
+
+
+# ---- campaigns: notification sends, analytics measures -------------------------------------------
+
+
+def create_campaign(
+    name: str,
+    audience: Mapping[str, Any],
+    purpose: str,
+    templates: Mapping[str, Mapping[str, str]],
+    *,
+    send_at: datetime | None = None,
+    campaign_id: str | None = None,
+) -> Call[Campaign]:
+    body = _query(name=name, audience=_jsonable(audience), purpose=purpose, templates=_jsonable(templates))
+    if send_at is not None:
+        body["send_at"] = _jsonable(send_at)
+    # A campaign id chosen here makes a retry safe: the same id and body is the same campaign.
+    body["campaign_id"] = campaign_id or str(uuid.uuid4())
+    return Call("createCampaign", "notification", "POST", "/v1/campaigns", Campaign.model_validate, json=body)
+
+
+def campaigns(*, limit: int = 50, before: str | None = None) -> Call[CampaignList]:
+    return Call(
+        "listCampaigns",
+        "notification",
+        "GET",
+        "/v1/campaigns",
+        CampaignList.model_validate,
+        params=_query(limit=limit, before=before),
+    )
+
+
+def campaign(campaign_id: str) -> Call[Campaign]:
+    return Call(
+        "getCampaign",
+        "notification",
+        "GET",
+        "/v1/campaigns/{campaign_id}",
+        Campaign.model_validate,
+        {"campaign_id": campaign_id},
+    )
+
+
+def _campaign_command(operation_id: str, campaign_id: str, action: str) -> Call[Campaign]:
+    return Call(
+        operation_id,
+        "notification",
+        "POST",
+        "/v1/campaigns/{campaign_id}:" + action,
+        Campaign.model_validate,
+        {"campaign_id": campaign_id},
+        # pausing twice is a 409 (not paused any more, or already): retried only when surely unsent
+        retry="unsent",
+    )
+
+
+def pause_campaign(campaign_id: str) -> Call[Campaign]:
+    return _campaign_command("pauseCampaign", campaign_id, "pause")
+
+
+def resume_campaign(campaign_id: str) -> Call[Campaign]:
+    return _campaign_command("resumeCampaign", campaign_id, "resume")
+
+
+def cancel_campaign(campaign_id: str) -> Call[Campaign]:
+    return _campaign_command("cancelCampaign", campaign_id, "cancel")
+
+
+def campaign_results(campaign_id: str) -> Call[CampaignResults]:
+    return Call(
+        "getCampaignResults",
+        "analytics",
+        "GET",
+        "/v1/campaigns/{campaign_id}/results",
+        CampaignResults.model_validate,
+        {"campaign_id": campaign_id},
     )
