@@ -194,3 +194,55 @@ async def test_a_campaign_reaches_exactly_the_right_customers_everywhere(stack: 
         )
         assert (got["audience_size"], got["sent"], got["responded"]) == (5, 3, 1)
         assert (got["conversions"], got["revenue"]) == (1, 42.5)
+
+
+async def test_notification_killed_mid_send_sends_nobody_twice(stack: Stack, smtp: SmtpServer) -> None:
+    service = stack.services["notification"]
+    region, tag, size = region_code(), uuid.uuid4().hex[:8], 20
+    async with api_client(timeout=20) as client:
+        people = People(stack, client, region)
+        customers = []
+        for n in range(size):
+            body = interaction_body("x", customer={"email": f"cmp-kill-{n}-{tag}@example.com"})
+            r = await client.post(f"{people.intake}/v1/interactions", json=body)
+            assert r.status_code == 202, r.text
+            customers.append(r.json()["customer_id"])
+            await people.put(customers[-1], "preferences", {"region": region})
+            await people.consent(customers[-1])
+        await people.settled()
+
+        r = await client.post(
+            f"{service.url}/v1/campaigns",
+            json={
+                "name": f"Restart {tag}",
+                "audience": {"region": region},
+                "purpose": "marketing",
+                "templates": {"en": {"subject": "{campaign_name}", "body": "Hello"}},
+            },
+        )
+        assert r.status_code == 201, r.text
+        campaign_id = r.json()["campaign_id"]
+
+        async def under_way() -> dict[str, Any] | None:
+            got: dict[str, Any] = (await client.get(f"{service.url}/v1/campaigns/{campaign_id}")).json()
+            return got if got["status"] == "sending" and 0 < got["counts"]["pending"] < size - 2 else None
+
+        await eventually(under_way, 60, "the campaign half sent")
+        service.kill()  # SIGKILL: no graceful end of the batch in flight
+        service.start()
+        service.wait_ready()
+
+        done = await wait_campaign(client, service.url, campaign_id, "completed")
+        assert (done["audience_size"], done["counts"]["pending"]) == (size, 0)
+
+        async def all_out() -> dict[str, Any] | None:
+            got: dict[str, Any] = (await client.get(f"{service.url}/v1/campaigns/{campaign_id}")).json()
+            return got if got["counts"]["sent"] + got["counts"]["failed"] == size else None
+
+        await eventually(all_out, 60, "every target sent (or dead-lettered as outcome unknown)")
+        for customer in customers:
+            found = await decisions(client, service.url, customer, campaign_id)
+            assert len({e["data"]["notification_id"] for e in found}) == 1, customer
+        mails = [m["To"] for m in smtp.messages if m["Subject"] == f"Restart {tag}"]
+        assert len(mails) == len(set(mails))  # nobody twice
+        assert len(mails) >= size - 1  # at most the one in flight at the kill is unknown
