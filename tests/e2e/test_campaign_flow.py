@@ -158,6 +158,8 @@ async def test_a_campaign_reaches_exactly_the_right_customers_everywhere(stack: 
                 assert first["reason"] == "no_consent"
             else:
                 assert first["delayed_reason"] == ("quiet_hours" if customer == quiet else None)
+            if customer == quiet:  # later, not dropped: once the quiet hours are over
+                assert datetime.fromisoformat(first["deliver_at"]) > now + timedelta(hours=1)
             # on every service's timeline, and the four timelines the same
             for event in found:
                 await wait_applied(client, stack, customer, event["event_id"], timeout_ms=15_000)
@@ -173,6 +175,11 @@ async def test_a_campaign_reaches_exactly_the_right_customers_everywhere(stack: 
             [f"cmp-0-{tag}@example.com", f"cmp-1-{tag}@example.com", email]
         )
 
+        # the one the campaign did not reach buys: not the campaign's response
+        unreached = interaction_body("x", kind="purchase", customer={"id": refused}, metadata={"amount": 99})
+        await post_and_wait(client, stack, unreached)
+        got = await eventually(lambda: campaign_results(client, analytics, campaign_id, sent=3), 30, "sent counted")
+        assert (got["responded"], got["revenue"]) == (0, 0.0)
         # a reached customer buys something: attributed to the campaign, counted in its results
         purchase = interaction_body("x", kind="purchase", customer={"id": reached[0]}, metadata={"amount": 42.5})
         bought = await post_and_wait(client, stack, purchase)
@@ -194,6 +201,7 @@ async def test_a_campaign_reaches_exactly_the_right_customers_everywhere(stack: 
         )
         assert (got["audience_size"], got["sent"], got["responded"]) == (5, 3, 1)
         assert (got["conversions"], got["revenue"]) == (1, 42.5)
+        assert (got["status"], got["response_rate"], list(got["by_channel"])) == ("completed", 0.3333, ["email"])
 
 
 async def test_notification_killed_mid_send_sends_nobody_twice(stack: Stack, smtp: SmtpServer) -> None:
@@ -246,3 +254,6 @@ async def test_notification_killed_mid_send_sends_nobody_twice(stack: Stack, smt
         mails = [m["To"] for m in smtp.messages if m["Subject"] == f"Restart {tag}"]
         assert len(mails) == len(set(mails))  # nobody twice
         assert len(mails) >= size - 1  # at most the one in flight at the kill is unknown
+        sent = (await client.get(f"{service.url}/v1/campaigns/{campaign_id}")).json()["counts"]["sent"]
+        analytics = stack.services["analytics"].url
+        await eventually(lambda: campaign_results(client, analytics, campaign_id, sent=sent), 30, "sent counted")
