@@ -251,6 +251,8 @@ async def test_notification_killed_mid_send_sends_nobody_twice(stack: Stack, smt
         for customer in customers:
             found = await decisions(client, service.url, customer, campaign_id)
             assert len({e["data"]["notification_id"] for e in found}) == 1, customer
+            await wait_applied(client, stack, customer, found[-1]["event_id"], timeout_ms=15_000)
+            assert len(set((await digests(stack, customer, client)).values())) == 1, customer
         mails = [m["To"] for m in smtp.messages if m["Subject"] == f"Restart {tag}"]
         assert len(mails) == len(set(mails))  # nobody twice
         assert len(mails) >= size - 1  # at most the one in flight at the kill is unknown
