@@ -259,3 +259,55 @@ async def test_notification_killed_mid_send_sends_nobody_twice(stack: Stack, smt
         sent = (await client.get(f"{service.url}/v1/campaigns/{campaign_id}")).json()["counts"]["sent"]
         analytics = stack.services["analytics"].url
         await eventually(lambda: campaign_results(client, analytics, campaign_id, sent=sent), 30, "sent counted")
+
+
+async def test_a_campaign_cancelled_mid_send_sends_no_more(stack: Stack, smtp: SmtpServer) -> None:
+    url = stack.services["notification"].url
+    region, tag, size = region_code(), uuid.uuid4().hex[:8], 20
+    async with api_client(timeout=20) as client:
+        people = People(stack, client, region)
+        for n in range(size):
+            body = interaction_body("x", customer={"email": f"cmp-cancel-{n}-{tag}@example.com"})
+            r = await client.post(f"{people.intake}/v1/interactions", json=body)
+            assert r.status_code == 202, r.text
+            await people.put(r.json()["customer_id"], "preferences", {"region": region})
+            await people.consent(r.json()["customer_id"])
+        await people.settled()
+        body = {
+            "name": f"Cancel {tag}",
+            "audience": {"region": region},
+            "purpose": "marketing",
+            "templates": {"en": {"subject": "{campaign_name}", "body": "Hello"}},
+        }
+        r = await client.post(f"{url}/v1/campaigns", json=body)
+        assert r.status_code == 201, r.text
+        campaign_id = r.json()["campaign_id"]
+
+        async def under_way() -> dict[str, Any] | None:
+            got: dict[str, Any] = (await client.get(f"{url}/v1/campaigns/{campaign_id}")).json()
+            return got if got["status"] == "sending" and 0 < got["counts"]["pending"] < size - 2 else None
+
+        await eventually(under_way, 60, "the campaign half sent")
+        r = await client.post(f"{url}/v1/campaigns/{campaign_id}:cancel")
+        assert (r.status_code, r.json()["status"]) == (200, "cancelled"), r.text
+        pending = r.json()["counts"]["pending"]
+        assert pending > 0
+        # the cancel waited for the batch in flight: once what was decided before it is out, the
+        # undecided targets are still undecided and got no mail
+        await eventually(lambda: _sent_settled(client, url, campaign_id, size - pending), 30, "in-flight sent")
+        got = (await client.get(f"{url}/v1/campaigns/{campaign_id}")).json()
+        assert (got["status"], got["counts"]["pending"]) == ("cancelled", pending)
+        mails = [m["To"] for m in smtp.messages if m["Subject"] == f"Cancel {tag}"]
+        assert len(mails) == len(set(mails)) == size - pending
+        analytics = stack.services["analytics"].url
+        results = await eventually(
+            lambda: campaign_results(client, analytics, campaign_id, status="cancelled", sent=size - pending),
+            30,
+            "analytics sees the cancel",
+        )
+        assert results["audience_size"] == size
+
+
+async def _sent_settled(client: httpx.AsyncClient, url: str, campaign_id: str, decided: int) -> bool | None:
+    counts = (await client.get(f"{url}/v1/campaigns/{campaign_id}")).json()["counts"]
+    return True if counts["sent"] + counts["failed"] == decided and counts["scheduled"] == 0 else None
