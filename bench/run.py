@@ -377,8 +377,9 @@ def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str
 
 def send_campaign(stack: Stack, customers: int) -> dict[str, Any]:
     """The campaign scenario (bench/campaign.py) in its own process."""
-    return load(stack, "campaign", 3600, "--notification", stack.services["notification"].url, "--customers",
-                str(customers), "--campaign-rate", str(CAMPAIGN_RATE_PER_S), "--rate", str(CAMPAIGN_FRESH_RATE),
+    notification = stack.services["notification"]
+    return load(stack, "campaign", 3600, "--notification", notification.url, "--customers", str(customers),
+                "--campaign-rate", notification.env["CAMPAIGN_RATE_PER_S"], "--rate", str(CAMPAIGN_FRESH_RATE),
                 "--drain-timeout", "300", module="bench.campaign")  # fmt: skip
 
 
@@ -386,9 +387,10 @@ def campaign_rows(result: dict[str, Any]) -> list[Row]:
     return [Row(name, value) for name, value in campaign.rows(result)]
 
 
-def measure_campaign(customers: int, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
+def measure_campaign(customers: int, rate: float, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
     """The campaign scenario alone (`--only campaign`), on a stack of its own."""
-    stack = Stack(data_dir, pg_port=0, kafka_port=0, service_ports={}, env=STACK_ENV)
+    env = {**STACK_ENV, "CAMPAIGN_RATE_PER_S": f"{rate:g}"}
+    stack = Stack(data_dir, pg_port=0, kafka_port=0, service_ports={}, env=env)
     try:
         stack.start_infra()
         stack.start_services()
@@ -593,9 +595,9 @@ def machine(load_before: float, load_after: float, speed: float) -> str:
     )
 
 
-def only_campaign(customers: int, output: Path | None) -> int:
+def only_campaign(customers: int, rate: float, output: Path | None) -> int:
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
-        rows, notes = measure_campaign(customers, Path(tmp))
+        rows, notes = measure_campaign(customers, rate, Path(tmp))
     text = table(rows) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
     print(text)
     if output is not None:
@@ -609,12 +611,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=None, help="default BENCHMARKS.md; --only writes none unless given")
     p.add_argument("--only", choices=["campaign"], help="run this scenario alone and print its rows")
     p.add_argument("--campaign-customers", type=int, help="the campaign's audience (default 10,000; quick 200)")
+    p.add_argument(
+        "--campaign-rate",
+        type=float,
+        default=CAMPAIGN_RATE_PER_S,
+        help=f"with --only campaign: the stack's CAMPAIGN_RATE_PER_S (default {CAMPAIGN_RATE_PER_S})",
+    )
     a = p.parse_args(argv)
     plan = QUICK if a.quick else FULL
     if a.campaign_customers:
         plan = replace(plan, campaign_customers=a.campaign_customers)
     if a.only:
-        return only_campaign(plan.campaign_customers, a.output)
+        return only_campaign(plan.campaign_customers, a.campaign_rate, a.output)
     a.output = a.output or ROOT / "BENCHMARKS.md"
     load_before = os.getloadavg()[0]
     speed = python_speed()
