@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--readers", required=True, help="comma-separated service URLs whose timelines count")
     p.add_argument("--customers", type=int, default=10_000)
     p.add_argument("--campaign-rate", type=float, required=True, help="the stack's CAMPAIGN_RATE_PER_S (reported)")
-    p.add_argument("--send-timeout", type=float, default=900)
+    p.add_argument("--send-timeout", type=float, default=3000)  # 10,000 at ~10/s: ~17 min
     # the freshness probe's own (bench.load fresh)
     p.add_argument("--rate", type=float, default=100)
     p.add_argument("--sample-every", type=int, default=10)
