@@ -13,6 +13,7 @@ the first bound of the single-POST figure and took cores from every other one.
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -62,6 +63,11 @@ class Http:
     async def post(self, url: str, body: Any) -> tuple[int, Any]:
         data = orjson.dumps(body)
         async with self._session.post(url, data=data, headers={"Content-Type": "application/json"}) as r:
+            return r.status, await _json(r)
+
+    async def put(self, url: str, body: Any) -> tuple[int, Any]:
+        data = orjson.dumps(body)
+        async with self._session.put(url, data=data, headers={"Content-Type": "application/json"}) as r:
             return r.status, await _json(r)
 
     async def get(self, url: str, params: dict[str, str | int] | None = None) -> tuple[int, Any]:
@@ -191,7 +197,11 @@ async def single(a: argparse.Namespace) -> dict[str, Any]:
     return latency_figures(lat, errors, elapsed, cpu_s, idle_wait_s, idle)
 
 
-async def fresh(a: argparse.Namespace) -> dict[str, Any]:
+async def fresh(
+    a: argparse.Namespace, sampling: asyncio.Event | None = None, stop: asyncio.Event | None = None
+) -> dict[str, Any]:
+    """Paced single POSTs for a.duration seconds after the warm-up, or, given `stop`, until it is
+    set (another scenario measured meanwhile: `sampling` is set once the warm-up is over)."""
     run = uuid.uuid4().hex[:8]
     fresh_s: list[float] = []
     sent = errors = missed = 0
@@ -223,7 +233,11 @@ async def fresh(a: argparse.Namespace) -> dict[str, Any]:
         warm = int(a.rate * a.warmup)
         total = warm + int(a.rate * a.duration)
         skipped = 0
-        for n in range(total):
+        for n in itertools.count():
+            if (n >= total) if stop is None else stop.is_set():
+                break
+            if n == warm and sampling is not None:
+                sampling.set()
             delay = start + n / a.rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -1,6 +1,6 @@
 """`make bench`: the docs/product.md §13 figures on this machine, beside the raw limits of the same run.
 
-    python -m bench.run [--quick] [--output BENCHMARKS.md]
+    python -m bench.run [--quick] [--output BENCHMARKS.md] [--only campaign [--campaign-customers N]]
 
 Starts the embedded stack and the four services on free 127.0.0.1 ports in a temporary
 directory, drives load from a separate process (`bench.load`), prints one table and writes it
@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
 from crmtools.devstack import SERVICES, Stack  # noqa: E402
 
-from bench import cpu, pipeline  # noqa: E402
+from bench import campaign, cpu, pipeline  # noqa: E402
 from bench.rebuild import Message, read_log  # noqa: E402
 from bench.rebuild import seed as seed_log  # noqa: E402
 
@@ -74,20 +74,31 @@ class Plan:
     peer_cap_s: float
     rebuild_events: int
     pipeline_events: int
+    campaign_customers: int
 
 
 FULL = Plan(batch_s=60, single_s=20, fresh_s=20, read_events=10_000, read_s=10, raw_s=10, peer_cap_s=60,
-            rebuild_events=1_000_000, pipeline_events=150_000)  # fmt: skip
+            rebuild_events=1_000_000, pipeline_events=150_000, campaign_customers=10_000)  # fmt: skip
 QUICK = Plan(batch_s=5, single_s=3, fresh_s=3, read_events=500, read_s=3, raw_s=2, peer_cap_s=5,
-             rebuild_events=60_000, pipeline_events=5_000)  # fmt: skip
+             rebuild_events=60_000, pipeline_events=5_000, campaign_customers=200)  # fmt: skip
 PEER_DATABASE = "bench_eventsourcing"
+# Above what the sender manages on this machine, so the campaign row is its speed, not the pace;
+# batches are a fifth of it (1,000 targets), as a production rate's would be a fifth of that one.
+CAMPAIGN_RATE_PER_S = 5000
+CAMPAIGN_FRESH_RATE = 100  # the interactions/s of the freshness probe beside the campaign
+STACK_ENV = {
+    "RATE_LIMIT_PER_KEY_RPS": "1000000",
+    "RATE_LIMIT_PER_KEY_BURST": "1000000",
+    "KAFKA_SESSION_TIMEOUT_MS": "6000",
+    "CAMPAIGN_RATE_PER_S": str(CAMPAIGN_RATE_PER_S),
+}
 
 
-def load(stack: Stack, mode: str, timeout_s: float, *args: str) -> dict[str, Any]:
-    """Run one `bench.load` mode in its own process and return its JSON answer."""
+def load(stack: Stack, mode: str, timeout_s: float, *args: str, module: str = "bench.load") -> dict[str, Any]:
+    """Run one `bench.load` (or `module`) mode in its own process and return its JSON answer."""
     readers = ",".join(stack.services[name].url for name in SERVICES)
     env = {**os.environ, "BENCH_API_KEY": stack.admin_key, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "bench.load", mode, "--intake", stack.services["intake"].url, "--readers", readers,
+    cmd = [sys.executable, "-m", module, mode, "--intake", stack.services["intake"].url, "--readers", readers,
            "--cpu-pids", cpu.format_pids(stack_pids(stack))]  # fmt: skip
     out = subprocess.run([*cmd, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
     if out.returncode != 0:
@@ -364,13 +375,33 @@ def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str
     return elapsed, int(m.group(1).replace(",", "")), int(m.group(2)), progress, cpu_s
 
 
-def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[str, str]]:
-    env = {
-        "RATE_LIMIT_PER_KEY_RPS": "1000000",
-        "RATE_LIMIT_PER_KEY_BURST": "1000000",
-        "KAFKA_SESSION_TIMEOUT_MS": "6000",
-    }
+def send_campaign(stack: Stack, customers: int) -> dict[str, Any]:
+    """The campaign scenario (bench/campaign.py) in its own process."""
+    notification = stack.services["notification"]
+    return load(stack, "campaign", 3600, "--notification", notification.url, "--customers", str(customers),
+                "--campaign-rate", notification.env["CAMPAIGN_RATE_PER_S"], "--rate", str(CAMPAIGN_FRESH_RATE),
+                "--drain-timeout", "300", module="bench.campaign")  # fmt: skip
+
+
+def campaign_rows(result: dict[str, Any]) -> list[Row]:
+    return [Row(name, value) for name, value in campaign.rows(result)]
+
+
+def measure_campaign(customers: int, rate: float, data_dir: Path) -> tuple[list[Row], dict[str, str]]:
+    """The campaign scenario alone (`--only campaign`), on a stack of its own."""
+    env = {**STACK_ENV, "CAMPAIGN_RATE_PER_S": f"{rate:g}"}
     stack = Stack(data_dir, pg_port=0, kafka_port=0, service_ports={}, env=env)
+    try:
+        stack.start_infra()
+        stack.start_services()
+        result = send_campaign(stack, customers)
+    finally:
+        stack.stop()
+    return campaign_rows(result), {"campaign": campaign.note(result)}
+
+
+def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[str, str]]:
+    stack = Stack(data_dir, pg_port=0, kafka_port=0, service_ports={}, env=STACK_ENV)
     notes: dict[str, str] = {}
     try:
         stack.start_infra()
@@ -389,6 +420,8 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[
         vacuum_s.append(vacuum(stack))
         r = load(stack, "read", plan.read_s + 240, "--customer", seeded["customer_id"], "--rate", "200",
                  "--duration", str(plan.read_s), "--drain-timeout", "180")  # fmt: skip
+        vacuum_s.append(vacuum(stack))
+        c = send_campaign(stack, plan.campaign_customers)
         rss = {name: rss_mb(svc.proc.pid) for name, svc in stack.services.items() if svc.proc is not None}
 
         # From here on the services are stopped: they would otherwise consume the rebuild's
@@ -437,6 +470,7 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[
             ratio(rebuild, copy), f"{fmt(peer.read, 'events/s')} read back; replay = {ratio(rebuild, peer.read)}x"),
         Row(ROWS[8], fmt(r["p50_ms"], "ms", 1)),
         Row(ROWS[9], fmt(r["p99_ms"], "ms", 1), "< 10 ms"),
+        *campaign_rows(c),
         *(Row(f"RSS {name}", fmt(rss.get(name), "MiB")) for name in SERVICES),
     ]  # fmt: skip
     costs = [
@@ -447,8 +481,8 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[
         CpuCost("rebuild (crm replay)", "event", replayed, replay_cpu, replay_s, rebuild, 50_000),
     ]
     notes["batch"] = (
-        f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches; single, fresh and"
-        f" read, the raw limits and the rebuild each started after {', '.join(f'{v:.0f} s' for v in vacuum_s)}"
+        f"{b['accepted']:,} items in {b['elapsed_s']:.1f} s, {b['errors']} failed batches; single, fresh, read,"
+        f" the campaign, the raw limits and the rebuild each started after {', '.join(f'{v:.0f} s' for v in vacuum_s)}"
         " of VACUUM (ANALYZE) of every service database (and the peer's, before the rebuild)"
     )
     notes["single"] = f"{s['requests']:,} requests, {s['errors']} errors; {idle_note(s)}"
@@ -461,6 +495,7 @@ def measure(plan: Plan, data_dir: Path) -> tuple[list[Row], list[CpuCost], dict[
         f"{r['requests']:,} reads of the newest page of 50 of a {plan.read_events:,}-event customer"
         f" at {r['rate']:.0f}/s, {r['errors']} errors; {idle_note(r)}"
     )
+    notes["campaign"] = campaign.note(c)
     notes["raw limits and peer"] = (
         f"the first {len(sample):,} messages the services put on the event topics in this run"
         f" (on average {sum(sizes) / max(len(sizes), 1):,.0f} bytes with key and headers),"
@@ -560,12 +595,35 @@ def machine(load_before: float, load_after: float, speed: float) -> str:
     )
 
 
+def only_campaign(customers: int, rate: float, output: Path | None) -> int:
+    with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:
+        rows, notes = measure_campaign(customers, rate, Path(tmp))
+    text = table(rows) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())
+    print(text)
+    if output is not None:
+        output.write_text(f"# Benchmarks\n\n`python -m bench.run --only campaign`\n\n{text}\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short runs (a smoke test, not a measurement)")
-    p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    p.add_argument("--output", type=Path, default=None, help="default BENCHMARKS.md; --only writes none unless given")
+    p.add_argument("--only", choices=["campaign"], help="run this scenario alone and print its rows")
+    p.add_argument("--campaign-customers", type=int, help="the campaign's audience (default 10,000; quick 200)")
+    p.add_argument(
+        "--campaign-rate",
+        type=float,
+        default=CAMPAIGN_RATE_PER_S,
+        help=f"with --only campaign: the stack's CAMPAIGN_RATE_PER_S (default {CAMPAIGN_RATE_PER_S})",
+    )
     a = p.parse_args(argv)
     plan = QUICK if a.quick else FULL
+    if a.campaign_customers:
+        plan = replace(plan, campaign_customers=a.campaign_customers)
+    if a.only:
+        return only_campaign(plan.campaign_customers, a.campaign_rate, a.output)
+    a.output = a.output or ROOT / "BENCHMARKS.md"
     load_before = os.getloadavg()[0]
     speed = python_speed()
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp:

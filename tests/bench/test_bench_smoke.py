@@ -27,6 +27,10 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
         assert f"| {row} |" in done.stdout, row
         assert f"| {row} |" in written, row
     assert CPU_HEADING in written
+    # the campaign rows name their size: --quick sends to 200 customers
+    for row in ("campaign send (200 customers)", "freshness during campaign p50", "freshness during campaign p99"):
+        assert f"| {row}" in written, row
+    assert "- campaign: 200 customers" in written
     lines = written.splitlines()
     for scenario in ("intake batch", "single POST at 32 clients", "single POST paced (freshness)",
                      "timeline read at 200/s"):  # fmt: skip
