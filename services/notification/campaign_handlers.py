@@ -197,8 +197,7 @@ async def send_batch(pool: asyncpg.Pool, ctx: NotificationContext, limit: int) -
 
 async def run(ctx: NotificationContext, pool: asyncpg.Pool, rate_per_s: float, idle_s: float) -> None:
     """Forever: a batch at a time, paced to `rate_per_s` targets a second overall."""
-    interval = max(0.2, 1 / rate_per_s)
-    size = campaigns.batch_size(rate_per_s, interval)
+    size, interval = campaigns.pacing(rate_per_s)
     while True:
         started = time.monotonic()
         try:

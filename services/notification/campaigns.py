@@ -174,6 +174,12 @@ def counts(rows: Iterable[tuple[str, str | None, int]], pending: int) -> Counts:
     return Counts(suppressed=suppressed, pending=pending, **totals)
 
 
-def batch_size(rate_per_s: float, interval_s: float) -> int:
-    """Targets per batch so that a batch every `interval_s` keeps to `rate_per_s`."""
-    return max(1, int(rate_per_s * interval_s))
+MAX_BATCH = 50  # targets per transaction: short enough that other notifications never wait long
+BATCH_EVERY_S = 0.2  # at low rates, a batch this often
+
+
+def pacing(rate_per_s: float) -> tuple[int, float]:
+    """(targets per batch, seconds from one batch's start to the next's) that keep to `rate_per_s`
+    with short transactions: a fast campaign runs more batches, not bigger ones."""
+    size = max(1, min(MAX_BATCH, int(rate_per_s * BATCH_EVERY_S)))
+    return size, size / rate_per_s
