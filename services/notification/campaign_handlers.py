@@ -184,6 +184,9 @@ async def send_batch(pool: asyncpg.Pool, ctx: NotificationContext, limit: int) -
             if campaign is None:
                 return 0
             targets = await campaign_store.take_targets(conn, campaign["campaign_id"], limit)
+            # One key lookup for the batch, not one round trip to intake per target (each
+            # decision seals its message under the customer's key; the ring then has them all).
+            await ctx.keyring.keys(targets, create=True)
             for customer_id in targets:
                 await _decide_target(conn, ctx, campaign, customer_id, now)
             await campaign_store.mark_decided(conn, campaign["campaign_id"], targets)

@@ -11,9 +11,10 @@ import dataclasses
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -226,6 +227,28 @@ async def test_a_campaign_decides_every_target_through_the_usual_decisions(harne
         "suppressed": {"no_consent": 1, "no_address": 1},
         "pending": 0,
     }
+
+
+async def test_a_batch_looks_up_its_customers_keys_at_once(harness: CampaignHarness) -> None:
+    people = await _four_customers(harness)
+    campaign_id = await harness.create()
+    await harness.deliver(harness.audience(campaign_id, list(people.values()), part=1, parts=1, size=4))
+    source = harness.keyring.source
+    calls: list[list[str]] = []
+
+    async def counted(customer_ids: Sequence[str], create: bool) -> tuple[dict[str, bytes], set[str]]:
+        calls.append(list(customer_ids))
+        return await source.lookup(customer_ids, create)
+
+    harness.keyring.forget(people.values())
+    harness.keyring.source = SimpleNamespace(lookup=counted)  # type: ignore[assignment]
+    try:
+        assert await harness.send_all(limit=4) == 4
+    finally:
+        harness.keyring.source = source
+    assert sorted(calls[0]) == sorted(people.values())
+    assert all(set(call) <= set(people.values()) for call in calls)
+    assert len(calls) == 1, calls
 
 
 async def test_the_campaigns_own_events_are_on_no_timeline(harness: CampaignHarness) -> None:
