@@ -9,6 +9,7 @@ from typing import Any
 from contracts import topics
 from contracts.case import CASE_PERSONAL_FIELDS
 from contracts.events import PERSONAL_FIELDS
+from contracts.fields import PERSONAL_FIELDS as FIELD_PERSONAL_FIELDS
 from contracts.registry import REGISTRY
 from contracts.security import SIGNED_TYPES
 from contracts.services import SERVICES
@@ -58,7 +59,7 @@ def _fields_table(schema: dict[str, Any]) -> list[str]:
 
 def render_events_md(schemas: dict[str, dict[str, Any]]) -> str:
     """The event catalogue: every registered type by topic, with its payload fields."""
-    personal = {**PERSONAL_FIELDS, **CASE_PERSONAL_FIELDS}
+    personal = {**PERSONAL_FIELDS, **CASE_PERSONAL_FIELDS, **FIELD_PERSONAL_FIELDS}
     out = [
         GENERATED,
         "",

@@ -6,6 +6,7 @@ Each domain module lists its own types (intake in events.py); this module only g
 from contracts.analytics import EVENT_TYPES as ANALYTICS_EVENT_TYPES
 from contracts.case import EVENT_TYPES as CASE_EVENT_TYPES
 from contracts.events import INTAKE_EVENT_TYPES, EventType
+from contracts.fields import EVENT_TYPES as FIELD_EVENT_TYPES
 from contracts.notification import EVENT_TYPES as NOTIFICATION_EVENT_TYPES
 from contracts.security import EVENT_TYPES as SECURITY_EVENT_TYPES
 
@@ -17,6 +18,7 @@ REGISTRY: dict[str, EventType] = {
         *ANALYTICS_EVENT_TYPES,
         *NOTIFICATION_EVENT_TYPES,
         *SECURITY_EVENT_TYPES,
+        *FIELD_EVENT_TYPES,
     )
 }
 

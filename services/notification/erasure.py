@@ -9,13 +9,14 @@ from eventkit import crypto
 
 from contracts.case import CASE_PERSONAL_FIELDS
 from contracts.events import PERSONAL_FIELDS
+from contracts.fields import PERSONAL_FIELDS as FIELD_PERSONAL_FIELDS
 from notification import privacy, store
 from notification.context import NotificationContext
 from notification.messages import suppress
 from notification.store import Row
 
 UNSENT = ("pending", "scheduled", "retrying", "digested")
-_PERSONAL = {**PERSONAL_FIELDS, **CASE_PERSONAL_FIELDS}
+_PERSONAL = {**PERSONAL_FIELDS, **CASE_PERSONAL_FIELDS, **FIELD_PERSONAL_FIELDS}
 
 
 async def erase(conn: asyncpg.Connection, ctx: NotificationContext, ids: Sequence[str]) -> None:

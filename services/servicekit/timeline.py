@@ -24,13 +24,14 @@ from eventkit.envelope import Envelope, format_time
 
 from contracts.case import AGENT_EVENT_PREFIX
 from contracts.events import CUSTOMER_MERGED
+from contracts.fields import FIELD_SUBJECT_PREFIX
 from contracts.notification import CAMPAIGN_EVENT_PREFIX, CAMPAIGN_SUBJECT_PREFIX
 
 MERGED = CUSTOMER_MERGED
-# Events about API keys, agents and campaigns, not a customer: by type prefix (so consumers that
+# Events about API keys, agents, campaigns and field definitions, not a customer: by type prefix (so consumers that
 # filter by type alone skip them too) and, for any type, by subject.
 NOT_ON_TIMELINE = ("crm.auth.", AGENT_EVENT_PREFIX, CAMPAIGN_EVENT_PREFIX)
-NOT_ON_TIMELINE_SUBJECTS = (CAMPAIGN_SUBJECT_PREFIX,)
+NOT_ON_TIMELINE_SUBJECTS = (CAMPAIGN_SUBJECT_PREFIX, FIELD_SUBJECT_PREFIX)
 
 
 def on_timeline(e: Envelope) -> bool:

@@ -16,15 +16,16 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+CaseTypes = Literal["repair", "installation", "billing", "complaint", "request", "inquiry", "other"]
 ChannelUsed = Literal["web", "chat", "email", "phone", "sms", "social", "kiosk", "in_person", "survey"]
 Kind = Literal["message", "call", "visit", "purchase", "complaint", "request", "survey_response", "note", "other"]
 Priority = Literal["low", "normal", "high", "urgent"]
 Purpose = Literal["marketing", "service", "third_party_sharing"]
 Reason = Literal["no_consent", "blocked_channel", "cap", "duplicate", "no_address"]
 Segment = Literal["vip", "champion", "loyal", "new", "at_risk", "dormant", "regular"]
-Skills = Literal["repair", "installation", "billing", "complaint", "request", "inquiry", "other"]
 Status = Literal["scheduled", "sending", "paused", "cancelled", "completed"]
 Status2 = Literal["new", "open", "pending", "resolved", "closed"]
+Type = Literal["text", "number", "date", "enum", "bool"]
 
 
 class CampaignAudience(EventData):
@@ -42,6 +43,30 @@ class CampaignAudience(EventData):
 class CampaignTemplate(EventData):
     subject: str
     body: str
+
+
+class FieldDefinition(EventData):
+    """What an admin posts to /v1/admin/fields, and what each definition event carries."""
+
+    name: str = Field(description="Lower case, digits, _; used as field.<name>.")
+    type: Type
+    values: list[str] | None = Field(
+        default=None,
+        description="The allowed values of an enum (required for enum, refused otherwise).",
+    )
+    label: str | None = Field(default=None, description="What the console shows; the name if none.")
+    case_types: list[CaseTypes] | None = Field(
+        default=None,
+        description="Cases only: the case types the field applies to; all when absent.",
+    )
+    personal: bool = Field(
+        default=False,
+        description="Personal data: sealed under the customer's data key, unreadable after erasure.",
+    )
+    required_to_resolve: bool = Field(
+        default=False,
+        description="Cases only: a case without a value cannot be resolved (409).",
+    )
 
 
 class Identifier(EventData):
@@ -100,7 +125,7 @@ class AgentUpdated(EventData):
     name: str = Field(description="The staff member's name (not a customer's).")
     teams: list[str] = Field(description="The teams whose cases the agent works.")
     capacity: int = Field(description="How many open cases the agent takes at once.")
-    skills: list[Skills] = Field(description="The case types the agent handles.")
+    skills: list[CaseTypes] = Field(description="The case types the agent handles.")
 
 
 class CampaignAudienceResolved(EventData):
@@ -171,6 +196,25 @@ class CaseEscalated(EventData):
     reason: str
 
 
+class CaseFieldsSet(EventData):
+    """Data of crm.case.fields_set.v1."""
+
+    sealed: Sealed | None = Field(default=None, description='Ciphertext of the fields marked "[sealed]".')
+    values: dict[str, bool | int | float | str | None] = Field(
+        default_factory=dict,
+        description="Non-personal fields set (null: cleared), by name.",
+    )
+    personal: dict[str, str | None] = Field(
+        default_factory=dict,
+        description='Personal fields set, each value as JSON text (null: cleared); sealed ("[sealed]" in place).',
+    )
+    changed: list[str] = Field(description="Names of the fields this event set or cleared.")
+    set_by: str = Field(description="The key id that set them.")
+    case_id: str
+    customer_id: str
+    type: CaseTypes = Field(description="The case's type, so reports group without a lookup.")
+
+
 class CaseFollowupRequested(EventData):
     """Data of crm.case.followup_requested.v1."""
 
@@ -210,7 +254,7 @@ class CaseOpened(EventData):
     sealed: Sealed | None = Field(default=None, description='Ciphertext of the fields marked "[sealed]".')
     case_id: str
     customer_id: str
-    type: Skills
+    type: CaseTypes
     priority: Priority
     status: Status2 = Field(description="Always 'new' for a case opened now.")
     team: str
@@ -228,7 +272,7 @@ class CasePriorityChanged(EventData):
     from_priority: Priority
     to_priority: Priority
     reason: str | None = Field(default=None)
-    type: Skills
+    type: CaseTypes
 
 
 class CaseReplySent(EventData):
@@ -241,7 +285,7 @@ class CaseReplySent(EventData):
     author: str
     body: str = Field(description="Personal data: sealed.")
     team: str
-    type: Skills
+    type: CaseTypes
     priority: Priority
 
 
@@ -255,7 +299,7 @@ class CaseReplySla(EventData):
     owner: str | None
     team: str
     priority: Priority
-    type: Skills
+    type: CaseTypes
 
 
 class CaseSla(EventData):
@@ -268,7 +312,7 @@ class CaseSla(EventData):
     owner: str | None
     team: str
     priority: Priority
-    type: Skills
+    type: CaseTypes
 
 
 class CaseStatusChanged(EventData):
@@ -280,7 +324,7 @@ class CaseStatusChanged(EventData):
     from_status: Status2
     to_status: Status2 = Field(description="'resolved' is the resolution; 'open' from 'resolved' is a reopen.")
     reason: str | None
-    type: Skills
+    type: CaseTypes
     priority: Priority
 
 
@@ -291,6 +335,17 @@ class CaseSurveyRecorded(EventData):
     customer_id: str
     score: int = Field(description="The customer's satisfaction score.")
     interaction_event_id: str
+
+
+class CaseTagsChanged(EventData):
+    """Data of crm.case.tags_changed.v1."""
+
+    added: list[str] = Field(description="Tags added (normalised).")
+    removed: list[str] = Field(description="Tags removed (normalised).")
+    tags: list[str] = Field(description="The whole set after the change, sorted.")
+    changed_by: str = Field(description="The key id that changed them.")
+    case_id: str
+    customer_id: str
 
 
 class CaseUnassigned(EventData):
@@ -337,6 +392,23 @@ class CustomerErased(EventData):
     )
 
 
+class CustomerFieldsSet(EventData):
+    """Data of crm.customer.fields_set.v1."""
+
+    sealed: Sealed | None = Field(default=None, description='Ciphertext of the fields marked "[sealed]".')
+    values: dict[str, bool | int | float | str | None] = Field(
+        default_factory=dict,
+        description="Non-personal fields set (null: cleared), by name.",
+    )
+    personal: dict[str, str | None] = Field(
+        default_factory=dict,
+        description='Personal fields set, each value as JSON text (null: cleared); sealed ("[sealed]" in place).',
+    )
+    changed: list[str] = Field(description="Names of the fields this event set or cleared.")
+    set_by: str = Field(description="The key id that set them.")
+    customer_id: str
+
+
 class CustomerMerged(EventData):
     """Data of crm.customer.merged.v1."""
 
@@ -345,6 +417,25 @@ class CustomerMerged(EventData):
     merged_id: str
     linked_by: Identifier = Field(description="The identifier found on both customers.")
     reason: str
+
+
+class CustomerTagsChanged(EventData):
+    """Data of crm.customer.tags_changed.v1."""
+
+    added: list[str] = Field(description="Tags added (normalised).")
+    removed: list[str] = Field(description="Tags removed (normalised).")
+    tags: list[str] = Field(description="The whole set after the change, sorted.")
+    changed_by: str = Field(description="The key id that changed them.")
+    customer_id: str
+
+
+class FieldDefined(EventData):
+    """Data of crm.case.field_defined.v1, crm.customer.field_defined.v1."""
+
+    record: Literal["case", "customer"]
+    definition: FieldDefinition
+    version: int = Field(description="1 for a new field, one more for each redefinition.")
+    defined_by: str = Field(description="The key id of the admin.")
 
 
 class IdentifiersAdded(EventData):
@@ -575,6 +666,8 @@ DATA_MODELS: dict[str, type[EventData]] = {
     "crm.case.agent_updated.v1": AgentUpdated,
     "crm.case.assigned.v1": CaseAssigned,
     "crm.case.escalated.v1": CaseEscalated,
+    "crm.case.field_defined.v1": FieldDefined,
+    "crm.case.fields_set.v1": CaseFieldsSet,
     "crm.case.followup_requested.v1": CaseFollowupRequested,
     "crm.case.interaction_linked.v1": CaseInteractionLinked,
     "crm.case.note_added.v1": CaseNoteAdded,
@@ -587,10 +680,13 @@ DATA_MODELS: dict[str, type[EventData]] = {
     "crm.case.sla_warning.v1": CaseSla,
     "crm.case.status_changed.v1": CaseStatusChanged,
     "crm.case.survey_recorded.v1": CaseSurveyRecorded,
+    "crm.case.tags_changed.v1": CaseTagsChanged,
     "crm.case.unassigned.v1": CaseUnassigned,
     "crm.consent.changed.v1": ConsentChanged,
     "crm.customer.created.v1": CustomerCreated,
     "crm.customer.erased.v1": CustomerErased,
+    "crm.customer.field_defined.v1": FieldDefined,
+    "crm.customer.fields_set.v1": CustomerFieldsSet,
     "crm.customer.identifiers_added.v1": IdentifiersAdded,
     "crm.customer.identifiers_verified.v1": IdentifiersVerified,
     "crm.customer.merge_suggested.v1": MergeSuggested,
@@ -598,6 +694,7 @@ DATA_MODELS: dict[str, type[EventData]] = {
     "crm.customer.merged.v1": CustomerMerged,
     "crm.customer.preferences_changed.v1": PreferencesChanged,
     "crm.customer.profile_changed.v1": ProfileChanged,
+    "crm.customer.tags_changed.v1": CustomerTagsChanged,
     "crm.interaction.recorded.v1": InteractionRecorded,
     "crm.notification.campaign_created.v1": CampaignCreated,
     "crm.notification.campaign_status_changed.v1": CampaignStatusChanged,
@@ -620,6 +717,8 @@ TOPICS: dict[str, str] = {
     "crm.case.agent_updated.v1": "crm.case.v1",
     "crm.case.assigned.v1": "crm.case.v1",
     "crm.case.escalated.v1": "crm.case.v1",
+    "crm.case.field_defined.v1": "crm.case.v1",
+    "crm.case.fields_set.v1": "crm.case.v1",
     "crm.case.followup_requested.v1": "crm.case.v1",
     "crm.case.interaction_linked.v1": "crm.case.v1",
     "crm.case.note_added.v1": "crm.case.v1",
@@ -632,10 +731,13 @@ TOPICS: dict[str, str] = {
     "crm.case.sla_warning.v1": "crm.case.v1",
     "crm.case.status_changed.v1": "crm.case.v1",
     "crm.case.survey_recorded.v1": "crm.case.v1",
+    "crm.case.tags_changed.v1": "crm.case.v1",
     "crm.case.unassigned.v1": "crm.case.v1",
     "crm.consent.changed.v1": "crm.intake.v1",
     "crm.customer.created.v1": "crm.intake.v1",
     "crm.customer.erased.v1": "crm.intake.v1",
+    "crm.customer.field_defined.v1": "crm.intake.v1",
+    "crm.customer.fields_set.v1": "crm.intake.v1",
     "crm.customer.identifiers_added.v1": "crm.intake.v1",
     "crm.customer.identifiers_verified.v1": "crm.intake.v1",
     "crm.customer.merge_suggested.v1": "crm.intake.v1",
@@ -643,6 +745,7 @@ TOPICS: dict[str, str] = {
     "crm.customer.merged.v1": "crm.intake.v1",
     "crm.customer.preferences_changed.v1": "crm.intake.v1",
     "crm.customer.profile_changed.v1": "crm.intake.v1",
+    "crm.customer.tags_changed.v1": "crm.intake.v1",
     "crm.interaction.recorded.v1": "crm.intake.v1",
     "crm.notification.campaign_created.v1": "crm.notification.v1",
     "crm.notification.campaign_status_changed.v1": "crm.notification.v1",
@@ -665,6 +768,8 @@ SCHEMA_IDS: dict[str, str] = {
     "crm.case.agent_updated.v1": "https://crm.example/schemas/crm.case.agent_updated.v1.json",
     "crm.case.assigned.v1": "https://crm.example/schemas/crm.case.assigned.v1.json",
     "crm.case.escalated.v1": "https://crm.example/schemas/crm.case.escalated.v1.json",
+    "crm.case.field_defined.v1": "https://crm.example/schemas/crm.case.field_defined.v1.json",
+    "crm.case.fields_set.v1": "https://crm.example/schemas/crm.case.fields_set.v1.json",
     "crm.case.followup_requested.v1": "https://crm.example/schemas/crm.case.followup_requested.v1.json",
     "crm.case.interaction_linked.v1": "https://crm.example/schemas/crm.case.interaction_linked.v1.json",
     "crm.case.note_added.v1": "https://crm.example/schemas/crm.case.note_added.v1.json",
@@ -677,10 +782,13 @@ SCHEMA_IDS: dict[str, str] = {
     "crm.case.sla_warning.v1": "https://crm.example/schemas/crm.case.sla_warning.v1.json",
     "crm.case.status_changed.v1": "https://crm.example/schemas/crm.case.status_changed.v1.json",
     "crm.case.survey_recorded.v1": "https://crm.example/schemas/crm.case.survey_recorded.v1.json",
+    "crm.case.tags_changed.v1": "https://crm.example/schemas/crm.case.tags_changed.v1.json",
     "crm.case.unassigned.v1": "https://crm.example/schemas/crm.case.unassigned.v1.json",
     "crm.consent.changed.v1": "https://crm.example/schemas/crm.consent.changed.v1.json",
     "crm.customer.created.v1": "https://crm.example/schemas/crm.customer.created.v1.json",
     "crm.customer.erased.v1": "https://crm.example/schemas/crm.customer.erased.v1.json",
+    "crm.customer.field_defined.v1": "https://crm.example/schemas/crm.customer.field_defined.v1.json",
+    "crm.customer.fields_set.v1": "https://crm.example/schemas/crm.customer.fields_set.v1.json",
     "crm.customer.identifiers_added.v1": "https://crm.example/schemas/crm.customer.identifiers_added.v1.json",
     "crm.customer.identifiers_verified.v1": "https://crm.example/schemas/crm.customer.identifiers_verified.v1.json",
     "crm.customer.merge_suggested.v1": "https://crm.example/schemas/crm.customer.merge_suggested.v1.json",
@@ -688,6 +796,7 @@ SCHEMA_IDS: dict[str, str] = {
     "crm.customer.merged.v1": "https://crm.example/schemas/crm.customer.merged.v1.json",
     "crm.customer.preferences_changed.v1": "https://crm.example/schemas/crm.customer.preferences_changed.v1.json",
     "crm.customer.profile_changed.v1": "https://crm.example/schemas/crm.customer.profile_changed.v1.json",
+    "crm.customer.tags_changed.v1": "https://crm.example/schemas/crm.customer.tags_changed.v1.json",
     "crm.interaction.recorded.v1": "https://crm.example/schemas/crm.interaction.recorded.v1.json",
     "crm.notification.campaign_created.v1": "https://crm.example/schemas/crm.notification.campaign_created.v1.json",
     "crm.notification.campaign_status_changed.v1": "https://crm.example/schemas/crm.notification.campaign_status_changed.v1.json",
