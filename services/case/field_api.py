@@ -8,6 +8,7 @@
   version is still right; a client that wants the check sends If-Match.
 """
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,7 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from servicekit.auth import Caller, require
-from servicekit.http import audit_customer
+from servicekit.http import ApiError, audit_customer
+from servicekit.inputs import unsafe_reason
 
 from case import field_handlers, handlers
 from case.api import _COMMAND_ERRORS, Command, IfMatch, _expected_version, _json, _not_found, _outcome
@@ -28,8 +30,8 @@ from contracts import fields as f
 
 router = APIRouter(tags=["fields"])
 
-FieldName = Annotated[str, Field(min_length=1, max_length=64)]
 TagText = Annotated[str, Field(max_length=200)]
+_NAME = re.compile(f.FIELD_NAME_PATTERN)
 
 
 class FieldOut(BaseModel):
@@ -48,11 +50,34 @@ class FieldListOut(BaseModel):
 
 
 class FieldsIn(Command):
-    values: dict[FieldName, f.FieldValue | None] = Field(
+    values: dict[str, Any] = Field(
         min_length=1,
         max_length=f.FIELDS_PER_RECORD_MAX,
-        description="By field name: the new value, or null to clear it",
+        description="By field name: the new value (text, number, YYYY-MM-DD, enum value, true/false as the field's"
+        " type says), or null to clear it",
     )
+
+
+def _checked_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Names that can be fields, and text that can be stored; the definitions judge the rest.
+    A name that cannot be a field is not echoed back: it may hold what JSON cannot carry."""
+    errors = []
+    for name, value in values.items():
+        if not _NAME.match(name):
+            errors.append({"field": "values", "reason": "a field name is a-z, 0-9 and _, starting with a letter"})
+        elif isinstance(value, str) and (reason := unsafe_reason(value)):
+            errors.append({"field": f"values.{name}", "reason": reason})
+    if errors:
+        raise ApiError(422, "validation_failed", "some field values are not valid", errors=errors)
+    return values
+
+
+def _checked_definition(body: f.FieldDefinition) -> f.FieldDefinition:
+    texts = [("label", body.label or "")] + [(f"values.{i}", v) for i, v in enumerate(body.values or [])]
+    errors = [{"field": where, "reason": r} for where, text in texts if (r := unsafe_reason(text, one_line=True))]
+    if errors:
+        raise ApiError(422, "validation_failed", "the definition holds text that cannot be stored", errors=errors)
+    return body
 
 
 class TagsIn(Command):
@@ -83,7 +108,7 @@ def _field_row(defined: Defined) -> dict[str, Any]:
 )
 async def define_field(rt: CaseRuntime, caller: Caller, body: f.FieldDefinition) -> Response:
     try:
-        outcome = await field_handlers.define_field(rt.db, rt.context, body, caller.key_id)
+        outcome = await field_handlers.define_field(rt.db, rt.context, _checked_definition(body), caller.key_id)
     except CommandRejected as exc:
         raise api_error(exc) from exc
     return _json({**_field_row(outcome.defined), "event_ids": outcome.event_ids}, 201 if outcome.created else 200)
@@ -126,7 +151,8 @@ async def set_fields(
     request: Request, rt: CaseRuntime, caller: Caller, case_id: str, body: FieldsIn, if_match: IfMatch = None
 ) -> Response:
     version = _expected_version(if_match, body.expected_version)
-    call = field_handlers.set_fields(rt.db, rt.context, case_id, version, body.values, caller.key_id)
+    values = _checked_values(body.values)
+    call = field_handlers.set_fields(rt.db, rt.context, case_id, version, values, caller.key_id)
     return await _run(request, case_id, call)
 
 
