@@ -10,10 +10,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from crm_client import AsyncClient, ValidationFailed
 from crmtools.devstack import Stack
 from eventkit.db import connect
 
-from tests.conftest import api_client
+from tests.conftest import ADMIN_KEY, api_client
 from tests.e2e.helpers import interaction_body, make_key
 
 pytestmark = pytest.mark.e2e
@@ -264,3 +265,19 @@ async def test_the_projection_is_rebuilt_from_intakes_events(
         await conn.close()
     assert (await client.get(f"{intake}/v1/customers/{cid}")).json() == before
     assert before["fields"] == {name: 8} and before["tags"] == ["b"]
+
+
+async def test_the_python_client_sets_fields_and_tags(client: httpx.AsyncClient, intake: str) -> None:
+    model = unique("client_model")
+    await define(client, intake, name=model, type="text")
+    cid = await new_customer(client, intake)
+    async with AsyncClient(intake, ADMIN_KEY) as crm:
+        changed = await crm.set_customer_fields(cid, {model: "RX-9"})
+        assert (changed.fields, len(changed.event_ids)) == ({model: "RX-9"}, 1)
+        tagged = await crm.change_customer_tags(cid, add=["Gold Plan"])
+        assert tagged.tags == ["gold-plan"]
+        shown = await crm.customer(cid)
+        assert (shown.fields, shown.tags) == ({model: "RX-9"}, ["gold-plan"])
+        with pytest.raises(ValidationFailed) as caught:
+            await crm.set_customer_fields(cid, {unique("nobody"): 1})
+        assert caught.value.errors[0].field.startswith("values.")
