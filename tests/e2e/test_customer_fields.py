@@ -16,7 +16,7 @@ from crmtools.devstack import Stack
 from eventkit.db import connect
 
 from tests.conftest import ADMIN_KEY, api_client
-from tests.e2e.helpers import interaction_body, make_key
+from tests.e2e.helpers import interaction_body, make_key, wait_applied
 from tests.e2e.test_operations import crm
 
 pytestmark = pytest.mark.e2e
@@ -74,14 +74,20 @@ async def test_definitions_are_versioned_and_the_type_is_fixed(
         r = await client.post(f"{intake}/v1/admin/fields", json={"name": unique("c"), "type": "text", **case_only})
         assert r.status_code == 422, r.text
         assert r.json()["errors"][0]["field"] == f"body.{next(iter(case_only))}"
+    cid = await new_customer(client, intake)
+    assert (await put_fields(client, intake, cid, {name: "power"})).status_code == 200
+    await define(client, intake, 200, name=name, type="enum", values=["wifi"], label="Failure")  # version 3
+    assert (await client.get(f"{intake}/v1/customers/{cid}")).json()["fields"] == {name: "power"}  # still readable
+    r = await put_fields(client, intake, cid, {name: "power"})  # but not set anew
+    assert (r.status_code, r.json()["errors"][0]["field"]) == (422, f"values.{name}"), r.text
     ops = (await make_key(stack, "fields ops", ["ops"], readers=["intake"]))["key"]
     async with api_client(ops, timeout=30) as reader:
         listed = (await reader.get(f"{intake}/v1/admin/fields")).json()["items"]
     mine = next(d for d in listed if d["name"] == name)
-    assert (mine["version"], mine["values"], mine["type"]) == (2, ["wifi", "power"], "enum")
+    assert (mine["version"], mine["values"], mine["type"]) == (3, ["wifi"], "enum")
 
 
-async def test_set_clear_and_validate_values(client: httpx.AsyncClient, intake: str) -> None:
+async def test_set_clear_and_validate_values(client: httpx.AsyncClient, intake: str, stack: Stack) -> None:
     model, bought, count, ok = unique("model"), unique("bought"), unique("count"), unique("ok")
     await define(client, intake, name=model, type="text")
     await define(client, intake, name=bought, type="date")
@@ -93,6 +99,9 @@ async def test_set_clear_and_validate_values(client: httpx.AsyncClient, intake: 
     assert r.status_code == 200, r.text
     assert len(r.json()["event_ids"]) == 1
     assert r.json()["fields"] == {model: "RX-200", bought: "2026-03-14", count: 2, ok: True}
+    # published like intake's other events: every service's timeline of the customer has it
+    pages = await wait_applied(client, stack, cid, r.json()["event_ids"][0])
+    assert all(r.json()["event_ids"][0] in ids for ids in pages.values())
     again = await put_fields(client, intake, cid, values)  # idempotent: same body, same state, no event
     assert (again.status_code, again.json()["event_ids"]) == (200, [])
     r = await put_fields(client, intake, cid, {model: None})  # null clears; the others stay
@@ -227,6 +236,7 @@ async def test_a_personal_field_is_erased_with_the_customer(
     assert export.json()["intake"]["customer"]["fields"][note] == secret, export.text
     r = await client.post(f"{intake}/v1/customers/{cid}/erasure")
     assert r.status_code == 202, r.text
+    await wait_applied(client, stack, cid, r.json()["event_id"])  # every service has forgotten the key
     shown = (await client.get(f"{intake}/v1/customers/{cid}")).json()
     assert shown["fields"] == {note: "[erased]", plan: "gold"}
     export = await client.get(f"{intake}/v1/customers/{cid}/export")
