@@ -59,6 +59,9 @@ async def seeded(stack: Stack) -> dict[str, str]:
             assert w.status_code == 200, w.text
         r = await client.post(f"{urls['case']}/v1/cases", json={"customer_id": customer_id, "type": "billing"})
         assert r.status_code == 201, r.text
+        for name, field_type in ((HOSTILE_FIELD, "text"), (HOSTILE_NUMBER, "number")):
+            made = await client.post(f"{urls['intake']}/v1/admin/fields", json={"name": name, "type": field_type})
+            assert made.status_code in (200, 201), made.text
     return {**urls, "customer_id": customer_id, "case_id": r.json()["case_id"]}
 
 
@@ -74,6 +77,9 @@ def route(seeded: dict[str, str], service: str, path: str) -> str:
     )
 
 
+HOSTILE_FIELD = "hostile_note"  # customer fields the seeded fixture defines
+HOSTILE_NUMBER = "hostile_count"
+
 # (service, method, path, a valid body, where to put the value, the field the answer must name)
 TEXT_FIELDS: list[tuple[str, str, str, dict[str, Any], tuple[Any, ...], str]] = [
     ("intake", "POST", "/v1/interactions", interaction(), ("content",), "content"),
@@ -87,6 +93,11 @@ TEXT_FIELDS: list[tuple[str, str, str, dict[str, Any], tuple[Any, ...], str]] = 
     ("intake", "POST", "/v1/admin/keys", {"name": "k", "scopes": ["agent"]}, ("name",), "name"),
     ("intake", "POST", "/internal/v1/data-keys:lookup", {"customer_ids": ["x"]}, ("customer_ids", 0),
      "customer_ids.0"),
+    ("intake", "PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: "x"}},
+     ("values", HOSTILE_FIELD), f"values.{HOSTILE_FIELD}"),
+    ("intake", "POST", "/v1/customers/{customer_id}/tags", {"add": ["x"]}, ("add", 0), "add.0"),
+    ("intake", "POST", "/v1/admin/fields", {"name": "hostile_label", "type": "text", "label": "l"}, ("label",),
+     "label"),
     ("case", "POST", "/v1/cases", {"customer_id": "c", "type": "billing", "title": "t"}, ("title",), "title"),
     ("case", "POST", "/v1/cases/{case_id}/notes", {"expected_version": 1, "author": "a", "text": "t"}, ("text",),
      "text"),
@@ -197,6 +208,9 @@ BODY_ROUTES = [
     ("intake", "POST", "/v1/interactions"),
     ("intake", "POST", "/v1/interactions:batch"),
     ("intake", "PUT", "/v1/customers/{customer_id}/profile"),
+    ("intake", "PUT", "/v1/customers/{customer_id}/fields"),
+    ("intake", "POST", "/v1/customers/{customer_id}/tags"),
+    ("intake", "POST", "/v1/admin/fields"),
     ("intake", "POST", "/v1/admin/keys"),
     ("case", "POST", "/v1/cases"),
     ("case", "POST", "/v1/cases/{case_id}/notes"),
@@ -348,6 +362,8 @@ async def test_control_characters_in_the_path_are_422_before_authentication(
 QUERIES = [
     ("intake", "/v1/customers", "q"),
     ("intake", "/v1/customers", "name"),
+    ("intake", "/v1/customers", "tag"),
+    ("intake", "/v1/customers", f"field.{HOSTILE_FIELD}"),
     ("case", "/v1/cases", "owner"),
     ("case", "/v1/cases", "customer_id"),
     ("case", "/v1/cases", "tag"),
@@ -435,3 +451,68 @@ async def test_injection_text_in_a_text_field_is_kept_as_text(
     assert r.status_code == 200 and r.json()["fields"]["hostile_text"] == injected, r.text
     r = await client.get(f"{case}/v1/cases", params={"field.hostile_text": injected})
     assert [c["case_id"] for c in r.json()["cases"]] == [seeded["case_id"]], r.text
+
+
+INJECTION = "x'); DROP TABLE customer_field_values; --"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: {"nested": [1]}}}, 422,
+         f"values.{HOSTILE_NUMBER}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: 1e308 * 10}}, 422, None),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: 2**80}}, 422,
+         f"values.{HOSTILE_NUMBER}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: ["a"]}}, 422,
+         f"values.{HOSTILE_FIELD}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {INJECTION: "x"}}, 422, f"values.{INJECTION}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: "x" * 2001}}, 422,
+         f"values.{HOSTILE_FIELD}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {f"f{n}": 1 for n in range(101)}}, 422, "values"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {}, "extra": 1}, 422, "extra"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": "text"}, 422, "values"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [INJECTION]}, 422, "add.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [1]}, 422, "add.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"remove": ["x" * 65]}, 422, "remove.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [f"t{n}" for n in range(51)]}, 422, "add"),
+        ("POST", "/v1/admin/fields", {"name": INJECTION, "type": "text"}, 422, "name"),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "blob"}, 422, "type"),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "enum", "values": []}, 422, None),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "text", "sealed": True}, 422, "sealed"),
+        ("POST", "/v1/admin/fields", {"name": HOSTILE_FIELD, "type": "number"}, 409, None),
+    ],
+)  # fmt: skip
+async def test_field_and_tag_bodies_of_wrong_types_and_injections_are_4xx(
+    seeded: dict[str, str],
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    field: str | None,
+) -> None:
+    r = await client.request(method, route(seeded, "intake", path), content=encoded(body), headers=JSON)
+    if status == 409:
+        assert (r.status_code, r.json()["error"]) == (409, "field_type_fixed"), r.text
+    else:
+        refused(r, status, field)
+    shown = await client.get(route(seeded, "intake", "/v1/customers/{customer_id}"))
+    assert shown.status_code == 200 and "fields" in shown.json()  # nothing stalled, nothing dropped
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({f"field.{INJECTION}": "x"}, f"query.field.{INJECTION}"),
+        ({f"field.{HOSTILE_NUMBER}": INJECTION}, f"query.field.{HOSTILE_NUMBER}"),
+        ({f"field.{HOSTILE_NUMBER}": "nan"}, f"query.field.{HOSTILE_NUMBER}"),
+        ({"tag": INJECTION}, "query.tag"),
+        ({"tag": "x", "before": INJECTION}, "query.before"),
+        ({"tag": "x", "email": "a@example.com"}, "query"),
+    ],
+)
+async def test_customer_list_filters_refuse_bad_values(
+    seeded: dict[str, str], client: httpx.AsyncClient, params: dict[str, str], field: str
+) -> None:
+    refused(await client.get(f"{seeded['intake']}/v1/customers", params=params), 422, field)
