@@ -27,7 +27,7 @@ class MergeIn(BaseModel):
 class IdentifierIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["email", "phone", "external"]
-    value: str = Field(min_length=1, max_length=320)
+    value: SafeLine = Field(min_length=1, max_length=320)
     channel: Channel | None = Field(default=None, description="For an external id: whose id it is")
 
 
