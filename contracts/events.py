@@ -91,7 +91,7 @@ class CustomerMerged(SealedData):
     survivor_id: str = Field(min_length=1, max_length=64)
     merged_id: str = Field(min_length=1, max_length=64)
     linked_by: Identifier = Field(
-        description="The identifier found on both customers; for a manual merge (reason \"manual\"), one"
+        description='The identifier found on both customers; for a manual merge (reason "manual"), one'
         " identifier of the merged customer, for the record (docs/merge-and-unmerge.md)."
     )
     reason: str
