@@ -87,6 +87,8 @@ SAMPLES: dict[str, Call[Any]] = {
     "record_batch": ops.record_batch([{"channel": "web"}]),
     "timeline": ops.timeline("c1", wait_for="e1", timeout_ms=500, limit=10, before="x"),
     "customer": ops.customer("c1"),
+    "merge_customers": ops.merge_customers("c1", "c2"),
+    "unmerge_customer": ops.unmerge_customer("c1", "c2", [{"kind": "email", "value": "b@example.com"}], reason="r"),
     "list_cases": ops.list_cases(
         status=["open"],
         priority="high",

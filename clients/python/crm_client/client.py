@@ -32,6 +32,7 @@ from crm_client.models import (
     CaseChange,
     CaseList,
     Customer,
+    MergeResult,
     Queue,
     Timeline,
 )
@@ -169,6 +170,22 @@ class Client(_Base):
     def customer(self, customer_id: str) -> Customer:
         """The customer's profile; a merged id gives the survivor's."""
         return self._run(ops.customer(customer_id))
+
+    def merge_customers(self, customer_id: str, merged_id: str) -> MergeResult:
+        """Merge merged_id into customer_id by hand (scope agent)."""
+        return self._run(ops.merge_customers(customer_id, merged_id))
+
+    def unmerge_customer(
+        self,
+        customer_id: str,
+        merged_id: str,
+        identifiers: Iterable[Mapping[str, Any]] = (),
+        *,
+        reason: str | None = None,
+    ) -> MergeResult:
+        """Undo the merge of merged_id into customer_id; `identifiers` ({"kind", "value", "channel"})
+        go back to merged_id."""
+        return self._run(ops.unmerge_customer(customer_id, merged_id, identifiers, reason=reason))
 
     # ---- case ----
 
@@ -368,6 +385,22 @@ class AsyncClient(_Base):
     async def customer(self, customer_id: str) -> Customer:
         """The customer's profile; a merged id gives the survivor's."""
         return await self._run(ops.customer(customer_id))
+
+    async def merge_customers(self, customer_id: str, merged_id: str) -> MergeResult:
+        """Merge merged_id into customer_id by hand (scope agent)."""
+        return await self._run(ops.merge_customers(customer_id, merged_id))
+
+    async def unmerge_customer(
+        self,
+        customer_id: str,
+        merged_id: str,
+        identifiers: Iterable[Mapping[str, Any]] = (),
+        *,
+        reason: str | None = None,
+    ) -> MergeResult:
+        """Undo the merge of merged_id into customer_id; `identifiers` ({"kind", "value", "channel"})
+        go back to merged_id."""
+        return await self._run(ops.unmerge_customer(customer_id, merged_id, identifiers, reason=reason))
 
     # ---- case ----
 

@@ -83,6 +83,15 @@ class Customer(_Model):
     consent: list[Consent]
 
 
+class MergeResult(_Model):
+    """A manual merge or an unmerge (docs/merge-and-unmerge.md)."""
+
+    survivor_id: str
+    merged_id: str
+    event_ids: list[str]
+    moved_ids: list[str]  # unmerge: ids merged into merged_id that came back with it
+
+
 # ---- case: cases, queues, agents ---------------------------------------------------------------
 
 
@@ -340,6 +349,7 @@ SCHEMAS: dict[type[BaseModel], tuple[str, str]] = {
     QuietHours: ("intake", "QuietHours"),
     Preferences: ("intake", "Preferences"),
     Consent: ("intake", "ConsentOut"),
+    MergeResult: ("intake", "MergeOut"),
     Customer: ("intake", "CustomerOut"),
     Handover: ("case", "HandoverOut"),
     Note: ("case", "NoteOut"),
