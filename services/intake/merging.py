@@ -89,9 +89,10 @@ def _sealer(keys: dict[str, bytes | None], source: str, clock: EventClock) -> An
 
 async def _record_identifier(
     conn: asyncpg.Connection, vault: Vault, customer_ids: Sequence[str]
-) -> domain.Ident | None:
-    """One identifier of the first of these customers that has one (the merged customer's first):
-    what a manual merge's linked_by names, for the record."""
+) -> tuple[domain.Ident, str] | None:
+    """One identifier of the first of these customers that has one (the merged customer's first),
+    and whose data key sealed it: what a manual merge's linked_by names, for the record, sealed
+    under that same key (erasing its owner after an unmerge makes it unreadable there too)."""
     for customer_id in customer_ids:
         found = await store.customer(conn, customer_id)
         if found is None:
@@ -100,7 +101,7 @@ async def _record_identifier(
             keys, _ = await vault.keys(conn, [owner], create=False)
             value = crypto.open_token(token, owner, IDENTIFIER_FIELD, dict(keys))
             if value and value != crypto.ERASED:
-                return domain.Ident(kind, value, channel)
+                return domain.Ident(kind, value, channel), owner
     return None
 
 
@@ -123,14 +124,17 @@ async def merge_customers(
         for c in (survivor_id, merged_id):
             if keys.get(c) is None:
                 raise KeyErased(c)
-        linked = await _record_identifier(conn, vault, [merged_id, survivor_id])
-        if linked is None:
+        found = await _record_identifier(conn, vault, [merged_id, survivor_id])
+        if found is None:
             raise MergeRefused("no_identifier", "neither customer has an identifier for the merge to name")
+        linked, owner = found
+        keys.update((await vault.keys(conn, [owner], create=False))[0])
         clock = EventClock()
         event = _sealer(dict(keys), source, clock)
         merge = domain.Merge(survivor_id, merged_id, linked)
         data = domain.customer_merged(merge, MANUAL) | {"merged_by": by}
-        appends = [Append(stream_of(survivor_id), None, [event(CUSTOMER_MERGED, survivor_id, data)], INTAKE)]
+        merged_event = event(CUSTOMER_MERGED, survivor_id, data, owner=owner)
+        appends = [Append(stream_of(survivor_id), None, [merged_event], INTAKE)]
         await store.apply_merge(conn, merge, clock.now)
         appends.extend(await merge_consent(conn, merge, event))
         await events.append(conn, appends)

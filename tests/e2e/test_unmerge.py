@@ -59,6 +59,16 @@ async def opened_cases(client: httpx.AsyncClient, url: str, customer_id: str) ->
     return {e["data"]["case_id"] for e in r.json()["events"] if e["type"] == "crm.case.opened.v1"}
 
 
+async def b_address_on(client: httpx.AsyncClient, url: str, customer_id: str) -> list[str]:
+    """The identifier a manual merge named and the one an unmerge gave back, as the timeline reads them."""
+    r = await client.get(f"{url}/v1/customers/{customer_id}/timeline", params={"limit": 500})
+    events = {e["type"]: e["data"] for e in r.json()["events"]}
+    return [
+        events["crm.customer.merged.v1"]["linked_by"]["value"],
+        events["crm.customer.unmerged.v1"]["identifiers"][0]["value"],
+    ]
+
+
 async def subjects(client: httpx.AsyncClient, url: str, customer_id: str) -> set[str]:
     """Whose ids the events on the customer's timeline were made under (first 500)."""
     r = await client.get(f"{url}/v1/customers/{customer_id}/timeline", params={"limit": 500})
@@ -226,6 +236,16 @@ async def test_an_agent_merges_two_customers_and_undoes_it_everywhere(stack: Sta
         for cid in (a, b):
             await converged(client, stack, cid, ids_before[cid])
             assert await subjects(client, stack.services["case"].url, cid) == {cid}
+
+        # b's address in a's merge and unmerge events is sealed under b's key: erasing b erases it.
+        assert await b_address_on(client, intake, a) == [b_mail, b_mail]
+        r = await admin.post(f"{intake}/v1/customers/{b}/erasure")
+        assert r.status_code == 202, r.text
+
+        async def erased() -> bool | None:
+            return True if await b_address_on(client, intake, a) == ["[erased]", "[erased]"] else None
+
+        await eventually(erased, what="b's address in a's events reads as erased")
 
 
 async def _one(listing: Any) -> str | None:
