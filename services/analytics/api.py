@@ -170,14 +170,27 @@ async def get_kpis(
     ] = None,
     group_by: GroupByParam = None,
 ) -> Any:
+    check_single(request, "group_by")
     check_range(from_, to, MAX_RANGE[window], f"with window={window}")
     q = store.KpiQuery(from_, to, window, channel, region, case_type, priority, team)
-    async with rt.db.acquire() as conn:
+    async with rt.db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # One snapshot: the groups add up to the totals even while the KPI stream folds events.
         result = await store.kpis(conn, q)
         if group_by is not None:
             result |= await grouped(conn, q, group_by)
     filters = {"channel": channel, "region": region, "case_type": case_type, "priority": priority, "team": team}
     return {"from": from_.isoformat(), "to": to.isoformat(), "window": window, "filters": filters, **result}
+
+
+def check_single(request: Request, name: str) -> None:
+    """422 for a parameter given twice: one dimension per answer, never a silent choice of one."""
+    if len(request.query_params.getlist(name)) > 1:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"{name} given more than once",
+            errors=[{"field": f"query.{name}", "reason": "given more than once"}],
+        )
 
 
 def check_range(from_: datetime, to: datetime, limit: timedelta, what: str) -> None:

@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from servicekit.auth import require
 from servicekit.inputs import Rfc3339
 
 from analytics import report_store, store
-from analytics.api import GROUP_BY_PATTERN, MAX_RANGE, check_range, grouped
+from analytics.api import GROUP_BY_PATTERN, MAX_RANGE, check_range, check_single, grouped
 from analytics.deps import AnalyticsRuntime
 from contracts.case import CaseType, Priority
 from contracts.events import Channel
@@ -150,6 +150,7 @@ def _kpi_row(kind: str, group: str | None, cases: dict[str, Any], handled: int, 
     responses=CSV_ERRORS,
 )
 async def get_kpi_report(
+    request: Request,
     rt: AnalyticsRuntime,
     from_: Annotated[Rfc3339, Query(alias="from", description="inclusive, RFC 3339")],
     to: Annotated[Rfc3339, Query(description="exclusive, RFC 3339")],
@@ -167,9 +168,10 @@ async def get_kpi_report(
     priority: Priority | None = None,
     team: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
 ) -> Response:
+    check_single(request, "group_by")
     check_range(from_, to, MAX_RANGE[window], f"with window={window}")
     q = store.KpiQuery(from_, to, window, channel, region, case_type, priority, team)
-    async with rt.db.acquire() as conn:
+    async with rt.db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         totals = (await store.kpis(conn, q))["totals"]
         result = await grouped(conn, q, group_by)
     rows = [_kpi_row("group", g["group"], g["cases"], g["cases_handled"], g["csat"]) for g in result["groups"]]

@@ -49,7 +49,7 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
             "GET /v1/customers/{customer_id}/insights",
         ],
     ),
-    ({"ops"}, ["GET /v1/kpis"]),
+    ({"ops"}, ["GET /v1/kpis", "GET /v1/reports/cases.csv", "GET /v1/reports/kpis.csv"]),
     ({"supervisor"}, ["PUT /v1/agents/{agent_id}"]),
     (
         {"agent", "supervisor"},  # an agent key sets only its own agent's status (test_agents.py)
