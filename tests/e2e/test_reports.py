@@ -16,7 +16,7 @@ from crmtools.devstack import Stack
 from eventkit.envelope import Envelope
 
 from contracts import fields as f
-from tests.conftest import api_client
+from tests.conftest import api_client, eventually
 from tests.e2e.test_analytics import ev, publish
 
 pytestmark = pytest.mark.e2e
@@ -131,7 +131,8 @@ async def test_grouped_kpis_and_csv_of_a_scripted_team_match_the_hand_worked_ans
         body: dict[str, Any] = {}
         for _ in range(150):
             body = (await kpis(client, url, script.team, group_by="owner")).json()
-            if body["groups"] and _cases(body["groups"][-1]) == (1, 0, 0, 0) and body["totals"]["cases"]["resolved"] == 2:
+            last = _cases(body["groups"][-1]) if body["groups"] else None
+            if last == (1, 0, 0, 0) and body["totals"]["cases"]["resolved"] == 2:
                 by_model = (await kpis(client, url, script.team, group_by=f"field.{script.model}")).json()
                 if [g["group"] for g in by_model["groups"]] == ["X1", "X2", None]:
                     break
@@ -377,3 +378,13 @@ async def test_the_csv_of_a_few_hundred_cases_matches_the_cases_api_row_by_row(s
         assert {g["group"]: g["cases"]["opened"] for g in by_type["groups"]} == {
             t: sum(1 for c in listed.values() if c["type"] == t) for t in {c["type"] for c in listed.values()}
         }
+
+        # The dashboard's by-team gauges have the team's row; owners are never a metric label.
+        async def team_gauge() -> str | None:
+            text = (await client.get(f"{analytics}/metrics")).text
+            line = f'crm_kpi_by_team_last_24h{{kpi="cases_opened",team="{team}"}} {float(CASES)}'
+            return text if line in text else None
+
+        metrics = await eventually(team_gauge, 60, "the by-team gauges of the new team")
+        assert f'crm_kpi_by_team_last_24h{{kpi="cases_resolved",team="{team}"}} {float(totals["resolved"])}' in metrics
+        assert not any(owner in metrics for owner in OWNERS)
