@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from crm_client import AsyncClient, ValidationFailed
 from crmtools.devstack import Stack
 from eventkit.envelope import Envelope
 
 from contracts import fields as f
-from tests.conftest import api_client, eventually
+from tests.conftest import ADMIN_KEY, api_client, eventually
 from tests.e2e.test_analytics import ev, publish
 
 pytestmark = pytest.mark.e2e
@@ -226,6 +227,39 @@ async def test_grouped_kpis_and_csv_of_a_scripted_team_match_the_hand_worked_ans
         assert d[f"field.{script.note}"] == 'a, "b"\nc'  # quoted, read back whole
         assert (d["owner"], d["first_response_at"], d["status"]) == ("", "", "new")
         assert '"a, ""b""\nc"' in r.text
+
+
+async def test_the_python_client_reads_grouped_kpis_and_the_csv_reports(stack: Stack) -> None:
+    script = ReportScript()
+    await publish(stack.broker.bootstrap, script.events())
+    end = DAY + timedelta(days=2)
+    async with AsyncClient(stack.services["intake"].url, ADMIN_KEY, analytics_url=stack.services["analytics"].url) as c:
+
+        async def folded() -> bool | None:  # the last event: D's field
+            rows = csv.DictReader(io.StringIO(await c.case_report_csv(DAY, end)))
+            return True if any(r["case_id"] == script.d and r[f"field.{script.note}"] for r in rows) else None
+
+        await eventually(folded, 30, "the script folded")
+        by_type = await c.kpis(DAY, end, group_by="type", team=script.team)
+        assert by_type.sums_to_totals is True and by_type.groups is not None
+        assert [(g.group, g.cases.opened) for g in by_type.groups] == [
+            ("inquiry", 1),
+            ("installation", 1),
+            ("repair", 2),
+        ]  # by value
+        assert (await c.kpis(DAY, end, team=script.team)).groups is None
+        rows = list(csv.DictReader(io.StringIO(await c.kpi_report_csv(DAY, end, "tag", team=script.team))))
+        assert [(r["row"], r["group"], r["opened"]) for r in rows] == [
+            ("group", "urgent-fix", "1"),
+            ("group", "warranty", "2"),
+            ("group", "", "2"),
+            ("total", "", "4"),
+        ]
+        cases = list(csv.DictReader(io.StringIO(await c.case_report_csv(DAY, end))))
+        assert [r["case_id"] for r in cases if r["team"] == script.team] == [script.a, script.b, script.c, script.d]
+        with pytest.raises(ValidationFailed) as refused:
+            await c.case_report_csv(end, DAY)
+        assert refused.value.errors[0].field == "query.to"
 
 
 async def test_report_ranges_are_checked(stack: Stack) -> None:
