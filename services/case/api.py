@@ -18,11 +18,12 @@ from servicekit.auth import Caller, Principal, require
 from servicekit.http import ApiError, audit_customer, decode_cursor
 from servicekit.inputs import INT64_MAX, SafeLine, SafeText
 
-from case import handlers, sla, store, views
+from case import field_query, handlers, sla, store, views
 from case.deps import CaseRuntime
 from case.domain import CommandRejected
 from case.errors import api_error
 from case.handlers import Outcome
+from contracts import fields as f
 from contracts.case import CaseType, Priority, ReplyChannel, Status
 
 router = APIRouter(tags=["cases"], dependencies=[require("agent")])
@@ -174,6 +175,8 @@ class CaseOut(BaseModel):
     interactions: list[str] = Field(description="Linked interaction event ids")
     escalated: bool
     breached: bool
+    fields: dict[str, Any] = Field(description='Typed fields by name; personal ones "[erased]" after erasure')
+    tags: list[str] = Field(description="Sorted")
     survey: SurveyOut
 
 
@@ -281,9 +284,15 @@ _COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
     "/v1/cases",
     operation_id="listCases",
     summary="List and filter cases, newest first",
-    responses={200: {"model": CaseListOut}},
+    description="Also `field.<name>=<value>` (non-personal case fields, value as the field's type takes it)"
+    " and `tag=<tag>` (repeat: all of them); every filter must hold.",
+    responses={
+        200: {"model": CaseListOut},
+        422: {"description": "validation_failed: query.field.<name> (unknown, bad value, personal_field), query.tag"},
+    },
 )
 async def list_cases(
+    request: Request,
     rt: CaseRuntime,
     status: Annotated[list[Status] | None, Query()] = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
@@ -296,8 +305,11 @@ async def list_cases(
     escalated: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[str | None, Query(description="next_before of the previous page")] = None,
+    tag: Annotated[list[str] | None, Query(max_length=f.TAGS_PER_RECORD_MAX, description="Has this tag")] = None,
 ) -> Response:
     cursor = decode_cursor(store.ListCursor.decode, before)
+    field_filters = await field_query.field_filters(rt.db, request.query_params.multi_items())
+    tags = field_query.tag_filters(tag or [])
     filters = {
         "status": status,
         "priority": priority,
@@ -308,6 +320,8 @@ async def list_cases(
         "customer_id": customer_id,
         "breached": breached,
         "escalated": escalated,
+        "fields": field_filters,
+        "tags": tags,
     }
     rows, next_cursor = await handlers.list_cases(rt.db, rt.keyring, filters, limit, cursor)
     return _json({"cases": rows, "next_before": next_cursor.encode() if next_cursor else None})

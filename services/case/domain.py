@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from case.field_rules import Defs, fold_values, missing_to_resolve
 from case.rules import VIP_MINIMUM_PRIORITY, CaseRules, OpenRule, effective_priority
 from contracts import case as c
+from contracts import fields as f
 
 Clock = Callable[[], datetime]
 
@@ -91,7 +93,7 @@ class Draft:
     data: dict[str, Any]
 
 
-_MODELS = {t.name: t.model for t in c.EVENT_TYPES}
+_MODELS = {t.name: t.model for t in (*c.EVENT_TYPES, *f.EVENT_TYPES)}
 
 
 def draft(type_: str, **data: Any) -> Draft:
@@ -131,6 +133,10 @@ class CaseState:
     # target runs from reply_since. An outbound interaction linked, or a resolution, answers it.
     reply_to: str | None = None
     reply_since: datetime | None = None
+    # Typed fields by name; personal ones apart, as sealed text (personal_text once unsealed).
+    fields: dict[str, Any] = field(default_factory=dict)
+    personal: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
 
     @property
     def exists(self) -> bool:
@@ -217,6 +223,11 @@ class CaseState:
             self.survey_score = None
         elif type_ == c.CASE_SURVEY_RECORDED:
             self.survey_score = data["score"]
+        elif type_ == f.CASE_FIELDS_SET:
+            fold_values(self.fields, data.get("values", {}))
+            fold_values(self.personal, data.get("personal", {}))
+        elif type_ == f.CASE_TAGS_CHANGED:
+            self.tags = list(data["tags"])
         elif type_ == c.CASE_REPLY_SENT:
             if self.first_response_at is None:
                 self.first_response_at = time  # the first reply is the first response
@@ -280,9 +291,17 @@ def assign(state: CaseState, owner: str, team: str | None = None) -> list[Draft]
     return [draft(c.CASE_ASSIGNED, **state.base(), owner=owner, previous_owner=state.owner, team=team)]
 
 
-def change_status(state: CaseState, to_status: str, reason: str | None, now: datetime, rules: CaseRules) -> list[Draft]:
+def change_status(
+    state: CaseState, to_status: str, reason: str | None, now: datetime, rules: CaseRules, fields: Defs = None
+) -> list[Draft]:
     if to_status not in TRANSITIONS[state.status]:
         raise IllegalTransition(state.status, to_status)
+    if to_status == "resolved" and (missing := missing_to_resolve(state.type, state.fields | state.personal, fields)):
+        raise Conflict(
+            "fields_required",
+            f"set {', '.join(missing)} before resolving the case",
+            errors=[{"field": f"fields.{name}", "reason": "required to resolve"} for name in missing],
+        )
     drafts = [
         draft(
             c.CASE_STATUS_CHANGED,

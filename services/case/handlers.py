@@ -16,12 +16,17 @@ from eventkit.eventstore import Append, ConcurrencyError, StoredEvent
 from eventkit.telemetry import current_traceparent
 from servicekit.keyring import KeyErased, KeyRing
 
-from case import domain, sla, store
+from case import domain, field_store, sla, store
 from case.context import CaseContext
 from case.domain import CaseState, Draft
 from case.rules import OpenRule
 from contracts.case import CASE_PERSONAL_FIELDS
+from contracts.fields import CASE_FIELDS_SET, CASE_TAGS_CHANGED
+from contracts.fields import PERSONAL_FIELDS as FIELD_PERSONAL_FIELDS
 from contracts.topics import CASE
+
+_PERSONAL = {**CASE_PERSONAL_FIELDS, **FIELD_PERSONAL_FIELDS}
+_FIELD_EVENTS = (CASE_FIELDS_SET, CASE_TAGS_CHANGED)
 
 
 class CaseNotFound(Exception):
@@ -68,6 +73,8 @@ async def commit(
     for e in envelopes:
         state.apply(e.type, e.data, e.time)
     await store.save_case(conn, state)
+    if any(d.type in _FIELD_EVENTS for d in drafts):
+        await field_store.save_values(conn, state)
     await store.sync_timers(conn, state.case_id, scheduled_timers(state, ctx), fired, now)
     return envelopes
 
@@ -111,7 +118,7 @@ async def _sealed(keys: KeyRing, customer_id: str, drafts: Sequence[Draft]) -> l
     erased customer the text is not kept at all: it reads "[erased]", and the case goes on."""
 
     def personal(d: Draft) -> tuple[str, ...]:
-        return tuple(f for f in CASE_PERSONAL_FIELDS.get(d.type, ()) if isinstance(d.data.get(f), str))
+        return tuple(f for f in _PERSONAL.get(d.type, ()) if _has_text(d.data, f))
 
     if not any(personal(d) for d in drafts):
         return [dict(d.data) for d in drafts]
@@ -124,7 +131,26 @@ async def _sealed(keys: KeyRing, customer_id: str, drafts: Sequence[Draft]) -> l
         if key is not None:
             out.append(crypto.seal(d.data, personal(d), customer_id, key))
         else:
-            out.append({**d.data, **dict.fromkeys(personal(d), crypto.ERASED)})
+            out.append(_erased(d.data, personal(d)))
+    return out
+
+
+def _has_text(data: dict[str, Any], pattern: str) -> bool:
+    """Whether the pattern ("reason", or "personal.**" for every value below) names any text."""
+    if pattern.endswith(".**"):
+        below = data.get(pattern[:-3])
+        return isinstance(below, dict) and any(isinstance(v, str) for v in below.values())
+    return isinstance(data.get(pattern), str)
+
+
+def _erased(data: dict[str, Any], patterns: Sequence[str]) -> dict[str, Any]:
+    """The data with the text the patterns name as "[erased]": the customer's key is gone."""
+    out = dict(data)
+    for p in patterns:
+        if p.endswith(".**"):
+            out[p[:-3]] = {k: crypto.ERASED if isinstance(v, str) else v for k, v in data[p[:-3]].items()}
+        else:
+            out[p] = crypto.ERASED
     return out
 
 
@@ -195,7 +221,8 @@ async def change_status(
     pool: asyncpg.Pool, ctx: CaseContext, case_id: str, expected_version: int, to_status: str, reason: str | None
 ) -> Outcome:
     async def decide(conn: asyncpg.Connection, state: CaseState) -> list[Draft]:
-        return domain.change_status(state, to_status, reason, ctx.clock(), ctx.rules)
+        fields = await field_store.definitions(conn) if to_status == "resolved" else None
+        return domain.change_status(state, to_status, reason, ctx.clock(), ctx.rules, fields)
 
     return await _command(pool, ctx, case_id, expected_version, decide)
 

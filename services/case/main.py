@@ -11,6 +11,7 @@ from case import agent_handlers, timers
 from case.agent_api import router as agent_router
 from case.api import router
 from case.context import CaseContext
+from case.field_api import router as field_router
 from case.policies import CaseRulesPolicy
 from case.settings import CaseSettings
 
@@ -43,7 +44,7 @@ app = create_app(
         title="crm case",
         description="Cases (tickets): lifecycle, owners, priorities, SLA clocks in business hours, follow-ups.",
         subscribers=[CaseRulesPolicy(context)],
-        routers=[router, agent_router],
+        routers=[router, agent_router, field_router],
         migrations=[Path(__file__).parent / "migrations"],
         background=[sla_timers, auto_assignment],
         keyring=keyring,

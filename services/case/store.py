@@ -204,10 +204,26 @@ _LIST_COLUMNS = (
 )
 
 
+def _field_filters(fields: Sequence[tuple[str, Any]], tags: Sequence[str], args: list[Any]) -> list[str]:
+    """WHERE conditions on `cases` for field.<name>=<value> and tag= (all must hold); appends to args."""
+    where = []
+    for name, value in fields:
+        args.extend([name, value])
+        where.append(
+            "EXISTS (SELECT 1 FROM case_field_values v WHERE v.case_id = cases.case_id"
+            f" AND v.name = ${len(args) - 1} AND v.value = ${len(args)}::jsonb)"
+        )
+    for tag in tags:
+        args.append(tag)
+        where.append(f"EXISTS (SELECT 1 FROM case_tags t WHERE t.case_id = cases.case_id AND t.tag = ${len(args)})")
+    return where
+
+
 async def list_cases(
     conn: asyncpg.Connection, filters: dict[str, Any], limit: int, cursor: ListCursor | None
 ) -> tuple[list[dict[str, Any]], ListCursor | None]:
-    """Newest first, keyset paged. Filters: lists match any value, scalars match exactly."""
+    """Newest first, keyset paged. Filters: lists match any value, scalars match exactly; `fields`
+    ((name, value) pairs) and `tags` must all hold."""
     where: list[str] = []
     args: list[Any] = []
     for column in ("status", "priority", "type"):
@@ -218,6 +234,7 @@ async def list_cases(
         if filters.get(column) is not None:
             args.append(filters[column])
             where.append(f"{column} = ${len(args)}")
+    where += _field_filters(filters.get("fields") or (), filters.get("tags") or (), args)
     if cursor is not None:
         args.extend([cursor.opened_at, cursor.case_id])
         where.append(f"(opened_at, case_id) < (${len(args) - 1}, ${len(args)})")

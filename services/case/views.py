@@ -3,6 +3,7 @@
 from typing import Any
 
 from case.domain import TRANSITIONS, CaseState
+from contracts.fields import personal_value
 
 
 def to_view(state: CaseState) -> dict[str, Any]:
@@ -31,6 +32,10 @@ def to_view(state: CaseState) -> dict[str, Any]:
         "interactions": state.interactions,
         "escalated": state.escalated,
         "breached": state.breached,
+        # Personal values as the state holds them: the value once unsealed, "[sealed]" if the
+        # events were not opened, "[erased]" after the customer's erasure.
+        "fields": {**state.fields, **{name: personal_value(text) for name, text in state.personal.items()}},
+        "tags": state.tags,
         "survey": {
             "requested_at": state.survey_requested_at,
             "due_at": state.survey_due_at,

@@ -235,10 +235,27 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
         print(f"replay failed: {'; '.join(errors)}", file=sys.stderr)
         return 1
     skipped = sum(s for _, s, _ in outcomes.values())
+    if service == "case":
+        await _rebuild_case_fields()
     elapsed = progress.elapsed_s
     print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)"
           f" in {elapsed:.1f} s, {progress.done / max(elapsed, 1e-9):,.0f} events/s")  # fmt: skip
     return 0
+
+
+async def _rebuild_case_fields() -> None:
+    """case's field definitions, values and tags (issue 29) come from its own event store, not the
+    topics: made again from there, in one transaction (commands on cases wait for it)."""
+    from case.field_store import rebuild  # case's own code, only for case
+    from eventkit.eventstore import EventStore
+
+    conn = await db.connect(_database_url("case"))
+    try:
+        async with conn.transaction():
+            cases = await rebuild(conn, EventStore("case"))
+    finally:
+        await conn.close()
+    print(f"rebuilt case fields and tags of {cases:,} cases from case's events")
 
 
 def _replay_worker(

@@ -50,6 +50,7 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
         ],
     ),
     ({"ops"}, ["GET /v1/kpis", "GET /v1/reports/cases.csv", "GET /v1/reports/kpis.csv"]),
+    ({"agent", "ops"}, ["GET /v1/admin/fields"]),  # case's field definitions: the console draws the panels
     ({"supervisor"}, ["PUT /v1/agents/{agent_id}"]),
     (
         {"agent", "supervisor"},  # an agent key sets only its own agent's status (test_agents.py)
