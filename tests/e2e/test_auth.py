@@ -53,7 +53,7 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
             "GET /v1/customers/{customer_id}/insights",
         ],
     ),
-    ({"ops"}, ["GET /v1/kpis"]),
+    ({"ops"}, ["GET /v1/kpis", "GET /v1/reports/cases.csv", "GET /v1/reports/kpis.csv"]),
     ({"agent", "ops"}, ["GET /v1/admin/fields"]),  # case's and intake's definitions, for the console; POST: admin
     ({"supervisor"}, ["PUT /v1/agents/{agent_id}"]),
     (

@@ -415,6 +415,9 @@ QUERIES = [
     ("notification", "/v1/notifications", "customer_id"),
     ("analytics", "/v1/admin/audit", "key_id"),
     ("analytics", "/v1/customers/{customer_id}/timeline", "before"),
+    ("analytics", "/v1/kpis", "group_by"),
+    ("analytics", "/v1/reports/kpis.csv", "group_by"),
+    ("analytics", "/v1/reports/cases.csv", "from"),
 ]
 
 
@@ -446,6 +449,47 @@ async def test_a_nul_in_a_path_does_not_stop_the_audit_log(seeded: dict[str, str
         r = await admin.get(f"{seeded[service]}/v1/admin/audit", params={"key_id": key["key_id"]})
     assert r.status_code == 200, r.text
     assert [(row["customer_id"], row["status"]) for row in r.json()["items"]] == [(seeded["customer_id"], 200)]
+
+
+REPORT_ROUTES = ["/v1/kpis", "/v1/reports/kpis.csv", "/v1/reports/cases.csv"]
+BAD_REPORT_PARAMS: list[tuple[dict[str, Any], str]] = [
+    ({"from": "123"}, "query.from"),
+    ({"from": True}, "query.from"),
+    ({"to": "2026-13-40T00:00:00Z"}, "query.to"),
+    ({"to": "2026-01-01T00:00:00Z" + "0" * 10_000}, "query.to"),
+    ({"window": "week"}, "query.window"),
+    ({"group_by": "field.A;DROP TABLE kpi_cases"}, "query.group_by"),
+    ({"group_by": "owner' OR '1'='1"}, "query.group_by"),
+    ({"group_by": "field." + "a" * 5000}, "query.group_by"),
+    ({"group_by": ["team", "owner"]}, "query.group_by"),
+    ({"group_by": "field."}, "query.group_by"),
+    ({"team": "t" * 65}, "query.team"),
+]
+
+
+@pytest.mark.parametrize(("params", "field"), BAD_REPORT_PARAMS)
+@pytest.mark.parametrize("path", REPORT_ROUTES)
+async def test_report_parameters_that_parse_but_are_wrong_are_422(
+    seeded: dict[str, str], client: httpx.AsyncClient, path: str, params: dict[str, Any], field: str
+) -> None:
+    if path == "/v1/reports/cases.csv" and field not in ("query.from", "query.to"):
+        return  # the case report takes a range only
+    good = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "group_by": "team"}
+    r = await client.get(f"{seeded['analytics']}{path}", params={**good, **params})
+    refused(r, 422, field)
+
+
+@pytest.mark.parametrize("path", REPORT_ROUTES)
+async def test_injection_strings_in_report_filters_are_data_and_nothing_stalls(
+    seeded: dict[str, str], client: httpx.AsyncClient, path: str
+) -> None:
+    span = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    extra = {} if path.endswith("cases.csv") else {"team": "x'); DROP TABLE kpi_cases; --", "group_by": "tag"}
+    r = await client.get(f"{seeded['analytics']}{path}", params={**span, **extra})
+    assert r.status_code == 200, r.text
+    # The tables are there and the service answers the next request.
+    again = await client.get(f"{seeded['analytics']}/v1/kpis", params={**span, "group_by": "owner"})
+    assert again.status_code == 200 and again.json()["sums_to_totals"] is True, again.text
 
 
 FIELD_ROUTES = [
