@@ -15,6 +15,8 @@ narrow on purpose, so they can be filtered and reported on and carry no free tex
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal, get_args
 
@@ -146,6 +148,98 @@ def personal_value(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+class FieldRuleError(Exception):
+    """A request that conflicts with what exists (409): `error` and one `field`/`reason` say why."""
+
+    def __init__(self, error: str, message: str, field: str, reason: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.field = field
+        self.reason = reason
+
+
+def next_version(current: tuple[int, FieldDefinition] | None, defined: int, definition: FieldDefinition) -> int | None:
+    """The version `definition` gets (1: a new field), or None when it is the current one already.
+
+    `current` is the field's (version, definition), `defined` how many fields the record kind has.
+    A field's type and whether it is personal are fixed once defined: a new meaning needs a new
+    name, and a field turned personal would leave its earlier values readable in the events."""
+    if current is None:
+        if defined >= FIELDS_PER_RECORD_MAX:
+            raise FieldRuleError(
+                "too_many_fields",
+                f"there are {FIELDS_PER_RECORD_MAX} fields already, the most there may be",
+                "name",
+                f"at most {FIELDS_PER_RECORD_MAX} fields",
+            )
+        return 1
+    version, old = current
+    if old.type != definition.type:
+        raise FieldRuleError(
+            "field_type_fixed",
+            f"{definition.name} is a {old.type} field; a new type needs a new name",
+            "type",
+            f"fixed: {old.type}",
+        )
+    if old.personal != definition.personal:
+        raise FieldRuleError(
+            "field_personal_fixed",
+            f"whether {definition.name} is personal is fixed; a new name is needed",
+            "personal",
+            f"fixed: {str(old.personal).lower()}",
+        )
+    return None if old == definition else version + 1
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether setting `b` over `a` changes nothing (True is not 1, 1 is not 1.0 here)."""
+    return type(a) is type(b) and a == b
+
+
+@dataclass(frozen=True)
+class TagChange:
+    added: list[str]
+    removed: list[str]
+    tags: list[str]  # the whole set after, sorted
+
+
+class TagErrors(ValueError):
+    """Tags that are not tags (422): every one, as {"field": "add.<n>", "reason"}."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['reason']}" for e in errors))
+        self.errors = errors
+
+
+def tag_change(current: Iterable[str], add: Sequence[str], remove: Sequence[str]) -> TagChange:
+    """Normalised tags added and removed (only those that change) and the whole set after.
+
+    TagErrors for what is not a tag or is both added and removed; FieldRuleError too_many_tags
+    when the set would hold more than TAGS_PER_RECORD_MAX."""
+    errors: list[dict[str, str]] = []
+    normal: dict[str, list[str]] = {"add": [], "remove": []}
+    for side, tags in (("add", add), ("remove", remove)):
+        for n, tag in enumerate(tags):
+            try:
+                normal[side].append(normalise_tag(tag))
+            except ValueError as exc:
+                errors.append({"field": f"{side}.{n}", "reason": str(exc)})
+    both = sorted(set(normal["add"]) & set(normal["remove"]))
+    errors += [{"field": "remove", "reason": f"{tag} is also added"} for tag in both]
+    if errors:
+        raise TagErrors(errors)
+    before = set(current)
+    after = (before | set(normal["add"])) - set(normal["remove"])
+    if len(after) > TAGS_PER_RECORD_MAX and after != before:
+        raise FieldRuleError(
+            "too_many_tags",
+            f"at most {TAGS_PER_RECORD_MAX} tags; remove some first",
+            "add",
+            f"at most {TAGS_PER_RECORD_MAX} tags",
+        )
+    return TagChange(sorted(after - before), sorted(before - after), sorted(after))
 
 
 def normalise_tag(tag: str) -> str:

@@ -17,34 +17,15 @@ from contracts import fields as f
 def define(defs: Definitions, definition: f.FieldDefinition, by: str) -> Draft | None:
     """The definition event, or None if the field is defined exactly so already."""
     current = defs.current.get(definition.name)
-    if current is None and len(defs.current) >= f.FIELDS_PER_RECORD_MAX:
-        raise Conflict(
-            "too_many_fields",
-            f"cases have {f.FIELDS_PER_RECORD_MAX} fields already, the most there may be",
-            errors=[{"field": "name", "reason": f"at most {f.FIELDS_PER_RECORD_MAX} case fields"}],
+    try:
+        version = f.next_version(
+            (current.version, current.definition) if current else None, len(defs.current), definition
         )
-    if current is not None:
-        if current.definition == definition:
-            return None
-        if current.definition.type != definition.type:
-            raise Conflict(
-                "field_type_fixed",
-                f"{definition.name} is a {current.definition.type} field; a new type needs a new name",
-                errors=[{"field": "type", "reason": f"fixed: {current.definition.type}"}],
-            )
-        if current.definition.personal != definition.personal:
-            raise Conflict(
-                "field_personal_fixed",
-                f"whether {definition.name} is personal is fixed; a new name is needed",
-                errors=[{"field": "personal", "reason": f"fixed: {str(current.definition.personal).lower()}"}],
-            )
-    return draft(
-        f.CASE_FIELD_DEFINED,
-        record="case",
-        definition=definition,
-        version=current.version + 1 if current else 1,
-        defined_by=by,
-    )
+    except f.FieldRuleError as exc:
+        raise Conflict(exc.error, str(exc), errors=[{"field": exc.field, "reason": exc.reason}]) from exc
+    if version is None:
+        return None
+    return draft(f.CASE_FIELD_DEFINED, record="case", definition=definition, version=version, defined_by=by)
 
 
 def set_fields(
@@ -72,7 +53,7 @@ def set_fields(
         if definition.personal:
             if f.personal_value(state.personal.get(name)) != value or (value is None) != (name not in state.personal):
                 personal[name] = f.personal_text(value)
-        elif _differs(state.fields.get(name), value):
+        elif not f.same_value(state.fields.get(name), value):
             readable[name] = value
     if errors:
         raise Invalid("validation_failed", "some field values are not valid", errors=errors)
@@ -92,42 +73,23 @@ def set_fields(
     ]
 
 
-def _differs(old: Any, new: Any) -> bool:
-    # True == 1 in Python; a field has one type, but say so anyway.
-    return type(old) is not type(new) or old != new
-
-
 def change_tags(state: CaseState, add: Sequence[str], remove: Sequence[str], by: str) -> list[Draft]:
     """Normalised tags added and removed (a tag in both is refused); the whole set after it."""
-    errors: list[dict[str, str]] = []
-    normal: dict[str, list[str]] = {"add": [], "remove": []}
-    for side, tags in (("add", add), ("remove", remove)):
-        for i, tag in enumerate(tags):
-            try:
-                normal[side].append(f.normalise_tag(tag))
-            except ValueError as exc:
-                errors.append({"field": f"{side}.{i}", "reason": str(exc)})
-    both = sorted(set(normal["add"]) & set(normal["remove"]))
-    errors += [{"field": "remove", "reason": f"{tag} is also added"} for tag in both]
-    if errors:
-        raise Invalid("validation_failed", "some tags are not valid", errors=errors)
-    before = set(state.tags)
-    after = (before | set(normal["add"])) - set(normal["remove"])
-    if after == before:
+    try:
+        change = f.tag_change(state.tags, add, remove)
+    except f.TagErrors as exc:
+        raise Invalid("validation_failed", "some tags are not valid", errors=exc.errors) from exc
+    except f.FieldRuleError as exc:
+        raise Conflict(exc.error, str(exc), errors=[{"field": exc.field, "reason": exc.reason}]) from exc
+    if not change.added and not change.removed:
         return []
-    if len(after) > f.TAGS_PER_RECORD_MAX:
-        raise Conflict(
-            "too_many_tags",
-            f"a case has at most {f.TAGS_PER_RECORD_MAX} tags; remove some first",
-            errors=[{"field": "add", "reason": f"at most {f.TAGS_PER_RECORD_MAX} tags per case"}],
-        )
     return [
         draft(
             f.CASE_TAGS_CHANGED,
             **state.base(),
-            added=sorted(after - before),
-            removed=sorted(before - after),
-            tags=sorted(after),
+            added=change.added,
+            removed=change.removed,
+            tags=change.tags,
             changed_by=by,
         )
     ]

@@ -11,8 +11,8 @@ from servicekit.auth import Caller, require
 from servicekit.http import ApiError
 from servicekit.inputs import unsafe_reason
 
-from contracts.fields import FIELDS_PER_RECORD_MAX, TAGS_PER_RECORD_MAX, FieldDefinition
-from intake import domain, errors, field_handlers, field_store, fields, handlers
+from contracts.fields import FIELDS_PER_RECORD_MAX, TAGS_PER_RECORD_MAX, FieldDefinition, FieldRuleError, TagErrors
+from intake import domain, errors, field_handlers, field_store, handlers
 from intake.api import ERASED, MERGED, NOT_FOUND
 from intake.customer_api import customer_call
 from intake.deps import IntakeRuntime
@@ -72,7 +72,10 @@ class TagsChangedOut(BaseModel):
     responses={
         201: {"model": FieldDefinedOut, "description": "a new field, version 1"},
         200: {"model": FieldDefinedOut, "description": "redefined (version + 1), or the same definition again"},
-        409: {"description": f"field_type_fixed: a type never changes; too_many_fields: over {FIELDS_PER_RECORD_MAX}"},
+        409: {
+            "description": "field_type_fixed, field_personal_fixed: a new name is needed;"
+            f" too_many_fields: over {FIELDS_PER_RECORD_MAX}"
+        },
         422: {"description": "validation_failed: case_types and required_to_resolve are for case fields"},
     },
 )
@@ -84,10 +87,8 @@ async def define_field(rt: IntakeRuntime, body: FieldDefinition, principal: Call
         out, created = await field_handlers.define_field(rt.db, rt.events, rt.settings.source, body, principal.key_id)
     except domain.InvalidInput as exc:
         raise errors.invalid(exc) from exc
-    except fields.FieldTypeFixed as exc:
-        raise ApiError(409, "field_type_fixed", str(exc), type=exc.old) from exc
-    except fields.TooManyFields as exc:
-        raise ApiError(409, "too_many_fields", str(exc)) from exc
+    except FieldRuleError as exc:
+        raise conflict(exc) from exc
     return JSONResponse(out, status_code=201 if created else 200)
 
 
@@ -102,6 +103,10 @@ async def define_field(rt: IntakeRuntime, body: FieldDefinition, principal: Call
 async def list_fields(rt: IntakeRuntime) -> Response:
     async with rt.db.acquire() as conn:
         return JSONResponse({"items": await field_store.definition_rows(conn)})
+
+
+def conflict(exc: FieldRuleError) -> ApiError:
+    return ApiError(409, exc.error, str(exc), errors=[{"field": exc.field, "reason": exc.reason}])
 
 
 def _checked_values(values: Mapping[str, Any]) -> None:
@@ -150,16 +155,22 @@ async def put_fields(
     dependencies=[require("agent")],
     responses={
         200: {"model": TagsChangedOut},
-        422: {"description": f"validation_failed: errors[].field add.<n> or remove.<n>; at most {TAGS_PER_RECORD_MAX}"},
+        409: {"description": f"too_many_tags: at most {TAGS_PER_RECORD_MAX}"},
+        422: {"description": "validation_failed: errors[].field add.<n> or remove.<n>"},
         **MERGED,
         **NOT_FOUND,
     },
 )
 async def post_tags(request: Request, rt: IntakeRuntime, customer_id: str, body: TagsIn, principal: Caller) -> Response:
     async def changed() -> dict[str, Any]:
-        event_ids = await field_handlers.change_tags(
-            rt.db, rt.events, rt.settings.source, customer_id, body.add, body.remove, principal.key_id
-        )
+        try:
+            event_ids = await field_handlers.change_tags(
+                rt.db, rt.events, rt.settings.source, customer_id, body.add, body.remove, principal.key_id
+            )
+        except TagErrors as exc:
+            raise ApiError(422, "validation_failed", "some tags are not valid", errors=exc.errors) from exc
+        except FieldRuleError as exc:
+            raise conflict(exc) from exc
         now = await handlers.get_customer(rt.db, rt.context.vault, customer_id)
         return {"customer_id": customer_id, "event_ids": event_ids, "tags": now["tags"]}
 

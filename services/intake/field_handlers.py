@@ -22,7 +22,9 @@ from contracts.fields import (
     FieldDefined,
     FieldDefinition,
     field_subject,
+    next_version,
     personal_text,
+    tag_change,
 )
 from contracts.topics import INTAKE
 from intake import field_store, fields, store
@@ -40,7 +42,7 @@ async def define_field(
     lock = f"SELECT pg_advisory_xact_lock({field_store.DEFINITIONS_LOCK})"
     async with pool.acquire() as conn, db.transaction(conn, lock):
         current = await field_store.definitions(conn)
-        version = fields.next_version(current, definition)
+        version = next_version(current.get(definition.name), len(current), definition)
         event_ids: list[str] = []
         if version is not None:
             data = FieldDefined(record="customer", definition=definition, version=version, defined_by=key_id)
@@ -115,7 +117,7 @@ async def change_tags(
     async with pool.acquire() as conn, db.transaction(conn, store.identity_lock_sql(exclusive=False)):
         merged = await _live_customer(conn, customer_id)
         _, current = await field_store.view_rows(conn, customer_id, merged)
-        change = fields.tag_change(set(current), add, remove)
+        change = tag_change(current, add, remove)
         if not change.added and not change.removed:
             return []
         data = CustomerTagsChanged(

@@ -1,10 +1,10 @@
 """Typed fields and tags on customers (issue 29): the rules, pure (no I/O).
 
-Definitions come from contracts.fields; this module decides what a request changes: a new or
-redefined definition, the values a PUT sets, the tags a POST adds and removes, and what a list
-filter asks for. A merged customer's view (docs/customer-fields.md): the survivor's own values,
-then, for fields the survivor never set, the value its merged ids set last; tags likewise.
-A survivor's own "cleared" (a null value, a removed tag) hides what merged ids hold.
+Definitions come from contracts.fields, as do the rules on versions and tag changes (shared
+with case). This module decides the values a PUT sets and what a list filter asks for. A merged
+customer's view (docs/customer-fields.md): the survivor's own values, then, for fields the
+survivor never set, the value its merged ids set last; tags likewise. A survivor's own
+"cleared" (a null value, a removed tag) hides what merged ids hold.
 """
 
 import math
@@ -12,29 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.fields import (
-    FIELDS_PER_RECORD_MAX,
-    TAGS_PER_RECORD_MAX,
-    FieldDefinition,
-    FieldValueError,
-    normalise_tag,
-    validate_value,
-)
+from contracts.fields import FieldDefinition, FieldValueError, same_value, validate_value
 from intake.domain import InvalidInput
 
 CASE_ONLY = ("case_types", "required_to_resolve")
-
-
-class FieldTypeFixed(Exception):
-    """A redefinition may not change the field's type (values already set would not fit)."""
-
-    def __init__(self, name: str, old: str, new: str) -> None:
-        super().__init__(f"field {name} is a {old}; its type cannot become {new}")
-        self.old = old
-
-
-class TooManyFields(Exception):
-    pass
 
 
 class PersonalField(InvalidInput):
@@ -46,19 +27,6 @@ def check_definition(definition: FieldDefinition) -> None:
     for name in CASE_ONLY:
         if name in definition.model_fields_set and getattr(definition, name) not in (None, False):
             raise InvalidInput(f"body.{name}", "cases only: customer fields have no case types or resolution")
-
-
-def next_version(current: Mapping[str, tuple[int, FieldDefinition]], definition: FieldDefinition) -> int | None:
-    """The version the definition gets (1: new), or None when it is the same as the current one."""
-    found = current.get(definition.name)
-    if found is None:
-        if len(current) >= FIELDS_PER_RECORD_MAX:
-            raise TooManyFields(f"at most {FIELDS_PER_RECORD_MAX} customer fields")
-        return 1
-    version, old = found
-    if old.type != definition.type:
-        raise FieldTypeFixed(definition.name, old.type, definition.type)
-    return None if old == definition else version + 1
 
 
 @dataclass(frozen=True)
@@ -88,14 +56,10 @@ def field_changes(
             value = validate_value(definition, wanted[name])
         except FieldValueError as exc:
             raise InvalidInput(f"values.{name}", exc.reason) from exc
-        if _same(current.get(name), value):
+        if same_value(current.get(name), value):
             continue
         (personal if definition.personal else values)[name] = value
     return FieldChange(values, personal)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b  # True is not 1, 1 is not 1.0 here
 
 
 def value_key(value: Any) -> str | None:
@@ -130,33 +94,3 @@ def filter_key(definition: FieldDefinition, text: str, field: str) -> str:
     if key is None:
         raise InvalidInput(field, "give a value")
     return key
-
-
-@dataclass(frozen=True)
-class TagChange:
-    added: list[str]
-    removed: list[str]
-    tags: list[str]
-
-
-def tag_change(current: set[str], add: list[str], remove: list[str]) -> TagChange:
-    """Normalised tags added and removed (only those that change) and the whole set after."""
-    norm_add = _normalised(add, "add")
-    norm_remove = _normalised(remove, "remove")
-    both = sorted(set(norm_add) & set(norm_remove))
-    if both:
-        raise InvalidInput("remove", f"tag {both[0]} is both added and removed")
-    after = (current | set(norm_add)) - set(norm_remove)
-    if len(after) > TAGS_PER_RECORD_MAX:
-        raise InvalidInput("add", f"at most {TAGS_PER_RECORD_MAX} tags on a customer")
-    return TagChange(sorted(after - current), sorted(current - after), sorted(after))
-
-
-def _normalised(tags: list[str], where: str) -> list[str]:
-    out: list[str] = []
-    for n, tag in enumerate(tags):
-        try:
-            out.append(normalise_tag(tag))
-        except ValueError as exc:
-            raise InvalidInput(f"{where}.{n}", str(exc)) from exc
-    return out

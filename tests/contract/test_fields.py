@@ -6,11 +6,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts.fields import (
+    FIELDS_PER_RECORD_MAX,
+    TAGS_PER_RECORD_MAX,
     FieldDefinition,
+    FieldRuleError,
     FieldValueError,
+    TagErrors,
+    next_version,
     normalise_tag,
     personal_text,
     personal_value,
+    tag_change,
     validate_value,
 )
 
@@ -90,3 +96,42 @@ def test_what_is_not_a_tag_is_refused(raw: str) -> None:
 @given(st.one_of(st.text(max_size=50), st.integers(-(2**53), 2**53), st.booleans(), st.none()))
 def test_a_personal_value_survives_its_sealed_text(value: object) -> None:
     assert personal_value(personal_text(value)) == value
+
+
+ENUM = FieldDefinition(name="failure", type="enum", values=["wifi", "power"])
+
+
+def test_versions_count_redefinitions_and_type_and_privacy_stay() -> None:
+    assert next_version(None, 0, ENUM) == 1
+    assert next_version((1, ENUM), 1, ENUM) is None
+    fewer = FieldDefinition(name="failure", type="enum", values=["wifi"])
+    assert next_version((1, ENUM), 1, fewer) == 2
+    for changed, error in (
+        (FieldDefinition(name="failure", type="text"), "field_type_fixed"),
+        (ENUM.model_copy(update={"personal": True}), "field_personal_fixed"),
+    ):
+        with pytest.raises(FieldRuleError) as caught:
+            next_version((2, ENUM), 1, changed)
+        assert caught.value.error == error
+    with pytest.raises(FieldRuleError) as caught:
+        next_version(None, FIELDS_PER_RECORD_MAX, ENUM)
+    assert (caught.value.error, caught.value.field) == ("too_many_fields", "name")
+    assert next_version((1, ENUM), FIELDS_PER_RECORD_MAX, fewer) == 2  # a redefinition is not one more
+
+
+def test_tag_changes_are_normalised_and_bounded() -> None:
+    change = tag_change({"vip"}, ["  Repeat Caller", "VIP"], ["gone"])
+    assert (change.added, change.removed, change.tags) == (["repeat-caller"], [], ["repeat-caller", "vip"])
+    change = tag_change({"vip", "old"}, [], ["OLD"])
+    assert (change.added, change.removed, change.tags) == ([], ["old"], ["vip"])
+    with pytest.raises(TagErrors) as bad:
+        tag_change(set(), ["ok", "not/ok"], ["x/"])
+    assert [e["field"] for e in bad.value.errors] == ["add.1", "remove.0"]
+    with pytest.raises(TagErrors) as bad:
+        tag_change(set(), ["a"], ["A"])
+    assert bad.value.errors == [{"field": "remove", "reason": "a is also added"}]
+    full = {f"t{n}" for n in range(TAGS_PER_RECORD_MAX)}
+    with pytest.raises(FieldRuleError) as caught:
+        tag_change(full, ["one-more"], [])
+    assert caught.value.error == "too_many_tags"
+    assert tag_change(full, ["t1"], []).added == []  # adding what is there changes nothing

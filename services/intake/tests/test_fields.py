@@ -2,7 +2,7 @@
 
 import pytest
 
-from contracts.fields import FIELDS_PER_RECORD_MAX, TAGS_PER_RECORD_MAX, FieldDefinition
+from contracts.fields import FieldDefinition
 from intake import fields
 from intake.domain import InvalidInput
 
@@ -20,19 +20,6 @@ def test_case_only_settings_are_refused_on_customer_fields() -> None:
         with pytest.raises(InvalidInput) as caught:
             fields.check_definition(FieldDefinition.model_validate({"name": "a", "type": "text", **extra}))
         assert caught.value.field == f"body.{next(iter(extra))}"
-
-
-def test_versions_count_redefinitions_and_the_type_stays() -> None:
-    assert fields.next_version({}, ENUM) == 1
-    assert fields.next_version({"failure": (1, ENUM)}, ENUM) is None
-    fewer = FieldDefinition(name="failure", type="enum", values=["wifi"])
-    assert fields.next_version({"failure": (1, ENUM)}, fewer) == 2
-    with pytest.raises(fields.FieldTypeFixed):
-        fields.next_version({"failure": (2, ENUM)}, FieldDefinition(name="failure", type="text"))
-    full = {f"f{n}": (1, TEXT) for n in range(FIELDS_PER_RECORD_MAX)}
-    with pytest.raises(fields.TooManyFields):
-        fields.next_version(full, ENUM)
-    assert fields.next_version(full, FieldDefinition(name="f1", type="text", label="F")) == 2
 
 
 def test_changes_leave_out_what_is_already_so_and_split_personal_values() -> None:
@@ -66,17 +53,3 @@ def test_filters_compare_the_indexed_text_of_a_value() -> None:
     with pytest.raises(fields.PersonalField) as caught:
         fields.filter_key(SECRET, "x", "query.field.note")
     assert (caught.value.field, caught.value.reason) == ("query.field.note", "personal_field")
-
-
-def test_tag_changes_are_normalised_and_bounded() -> None:
-    change = fields.tag_change({"vip"}, ["  Repeat Caller", "VIP"], ["gone"])
-    assert (change.added, change.removed, change.tags) == (["repeat-caller"], [], ["repeat-caller", "vip"])
-    change = fields.tag_change({"vip", "old"}, [], ["OLD"])
-    assert (change.added, change.removed, change.tags) == ([], ["old"], ["vip"])
-    with pytest.raises(InvalidInput) as caught:
-        fields.tag_change(set(), ["ok", "not/ok"], [])
-    assert caught.value.field == "add.1"
-    with pytest.raises(InvalidInput):
-        fields.tag_change(set(), ["a"], ["A"])
-    with pytest.raises(InvalidInput):
-        fields.tag_change({f"t{n}" for n in range(TAGS_PER_RECORD_MAX)}, ["one-more"], [])
