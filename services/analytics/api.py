@@ -10,13 +10,23 @@ from servicekit.auth import require
 from servicekit.http import ApiError, survivor_redirect
 from servicekit.inputs import Rfc3339
 
-from analytics import domain, store
+from analytics import domain, report_store, store
 from analytics.deps import AnalyticsRuntime
 from contracts.case import CaseType, Priority
 from contracts.events import Channel
 
 router = APIRouter()
 MAX_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
+# team | owner | type | tag | field.<name> (contracts.fields.FIELD_NAME_PATTERN)
+GROUP_BY_PATTERN = r"^(team|owner|type|tag|field\.[a-z][a-z0-9_]{0,62})$"
+GroupByParam = Annotated[
+    str | None,
+    Query(
+        pattern=GROUP_BY_PATTERN,
+        description="team, owner, type, tag or field.<name>: adds `groups`, one row per value (null: none)",
+    ),
+]
+MAX_GROUPS = 1000
 
 
 class KpiFilters(BaseModel):
@@ -84,6 +94,15 @@ class KpiBucket(KpiTotals):
     start: str = Field(description="RFC 3339, the start of the hour or day")
 
 
+class KpiGroup(BaseModel):
+    """The case KPIs and CSAT of one value of the group_by dimension (docs/reports.md)."""
+
+    group: str | None = Field(description="The team, owner, type, tag or field value; null: none")
+    cases: CaseKpis
+    cases_handled: int = Field(description="Cases resolved in the range; with group_by=owner, per agent")
+    csat: CsatKpis
+
+
 class KpisOut(BaseModel):
     from_: str = Field(alias="from")
     to: str
@@ -91,6 +110,12 @@ class KpisOut(BaseModel):
     filters: KpiFilters
     totals: KpiTotals
     series: list[KpiBucket] = Field(description="Only hours or days with something in them, oldest first")
+    group_by: str | None = Field(default=None, description="Only with group_by")
+    groups: list[KpiGroup] | None = Field(default=None, description="Only with group_by: by value, null last")
+    sums_to_totals: bool | None = Field(
+        default=None,
+        description="Only with group_by: whether the groups' counts add up to the totals' (false for tag)",
+    )
 
 
 class RfmOut(BaseModel):
@@ -124,7 +149,10 @@ class InsightsOut(BaseModel):
     tags=["analytics"],
     dependencies=[require("ops")],
     summary="Customer-service KPIs over [from, to), totals and one row per hour or day",
-    responses={200: {"model": KpisOut}},
+    responses={
+        200: {"model": KpisOut},
+        422: {"description": "validation_failed (range, parameters), personal_field, too_many_groups"},
+    },
 )
 async def get_kpis(
     request: Request,
@@ -140,7 +168,33 @@ async def get_kpis(
         str | None,
         Query(min_length=1, max_length=64, description="case KPIs and CSAT of this team's cases only"),
     ] = None,
+    group_by: GroupByParam = None,
 ) -> Any:
+    check_single(request, "group_by")
+    check_range(from_, to, MAX_RANGE[window], f"with window={window}")
+    q = store.KpiQuery(from_, to, window, channel, region, case_type, priority, team)
+    async with rt.db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # One snapshot: the groups add up to the totals even while the KPI stream folds events.
+        result = await store.kpis(conn, q)
+        if group_by is not None:
+            result |= await grouped(conn, q, group_by)
+    filters = {"channel": channel, "region": region, "case_type": case_type, "priority": priority, "team": team}
+    return {"from": from_.isoformat(), "to": to.isoformat(), "window": window, "filters": filters, **result}
+
+
+def check_single(request: Request, name: str) -> None:
+    """422 for a parameter given twice: one dimension per answer, never a silent choice of one."""
+    if len(request.query_params.getlist(name)) > 1:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"{name} given more than once",
+            errors=[{"field": f"query.{name}", "reason": "given more than once"}],
+        )
+
+
+def check_range(from_: datetime, to: datetime, limit: timedelta, what: str) -> None:
+    """422 unless from < to and the range is at most `limit` long."""
     if to <= from_:
         raise ApiError(
             422,
@@ -148,18 +202,34 @@ async def get_kpis(
             "to must be after from",
             errors=[{"field": "query.to", "reason": "not after from"}],
         )
-    if to - from_ > MAX_RANGE[window]:
+    if to - from_ > limit:
         raise ApiError(
             422,
             "validation_failed",
-            f"at most {MAX_RANGE[window].days} days per request with window={window}",
-            errors=[{"field": "query.to", "reason": "range too long for this window"}],
+            f"at most {limit.days} days per request {what}",
+            errors=[{"field": "query.to", "reason": "range too long"}],
         )
-    q = store.KpiQuery(from_, to, window, channel, region, case_type, priority, team)
-    async with rt.db.acquire() as conn:
-        result = await store.kpis(conn, q)
-    filters = {"channel": channel, "region": region, "case_type": case_type, "priority": priority, "team": team}
-    return {"from": from_.isoformat(), "to": to.isoformat(), "window": window, "filters": filters, **result}
+
+
+async def grouped(conn: Any, q: store.KpiQuery, group_by: str) -> dict[str, Any]:
+    """`group_by`, `groups` and `sums_to_totals` of a KPI answer (the pattern already checked)."""
+    g = report_store.GroupBy.parse(group_by)
+    if g.field is not None and await report_store.personal_field(conn, g.field):
+        raise ApiError(
+            422,
+            "personal_field",
+            f"field {g.field} is personal: personal fields are never reported",
+            errors=[{"field": "query.group_by", "reason": "personal field"}],
+        )
+    groups = await report_store.grouped_kpis(conn, q, g)
+    if len(groups) > MAX_GROUPS:
+        raise ApiError(
+            422,
+            "too_many_groups",
+            f"more than {MAX_GROUPS} groups: narrow the range or filter",
+            errors=[{"field": "query.group_by", "reason": "too many groups"}],
+        )
+    return {"group_by": group_by, "groups": groups, "sums_to_totals": g.sums_to_totals}
 
 
 @router.get(

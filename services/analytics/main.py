@@ -9,6 +9,7 @@ from analytics.api import router
 from analytics.campaign_api import router as campaign_router
 from analytics.campaign_projection import run_campaign_timer
 from analytics.metrics import refresh_campaign_gauges, refresh_kpi_gauges
+from analytics.report_api import router as report_router
 from analytics.settings import AnalyticsSettings
 from analytics.stream import run_kpi_stream
 
@@ -17,7 +18,7 @@ app = create_app(
         name="analytics",
         title="crm analytics",
         description="Customer-service KPIs, customer value and churn risk, back onto the timeline.",
-        routers=[router, campaign_router],
+        routers=[router, campaign_router, report_router],
         migrations=[Path(__file__).parent / "migrations"],
         background=[run_kpi_stream, refresh_kpi_gauges, run_campaign_timer, refresh_campaign_gauges],
     ),

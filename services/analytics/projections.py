@@ -16,11 +16,12 @@ import asyncpg
 from eventkit.envelope import Envelope, new_event
 from eventkit.eventstore import Append, EventStore
 from eventkit.telemetry import current_traceparent
-from servicekit.timeline import NOT_ON_TIMELINE
+from servicekit.timeline import NOT_ON_TIMELINE, NOT_ON_TIMELINE_SUBJECTS
 
-from analytics import domain, store
+from analytics import domain, report_store, store
 from contracts import analytics as contract
 from contracts import case as case_contract
+from contracts import fields as fields_contract
 from contracts.events import CUSTOMER_MERGED, INTERACTION_RECORDED, PREFERENCES_CHANGED
 from contracts.topics import ANALYTICS
 
@@ -48,12 +49,18 @@ class KpiProjection:
         self._source = source
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        # Case field definitions (about a field, not a customer): the report's columns.
+        for e in events:
+            if e.type == fields_contract.CASE_FIELD_DEFINED:
+                await report_store.define_case_field(conn, e.data["definition"], e.data["version"])
         # Not our own output, and not events about API keys or agents (no customer in them).
-        # Nor events about a campaign (subject campaign:<id>): campaign_projection folds those.
+        # Nor events about a campaign (subject campaign:<id>): campaign_projection folds those;
+        # nor field definitions (subject field:<record>:<name>), done above.
         events = [
             e
             for e in events
-            if not e.type.startswith(("crm.analytics.", *NOT_ON_TIMELINE)) and not e.subject.startswith("campaign:")
+            if not e.type.startswith(("crm.analytics.", *NOT_ON_TIMELINE))
+            and not e.subject.startswith(NOT_ON_TIMELINE_SUBJECTS)
         ]
         if not events:
             return
@@ -175,23 +182,35 @@ class KpiProjection:
             elif frm in ("resolved", "closed") and to not in ("resolved", "closed"):
                 self._open_cases(customer, +1)
         elif e.type == case_contract.CASE_ASSIGNED:
-            await store.assign_case(conn, case_id, d["team"], e.time)
+            await store.assign_case(conn, case_id, d["team"], d["owner"], e.time)
+        elif e.type == case_contract.CASE_ESCALATED:
+            await store.escalate_case(conn, case_id, d["team"])
+        elif e.type == case_contract.CASE_UNASSIGNED:
+            await store.unassign_case(conn, case_id)
+        elif e.type == fields_contract.CASE_FIELDS_SET:
+            # `values` only: personal fields are sealed and never reported.
+            await report_store.set_case_fields(conn, case_id, d.get("values") or {})
+        elif e.type == fields_contract.CASE_TAGS_CHANGED:
+            await report_store.set_case_tags(conn, case_id, d["tags"])
         elif e.type == case_contract.CASE_REPLY_SENT:  # an agent's first reply is a first response
             await store.case_responded(conn, case_id, e.time)
         elif e.type == case_contract.CASE_PRIORITY_CHANGED:
             await store.change_case_priority(conn, case_id, d["to_priority"])
         elif e.type == case_contract.CASE_SLA_BREACHED:
-            await store.mark_case_breached(conn, case_id)
+            await store.mark_case_breached(conn, case_id, d["target"])
             customer.profile = replace(customer.profile, sla_breaches=customer.profile.sla_breaches + 1)
             customer.dirty = True
         elif e.type == case_contract.CASE_INTERACTION_LINKED:
             if d.get("direction") == "inbound":
                 await store.add_inbound_link(conn, case_id)
+            elif d.get("direction") == "outbound":  # the customer got an answer: a first response
+                await store.case_responded(conn, case_id, e.time)
         elif e.type == case_contract.CASE_SURVEY_RECORDED:
             row = await store.case_dimensions(conn, case_id)
             await store.add_csat(
                 conn,
                 e.id,
+                case_id,
                 d["customer_id"],
                 d["score"],
                 e.time,

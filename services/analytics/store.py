@@ -339,11 +339,24 @@ async def open_case(conn: asyncpg.Connection, c: OpenedCase) -> None:
     )
 
 
-async def assign_case(conn: asyncpg.Connection, case_id: str, team: str, at: datetime) -> None:
-    """The case's team is its last assignment's; handle time runs from the first assignment."""
+async def assign_case(conn: asyncpg.Connection, case_id: str, team: str, owner: str, at: datetime) -> None:
+    """The case's team and owner are its last assignment's; handle time runs from the first one."""
     await conn.execute(
-        "UPDATE kpi_cases SET team = $2, assigned_at = coalesce(assigned_at, $3) WHERE case_id = $1", case_id, team, at
+        "UPDATE kpi_cases SET team = $2, owner = $3, assigned_at = coalesce(assigned_at, $4) WHERE case_id = $1",
+        case_id,
+        team,
+        owner,
+        at,
     )
+
+
+async def unassign_case(conn: asyncpg.Connection, case_id: str) -> None:
+    await conn.execute("UPDATE kpi_cases SET owner = NULL WHERE case_id = $1", case_id)
+
+
+async def escalate_case(conn: asyncpg.Connection, case_id: str, team: str) -> None:
+    """An escalation moves the case to a team's queue, as the case service's state does."""
+    await conn.execute("UPDATE kpi_cases SET team = $2 WHERE case_id = $1", case_id, team)
 
 
 async def change_case_status(conn: asyncpg.Connection, case_id: str, to: str, frm: str, at: datetime) -> None:
@@ -354,7 +367,8 @@ async def change_case_status(conn: asyncpg.Connection, case_id: str, to: str, fr
         # A reopened case is not resolved until it is resolved again (then at that time).
         " resolved_at = CASE WHEN $2 = 'resolved' THEN $4 WHEN $3 = 'resolved' AND $2 = 'open' THEN NULL"
         " ELSE resolved_at END,"
-        " reopened = reopened OR ($3 = 'resolved' AND $2 = 'open')"
+        " reopened = reopened OR ($3 = 'resolved' AND $2 = 'open'),"
+        " closed_at = CASE WHEN $2 = 'closed' THEN $4 WHEN $3 = 'closed' THEN NULL ELSE closed_at END"
         " WHERE case_id = $1",
         case_id,
         to,
@@ -367,8 +381,14 @@ async def change_case_priority(conn: asyncpg.Connection, case_id: str, priority:
     await conn.execute("UPDATE kpi_cases SET priority = $2 WHERE case_id = $1", case_id, priority)
 
 
-async def mark_case_breached(conn: asyncpg.Connection, case_id: str) -> None:
-    await conn.execute("UPDATE kpi_cases SET breached = true WHERE case_id = $1", case_id)
+async def mark_case_breached(conn: asyncpg.Connection, case_id: str, target: str) -> None:
+    await conn.execute(
+        "UPDATE kpi_cases SET breached = true,"
+        " first_response_breached = first_response_breached OR $2 = 'first_response',"
+        " resolution_breached = resolution_breached OR $2 = 'resolution' WHERE case_id = $1",
+        case_id,
+        target,
+    )
 
 
 async def case_responded(conn: asyncpg.Connection, case_id: str, at: datetime) -> None:
@@ -391,6 +411,7 @@ async def case_dimensions(conn: asyncpg.Connection, case_id: str) -> asyncpg.Rec
 async def add_csat(
     conn: asyncpg.Connection,
     event_id: str,
+    case_id: str,
     customer_id: str,
     score: int,
     at: datetime,
@@ -401,8 +422,8 @@ async def add_csat(
     team: str | None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region, case_type, priority, team)"
-        " VALUES ($1, $2, 'csat', $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        "INSERT INTO kpi_surveys (event_id, customer_id, kind, score, at, channel, region, case_type, priority, team,"
+        " case_id) VALUES ($1, $2, 'csat', $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         event_id,
         customer_id,
         score,
@@ -412,4 +433,6 @@ async def add_csat(
         case_type,
         priority,
         team,
+        case_id,
     )
+    await conn.execute("UPDATE kpi_cases SET csat = $2 WHERE case_id = $1", case_id, score)

@@ -16,6 +16,8 @@ from contracts.events import Channel, ConsentPurpose, Preferences
 from intake import domain, errors, handlers, store, suggestions
 from intake.api import ERASED, MERGED, NOT_FOUND, ExternalId
 from intake.deps import IntakeRuntime
+from intake.field_filters import filtered_list
+from intake.field_filters import filters_of as field_filters_of
 
 router = APIRouter()
 
@@ -46,10 +48,15 @@ class CustomerOut(BaseModel):
     merged_ids: list[str] = Field(description="Customers merged into this one")
     preferences: Preferences
     consent: list[ConsentOut]
+    fields: dict[str, Any] = Field(description='Typed fields by name; personal ones "[erased]" after erasure')
+    tags: list[str] = Field(description="Tags, sorted")
 
 
 class CustomersOut(BaseModel):
     items: list[CustomerOut]
+    next_before: str | None = Field(
+        default=None, description="With field./tag filters: pass as before for the next page; null on the last"
+    )
 
 
 class DataKeysOut(BaseModel):
@@ -90,11 +97,15 @@ async def customer_call(request: Request, customer_id: str, call: Any, status: i
     "/v1/customers",
     operation_id="findCustomers",
     tags=["customers"],
-    summary="Find customers by email, phone, name or the start of their id",
+    summary="Find customers by email, phone, name or the start of their id, or list them by fields and tags",
+    description="Or list, in pages, the customers whose fields and tags match every filter:"
+    " `field.<name>=<value>` (repeatable; not personal fields) and `tag=` (repeatable)."
+    " See docs/customer-fields.md.",
     dependencies=[require("agent")],
     responses={200: {"model": CustomersOut}},
 )
 async def find_customers(
+    request: Request,
     rt: IntakeRuntime,
     email: Annotated[str | None, Query(max_length=320)] = None,
     phone: Annotated[str | None, Query(max_length=40)] = None,
@@ -104,7 +115,14 @@ async def find_customers(
     ] = None,
     q: Annotated[str | None, Query(min_length=4, max_length=64, description="a customer id or its start")] = None,
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
+    tag: Annotated[list[str] | None, Query(max_length=200, description="has this tag (repeat: all of them)")] = None,
+    before: Annotated[str | None, Query(max_length=200, description="next_before of the previous page")] = None,
 ) -> Response:
+    if (field_filters := field_filters_of(request)) or tag:
+        if email or phone or name or q:
+            reason = "field./tag filters do not combine with email, phone, name or q"
+            raise ApiError(422, "validation_failed", reason, errors=[{"field": "query", "reason": reason}])
+        return await filtered_list(rt, field_filters, tag or [], limit, before)
     settings = rt.settings
     idents: list[domain.Ident] = []
     try:

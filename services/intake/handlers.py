@@ -26,7 +26,7 @@ from contracts.events import (
     Preferences,
 )
 from contracts.topics import INTAKE
-from intake import domain, store
+from intake import domain, field_store, store
 from intake.customer_events import EventClock, stream_of
 from intake.vault import IDENTIFIER_FIELD, NAME_FIELD, Vault
 
@@ -150,6 +150,7 @@ async def get_customer(pool: asyncpg.Pool, vault: Vault, customer_id: str) -> di
         sealed = found.pop("sealed_identifiers")
         sealed_name = found.pop("sealed_name")
         keys, _ = await vault.keys(conn, {customer_id, *(owner for _, _, _, owner, _ in sealed)}, create=False)
+        found.update(await field_store.view(conn, vault, customer_id, found["merged_ids"]))
     found["name"] = crypto.open_token(sealed_name, customer_id, NAME_FIELD, dict(keys))
     found["identifiers"] = [
         {

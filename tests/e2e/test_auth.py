@@ -35,6 +35,8 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
             "PUT /v1/customers/{customer_id}/preferences",
             "PUT /v1/customers/{customer_id}/profile",
             "POST /v1/customers/{customer_id}/identifiers:verify",
+            "PUT /v1/customers/{customer_id}/fields",
+            "POST /v1/customers/{customer_id}/tags",
             "GET /v1/merge-suggestions",
             "POST /v1/merge-suggestions/{suggestion_id}:accept",
             "POST /v1/merge-suggestions/{suggestion_id}:reject",
@@ -49,7 +51,8 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
             "GET /v1/customers/{customer_id}/insights",
         ],
     ),
-    ({"ops"}, ["GET /v1/kpis"]),
+    ({"agent", "ops"}, ["GET /v1/admin/fields"]),  # POST /v1/admin/fields: admin only
+    ({"ops"}, ["GET /v1/kpis", "GET /v1/reports/cases.csv", "GET /v1/reports/kpis.csv"]),
     ({"supervisor"}, ["PUT /v1/agents/{agent_id}"]),
     (
         {"agent", "supervisor"},  # an agent key sets only its own agent's status (test_agents.py)

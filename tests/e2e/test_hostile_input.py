@@ -59,6 +59,9 @@ async def seeded(stack: Stack) -> dict[str, str]:
             assert w.status_code == 200, w.text
         r = await client.post(f"{urls['case']}/v1/cases", json={"customer_id": customer_id, "type": "billing"})
         assert r.status_code == 201, r.text
+        for name, field_type in ((HOSTILE_FIELD, "text"), (HOSTILE_NUMBER, "number")):
+            made = await client.post(f"{urls['intake']}/v1/admin/fields", json={"name": name, "type": field_type})
+            assert made.status_code in (200, 201), made.text
     return {**urls, "customer_id": customer_id, "case_id": r.json()["case_id"]}
 
 
@@ -74,6 +77,9 @@ def route(seeded: dict[str, str], service: str, path: str) -> str:
     )
 
 
+HOSTILE_FIELD = "hostile_note"  # customer fields the seeded fixture defines
+HOSTILE_NUMBER = "hostile_count"
+
 # (service, method, path, a valid body, where to put the value, the field the answer must name)
 TEXT_FIELDS: list[tuple[str, str, str, dict[str, Any], tuple[Any, ...], str]] = [
     ("intake", "POST", "/v1/interactions", interaction(), ("content",), "content"),
@@ -87,6 +93,11 @@ TEXT_FIELDS: list[tuple[str, str, str, dict[str, Any], tuple[Any, ...], str]] = 
     ("intake", "POST", "/v1/admin/keys", {"name": "k", "scopes": ["agent"]}, ("name",), "name"),
     ("intake", "POST", "/internal/v1/data-keys:lookup", {"customer_ids": ["x"]}, ("customer_ids", 0),
      "customer_ids.0"),
+    ("intake", "PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: "x"}},
+     ("values", HOSTILE_FIELD), f"values.{HOSTILE_FIELD}"),
+    ("intake", "POST", "/v1/customers/{customer_id}/tags", {"add": ["x"]}, ("add", 0), "add.0"),
+    ("intake", "POST", "/v1/admin/fields", {"name": "hostile_label", "type": "text", "label": "l"}, ("label",),
+     "label"),
     ("case", "POST", "/v1/cases", {"customer_id": "c", "type": "billing", "title": "t"}, ("title",), "title"),
     ("case", "POST", "/v1/cases/{case_id}/notes", {"expected_version": 1, "author": "a", "text": "t"}, ("text",),
      "text"),
@@ -191,6 +202,9 @@ BODY_ROUTES = [
     ("intake", "POST", "/v1/interactions"),
     ("intake", "POST", "/v1/interactions:batch"),
     ("intake", "PUT", "/v1/customers/{customer_id}/profile"),
+    ("intake", "PUT", "/v1/customers/{customer_id}/fields"),
+    ("intake", "POST", "/v1/customers/{customer_id}/tags"),
+    ("intake", "POST", "/v1/admin/fields"),
     ("intake", "POST", "/v1/admin/keys"),
     ("case", "POST", "/v1/cases"),
     ("case", "POST", "/v1/cases/{case_id}/notes"),
@@ -337,12 +351,17 @@ async def test_control_characters_in_the_path_are_422_before_authentication(
 QUERIES = [
     ("intake", "/v1/customers", "q"),
     ("intake", "/v1/customers", "name"),
+    ("intake", "/v1/customers", "tag"),
+    ("intake", "/v1/customers", f"field.{HOSTILE_FIELD}"),
     ("case", "/v1/cases", "owner"),
     ("case", "/v1/cases", "customer_id"),
     ("case", "/v1/agents", "team"),
     ("notification", "/v1/notifications", "customer_id"),
     ("analytics", "/v1/admin/audit", "key_id"),
     ("analytics", "/v1/customers/{customer_id}/timeline", "before"),
+    ("analytics", "/v1/kpis", "group_by"),
+    ("analytics", "/v1/reports/kpis.csv", "group_by"),
+    ("analytics", "/v1/reports/cases.csv", "from"),
 ]
 
 
@@ -374,3 +393,109 @@ async def test_a_nul_in_a_path_does_not_stop_the_audit_log(seeded: dict[str, str
         r = await admin.get(f"{seeded[service]}/v1/admin/audit", params={"key_id": key["key_id"]})
     assert r.status_code == 200, r.text
     assert [(row["customer_id"], row["status"]) for row in r.json()["items"]] == [(seeded["customer_id"], 200)]
+
+
+INJECTION = "x'); DROP TABLE customer_field_values; --"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: {"nested": [1]}}}, 422,
+         f"values.{HOSTILE_NUMBER}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: 1e308 * 10}}, 422, None),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: 2**80}}, 422,
+         f"values.{HOSTILE_NUMBER}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: ["a"]}}, 422,
+         f"values.{HOSTILE_FIELD}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {INJECTION: "x"}}, 422, f"values.{INJECTION}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: "x" * 2001}}, 422,
+         f"values.{HOSTILE_FIELD}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {f"f{n}": 1 for n in range(101)}}, 422, "values"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {}, "extra": 1}, 422, "extra"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": "text"}, 422, "values"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [INJECTION]}, 422, "add.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [1]}, 422, "add.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"remove": ["x" * 65]}, 422, "remove.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [f"t{n}" for n in range(51)]}, 422, "add"),
+        ("POST", "/v1/admin/fields", {"name": INJECTION, "type": "text"}, 422, "name"),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "blob"}, 422, "type"),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "enum", "values": []}, 422, None),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "text", "sealed": True}, 422, "sealed"),
+        ("POST", "/v1/admin/fields", {"name": HOSTILE_FIELD, "type": "number"}, 409, None),
+    ],
+)  # fmt: skip
+async def test_field_and_tag_bodies_of_wrong_types_and_injections_are_4xx(
+    seeded: dict[str, str],
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    field: str | None,
+) -> None:
+    r = await client.request(method, route(seeded, "intake", path), content=encoded(body), headers=JSON)
+    if status == 409:
+        assert (r.status_code, r.json()["error"]) == (409, "field_type_fixed"), r.text
+    else:
+        refused(r, status, field)
+    shown = await client.get(route(seeded, "intake", "/v1/customers/{customer_id}"))
+    assert shown.status_code == 200 and "fields" in shown.json()  # nothing stalled, nothing dropped
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({f"field.{INJECTION}": "x"}, f"query.field.{INJECTION}"),
+        ({f"field.{HOSTILE_NUMBER}": INJECTION}, f"query.field.{HOSTILE_NUMBER}"),
+        ({f"field.{HOSTILE_NUMBER}": "nan"}, f"query.field.{HOSTILE_NUMBER}"),
+        ({"tag": INJECTION}, "query.tag"),
+        ({"tag": "x", "before": INJECTION}, "query.before"),
+        ({"tag": "x", "email": "a@example.com"}, "query"),
+    ],
+)
+async def test_customer_list_filters_refuse_bad_values(
+    seeded: dict[str, str], client: httpx.AsyncClient, params: dict[str, str], field: str
+) -> None:
+    refused(await client.get(f"{seeded['intake']}/v1/customers", params=params), 422, field)
+
+
+REPORT_ROUTES = ["/v1/kpis", "/v1/reports/kpis.csv", "/v1/reports/cases.csv"]
+BAD_REPORT_PARAMS: list[tuple[dict[str, Any], str]] = [
+    ({"from": "123"}, "query.from"),
+    ({"from": True}, "query.from"),
+    ({"to": "2026-13-40T00:00:00Z"}, "query.to"),
+    ({"to": "2026-01-01T00:00:00Z" + "0" * 10_000}, "query.to"),
+    ({"window": "week"}, "query.window"),
+    ({"group_by": "field.A;DROP TABLE kpi_cases"}, "query.group_by"),
+    ({"group_by": "owner' OR '1'='1"}, "query.group_by"),
+    ({"group_by": "field." + "a" * 5000}, "query.group_by"),
+    ({"group_by": ["team", "owner"]}, "query.group_by"),
+    ({"group_by": "field."}, "query.group_by"),
+    ({"team": "t" * 65}, "query.team"),
+]
+
+
+@pytest.mark.parametrize(("params", "field"), BAD_REPORT_PARAMS)
+@pytest.mark.parametrize("path", REPORT_ROUTES)
+async def test_report_parameters_that_parse_but_are_wrong_are_422(
+    seeded: dict[str, str], client: httpx.AsyncClient, path: str, params: dict[str, Any], field: str
+) -> None:
+    if path == "/v1/reports/cases.csv" and field not in ("query.from", "query.to"):
+        return  # the case report takes a range only
+    good = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "group_by": "team"}
+    r = await client.get(f"{seeded['analytics']}{path}", params={**good, **params})
+    refused(r, 422, field)
+
+
+@pytest.mark.parametrize("path", REPORT_ROUTES)
+async def test_injection_strings_in_report_filters_are_data_and_nothing_stalls(
+    seeded: dict[str, str], client: httpx.AsyncClient, path: str
+) -> None:
+    span = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    extra = {} if path.endswith("cases.csv") else {"team": "x'); DROP TABLE kpi_cases; --", "group_by": "tag"}
+    r = await client.get(f"{seeded['analytics']}{path}", params={**span, **extra})
+    assert r.status_code == 200, r.text
+    # The tables are there and the service answers the next request.
+    again = await client.get(f"{seeded['analytics']}/v1/kpis", params={**span, "group_by": "owner"})
+    assert again.status_code == 200 and again.json()["sums_to_totals"] is True, again.text
