@@ -199,6 +199,9 @@ async function openCustomer(id) {
   state.profile = customer;
   state.insights = null;
   renderProfile(customer, null);
+  await Promise.all([loadFieldDefs("intake"), loadFieldDefs("case")]); // records.js
+  if (state.customer !== customer.customer_id) return;
+  renderCustomerRecords(customer);
   $("profile-h").focus(); // keyboard users land on the customer they opened
   await Promise.all([loadInsights(customer), loadTimeline(), loadCases()]);
   startStream(); // not awaited: the page works while the stream connects
@@ -472,6 +475,7 @@ function renderCase(c) {
   select.replaceChildren(...c.allowed_transitions.map((s) => el("option", { value: s }, s)));
   if (c.allowed_transitions.includes(picked)) select.value = picked;
   node.querySelector(".status-form button").disabled = !c.allowed_transitions.length;
+  renderCaseRecords(node, c); // records.js
 }
 
 async function refreshCase(caseId) {
@@ -482,8 +486,17 @@ async function refreshCase(caseId) {
 function bindCase(node, caseId) {
   const command = (path, form, body) => guarded(async () => {
     const c = state.cases.get(caseId);
-    const view = await api("case", `/v1/cases/${encodeURIComponent(caseId)}/${path}`,
-      { method: "POST", body, headers: { "If-Match": `"${c.version}"` } });
+    node.querySelector(".status-error").textContent = "";
+    let view;
+    try {
+      view = await api("case", `/v1/cases/${encodeURIComponent(caseId)}/${path}`,
+        { method: "POST", body, headers: { "If-Match": `"${c.version}"` } });
+    } catch (exc) {
+      // A refused status change is said beside the status control (and the fields it needs).
+      if (path !== "status" || !(exc instanceof ApiError) || exc.status < 400 || exc.status >= 500 || exc.status === 401) throw exc;
+      showStatusError(node, exc);
+      return;
+    }
     renderCase(view);
     form.reset();
   });
