@@ -729,11 +729,13 @@ for (const button of document.querySelectorAll("nav.sections button")) {
       $("campaigns-h").focus();
       await loadCampaigns();
     }
+    if (button.dataset.section === "reports") await openReports(); // reports.js
   }));
 }
 $("campaigns-refresh").addEventListener("click", () => guarded(() => loadCampaigns()));
 $("campaigns-more").addEventListener("click", () => guarded(() => loadCampaigns(true)));
 bindTabs();
+initReports(); // reports.js
 onSubmit("work-form", async (f) => {
   sessionStorage.setItem(TEAM, f.team.value.trim());
   sessionStorage.setItem(AGENT, f.agent.value.trim());
