@@ -162,7 +162,7 @@ async def set_fields(
     summary="Add and remove tags (If-Match optional: tags commute)",
     dependencies=[require("agent")],
     responses={
-        **_COMMAND_ERRORS,
+        **{status: answer for status, answer in _COMMAND_ERRORS.items() if status != 428},
         409: {"description": "too_many_tags; concurrency_conflict if If-Match was sent and is stale"},
         422: {"description": "validation_failed: errors name add.<i> / remove.<i>"},
     },

@@ -153,6 +153,15 @@ async def test_agents_set_and_clear_fields_under_if_match(stack: Stack, client: 
     assert r.headers["etag"] == f'"{version + 1}"' and len(r.json()["event_ids"]) == 1
     version += 1
 
+    # Published like every case event: on the customer's timeline in intake too.
+    intake = urls(stack)[0]
+    [event_id] = r.json()["event_ids"]
+    w = await client.get(
+        f"{intake}/v1/customers/{customer}/timeline", params={"wait_for": event_id, "timeout_ms": 30_000}
+    )
+    [published] = [e for e in w.json()["events"] if e["event_id"] == event_id]
+    assert published["type"] == "crm.case.fields_set.v1" and published["data"]["values"][model] == "a1"
+
     # The same values again store nothing and keep the version.
     r = await set_fields(client, case, case_id, version, {model: "a1", count: 2})
     assert (r.status_code, r.json()["event_ids"], r.json()["version"]) == (200, [], version)
@@ -218,6 +227,20 @@ async def test_tags_are_normalised_and_if_match_is_optional(stack: Stack, client
         (["later"], ["vip"], ["later", "needs-parts"]),
     ]
     assert detail["tags"] == ["later", "needs-parts"]
+
+    # An agent's change is in the audit log, attributed to the case's customer.
+    agent = await make_key(stack, "tags agent", ["agent"], readers=["case"])
+    async with api_client(agent["key"], timeout=10) as as_agent:
+        r = await as_agent.post(url, json={"add": ["audited"]})
+        assert r.status_code == 200, r.text
+
+    async def audited() -> list[Any] | None:
+        rows = (await client.get(f"{case}/v1/admin/audit", params={"key_id": agent["key_id"]})).json()["items"]
+        found = [(row["method"], row["route"], row["customer_id"], row["status"]) for row in rows]
+        return found or None
+
+    found = await eventually(audited, what="the tag change in the audit log")
+    assert found == [("POST", "/v1/cases/{case_id}/tags", opened["customer_id"], 200)]
 
 
 async def test_the_list_filters_on_fields_and_tags_with_keyset_pages(stack: Stack, client: httpx.AsyncClient) -> None:

@@ -111,6 +111,12 @@ TEXT_FIELDS: list[tuple[str, str, str, dict[str, Any], tuple[Any, ...], str]] = 
     ("case", "PUT", "/v1/agents/{agent_id}", {"name": "n", "teams": ["t"], "capacity": 1}, ("name",), "name"),
     ("case", "PUT", "/v1/agents/{agent_id}", {"name": "n", "teams": ["t"], "capacity": 1}, ("teams", 0),
      "teams.0"),
+    ("case", "POST", "/v1/cases/{case_id}/fields", {"expected_version": 1, "values": {"hostile_note": "t"}},
+     ("values", "hostile_note"), "values.hostile_note"),
+    ("case", "POST", "/v1/cases/{case_id}/tags", {"add": ["t"]}, ("add", 0), "add.0"),
+    ("case", "POST", "/v1/cases/{case_id}/tags", {"remove": ["t"]}, ("remove", 0), "remove.0"),
+    ("case", "POST", "/v1/admin/fields", {"name": "hostile_label", "type": "text", "label": "l"}, ("label",),
+     "label"),
 ]  # fmt: skip
 UNSAFE_TEXT = ["\ud800", "a\udfffb", "\x00", "a\x00b", "bell\x07", "\x1b[2J", "\x7f", "\x85"]
 
@@ -211,6 +217,9 @@ BODY_ROUTES = [
     ("case", "POST", "/v1/cases/{case_id}/replies"),
     ("case", "PUT", "/v1/agents/{agent_id}"),
     ("case", "PUT", "/v1/agents/{agent_id}/status"),
+    ("case", "POST", "/v1/cases/{case_id}/fields"),
+    ("case", "POST", "/v1/cases/{case_id}/tags"),
+    ("case", "POST", "/v1/admin/fields"),
 ]
 
 
@@ -259,6 +268,8 @@ CASE_COMMANDS = [
     ("priority", {"priority": "high"}),
     ("notes", {"author": "ana", "text": "hi"}),
     ("replies", {"channel": "email", "body": "hi"}),
+    ("fields", {"values": {"hostile_note": "hi"}}),
+    ("tags", {"add": ["hi"]}),
 ]
 
 
@@ -355,6 +366,8 @@ QUERIES = [
     ("intake", "/v1/customers", f"field.{HOSTILE_FIELD}"),
     ("case", "/v1/cases", "owner"),
     ("case", "/v1/cases", "customer_id"),
+    ("case", "/v1/cases", "tag"),
+    ("case", "/v1/cases", "field.hostile_note"),
     ("case", "/v1/agents", "team"),
     ("notification", "/v1/notifications", "customer_id"),
     ("analytics", "/v1/admin/audit", "key_id"),
@@ -499,3 +512,51 @@ async def test_injection_strings_in_report_filters_are_data_and_nothing_stalls(
     # The tables are there and the service answers the next request.
     again = await client.get(f"{seeded['analytics']}/v1/kpis", params={**span, "group_by": "owner"})
     assert again.status_code == 200 and again.json()["sums_to_totals"] is True, again.text
+
+
+FIELD_ROUTES = [
+    ("/v1/cases/{case_id}/fields", {"values": [1]}, "values"),  # wrong types
+    ("/v1/cases/{case_id}/fields", {"values": "x"}, "values"),
+    ("/v1/cases/{case_id}/fields", {"values": {"hostile_note": "x"}, "colour": "red"}, "colour"),  # unknown
+    ("/v1/cases/{case_id}/fields", {"values": {f"f{i}": 1 for i in range(101)}}, "values"),  # oversized
+    ("/v1/cases/{case_id}/fields", {"values": {"hostile_note": "x" * 2001}}, "values.hostile_note"),
+    ("/v1/cases/{case_id}/fields", {"values": {"hostile_note": {"nested": ["x"]}}}, "values.hostile_note"),
+    ("/v1/cases/{case_id}/fields", {"values": {"hostile_note": "x", "'; DROP TABLE cases; --": 1}}, "values"),
+    ("/v1/cases/{case_id}/tags", {"add": "x"}, "add"),
+    ("/v1/cases/{case_id}/tags", {"add": [1]}, "add.0"),
+    ("/v1/cases/{case_id}/tags", {"add": ["x"], "colour": "red"}, "colour"),
+    ("/v1/cases/{case_id}/tags", {"add": [f"t{i}" for i in range(51)]}, "add"),
+    ("/v1/cases/{case_id}/tags", {"add": ["'; DROP TABLE case_tags; --"]}, "add.0"),
+    ("/v1/admin/fields", {"name": "x", "type": "enum", "values": [str(i) for i in range(101)]}, "values"),
+    ("/v1/admin/fields", {"name": "x" * 64, "type": "text"}, "name"),
+    ("/v1/admin/fields", {"name": "x", "type": "enum", "values": ["ok", "a\x00b", "\ud800"]}, "values.1"),
+    ("/v1/admin/fields", {"name": "x", "type": "text", "label": "x" * 101}, "label"),
+    ("/v1/admin/fields", {"name": "x", "type": "text", "personal": [True]}, "personal"),
+    ("/v1/admin/fields", {"name": "x'; DROP TABLE case_fields; --", "type": "text"}, "name"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), FIELD_ROUTES, ids=[f"{p[0]}:{p[2]}" for p in FIELD_ROUTES])
+async def test_case_fields_and_tags_refuse_wrong_types_unknown_and_oversized_input(
+    seeded: dict[str, str], client: httpx.AsyncClient, path: str, body: dict[str, Any], field: str
+) -> None:
+    r = await client.post(route(seeded, "case", path), content=encoded(body), headers={**JSON, "If-Match": '"1"'})
+    refused(r, 422, field)
+
+
+async def test_injection_text_in_a_text_field_is_kept_as_text(
+    seeded: dict[str, str], client: httpx.AsyncClient
+) -> None:
+    case = seeded["case"]
+    r = await client.post(f"{case}/v1/admin/fields", json={"name": "hostile_text", "type": "text"})
+    assert r.status_code in (200, 201), r.text
+    injected = "'; DROP TABLE cases; -- <script>alert(1)</script>"
+    current = (await client.get(route(seeded, "case", "/v1/cases/{case_id}"))).json()["version"]
+    r = await client.post(
+        route(seeded, "case", "/v1/cases/{case_id}/fields"),
+        json={"values": {"hostile_text": injected}},
+        headers={"If-Match": f'"{current}"'},
+    )
+    assert r.status_code == 200 and r.json()["fields"]["hostile_text"] == injected, r.text
+    r = await client.get(f"{case}/v1/cases", params={"field.hostile_text": injected})
+    assert [c["case_id"] for c in r.json()["cases"]] == [seeded["case_id"]], r.text

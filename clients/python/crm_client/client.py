@@ -186,6 +186,8 @@ class Client(_Base):
         escalated: bool | None = None,
         limit: int = 50,
         before: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
     ) -> CaseList:
         return self._run(
             ops.list_cases(
@@ -200,6 +202,8 @@ class Client(_Base):
                 escalated=escalated,
                 limit=limit,
                 before=before,
+                fields=fields,
+                tags=tags,
             )
         )
 
@@ -240,6 +244,14 @@ class Client(_Base):
 
     def link_interaction(self, case_id: str, interaction_event_id: str, *, version: int) -> CaseChange:
         return self._run(ops.link_interaction(case_id, interaction_event_id, version=version))
+
+    def set_case_fields(self, case_id: str, values: Mapping[str, Any], if_match: int) -> CaseChange:
+        return self._run(ops.set_case_fields(case_id, values, if_match))
+
+    def change_case_tags(
+        self, case_id: str, add: Iterable[str] = (), remove: Iterable[str] = (), *, if_match: int | None = None
+    ) -> CaseChange:
+        return self._run(ops.change_case_tags(case_id, add, remove, if_match=if_match))
 
     def set_agent_status(self, agent_id: str, status: str) -> AgentChange:
         return self._run(ops.set_agent_status(agent_id, status))
@@ -385,6 +397,8 @@ class AsyncClient(_Base):
         escalated: bool | None = None,
         limit: int = 50,
         before: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
     ) -> CaseList:
         return await self._run(
             ops.list_cases(
@@ -399,6 +413,8 @@ class AsyncClient(_Base):
                 escalated=escalated,
                 limit=limit,
                 before=before,
+                fields=fields,
+                tags=tags,
             )
         )
 
@@ -441,6 +457,14 @@ class AsyncClient(_Base):
 
     async def link_interaction(self, case_id: str, interaction_event_id: str, *, version: int) -> CaseChange:
         return await self._run(ops.link_interaction(case_id, interaction_event_id, version=version))
+
+    async def set_case_fields(self, case_id: str, values: Mapping[str, Any], if_match: int) -> CaseChange:
+        return await self._run(ops.set_case_fields(case_id, values, if_match))
+
+    async def change_case_tags(
+        self, case_id: str, add: Iterable[str] = (), remove: Iterable[str] = (), *, if_match: int | None = None
+    ) -> CaseChange:
+        return await self._run(ops.change_case_tags(case_id, add, remove, if_match=if_match))
 
     async def set_agent_status(self, agent_id: str, status: str) -> AgentChange:
         return await self._run(ops.set_agent_status(agent_id, status))

@@ -157,6 +157,8 @@ class _CaseState(_Model):
     interactions: list[str]
     escalated: bool
     breached: bool
+    fields: dict[str, Any]  # typed fields by name; personal ones "[erased]" after the customer's erasure
+    tags: list[str]
     survey: Survey
 
 

@@ -125,9 +125,16 @@ def list_cases(
     escalated: bool | None = None,
     limit: int = 50,
     before: str | None = None,
+    fields: Mapping[str, Any] | None = None,
+    tags: Iterable[str] | None = None,
 ) -> Call[CaseList]:
+    """`fields`: field.<name>=<value> filters (non-personal fields); `tags`: cases with all of them."""
+
     def flag(value: bool | None) -> str | None:
         return None if value is None else str(value).lower()
+
+    def text(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
 
     return Call(
         "listCases",
@@ -147,7 +154,9 @@ def list_cases(
             escalated=flag(escalated),
             limit=limit,
             before=before,
-        ),
+            tag=list(tags) if tags is not None else None,
+        )
+        | {f"field.{name}": text(value) for name, value in (fields or {}).items()},
     )
 
 
@@ -215,6 +224,28 @@ def add_note(case_id: str, text: str, *, version: int, author: str) -> Call[Case
 def link_interaction(case_id: str, interaction_event_id: str, *, version: int) -> Call[CaseChange]:
     return _command(
         "linkCaseInteraction", case_id, "interactions", version, {"interaction_event_id": interaction_event_id}
+    )
+
+
+def set_case_fields(case_id: str, values: Mapping[str, Any], if_match: int) -> Call[CaseChange]:
+    """Set typed fields (None clears one) at the case version `if_match`."""
+    return _command("setCaseFields", case_id, "fields", if_match, {"values": dict(values)})
+
+
+def change_case_tags(
+    case_id: str, add: Iterable[str] = (), remove: Iterable[str] = (), *, if_match: int | None = None
+) -> Call[CaseChange]:
+    """Tags commute: the case version is checked only when `if_match` is given."""
+    return Call(
+        "changeCaseTags",
+        "case",
+        "POST",
+        "/v1/cases/{case_id}/tags",
+        CaseChange.model_validate,
+        {"case_id": case_id},
+        json={"add": list(add), "remove": list(remove)},
+        headers=_version(if_match) if if_match is not None else {},
+        retry="unsent",
     )
 
 
