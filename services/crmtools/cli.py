@@ -4,6 +4,7 @@
     crm status                      readiness, consumer lag, dead letters and outbox backlog per service,
                                     then each consumer group's lag per topic and partition
     crm replay <service>            rebuild the service's timeline projection from the log, with progress
+                                    (intake: its customer field and tag tables too, from its own store)
     crm deadletters <service>       what the service's consumer parked, and why
     crm redrive <service> [ID ...]  put parked messages back on their topic (all not yet redriven if no ID)
     crm parked <service>            events the broker refused for good, kept out of the service's outbox
@@ -191,6 +192,7 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
     try:
         async with conn.transaction():
             await conn.execute("TRUNCATE timeline, customer_aliases")
+        await _rebuild_from_own_store(service, conn)
     finally:
         await conn.close()
 
@@ -256,6 +258,19 @@ async def _rebuild_case_fields() -> None:
     finally:
         await conn.close()
     print(f"rebuilt case fields and tags of {cases:,} cases from case's events")
+
+
+async def _rebuild_from_own_store(service: str, conn: db.Connection) -> None:
+    """intake's customer field and tag tables are projections of its own event store (what it
+    stored, not what the topics hold): rebuilt from there in one transaction, which holds the
+    tables meanwhile, so a request changing them waits for it."""
+    if service != "intake":
+        return
+    from intake.field_store import rebuild
+
+    async with conn.transaction():
+        applied = await rebuild(conn)
+    print(f"rebuilt intake's customer fields and tags from {applied:,} of its stored events")
 
 
 def _replay_worker(

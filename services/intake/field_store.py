@@ -188,16 +188,23 @@ def decode_cursor(text: str) -> str:
 
 
 # The effective value of field $n of live customer c (its own row first, then its merged ids'
-# latest), compared with $k; and whether tag $t is on it, by the same precedence.
+# latest), compared with $k; and whether tag $t is on it, by the same precedence. Each branch
+# reads by an index: the primary keys, customers_merged_into.
 _FIELD = (
-    "(SELECT v.value_key FROM customer_field_values v JOIN customers o ON o.customer_id = v.customer_id"
-    " WHERE v.name = ${n} AND (v.customer_id = c.customer_id OR o.merged_into = c.customer_id)"
-    " ORDER BY v.customer_id = c.customer_id DESC, v.updated_at DESC LIMIT 1) = ${k}"
+    "(SELECT x.value_key FROM ("
+    "SELECT v.value_key, true AS own, v.updated_at FROM customer_field_values v"
+    " WHERE v.customer_id = c.customer_id AND v.name = ${n}"
+    " UNION ALL SELECT v.value_key, false, v.updated_at FROM customers o"
+    " JOIN customer_field_values v ON v.customer_id = o.customer_id AND v.name = ${n}"
+    " WHERE o.merged_into = c.customer_id"
+    ") x ORDER BY x.own DESC, x.updated_at DESC LIMIT 1) = ${k}"
 )
 _TAG = (
-    "coalesce((SELECT t.present FROM customer_tags t JOIN customers o ON o.customer_id = t.customer_id"
-    " WHERE t.tag = ${t} AND (t.customer_id = c.customer_id OR o.merged_into = c.customer_id)"
-    " ORDER BY t.customer_id = c.customer_id DESC, t.present DESC LIMIT 1), false)"
+    "coalesce((SELECT x.present FROM ("
+    "SELECT t.present, true AS own FROM customer_tags t WHERE t.customer_id = c.customer_id AND t.tag = ${t}"
+    " UNION ALL SELECT t.present, false FROM customers o"
+    " JOIN customer_tags t ON t.customer_id = o.customer_id AND t.tag = ${t} WHERE o.merged_into = c.customer_id"
+    ") x ORDER BY x.own DESC, x.present DESC LIMIT 1), false)"
 )
 
 

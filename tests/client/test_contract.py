@@ -87,6 +87,8 @@ SAMPLES: dict[str, Call[Any]] = {
     "record_batch": ops.record_batch([{"channel": "web"}]),
     "timeline": ops.timeline("c1", wait_for="e1", timeout_ms=500, limit=10, before="x"),
     "customer": ops.customer("c1"),
+    "set_customer_fields": ops.set_customer_fields("c1", {"product_model": "RX-200", "note": None}),
+    "change_customer_tags": ops.change_customer_tags("c1", add=["vip"], remove=["new"]),
     "list_cases": ops.list_cases(
         status=["open"],
         priority="high",

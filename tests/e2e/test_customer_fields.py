@@ -3,6 +3,7 @@ versions, setting and clearing values, 422s naming the field, tags, filters with
 merged id's 308 and the survivor's view, a personal field unreadable after erasure (in intake's
 answer and in the export), and the projection rebuilt from intake's events."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,11 +11,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from crm_client import AsyncClient, ValidationFailed
 from crmtools.devstack import Stack
 from eventkit.db import connect
 
-from tests.conftest import api_client
-from tests.e2e.helpers import interaction_body, make_key
+from tests.conftest import ADMIN_KEY, api_client
+from tests.e2e.helpers import interaction_body, make_key, wait_applied
+from tests.e2e.test_operations import crm
 
 pytestmark = pytest.mark.e2e
 
@@ -71,14 +74,20 @@ async def test_definitions_are_versioned_and_the_type_is_fixed(
         r = await client.post(f"{intake}/v1/admin/fields", json={"name": unique("c"), "type": "text", **case_only})
         assert r.status_code == 422, r.text
         assert r.json()["errors"][0]["field"] == f"body.{next(iter(case_only))}"
+    cid = await new_customer(client, intake)
+    assert (await put_fields(client, intake, cid, {name: "power"})).status_code == 200
+    await define(client, intake, 200, name=name, type="enum", values=["wifi"], label="Failure")  # version 3
+    assert (await client.get(f"{intake}/v1/customers/{cid}")).json()["fields"] == {name: "power"}  # still readable
+    r = await put_fields(client, intake, cid, {name: "power"})  # but not set anew
+    assert (r.status_code, r.json()["errors"][0]["field"]) == (422, f"values.{name}"), r.text
     ops = (await make_key(stack, "fields ops", ["ops"], readers=["intake"]))["key"]
     async with api_client(ops, timeout=30) as reader:
         listed = (await reader.get(f"{intake}/v1/admin/fields")).json()["items"]
     mine = next(d for d in listed if d["name"] == name)
-    assert (mine["version"], mine["values"], mine["type"]) == (2, ["wifi", "power"], "enum")
+    assert (mine["version"], mine["values"], mine["type"]) == (3, ["wifi"], "enum")
 
 
-async def test_set_clear_and_validate_values(client: httpx.AsyncClient, intake: str) -> None:
+async def test_set_clear_and_validate_values(client: httpx.AsyncClient, intake: str, stack: Stack) -> None:
     model, bought, count, ok = unique("model"), unique("bought"), unique("count"), unique("ok")
     await define(client, intake, name=model, type="text")
     await define(client, intake, name=bought, type="date")
@@ -90,6 +99,9 @@ async def test_set_clear_and_validate_values(client: httpx.AsyncClient, intake: 
     assert r.status_code == 200, r.text
     assert len(r.json()["event_ids"]) == 1
     assert r.json()["fields"] == {model: "RX-200", bought: "2026-03-14", count: 2, ok: True}
+    # published like intake's other events: every service's timeline of the customer has it
+    pages = await wait_applied(client, stack, cid, r.json()["event_ids"][0])
+    assert all(r.json()["event_ids"][0] in ids for ids in pages.values())
     again = await put_fields(client, intake, cid, values)  # idempotent: same body, same state, no event
     assert (again.status_code, again.json()["event_ids"]) == (200, [])
     r = await put_fields(client, intake, cid, {model: None})  # null clears; the others stay
@@ -224,6 +236,7 @@ async def test_a_personal_field_is_erased_with_the_customer(
     assert export.json()["intake"]["customer"]["fields"][note] == secret, export.text
     r = await client.post(f"{intake}/v1/customers/{cid}/erasure")
     assert r.status_code == 202, r.text
+    await wait_applied(client, stack, cid, r.json()["event_id"])  # every service has forgotten the key
     shown = (await client.get(f"{intake}/v1/customers/{cid}")).json()
     assert shown["fields"] == {note: "[erased]", plan: "gold"}
     export = await client.get(f"{intake}/v1/customers/{cid}/export")
@@ -246,21 +259,36 @@ async def test_the_projection_is_rebuilt_from_intakes_events(
     await client.post(f"{intake}/v1/customers/{cid}/tags", json={"add": ["a", "b"]})
     await client.post(f"{intake}/v1/customers/{cid}/tags", json={"remove": ["a"]})
     before = (await client.get(f"{intake}/v1/customers/{cid}")).json()
-    from intake.field_store import rebuild
-
     queries = [
         "SELECT name, version, definition, defined_by FROM customer_field_definitions ORDER BY name",
-        "SELECT customer_id, name, value, value_key, sealed FROM customer_field_values ORDER BY 1, 2",
-        "SELECT customer_id, tag, present FROM customer_tags ORDER BY 1, 2",
+        "SELECT customer_id, name, value, value_key, sealed, updated_at FROM customer_field_values ORDER BY 1, 2",
+        "SELECT customer_id, tag, present, updated_at FROM customer_tags ORDER BY 1, 2",
     ]
     conn = await connect(stack.postgres.dsn("crm_intake"))
     try:
         tables = [await conn.fetch(q) for q in queries]
-        async with conn.transaction():
-            await conn.execute("LOCK customer_field_definitions, customer_field_values, customer_tags")
-            assert await rebuild(conn) >= 5
-            assert [await conn.fetch(q) for q in queries] == tables
+        await conn.execute("DELETE FROM customer_tags; UPDATE customer_field_values SET value = '0'")
+        result = await asyncio.to_thread(crm, stack, "replay", "intake")
+        assert result.returncode == 0, result.stderr
+        assert "rebuilt intake's customer fields and tags from" in result.stdout
+        assert [await conn.fetch(q) for q in queries] == tables
     finally:
         await conn.close()
     assert (await client.get(f"{intake}/v1/customers/{cid}")).json() == before
     assert before["fields"] == {name: 8} and before["tags"] == ["b"]
+
+
+async def test_the_python_client_sets_fields_and_tags(client: httpx.AsyncClient, intake: str) -> None:
+    model = unique("client_model")
+    await define(client, intake, name=model, type="text")
+    cid = await new_customer(client, intake)
+    async with AsyncClient(intake, ADMIN_KEY) as crm:
+        changed = await crm.set_customer_fields(cid, {model: "RX-9"})
+        assert (changed.fields, len(changed.event_ids)) == ({model: "RX-9"}, 1)
+        tagged = await crm.change_customer_tags(cid, add=["Gold Plan"])
+        assert tagged.tags == ["gold-plan"]
+        shown = await crm.customer(cid)
+        assert (shown.fields, shown.tags) == ({model: "RX-9"}, ["gold-plan"])
+        with pytest.raises(ValidationFailed) as caught:
+            await crm.set_customer_fields(cid, {unique("nobody"): 1})
+        assert caught.value.errors[0].field.startswith("values.")

@@ -54,6 +54,7 @@ class Person:
         self.reason = f"Technician Ferdinand{tag} replaced it"
         self.remark = f"ring Ignatius{tag} after six"  # in free-form metadata, nested
         self.name = f"Philippa Wexford{tag}"  # the display name (PUT .../profile)
+        self.field = f"gate code Leopold{tag}"  # a personal customer field (PUT .../fields)
 
     @property
     def needles(self) -> dict[str, str]:
@@ -65,6 +66,7 @@ class Person:
             "reason": self.reason.split()[1],
             "metadata": self.remark.split()[1],
             "name": self.name.split()[1],
+            "field": self.field.split()[2],
         }
 
     @property
@@ -216,6 +218,10 @@ async def test_erasure_leaves_no_readable_personal_value_anywhere(stack: Stack, 
         assert {first["customer_id"], second["customer_id"]} >= {customer}
         r = await client.put(f"{intake}/v1/customers/{customer}/profile", json={"name": person.name})
         assert r.status_code == 200, r.text
+        field = {"name": "erasure_home_note", "type": "text", "personal": True}
+        assert (await client.post(f"{intake}/v1/admin/fields", json=field)).status_code in (200, 201)
+        r = await client.put(f"{intake}/v1/customers/{customer}/fields", json={"values": {field["name"]: person.field}})
+        assert r.status_code == 200, r.text
 
         async def opened() -> dict[str, Any] | None:
             r = await client.get(f"{case}/v1/cases", params={"customer_id": customer})
@@ -321,6 +327,7 @@ async def test_erasure_leaves_no_readable_personal_value_anywhere(stack: Stack, 
         assert {n["text"] for n in r.json()["notes"]} == {"[erased]"}
         r = await client.get(f"{intake}/v1/customers/{customer}")
         assert r.json()["identifiers"] == [] and r.json()["erased_at"] is not None
+        assert r.json()["fields"] == {"erasure_home_note": "[erased]"}
 
         # The export gathers from all four services and holds nothing personal.
         r = await client.get(f"{intake}/v1/customers/{customer}/export")

@@ -32,6 +32,8 @@ from crm_client.models import (
     CaseChange,
     CaseList,
     Customer,
+    CustomerFieldsChange,
+    CustomerTagsChange,
     Queue,
     Timeline,
 )
@@ -169,6 +171,16 @@ class Client(_Base):
     def customer(self, customer_id: str) -> Customer:
         """The customer's profile; a merged id gives the survivor's."""
         return self._run(ops.customer(customer_id))
+
+    def set_customer_fields(self, customer_id: str, values: Mapping[str, Any]) -> CustomerFieldsChange:
+        """Set the named typed fields (None clears one; others keep their values)."""
+        return self._run(ops.set_customer_fields(customer_id, values))
+
+    def change_customer_tags(
+        self, customer_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> CustomerTagsChange:
+        """Add and remove tags (normalised by the server: lower case, spaces as -)."""
+        return self._run(ops.change_customer_tags(customer_id, add, remove))
 
     # ---- case ----
 
@@ -380,6 +392,16 @@ class AsyncClient(_Base):
     async def customer(self, customer_id: str) -> Customer:
         """The customer's profile; a merged id gives the survivor's."""
         return await self._run(ops.customer(customer_id))
+
+    async def set_customer_fields(self, customer_id: str, values: Mapping[str, Any]) -> CustomerFieldsChange:
+        """Set the named typed fields (None clears one; others keep their values)."""
+        return await self._run(ops.set_customer_fields(customer_id, values))
+
+    async def change_customer_tags(
+        self, customer_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> CustomerTagsChange:
+        """Add and remove tags (normalised by the server: lower case, spaces as -)."""
+        return await self._run(ops.change_customer_tags(customer_id, add, remove))
 
     # ---- case ----
 

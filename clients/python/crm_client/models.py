@@ -81,6 +81,24 @@ class Customer(_Model):
     merged_ids: list[str]
     preferences: Preferences
     consent: list[Consent]
+    fields: dict[str, Any]  # typed fields by name; a personal one reads "[erased]" after erasure
+    tags: list[str]
+
+
+class CustomerFieldsChange(_Model):
+    """The customer's fields after set_customer_fields, and the event it stored (none if nothing changed)."""
+
+    customer_id: str
+    event_ids: list[str]
+    fields: dict[str, Any]
+
+
+class CustomerTagsChange(_Model):
+    """The customer's tags after change_customer_tags, and the event it stored (none if nothing changed)."""
+
+    customer_id: str
+    event_ids: list[str]
+    tags: list[str]
 
 
 # ---- case: cases, queues, agents ---------------------------------------------------------------
@@ -343,6 +361,8 @@ SCHEMAS: dict[type[BaseModel], tuple[str, str]] = {
     Preferences: ("intake", "Preferences"),
     Consent: ("intake", "ConsentOut"),
     Customer: ("intake", "CustomerOut"),
+    CustomerFieldsChange: ("intake", "FieldsChangedOut"),
+    CustomerTagsChange: ("intake", "TagsChangedOut"),
     Handover: ("case", "HandoverOut"),
     Note: ("case", "NoteOut"),
     PendingSpan: ("case", "PendingSpan"),

@@ -19,6 +19,8 @@ from crm_client.models import (
     CaseChange,
     CaseList,
     Customer,
+    CustomerFieldsChange,
+    CustomerTagsChange,
     Queue,
     Timeline,
 )
@@ -105,6 +107,36 @@ def customer(customer_id: str) -> Call[Customer]:
         "/v1/customers/{customer_id}",
         Customer.model_validate,
         {"customer_id": customer_id},
+        follow_308=True,
+    )
+
+
+def set_customer_fields(customer_id: str, values: Mapping[str, Any]) -> Call[CustomerFieldsChange]:
+    # A PUT of the named fields only (None clears one): the same call twice leaves the same state.
+    return Call(
+        "setCustomerFields",
+        "intake",
+        "PUT",
+        "/v1/customers/{customer_id}/fields",
+        CustomerFieldsChange.model_validate,
+        {"customer_id": customer_id},
+        json={"values": _jsonable(dict(values))},
+        follow_308=True,
+    )
+
+
+def change_customer_tags(
+    customer_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
+) -> Call[CustomerTagsChange]:
+    # Adding a tag it has, or removing one it lacks, changes nothing: safe to retry.
+    return Call(
+        "changeCustomerTags",
+        "intake",
+        "POST",
+        "/v1/customers/{customer_id}/tags",
+        CustomerTagsChange.model_validate,
+        {"customer_id": customer_id},
+        json={"add": list(add), "remove": list(remove)},
         follow_308=True,
     )
 
