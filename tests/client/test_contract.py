@@ -70,6 +70,9 @@ def test_every_model_a_method_returns_is_checked() -> None:
         if name.startswith("_") or fn.__module__ != ops.__name__:
             continue
         (result,) = typing.get_args(inspect.signature(fn).return_annotation)  # Call[X]
+        if result is str:  # a CSV report, as text: no schema to compare
+            assert fn.__name__.endswith("_csv"), name
+            continue
         model = typing.get_args(result)[0] if typing.get_origin(result) is list else result
         assert model in checked, f"{name} returns {model.__name__}, which no OpenAPI schema checks"
 
@@ -130,6 +133,9 @@ SAMPLES: dict[str, Call[Any]] = {
     "resume_campaign": ops.resume_campaign("spring-1"),
     "cancel_campaign": ops.cancel_campaign("spring-1"),
     "campaign_results": ops.campaign_results("spring-1"),
+    "kpis": ops.kpis(datetime(2026, 12, 1, tzinfo=UTC), "2026-12-08T00:00:00Z", group_by="owner", team="support"),
+    "case_report_csv": ops.case_report_csv("2026-12-01T00:00:00Z", datetime(2026, 12, 8, tzinfo=UTC)),
+    "kpi_report_csv": ops.kpi_report_csv("2026-12-01T00:00:00Z", "2026-12-08T00:00:00Z", "tag", window="day"),
 }
 
 

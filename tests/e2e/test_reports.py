@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from crm_client import AsyncClient, ValidationFailed
 from crmtools.devstack import Stack
 from eventkit.envelope import Envelope
 
 from contracts import fields as f
-from tests.conftest import api_client
+from tests.conftest import ADMIN_KEY, api_client, eventually
 from tests.e2e.test_analytics import ev, publish
 
 pytestmark = pytest.mark.e2e
@@ -131,7 +132,8 @@ async def test_grouped_kpis_and_csv_of_a_scripted_team_match_the_hand_worked_ans
         body: dict[str, Any] = {}
         for _ in range(150):
             body = (await kpis(client, url, script.team, group_by="owner")).json()
-            if body["groups"] and _cases(body["groups"][-1]) == (1, 0, 0, 0) and body["totals"]["cases"]["resolved"] == 2:
+            last = _cases(body["groups"][-1]) if body["groups"] else None
+            if last == (1, 0, 0, 0) and body["totals"]["cases"]["resolved"] == 2:
                 by_model = (await kpis(client, url, script.team, group_by=f"field.{script.model}")).json()
                 if [g["group"] for g in by_model["groups"]] == ["X1", "X2", None]:
                     break
@@ -225,6 +227,39 @@ async def test_grouped_kpis_and_csv_of_a_scripted_team_match_the_hand_worked_ans
         assert d[f"field.{script.note}"] == 'a, "b"\nc'  # quoted, read back whole
         assert (d["owner"], d["first_response_at"], d["status"]) == ("", "", "new")
         assert '"a, ""b""\nc"' in r.text
+
+
+async def test_the_python_client_reads_grouped_kpis_and_the_csv_reports(stack: Stack) -> None:
+    script = ReportScript()
+    await publish(stack.broker.bootstrap, script.events())
+    end = DAY + timedelta(days=2)
+    async with AsyncClient(stack.services["intake"].url, ADMIN_KEY, analytics_url=stack.services["analytics"].url) as c:
+
+        async def folded() -> bool | None:  # the last event: D's field
+            rows = csv.DictReader(io.StringIO(await c.case_report_csv(DAY, end)))
+            return True if any(r["case_id"] == script.d and r[f"field.{script.note}"] for r in rows) else None
+
+        await eventually(folded, 30, "the script folded")
+        by_type = await c.kpis(DAY, end, group_by="type", team=script.team)
+        assert by_type.sums_to_totals is True and by_type.groups is not None
+        assert [(g.group, g.cases.opened) for g in by_type.groups] == [
+            ("inquiry", 1),
+            ("installation", 1),
+            ("repair", 2),
+        ]  # by value
+        assert (await c.kpis(DAY, end, team=script.team)).groups is None
+        rows = list(csv.DictReader(io.StringIO(await c.kpi_report_csv(DAY, end, "tag", team=script.team))))
+        assert [(r["row"], r["group"], r["opened"]) for r in rows] == [
+            ("group", "urgent-fix", "1"),
+            ("group", "warranty", "2"),
+            ("group", "", "2"),
+            ("total", "", "4"),
+        ]
+        cases = list(csv.DictReader(io.StringIO(await c.case_report_csv(DAY, end))))
+        assert [r["case_id"] for r in cases if r["team"] == script.team] == [script.a, script.b, script.c, script.d]
+        with pytest.raises(ValidationFailed) as refused:
+            await c.case_report_csv(end, DAY)
+        assert refused.value.errors[0].field == "query.to"
 
 
 async def test_report_ranges_are_checked(stack: Stack) -> None:
@@ -377,3 +412,13 @@ async def test_the_csv_of_a_few_hundred_cases_matches_the_cases_api_row_by_row(s
         assert {g["group"]: g["cases"]["opened"] for g in by_type["groups"]} == {
             t: sum(1 for c in listed.values() if c["type"] == t) for t in {c["type"] for c in listed.values()}
         }
+
+        # The dashboard's by-team gauges have the team's row; owners are never a metric label.
+        async def team_gauge() -> str | None:
+            text = (await client.get(f"{analytics}/metrics")).text
+            line = f'crm_kpi_by_team_last_24h{{kpi="cases_opened",team="{team}"}} {float(CASES)}'
+            return text if line in text else None
+
+        metrics = await eventually(team_gauge, 60, "the by-team gauges of the new team")
+        assert f'crm_kpi_by_team_last_24h{{kpi="cases_resolved",team="{team}"}} {float(totals["resolved"])}' in metrics
+        assert not any(owner in metrics for owner in OWNERS)

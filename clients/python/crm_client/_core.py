@@ -46,6 +46,7 @@ class Call(Generic[T]):
     retry: RetryWhen = "always"
     follow_308: bool = False  # a merged customer's id answers 308 with the survivor's URL
     extra_timeout_s: float = 0.0  # time the server may take on purpose (wait_for)
+    text: bool = False  # parse the body as text (a CSV report), not JSON
 
     @property
     def path(self) -> str:
@@ -150,6 +151,8 @@ def conduct(
 def answer(call: Call[T], response: httpx.Response) -> T:
     """The result of a 2xx answer, or the typed error of any other."""
     status = response.status_code
+    if call.text and 200 <= status < 300:
+        return call.parse(response.text)
     try:
         body = response.json()
     except ValueError:

@@ -34,6 +34,7 @@ from crm_client.models import (
     Customer,
     CustomerFieldsChange,
     CustomerTagsChange,
+    Kpis,
     Queue,
     Timeline,
 )
@@ -306,6 +307,18 @@ class Client(_Base):
         """What the campaign achieved (analytics); NotFound until analytics has seen it."""
         return self._run(ops.campaign_results(campaign_id))
 
+    def kpis(self, start: datetime | str, end: datetime | str, *, group_by: str | None = None, **filters: str) -> Kpis:
+        """KPIs over [start, end) (analytics, ops); group_by: team, owner, type, tag or field.<name>."""
+        return self._run(ops.kpis(start, end, group_by=group_by, **filters))
+
+    def case_report_csv(self, start: datetime | str, end: datetime | str) -> str:
+        """The CSV of the cases opened in [start, end) (analytics, ops), as text."""
+        return self._run(ops.case_report_csv(start, end))
+
+    def kpi_report_csv(self, start: datetime | str, end: datetime | str, group_by: str, **filters: str) -> str:
+        """The grouped KPIs as CSV text (analytics, ops): one row per group, then the totals."""
+        return self._run(ops.kpi_report_csv(start, end, group_by, **filters))
+
 
 class AsyncClient(_Base):
     """The asyncio client: `Client`'s methods, awaited. Use it as an async context manager, or await aclose()."""
@@ -528,3 +541,17 @@ class AsyncClient(_Base):
     async def campaign_results(self, campaign_id: str) -> CampaignResults:
         """What the campaign achieved (analytics); NotFound until analytics has seen it."""
         return await self._run(ops.campaign_results(campaign_id))
+
+    async def kpis(
+        self, start: datetime | str, end: datetime | str, *, group_by: str | None = None, **filters: str
+    ) -> Kpis:
+        """KPIs over [start, end) (analytics, ops); group_by: team, owner, type, tag or field.<name>."""
+        return await self._run(ops.kpis(start, end, group_by=group_by, **filters))
+
+    async def case_report_csv(self, start: datetime | str, end: datetime | str) -> str:
+        """The CSV of the cases opened in [start, end) (analytics, ops), as text."""
+        return await self._run(ops.case_report_csv(start, end))
+
+    async def kpi_report_csv(self, start: datetime | str, end: datetime | str, group_by: str, **filters: str) -> str:
+        """The grouped KPIs as CSV text (analytics, ops): one row per group, then the totals."""
+        return await self._run(ops.kpi_report_csv(start, end, group_by, **filters))

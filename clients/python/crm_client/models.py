@@ -339,6 +339,95 @@ class CampaignResults(_Model):
     by_channel: dict[str, ChannelResults]
 
 
+# ---- analytics: KPIs and reports ---------------------------------------------------------------
+
+
+class KpiFilters(_Model):
+    channel: str | None
+    region: str | None
+    case_type: str | None
+    priority: str | None
+    team: str | None
+
+
+class InteractionKpis(_Model):
+    volume: int
+    inbound: int
+    complaints: int
+
+
+class Durations(_Model):
+    mean: float | None  # seconds; None without cases
+    p90: float | None
+
+
+class CaseKpis(_Model):
+    opened: int
+    first_response_seconds: Durations
+    resolved: int
+    resolution_seconds: Durations
+    handle_seconds: Durations  # from the first assignment to resolution
+    closed_same_day: int
+    first_contact_resolution_pct: float | None
+    sla_compliance_pct: float | None
+
+
+class CsatKpis(_Model):
+    responses: int
+    mean: float | None
+    satisfied_pct: float | None
+
+
+class NpsKpis(_Model):
+    responses: int
+    score: float | None
+
+
+class NotificationKpis(_Model):
+    scheduled: int
+    sent: int
+    delivered: int
+    failed: int
+    suppressed: int
+    delivery_rate_pct: float | None
+    suppression_rate_pct: float | None
+
+
+class KpiTotals(_Model):
+    interactions: InteractionKpis
+    cases: CaseKpis
+    csat: CsatKpis
+    nps: NpsKpis
+    notifications: NotificationKpis
+
+
+class KpiBucket(KpiTotals):
+    start: str  # RFC 3339, the start of the hour or day
+
+
+class KpiGroup(_Model):
+    """One value of group_by: the case KPIs and CSAT of its cases (docs/reports.md)."""
+
+    group: str | None  # the team, owner, type, tag or field value; None: none
+    cases: CaseKpis
+    cases_handled: int  # cases resolved in the range; with group_by="owner", per agent
+    csat: CsatKpis
+
+
+class Kpis(_Model):
+    """Customer-service KPIs over [from, to) (GET analytics /v1/kpis)."""
+
+    from_: str = Field(alias="from")
+    to: str
+    window: str
+    filters: KpiFilters
+    totals: KpiTotals
+    series: list[KpiBucket]
+    group_by: str | None = None
+    groups: list[KpiGroup] | None = None  # only with group_by: by value, None last
+    sums_to_totals: bool | None = None  # only with group_by: False for "tag" (a case in each tag's row)
+
+
 # ---- errors ----------------------------------------------------------------------------------
 
 
@@ -353,6 +442,17 @@ class FieldError(_Model):
 
 # The OpenAPI component schema each model mirrors: (service, schema name).
 SCHEMAS: dict[type[BaseModel], tuple[str, str]] = {
+    KpiFilters: ("analytics", "KpiFilters"),
+    InteractionKpis: ("analytics", "InteractionKpis"),
+    Durations: ("analytics", "Durations"),
+    CaseKpis: ("analytics", "CaseKpis"),
+    CsatKpis: ("analytics", "CsatKpis"),
+    NpsKpis: ("analytics", "NpsKpis"),
+    NotificationKpis: ("analytics", "NotificationKpis"),
+    KpiTotals: ("analytics", "KpiTotals"),
+    KpiBucket: ("analytics", "KpiBucket"),
+    KpiGroup: ("analytics", "KpiGroup"),
+    Kpis: ("analytics", "KpisOut"),
     Accepted: ("intake", "AcceptedOut"),
     TimelineEvent: ("intake", "TimelineItem"),
     Timeline: ("intake", "TimelinePage"),

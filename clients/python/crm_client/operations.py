@@ -21,6 +21,7 @@ from crm_client.models import (
     Customer,
     CustomerFieldsChange,
     CustomerTagsChange,
+    Kpis,
     Queue,
     Timeline,
 )
@@ -369,3 +370,26 @@ def campaign_results(campaign_id: str) -> Call[CampaignResults]:
         CampaignResults.model_validate,
         {"campaign_id": campaign_id},
     )
+
+
+# ---- analytics: KPIs and reports (scope ops) ---------------------------------------------------
+
+
+def _time(value: datetime | str) -> str:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def kpis(start: datetime | str, end: datetime | str, *, group_by: str | None = None, **filters: str) -> Call[Kpis]:
+    """filters: window (hour, day), channel, region, case_type, priority, team."""
+    params = _query(**{"from": _time(start), "to": _time(end), "group_by": group_by, **filters})
+    return Call("getKpis", "analytics", "GET", "/v1/kpis", Kpis.model_validate, params=params)
+
+
+def case_report_csv(start: datetime | str, end: datetime | str) -> Call[str]:
+    params = {"from": _time(start), "to": _time(end)}
+    return Call("getCaseReportCsv", "analytics", "GET", "/v1/reports/cases.csv", str, params=params, text=True)
+
+
+def kpi_report_csv(start: datetime | str, end: datetime | str, group_by: str, **filters: str) -> Call[str]:
+    params = _query(**{"from": _time(start), "to": _time(end), "group_by": group_by, **filters})
+    return Call("getKpiReportCsv", "analytics", "GET", "/v1/reports/kpis.csv", str, params=params, text=True)
