@@ -90,8 +90,14 @@ class InteractionRecorded(SealedData):
 class CustomerMerged(SealedData):
     survivor_id: str = Field(min_length=1, max_length=64)
     merged_id: str = Field(min_length=1, max_length=64)
-    linked_by: Identifier = Field(description="The identifier found on both customers.")
+    linked_by: Identifier = Field(
+        description='The identifier found on both customers; for a manual merge (reason "manual"), one'
+        " identifier of the merged customer, for the record (docs/merge-and-unmerge.md)."
+    )
     reason: str
+    merged_by: str | None = Field(
+        default=None, max_length=64, description="The key id of the agent who merged them by hand; absent otherwise."
+    )
 
 
 class ConsentChanged(EventData):
@@ -99,6 +105,35 @@ class ConsentChanged(EventData):
     purpose: ConsentPurpose
     channel: Channel | None = Field(default=None, description="None means every channel.")
     granted: bool
+    merged_from: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Set when a merge carried this answer over from the merged customer (that id): an"
+        " unmerge takes it back. Absent: the customer's own answer.",
+    )
+
+
+class ConsentKey(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    purpose: ConsentPurpose
+    channel: Channel | None = Field(default=None, description="None means every channel.")
+
+
+class CustomerUnmerged(SealedData):
+    """A merge undone by an agent: merged_id (and the ids merged into it) answer for themselves again."""
+
+    survivor_id: str = Field(min_length=1, max_length=64)
+    merged_id: str = Field(min_length=1, max_length=64)
+    identifiers: list[Identifier] = Field(
+        default_factory=list, description="The survivor's identifiers that go back to merged_id. Personal: sealed."
+    )
+    unmerged_by: str = Field(min_length=1, max_length=64, description="The key id of the agent who unmerged them.")
+    reason: str | None = Field(default=None, max_length=500)
+    consent_cleared: list[ConsentKey] = Field(
+        default_factory=list,
+        description="The survivor's consent entries only the merge had given it: no answer again (each"
+        " other change of the survivor's consent is a crm.consent.changed.v1).",
+    )
 
 
 class IdentifiersAdded(SealedData):
@@ -195,6 +230,7 @@ METADATA_READABLE_KEYS: tuple[str, ...] = ("case_type", "case_id", "survey", "sc
 CUSTOMER_CREATED = "crm.customer.created.v1"
 INTERACTION_RECORDED = "crm.interaction.recorded.v1"
 CUSTOMER_MERGED = "crm.customer.merged.v1"
+CUSTOMER_UNMERGED = "crm.customer.unmerged.v1"
 CONSENT_CHANGED = "crm.consent.changed.v1"
 IDENTIFIERS_ADDED = "crm.customer.identifiers_added.v1"
 IDENTIFIERS_VERIFIED = "crm.customer.identifiers_verified.v1"
@@ -211,6 +247,7 @@ PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     CUSTOMER_CREATED: ("identifiers.*.value",),
     IDENTIFIERS_ADDED: ("identifiers.*.value",),
     CUSTOMER_MERGED: ("linked_by.value",),
+    CUSTOMER_UNMERGED: ("identifiers.*.value",),
     IDENTIFIERS_VERIFIED: ("identifiers.*.value",),
     MERGE_SUGGESTED: ("linked_by.value",),
     INTERACTION_RECORDED: ("content", "metadata.**", *(f"!metadata.{k}" for k in METADATA_READABLE_KEYS)),
@@ -230,6 +267,12 @@ INTAKE_EVENT_TYPES: tuple[EventType, ...] = (
         topics.INTAKE,
         CustomerMerged,
         "Two customer records turned out to be one person; the merged id now points to the survivor.",
+    ),
+    EventType(
+        CUSTOMER_UNMERGED,
+        topics.INTAKE,
+        CustomerUnmerged,
+        "An agent undid a merge: the merged id answers for itself again, with the identifiers given back.",
     ),
     EventType(CONSENT_CHANGED, topics.INTAKE, ConsentChanged, "Consent for a purpose and channel."),
     EventType(

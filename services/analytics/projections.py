@@ -18,11 +18,11 @@ from eventkit.eventstore import Append, EventStore
 from eventkit.telemetry import current_traceparent
 from servicekit.timeline import NOT_ON_TIMELINE, NOT_ON_TIMELINE_SUBJECTS
 
-from analytics import domain, report_store, store
+from analytics import domain, report_store, store, unmerge
 from contracts import analytics as contract
 from contracts import case as case_contract
 from contracts import fields as fields_contract
-from contracts.events import CUSTOMER_MERGED, INTERACTION_RECORDED, PREFERENCES_CHANGED
+from contracts.events import CUSTOMER_MERGED, CUSTOMER_UNMERGED, INTERACTION_RECORDED, PREFERENCES_CHANGED
 from contracts.topics import ANALYTICS
 
 UNKNOWN = "unknown"
@@ -74,6 +74,9 @@ class KpiProjection:
             cid = aliases.get(e.subject, e.subject)
             if e.type == CUSTOMER_MERGED:
                 await self._merge(conn, customers, aliases, e)
+                continue
+            if e.type == CUSTOMER_UNMERGED:
+                await self._unmerge(conn, customers, aliases, e)
                 continue
             customer = customers.get(cid)
             if customer is None:
@@ -261,6 +264,25 @@ class KpiProjection:
         keep.region = keep.region or gone.region
         keep.dirty = True
         customers[survivor] = keep
+
+    async def _unmerge(
+        self, conn: asyncpg.Connection, customers: dict[str, Customer], aliases: dict[str, str], e: Envelope
+    ) -> None:
+        """Both customers folded again from their own ids' events (unmerge.py says what is not)."""
+        survivor, merged = e.data["survivor_id"], e.data["merged_id"]
+        moved = await unmerge.unmerge_aliases(conn, merged)
+        aliases.pop(merged, None)
+        aliases.update(dict.fromkeys(moved, merged))
+        for root in (survivor, merged):
+            old = customers.get(root) or (await _load_customers(conn, {root})).get(root)
+            folded = await unmerge.refold(conn, await unmerge.members(conn, root))
+            if folded is None:
+                continue
+            profile, region, complaint_times, as_of = folded
+            customers[root] = Customer(
+                profile, region, complaint_times, old.risk_band if old else None, old.segment if old else None,
+                as_of=as_of, dirty=True,
+            )  # fmt: skip
 
     async def _write_customers(self, conn: asyncpg.Connection, customers: dict[str, Customer]) -> None:
         changes: list[Append] = []

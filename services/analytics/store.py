@@ -211,8 +211,8 @@ async def merge_alias(conn: asyncpg.Connection, merged: str, survivor: str) -> N
     """merged now answers as survivor, and so do the ids merged into it before."""
     await conn.execute("UPDATE analytics_aliases SET survivor_id = $1 WHERE survivor_id = $2", survivor, merged)
     await conn.execute(
-        "INSERT INTO analytics_aliases (merged_id, survivor_id) VALUES ($1, $2)"
-        " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id",
+        "INSERT INTO analytics_aliases (merged_id, survivor_id, parent_id) VALUES ($1, $2, $2)"
+        " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id, parent_id = EXCLUDED.parent_id",
         merged,
         survivor,
     )

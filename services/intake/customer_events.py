@@ -42,7 +42,11 @@ async def merge_consent(conn: asyncpg.Connection, merge: domain.Merge, event: An
             CONSENT_CHANGED,
             merge.survivor_id,
             domain.consent_changed(
-                merge.survivor_id, purpose, None if channel == store.ALL_CHANNELS else channel, granted
+                merge.survivor_id,
+                purpose,
+                None if channel == store.ALL_CHANNELS else channel,
+                granted,
+                merged_from=merge.merged_id,  # what an unmerge takes back
             ),
         )
         for (purpose, channel), granted in sorted(changes.items())

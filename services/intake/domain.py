@@ -425,12 +425,19 @@ def interaction_recorded(customer_id: str, cmd: RecordInteraction) -> dict[str, 
     return data.model_dump(mode="json")
 
 
-def consent_changed(customer_id: str, purpose: str, channel: str | None, granted: bool) -> dict[str, Any]:
-    """Purpose and channel come back from the consent table as text: the contract checks them."""
+def consent_changed(
+    customer_id: str, purpose: str, channel: str | None, granted: bool, merged_from: str | None = None
+) -> dict[str, Any]:
+    """Purpose and channel come back from the consent table as text: the contract checks them.
+    `merged_from`: the merged customer a merge carried this answer over from."""
     data = ConsentChanged.model_validate(
         {"customer_id": customer_id, "purpose": purpose, "channel": channel, "granted": granted}
+        | ({"merged_from": merged_from} if merged_from else {})
     )
-    return data.model_dump(mode="json")
+    out = data.model_dump(mode="json")
+    if merged_from is None:
+        del out["merged_from"]  # an answer of the customer's own: as before the field existed
+    return out
 
 
 def preferences_changed(customer_id: str, old: Preferences, new: Preferences) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from intake.context import IntakeContext
 from intake.customer_api import router as customer_router
 from intake.field_api import router as field_router
 from intake.handlers import expire_idempotency_keys
+from intake.merge_api import router as merge_router
 from intake.settings import IntakeSettings
 from intake.vault import Vault, VaultKeySource
 
@@ -23,7 +24,7 @@ app = create_app(
         name="intake",
         title="crm intake",
         description="Interactions from every channel, resolved to one customer, stored and published.",
-        routers=[router, customer_router, field_router, admin_router, console.router],
+        routers=[router, customer_router, field_router, merge_router, admin_router, console.router],
         migrations=[Path(__file__).parent / "migrations"],
         body_limits={"/v1/interactions:batch": 16 * 1024 * 1024},
         background=[expire_idempotency_keys],

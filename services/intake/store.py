@@ -192,7 +192,9 @@ async def apply_merge(conn: asyncpg.Connection, merge: Merge, at: datetime) -> N
     """Keep the invariants: identifiers on live customers, merged_into pointing at the final survivor."""
     s, m = merge.survivor_id, merge.merged_id
     await conn.execute("UPDATE customers SET merged_into = $1 WHERE merged_into = $2", s, m)
-    await conn.execute("UPDATE customers SET merged_into = $1, merged_at = $3 WHERE customer_id = $2", s, m, at)
+    await conn.execute(
+        "UPDATE customers SET merged_into = $1, merged_parent = $1, merged_at = $3 WHERE customer_id = $2", s, m, at
+    )
     await conn.execute("UPDATE customer_identifiers SET customer_id = $1 WHERE customer_id = $2", s, m)
 
 

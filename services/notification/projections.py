@@ -5,7 +5,9 @@
   themselves (docs/product.md §14, docs/identity-trust.md; crm.customer.identifiers_verified.v1 makes a
   claimed one deliverable), consent from crm.consent.changed.v1, preferences from
   crm.customer.preferences_changed.v1. Merges are followed through the timeline's aliases
-  (the timeline projection records them earlier in the same transaction).
+  (the timeline projection records them earlier in the same transaction). An unmerge
+  (crm.customer.unmerged.v1) moves the addresses it gives back to the merged id and clears the
+  survivor's consent entries only the merge had given it (docs/merge-and-unmerge.md).
   Addresses are stored sealed under the data key that sealed them in the event (privacy.py);
   an erased customer's (key gone) are not kept.
 
@@ -25,6 +27,7 @@ from servicekit.keyring import KeyRing
 from contracts.events import (
     CONSENT_CHANGED,
     CUSTOMER_CREATED,
+    CUSTOMER_UNMERGED,
     IDENTIFIERS_ADDED,
     IDENTIFIERS_VERIFIED,
     PREFERENCES_CHANGED,
@@ -81,6 +84,34 @@ class ProfileProjection:
                 await store.set_consent(conn, data["customer_id"], data["purpose"], channel, data["granted"], e.time)
             elif e.type == PREFERENCES_CHANGED:
                 await store.set_preferences(conn, data["customer_id"], data["preferences"], e.time)
+            elif e.type == CUSTOMER_UNMERGED:
+                await self._unmerged(conn, e)
+
+    async def _unmerged(self, conn: asyncpg.Connection, e: Envelope) -> None:
+        """The addresses given back leave the survivor's contacts for the merged id's; the consent
+        entries only the merge had given the survivor are no answer again."""
+        survivor, merged = e.data["survivor_id"], e.data["merged_id"]
+        for entry in e.data.get("consent_cleared", []):
+            await store.clear_consent(conn, survivor, entry["purpose"], entry.get("channel") or ALL_CHANNELS)
+        owner = _owner(e)
+        key = (await self.keyring.keys({owner})).get(owner)
+        if key is None:
+            return  # erased: nothing of theirs is kept
+        plain = crypto.unseal(e.data, {owner: key})
+        given = [
+            (i["kind"], i["value"])
+            for i in plain.get("identifiers", [])
+            if i.get("kind") in _CONTACT_KINDS and isinstance(i.get("value"), str)
+        ]
+        owners = {c.owner for c in await store.contacts(conn, [survivor]) if c.owner is not None}
+        contact_keys = await self.keyring.keys(owners) if owners and given else {}
+        found = [
+            (o, kind, privacy.sealed_contact(k, o, kind, value)[2])
+            for o, k in contact_keys.items()
+            if k is not None
+            for kind, value in given
+        ]
+        await store.move_contacts(conn, survivor, merged, found)
 
     async def _verified(self, conn: asyncpg.Connection, e: Envelope, keys: dict[str, bytes | None]) -> None:
         """Make the verified addresses deliverable wherever they are stored for this customer: under

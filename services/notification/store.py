@@ -61,6 +61,33 @@ async def contacts(conn: asyncpg.Connection, ids: Sequence[str]) -> list[Contact
     return [Contact(r["kind"], r["value"], r["owner"], r["added_at"], r["deliverable"]) for r in rows]
 
 
+async def move_contacts(
+    conn: asyncpg.Connection, from_id: str, to_id: str, found: Sequence[tuple[str, str, str]]
+) -> None:
+    """`found`: (owner, kind, lookup) of addresses of from_id that are to_id's from now on (an
+    unmerge); one to_id has already stays there, once."""
+    for owner, kind, lookup in found:
+        await conn.execute(
+            "UPDATE notification_contacts SET customer_id = $2 WHERE customer_id = $1 AND owner = $3 AND kind = $4"
+            " AND lookup = $5 AND NOT EXISTS (SELECT 1 FROM notification_contacts c"
+            " WHERE c.customer_id = $2 AND c.kind = $4 AND c.lookup = $5)",
+            from_id,
+            to_id,
+            owner,
+            kind,
+            lookup,
+        )
+
+
+async def clear_consent(conn: asyncpg.Connection, customer_id: str, purpose: str, channel: str) -> None:
+    await conn.execute(
+        "DELETE FROM notification_consent WHERE customer_id = $1 AND purpose = $2 AND channel = $3",
+        customer_id,
+        purpose,
+        channel,
+    )
+
+
 async def make_deliverable(conn: asyncpg.Connection, ids: Sequence[str], found: Sequence[tuple[str, str, str]]) -> None:
     """`found`: (owner, kind, lookup) of addresses now verified, among the contacts of `ids`."""
     if found:

@@ -49,6 +49,15 @@ def audit_customer(request: Request, customer_id: str) -> None:
     request.state.audit_customer_id = customer_id
 
 
+AUDIT_TARGET = "audit_target"
+
+
+def audit_target(request: Request, **names: str) -> None:
+    """Add to what the audit record names besides the path (a merge's merged_id, from the body),
+    so the other customer of a two-customer command is attributable too."""
+    request.state.audit_target = {**getattr(request.state, AUDIT_TARGET, {}), **names}
+
+
 class OrjsonResponse(JSONResponse):
     """JSON rendered by orjson, for the hot paths (timeline pages, accept answers): several times
     faster than the standard library on pages of 50 events; the same JSON (UTF-8, compact)."""
@@ -357,6 +366,7 @@ class RequestMetrics:
                     params = dict(scope.get("path_params", {}))
                     # a route about one case, message... may name its customer (audit_customer)
                     customer = params.pop("customer_id", None) or scope["state"].get(AUDIT_CUSTOMER)
+                    params.update(scope["state"].get(AUDIT_TARGET, {}))
                     audit = scope["app"].state.runtime.audit
                     audit.record(principal.key_id, method, template, customer, params, status)
                 HTTP_LATENCY.labels(self.service, method, template).observe(time.perf_counter() - start)

@@ -23,11 +23,12 @@ from eventkit.db import json_text
 from eventkit.envelope import Envelope, format_time
 
 from contracts.case import AGENT_EVENT_PREFIX
-from contracts.events import CUSTOMER_MERGED
+from contracts.events import CUSTOMER_MERGED, CUSTOMER_UNMERGED
 from contracts.fields import FIELD_SUBJECT_PREFIX
 from contracts.notification import CAMPAIGN_EVENT_PREFIX, CAMPAIGN_SUBJECT_PREFIX
 
 MERGED = CUSTOMER_MERGED
+UNMERGED = CUSTOMER_UNMERGED
 # Events about API keys, agents, campaigns and field definitions, not a customer: by type prefix (so consumers that
 # filter by type alone skip them too) and, for any type, by subject.
 NOT_ON_TIMELINE = ("crm.auth.", AGENT_EVENT_PREFIX, CAMPAIGN_EVENT_PREFIX)
@@ -56,9 +57,16 @@ class TimelineProjection:
             [e.source for e in events],
             [json_text(e.data) for e in events],
         )
-        for e in events:
-            if e.type == MERGED:
-                await record_merge(conn, survivor_id=e.data["survivor_id"], merged_id=e.data["merged_id"])
+        await record_aliases(conn, events)
+
+
+async def record_aliases(conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+    """The merges and unmerges among these events, in order."""
+    for e in events:
+        if e.type == MERGED:
+            await record_merge(conn, survivor_id=e.data["survivor_id"], merged_id=e.data["merged_id"])
+        elif e.type == UNMERGED:
+            await record_unmerge(conn, merged_id=e.data["merged_id"])
 
 
 # Session-local staging for apply_bulk; emptied by every commit (and by a rollback).
@@ -91,26 +99,50 @@ async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
         " SELECT customer_id, time, event_id, type, source, data::json FROM timeline_staging"
         " ORDER BY customer_id, time, event_id, n ON CONFLICT DO NOTHING"
     )
-    for e in events:
-        if e.type == MERGED:
-            await record_merge(conn, survivor_id=e.data["survivor_id"], merged_id=e.data["merged_id"])
+    await record_aliases(conn, events)
+
+
+ALIAS_LOCK = "SELECT pg_advisory_xact_lock(7300003)"
 
 
 async def record_merge(conn: asyncpg.Connection, survivor_id: str, merged_id: str) -> None:
-    """Alias merged_id (and everything already merged into it) to the survivor's final survivor."""
+    """Alias merged_id (and everything already merged into it) to the survivor's final survivor;
+    its parent is survivor_id itself, for an unmerge to undo exactly this merge."""
     # Serialise merges: two concurrent merges must not leave an alias pointing at an alias.
-    await conn.execute("SELECT pg_advisory_xact_lock(7300003)")
+    await conn.execute(ALIAS_LOCK)
     final = await conn.fetchval("SELECT survivor_id FROM customer_aliases WHERE merged_id = $1", survivor_id)
     final = final or survivor_id
     if final == merged_id:
         return  # a merge that would make a cycle: keep the first decision
     await conn.execute("UPDATE customer_aliases SET survivor_id = $1 WHERE survivor_id = $2", final, merged_id)
     await conn.execute(
-        "INSERT INTO customer_aliases (merged_id, survivor_id) VALUES ($1, $2)"
-        " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id",
+        "INSERT INTO customer_aliases (merged_id, survivor_id, parent_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (merged_id) DO UPDATE SET survivor_id = EXCLUDED.survivor_id, parent_id = EXCLUDED.parent_id",
         merged_id,
         final,
+        survivor_id,
     )
+
+
+# The aliases below one id: merged into it, or into one of those, and so on (by direct parent).
+SUBTREE_SQL = (
+    "WITH RECURSIVE sub(id) AS (SELECT merged_id FROM {table} WHERE parent_id = $1"
+    " UNION SELECT a.merged_id FROM {table} a JOIN sub ON a.parent_id = sub.id) SELECT id FROM sub"
+)
+
+
+async def record_unmerge(conn: asyncpg.Connection, merged_id: str, table: str = "customer_aliases") -> list[str]:
+    """Undo the merge of merged_id: it answers for itself again, and the ids merged into it
+    (directly or through each other) become its aliases again. Returns those ids. Unmerging an
+    id that is not merged changes nothing (a replay, or a copy of the event)."""
+    await conn.execute(ALIAS_LOCK)
+    if not await conn.fetchval(f"SELECT 1 FROM {table} WHERE merged_id = $1", merged_id):
+        return []
+    await conn.execute(f"DELETE FROM {table} WHERE merged_id = $1", merged_id)
+    rows = await conn.fetch(SUBTREE_SQL.format(table=table), merged_id)
+    below = [r["id"] for r in rows]
+    await conn.execute(f"UPDATE {table} SET survivor_id = $1 WHERE merged_id = ANY($2::text[])", merged_id, below)
+    return below
 
 
 # --- reads -----------------------------------------------------------------------------------

@@ -92,6 +92,8 @@ SAMPLES: dict[str, Call[Any]] = {
     "customer": ops.customer("c1"),
     "set_customer_fields": ops.set_customer_fields("c1", {"product_model": "RX-200", "note": None}),
     "change_customer_tags": ops.change_customer_tags("c1", add=["vip"], remove=["new"]),
+    "merge_customers": ops.merge_customers("c1", "c2"),
+    "unmerge_customer": ops.unmerge_customer("c1", "c2", [{"kind": "email", "value": "b@example.com"}], reason="r"),
     "list_cases": ops.list_cases(
         status=["open"],
         priority="high",

@@ -40,6 +40,8 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
             "GET /v1/merge-suggestions",
             "POST /v1/merge-suggestions/{suggestion_id}:accept",
             "POST /v1/merge-suggestions/{suggestion_id}:reject",
+            "POST /v1/customers/{customer_id}/merge",
+            "POST /v1/customers/{customer_id}/unmerge",
         ],
     ),
     ({"agent", "channel:web"}, ["POST /v1/interactions", "POST /v1/interactions:batch"]),

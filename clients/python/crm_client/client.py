@@ -35,6 +35,7 @@ from crm_client.models import (
     CustomerFieldsChange,
     CustomerTagsChange,
     Kpis,
+    MergeResult,
     Queue,
     Timeline,
 )
@@ -182,6 +183,22 @@ class Client(_Base):
     ) -> CustomerTagsChange:
         """Add and remove tags (normalised by the server: lower case, spaces as -)."""
         return self._run(ops.change_customer_tags(customer_id, add, remove))
+
+    def merge_customers(self, customer_id: str, merged_id: str) -> MergeResult:
+        """Merge merged_id into customer_id by hand (scope agent)."""
+        return self._run(ops.merge_customers(customer_id, merged_id))
+
+    def unmerge_customer(
+        self,
+        customer_id: str,
+        merged_id: str,
+        identifiers: Iterable[Mapping[str, Any]] = (),
+        *,
+        reason: str | None = None,
+    ) -> MergeResult:
+        """Undo the merge of merged_id into customer_id; `identifiers` ({"kind", "value", "channel"})
+        go back to merged_id."""
+        return self._run(ops.unmerge_customer(customer_id, merged_id, identifiers, reason=reason))
 
     # ---- case ----
 
@@ -415,6 +432,22 @@ class AsyncClient(_Base):
     ) -> CustomerTagsChange:
         """Add and remove tags (normalised by the server: lower case, spaces as -)."""
         return await self._run(ops.change_customer_tags(customer_id, add, remove))
+
+    async def merge_customers(self, customer_id: str, merged_id: str) -> MergeResult:
+        """Merge merged_id into customer_id by hand (scope agent)."""
+        return await self._run(ops.merge_customers(customer_id, merged_id))
+
+    async def unmerge_customer(
+        self,
+        customer_id: str,
+        merged_id: str,
+        identifiers: Iterable[Mapping[str, Any]] = (),
+        *,
+        reason: str | None = None,
+    ) -> MergeResult:
+        """Undo the merge of merged_id into customer_id; `identifiers` ({"kind", "value", "channel"})
+        go back to merged_id."""
+        return await self._run(ops.unmerge_customer(customer_id, merged_id, identifiers, reason=reason))
 
     # ---- case ----
 

@@ -45,6 +45,11 @@ class CampaignTemplate(EventData):
     body: str
 
 
+class ConsentKey(EventData):
+    purpose: Purpose
+    channel: ChannelUsed | None = Field(default=None, description="None means every channel.")
+
+
 class FieldDefinition(EventData):
     """What an admin posts to /v1/admin/fields, and what each definition event carries."""
 
@@ -365,6 +370,10 @@ class ConsentChanged(EventData):
     purpose: Purpose
     channel: ChannelUsed | None = Field(default=None, description="None means every channel.")
     granted: bool
+    merged_from: str | None = Field(
+        default=None,
+        description="Set when a merge carried this answer over from the merged customer (that id): an unmerge takes it back. Absent: the customer's own answer.",
+    )
 
 
 class CustomerCreated(EventData):
@@ -415,8 +424,14 @@ class CustomerMerged(EventData):
     sealed: Sealed | None = Field(default=None, description='Ciphertext of the fields marked "[sealed]".')
     survivor_id: str
     merged_id: str
-    linked_by: Identifier = Field(description="The identifier found on both customers.")
+    linked_by: Identifier = Field(
+        description='The identifier found on both customers; for a manual merge (reason "manual"), one identifier of the merged customer, for the record (docs/merge-and-unmerge.md).',
+    )
     reason: str
+    merged_by: str | None = Field(
+        default=None,
+        description="The key id of the agent who merged them by hand; absent otherwise.",
+    )
 
 
 class CustomerTagsChanged(EventData):
@@ -427,6 +442,24 @@ class CustomerTagsChanged(EventData):
     tags: list[str] = Field(description="The whole set after the change, sorted.")
     changed_by: str = Field(description="The key id that changed them.")
     customer_id: str
+
+
+class CustomerUnmerged(EventData):
+    """Data of crm.customer.unmerged.v1."""
+
+    sealed: Sealed | None = Field(default=None, description='Ciphertext of the fields marked "[sealed]".')
+    survivor_id: str
+    merged_id: str
+    identifiers: list[Identifier] = Field(
+        default_factory=list,
+        description="The survivor's identifiers that go back to merged_id. Personal: sealed.",
+    )
+    unmerged_by: str = Field(description="The key id of the agent who unmerged them.")
+    reason: str | None = Field(default=None)
+    consent_cleared: list[ConsentKey] = Field(
+        default_factory=list,
+        description="The survivor's consent entries only the merge had given it: no answer again (each other change of the survivor's consent is a crm.consent.changed.v1).",
+    )
 
 
 class FieldDefined(EventData):
@@ -695,6 +728,7 @@ DATA_MODELS: dict[str, type[EventData]] = {
     "crm.customer.preferences_changed.v1": PreferencesChanged,
     "crm.customer.profile_changed.v1": ProfileChanged,
     "crm.customer.tags_changed.v1": CustomerTagsChanged,
+    "crm.customer.unmerged.v1": CustomerUnmerged,
     "crm.interaction.recorded.v1": InteractionRecorded,
     "crm.notification.campaign_created.v1": CampaignCreated,
     "crm.notification.campaign_status_changed.v1": CampaignStatusChanged,
@@ -746,6 +780,7 @@ TOPICS: dict[str, str] = {
     "crm.customer.preferences_changed.v1": "crm.intake.v1",
     "crm.customer.profile_changed.v1": "crm.intake.v1",
     "crm.customer.tags_changed.v1": "crm.intake.v1",
+    "crm.customer.unmerged.v1": "crm.intake.v1",
     "crm.interaction.recorded.v1": "crm.intake.v1",
     "crm.notification.campaign_created.v1": "crm.notification.v1",
     "crm.notification.campaign_status_changed.v1": "crm.notification.v1",
@@ -797,6 +832,7 @@ SCHEMA_IDS: dict[str, str] = {
     "crm.customer.preferences_changed.v1": "https://crm.example/schemas/crm.customer.preferences_changed.v1.json",
     "crm.customer.profile_changed.v1": "https://crm.example/schemas/crm.customer.profile_changed.v1.json",
     "crm.customer.tags_changed.v1": "https://crm.example/schemas/crm.customer.tags_changed.v1.json",
+    "crm.customer.unmerged.v1": "https://crm.example/schemas/crm.customer.unmerged.v1.json",
     "crm.interaction.recorded.v1": "https://crm.example/schemas/crm.interaction.recorded.v1.json",
     "crm.notification.campaign_created.v1": "https://crm.example/schemas/crm.notification.campaign_created.v1.json",
     "crm.notification.campaign_status_changed.v1": "https://crm.example/schemas/crm.notification.campaign_status_changed.v1.json",

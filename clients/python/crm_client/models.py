@@ -101,6 +101,15 @@ class CustomerTagsChange(_Model):
     tags: list[str]
 
 
+class MergeResult(_Model):
+    """A manual merge or an unmerge (docs/merge-and-unmerge.md)."""
+
+    survivor_id: str
+    merged_id: str
+    event_ids: list[str]
+    moved_ids: list[str]  # unmerge: ids merged into merged_id that came back with it
+
+
 # ---- case: cases, queues, agents ---------------------------------------------------------------
 
 
@@ -460,6 +469,7 @@ SCHEMAS: dict[type[BaseModel], tuple[str, str]] = {
     QuietHours: ("intake", "QuietHours"),
     Preferences: ("intake", "Preferences"),
     Consent: ("intake", "ConsentOut"),
+    MergeResult: ("intake", "MergeOut"),
     Customer: ("intake", "CustomerOut"),
     CustomerFieldsChange: ("intake", "FieldsChangedOut"),
     CustomerTagsChange: ("intake", "TagsChangedOut"),

@@ -22,6 +22,7 @@ from crm_client.models import (
     CustomerFieldsChange,
     CustomerTagsChange,
     Kpis,
+    MergeResult,
     Queue,
     Timeline,
 )
@@ -139,6 +140,40 @@ def change_customer_tags(
         {"customer_id": customer_id},
         json={"add": list(add), "remove": list(remove)},
         follow_308=True,
+    )
+
+
+def merge_customers(customer_id: str, merged_id: str) -> Call[MergeResult]:
+    return Call(
+        "mergeCustomer",
+        "intake",
+        "POST",
+        "/v1/customers/{customer_id}/merge",
+        MergeResult.model_validate,
+        {"customer_id": customer_id},
+        json={"merged_id": merged_id},
+        # merging twice is a 409 already_merged: retried only when surely unsent
+        retry="unsent",
+    )
+
+
+def unmerge_customer(
+    customer_id: str,
+    merged_id: str,
+    identifiers: Iterable[Mapping[str, Any]] = (),
+    *,
+    reason: str | None = None,
+) -> Call[MergeResult]:
+    body = {"merged_id": merged_id, "identifiers": [dict(i) for i in identifiers], **_query(reason=reason)}
+    return Call(
+        "unmergeCustomer",
+        "intake",
+        "POST",
+        "/v1/customers/{customer_id}/unmerge",
+        MergeResult.model_validate,
+        {"customer_id": customer_id},
+        json=body,
+        retry="unsent",  # unmerging twice is a 409 not_merged
     )
 
 
