@@ -202,6 +202,7 @@ async function openCustomer(id) {
   await Promise.all([loadFieldDefs("intake"), loadFieldDefs("case")]); // records.js
   if (state.customer !== customer.customer_id) return;
   renderCustomerRecords(customer);
+  renderMerging(customer); // merging.js
   $("profile-h").focus(); // keyboard users land on the customer they opened
   await Promise.all([loadInsights(customer), loadTimeline(), loadCases()]);
   startStream(); // not awaited: the page works while the stream connects
@@ -365,6 +366,13 @@ async function loadTimeline() {
   if (state.before && inView($("timeline-end"))) await loadTimeline();
 }
 
+async function reloadTimeline() {
+  state.seen = new Set();
+  state.before = null;
+  $("timeline").replaceChildren();
+  await loadTimeline();
+}
+
 function inView(node) {
   const box = node.getBoundingClientRect();
   return box.bottom >= 0 && box.top <= window.innerHeight;
@@ -408,6 +416,8 @@ async function startStream() {
     state.seen.add(item.event_id);
     $("timeline").prepend(timelineItem(item, true));
     if (item.type.startsWith("crm.case.")) refreshCase(item.data.case_id).catch(() => {});
+    // A merge brings the duplicate's older events in, an unmerge takes them away: read it again.
+    if (/^crm\.customer\.(un)?merged\./.test(item.type)) guarded(reloadTimeline);
   });
 }
 

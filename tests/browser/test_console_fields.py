@@ -216,3 +216,50 @@ async def test_a_required_case_field_blocks_resolution_beside_the_status_and_a_s
         {failure: "screen", model: HOSTILE},
         ["warranty"],
     )
+
+
+async def test_the_agent_merges_a_duplicate_by_hand_and_undoes_it_from_the_customer_panel(
+    chromium: str,  # noqa: F811
+    console_stack: Stack,  # noqa: F811
+) -> None:
+    from playwright.async_api import expect
+
+    intake = console_stack.services["intake"].url
+    s = uuid.uuid4().hex[:6]
+    first, second = f"first-{s}@example.com", f"second-{s}@example.com"
+    async with api_client(timeout=20) as client:
+        survivor = (await seen_by_case(client, console_stack, interaction(first, "hello")))["customer_id"]
+        duplicate = (await seen_by_case(client, console_stack, interaction(second, "me again")))["customer_id"]
+
+        async with console_page(chromium, console_stack) as page:
+            await open_customer(page, first, survivor)
+            await expect(page.locator("#live")).to_have_text("live")  # the merge's event comes on the stream
+            await page.get_by_label("Duplicate's customer id").fill(duplicate)
+            await page.get_by_role("button", name="Merge into this customer").click()
+            await expect(page.locator('#profile [data-fact="Merged ids"]')).to_have_text(duplicate)
+            await expect(page.locator('#profile [data-fact="Identifiers"]')).to_contain_text(f"email: {second}")
+            await expect(page.locator("#timeline")).to_contain_text("me again")  # the duplicate's events joined
+            assert (await client.get(f"{intake}/v1/customers/{duplicate}")).status_code == 308
+
+            # merging it again is refused beside the form, in intake's words
+            await page.get_by_label("Duplicate's customer id").fill(duplicate)
+            await page.get_by_role("button", name="Merge into this customer").click()
+            await expect(page.locator("#merge-error")).to_contain_text("(409)")
+            await expect(page.locator("#error")).to_be_hidden()
+
+            # undo it, giving the duplicate its email back
+            await page.get_by_text(f"Undo the merge of {duplicate}").click()
+            await page.get_by_label(f"email: {second}").check()
+            await page.get_by_label("Reason (optional)").fill("two people")
+            await page.get_by_role("button", name=f"Undo the merge of {duplicate}").click()
+            await expect(page.locator('#profile [data-fact="Merged ids"]')).to_have_text("none")
+            await expect(page.locator('#profile [data-fact="Identifiers"]')).not_to_contain_text(second)
+            # the live timeline hears of the unmerge and is read again: the duplicate's events leave it
+            await expect(page.locator('#timeline li[data-type="crm.customer.unmerged.v1"]')).to_have_count(1)
+            await expect(page.locator("#timeline")).not_to_contain_text("me again")
+            await expect(page.locator("#timeline")).to_contain_text("hello")
+            await screenshot(page, "console-unmerged.png")
+
+        r = await client.get(f"{intake}/v1/customers/{duplicate}")
+        assert r.status_code == 200, r.text  # answers for itself again, no 308
+        assert [i["value"] for i in r.json()["identifiers"]] == [second]
