@@ -24,6 +24,7 @@ from tests.conftest import api_client
 
 pytestmark = pytest.mark.e2e
 HOSTILE = '<img src=x id=pwned onerror="document.title=1">'
+HOSTILE_LABEL = '<b id=bold onmouseover="document.title=2">Colour</b>'
 
 
 async def define(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> None:
@@ -55,6 +56,10 @@ async def test_the_agent_sets_fields_and_tags_on_a_customer_and_sees_them_after_
         await define(client, intake, {"name": bought, "type": "date", "label": f"Purchase date {s}"})
         await define(client, intake, {"name": units, "type": "number", "label": f"Units {s}"})
         await define(client, intake, {"name": loyal, "type": "bool", "label": f"Loyal {s}"})
+        colour = f"colour_{s}"
+        await define(
+            client, intake, {"name": colour, "type": "enum", "values": [HOSTILE, "red"], "label": HOSTILE_LABEL}
+        )
         customer_id = (await seen_by_case(client, console_stack, interaction(email, "hello")))["customer_id"]
 
     async with console_page(chromium, console_stack) as page:
@@ -75,6 +80,9 @@ async def test_the_agent_sets_fields_and_tags_on_a_customer_and_sees_them_after_
         await panel.get_by_label(f"Purchase date {s}").fill("2026-03-14")
         await panel.get_by_label(f"Units {s}").fill("3")
         await panel.get_by_label(f"Loyal {s}").select_option("true")
+        # a label and an enum value with markup in them are text
+        await expect(panel.locator(f'label[for="customer-field-{colour}"]')).to_have_text(HOSTILE_LABEL)
+        await panel.locator(f"#customer-field-{colour}").select_option(HOSTILE)
         await panel.get_by_role("button", name="Save fields").click()
         await expect(error).to_be_hidden()
         await expect(panel.locator(".form-error")).to_be_hidden()
@@ -86,7 +94,7 @@ async def test_the_agent_sets_fields_and_tags_on_a_customer_and_sees_them_after_
         await expect(tags.locator(".chip-text")).to_have_text(["vip-gold", "warranty"])
         await tags.get_by_role("button", name="Remove tag warranty").click()
         await expect(tags.locator(".chip-text")).to_have_text(["vip-gold"])
-        await tags.get_by_label("Add tags").fill("bad!tag")
+        await tags.get_by_label("Add tags").fill("<script>document.title=3</script>")
         await tags.get_by_role("button", name="Add", exact=True).click()
         await expect(tags.locator(".field-error")).to_contain_text("add.0")
         await expect(tags.locator(".chip-text")).to_have_text(["vip-gold"])
@@ -101,13 +109,15 @@ async def test_the_agent_sets_fields_and_tags_on_a_customer_and_sees_them_after_
         await expect(panel.get_by_label(f"Purchase date {s}")).to_have_value("2026-03-14")
         await expect(panel.get_by_label(f"Units {s}")).to_have_value("3")
         await expect(panel.get_by_label(f"Loyal {s}")).to_have_value("true")
+        await expect(panel.locator(f"#customer-field-{colour}")).to_have_value(HOSTILE)
+        assert await page.locator("#bold").count() == 0
         await expect(page.locator("#customer-tags .chip-text")).to_have_text(["vip-gold"])
         assert await page.locator("#pwned").count() == 0
         assert await page.title() == "crm agent console"
 
     async with api_client(timeout=20) as client:
         shown = (await client.get(f"{intake}/v1/customers/{customer_id}")).json()
-    assert shown["fields"] == {remark: HOSTILE, bought: "2026-03-14", units: 3, loyal: True}
+    assert shown["fields"] == {remark: HOSTILE, bought: "2026-03-14", units: 3, loyal: True, colour: HOSTILE}
     assert shown["tags"] == ["vip-gold"]
 
 
