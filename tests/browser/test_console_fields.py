@@ -20,7 +20,7 @@ from tests.browser.test_console import (  # noqa: F401 (fixtures)
     screenshot,
     seen_by_case,
 )
-from tests.conftest import api_client
+from tests.conftest import api_client, eventually
 
 pytestmark = pytest.mark.e2e
 HOSTILE = '<img src=x id=pwned onerror="document.title=1">'
@@ -219,6 +219,15 @@ async def test_a_required_case_field_blocks_resolution_beside_the_status_and_a_s
             await expect(card.locator(".chip-text")).to_have_text(["warranty"])
             assert await page.locator("#pwned").count() == 0
             await screenshot(page, "console-fields-case.png")
+
+            # the narrow view: the fields, chips and tag box fit the screen
+            await page.set_viewport_size({"width": 375, "height": 800})
+
+            async def fits() -> bool | None:
+                return True if await page.evaluate("document.documentElement.scrollWidth") <= 375 else None
+
+            await eventually(fits, 5, "the page fits 375 px")
+            await screenshot(page, "console-fields-375px.png")
 
         shown = (await client.get(f"{case}/v1/cases/{case_id}")).json()
     assert (shown["status"], shown["fields"], shown["tags"]) == (
