@@ -75,7 +75,7 @@ function fieldsForm({ defs, values, prefix, save }) {
     const label = el("label", { for: id }, fieldLabel(d), flags.length ? el("span", { class: "flags" }, ` (${flags.join(", ")})`) : "");
     let control;
     if (d.personal && ERASED.has(value)) {
-      control = el("span", { class: "erased", id, dataset: { field: d.name } }, "[erased]");
+      control = el("span", { class: "erased", id, dataset: { field: d.name } }, value); // [erased] or [sealed]
     } else {
       control = fieldControl(d, value, id);
       control.setAttribute("aria-describedby", error.id);

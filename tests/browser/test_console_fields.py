@@ -282,3 +282,43 @@ async def test_the_agent_merges_a_duplicate_by_hand_and_undoes_it_from_the_custo
         r = await client.get(f"{intake}/v1/customers/{duplicate}")
         assert r.status_code == 200, r.text  # answers for itself again, no 308
         assert [i["value"] for i in r.json()["identifiers"]] == [second]
+
+
+async def test_a_personal_field_reads_erased_after_the_customers_erasure(
+    chromium: str,  # noqa: F811
+    console_stack: Stack,  # noqa: F811
+) -> None:
+    from playwright.async_api import expect
+
+    intake = console_stack.services["intake"].url
+    s = uuid.uuid4().hex[:6]
+    secret, plan = f"secret_{s}", f"plan_{s}"
+    async with api_client(timeout=20) as client:
+        await define(client, intake, {"name": secret, "type": "text", "personal": True, "label": f"Secret {s}"})
+        await define(client, intake, {"name": plan, "type": "text", "label": f"Plan {s}"})
+        customer_id = (await seen_by_case(client, console_stack, interaction(f"erase-{s}@example.com", "hi")))[
+            "customer_id"
+        ]
+        r = await client.put(
+            f"{intake}/v1/customers/{customer_id}/fields", json={"values": {secret: "born 1970", plan: "gold"}}
+        )
+        assert r.status_code == 200, r.text
+        r = await client.post(f"{intake}/v1/customers/{customer_id}/erasure")
+        assert r.status_code == 202, r.text
+
+        async def erased() -> bool | None:
+            shown = (await client.get(f"{intake}/v1/customers/{customer_id}")).json()
+            return True if shown["fields"].get(secret) == "[erased]" else None
+
+        await eventually(erased, 20, "the personal field erased")
+
+    async with console_page(chromium, console_stack) as page:
+        await page.get_by_label("Search by").select_option("q")
+        await page.get_by_label("Value", exact=True).fill(customer_id)
+        await page.get_by_role("button", name="Find").click()
+        await expect(page.locator("#customer-id")).to_have_text(customer_id)
+        panel = page.locator("#customer-fields")
+        await expect(panel.locator(f"#customer-field-{secret}")).to_have_text("[erased]")
+        assert await panel.locator(f'input[name="{secret}"]').count() == 0  # nothing to edit
+        await expect(panel.get_by_label(f"Plan {s}")).to_have_value("gold")
+        await expect(page.locator("#customer")).not_to_contain_text("born 1970")
