@@ -114,6 +114,21 @@ async def test_the_agent_sets_fields_and_tags_on_a_customer_and_sees_them_after_
         await expect(page.locator("#customer-tags .chip-text")).to_have_text(["vip-gold"])
         assert await page.locator("#pwned").count() == 0
         assert await page.title() == "crm agent console"
+        # the timeline says what changed: tags as they are, field names in words
+        tagged = page.locator('#timeline li[data-type="crm.customer.tags_changed.v1"] .label')
+        await expect(tagged.first).to_have_text("Tags changed (removed warranty)")
+        said = await page.evaluate(
+            """() => [
+              labelOf({type: "crm.customer.tags_changed.v1", data: {added: ["vip_gold", "x"], removed: []}}),
+              labelOf({type: "crm.case.tags_changed.v1", data: {added: ["a"], removed: ["b"]}}),
+              labelOf({type: "crm.customer.fields_set.v1", data: {changed: ["purchase_date", "units"]}}),
+            ]"""
+        )
+        assert said == [
+            "Tags changed (added vip_gold, x)",
+            "Case tags changed (added a) (removed b)",
+            "Fields changed: purchase date, units",
+        ]
 
     async with api_client(timeout=20) as client:
         shown = (await client.get(f"{intake}/v1/customers/{customer_id}")).json()
