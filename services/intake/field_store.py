@@ -214,33 +214,54 @@ async def filtered_customers(
     """Live customers whose view has every (field, value_key) and every tag, by customer id
     descending, `limit` a page from `before`; (ids, next_before or None on the last page).
 
-    The candidates are what the first filter's index finds (owners mapped to their survivor);
-    each candidate is then checked against every filter by the view's precedence."""
+    The candidates come from the first filter's index, in id order, so a page stops reading once
+    it is full: live customers holding the value themselves, and (few: merged customers are) the
+    survivors of merged ids holding it that have no value of their own. Each candidate is then
+    checked against every filter by the view's precedence."""
     args: list[Any] = []
 
     def arg(value: Any) -> int:
         args.append(value)
         return len(args)
 
+    below = "" if before is None else f" AND {{col}} < ${arg(before)}"
     if fields:
-        name, key = fields[0]
-        candidates = (
-            "SELECT DISTINCT coalesce(o.merged_into, o.customer_id) AS customer_id FROM customer_field_values v"
-            f" JOIN customers o ON o.customer_id = v.customer_id WHERE v.name = ${arg(name)}"
-            f" AND v.value_key = ${arg(key)}"
+        n, k = arg(fields[0][0]), arg(fields[0][1])
+        own = (
+            "SELECT v.customer_id FROM customer_field_values v JOIN customers c ON c.customer_id = v.customer_id"
+            f" AND c.merged_into IS NULL WHERE v.name = ${n} AND v.value_key = ${k}"
+            + below.format(col="v.customer_id")
+            + " ORDER BY v.customer_id DESC"
+        )
+        inherited = (
+            "SELECT DISTINCT o.merged_into AS customer_id FROM customers o"
+            f" JOIN customer_field_values v ON v.customer_id = o.customer_id AND v.name = ${n} AND v.value_key = ${k}"
+            " WHERE o.merged_into IS NOT NULL"
+            + below.format(col="o.merged_into")
+            + " AND NOT EXISTS (SELECT 1 FROM customer_field_values s"
+            f" WHERE s.customer_id = o.merged_into AND s.name = ${n})"
         )
     else:
-        candidates = (
-            "SELECT DISTINCT coalesce(o.merged_into, o.customer_id) AS customer_id FROM customer_tags t"
-            f" JOIN customers o ON o.customer_id = t.customer_id WHERE t.tag = ${arg(tags[0])} AND t.present"
+        t = arg(tags[0])
+        own = (
+            "SELECT v.customer_id FROM customer_tags v JOIN customers c ON c.customer_id = v.customer_id"
+            f" AND c.merged_into IS NULL WHERE v.tag = ${t} AND v.present"
+            + below.format(col="v.customer_id")
+            + " ORDER BY v.customer_id DESC"
         )
+        inherited = (
+            "SELECT DISTINCT o.merged_into AS customer_id FROM customers o"
+            f" JOIN customer_tags v ON v.customer_id = o.customer_id AND v.tag = ${t} AND v.present"
+            " WHERE o.merged_into IS NOT NULL"
+            + below.format(col="o.merged_into")
+            + f" AND NOT EXISTS (SELECT 1 FROM customer_tags s WHERE s.customer_id = o.merged_into AND s.tag = ${t})"
+        )
+    # Every filter, the first too: a survivor's merged ids may hold different values (the latest counts).
     conds = [_FIELD.format(n=arg(n), k=arg(k)) for n, k in fields]
     conds += [_TAG.format(t=arg(t)) for t in tags]
-    if before is not None:
-        conds.append(f"c.customer_id < ${arg(before)}")
     sql = (
-        f"SELECT c.customer_id FROM ({candidates}) c WHERE {' AND '.join(conds)}"
-        f" ORDER BY c.customer_id DESC LIMIT ${arg(limit + 1)}"
+        f"SELECT c.customer_id FROM (({own}) UNION ALL ({inherited})) c"
+        f" WHERE {' AND '.join(conds)} ORDER BY c.customer_id DESC LIMIT ${arg(limit + 1)}"
     )
     ids = [r["customer_id"] for r in await conn.fetch(sql, *args)]
     more = len(ids) > limit

@@ -138,6 +138,13 @@ async def test_tags_are_normalised_and_each_change_is_an_event(client: httpx.Asy
     r = await client.post(url, json={"add": [f"t{n}" for n in range(50)]})
     assert r.status_code == 422, r.text  # 51 with vip
     assert (await client.get(f"{intake}/v1/customers/{cid}")).json()["tags"] == ["vip"]
+    # who changed them is in intake's audit log
+    audit = (await client.get(f"{intake}/v1/admin/audit", params={"customer_id": cid})).json()["items"]
+    assert {(a["method"], a["route"], a["status"]) for a in audit} >= {
+        ("POST", "/v1/customers/{customer_id}/tags", 200),
+        ("POST", "/v1/customers/{customer_id}/tags", 422),
+    }
+    assert all(a["key_id"] for a in audit)
 
 
 async def test_filters_page_by_keyset(client: httpx.AsyncClient, intake: str) -> None:
