@@ -237,40 +237,29 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
         print(f"replay failed: {'; '.join(errors)}", file=sys.stderr)
         return 1
     skipped = sum(s for _, s, _ in outcomes.values())
-    if service == "case":
-        await _rebuild_case_fields()
     elapsed = progress.elapsed_s
     print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)"
           f" in {elapsed:.1f} s, {progress.done / max(elapsed, 1e-9):,.0f} events/s")  # fmt: skip
     return 0
 
 
-async def _rebuild_case_fields() -> None:
-    """case's field definitions, values and tags (issue 29) come from its own event store, not the
-    topics: made again from there, in one transaction (commands on cases wait for it)."""
-    from case.field_store import rebuild  # case's own code, only for case
-    from eventkit.eventstore import EventStore
-
-    conn = await db.connect(_database_url("case"))
-    try:
-        async with conn.transaction():
-            cases = await rebuild(conn, EventStore("case"))
-    finally:
-        await conn.close()
-    print(f"rebuilt case fields and tags of {cases:,} cases from case's events")
-
-
 async def _rebuild_from_own_store(service: str, conn: db.Connection) -> None:
-    """intake's customer field and tag tables are projections of its own event store (what it
-    stored, not what the topics hold): rebuilt from there in one transaction, which holds the
-    tables meanwhile, so a request changing them waits for it."""
-    if service != "intake":
-        return
-    from intake.field_store import rebuild
+    """intake's customer fields and tags and case's case fields and tags (issue 29) are projections
+    of the service's own event store (what it stored, not what the topics hold): rebuilt from there
+    in one transaction, which holds the tables meanwhile, so a request changing them waits for it."""
+    if service == "intake":
+        from intake.field_store import rebuild as rebuild_intake  # the service's own code, only for it
 
-    async with conn.transaction():
-        applied = await rebuild(conn)
-    print(f"rebuilt intake's customer fields and tags from {applied:,} of its stored events")
+        async with conn.transaction():
+            applied = await rebuild_intake(conn)
+        print(f"rebuilt intake's customer fields and tags from {applied:,} of its stored events")
+    elif service == "case":
+        from case.field_store import rebuild as rebuild_case
+        from eventkit.eventstore import EventStore
+
+        async with conn.transaction():
+            cases = await rebuild_case(conn, EventStore("case"))
+        print(f"rebuilt case fields and tags of {cases:,} cases from case's events")
 
 
 def _replay_worker(

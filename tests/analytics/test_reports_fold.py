@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from analytics import report_store
+from analytics import api, report_store
 from analytics.projections import KpiProjection
 from analytics.report_api import CASE_COLUMNS, case_row, cell, csv_lines
 from analytics.store import KpiQuery
@@ -19,6 +19,7 @@ from crmtools.infra import EmbeddedPostgres
 from eventkit import db
 from eventkit.envelope import Envelope
 from eventkit.eventstore import EventStore
+from servicekit.http import ApiError
 
 from contracts import fields as f
 from tests.conftest import fresh_database
@@ -139,3 +140,18 @@ def test_csv_lines_quote_what_needs_quoting_and_read_back_whole() -> None:
     text = csv_lines([tricky])
     assert text.endswith("\r\n")
     assert next(csv.reader(io.StringIO(text))) == ['a, "b"\nc', "'=cmd|' /C calc'!A0", "ü€", "x;y"]
+
+
+async def test_more_groups_than_the_limit_is_a_422_not_a_huge_answer(
+    pools: tuple[asyncpg.Pool, asyncpg.Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = ReportScript()
+    pool, _ = pools
+    await fold(pool, [[e for _, e in script.events()]])
+    monkeypatch.setattr(api, "MAX_GROUPS", 2)  # the script has three owner rows (two agents and none)
+    async with pool.acquire() as conn:
+        with pytest.raises(ApiError) as refused:
+            await api.grouped(conn, KpiQuery(*RANGE, "day"), "owner")
+        assert (refused.value.status, refused.value.body["error"]) == (422, "too_many_groups")
+        answer = await api.grouped(conn, KpiQuery(*RANGE, "day"), "team")  # one team: within the limit
+    assert [g["group"] for g in answer["groups"]] == [script.team] and answer["sums_to_totals"] is True

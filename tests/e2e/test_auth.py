@@ -53,8 +53,8 @@ ROUTES_BY_SCOPES: list[tuple[set[str], list[str]]] = [
             "GET /v1/customers/{customer_id}/insights",
         ],
     ),
-    ({"agent", "ops"}, ["GET /v1/admin/fields"]),  # POST /v1/admin/fields: admin only
     ({"ops"}, ["GET /v1/kpis", "GET /v1/reports/cases.csv", "GET /v1/reports/kpis.csv"]),
+    ({"agent", "ops"}, ["GET /v1/admin/fields"]),  # case's and intake's definitions, for the console; POST: admin
     ({"supervisor"}, ["PUT /v1/agents/{agent_id}"]),
     (
         {"agent", "supervisor"},  # an agent key sets only its own agent's status (test_agents.py)

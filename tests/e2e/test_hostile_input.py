@@ -451,71 +451,6 @@ async def test_a_nul_in_a_path_does_not_stop_the_audit_log(seeded: dict[str, str
     assert [(row["customer_id"], row["status"]) for row in r.json()["items"]] == [(seeded["customer_id"], 200)]
 
 
-INJECTION = "x'); DROP TABLE customer_field_values; --"
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "body", "status", "field"),
-    [
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: {"nested": [1]}}}, 422,
-         f"values.{HOSTILE_NUMBER}"),
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: 1e308 * 10}}, 422, None),
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: 2**80}}, 422,
-         f"values.{HOSTILE_NUMBER}"),
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: ["a"]}}, 422,
-         f"values.{HOSTILE_FIELD}"),
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {INJECTION: "x"}}, 422, f"values.{INJECTION}"),
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: "x" * 2001}}, 422,
-         f"values.{HOSTILE_FIELD}"),
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {f"f{n}": 1 for n in range(101)}}, 422, "values"),
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {}, "extra": 1}, 422, "extra"),
-        ("PUT", "/v1/customers/{customer_id}/fields", {"values": "text"}, 422, "values"),
-        ("POST", "/v1/customers/{customer_id}/tags", {"add": [INJECTION]}, 422, "add.0"),
-        ("POST", "/v1/customers/{customer_id}/tags", {"add": [1]}, 422, "add.0"),
-        ("POST", "/v1/customers/{customer_id}/tags", {"remove": ["x" * 65]}, 422, "remove.0"),
-        ("POST", "/v1/customers/{customer_id}/tags", {"add": [f"t{n}" for n in range(51)]}, 422, "add"),
-        ("POST", "/v1/admin/fields", {"name": INJECTION, "type": "text"}, 422, "name"),
-        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "blob"}, 422, "type"),
-        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "enum", "values": []}, 422, None),
-        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "text", "sealed": True}, 422, "sealed"),
-        ("POST", "/v1/admin/fields", {"name": HOSTILE_FIELD, "type": "number"}, 409, None),
-    ],
-)  # fmt: skip
-async def test_field_and_tag_bodies_of_wrong_types_and_injections_are_4xx(
-    seeded: dict[str, str],
-    client: httpx.AsyncClient,
-    method: str,
-    path: str,
-    body: dict[str, Any],
-    status: int,
-    field: str | None,
-) -> None:
-    r = await client.request(method, route(seeded, "intake", path), content=encoded(body), headers=JSON)
-    if status == 409:
-        assert (r.status_code, r.json()["error"]) == (409, "field_type_fixed"), r.text
-    else:
-        refused(r, status, field)
-    shown = await client.get(route(seeded, "intake", "/v1/customers/{customer_id}"))
-    assert shown.status_code == 200 and "fields" in shown.json()  # nothing stalled, nothing dropped
-
-
-@pytest.mark.parametrize(
-    ("params", "field"),
-    [
-        ({f"field.{INJECTION}": "x"}, f"query.field.{INJECTION}"),
-        ({f"field.{HOSTILE_NUMBER}": INJECTION}, f"query.field.{HOSTILE_NUMBER}"),
-        ({f"field.{HOSTILE_NUMBER}": "nan"}, f"query.field.{HOSTILE_NUMBER}"),
-        ({"tag": INJECTION}, "query.tag"),
-        ({"tag": "x", "before": INJECTION}, "query.before"),
-        ({"tag": "x", "email": "a@example.com"}, "query"),
-    ],
-)
-async def test_customer_list_filters_refuse_bad_values(
-    seeded: dict[str, str], client: httpx.AsyncClient, params: dict[str, str], field: str
-) -> None:
-    refused(await client.get(f"{seeded['intake']}/v1/customers", params=params), 422, field)
-
-
 REPORT_ROUTES = ["/v1/kpis", "/v1/reports/kpis.csv", "/v1/reports/cases.csv"]
 BAD_REPORT_PARAMS: list[tuple[dict[str, Any], str]] = [
     ({"from": "123"}, "query.from"),
@@ -603,3 +538,68 @@ async def test_injection_text_in_a_text_field_is_kept_as_text(
     assert r.status_code == 200 and r.json()["fields"]["hostile_text"] == injected, r.text
     r = await client.get(f"{case}/v1/cases", params={"field.hostile_text": injected})
     assert [c["case_id"] for c in r.json()["cases"]] == [seeded["case_id"]], r.text
+
+
+INJECTION = "x'); DROP TABLE customer_field_values; --"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: {"nested": [1]}}}, 422,
+         f"values.{HOSTILE_NUMBER}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: 1e308 * 10}}, 422, None),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_NUMBER: 2**80}}, 422,
+         f"values.{HOSTILE_NUMBER}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: ["a"]}}, 422,
+         f"values.{HOSTILE_FIELD}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {INJECTION: "x"}}, 422, f"values.{INJECTION}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {HOSTILE_FIELD: "x" * 2001}}, 422,
+         f"values.{HOSTILE_FIELD}"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {f"f{n}": 1 for n in range(101)}}, 422, "values"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": {}, "extra": 1}, 422, "extra"),
+        ("PUT", "/v1/customers/{customer_id}/fields", {"values": "text"}, 422, "values"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [INJECTION]}, 422, "add.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [1]}, 422, "add.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"remove": ["x" * 65]}, 422, "remove.0"),
+        ("POST", "/v1/customers/{customer_id}/tags", {"add": [f"t{n}" for n in range(51)]}, 422, "add"),
+        ("POST", "/v1/admin/fields", {"name": INJECTION, "type": "text"}, 422, "name"),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "blob"}, 422, "type"),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "enum", "values": []}, 422, None),
+        ("POST", "/v1/admin/fields", {"name": "hostile_x", "type": "text", "sealed": True}, 422, "sealed"),
+        ("POST", "/v1/admin/fields", {"name": HOSTILE_FIELD, "type": "number"}, 409, None),
+    ],
+)  # fmt: skip
+async def test_field_and_tag_bodies_of_wrong_types_and_injections_are_4xx(
+    seeded: dict[str, str],
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    field: str | None,
+) -> None:
+    r = await client.request(method, route(seeded, "intake", path), content=encoded(body), headers=JSON)
+    if status == 409:
+        assert (r.status_code, r.json()["error"]) == (409, "field_type_fixed"), r.text
+    else:
+        refused(r, status, field)
+    shown = await client.get(route(seeded, "intake", "/v1/customers/{customer_id}"))
+    assert shown.status_code == 200 and "fields" in shown.json()  # nothing stalled, nothing dropped
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({f"field.{INJECTION}": "x"}, f"query.field.{INJECTION}"),
+        ({f"field.{HOSTILE_NUMBER}": INJECTION}, f"query.field.{HOSTILE_NUMBER}"),
+        ({f"field.{HOSTILE_NUMBER}": "nan"}, f"query.field.{HOSTILE_NUMBER}"),
+        ({"tag": INJECTION}, "query.tag"),
+        ({"tag": "x", "before": INJECTION}, "query.before"),
+        ({"tag": "x", "email": "a@example.com"}, "query"),
+    ],
+)
+async def test_customer_list_filters_refuse_bad_values(
+    seeded: dict[str, str], client: httpx.AsyncClient, params: dict[str, str], field: str
+) -> None:
+    refused(await client.get(f"{seeded['intake']}/v1/customers", params=params), 422, field)

@@ -339,6 +339,14 @@ async def test_the_csv_of_a_few_hundred_cases_matches_the_cases_api_row_by_row(s
             )
             assert page.status_code == 200, page.text
 
+        # Typed fields, defined by the admin on the case service: one reported, one personal (never reported).
+        model, serial = f"rpt_model_{uuid.uuid4().hex[:6]}", f"rpt_serial_{uuid.uuid4().hex[:6]}"
+        for definition in (
+            {"name": model, "type": "enum", "values": ["M-1", "M-2", "=M3"]},
+            {"name": serial, "type": "text", "personal": True},
+        ):
+            r = await client.post(f"{case_url}/v1/admin/fields", json=definition)
+            assert r.status_code == 201, r.text
         sem = asyncio.Semaphore(8)
 
         async def work(i: int) -> dict[str, Any]:
@@ -349,6 +357,10 @@ async def test_the_csv_of_a_few_hundred_cases_matches_the_cases_api_row_by_row(s
                 r = await client.post(f"{case_url}/v1/cases", json=body)
                 assert r.status_code == 201, r.text
                 case = r.json()
+                if i % 5 == 0:  # one in five: a product model, a serial number and tags
+                    values = {model: ["M-1", "M-2", "=M3"][i % 3], serial: f"SN-{i}"}
+                    await _command(client, case_url, case, "fields", {"values": values})
+                    await _command(client, case_url, case, "tags", {"add": ["rpt", f"batch-{i % 2}"]})
                 # Three in four get an owner; of those, half are resolved and some of those closed.
                 if i % 4:
                     await _command(client, case_url, case, "assign", {"owner": OWNERS[i // 4 % len(OWNERS)]})
@@ -394,6 +406,10 @@ async def test_the_csv_of_a_few_hundred_cases_matches_the_cases_api_row_by_row(s
             for moment in ("opened_at", "first_response_at", "resolved_at", "closed_at"):
                 assert _when(row[moment]) == _when(detail[moment]), (moment, row, detail)
             assert (row["sla_met"] != "") == (detail["status"] in ("resolved", "closed"))
+            assert row["tags"] == ";".join(sorted(detail["tags"]))
+            shown = detail["fields"].get(model)
+            assert row[f"field.{model}"] == ("" if shown is None else "'" + shown if shown[0] == "=" else shown)
+            assert f"field.{serial}" not in row and all("SN-" not in v for v in row.values())
 
         # Grouped KPIs: the owners' rows sum to the totals; cases handled per agent are theirs.
         params = {**span, "team": team}
@@ -408,6 +424,18 @@ async def test_the_csv_of_a_few_hundred_cases_matches_the_cases_api_row_by_row(s
         assert sum(handled.values()) == totals["resolved"] > 0
         unowned = [g for g in body["groups"] if g["group"] is None]
         assert unowned and unowned[0]["cases"]["opened"] == sum(1 for c in listed.values() if not c["owner"])
+        by_model = (await client.get(f"{analytics}/v1/kpis", params={**params, "group_by": f"field.{model}"})).json()
+        assert by_model["sums_to_totals"] is True
+        assert {g["group"]: g["cases"]["opened"] for g in by_model["groups"]} == {
+            "=M3": CASES // 15, "M-1": CASES // 15, "M-2": CASES // 15, None: CASES - CASES // 5
+        }  # fmt: skip
+        personal = await client.get(f"{analytics}/v1/kpis", params={**params, "group_by": f"field.{serial}"})
+        assert personal.status_code == 422 and personal.json()["error"] == "personal_field"
+        by_tag = (await client.get(f"{analytics}/v1/kpis", params={**params, "group_by": "tag"})).json()
+        assert by_tag["sums_to_totals"] is False
+        assert {g["group"]: g["cases"]["opened"] for g in by_tag["groups"]} == {
+            "rpt": CASES // 5, "batch-0": CASES // 10, "batch-1": CASES // 10, None: CASES - CASES // 5
+        }  # fmt: skip
         by_type = (await client.get(f"{analytics}/v1/kpis", params={**params, "group_by": "type"})).json()
         assert {g["group"]: g["cases"]["opened"] for g in by_type["groups"]} == {
             t: sum(1 for c in listed.values() if c["type"] == t) for t in {c["type"] for c in listed.values()}
