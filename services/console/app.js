@@ -199,6 +199,10 @@ async function openCustomer(id) {
   state.profile = customer;
   state.insights = null;
   renderProfile(customer, null);
+  await Promise.all([loadFieldDefs("intake"), loadFieldDefs("case")]); // records.js
+  if (state.customer !== customer.customer_id) return;
+  renderCustomerRecords(customer);
+  renderMerging(customer); // merging.js
   $("profile-h").focus(); // keyboard users land on the customer they opened
   await Promise.all([loadInsights(customer), loadTimeline(), loadCases()]);
   startStream(); // not awaited: the page works while the stream connects
@@ -362,6 +366,13 @@ async function loadTimeline() {
   if (state.before && inView($("timeline-end"))) await loadTimeline();
 }
 
+async function reloadTimeline() {
+  state.seen = new Set();
+  state.before = null;
+  $("timeline").replaceChildren();
+  await loadTimeline();
+}
+
 function inView(node) {
   const box = node.getBoundingClientRect();
   return box.bottom >= 0 && box.top <= window.innerHeight;
@@ -405,6 +416,8 @@ async function startStream() {
     state.seen.add(item.event_id);
     $("timeline").prepend(timelineItem(item, true));
     if (item.type.startsWith("crm.case.")) refreshCase(item.data.case_id).catch(() => {});
+    // A merge brings the duplicate's older events in, an unmerge takes them away: read it again.
+    if (/^crm\.customer\.(un)?merged\./.test(item.type)) guarded(reloadTimeline);
   });
 }
 
@@ -472,6 +485,7 @@ function renderCase(c) {
   select.replaceChildren(...c.allowed_transitions.map((s) => el("option", { value: s }, s)));
   if (c.allowed_transitions.includes(picked)) select.value = picked;
   node.querySelector(".status-form button").disabled = !c.allowed_transitions.length;
+  renderCaseRecords(node, c); // records.js
 }
 
 async function refreshCase(caseId) {
@@ -482,8 +496,17 @@ async function refreshCase(caseId) {
 function bindCase(node, caseId) {
   const command = (path, form, body) => guarded(async () => {
     const c = state.cases.get(caseId);
-    const view = await api("case", `/v1/cases/${encodeURIComponent(caseId)}/${path}`,
-      { method: "POST", body, headers: { "If-Match": `"${c.version}"` } });
+    node.querySelector(".status-error").textContent = "";
+    let view;
+    try {
+      view = await api("case", `/v1/cases/${encodeURIComponent(caseId)}/${path}`,
+        { method: "POST", body, headers: { "If-Match": `"${c.version}"` } });
+    } catch (exc) {
+      // A refused status change is said beside the status control (and the fields it needs).
+      if (path !== "status" || !(exc instanceof ApiError) || exc.status < 400 || exc.status >= 500 || exc.status === 401) throw exc;
+      showStatusError(node, exc);
+      return;
+    }
     renderCase(view);
     form.reset();
   });
@@ -716,11 +739,13 @@ for (const button of document.querySelectorAll("nav.sections button")) {
       $("campaigns-h").focus();
       await loadCampaigns();
     }
+    if (button.dataset.section === "reports") await openReports(); // reports.js
   }));
 }
 $("campaigns-refresh").addEventListener("click", () => guarded(() => loadCampaigns()));
 $("campaigns-more").addEventListener("click", () => guarded(() => loadCampaigns(true)));
 bindTabs();
+initReports(); // reports.js
 onSubmit("work-form", async (f) => {
   sessionStorage.setItem(TEAM, f.team.value.trim());
   sessionStorage.setItem(AGENT, f.agent.value.trim());

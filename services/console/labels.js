@@ -3,7 +3,7 @@
 // fields of the event's data: {field} (or {field|text} when it may be null), and [ ... ] is left
 // out when a field inside it is missing or reads as nothing (a message's kind, say). `words`
 // turns a field's values into words; any other value is shown with spaces for underscores, but
-// ids (*_id fields) as they are.
+// ids (*_id fields) and tags as they are; a list is its items', comma separated.
 "use strict";
 
 const LABELS = { labels: {}, words: {} };
@@ -28,10 +28,14 @@ function readableType(type) {
 
 function present(value) { return value !== null && value !== undefined && value !== ""; }
 
+// Fields whose values are names to show as they are, like ids: tags (normalised, "_" is theirs).
+const VERBATIM = new Set(["added", "removed", "tags"]);
+
 function word(field, value) {
+  if (Array.isArray(value)) return value.map((v) => word(field, v)).join(", ");
   const words = LABELS.words[field] || {};
   const key = String(value);
-  if (field.endsWith("_id")) return key; // an id (or the name shown for it) is never a word to rewrite
+  if (field.endsWith("_id") || VERBATIM.has(field)) return key; // an id (or the name shown for it) is never a word to rewrite
   return Object.prototype.hasOwnProperty.call(words, key) ? words[key] : key.replace(/_/g, " ");
 }
 

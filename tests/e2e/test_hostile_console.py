@@ -101,7 +101,8 @@ async def test_console_config_names_the_configured_services_whatever_the_query(h
 async def test_the_console_page_has_a_strict_policy_and_cannot_be_framed(hostile_stack: Stack) -> None:
     intake = hostile_stack.services["intake"].url
     async with httpx.AsyncClient(timeout=10) as client:
-        for path in ("/console/", "/console/app.js", "/console/style.css", "/console/config.json"):
+        scripts = ("/console/app.js", "/console/records.js", "/console/reports.js", "/console/merging.js")
+        for path in ("/console/", *scripts, "/console/style.css", "/console/config.json"):
             r = await client.get(f"{intake}{path}", params={"intake": EVIL})
             assert r.status_code == 200, (path, r.status_code)
             policy = directives(r.headers["content-security-policy"])
