@@ -34,8 +34,9 @@ TagText = Annotated[str, Field(max_length=200)]
 _NAME = re.compile(f.FIELD_NAME_PATTERN)
 
 
-class FieldOut(BaseModel):
-    definition: f.FieldDefinition
+class FieldOut(f.FieldDefinition):
+    """The definition as posted, with its version: the same shape as intake's customer fields."""
+
     version: int = Field(description="1 when defined, one more for each redefinition")
     defined_by: str
     defined_at: datetime
@@ -46,7 +47,7 @@ class FieldCommandOut(FieldOut):
 
 
 class FieldListOut(BaseModel):
-    fields: list[FieldOut] = Field(description="By name")
+    items: list[FieldOut] = Field(description="By name")
 
 
 class FieldsIn(Command):
@@ -87,7 +88,7 @@ class TagsIn(Command):
 
 def _field_row(defined: Defined) -> dict[str, Any]:
     return {
-        "definition": defined.definition.model_dump(mode="json"),
+        **defined.definition.model_dump(mode="json"),
         "version": defined.version,
         "defined_by": defined.defined_by,
         "defined_at": defined.defined_at,
@@ -123,7 +124,7 @@ async def define_field(rt: CaseRuntime, caller: Caller, body: f.FieldDefinition)
 )
 async def list_fields(rt: CaseRuntime) -> Response:
     rows = await field_handlers.list_fields(rt.db)
-    return _json({"fields": rows})
+    return _json({"items": rows})
 
 
 async def _run(request: Request, case_id: str, call: Any) -> Response:

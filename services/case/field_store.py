@@ -38,8 +38,12 @@ async def definitions(conn: asyncpg.Connection) -> dict[str, f.FieldDefinition]:
 
 
 async def list_definitions(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    rows = await conn.fetch("SELECT name, version, definition, defined_by, defined_at FROM case_fields ORDER BY name")
-    return [dict(r) for r in rows]
+    """As the API lists them: each definition's fields, its version, who defined it and when."""
+    rows = await conn.fetch("SELECT version, definition, defined_by, defined_at FROM case_fields ORDER BY name")
+    return [
+        {**r["definition"], "version": r["version"], "defined_by": r["defined_by"], "defined_at": r["defined_at"]}
+        for r in rows
+    ]
 
 
 async def save_values(conn: asyncpg.Connection, s: CaseState) -> None:

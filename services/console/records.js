@@ -7,11 +7,10 @@
 const ERASED = new Set(["[erased]", "[sealed]"]); // a personal value that cannot be read any more
 const fieldDefs = { intake: null, case: null }; // service -> [definition], read on each customer opened
 
-// intake answers {items: [definition + version]}, case {fields: [{definition, version}]}: one shape here.
 async function loadFieldDefs(service) {
   try {
     const body = await api(service, "/v1/admin/fields");
-    const rows = body.items || (body.fields || []).map((row) => row.definition);
+    const rows = body.items || [];
     fieldDefs[service] = rows.filter(Boolean).sort((a, b) => a.name.localeCompare(b.name));
   } catch (exc) {
     if (exc.status !== 403) throw exc;

@@ -82,8 +82,8 @@ async function loadReport() {
     : "No cases in this range.";
 }
 
-// analytics' own file names (its Content-Disposition is not readable across origins unless CORS
-// exposes it): cases-<from>-<to>.csv, kpis-by-<group>-<from>-<to>.csv, stamps as 20260101T000000Z.
+// The file name when analytics' Content-Disposition (exposed by CORS) names none, as analytics
+// names them: cases-<from>-<to>.csv, kpis-by-<group>-<from>-<to>.csv, stamps as 20260101T000000Z.
 function reportName(kind, range, groupBy) {
   const stamp = (iso) => iso.replace(/[-:]/g, "");
   const by = groupBy ? `-by-${groupBy.replace(".", "-")}` : "";

@@ -251,7 +251,7 @@ def create_app(spec: ServiceSpec[S, C], settings: S, context: C) -> FastAPI:
             allow_origins=origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
-            expose_headers=["ETag", "Location", "Retry-After"],
+            expose_headers=["ETag", "Location", "Retry-After", "Content-Disposition"],
         )
     app.add_middleware(SecurityHeaders, policies=spec.content_security)
     app.add_middleware(BodySizeLimit, default_bytes=settings.max_body_bytes, per_path=spec.body_limits)

@@ -89,13 +89,13 @@ async def test_admins_define_and_redefine_fields_with_versions(stack: Stack, cli
     name = unique("failure")
     r = await define(client, case, name=name, type="enum", values=["motor", "pump"], label="Type of failure")
     assert r.status_code == 201, r.text
-    assert (r.json()["version"], r.json()["definition"]["values"], len(r.json()["event_ids"])) == (
+    assert (r.json()["version"], r.json()["values"], len(r.json()["event_ids"])) == (
         1,
         ["motor", "pump"],
         1,
     )
     r = await define(client, case, name=name, type="enum", values=["pump", "door"], label="Type of failure")
-    assert (r.status_code, r.json()["version"], r.json()["definition"]["values"]) == (200, 2, ["pump", "door"])
+    assert (r.status_code, r.json()["version"], r.json()["values"]) == (200, 2, ["pump", "door"])
     again = await define(client, case, name=name, type="enum", values=["pump", "door"], label="Type of failure")
     assert (again.status_code, again.json()["version"], again.json()["event_ids"]) == (200, 2, [])
 
@@ -121,8 +121,8 @@ async def test_admins_define_and_redefine_fields_with_versions(stack: Stack, cli
     async with api_client(agent, timeout=10) as as_agent:
         listed = await as_agent.get(f"{case}/v1/admin/fields")
         assert listed.status_code == 200, listed.text
-        [row] = [f for f in listed.json()["fields"] if f["definition"]["name"] == name]
-        assert (row["version"], row["definition"]["values"]) == (2, ["pump", "door"])
+        [row] = [f for f in listed.json()["items"] if f["name"] == name]
+        assert (row["version"], row["values"]) == (2, ["pump", "door"])
         r = await as_agent.post(f"{case}/v1/admin/fields", json={"name": unique("x"), "type": "bool"})
         assert r.status_code == 403
 
@@ -372,7 +372,7 @@ async def test_replay_makes_definitions_values_and_tags_again(stack: Stack, clie
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rebuilt case fields and tags" in result.stdout
     assert (await client.get(f"{case}/v1/admin/fields")).json() == before
-    [row] = [f for f in before["fields"] if f["definition"]["name"] == kind]
+    [row] = [f for f in before["items"] if f["name"] == kind]
     assert row["version"] == 2
     for params in ({"tag": tag}, {f"field.{kind}": "z"}):
         listed = (await client.get(f"{case}/v1/cases", params=params)).json()["cases"]

@@ -201,6 +201,10 @@ async def test_grouped_kpis_and_csv_of_a_scripted_team_match_the_hand_worked_ans
         r = await client.get(f"{url}/v1/reports/cases.csv", params=span)
         assert r.status_code == 200, r.text
         assert r.headers["content-disposition"] == 'attachment; filename="cases-20260406T000000Z-20260408T000000Z.csv"'
+        # The console (intake's origin) reads that name too: CORS exposes the header.
+        console = stack.services["intake"].url
+        seen = await client.get(f"{url}/v1/reports/cases.csv", params=span, headers={"Origin": console})
+        assert "content-disposition" in seen.headers["access-control-expose-headers"].lower()
         reader = csv.DictReader(io.StringIO(r.text))
         assert reader.fieldnames is not None
         assert f"field.{script.model}" in reader.fieldnames and f"field.{script.note}" in reader.fieldnames
