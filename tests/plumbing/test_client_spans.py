@@ -278,14 +278,14 @@ async def test_a_consumer_batch_of_one_trace_has_its_queries_under_its_span(
     )
     one = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
     async with pool.acquire() as conn, conn.transaction():
-        await applier._apply(conn, [(None, event(one)), (None, event(one))])  # type: ignore[list-item]
+        await applier._apply(conn, [event(one), event(one)])
     consumer = only_child(exporter, "case apply crm.note.v1")  # the dedup record: outside, no span
     assert consumer.context.trace_id == int("1" * 32, 16)
     exporter.clear()
     # Two traces share the batch's queries: neither span is their parent, so they make none.
     other = "00-" + "3" * 32 + "-" + "4" * 16 + "-01"
     async with pool.acquire() as conn, conn.transaction():
-        await applier._apply(conn, [(None, event(one)), (None, event(other))])  # type: ignore[list-item]
+        await applier._apply(conn, [event(one), event(other)])
     assert client_spans(exporter) == []
     assert len(exporter.get_finished_spans()) == 2
 
