@@ -43,6 +43,7 @@ from eventkit.telemetry import (
     EVENTS_DUPLICATE,
     FRESHNESS,
     context_from_traceparent,
+    records_spans,
     tracer,
 )
 
@@ -251,6 +252,10 @@ class BatchApplier:
         A batch of many traces (full load) gets one span linked to them instead, so tracing stays
         cheap when it matters. With tracing off these are no-op spans.
         """
+        t = tracer()
+        if not records_spans(t):
+            yield
+            return
         by_trace: dict[str, list[Envelope]] = {}
         for e in events:
             by_trace.setdefault(e.traceparent, []).append(e)
@@ -259,7 +264,7 @@ class BatchApplier:
                 trace.Link(trace.get_current_span(context_from_traceparent(tp)).get_span_context())
                 for tp in list(by_trace)[:MAX_TRACES_PER_BATCH]
             ]
-            with tracer().start_as_current_span(
+            with t.start_as_current_span(
                 f"{self.service} apply batch",
                 kind=trace.SpanKind.CONSUMER,
                 links=links,
@@ -268,7 +273,7 @@ class BatchApplier:
                 yield
             return
         spans = [
-            tracer().start_span(
+            t.start_span(
                 f"{self.service} apply {group[0].type}",
                 context=context_from_traceparent(tp),
                 kind=trace.SpanKind.CONSUMER,
