@@ -30,6 +30,7 @@ from prometheus_client import Gauge
 
 from eventkit import deadletter
 from eventkit.acceptance import Acceptance, Message
+from eventkit.applied import AppliedRecord
 from eventkit.db import TRANSIENT_ERRORS
 from eventkit.deadletter import DeadLetter
 from eventkit.envelope import Envelope
@@ -42,6 +43,7 @@ from eventkit.telemetry import (
     EVENTS_DUPLICATE,
     FRESHNESS,
     context_from_traceparent,
+    records_spans,
     tracer,
 )
 
@@ -151,10 +153,7 @@ class BatchApplier:
         self._subscribers = list(subscribers)
         self._waiters = waiters
         self._feed = feed
-        self._record_applied = (
-            f"INSERT INTO {applied_table} (event_id) SELECT unnest($1::uuid[])"
-            " ON CONFLICT DO NOTHING RETURNING event_id"
-        )
+        self._record = AppliedRecord(applied_table)
         self._freshness = FRESHNESS.labels(service)
 
     async def handle_until_done(self, records: Sequence[Message]) -> None:
@@ -191,8 +190,8 @@ class BatchApplier:
 
         async with self._pool.acquire() as conn:
             try:
-                async with conn.transaction():
-                    fresh = await self._apply(conn, events)
+                async with self._record.transaction(conn, [env.id for _, env in events]) as fresh:
+                    await self._apply(conn, [env for _, env in events if env.id in fresh])
                     if letters:
                         await deadletter.record(conn, letters)
             except TRANSIENT_ERRORS:
@@ -223,17 +222,12 @@ class BatchApplier:
         if self._feed is not None:
             self._feed.publish([env for _, env in events if env.id in fresh])
 
-    async def _apply(self, conn: asyncpg.Connection, events: Sequence[tuple[Message, Envelope]]) -> set[str]:
-        if not events:
-            return set()
-        rows = await conn.fetch(self._record_applied, [env.id for _, env in events])
-        fresh = {str(r["event_id"]) for r in rows}
-        todo = [env for _, env in events if env.id in fresh]
+    async def _apply(self, conn: asyncpg.Connection, todo: Sequence[Envelope]) -> None:
+        """Hand events not applied before to every subscriber, in the batch's transaction."""
         if todo:
             with self._span(todo):
                 for subscriber in self._subscribers:
                     await subscriber.apply(conn, todo)
-        return fresh
 
     async def _apply_one_by_one(
         self, conn: asyncpg.Connection, events: Sequence[tuple[Message, Envelope]]
@@ -242,8 +236,9 @@ class BatchApplier:
         poison: list[DeadLetter] = []
         for r, env in events:
             try:
-                async with conn.transaction():
-                    fresh |= await self._apply(conn, [(r, env)])
+                async with self._record.transaction(conn, [env.id]) as new:
+                    await self._apply(conn, [env] if new else [])
+                fresh |= new
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:
@@ -257,6 +252,10 @@ class BatchApplier:
         A batch of many traces (full load) gets one span linked to them instead, so tracing stays
         cheap when it matters. With tracing off these are no-op spans.
         """
+        t = tracer()
+        if not records_spans(t):
+            yield
+            return
         by_trace: dict[str, list[Envelope]] = {}
         for e in events:
             by_trace.setdefault(e.traceparent, []).append(e)
@@ -265,7 +264,7 @@ class BatchApplier:
                 trace.Link(trace.get_current_span(context_from_traceparent(tp)).get_span_context())
                 for tp in list(by_trace)[:MAX_TRACES_PER_BATCH]
             ]
-            with tracer().start_as_current_span(
+            with t.start_as_current_span(
                 f"{self.service} apply batch",
                 kind=trace.SpanKind.CONSUMER,
                 links=links,
@@ -274,7 +273,7 @@ class BatchApplier:
                 yield
             return
         spans = [
-            tracer().start_span(
+            t.start_span(
                 f"{self.service} apply {group[0].type}",
                 context=context_from_traceparent(tp),
                 kind=trace.SpanKind.CONSUMER,

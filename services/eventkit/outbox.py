@@ -46,6 +46,7 @@ from eventkit.telemetry import (
     REPUBLISHED,
     UNREAD_AFTER_REPUBLISH,
     context_from_traceparent,
+    records_spans,
     traceparent_of,
     tracer,
 )
@@ -304,17 +305,19 @@ class OutboxRelay:
         crash_point("relay.before_send")
         # One PRODUCER span per trace in the batch (a request's events share one), so a trace
         # shows the hop through the outbox and Kafka; consumers continue from it. With tracing
-        # off the spans are no-ops and the stored traceparent goes out unchanged.
+        # off none is made (records_spans) and the stored traceparent goes out unchanged.
+        t = tracer()
+        traceparents = {row["traceparent"] for row in rows}
         spans = {
-            tp: tracer().start_span(
+            tp: t.start_span(
                 f"{self._service} publish",
                 context=context_from_traceparent(tp),
                 kind=trace.SpanKind.PRODUCER,
                 attributes={"crm.service": self._service, "messaging.system": "kafka"},
             )
-            for tp in {row["traceparent"] for row in rows}
+            for tp in (traceparents if records_spans(t) else ())
         }
-        outgoing = {tp: traceparent_of(span, tp) for tp, span in spans.items()}
+        outgoing = {tp: traceparent_of(spans[tp], tp) if tp in spans else tp for tp in traceparents}
         acks: list[asyncio.Future[RecordMetadata]] = []
         unsendable: set[int] = set()  # rows refused before they were sent: about themselves alone
         for i, row in enumerate(rows):

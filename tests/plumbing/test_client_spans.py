@@ -22,6 +22,7 @@ from eventkit.client_spans import (
 )
 from eventkit.consumer import BatchApplier
 from eventkit.envelope import Envelope, new_event
+from eventkit.telemetry import records_spans
 from notification import worker
 from notification.context import NotificationContext
 from notification.delivery import Accepted, Message, WebhookPoster
@@ -30,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NoOpTracer, SpanKind
 from servicekit.keyring import HttpKeySource
 
 from contracts.topics import DEADLETTER
@@ -278,16 +279,42 @@ async def test_a_consumer_batch_of_one_trace_has_its_queries_under_its_span(
     )
     one = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
     async with pool.acquire() as conn, conn.transaction():
-        await applier._apply(conn, [(None, event(one)), (None, event(one))])  # type: ignore[list-item]
+        await applier._apply(conn, [event(one), event(one)])
     consumer = only_child(exporter, "case apply crm.note.v1")  # the dedup record: outside, no span
     assert consumer.context.trace_id == int("1" * 32, 16)
     exporter.clear()
     # Two traces share the batch's queries: neither span is their parent, so they make none.
     other = "00-" + "3" * 32 + "-" + "4" * 16 + "-01"
     async with pool.acquire() as conn, conn.transaction():
-        await applier._apply(conn, [(None, event(one)), (None, event(other))])  # type: ignore[list-item]
+        await applier._apply(conn, [event(one), event(other)])
     assert client_spans(exporter) == []
     assert len(exporter.get_finished_spans()) == 2
+
+
+def test_only_a_tracer_with_a_provider_behind_it_records_spans() -> None:
+    assert not records_spans(NoOpTracer())
+    assert records_spans(TracerProvider().get_tracer("crm.eventkit"))
+
+
+async def test_with_tracing_off_a_consumer_batch_makes_no_spans_at_all(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def parse(traceparent: str) -> Any:
+        raise AssertionError("a traceparent parsed for a span nobody records")
+
+    monkeypatch.setattr(consumer_module, "tracer", NoOpTracer)
+    monkeypatch.setattr(consumer_module, "context_from_traceparent", parse)
+    applier = BatchApplier(
+        service="case",
+        pool=pool,
+        producer=None,  # type: ignore[arg-type]  # never used for a batch that applies
+        subscribers=[Lookup()],
+        acceptance=Acceptance(SCHEMAS),
+        deadletter_topic=DEADLETTER,
+    )
+    traces = ["00-" + f"{n:032x}" + "-" + "2" * 16 + "-01" for n in range(1, 4)]
+    async with pool.acquire() as conn, conn.transaction():
+        await applier._apply(conn, [event(tp) for tp in traces])
 
 
 def test_origin_only_drops_path_query_and_credentials() -> None:
