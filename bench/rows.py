@@ -9,12 +9,19 @@ from crmtools.devstack import SERVICES
 
 from bench import campaign
 from bench.raw import Peer
+from bench.scaleout import Checks
 
 # The target's pace first; 500/s kept beside it so runs before and after the change compare.
 FRESH_RATES = (250, 500)
 
 
 FRESH_TARGETS = ("≤ 50 ms", "≤ 150 ms")
+
+
+SCALE_OUT_ROWS = (
+    "batch to all caught up, 1 instance of case and analytics",
+    "batch to all caught up, 2 instances of case and analytics",
+)
 
 
 def fresh_row(q: str, rate: int) -> str:
@@ -32,6 +39,7 @@ ROWS = (
     "timeline read p50",
     "timeline read p99",
     *(f"RSS {name}" for name in SERVICES),
+    *SCALE_OUT_ROWS,
 )
 
 
@@ -234,3 +242,32 @@ CPU_INTRO = (
     " work costs in all of them together allows (user + system time of each process and its children,"
     " over the scenario's window; the batch's to the end of its drain; bench/cpu.py)."
 )
+
+
+def scaleout_report(one: dict[str, Any], two: dict[str, Any], checks: Checks) -> Report:
+    """The two scale-out rows (bench/scaleout.py): events/s from the first batch sent to every
+    instance caught up, and CPU per event; the checks in the note."""
+    report = Report()
+    for name, r, n in ((SCALE_OUT_ROWS[0], one, 1), (SCALE_OUT_ROWS[1], two, 2)):
+        rate = r["accepted"] / r["caught_up_s"] if r["caught_up_s"] else None
+        cost = CpuCost(f"intake batch, {n} instance{'s' if n > 1 else ''} of case and analytics", "event",
+                       r["accepted"], r["cpu_s"], r["cpu_window_s"], rate or 0.0)  # fmt: skip
+        ratio_ = ""
+        if n == 2 and one["caught_up_s"] and rate:
+            ratio_ = f"{rate / (one['accepted'] / one['caught_up_s']):.2f} of 1 instance"
+        report.rows.append(Row(name, f"{fmt(rate, 'events/s')}, {cost.per_unit_us():,.0f} µs CPU per event",
+                               ratio=ratio_))  # fmt: skip
+        report.costs.append(cost)
+    split = "; ".join(f"{group} {a}+{b} partitions ({both} on both)" for group, (a, b, both) in checks.split.items())
+    counted, accepted = checks.kpi
+    report.notes["scale-out"] = (
+        f"the batch scenario ({one['accepted']:,} then {two['accepted']:,} items) on a stack of its own, first"
+        " with one instance of each service, then with a second of case and of analytics (same database and"
+        " consumer groups, an HTTP port of its own); events/s is the items over the time from the first batch"
+        " sent to the last event applied by any instance (every lag and outbox backlog at 0, nothing applied"
+        f" for 2 s). Two instances: partitions split {split}; timeline digests equal in all four services for"
+        f" {checks.digests[0]} of {checks.digests[1]} sampled customers; the KPI fold counted"
+        f" {'n/a' if counted is None else f'{counted:,}'} of {accepted:,} interactions."
+        + (f" PROBLEMS: {'; '.join(checks.problems)}" if checks.problems else " No problem seen.")
+    )
+    return report

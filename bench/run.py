@@ -14,8 +14,6 @@ whatever happens.
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import platform
 import re
@@ -29,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +34,8 @@ sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
 from crmtools.devstack import SERVICES, Stack  # noqa: E402
 
-from bench import campaign, cpu, pipeline  # noqa: E402
+from bench import campaign, cpu, pipeline, scaleout  # noqa: E402
+from bench.drive import load, rss_mb, stack_pids, vacuum  # noqa: E402
 from bench.raw import (  # noqa: E402
     PEER_DATABASE,
     peer_eventsourcing,
@@ -63,11 +61,12 @@ from bench.rows import (  # noqa: E402
     fresh_report,
     read_report,
     rebuild_report,
+    scaleout_report,
     single_report,
     table,
 )
 
-SCENARIOS = ("batch", "single", "freshness", "read", "campaign", "rebuild")
+SCENARIOS = ("batch", "single", "freshness", "read", "campaign", "rebuild", "scale-out")
 ALIASES = {"fresh": "freshness"}  # bench.load's name for it
 
 
@@ -83,12 +82,15 @@ class Plan:
     rebuild_events: int
     pipeline_events: int
     campaign_customers: int
+    scaleout_s: float  # each of the two batches of the scale-out
 
 
 FULL = Plan(batch_s=60, single_s=20, fresh_s=20, read_events=10_000, read_s=10, raw_s=10, peer_cap_s=60,
-            rebuild_events=1_000_000, pipeline_events=150_000, campaign_customers=10_000)  # fmt: skip
+            rebuild_events=1_000_000, pipeline_events=150_000, campaign_customers=10_000,
+            scaleout_s=30)  # fmt: skip
 QUICK = Plan(batch_s=5, single_s=3, fresh_s=3, read_events=500, read_s=3, raw_s=2, peer_cap_s=5,
-             rebuild_events=60_000, pipeline_events=5_000, campaign_customers=200)  # fmt: skip
+             rebuild_events=60_000, pipeline_events=5_000, campaign_customers=200,
+             scaleout_s=3)  # fmt: skip
 # Above what the sender manages on this machine, so the campaign row is its speed, not the pace;
 # batches are a fifth of it (1,000 targets), as a production rate's would be a fifth of that one.
 CAMPAIGN_RATE_PER_S = 5000
@@ -99,38 +101,6 @@ STACK_ENV = {
     "KAFKA_SESSION_TIMEOUT_MS": "6000",
     "CAMPAIGN_RATE_PER_S": str(CAMPAIGN_RATE_PER_S),
 }
-
-
-def load(stack: Stack, mode: str, timeout_s: float, *args: str, module: str = "bench.load") -> dict[str, Any]:
-    """Run one `bench.load` (or `module`) mode in its own process and return its JSON answer."""
-    readers = ",".join(stack.services[name].url for name in SERVICES)
-    env = {**os.environ, "BENCH_API_KEY": stack.admin_key, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", module, mode, "--intake", stack.services["intake"].url, "--readers", readers,
-           "--cpu-pids", cpu.format_pids(stack_pids(stack))]  # fmt: skip
-    out = subprocess.run([*cmd, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-    if out.returncode != 0:
-        raise RuntimeError(f"bench.load {mode} failed: {out.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"  {mode}: {result}", file=sys.stderr, flush=True)
-    return result
-
-
-def stack_pids(stack: Stack) -> dict[str, int]:
-    """The processes whose CPU a scenario reports: PostgreSQL (its backends are its children),
-    the broker and each service."""
-    # Servers started elsewhere (the stack's external mode) have no process here to read.
-    procs = {"postgres": getattr(stack.postgres, "proc", None), "broker": getattr(stack.broker, "proc", None)}
-    procs.update({name: svc.proc for name, svc in stack.services.items()})
-    return {name: proc.pid for name, proc in procs.items() if proc is not None}
-
-
-def rss_mb(pid: int) -> float:
-    proc = psutil.Process(pid)
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            total += child.memory_info().rss
-    return total / 2**20
 
 
 def replay_rebuild(stack: Stack, timeout_s: float) -> tuple[float, int, int, str, dict[str, float]]:
@@ -237,6 +207,8 @@ def measure_only(scenario: str, plan: Plan, campaign_rate: float, data_dir: Path
             run_batch(stack, plan, min(plan.batch_s, 10))
             stop_services(stack)
             return rebuild_report(run_rebuild(stack, plan), plan.rebuild_events)
+        if scenario == "scale-out":
+            return scaleout_report(*scaleout.measure(stack, plan.scaleout_s))
         raise ValueError(f"unknown scenario {scenario}")
     finally:
         stack.stop()
@@ -283,6 +255,8 @@ def measure(plan: Plan, data_dir: Path) -> Report:
         rb = run_rebuild(stack, plan, [PEER_DATABASE])
     finally:
         stack.stop()
+    # Last, on a stack of its own: the rest of the run measured as before, on one instance each.
+    scaled = scaleout.measure_alone(data_dir / "scale-out", STACK_ENV, plan.scaleout_s)
 
     report = batch_report(b, raw).add(single_report(s, raw)).add(fresh_report(fresh))
     rebuild = rebuild_report(rb, plan.rebuild_events, raw)
@@ -312,28 +286,7 @@ def measure(plan: Plan, data_dir: Path) -> Report:
         f" {pipe['seconds']:.1f} s from the first COPY to the last reader's last (`bench/pipeline.py`)"
     )
     report.notes["rebuild"] = rebuild.notes["rebuild"]
-    return report
-
-
-def vacuum(stack: Stack, also: Sequence[str] = ()) -> float:
-    """Seconds to VACUUM (ANALYZE) every service database (and the `also` ones), so a scenario is
-    not measured while autovacuum works through what the one before left (after the batch, its
-    workers took a third of a core for minutes, and the outbox's dead rows made every relay poll
-    walk them)."""
-
-    async def run() -> float:
-        start = time.monotonic()
-        for name in [f"crm_{name}" for name in SERVICES] + list(also):
-            conn = await asyncpg.connect(stack.postgres.dsn(name))
-            try:
-                await conn.execute("VACUUM (ANALYZE)")
-            finally:
-                await conn.close()
-        return time.monotonic() - start
-
-    took = asyncio.run(run())
-    print(f"  vacuum: {took:.0f} s", file=sys.stderr, flush=True)
-    return took
+    return report.add(scaleout_report(*scaled))
 
 
 CALIBRATION_LOOPS = 5_000_000

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from bench import rows
+from bench import rows, scaleout
 from bench.run import ALIASES, SCENARIOS, main
 
 CPU = {"cpu_s": {"postgres": 0.5, "intake": 0.25}, "cpu_window_s": 10.0}
@@ -42,7 +42,7 @@ def test_a_scenario_alone_leaves_the_raw_limit_columns_empty() -> None:
 
 
 def test_every_scenario_can_run_alone() -> None:
-    assert set(SCENARIOS) == {"batch", "single", "freshness", "read", "campaign", "rebuild"}
+    assert set(SCENARIOS) == {"batch", "single", "freshness", "read", "campaign", "rebuild", "scale-out"}
     assert ALIASES == {"fresh": "freshness"}
 
 
@@ -51,3 +51,38 @@ def test_an_unknown_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> N
         main(["--only", "nonsense"])
     assert e.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_the_partitions_an_instance_reads_come_from_its_lag_gauges() -> None:
+    metrics = "\n".join([
+        "# TYPE crm_consumer_lag gauge",
+        'crm_consumer_lag{partition="0",service="analytics",topic="crm.intake.v1"} 0.0',
+        'crm_consumer_lag{partition="3",service="analytics-kpi",topic="crm.case.v1"} 12.0',
+        'crm_consumer_lag{partition="4",service="analytics",topic="crm.intake.v1"} 0.0',
+        'crm_outbox_backlog{service="analytics"} 0.0',
+    ])  # fmt: skip
+    assert scaleout.partitions_in(metrics) == {
+        "analytics": {("crm.intake.v1", "0"), ("crm.intake.v1", "4")},
+        "analytics-kpi": {("crm.case.v1", "3")},
+    }
+
+
+def batch_result(accepted: int, caught_up_s: float | None) -> dict[str, Any]:
+    return {"accepted": accepted, "caught_up_s": caught_up_s, **CPU}
+
+
+def test_scale_out_rows_give_the_rate_to_all_caught_up_and_report_problems() -> None:
+    checks = scaleout.Checks(split={"case": (12, 12, 0)}, digests=(39, 40), kpi=(9_000, 10_000),
+                             problems=["digests differ between services for 1 of 40 customers"])  # fmt: skip
+    report = rows.scaleout_report(batch_result(10_000, 5.0), batch_result(10_000, 4.0), checks)
+    assert [(r.name, r.value, r.ratio) for r in report.rows] == [
+        ("batch to all caught up, 1 instance of case and analytics", "2,000 events/s, 75 µs CPU per event", ""),
+        ("batch to all caught up, 2 instances of case and analytics", "2,500 events/s, 75 µs CPU per event",
+         "1.25 of 1 instance"),
+    ]  # fmt: skip
+    note = report.notes["scale-out"]
+    assert "case 12+12 partitions (0 on both)" in note and "39 of 40 sampled customers" in note
+    assert "counted 9,000 of 10,000" in note and "PROBLEMS: digests differ" in note
+    assert rows.scaleout_report(batch_result(10, None), batch_result(10, None), scaleout.Checks()).rows[0].value == (
+        "n/a, 75,000 µs CPU per event"
+    )
