@@ -21,7 +21,7 @@ PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 # their defaults (on): durability is not traded.
 PG_SETTINGS = {
     "max_connections": "300",
-    # A full bench's databases outgrow 256MB: backends then evict dirty pages themselves.
+    # At 256MB, a full bench's volume of writes had the backends evict dirty pages themselves.
     "shared_buffers": "1GB",
     # A full bench's batch writes ~2.4 GB of WAL; at the default 1GB a checkpoint came every
     # ~0.5 GB, each followed by a burst of full-page images (and their compression).
