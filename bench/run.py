@@ -1,10 +1,12 @@
 """`make bench`: the docs/product.md §13 figures on this machine, beside the raw limits of the same run.
 
     python -m bench.run [--quick] [--output BENCHMARKS.md]
-                        [--only batch|single|freshness|read|campaign|rebuild] [--campaign-customers N]
+                        [--only batch|single|freshness|read|campaign|rebuild|scale-out]
+                        [--campaign-customers N]
 
 `--only` runs one scenario on a stack of its own and prints its rows and CPU rows (without the
-raw limits, which need the whole run's log).
+raw limits, which need the whole run's log). Without it, every scenario runs on one stack, then
+the scale-out (bench/scaleout.py) on a stack of its own.
 
 Starts the embedded stack and the four services on free 127.0.0.1 ports in a temporary
 directory, drives load from a separate process (`bench.load`), prints one table and writes it
