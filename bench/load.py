@@ -133,6 +133,7 @@ async def batch(a: argparse.Namespace) -> dict[str, Any]:
     accepted = 0
     errors = 0
     last: tuple[float, str, str] | None = None
+    customers: set[str] = set()  # a sample, for the scale-out's digest check
     deadline = time.monotonic() + a.duration
     async with Http(a.concurrency) as http:
 
@@ -149,20 +150,51 @@ async def batch(a: argparse.Namespace) -> dict[str, Any]:
                 accepted += len(items)
                 out = body["items"][-1]
                 last = (time.monotonic(), out["customer_id"], out["event_id"])
+                if len(customers) < CUSTOMER_SAMPLE:
+                    customers.add(out["customer_id"])
 
         meter = cpu.Meter(cpu.parse_pids(a.cpu_pids))
         start = time.monotonic()
         await asyncio.gather(*(worker(w) for w in range(a.concurrency)))
         elapsed = time.monotonic() - start
-        lag = None
+        lag = caught_up = None
         if last is not None:
             # waits for the backlog to drain too, so the next scenario starts on an idle stack
             ok = await wait_all(http, a.readers.split(","), last[1], last[2], a.drain_timeout)
             lag = time.monotonic() - last[0] if ok else None
+            if a.metrics:  # every instance, not only the one that applied the last event
+                at = await wait_caught_up(http, a.metrics.split(","), a.drain_timeout)
+                caught_up = at - start if at is not None else None
         # to the end of the drain: what the projections did after the last batch is part of its cost
         cpu_s = meter.spent()
     return {"accepted": accepted, "errors": errors, "elapsed_s": elapsed, "rate": accepted / elapsed, "lag_s": lag,
+            "caught_up_s": caught_up, "customers": sorted(customers),
             "cpu_s": cpu_s, "cpu_window_s": time.monotonic() - start}  # fmt: skip
+
+
+CUSTOMER_SAMPLE = 40
+QUIET_S = 2.0  # nothing applied anywhere for this long (lag gauges are set once a second)
+
+
+async def wait_caught_up(http: Http, urls: list[str], limit_s: float) -> float | None:
+    """When every instance had applied everything: the time of the last change seen in what any
+    of them applied, once every consumer lag and outbox backlog reads 0 and nothing changed for
+    QUIET_S (polled every 0.25 s); None after limit_s. With partitions split between instances,
+    the last event sent is not the last one applied."""
+    deadline = time.monotonic() + limit_s
+    last_change, applied_before = time.monotonic(), -1.0
+    while time.monotonic() < deadline:
+        texts = await asyncio.gather(*(http.text(f"{url}/metrics") for url in urls))
+        lines = [line for text in texts for line in text.splitlines()]
+        backlog = any(line.startswith(BACKLOG_GAUGES) and float(line.rsplit(" ", 1)[1]) > 0 for line in lines)
+        applied = sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("crm_events_applied_total{"))
+        now = time.monotonic()
+        if applied != applied_before:
+            last_change, applied_before = now, applied
+        elif not backlog and now - last_change >= QUIET_S:
+            return last_change
+        await asyncio.sleep(0.25)
+    return None
 
 
 async def single(a: argparse.Namespace) -> dict[str, Any]:
@@ -361,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=500)
     p.add_argument("--customer", default="")
     p.add_argument("--drain-timeout", type=float, default=300)
+    p.add_argument("--metrics", default="", help="batch: every instance's URL, to wait until all are caught up")
     p.add_argument("--cpu-pids", default="", help="name=pid,... whose CPU over the measured window to report")
     a = p.parse_args(argv)
     result = uvloop.run(MODES[a.mode](a))

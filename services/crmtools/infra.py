@@ -16,6 +16,20 @@ from eventkit.db import with_database
 from crmtools.processes import spawn, stop_process, wait_for_port
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+# Sized for the 2-core, 24 GiB machines the embedded stack runs on; each measured (BENCHMARKS.md,
+# "The embedded PostgreSQL's settings"). synchronous_commit, fsync and full_page_writes keep
+# their defaults (on): durability is not traded.
+PG_SETTINGS = {
+    "max_connections": "300",
+    # At 256MB, a full bench's volume of writes had the backends evict dirty pages themselves.
+    "shared_buffers": "1GB",
+    # A full bench's batch writes ~2.4 GB of WAL; at the default 1GB a checkpoint came every
+    # ~0.5 GB, each followed by a burst of full-page images (and their compression).
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "15min",
+    "min_wal_size": "1GB",  # reuse WAL segments rather than create and zero-fill new ones
+    "wal_compression": "on",
+}
 
 
 class EmbeddedPostgres:
@@ -77,9 +91,7 @@ class EmbeddedPostgres:
                 "-h", "127.0.0.1",
                 "-p", str(self.port),
                 "-k", str(self.pgdata),
-                "-c", "max_connections=300",
-                "-c", "shared_buffers=256MB",
-                "-c", "wal_compression=on",
+                *(arg for name, value in PG_SETTINGS.items() for arg in ("-c", f"{name}={value}")),
             ],
             self.pgdata.parent / "postgres.log",
             signal.SIGINT,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import CPU_HEADING, ROWS
+from bench.rows import CPU_HEADING, ROWS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # the scale-out adds a stack of its own
     )
     assert done.returncode == 0, done.stderr[-3000:]
     written = out.read_text()
@@ -32,11 +32,15 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
         assert f"| {row}" in written, row
     assert "- campaign: 200 customers" in written
     lines = written.splitlines()
-    for scenario in ("intake batch", "single POST at 32 clients", "single POST paced (freshness)",
-                     "timeline read at 200/s"):  # fmt: skip
+    for scenario in ("intake batch", "single POST at 32 clients", "single POST paced at 250/s (freshness)",
+                     "single POST paced at 500/s (freshness)", "timeline read at 200/s"):  # fmt: skip
         line = next(line for line in lines if line.startswith(f"| {scenario} |"))
         assert "postgres" in line and "broker" in line and "load generator" in line, line
         assert all(f"{name} " in line for name in ("intake", "case", "notification", "analytics")), line
+    # the scale-out's second instances are in its CPU row, and its checks in its note
+    scaled = next(line for line in lines if line.startswith("| intake batch, 2 instances of case and analytics |"))
+    assert "case-2 " in scaled and "analytics-2 " in scaled, scaled
+    assert "- scale-out:" in written and "No problem seen." in written
     rebuild = next(line for line in lines if line.startswith("| rebuild (crm replay) |"))
     assert "crm replay" in rebuild.split("|")[3] and "postgres" in rebuild, rebuild
     for fact in ("cores:", "memory:", "Python:", "date:", "1-min load average:", "Python speed:"):
