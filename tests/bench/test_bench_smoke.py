@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import CPU_HEADING, ROWS
+from bench.rows import CPU_HEADING, ROWS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,8 +32,8 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
         assert f"| {row}" in written, row
     assert "- campaign: 200 customers" in written
     lines = written.splitlines()
-    for scenario in ("intake batch", "single POST at 32 clients", "single POST paced (freshness)",
-                     "timeline read at 200/s"):  # fmt: skip
+    for scenario in ("intake batch", "single POST at 32 clients", "single POST paced at 250/s (freshness)",
+                     "single POST paced at 500/s (freshness)", "timeline read at 200/s"):  # fmt: skip
         line = next(line for line in lines if line.startswith(f"| {scenario} |"))
         assert "postgres" in line and "broker" in line and "load generator" in line, line
         assert all(f"{name} " in line for name in ("intake", "case", "notification", "analytics")), line
