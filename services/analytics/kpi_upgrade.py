@@ -36,6 +36,7 @@ from contracts.topics import ALL_EVENT_TOPICS, DEADLETTER
 
 log = logging.getLogger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
+RETIRE_LOCK = 0x4B5049  # pg_advisory_lock key: "KPI"
 
 
 def legacy_group(settings: AnalyticsSettings) -> str:
@@ -43,7 +44,17 @@ def legacy_group(settings: AnalyticsSettings) -> str:
 
 
 async def retire_kpi_group(rt: Runtime[AnalyticsSettings, None], topics: Sequence[str] = ALL_EVENT_TOPICS) -> None:
-    """Run before the service's consumer starts (ServiceSpec.before_consumer)."""
+    """Run before the service's consumer starts (ServiceSpec.before_consumer). Instances starting
+    together take turns (a session lock): the first retires the group, the others find it done."""
+    async with rt.db.acquire() as lock:
+        await lock.execute("SELECT pg_advisory_lock($1)", RETIRE_LOCK)
+        try:
+            await _retire(rt, topics)
+        finally:
+            await lock.execute("SELECT pg_advisory_unlock($1)", RETIRE_LOCK)
+
+
+async def _retire(rt: Runtime[AnalyticsSettings, None], topics: Sequence[str]) -> None:
     async with rt.db.acquire() as conn:
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM kpi_group_retired)"):
             return
