@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CAMPAIGN_SUBJECT = CAMPAIGN_SUBJECT_PREFIX
 NOTIFICATION_PREFIX = "crm.notification."
 PURPOSES = ("marketing", "service")
+FORGET_EVERY = timedelta(minutes=1)
 
 
 def campaign_subject(campaign_id: str) -> str:
@@ -254,12 +255,17 @@ async def resolve_due(rt: Runtime[AnalyticsSettings, None], now: datetime) -> in
 async def run_campaign_timer(rt: Runtime[AnalyticsSettings, None]) -> None:
     """The campaigns scheduled for later: resolved when their send_at passes."""
     interval_s = rt.settings.campaign_timer_interval_ms / 1000
+    window = timedelta(seconds=rt.settings.campaign_attribution_window_s)
+    forgotten_at: datetime | None = None
     while True:
         try:
             now = datetime.now(UTC)
             await resolve_due(rt, now)
-            async with rt.db.acquire() as conn:
-                await cstore.forget_inbound(conn, now - timedelta(seconds=rt.settings.campaign_attribution_window_s))
+            # Kept rows older than the window are only garbage: cleared once a minute, not every tick.
+            if forgotten_at is None or now - forgotten_at >= FORGET_EVERY:
+                async with rt.db.acquire() as conn:
+                    await cstore.forget_inbound(conn, now - window)
+                forgotten_at = now
         except (asyncpg.PostgresError, OSError):
             log.exception("resolving due campaigns failed; retrying")
         await asyncio.sleep(interval_s)

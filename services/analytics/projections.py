@@ -7,7 +7,7 @@ to analytics' own event store in the same transaction, so it reaches every timel
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,8 +64,9 @@ class KpiProjection:
         ]
         if not events:
             return
-        aliases = await store.aliases(conn, {e.subject for e in events})
-        customers = await _load_customers(conn, {aliases.get(e.subject, e.subject) for e in events})
+        rows = await store.customers_of(conn, {e.subject for e in events})
+        aliases = {r["subject"]: r["survivor_id"] for r in rows if r["survivor_id"] is not None}
+        customers = _customers({r["customer_id"]: r for r in rows if r["customer_id"] is not None}.values())
         counts: Counter[tuple[datetime, str, str, str, str]] = Counter()
         channels: dict[str, str] = {}
         nps: list[tuple[str, str, int, datetime, str, str]] = []
@@ -341,8 +342,12 @@ def _hour(t: datetime) -> datetime:
 
 
 async def _load_customers(conn: asyncpg.Connection, ids: set[str]) -> dict[str, Customer]:
+    return _customers(await store.customers(conn, ids))
+
+
+def _customers(rows: Iterable[asyncpg.Record]) -> dict[str, Customer]:
     out = {}
-    for r in await store.customers(conn, ids):
+    for r in rows:
         profile = domain.Profile(
             first_seen=r["first_seen"],
             last_interaction_at=r["last_interaction_at"],

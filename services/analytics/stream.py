@@ -1,47 +1,63 @@
-"""The KPI stream: every topic folded into analytics' KPI tables and insights (KpiProjection).
+"""The KPI fold on analytics' one consumer: every topic folded into analytics' KPI tables and
+insights (KpiProjection) and campaign results (CampaignProjection).
 
-It is eventkit's IdempotentConsumer, as the timeline is, in a consumer group of its own
-(crm-analytics-kpi) with its own dedup record (kpi_applied_events): the KPI fold is the heavy
-part of analytics, so it keeps its own offsets and lag (crm_consumer_lag{service="analytics-kpi"})
-and never holds up the timeline. Rebalances, a broker that forgot the group or its partitions,
-redeliveries and poison messages are handled there, once for every consumer.
+They are subscribers of the service's own consumer (group crm-analytics), after the timeline's,
+so each batch is read once, decoded once and applied to the timeline, the KPIs and the
+campaigns in one transaction, with one dedup record (applied_events). Until 2026-12 the fold
+had a consumer group of its own (crm-analytics-kpi, dedup record kpi_applied_events);
+kpi_upgrade.py retires it at start without counting an event twice or losing one, and leaves
+in kpi_pending_skip the ids of the events that group had folded ahead of the timeline:
+KpiGate keeps them from the fold once more.
 """
 
 from collections.abc import Sequence
 from datetime import timedelta
 
-from eventkit.consumer import IdempotentConsumer, Waiters
-from servicekit.app import runtime_consumer
-from servicekit.runtime import Runtime
+import asyncpg
+from eventkit.consumer import Subscriber
+from eventkit.envelope import Envelope
+from eventkit.eventstore import EventStore
 
 from analytics.campaign_projection import CampaignProjection
 from analytics.projections import KpiProjection
 from analytics.settings import AnalyticsSettings
-from contracts.topics import ALL_EVENT_TOPICS
+
+LEGACY_KPI_GROUP_SUFFIX = "-kpi"  # crm-analytics-kpi: the retired group
 
 
-def kpi_consumer(rt: Runtime[AnalyticsSettings, None], topics: Sequence[str] = ALL_EVENT_TOPICS) -> IdempotentConsumer:
-    s = rt.settings
-    return runtime_consumer(
-        rt,
-        service=f"{s.service_name}-kpi",
-        group_id=f"crm-{s.service_name}-kpi",
-        # analytics' own topic too (by default), for a lag on every topic; KpiProjection skips its events
-        topics=topics,
+class KpiGate:
+    """The KPI subscribers, minus the events the retired KPI group had already folded.
+
+    While kpi_pending_skip may hold ids, each batch takes its ids out of it (in the batch's
+    transaction: a rollback puts them back) and the fold skips those events. Once a batch
+    finds the table empty at its start (committed state), no batch asks again.
+    """
+
+    def __init__(self, subscribers: Sequence[Subscriber]) -> None:
+        self._subscribers = list(subscribers)
+        self._maybe_pending = True
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        if self._maybe_pending:
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM kpi_pending_skip)"):
+                rows = await conn.fetch(
+                    "DELETE FROM kpi_pending_skip WHERE event_id = ANY($1::uuid[]) RETURNING event_id",
+                    [e.id for e in events],
+                )
+                skip = {str(r["event_id"]) for r in rows}
+                events = [e for e in events if e.id not in skip]
+            else:
+                self._maybe_pending = False
+        if not events:
+            return
+        for subscriber in self._subscribers:
+            await subscriber.apply(conn, events)
+
+
+def kpi_subscribers(events: EventStore, settings: AnalyticsSettings) -> list[Subscriber]:
+    """The fold's subscribers without the gate (the retirement's catch-up applies them as well)."""
+    return [
+        KpiProjection(events, settings.source),
         # Campaigns after the KPI fold: a merge in the batch is an alias by then.
-        subscribers=[
-            KpiProjection(rt.events, s.source),
-            CampaignProjection(rt.events, s.source, timedelta(seconds=s.campaign_attribution_window_s)),
-        ],
-        waiters=Waiters(),  # no request waits on the KPI fold
-        applied_table="kpi_applied_events",
-    )
-
-
-async def run_kpi_stream(rt: Runtime[AnalyticsSettings, None]) -> None:
-    consumer = kpi_consumer(rt)
-    await consumer.start()
-    try:
-        await consumer.run()
-    finally:
-        await consumer.stop()
+        CampaignProjection(events, settings.source, timedelta(seconds=settings.campaign_attribution_window_s)),
+    ]

@@ -84,6 +84,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if s.kafka_create_topics:
         await ensure_topics(s.kafka_bootstrap_servers, topics, client_options=s.kafka_client_options())
     rt.producer = await _start_producer(s)
+    for step in rt.spec.before_consumer:
+        await step(rt)
     subscribers: list[Subscriber] = [
         timeline.TimelineProjection(),
         KeyProjection(),
@@ -153,8 +155,7 @@ def runtime_consumer(
     **options: Any,
 ) -> IdempotentConsumer:
     """A consumer on the runtime's database and producer, with the service's Kafka settings and
-    acceptance: the service's own consumer and analytics' KPI stream differ only in what they name
-    here (`options`: feed, applied_table)."""
+    acceptance (`options`: feed, applied_table)."""
     s = rt.settings
     assert rt.producer is not None, "the producer starts before the consumers"
     return IdempotentConsumer(

@@ -41,6 +41,9 @@ class ServiceSpec(Generic[S, C]):
     # Long-running loops of the service (durable timers, schedulers): started after the consumer,
     # restarted if they fail, cancelled at shutdown.
     background: Sequence[Callable[["Runtime[S, C]"], Awaitable[None]]] = ()
+    # Run once at start, after the migrations and before the consumer starts (analytics retires
+    # the consumer group it no longer uses); one that fails stops the start.
+    before_consumer: Sequence[Callable[["Runtime[S, C]"], Awaitable[None]]] = ()
     static: dict[str, Path] = field(default_factory=dict)  # URL prefix -> directory of files to serve
     # Where data keys come from: intake reads its own vault (key_source); a service that needs
     # the ring before the app exists passes it (keyring); otherwise one asking intake over HTTP.

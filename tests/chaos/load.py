@@ -377,7 +377,7 @@ async def assert_applied_once(stack: Stack, load: MixedLoad, smtp: SmtpServer, r
     agent's command took effect once, and notification decided and sent each message once."""
     customers = list(load.accepted.by_customer)
     async with api_client(timeout=10) as client:
-        # analytics' KPI stream is its own consumer group: give it the same bound
+        # analytics' insights (its KPI fold) converge within the same bound
         analytics = load.stack.services["analytics"].url
         for customer in customers:
             while True:

@@ -353,10 +353,11 @@ class Scenario:
 
 
 async def applied_count(dsn: str, event_ids: list[str]) -> int:
-    """How many of these events analytics' KPI stream has applied, from its own dedup record."""
+    """How many of these events analytics' consumer has applied (the timeline and the KPI fold, in one
+    transaction), from its dedup record."""
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM kpi_applied_events WHERE event_id = ANY($1::uuid[])",
+        return int(await conn.fetchval("SELECT count(*) FROM applied_events WHERE event_id = ANY($1::uuid[])",
                                        event_ids))  # fmt: skip
     finally:
         await conn.close()
@@ -391,12 +392,13 @@ LAG_LINE = re.compile(r"^crm_consumer_lag\{(?P<labels>[^}]*)\} (?P<value>\S+)$",
 
 
 async def kpi_stream_lag(client: httpx.AsyncClient, url: str) -> dict[tuple[str, int], float]:
-    """crm_consumer_lag{service="analytics-kpi"} from analytics' /metrics, by (topic, partition)."""
+    """crm_consumer_lag{service="analytics"} from analytics' /metrics, by (topic, partition): the
+    one consumer's, which the KPI fold rides on."""
     text = (await client.get(f"{url}/metrics")).text
     lag = {}
     for m in LAG_LINE.finditer(text):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m["labels"]))
-        if labels["service"] == "analytics-kpi":
+        if labels["service"] == "analytics":
             lag[(labels["topic"], int(labels["partition"]))] = float(m["value"])
     return lag
 

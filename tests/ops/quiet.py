@@ -15,7 +15,7 @@ def metric_sum(text: str, name: str) -> float:
 
 
 async def wait_quiet(stack: Stack, client: httpx.AsyncClient, timeout_s: float = 30) -> None:
-    """No consumer lag (analytics' KPI stream included) and no outbox backlog anywhere."""
+    """No consumer lag and no outbox backlog anywhere."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:

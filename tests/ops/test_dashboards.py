@@ -252,7 +252,7 @@ async def test_every_dashboard_panel_returns_data(ops_stack: Stack, prometheus: 
         dead = await wait_for_series(
             client, prometheus, "sum by (service) (crm_events_deadlettered_total) > 0", len(SERVICES), 20
         )
-        assert {s["metric"]["service"] for s in dead} >= set(SERVICES)  # (+ analytics-kpi, the KPI stream)
+        assert {s["metric"]["service"] for s in dead} == set(SERVICES)  # one consumer each, analytics' too
         wrong = await wait_for_series(
             client, prometheus, 'sum by (service) (crm_events_deadlettered_total{reason="wrong_topic"}) > 0', 3, 20
         )
@@ -298,7 +298,5 @@ async def test_every_dashboard_panel_returns_data(ops_stack: Stack, prometheus: 
             values = r.json()["data"]
             assert values, f"{title}: {variable_query} offers nothing"
             if label == "service":
-                # analytics' KPI stream counts its own events as "analytics-kpi"
-                assert set(SERVICES) <= set(values) <= {*SERVICES, "analytics-kpi"}, (
-                    f"{title}: {variable_query} -> {values}"
-                )
+                # one consumer per service: no "analytics-kpi" any more
+                assert set(values) == set(SERVICES), f"{title}: {variable_query} -> {values}"
