@@ -322,8 +322,8 @@ BACKLOG_GAUGES = ("crm_consumer_lag{", "crm_outbox_backlog{")
 
 
 async def wait_idle(http: Http, readers: list[str], limit_s: float) -> tuple[float, bool]:
-    """(seconds waited, idle?): until no service has consumer lag (analytics' KPI stream
-    included) or an outbox backlog, and no service applied anything over the last second, so a
+    """(seconds waited, idle?): until no service has consumer lag or an outbox
+    backlog, and no service applied anything over the last second, so a
     scenario is measured on a stack that has finished projecting what the earlier ones sent.
     The second condition is not redundant: lag gauges are set only once a second, so a gauge can
     still read 0 for a moment after new events arrived."""

@@ -3,10 +3,11 @@
     python -m bench.pipeline read --bootstrap HOST:PORT --dsn DSN --topic T --table TABLE --expect N
 
 Every accepted event is stored once, written to intake's timeline in the same transaction
-(contracts PROJECTED_WHEN_STORED), produced once, and then read by four consumers (the other
-three timelines and analytics' KPI stream), each writing it to its own table. Here a writer
+(contracts PROJECTED_WHEN_STORED), produced once, and then read by three consumers (case's,
+notification's and analytics', whose one consumer feeds its timeline and its KPI fold), each
+writing it to its own table. Here a writer
 COPYs each 1,000 messages into a store table and a timeline table and produces them (aiokafka,
-acks=all), while four reader processes, started first, each read the scratch topic (aiokafka,
+acks=all), while three reader processes, started first, each read the scratch topic (aiokafka,
 every partition assigned, no group) and COPY the rows into a table of their own. All tables are shaped like the
 timeline, primary key included. The figure is the messages over the time from the writer's
 start to the last reader's last COPY, everything sharing the machine as the services do. No
@@ -38,7 +39,7 @@ from bench.rebuild import Message, partitions_of, with_new_id
 from contracts.topics import INTAKE
 
 ROOT = Path(__file__).resolve().parents[1]
-READERS = 4  # case, notification and analytics' timelines, and analytics' KPI stream (intake's: the writer's)
+READERS = 3  # case, notification and analytics (intake's timeline: the writer's)
 CHUNK = 1000  # messages per COPY and per produced round, as per batch request
 COLUMNS = ["customer_id", "time", "event_id", "type", "source", "data"]
 

@@ -220,7 +220,7 @@ def rebuild_report(rb: Rebuild, rebuild_events: int, raw: Raw | None = None) -> 
 def idle_note(result: dict[str, Any]) -> str:
     reached = "reached" if result["idle"] else "NOT reached: measured on a busy stack"
     return (
-        f"started after {result['idle_wait_s']:.1f} s of waiting for every consumer lag (the KPI stream's too)"
+        f"started after {result['idle_wait_s']:.1f} s of waiting for every consumer lag"
         f" and outbox backlog to reach 0 and no service to apply anything for a second ({reached})"
     )
 

@@ -3,8 +3,8 @@ then with a second of each on the same machine (a consumer group of two, one dat
 
 The second instance is started as the chaos tests start one (tests/chaos/test_recovery.py): the
 first one's settings with an HTTP port of its own. What is checked, and reported rather than
-asserted: each consumer group (case's, analytics' timeline and its KPI stream) splits its
-partitions between the two, none read by both; after each batch every service's timeline digest
+asserted: each consumer group (case's and analytics') splits its partitions between the two,
+none read by both; after each batch every service's timeline digest
 of a sample of its customers is equal; and analytics' KPI fold counted each accepted interaction
 once.
 """
@@ -26,7 +26,7 @@ from bench.drive import load, vacuum
 
 SCALED = ("case", "analytics")
 # The consumer groups of the scaled services, by the service label of their lag gauges.
-GROUPS = ("case", "analytics", "analytics-kpi")
+GROUPS = ("case", "analytics")
 LAG = re.compile(r"^crm_consumer_lag\{(?P<labels>[^}]*)\}")
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 SPLIT_WAIT_S = 90.0
