@@ -17,6 +17,7 @@ from eventkit.envelope import Envelope
 from eventkit.eventstore import Append, EventStore
 from servicekit.timeline import (
     _PAGE_SQL,
+    ON_TIMELINE_SQL,
     Cursor,
     TimelineProjection,
     digest,
@@ -125,3 +126,11 @@ async def test_a_page_of_a_big_customer_reads_a_page_of_its_stored_events(intake
             )
             plan = explained[0]["Plan"]
             assert scanned_rows(plan, "events") == 51, json.dumps(plan, indent=1)
+
+
+def test_the_store_index_is_over_what_the_reads_ask_for() -> None:
+    """The partial index's predicate is the reads' on_timeline condition word for word: the
+    planner uses a partial index only where it can prove the query implies its predicate. A
+    change to what is on no timeline needs a migration that makes the index again."""
+    migration = (INTAKE_MIGRATIONS / "007_timeline_from_event_store.sql").read_text()
+    assert f"WHERE {ON_TIMELINE_SQL};" in " ".join(migration.split())
