@@ -11,5 +11,6 @@ CREATE INDEX events_timeline ON events (subject, time, event_id)
 ALTER TABLE events ALTER COLUMN subject SET (n_distinct = -0.001);
 -- The copies made before: the reads would otherwise see each of them twice.
 DELETE FROM timeline t USING events e WHERE t.event_id = e.event_id;
-ANALYZE events;
-ANALYZE timeline;
+-- No ANALYZE here: on a new, empty database it left statistics saying the events table was
+-- empty, and under the first batch load PostgreSQL spent 3.6 to 5 times its CPU per event until
+-- autovacuum analyzed the table again (BENCHMARKS.md). Autovacuum analyzes it as it grows.
