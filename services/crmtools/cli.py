@@ -40,7 +40,7 @@ from eventkit.envelope import Envelope
 from eventkit.no_idempotence import PRODUCER_OPTIONS
 from eventkit.partition_ends import PartitionEnds, committed_offsets, drop_read_to_end
 from servicekit.settings import DEFAULT_PORTS, Settings, kafka_options
-from servicekit.timeline import apply_bulk
+from servicekit.timeline import apply_bulk, own_events, record_stored_aliases
 
 from contracts.services import SERVICE_NAMES
 from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
@@ -179,9 +179,12 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
     applies the current one.
     """
     workers = workers or min(2, os.cpu_count() or 1)
+    # A service's own events are on its timeline from its event store (timeline.own_events): not
+    # read from its topic, where only their merges would matter; those come from the store.
+    topics = [t for t in ALL_EVENT_TOPICS if t != PROJECTED_WHEN_STORED.get(service)]
     reader = PartitionEnds(_bootstrap(), client_options=kafka_options())
     try:
-        topic_partitions = await reader.partitions(ALL_EVENT_TOPICS)
+        topic_partitions = await reader.partitions(topics)
         # The total before the first message is read (the progress starts at 0/<total>, not 0/0):
         # where each partition ends now; what arrives meanwhile the workers' counts add.
         ends = await reader.read(topic_partitions, timeout_s=25)
@@ -192,6 +195,8 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
     try:
         async with conn.transaction():
             await conn.execute("TRUNCATE timeline, customer_aliases")
+            if own_events(service):
+                await record_stored_aliases(conn)
         await _rebuild_from_own_store(service, conn)
     finally:
         await conn.close()

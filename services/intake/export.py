@@ -134,7 +134,7 @@ async def _whole_timeline(conn: Any, customer_id: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor = None
     while True:
-        page, cursor = await timeline.page(conn, customer_id, 500, cursor)
+        page, cursor = await timeline.page(conn, customer_id, 500, cursor, own=True)  # intake: own_events
         items.extend(page)
         if cursor is None:
             return items

@@ -93,8 +93,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         *rt.spec.subscribers,
     ]
     own_topic = PROJECTED_WHEN_STORED.get(rt.spec.name)
-    if own_topic is not None:  # its own events go to its subscribers as they are stored
-        rt.events.on_stored = StoredEventsApplier(s.service_name, subscribers).apply
+    if own_topic is not None:  # its own events go to its subscribers as they are stored,
+        # but not into its timeline table: its timeline reads them from its event store
+        stored = [timeline.TimelineProjection(rows=False), *subscribers[1:]]
+        rt.events.on_stored = StoredEventsApplier(s.service_name, stored).apply
     # and to its live timelines once committed, which is the consumer's job otherwise
     feed = FeedOnLoop(rt.feed, asyncio.get_running_loop()) if own_topic is not None else None
     relay = LoopThread(f"{s.service_name}-outbox-relay", functools.partial(_relay, rt, feed))

@@ -173,7 +173,7 @@ async def get_timeline(
         applied = await timeline.wait_until_applied(rt.db, rt.waiters, wait_for, timeout_ms / 1000)
     async with rt.db.acquire() as conn:
         members = await _members(conn, customer_id)
-        items, next_cursor = await timeline.page(conn, customer_id, limit, cursor, members)
+        items, next_cursor = await timeline.page(conn, customer_id, limit, cursor, members, rt.own_events)
     items = await rt.keyring.unseal_items(items)
     body = {
         "customer_id": customer_id,
@@ -199,7 +199,7 @@ async def get_digest(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
     async with rt.db.acquire() as conn:
         members = await _members(conn, customer_id)
-        count, digest = await timeline.digest(conn, customer_id, members)
+        count, digest = await timeline.digest(conn, customer_id, members, rt.own_events)
     return JSONResponse({"customer_id": customer_id, "events": count, "digest": digest})
 
 
@@ -223,17 +223,17 @@ async def stream_timeline(request: Request, customer_id: str) -> Response:
     rt = runtime(request)
     async with rt.db.acquire() as conn:
         members = await _members(conn, customer_id)
-        _, seen_before = await timeline.digest(conn, customer_id, members)
+        _, seen_before = await timeline.digest(conn, customer_id, members, rt.own_events)
     queue = rt.feed.subscribe(members)
     state = {"digest": seen_before}
 
     async def catch_up() -> list[dict[str, Any]]:
         async with rt.db.acquire() as conn:
-            _, now = await timeline.digest(conn, customer_id)
+            _, now = await timeline.digest(conn, customer_id, own=rt.own_events)
             if now == state["digest"]:
                 return []
             state["digest"] = now
-            items, _ = await timeline.page(conn, customer_id, 50, None)
+            items, _ = await timeline.page(conn, customer_id, 50, None, own=rt.own_events)
         return list(reversed(items))
 
     async def events() -> AsyncIterator[bytes]:

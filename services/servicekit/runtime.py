@@ -24,6 +24,7 @@ from servicekit.auth import AuditLog, Authenticator, RateLimiter
 from servicekit.keyring import KeyRing, KeySource, remote_keyring
 from servicekit.settings import Settings
 from servicekit.streamtickets import StreamTickets
+from servicekit.timeline import own_events
 
 S = TypeVar("S", bound=Settings)
 C = TypeVar("C")
@@ -111,6 +112,11 @@ class Runtime(Generic[S, C]):
     def db(self) -> asyncpg.Pool:
         assert self.pool is not None, "service not started"
         return self.pool
+
+    @property
+    def own_events(self) -> bool:
+        """Whether this service's timeline reads take its own events from its event store."""
+        return own_events(self.spec.name)
 
 
 def runtime(request: Request) -> Runtime[Any, Any]:

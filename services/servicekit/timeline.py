@@ -6,6 +6,10 @@ its aliases' rows. Late events still keyed by the merged id therefore land where
 
 Canonical order is (event time, event id); the digest is SHA-256 over the ids in that order,
 each followed by a newline, so equal digests mean the same events in every service.
+
+A service that applies its own events as it stores them (contracts PROJECTED_WHEN_STORED:
+intake) does not copy them into its timeline table: its reads take them from its event store,
+beside the table's rows (`own_events`), so each of its events is written once, not twice.
 """
 
 import asyncio
@@ -26,6 +30,7 @@ from contracts.case import AGENT_EVENT_PREFIX
 from contracts.events import CUSTOMER_MERGED, CUSTOMER_UNMERGED
 from contracts.fields import FIELD_SUBJECT_PREFIX
 from contracts.notification import CAMPAIGN_EVENT_PREFIX, CAMPAIGN_SUBJECT_PREFIX
+from contracts.topics import PROJECTED_WHEN_STORED
 
 MERGED = CUSTOMER_MERGED
 UNMERGED = CUSTOMER_UNMERGED
@@ -40,10 +45,32 @@ def on_timeline(e: Envelope) -> bool:
     return not e.type.startswith(NOT_ON_TIMELINE) and not e.subject.startswith(NOT_ON_TIMELINE_SUBJECTS)
 
 
+# on_timeline over the events table's columns, for reads of a service's own stored events.
+ON_TIMELINE_SQL = " AND ".join(
+    [f"NOT starts_with(type, '{p}')" for p in NOT_ON_TIMELINE]
+    + [f"NOT starts_with(subject, '{p}')" for p in NOT_ON_TIMELINE_SUBJECTS]
+)
+
+
+def own_events(service: str) -> bool:
+    """Whether the service's own stored events are on its timeline from its event store, not
+    copied into its timeline table (the events it applies as it stores them)."""
+    return service in PROJECTED_WHEN_STORED
+
+
 class TimelineProjection:
+    """`rows=False`: the merges and unmerges only, for events whose rows the reads take from the
+    service's event store (own_events)."""
+
+    def __init__(self, rows: bool = True) -> None:
+        self.rows = rows
+
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
         events = [e for e in events if on_timeline(e)]
         if not events:
+            return
+        if not self.rows:
+            await record_aliases(conn, events)
             return
         await conn.execute(
             "INSERT INTO timeline (customer_id, time, event_id, type, source, data)"
@@ -100,6 +127,21 @@ async def apply_bulk(conn: asyncpg.Connection, events: Sequence[Envelope]) -> No
         " ORDER BY customer_id, time, event_id, n ON CONFLICT DO NOTHING"
     )
     await record_aliases(conn, events)
+
+
+async def record_stored_aliases(conn: asyncpg.Connection) -> int:
+    """The merges and unmerges in the service's own event store, in the order stored: what
+    `crm replay` records for a service whose own events it does not read from its topic
+    (own_events). Returns how many."""
+    rows = await conn.fetch(
+        "SELECT type, data FROM events WHERE type = ANY($1::text[]) ORDER BY position", [MERGED, UNMERGED]
+    )
+    for r in rows:
+        if r["type"] == MERGED:
+            await record_merge(conn, survivor_id=r["data"]["survivor_id"], merged_id=r["data"]["merged_id"])
+        else:
+            await record_unmerge(conn, merged_id=r["data"]["merged_id"])
+    return len(rows)
 
 
 ALIAS_LOCK = "SELECT pg_advisory_xact_lock(7300003)"
@@ -199,15 +241,48 @@ async def resolve(conn: asyncpg.Connection, customer_id: str) -> tuple[str | Non
 # `customer_id = ANY(...)` PostgreSQL read and sorted all of a customer's rows (2 ms of its CPU
 # per page of a 10,000-event customer) instead of stopping after a page. That each member's range
 # is walked backwards from its newest row, not read whole by a bitmap scan and sorted, rests on
-# the row estimate per customer (migration 005_timeline_statistics.sql).
+# the row estimate per customer (migration 005_timeline_statistics.sql). With own_events, each
+# member's newest `$2` of the event store too, by its (subject, time, event_id) index (intake's
+# migration 007_timeline_from_event_store.sql).
+#
+# A customer without aliases (most) has one member, passed as a plain `$1` text instead of an
+# array: its plan does not depend on the value, so PostgreSQL plans the prepared statement once
+# and reuses it; with the array, each execution got a plan of its own, which cost more than the
+# execution itself (PostgreSQL CPU per page of 50: 135 instead of 315 µs, with own_events 175
+# instead of 555; BENCHMARKS.md).
+_ROWS = (
+    "(SELECT customer_id, time, event_id, type, source, data FROM timeline"
+    " WHERE customer_id = {member}{cutoff} ORDER BY time DESC, event_id DESC LIMIT $2)"
+)
+_OWN_ROWS = (
+    " UNION ALL (SELECT subject, time, event_id, type, source, data FROM events"
+    " WHERE subject = {member} AND " + ON_TIMELINE_SQL + "{cutoff} ORDER BY time DESC, event_id DESC LIMIT $2)"
+)
 _PAGE = (
     "SELECT t.customer_id, t.time, t.event_id, t.type, t.source, t.data FROM unnest($1::text[]) AS m(id),"
-    " LATERAL (SELECT customer_id, time, event_id, type, source, data FROM timeline"
-    " WHERE customer_id = m.id{cutoff} ORDER BY time DESC, event_id DESC LIMIT $2) AS t"
+    " LATERAL ({rows}) AS t ORDER BY t.time DESC, t.event_id DESC LIMIT $2"
+)
+_PAGE_ONE = (
+    "SELECT t.customer_id, t.time, t.event_id, t.type, t.source, t.data FROM ({rows}) AS t"
     " ORDER BY t.time DESC, t.event_id DESC LIMIT $2"
 )
-PAGE_SQL = _PAGE.format(cutoff="")
-PAGE_BEFORE_SQL = _PAGE.format(cutoff=" AND (time, event_id) < ($3, $4)")  # older than ($3, $4)
+_CUTOFF = " AND (time, event_id) < ($3, $4)"  # older than ($3, $4)
+
+
+def _page_sql(own: bool, cutoff: bool, one: bool) -> str:
+    rows = (_ROWS + (_OWN_ROWS if own else "")).format(
+        member="$1::text" if one else "m.id", cutoff=_CUTOFF if cutoff else ""
+    )
+    if not one:
+        return _PAGE.format(rows=rows)
+    return _PAGE_ONE.format(rows=rows)
+
+
+_PAGE_SQL = {
+    (own, cut, one): _page_sql(own, cut, one) for own in (False, True) for cut in (False, True) for one in (False, True)
+}
+PAGE_SQL = _PAGE_SQL[False, False, False]
+PAGE_BEFORE_SQL = _PAGE_SQL[False, True, False]
 
 
 async def page(
@@ -216,15 +291,18 @@ async def page(
     limit: int,
     before: Cursor | None,
     members: Sequence[str] | None = None,
+    own: bool = False,
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
     """Newest first, `limit` items older than `before`; and the cursor of the next page, if any.
 
-    `members` (from resolve) saves looking the aliases up again."""
+    `members` (from resolve) saves looking the aliases up again; `own`: own_events(service)."""
     ids = list(members) if members is not None else await member_ids(conn, customer_id)
+    one = len(ids) == 1
+    key: Any = ids[0] if one else ids
     if before is None:
-        rows = await conn.fetch(PAGE_SQL, ids, limit + 1)
+        rows = await conn.fetch(_PAGE_SQL[own, False, one], key, limit + 1)
     else:
-        rows = await conn.fetch(PAGE_BEFORE_SQL, ids, limit + 1, before.time, before.event_id)
+        rows = await conn.fetch(_PAGE_SQL[own, True, one], key, limit + 1, before.time, before.event_id)
     items = [
         {
             "event_id": str(r["event_id"]),
@@ -241,14 +319,26 @@ async def page(
     return items, (Cursor(last["time"], last["event_id"]) if last is not None else None)
 
 
-async def digest(conn: asyncpg.Connection, customer_id: str, members: Sequence[str] | None = None) -> tuple[int, str]:
+_DIGEST = (
+    "SELECT count(*) AS n, encode(sha256(convert_to(coalesce("
+    " string_agg(event_id::text || E'\\n', '' ORDER BY time, event_id), ''), 'UTF8')), 'hex') AS d FROM ({rows}) AS t"
+)
+_DIGEST_ROWS = "SELECT time, event_id FROM timeline WHERE customer_id = ANY($1::text[])"
+_DIGEST_SQL = {
+    False: _DIGEST.format(rows=_DIGEST_ROWS),
+    True: _DIGEST.format(
+        rows=_DIGEST_ROWS
+        + " UNION ALL SELECT time, event_id FROM events WHERE subject = ANY($1::text[]) AND "
+        + ON_TIMELINE_SQL
+    ),
+}
+
+
+async def digest(
+    conn: asyncpg.Connection, customer_id: str, members: Sequence[str] | None = None, own: bool = False
+) -> tuple[int, str]:
     ids = list(members) if members is not None else await member_ids(conn, customer_id)
-    row = await conn.fetchrow(
-        "SELECT count(*) AS n, encode(sha256(convert_to(coalesce("
-        " string_agg(event_id::text || E'\\n', '' ORDER BY time, event_id), ''), 'UTF8')), 'hex') AS d"
-        " FROM timeline WHERE customer_id = ANY($1::text[])",
-        ids,
-    )
+    row = await conn.fetchrow(_DIGEST_SQL[own], ids)
     assert row is not None
     return row["n"], row["d"]
 

@@ -24,6 +24,7 @@ from eventkit.db import TRANSIENT_ERRORS
 from prometheus_client import Gauge
 
 from servicekit.runtime import Runtime
+from servicekit.timeline import ON_TIMELINE_SQL, own_events
 
 SETTLED_EVENTS = Gauge(
     "crm_timeline_settled_events",
@@ -40,6 +41,8 @@ SETTLED_BEFORE = Gauge(
 log = logging.getLogger(__name__)
 
 _COUNT = "SELECT count(*) FROM timeline WHERE time < $1"
+# A service whose own events are on its timeline from its event store counts those too.
+_COUNT_WITH_OWN = f"SELECT ({_COUNT}) + (SELECT count(*) FROM events WHERE time < $1 AND {ON_TIMELINE_SQL})"
 
 
 def settled_cutoff(now_s: float, settled_after_s: float, interval_s: float) -> float:
@@ -52,12 +55,13 @@ async def count_settled_timeline(rt: Runtime[Any, Any]) -> None:
     interval_s: float = s.timeline_count_interval_s
     if interval_s <= 0:
         await asyncio.Event().wait()  # off; returning would have the caller start it again at once
+    count_sql = _COUNT_WITH_OWN if own_events(rt.spec.name) else _COUNT
     events, before = SETTLED_EVENTS.labels(s.service_name), SETTLED_BEFORE.labels(s.service_name)
     while True:
         cutoff = settled_cutoff(time.time(), s.timeline_settled_after_s, interval_s)
         try:
             async with rt.db.acquire() as conn:
-                n = await conn.fetchval(_COUNT, datetime.fromtimestamp(cutoff, UTC))
+                n = await conn.fetchval(count_sql, datetime.fromtimestamp(cutoff, UTC))
         except TRANSIENT_ERRORS as exc:
             # The last count and its cutoff stay: an older cutoff than the others' is not compared.
             log.warning("timeline count failed, database unavailable: %s", type(exc).__name__)

@@ -10,6 +10,7 @@ import random
 import signal
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 from crmtools.devstack import Stack
@@ -190,9 +191,9 @@ async def test_live_stream_sends_new_timeline_items(stack: Stack, reader: str) -
 
 
 async def test_intake_has_its_own_events_on_its_timeline_when_it_answers(stack: Stack) -> None:
-    """contracts PROJECTED_WHEN_STORED: intake projects its events in the transaction that stores
-    them, so its timeline has them when the POST answers, and its consumer leaves its own topic
-    to the other services."""
+    """contracts PROJECTED_WHEN_STORED: intake's timeline reads its events from its event store,
+    so its timeline has them when the POST answers, and its consumer leaves its own topic to the
+    other services."""
     intake = stack.services["intake"].url
     email = f"own-{uuid.uuid4().hex[:8]}@example.com"
     async with api_client(timeout=10) as client:
@@ -201,6 +202,15 @@ async def test_intake_has_its_own_events_on_its_timeline_when_it_answers(stack: 
         assert page.status_code == 200, page.text
         assert {e["event_id"] for e in page.json()["events"]} == set(posted["event_ids"])
         metrics = (await client.get(f"{intake}/metrics")).text
+    # Read from its event store: written once, never copied into its timeline table.
+    conn = await asyncpg.connect(stack.services["intake"].env["DATABASE_URL"])
+    try:
+        ids = [uuid.UUID(i) for i in posted["event_ids"]]
+        assert await conn.fetchval("SELECT count(*) FROM timeline WHERE event_id = ANY($1::uuid[])", ids) == 0
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE event_id = ANY($1::uuid[])", ids) == len(ids)
+    finally:
+        await conn.close()
+    async with api_client(timeout=10) as client:
         ready = (await client.get(f"{intake}/readyz")).json()
     assert ready["checks"]["consumer_assigned"], ready  # it still reads the other three topics
     read = [
