@@ -2,13 +2,12 @@
 
     python -m bench.pipeline read --bootstrap HOST:PORT --dsn DSN --topic T --table TABLE --expect N
 
-Every accepted event is stored once, written to intake's timeline in the same transaction
-(contracts PROJECTED_WHEN_STORED), produced once, and then read by three consumers (case's,
-notification's and analytics', whose one consumer feeds its timeline and its KPI fold), each
-writing it to its own table. Here a writer
-COPYs each 1,000 messages into a store table and a timeline table and produces them (aiokafka,
-acks=all), while three reader processes, started first, each read the scratch topic (aiokafka,
-every partition assigned, no group) and COPY the rows into a table of their own. All tables are shaped like the
+Every accepted event is stored once (intake's timeline reads its own events from its event
+store), produced once, and then read by three consumers (case's, notification's and analytics',
+whose one consumer feeds its timeline and its KPI fold), each writing it to its own table. Here
+a writer COPYs each 1,000 messages into a store table and produces them (aiokafka, acks=all),
+while three reader processes, started first, each read the scratch topic (aiokafka, every
+partition assigned, no group) and COPY the rows into a table of their own. All tables are shaped like the
 timeline, primary key included. The figure is the messages over the time from the writer's
 start to the last reader's last COPY, everything sharing the machine as the services do. No
 HTTP, validation, identity, sealing, outbox, deduplication or projection logic: what is left
@@ -39,7 +38,7 @@ from bench.rebuild import Message, partitions_of, with_new_id
 from contracts.topics import INTAKE
 
 ROOT = Path(__file__).resolve().parents[1]
-READERS = 3  # case, notification and analytics (intake's timeline: the writer's)
+READERS = 3  # case, notification and analytics (intake's timeline reads the writer's store)
 CHUNK = 1000  # messages per COPY and per produced round, as per batch request
 COLUMNS = ["customer_id", "time", "event_id", "type", "source", "data"]
 
@@ -125,7 +124,7 @@ async def _tables(dsn: str, tables: Sequence[str], statement: str) -> None:
 
 
 async def write(bootstrap: str, dsn: str, topic: str, tables: Sequence[str], messages: Sequence[Message]) -> float:
-    """Store `messages` in each of `tables` (the store, the writer's own timeline) and produce
+    """Store `messages` in each of `tables` (the store) and produce
     them, CHUNK at a time, one chunk's acks in flight while the next is stored; return the
     time.time() it started."""
     conn = await _copy_connection(dsn)
@@ -143,7 +142,7 @@ async def write(bootstrap: str, dsn: str, topic: str, tables: Sequence[str], mes
         for at in range(0, len(messages), CHUNK):
             chunk = messages[at : at + CHUNK]
             rows = [row_of(m.key, m.value, m.headers) for m in chunk]
-            async with conn.transaction():  # one transaction, as intake stores and projects
+            async with conn.transaction():  # one transaction, as intake stores
                 for table in tables:
                     await conn.copy_records_to_table(table, records=rows, columns=COLUMNS)
             await asyncio.gather(*in_flight)
@@ -159,7 +158,7 @@ def measure(bootstrap: str, dsn: str, sample: Sequence[Message], count: int) -> 
     """The raw pipeline with `count` copies of `sample` (new event ids): events/s end to end."""
     run = uuid.uuid4().hex[:8]
     topic = f"bench.pipeline.{run}"
-    store = [f"bench_pipe_{run}_store", f"bench_pipe_{run}_own"]
+    store = [f"bench_pipe_{run}_store"]
     tables = [f"bench_pipe_{run}_{i}" for i in range(READERS)]
     messages = [with_new_id(sample[i % len(sample)]) for i in range(count)]
     partitions = asyncio.run(_prepare(bootstrap, dsn, topic, [*store, *tables]))
