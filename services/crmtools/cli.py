@@ -44,6 +44,7 @@ from servicekit.timeline import apply_bulk, own_events, record_stored_aliases
 
 from contracts.services import SERVICE_NAMES
 from contracts.topics import ALL_EVENT_TOPICS, PROJECTED_WHEN_STORED
+from crmtools import own_store
 from crmtools.progress import ReplayProgress
 
 SERVICES = SERVICE_NAMES
@@ -197,7 +198,7 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
             await conn.execute("TRUNCATE timeline, customer_aliases")
             if own_events(service):
                 await record_stored_aliases(conn)
-        await _rebuild_from_own_store(service, conn)
+        await own_store.rebuild(service, conn)
     finally:
         await conn.close()
 
@@ -246,25 +247,6 @@ async def replay(service: str, batch_size: int = 10_000, workers: int = 0) -> in
     print(f"replayed {progress.done:,} messages into {service}'s timeline ({skipped} not applicable)"
           f" in {elapsed:.1f} s, {progress.done / max(elapsed, 1e-9):,.0f} events/s")  # fmt: skip
     return 0
-
-
-async def _rebuild_from_own_store(service: str, conn: db.Connection) -> None:
-    """intake's customer fields and tags and case's case fields and tags (issue 29) are projections
-    of the service's own event store (what it stored, not what the topics hold): rebuilt from there
-    in one transaction, which holds the tables meanwhile, so a request changing them waits for it."""
-    if service == "intake":
-        from intake.field_store import rebuild as rebuild_intake  # the service's own code, only for it
-
-        async with conn.transaction():
-            applied = await rebuild_intake(conn)
-        print(f"rebuilt intake's customer fields and tags from {applied:,} of its stored events")
-    elif service == "case":
-        from case.field_store import rebuild as rebuild_case
-        from eventkit.eventstore import EventStore
-
-        async with conn.transaction():
-            cases = await rebuild_case(conn, EventStore("case"))
-        print(f"rebuilt case fields and tags of {cases:,} cases from case's events")
 
 
 def _replay_worker(
