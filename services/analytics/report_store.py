@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from analytics.store import KpiQuery
+from analytics.store import KpiQuery, empty_cases, empty_csat, pct, rounded
 
 GROUP_KINDS = ("team", "owner", "type", "tag", "field")
 FIELD_PREFIX = "field."
@@ -96,30 +96,8 @@ GROUP BY 1"""
     return opened, resolved, surveys
 
 
-def _pct(part: float, whole: float) -> float | None:
-    return round(100.0 * part / whole, 2) if whole else None
-
-
-def _round(x: Any) -> float | None:
-    return None if x is None else round(float(x), 3)
-
-
 def _empty_group(value: str | None) -> dict[str, Any]:
-    return {
-        "group": value,
-        "cases": {
-            "opened": 0,
-            "first_response_seconds": {"mean": None, "p90": None},
-            "resolved": 0,
-            "resolution_seconds": {"mean": None, "p90": None},
-            "handle_seconds": {"mean": None, "p90": None},
-            "closed_same_day": 0,
-            "first_contact_resolution_pct": None,
-            "sla_compliance_pct": None,
-        },
-        "cases_handled": 0,
-        "csat": {"responses": 0, "mean": None, "satisfied_pct": None},
-    }
+    return {"group": value, "cases": empty_cases(), "cases_handled": 0, "csat": empty_csat()}
 
 
 async def grouped_kpis(conn: asyncpg.Connection, q: KpiQuery, g: GroupBy) -> list[dict[str, Any]]:
@@ -137,21 +115,21 @@ async def grouped_kpis(conn: asyncpg.Connection, q: KpiQuery, g: GroupBy) -> lis
     for r in await conn.fetch(opened_sql, *args):
         cases = row(r["g"])["cases"]
         cases["opened"] = r["opened"]
-        cases["first_response_seconds"] = {"mean": _round(r["fr_mean"]), "p90": _round(r["fr_p90"])}
+        cases["first_response_seconds"] = {"mean": rounded(r["fr_mean"]), "p90": rounded(r["fr_p90"])}
     for r in await conn.fetch(resolved_sql, *args):
         group = row(r["g"])
         cases = group["cases"]
         cases["resolved"] = group["cases_handled"] = r["resolved"]
-        cases["resolution_seconds"] = {"mean": _round(r["ttr_mean"]), "p90": _round(r["ttr_p90"])}
-        cases["handle_seconds"] = {"mean": _round(r["handle_mean"]), "p90": _round(r["handle_p90"])}
+        cases["resolution_seconds"] = {"mean": rounded(r["ttr_mean"]), "p90": rounded(r["ttr_p90"])}
+        cases["handle_seconds"] = {"mean": rounded(r["handle_mean"]), "p90": rounded(r["handle_p90"])}
         cases["closed_same_day"] = r["same_day"]
-        cases["first_contact_resolution_pct"] = _pct(r["first_contact"], r["resolved"])
-        cases["sla_compliance_pct"] = _pct(r["sla_met"], r["resolved"])
+        cases["first_contact_resolution_pct"] = pct(r["first_contact"], r["resolved"])
+        cases["sla_compliance_pct"] = pct(r["sla_met"], r["resolved"])
     for r in await conn.fetch(surveys_sql, *args):
         row(r["g"])["csat"] = {
             "responses": r["csat_n"],
-            "mean": _round(r["csat_mean"]),
-            "satisfied_pct": _pct(r["csat_satisfied"], r["csat_n"]),
+            "mean": rounded(r["csat_mean"]),
+            "satisfied_pct": pct(r["csat_satisfied"], r["csat_n"]),
         }
     return [groups[k] for k in sorted(groups, key=lambda v: (v is None, v or ""))]
 

@@ -91,28 +91,37 @@ GROUP BY GROUPING SETS ((date_trunc($3, at), status), (status))
 NOTIFICATION_STATUSES = ("scheduled", "sent", "delivered", "failed", "suppressed")
 
 
-def _pct(part: float, whole: float) -> float | None:
+def pct(part: float, whole: float) -> float | None:
     return round(100.0 * part / whole, 2) if whole else None
 
 
-def _round(x: Any) -> float | None:
+def rounded(x: Any) -> float | None:
     return None if x is None else round(float(x), 3)
+
+
+def empty_cases() -> dict[str, Any]:
+    """The case KPIs of a bucket or group without cases (totals and report groups alike)."""
+    return {
+        "opened": 0,
+        "first_response_seconds": {"mean": None, "p90": None},
+        "resolved": 0,
+        "resolution_seconds": {"mean": None, "p90": None},
+        "handle_seconds": {"mean": None, "p90": None},
+        "closed_same_day": 0,
+        "first_contact_resolution_pct": None,
+        "sla_compliance_pct": None,
+    }
+
+
+def empty_csat() -> dict[str, Any]:
+    return {"responses": 0, "mean": None, "satisfied_pct": None}
 
 
 def _empty() -> dict[str, Any]:
     return {
         "interactions": {"volume": 0, "inbound": 0, "complaints": 0},
-        "cases": {
-            "opened": 0,
-            "first_response_seconds": {"mean": None, "p90": None},
-            "resolved": 0,
-            "resolution_seconds": {"mean": None, "p90": None},
-            "handle_seconds": {"mean": None, "p90": None},
-            "closed_same_day": 0,
-            "first_contact_resolution_pct": None,
-            "sla_compliance_pct": None,
-        },
-        "csat": {"responses": 0, "mean": None, "satisfied_pct": None},
+        "cases": empty_cases(),
+        "csat": empty_csat(),
         "nps": {"responses": 0, "score": None},
         "notifications": {
             "scheduled": 0, "sent": 0, "delivered": 0, "failed": 0, "suppressed": 0,
@@ -136,21 +145,21 @@ async def kpis(conn: asyncpg.Connection, q: KpiQuery) -> dict[str, Any]:
     for r in await conn.fetch(_OPENED, *case_args):
         cases = at(r["b"])["cases"]
         cases["opened"] = r["opened"]
-        cases["first_response_seconds"] = {"mean": _round(r["fr_mean"]), "p90": _round(r["fr_p90"])}
+        cases["first_response_seconds"] = {"mean": rounded(r["fr_mean"]), "p90": rounded(r["fr_p90"])}
     for r in await conn.fetch(_RESOLVED, *case_args):
         cases = at(r["b"])["cases"]
         cases["resolved"] = r["resolved"]
-        cases["resolution_seconds"] = {"mean": _round(r["ttr_mean"]), "p90": _round(r["ttr_p90"])}
-        cases["handle_seconds"] = {"mean": _round(r["handle_mean"]), "p90": _round(r["handle_p90"])}
+        cases["resolution_seconds"] = {"mean": rounded(r["ttr_mean"]), "p90": rounded(r["ttr_p90"])}
+        cases["handle_seconds"] = {"mean": rounded(r["handle_mean"]), "p90": rounded(r["handle_p90"])}
         cases["closed_same_day"] = r["same_day"]
-        cases["first_contact_resolution_pct"] = _pct(r["first_contact"], r["resolved"])
-        cases["sla_compliance_pct"] = _pct(r["sla_met"], r["resolved"])
+        cases["first_contact_resolution_pct"] = pct(r["first_contact"], r["resolved"])
+        cases["sla_compliance_pct"] = pct(r["sla_met"], r["resolved"])
     for r in await conn.fetch(_SURVEYS, *case_args):
         bucket = at(r["b"])
         bucket["csat"] = {
             "responses": r["csat_n"],
-            "mean": _round(r["csat_mean"]),
-            "satisfied_pct": _pct(r["csat_satisfied"], r["csat_n"]),
+            "mean": rounded(r["csat_mean"]),
+            "satisfied_pct": pct(r["csat_satisfied"], r["csat_n"]),
         }
         nps = None if not r["nps_n"] else round(100.0 * (r["promoters"] - r["detractors"]) / r["nps_n"], 2)
         bucket["nps"] = {"responses": r["nps_n"], "score": nps}
@@ -162,8 +171,8 @@ async def kpis(conn: asyncpg.Connection, q: KpiQuery) -> dict[str, Any]:
             n = bucket["notifications"]
             # Sent is the channel accepting the message; delivered (a receipt) exists for webhooks
             # only, so it is counted but does not enter the rate (see docs/services/analytics.md).
-            n["delivery_rate_pct"] = _pct(n["sent"], n["sent"] + n["failed"])
-            n["suppression_rate_pct"] = _pct(n["suppressed"], n["scheduled"] + n["suppressed"])
+            n["delivery_rate_pct"] = pct(n["sent"], n["sent"] + n["failed"])
+            n["suppression_rate_pct"] = pct(n["suppressed"], n["scheduled"] + n["suppressed"])
     totals = buckets.pop(None, _empty())
     series = [{"start": b.isoformat(), **buckets[b]} for b in sorted(b for b in buckets if b is not None)]
     return {"totals": totals, "series": series}
