@@ -11,7 +11,8 @@ interaction finds its id recorded and does nothing.
   case, of the kind's type for a rule kind), opening a pending case again and reopening one
   resolved within the reopen window. A rule kind (complaint, request) that answers no case opens
   a new one. An outbound interaction naming its case in metadata.case_id links to it (the
-  agent's answer: first response, next reply).
+  agent's answer: first response, next reply). One query per batch finds the customers with
+  no case an answer could reach: their answers need no lock and no further query.
 - crm.customer.preferences_changed.v1: the customer's VIP flag; a new VIP's open cases are
   raised to at least high.
 """
@@ -34,11 +35,37 @@ class CaseRulesPolicy:
         self.ctx = ctx
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
+        reach = await self._reach(conn, events)
+        acted: set[str] = set()  # roots whose cases this batch may have changed: no shortcut
         for e in events:
             if e.type == INTERACTION_RECORDED:
+                known = reach.get(e.data["customer_id"])
+                if known is not None and not known.any_case and known.root not in acted and self._plain_answer(e):
+                    continue  # an answer while the customer has no case to answer: nothing to do
                 await self._interaction(conn, e)
+                if known is not None:
+                    acted.add(known.root)
             elif e.type == PREFERENCES_CHANGED:
                 await self._preferences(conn, e)
+
+    async def _reach(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> dict[str, store.Reach]:
+        """One query, when the batch holds inbound answers that open no case: for every customer
+        of the batch's interactions, whether they have any case an answer could reach (a busy
+        channel's messages mostly find none) and their root, which the batch's own cases are
+        counted under."""
+        interactions = [e for e in events if e.type == INTERACTION_RECORDED]
+        if not any(self._plain_answer(e) for e in interactions):
+            return {}
+        since = min(e.time for e in interactions) - self.ctx.rules.reopen_window
+        return await store.reach(conn, [e.data["customer_id"] for e in interactions], since)
+
+    def _plain_answer(self, e: Envelope) -> bool:
+        """An inbound interaction that is no survey answer and opens no case: it only joins a case
+        the customer has."""
+        data = e.data
+        if data["direction"] != "inbound" or data["kind"] == self.ctx.rules.survey_kind:
+            return False
+        return rules.opening_rule(self.ctx.rules, data["kind"], "inbound", data.get("metadata") or {}) is None
 
     async def _interaction(self, conn: asyncpg.Connection, e: Envelope) -> None:
         data = e.data

@@ -139,6 +139,39 @@ async def save_case(conn: asyncpg.Connection, s: domain.CaseState) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Reach:
+    """What one customer id's answers may reach, as the batch found it: the id its cases live
+    under (the survivor of any merge) and whether any case of the customer could take an answer."""
+
+    root: str
+    any_case: bool
+
+
+# The statuses are literals so that the partial indexes (cases_customer_open, _resolved) apply.
+_OPEN = ", ".join(f"'{s}'" for s in domain.OPEN_STATUSES)
+
+
+async def reach(conn: asyncpg.Connection, customer_ids: Sequence[str], resolved_since: datetime) -> dict[str, Reach]:
+    """For a whole batch in one query: each customer id's root and whether the root or an id
+    merged into it has an open case or one resolved since `resolved_since`. A customer without
+    one (most answers on a busy channel) needs no lock and no further query."""
+    rows = await conn.fetch(
+        "WITH asked AS (SELECT a.id, coalesce(al.survivor_id, a.id) AS root FROM unnest($1::text[]) AS a(id)"
+        " LEFT JOIN customer_aliases al ON al.merged_id = a.id),"
+        " ids AS (SELECT DISTINCT root, root AS customer_id FROM asked"
+        " UNION SELECT m.survivor_id, m.merged_id FROM customer_aliases m"
+        " WHERE m.survivor_id IN (SELECT root FROM asked))"
+        " SELECT asked.id, asked.root, EXISTS (SELECT 1 FROM ids JOIN cases c ON c.customer_id = ids.customer_id"
+        f"  WHERE ids.root = asked.root AND (c.status IN ({_OPEN})"
+        "  OR (c.status = 'resolved' AND c.resolved_at >= $2))) AS any_case"
+        " FROM asked",
+        list(set(customer_ids)),
+        resolved_since,
+    )
+    return {r["id"]: Reach(r["root"], r["any_case"]) for r in rows}
+
+
 async def reply_candidates(
     conn: asyncpg.Connection, ids: Sequence[str], resolved_since: datetime
 ) -> list[domain.ReplyCandidate]:

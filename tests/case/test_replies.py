@@ -231,3 +231,47 @@ async def test_the_next_reply_target_breaches_once_and_the_agents_answer_naming_
         (c.CASE_INTERACTION_LINKED, "inbound"),
         (c.CASE_INTERACTION_LINKED, "outbound"),
     ]
+
+
+async def test_answers_of_customers_without_a_case_cost_the_batch_one_query_and_touch_nothing(
+    case_pool: asyncpg.Pool, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, consumer, customer, case_id = await new_case(case_pool, producer)
+    looked_up: list[str] = []
+    customer_ids = store.customer_ids
+
+    async def counted(conn: asyncpg.Connection, customer_id: str) -> list[str]:
+        looked_up.append(customer_id)
+        return await customer_ids(conn, customer_id)
+
+    monkeypatch.setattr(store, "customer_ids", counted)
+    strangers = [f"cust-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    await consumer.deliver(*(answer(s) for s in strangers), answer(customer))
+    assert looked_up == [customer]  # only the customer with a case went the long way
+    assert await events_of(case_pool, case_id) == [c.CASE_OPENED, c.CASE_INTERACTION_LINKED]
+    for s in strangers:
+        assert await cases_of(case_pool, s) == []
+
+
+async def test_an_answer_after_a_complaint_in_the_same_batch_joins_the_case_it_opened(
+    case_pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    consumer = Consumer(case_pool, producer, context())
+    survivor, merged, fresh = (f"cust-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    merge = new_event(
+        "crm.customer.merged.v1",
+        survivor,
+        {"survivor_id": survivor, "merged_id": merged, "linked_by": {"kind": "email", "value": "a@b.c"}, "reason": "x"},
+        "/crm/intake",
+        TP,
+    )
+    await consumer.deliver(merge)
+    # Neither customer had a case when the batch began: the complaints open one, and the answers
+    # after them (one under the other id of the same customer) must find it.
+    await consumer.deliver(
+        interaction(merged, "complaint"), answer(survivor), interaction(fresh, "complaint"), answer(fresh)
+    )
+    [opened] = await cases_of(case_pool, merged)
+    assert await events_of(case_pool, opened["case_id"]) == [c.CASE_OPENED, c.CASE_INTERACTION_LINKED]
+    [other] = await cases_of(case_pool, fresh)
+    assert await events_of(case_pool, other["case_id"]) == [c.CASE_OPENED, c.CASE_INTERACTION_LINKED]
