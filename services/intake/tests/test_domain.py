@@ -26,6 +26,15 @@ def test_invalid_emails_name_the_field(raw: str) -> None:
     assert info.value.field == "customer.email"
 
 
+@pytest.mark.parametrize("field", ["customer.email", "query.email"])
+def test_a_remembered_address_gets_the_same_answer_under_each_field(field: str) -> None:
+    for _ in range(2):  # the second answer comes from the cache of checked addresses
+        assert domain.normalise_email("Eve@Example.COM", field) == domain.Ident("email", "eve@example.com")
+        with pytest.raises(domain.InvalidInput) as info:
+            domain.normalise_email("eve@@example.com", field)
+        assert info.value.field == field and info.value.reason.startswith("not an email address: ")
+
+
 @given(st.emails())
 def test_normalising_is_idempotent_and_case_blind(email: str) -> None:
     once = domain.normalise_email(email)
