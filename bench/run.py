@@ -265,7 +265,7 @@ def measure(plan: Plan, data_dir: Path) -> Report:
     report.rows += rebuild.rows
     report.add(read_report(r, plan.read_events))
     report.rows += campaign_rows(c)
-    report.rows += [Row(f"RSS {name}", fmt(rss.get(name), "MiB")) for name in SERVICES]
+    report.rows += [Row(f"RSS {name}", fmt(rss.get(name), "MiB"), "≤ 150 MiB") for name in SERVICES]
     report.costs.append(rebuild.costs[0])
     report.notes["batch"] += (
         f"; single, fresh, read, the campaign, the raw limits and the rebuild each started after"
