@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from servicekit import timeline
 from servicekit.auth import audit_page, require
 from servicekit.http import CustomerMerged, OrjsonResponse, decode_cursor
-from servicekit.runtime import runtime
+from servicekit.runtime import runtime_of
 from servicekit.streamtickets import stream_caller
 
 common = APIRouter()
@@ -103,7 +103,7 @@ async def healthz() -> dict[str, str]:
     responses={200: {"model": ReadyOut}, 503: {"model": ReadyOut, "description": "not ready: checks says why"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    rt = runtime(request)
+    rt = runtime_of(request)
     checks: dict[str, bool] = {"database": False, "broker": False, "consumer_assigned": False, "outbox_flowing": False}
     oldest_age: float | None = None
     if rt.pool is not None:
@@ -166,7 +166,7 @@ async def get_timeline(
     wait_for: Annotated[uuid.UUID | None, Query(description="answer once this event is applied")] = None,
     timeout_ms: Annotated[int, Query(ge=0, le=30_000)] = 1000,
 ) -> Response:
-    rt = runtime(request)
+    rt = runtime_of(request)
     cursor = decode_cursor(timeline.Cursor.decode, before)
     applied = True
     if wait_for is not None:
@@ -196,7 +196,7 @@ async def get_timeline(
     responses={200: {"model": DigestOut}, **MERGED},
 )
 async def get_digest(request: Request, customer_id: str) -> Response:
-    rt = runtime(request)
+    rt = runtime_of(request)
     async with rt.db.acquire() as conn:
         members = await _members(conn, customer_id)
         count, digest = await timeline.digest(conn, customer_id, members, rt.own_events)
@@ -220,7 +220,7 @@ async def get_digest(request: Request, customer_id: str) -> Response:
     },
 )
 async def stream_timeline(request: Request, customer_id: str) -> Response:
-    rt = runtime(request)
+    rt = runtime_of(request)
     async with rt.db.acquire() as conn:
         members = await _members(conn, customer_id)
         _, seen_before = await timeline.digest(conn, customer_id, members, rt.own_events)
@@ -263,7 +263,7 @@ async def get_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="next_before of the previous page")] = None,
 ) -> Response:
-    rt = runtime(request)
+    rt = runtime_of(request)
     await rt.audit.flush()
     async with rt.db.acquire() as conn:
         items, next_before = await audit_page(conn, key_id, customer_id, limit, before)
