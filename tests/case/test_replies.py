@@ -57,6 +57,12 @@ async def status_changes(pool: asyncpg.Pool, ctx: CaseContext, case_id: str) -> 
     ]
 
 
+def merged_into(survivor: str, merged: str) -> Envelope:
+    linked_by = {"kind": "email", "value": "a@b.c"}
+    data = {"survivor_id": survivor, "merged_id": merged, "linked_by": linked_by, "reason": "x"}
+    return new_event("crm.customer.merged.v1", survivor, data, "/crm/intake", TP)
+
+
 def answer(customer: str, kind: str = "message", at: datetime | None = None, **metadata: Any) -> Envelope:
     e = interaction(customer, kind, metadata=metadata)
     return e if at is None else replace(e, time=at)
@@ -89,13 +95,7 @@ async def test_a_merged_customers_answer_reaches_the_case_opened_under_the_other
     survivor, merged = f"cust-{uuid.uuid4().hex[:8]}", f"cust-{uuid.uuid4().hex[:8]}"
     await consumer.deliver(interaction(survivor, "message"), interaction(merged, "complaint"))
     [row] = await cases_of(case_pool, merged)
-    merge = new_event(
-        "crm.customer.merged.v1",
-        survivor,
-        {"survivor_id": survivor, "merged_id": merged, "linked_by": {"kind": "email", "value": "a@b.c"}, "reason": "x"},
-        "/crm/intake",
-        TP,
-    )
+    merge = merged_into(survivor, merged)
     message = answer(survivor, kind="call")
     await consumer.deliver(merge, message)
     assert await events_of(case_pool, row["case_id"]) == [c.CASE_OPENED, c.CASE_INTERACTION_LINKED]
@@ -258,13 +258,7 @@ async def test_an_answer_after_a_complaint_in_the_same_batch_joins_the_case_it_o
 ) -> None:
     consumer = Consumer(case_pool, producer, context())
     survivor, merged, fresh = (f"cust-{uuid.uuid4().hex[:8]}" for _ in range(3))
-    merge = new_event(
-        "crm.customer.merged.v1",
-        survivor,
-        {"survivor_id": survivor, "merged_id": merged, "linked_by": {"kind": "email", "value": "a@b.c"}, "reason": "x"},
-        "/crm/intake",
-        TP,
-    )
+    merge = merged_into(survivor, merged)
     await consumer.deliver(merge)
     # Neither customer had a case when the batch began: the complaints open one, and the answers
     # after them (one under the other id of the same customer) must find it.
