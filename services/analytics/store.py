@@ -251,9 +251,9 @@ async def delete_customer(conn: asyncpg.Connection, customer_id: str) -> None:
 async def write_customers(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Upsert customers, each row in the column order of the INSERT below.
 
-    One statement for the batch, column by column (a statement per row cost PostgreSQL and
-    analytics ~10 µs each per batch event). unnest cannot take complaint_times, itself an array,
-    nor a jsonb codec's values: those go as text and are cast."""
+    One statement for the batch, column by column: a statement per row was one of the fold's
+    largest costs (BENCHMARKS.md). unnest cannot take complaint_times, itself an array, nor a
+    jsonb codec's values: those go as text and are cast."""
     if not rows:
         return
     columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]

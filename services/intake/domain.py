@@ -96,9 +96,8 @@ def normalise_email(raw: str, field: str = "customer.email") -> Ident:
     return Ident("email", email)
 
 
-# Customers write again and again, and email-validator costs ~40 µs an address (a sixth of
-# intake's CPU in a batch): the last 16,384 answers are kept (a few MiB; the input is at most
-# 320 characters).
+# Customers write again and again, and email-validator is costly per address (BENCHMARKS.md):
+# the last 16,384 answers are kept (a few MiB at most: an input is at most 320 characters).
 @functools.lru_cache(maxsize=16_384)
 def _checked_email(text: str) -> tuple[str, str]:
     """(the normalised address, "") or ("", why it is not one)."""

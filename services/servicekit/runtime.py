@@ -127,5 +127,5 @@ def runtime_of(request: Request) -> Runtime[Any, Any]:
 async def runtime(request: Request) -> Runtime[Any, Any]:
     """The FastAPI dependency behind every service's typed `<Service>Runtime` (its deps.py).
     Async on purpose: FastAPI runs a plain `def` dependency on a worker thread, a thread hop per
-    request (a tenth of intake's CPU on single POSTs)."""
+    request (tests/contract/test_async_routes.py keeps every dependency async)."""
     return runtime_of(request)

@@ -1,6 +1,5 @@
 """Every route and every dependency of the four services is async: FastAPI runs a plain `def`
-on a worker thread, a thread hop per request (a tenth of intake's CPU on single POSTs when the
-runtime dependency was one)."""
+on a worker thread, a thread hop and a queue handoff per request."""
 
 import inspect
 from collections.abc import Iterator
