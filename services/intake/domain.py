@@ -96,19 +96,18 @@ def normalise_email(raw: str, field: str = "customer.email") -> Ident:
     return Ident("email", email)
 
 
-# Customers write again and again, and email-validator is costly per address (BENCHMARKS.md):
-# the last 16,384 answers are kept (a few MiB at most: an input is at most 320 characters).
+# (the normalised address, "") or ("", why it is not one). Customers write again and again, and
+# email-validator is costly per address (BENCHMARKS.md): the last 16,384 answers are kept (a few
+# MiB at most: an input is at most 320 characters).
 @functools.lru_cache(maxsize=16_384)
 def _checked_email(text: str) -> tuple[str, str]:
-    """(the normalised address, "") or ("", why it is not one)."""
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in text):
         return "", "it contains control characters"
     try:
         checked = email_validator.validate_email(text, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:
         return "", str(exc)
-    # The ASCII (IDNA) spelling where there is one: what mail servers take without SMTPUTF8, and
-    # how addresses with an IDNA domain were stored before they were checked.
+    # The ASCII (IDNA) spelling where there is one: what mail servers take without SMTPUTF8.
     email = (checked.ascii_email or checked.normalized).lower()
     if len(email) > 254:
         return "", "longer than 254 characters"
