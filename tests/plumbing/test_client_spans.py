@@ -264,12 +264,9 @@ def event(traceparent: str) -> Envelope:
     return new_event("crm.note.v1", "cust-1", {"x": 1}, "/crm/test", traceparent)
 
 
-async def test_a_consumer_batch_of_one_trace_has_its_queries_under_its_span(
-    spans: tuple[TracerProvider, InMemorySpanExporter], pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    provider, exporter = spans
-    monkeypatch.setattr(consumer_module, "tracer", lambda: provider.get_tracer("crm.eventkit"))
-    applier = BatchApplier(
+def lookup_applier(pool: asyncpg.Pool) -> BatchApplier:
+    """case's batch applier with one subscriber that runs a query."""
+    return BatchApplier(
         service="case",
         pool=pool,
         producer=None,  # type: ignore[arg-type]  # never used for a batch that applies
@@ -277,6 +274,14 @@ async def test_a_consumer_batch_of_one_trace_has_its_queries_under_its_span(
         acceptance=Acceptance(SCHEMAS),
         deadletter_topic=DEADLETTER,
     )
+
+
+async def test_a_consumer_batch_of_one_trace_has_its_queries_under_its_span(
+    spans: tuple[TracerProvider, InMemorySpanExporter], pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider, exporter = spans
+    monkeypatch.setattr(consumer_module, "tracer", lambda: provider.get_tracer("crm.eventkit"))
+    applier = lookup_applier(pool)
     one = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
     async with pool.acquire() as conn, conn.transaction():
         await applier._apply(conn, [event(one), event(one)])
@@ -304,14 +309,7 @@ async def test_with_tracing_off_a_consumer_batch_makes_no_spans_at_all(
 
     monkeypatch.setattr(consumer_module, "tracer", NoOpTracer)
     monkeypatch.setattr(consumer_module, "context_from_traceparent", parse)
-    applier = BatchApplier(
-        service="case",
-        pool=pool,
-        producer=None,  # type: ignore[arg-type]  # never used for a batch that applies
-        subscribers=[Lookup()],
-        acceptance=Acceptance(SCHEMAS),
-        deadletter_topic=DEADLETTER,
-    )
+    applier = lookup_applier(pool)
     traces = ["00-" + f"{n:032x}" + "-" + "2" * 16 + "-01" for n in range(1, 4)]
     async with pool.acquire() as conn, conn.transaction():
         await applier._apply(conn, [event(tp) for tp in traces])
