@@ -35,12 +35,14 @@ class CaseRulesPolicy:
         self.ctx = ctx
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> None:
-        reach = await self._reach(conn, events)
+        interactions = [e for e in events if e.type == INTERACTION_RECORDED]
+        plain = {e.id for e in interactions if self._plain_answer(e)}
+        reach = await self._reach(conn, interactions) if plain else {}
         acted: set[str] = set()  # roots whose cases this batch may have changed: no shortcut
         for e in events:
             if e.type == INTERACTION_RECORDED:
                 known = reach.get(e.data["customer_id"])
-                if known is not None and not known.any_case and known.root not in acted and self._plain_answer(e):
+                if known is not None and not known.any_case and known.root not in acted and e.id in plain:
                     continue  # an answer while the customer has no case to answer: nothing to do
                 await self._interaction(conn, e)
                 if known is not None:
@@ -48,14 +50,11 @@ class CaseRulesPolicy:
             elif e.type == PREFERENCES_CHANGED:
                 await self._preferences(conn, e)
 
-    async def _reach(self, conn: asyncpg.Connection, events: Sequence[Envelope]) -> dict[str, store.Reach]:
-        """One query, when the batch holds inbound answers that open no case: for every customer
-        of the batch's interactions, whether they have any case an answer could reach (a busy
-        channel's messages mostly find none) and their root, which the batch's own cases are
+    async def _reach(self, conn: asyncpg.Connection, interactions: Sequence[Envelope]) -> dict[str, store.Reach]:
+        """One query, asked when the batch holds inbound answers that open no case: for every
+        customer of the batch's interactions, whether they have any case an answer could reach (a
+        busy channel's messages mostly find none) and their root, which the batch's own cases are
         counted under."""
-        interactions = [e for e in events if e.type == INTERACTION_RECORDED]
-        if not any(self._plain_answer(e) for e in interactions):
-            return {}
         since = min(e.time for e in interactions) - self.ctx.rules.reopen_window
         return await store.reach(conn, [e.data["customer_id"] for e in interactions], since)
 
