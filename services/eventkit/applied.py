@@ -10,13 +10,11 @@ the new ones.
 """
 
 import contextlib
-import re
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
-# What envelope.from_kafka makes of every id it accepts: only these are inlined in a query.
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+from eventkit.envelope import CANONICAL_UUID
 
 
 class AppliedRecord:
@@ -44,7 +42,7 @@ class AppliedRecord:
         await conn.execute("COMMIT")
 
     async def _begin(self, conn: asyncpg.Connection, ids: Sequence[str]) -> set[str]:
-        if ids and all(_CANONICAL_UUID.fullmatch(i) for i in ids):
+        if ids and all(CANONICAL_UUID.fullmatch(i) for i in ids):  # only these are inlined in the query
             status = await conn.execute(self._begin_and_record % ",".join(ids))  # "INSERT 0 <rows>"
             if int(status.rsplit(" ", 1)[-1]) == len(ids):
                 return set(ids)

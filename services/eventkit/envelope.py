@@ -102,7 +102,8 @@ def to_kafka(event: Envelope) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     return event.subject.encode(), encode_data(event.data), kafka_headers(event)
 
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A UUID as str(uuid.UUID) spells it: what from_kafka makes of every id it accepts.
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _KNOWN = frozenset(
     {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_traceparent", "ce_dataschema"}
 )
@@ -133,7 +134,7 @@ def from_kafka(key: bytes | None, value: bytes | None, headers: Headers | Mappin
         if not attrs.get(required):
             raise DecodeError("missing_attribute", required)
     event_id = attrs["ce_id"]
-    if not _CANONICAL_UUID.fullmatch(event_id):  # already spelled as str(UUID) spells it: skip the slow parse
+    if not CANONICAL_UUID.fullmatch(event_id):  # already spelled as str(UUID) spells it: skip the slow parse
         try:
             event_id = str(uuid.UUID(event_id))
         except ValueError as exc:
